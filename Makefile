@@ -1,0 +1,28 @@
+# Two commands a newcomer needs: `make demo` and `make test` (both set up .venv first).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+# constraints.txt pins the CPU torch build that lies on disk here (see its comments)
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	touch $@
+
+demo: install
+	$(BIN)/rsgeo synth -o demo/city --size 512 --scenes 1 --preview --overwrite
+	$(BIN)/rsgeo --help
+
+test: install
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python benchmarks/raster_pipeline.py
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache

@@ -1,0 +1,111 @@
+"""The ``rsgeo`` Typer app: global options, command registration, errors -> exit codes.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad input or usage. Errors print one line on
+stderr (``rsgeo: error: path: problem``); ``-vv`` adds the traceback. Command modules
+import only typer at module level; torch, geopandas and onnxruntime are imported inside
+the commands, so ``rsgeo --help`` and ``rsgeo --version`` stay fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import traceback
+from typing import Annotated, Optional
+
+import typer
+
+from rsgeo import __version__
+
+app = typer.Typer(
+    name="rsgeo",
+    help="Building heights, change and damage from aerial RGB and surface models.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+)
+
+state = {"verbose": 0}
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"rsgeo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True,
+                                         help="More output (-vv: debug, tracebacks).")] = 0,
+    quiet: Annotated[int, typer.Option("-q", "--quiet", count=True,
+                                       help="Less output (no progress bars).")] = 0,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version,
+                                                    is_eager=True, help="Show the version.")] = None,
+):
+    """rsgeo: chips, pretraining, fine-tuning, large-raster height inference, damage maps, metrics."""
+    level = 1 + verbose - quiet  # 0 quiet, 1 default, 2 info, 3+ debug and tracebacks
+    state["verbose"] = level
+    logging.basicConfig(format="rsgeo: %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("rsgeo").setLevel(
+        [logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG][max(min(level, 3), 0)])
+
+
+COMMANDS: list[str] = []
+
+
+def _register() -> None:
+    # Each module adds its own command(s) to `app`; only commands that work are listed.
+    import importlib
+
+    for name in COMMANDS:
+        importlib.import_module(f"rsgeo.cli.{name}")
+
+
+_register()
+
+
+def _sigterm(signum, frame):  # turn SIGTERM into KeyboardInterrupt so atomic outputs clean up
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return the exit code (tests call this; ``run`` exits with it)."""
+    import click
+
+    from rsgeo.errors import RsgeoError
+
+    command = typer.main.get_command(app)
+    try:
+        signal.signal(signal.SIGTERM, _sigterm)
+    except ValueError:  # not in the main thread
+        pass
+    try:
+        rv = command.main(args=argv, prog_name="rsgeo", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("rsgeo: interrupted", file=sys.stderr)
+        return 130
+    except RsgeoError as e:
+        if state["verbose"] >= 3:
+            traceback.print_exc()
+        print(f"rsgeo: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except Exception as e:  # runtime failure: one line, traceback with -vv
+        if state["verbose"] >= 3:
+            traceback.print_exc()
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"rsgeo: error: {type(e).__name__}: {msg}", file=sys.stderr)
+        return 1
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

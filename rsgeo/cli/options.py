@@ -1,0 +1,76 @@
+"""Every shared option, defined once (rio style) and reused by every command.
+
+Options (``Annotated`` aliases to use as parameter types):
+
+- ``Output``       ``-o/--output PATH``       where to write (file or folder)
+- ``Overwrite``    ``--overwrite``            replace an existing output (refused otherwise)
+- ``CreationOpts`` ``--co KEY=VALUE``         GDAL creation options, repeatable
+- ``Nodata``       ``--nodata V``             override the input's nodata value (``nan`` ok)
+- ``Device``       ``--device cpu|cuda|auto`` where models run
+- ``Json``         ``--json``                 machine-readable summary on stdout
+- ``Seed``         ``--seed N``               random seed (runs are deterministic for a seed)
+- ``Workers``      ``--workers N``            parallel workers (0 = in the main process)
+- ``Cog``          ``--cog``                  copy raster outputs to Cloud Optimized GeoTIFF
+
+This module imports only typer, so ``rsgeo --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _parse_nodata(value: Optional[str]) -> Optional[float]:
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a number (use e.g. -9999 or nan)") from None
+    return v if not math.isnan(v) else float("nan")
+
+
+def _check_co(values: Optional[list[str]]) -> list[str]:
+    for item in values or []:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE")
+    return values or []
+
+
+Output = Annotated[Path, typer.Option("-o", "--output", help="Output path.")]
+OptionalOutput = Annotated[Optional[Path], typer.Option("-o", "--output", help="Output path.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+CreationOpts = Annotated[
+    Optional[list[str]],
+    typer.Option("--co", metavar="KEY=VALUE", callback=_check_co,
+                 help="GDAL creation option for raster outputs (repeatable), "
+                      "e.g. --co ZLEVEL=6 --co BLOCKXSIZE=512."),
+]
+Nodata = Annotated[
+    Optional[str],
+    typer.Option("--nodata", metavar="V", help="Override the input nodata value (number or nan)."),
+]
+Device = Annotated[
+    DeviceChoice,
+    typer.Option("--device", help="Where models run: auto picks CUDA when available."),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+Workers = Annotated[int, typer.Option("--workers", min=0, help="Parallel workers.")]
+Cog = Annotated[bool, typer.Option("--cog", help="Write Cloud Optimized GeoTIFF (copy).")]
+
+
+def nodata_value(value: Optional[str]) -> Optional[float]:
+    """The float of a ``--nodata`` string (None when not given)."""
+    return _parse_nodata(value)

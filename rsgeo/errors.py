@@ -1,0 +1,39 @@
+"""Errors that reach the user as one line and an exit code.
+
+``InputError`` (exit 2) is for anything the user can fix by changing the command:
+missing or unreadable files, rasters without CRS, mismatched grids, bad options,
+existing outputs without ``--overwrite``. ``RsgeoError`` (exit 1) is for runtime
+failures. The message names the file first when there is one: ``path: problem``.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class RsgeoError(Exception):
+    """A failure reported to the user as one line (exit code 1)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        self.path = None if path is None else os.fspath(path)
+        self.message = message
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class InputError(RsgeoError):
+    """Bad input or usage the user can fix (exit code 2)."""
+
+    exit_code = 2
+
+
+class OutputExistsError(InputError):
+    """The output exists and ``--overwrite`` was not given."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__("output exists (use --overwrite to replace it)", path)
+
+
+class GridMismatchError(InputError):
+    """Two rasters that must share a pixel grid do not."""

@@ -1,0 +1,237 @@
+"""Open, validate and describe rasters; compare and align pixel grids.
+
+Every command opens its rasters through :func:`open_raster`, so a missing file, a
+corrupt file, a raster without CRS or geotransform, a wrong band count or an
+unsupported dtype gives the same one-line :class:`~rsgeo.errors.InputError`
+(``path: problem``) everywhere. Grids are compared with :func:`check_same_grid`
+and aligned only on request with :func:`align_to` (a WarpedVRT with an explicit
+resampling), never silently.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+
+from rsgeo.errors import GridMismatchError, InputError
+
+SUPPORTED_DTYPES = {
+    "uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64",
+}
+
+RESAMPLING = {
+    "nearest": Resampling.nearest,
+    "bilinear": Resampling.bilinear,
+    "cubic": Resampling.cubic,
+    "average": Resampling.average,
+    "mode": Resampling.mode,
+}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A pixel grid: CRS, affine transform (pixel corner -> CRS units) and shape."""
+
+    crs: CRS | None
+    transform: Affine
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, ds) -> "Grid":
+        """The grid of an open rasterio dataset (or WarpedVRT)."""
+        return cls(ds.crs, ds.transform, ds.width, ds.height)
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size (x, y) in CRS units, both positive."""
+        return (math.hypot(self.transform.a, self.transform.d),
+                math.hypot(self.transform.b, self.transform.e))
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in CRS units."""
+        return _bounds(self.transform, self.width, self.height)
+
+    def describe(self) -> str:
+        crs = self.crs.to_string() if self.crs else "no CRS"
+        rx, ry = self.res
+        left, bottom, right, top = self.bounds
+        return (f"{self.width}x{self.height} px, {rx:g}x{ry:g} {crs} px, "
+                f"origin ({left:.3f}, {top:.3f})")
+
+    def same_as(self, other: "Grid", rel_tol: float = 1e-6) -> bool:
+        """True when both grids have equal CRS, shape and transform (to ``rel_tol`` of a pixel)."""
+        if (self.width, self.height) != (other.width, other.height):
+            return False
+        if (self.crs is None) != (other.crs is None):
+            return False
+        if self.crs is not None and self.crs != other.crs:
+            return False
+        # offsets compared to a fraction of a pixel, pixel sizes relatively
+        px = max(self.res)
+        return all(math.isclose(a, b, rel_tol=rel_tol, abs_tol=rel_tol * px)
+                   for a, b in zip(self.transform[:6], other.transform[:6]))
+
+
+def _bounds(transform: Affine, width: int, height: int) -> tuple[float, float, float, float]:
+    xs, ys = zip(*(transform @ (c, r) for c, r in ((0, 0), (width, 0), (0, height), (width, height))))
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def check_exists(path: str | os.PathLike, what: str = "file") -> Path:
+    """Raise InputError unless ``path`` exists."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"no such {what}", p)
+    return p
+
+
+def open_raster(
+    path: str | os.PathLike,
+    *,
+    bands: int | tuple[int, ...] | None = None,
+    purpose: str = "raster",
+    require_crs: bool = True,
+    numeric: bool = True,
+):
+    """Open ``path`` with rasterio after checking what every command relies on.
+
+    Args:
+        path: a file GDAL can open (GeoTIFF, JPEG with world file, VRT, ...).
+        bands: the band count the caller needs: an int, or a tuple of allowed counts.
+        purpose: words for the error message, e.g. ``"RGB image"`` or ``"height raster"``.
+        require_crs: refuse rasters without CRS (needed for any georeferenced output).
+        numeric: refuse complex and other non-numeric dtypes.
+
+    Returns:
+        An open ``rasterio.DatasetReader`` (use it as a context manager).
+
+    Raises:
+        InputError: with ``path: problem`` for every check that fails.
+    """
+    p = check_exists(path)
+    if p.is_dir():
+        raise InputError(f"is a folder, expected a {purpose} file", p)
+    try:
+        ds = rasterio.open(p)
+    except RasterioIOError as e:
+        raise InputError(f"not a readable {purpose} ({_short(e)})", p) from None
+    try:
+        validate_raster(ds, p, bands=bands, purpose=purpose, require_crs=require_crs,
+                        numeric=numeric)
+    except Exception:
+        ds.close()
+        raise
+    return ds
+
+
+def validate_raster(ds, path, *, bands=None, purpose="raster", require_crs=True, numeric=True):
+    """The checks of :func:`open_raster` on an already open dataset."""
+    if ds.width == 0 or ds.height == 0:
+        raise InputError(f"empty {purpose} ({ds.width}x{ds.height} px)", path)
+    if require_crs and ds.crs is None:
+        raise InputError(f"{purpose} has no CRS (assign one, e.g. `gdal_edit -a_srs EPSG:32633`)",
+                         path)
+    t = ds.transform
+    if t.is_identity or t.determinant == 0 or not all(map(math.isfinite, t[:6])):
+        raise InputError(f"{purpose} has no valid geotransform", path)
+    if numeric:
+        bad = [d for d in ds.dtypes if d not in SUPPORTED_DTYPES]
+        if bad:
+            raise InputError(f"unsupported data type {bad[0]} for a {purpose}", path)
+    if bands is not None:
+        allowed = (bands,) if isinstance(bands, int) else tuple(bands)
+        if ds.count not in allowed:
+            want = " or ".join(map(str, allowed))
+            raise InputError(f"{purpose} has {ds.count} band(s), expected {want}", path)
+
+
+def _short(e: Exception) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return msg if len(msg) < 160 else msg[:157] + "..."
+
+
+def nodata_of(ds, override: float | None = None) -> float | None:
+    """The nodata value to honour: the user's ``--nodata`` if given, else the file's."""
+    return override if override is not None else ds.nodata
+
+
+def valid_mask(arr: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Boolean mask of valid pixels for a (bands, h, w) or (h, w) array.
+
+    A pixel is invalid when any band equals ``nodata`` or is NaN (float input).
+    """
+    a = arr if arr.ndim == 3 else arr[None]
+    ok = np.ones(a.shape[1:], dtype=bool)
+    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+        ok &= ~(a == nodata).any(axis=0)
+    if a.dtype.kind == "f":
+        ok &= np.isfinite(a).all(axis=0)
+    return ok
+
+
+def check_same_grid(a, b, a_path=None, b_path=None) -> None:
+    """Raise :class:`GridMismatchError` naming both grids unless ``a`` and ``b`` match.
+
+    ``a`` and ``b`` are open datasets or :class:`Grid` objects.
+    """
+    ga = a if isinstance(a, Grid) else Grid.of(a)
+    gb = b if isinstance(b, Grid) else Grid.of(b)
+    if ga.same_as(gb):
+        return
+    an = a_path or getattr(a, "name", "first raster")
+    bn = b_path or getattr(b, "name", "second raster")
+    raise GridMismatchError(
+        f"grid differs from {an} ({gb.describe()} vs {ga.describe()}); "
+        "pass --align to resample it explicitly",
+        bn,
+    )
+
+
+def check_overlap(a: Grid, b: Grid, a_path=None, b_path=None) -> None:
+    """Raise InputError when the footprints of two grids do not intersect."""
+    from rasterio.warp import transform_bounds
+
+    bb = b.bounds
+    if a.crs is not None and b.crs is not None and a.crs != b.crs:
+        bb = transform_bounds(b.crs, a.crs, *bb)
+    ab = a.bounds
+    if bb[0] >= ab[2] or bb[2] <= ab[0] or bb[1] >= ab[3] or bb[3] <= ab[1]:
+        raise InputError(f"does not overlap {a_path or 'the reference raster'}", b_path)
+
+
+@contextmanager
+def align_to(ds, target: Grid, resampling: str = "bilinear", nodata: float | None = None
+             ) -> Iterator:
+    """Yield ``ds`` resampled onto ``target``'s grid (a WarpedVRT), or ``ds`` itself if equal.
+
+    Resampling is explicit: ``nearest`` for labels and classes, ``bilinear`` for heights and
+    imagery. Pixels outside ``ds`` read as ``nodata`` (the source's nodata by default).
+    """
+    if Grid.of(ds).same_as(target):
+        yield ds
+        return
+    if resampling not in RESAMPLING:
+        raise InputError(f"unknown resampling {resampling!r}; one of {', '.join(RESAMPLING)}")
+    nd = nodata if nodata is not None else ds.nodata
+    kwargs = dict(crs=target.crs, transform=target.transform, width=target.width,
+                  height=target.height, resampling=RESAMPLING[resampling])
+    if nd is not None:
+        kwargs["nodata"] = nd
+    elif np.dtype(ds.dtypes[0]).kind == "f":
+        kwargs["nodata"] = float("nan")
+    with WarpedVRT(ds, **kwargs) as vrt:
+        yield vrt

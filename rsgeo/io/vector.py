@@ -1,0 +1,65 @@
+"""Vector output with the format chosen by extension, always with a CRS, written atomically.
+
+``.gpkg`` (default), ``.geojson``/``.json``, ``.geojsonl``/``.geojsons`` (GeoJSON
+sequence), ``.parquet`` (GeoParquet), ``.fgb`` (FlatGeobuf), ``.shp``. GeoJSON is written
+as a FeatureCollection, so QGIS shows it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rsgeo.errors import InputError
+from rsgeo.io.atomic import atomic_path
+
+DRIVERS = {
+    ".gpkg": "GPKG",
+    ".geojson": "GeoJSON",
+    ".json": "GeoJSON",
+    ".geojsonl": "GeoJSONSeq",
+    ".geojsons": "GeoJSONSeq",
+    ".fgb": "FlatGeobuf",
+    ".shp": "ESRI Shapefile",
+    ".parquet": None,
+}
+
+
+def driver_for(path: str | os.PathLike) -> str | None:
+    """The OGR driver for ``path``'s extension (None means GeoParquet)."""
+    ext = Path(path).suffix.lower()
+    if ext not in DRIVERS:
+        raise InputError(f"unknown vector format {ext or '(no extension)'}; use one of "
+                         + ", ".join(DRIVERS), path)
+    return DRIVERS[ext]
+
+
+def write_vector(gdf, path: str | os.PathLike, *, overwrite: bool = False,
+                 layer: str | None = None) -> Path:
+    """Write a GeoDataFrame atomically; refuses a frame without CRS."""
+    if gdf.crs is None:
+        raise ValueError("refusing to write vectors without a CRS")
+    driver = driver_for(path)
+    with atomic_path(path, overwrite) as tmp:
+        if driver is None:
+            gdf.to_parquet(tmp)
+        else:
+            kwargs = {"layer": layer or Path(path).stem} if driver == "GPKG" else {}
+            gdf.to_file(tmp, driver=driver, engine="pyogrio", **kwargs)
+    return Path(path)
+
+
+def read_vector(path: str | os.PathLike, purpose: str = "vector file"):
+    """Read any OGR format or GeoParquet into a GeoDataFrame with one-line errors."""
+    import geopandas as gpd
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file", p)
+    try:
+        if p.suffix.lower() == ".parquet":
+            return gpd.read_parquet(p)
+        return gpd.read_file(p, engine="pyogrio")
+    except Exception as e:  # pyogrio raises DataSourceError, ValueError, ...
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"not a readable {purpose} ({msg[:160]})", p) from None
