@@ -73,9 +73,14 @@ def _sigterm(signum, frame):  # turn SIGTERM into KeyboardInterrupt so atomic ou
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (tests call this; ``run`` exits with it)."""
-    import click
-
     from rsgeo.errors import RsgeoError
+
+    try:  # recent typer vendors click as typer._click; older releases use click itself
+        from typer._click.exceptions import ClickException
+        exits, aborts = (typer.Exit,), (typer.Abort, KeyboardInterrupt)
+    except ImportError:  # pragma: no cover
+        from click.exceptions import Abort, ClickException, Exit
+        exits, aborts = (Exit,), (Abort, KeyboardInterrupt)
 
     command = typer.main.get_command(app)
     try:
@@ -85,12 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = command.main(args=argv, prog_name="rsgeo", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
-    except click.exceptions.Exit as e:
+    except exits as e:
         return e.exit_code
-    except click.ClickException as e:
+    except ClickException as e:
         e.show()
-        return e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+        return 0 if type(e).__name__ == "NoArgsIsHelpError" else e.exit_code
+    except aborts:
         print("rsgeo: interrupted", file=sys.stderr)
         return 130
     except RsgeoError as e:

@@ -12,4 +12,4 @@ import os
 
 # Bound GDAL's block cache so resident memory stays flat on large rasters.
 
-os.environ.setdefault("GDAL_CACHEMAX", "256")
+os.environ.setdefault("GDAL_CACHEMAX", "96")

@@ -197,9 +197,11 @@ class BlendedWriter:
         self.dst.write(out.astype(self.dtype, copy=False),
                        window=Window(0, self.start, self.tiles.width, n))
         keep = self.rows - n
-        self.acc[:, :keep] = self.acc[:, n:]
+        for i in range(0, keep, n):  # shift up in non-overlapping chunks: no temporary copy
+            j = min(i + n, keep)
+            self.acc[:, i:j] = self.acc[:, i + n:j + n]
+            self.wsum[i:j] = self.wsum[i + n:j + n]
         self.acc[:, keep:] = 0
-        self.wsum[:keep] = self.wsum[n:]
         self.wsum[keep:] = 0
         self.start = upto
 

@@ -1,0 +1,57 @@
+import subprocess
+import sys
+
+from rsgeo import __version__
+
+
+def test_version(cli):
+    code, out, _ = cli("--version")
+    assert code == 0 and out.strip() == f"rsgeo {__version__}"
+
+
+def test_help_lists_commands(cli):
+    code, out, _ = cli("--help")
+    assert code == 0 and "Usage" in out
+
+
+def test_unknown_command_and_bad_option_exit_2(cli):
+    code, _, err = cli("no-such-command")
+    assert code == 2 and "No such command" in err
+    code, _, err = cli("--no-such-option")
+    assert code == 2
+
+
+def test_help_does_not_import_heavy_libraries():
+    """`rsgeo --help` must stay fast: torch, geopandas, onnxruntime load inside commands."""
+    code = ("import sys; from rsgeo.cli.app import main; main(['--help']); "
+            "heavy = [m for m in ('torch', 'geopandas', 'onnxruntime', 'rasterio', 'timm') "
+            "if m in sys.modules]; print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in out.stdout, out.stdout[-300:]
+
+
+def test_errors_are_one_line_with_exit_codes(cli, monkeypatch):
+    import typer
+
+    from rsgeo.cli import app as app_module
+    from rsgeo.errors import InputError
+
+    @app_module.app.command("_fail_input", hidden=True)
+    def _fail_input():
+        raise InputError("broken thing", "some/file.tif")
+
+    @app_module.app.command("_fail_runtime", hidden=True)
+    def _fail_runtime():
+        raise RuntimeError("deep failure\nsecond line")
+
+    try:
+        code, out, err = cli("_fail_input")
+        assert code == 2 and err.strip() == "rsgeo: error: some/file.tif: broken thing"
+        code, out, err = cli("_fail_runtime")
+        assert code == 1 and err.strip() == "rsgeo: error: RuntimeError: deep failure"
+        code, out, err = cli("-vv", "_fail_runtime")
+        assert code == 1 and "Traceback" in err
+    finally:
+        app_module.app.registered_commands[:] = [
+            c for c in app_module.app.registered_commands
+            if c.name not in ("_fail_input", "_fail_runtime")]
