@@ -53,7 +53,7 @@ def main_callback(
         [logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG][max(min(level, 3), 0)])
 
 
-COMMANDS: list[str] = []
+COMMANDS: list[str] = ["completion"]
 
 
 def _register() -> None:
