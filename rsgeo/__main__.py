@@ -1,0 +1,5 @@
+"""``python -m rsgeo`` runs the CLI."""
+
+from rsgeo.cli.app import run
+
+run()
