@@ -1,0 +1,312 @@
+"""The training engine: a loop that knows nothing about methods or tasks.
+
+API (pretraining and fine-tuning both use it)::
+
+    from rsgeo.train.engine import Trainer
+    from rsgeo.train.config import TrainConfig
+
+    trainer = Trainer(model, dataset, TrainConfig(steps=1000, batch_size=64, lr=1e-4),
+                      "RUN/", resume=False, on_epoch_end=validate)
+    summary = trainer.fit()     # {"step", "epoch", "loss", "run_dir", "world_size", ...}
+
+``model`` is an ``nn.Module`` whose ``forward(batch) -> (loss, logs)`` takes the collated
+batch (a dict of tensors, already on the device) and returns the scalar loss to minimise
+plus a dict of floats/0-d tensors to log. Optional hooks on the model:
+
+- ``set_progress(step, total_steps)``: called before each optimiser step (curricula, e.g.
+  SelectiveMAE's token-selection stages);
+- ``preview(batch) -> {modality: {"input", "masked", "reconstruction"}}`` (``[C, H, W]``
+  tensors): a PNG in ``RUN/previews/`` every ``preview_every`` steps and at the end.
+
+``dataset`` is any map-style ``torch.utils.data.Dataset`` (dict samples); if it has
+``set_epoch(epoch)`` it is called before each epoch (per-sample augmentation seeds).
+
+What the engine does: AdamW (no weight decay on biases, norms, tokens and position
+embeddings; pass ``param_groups`` to override, an ``lr_scale`` key scales a group's
+learning rate), linear warm-up + cosine (per step), gradient accumulation, gradient-norm
+clipping, AMP (bf16/fp16 autocast on CUDA with a GradScaler for fp16; bf16 autocast on
+CPU), optional ``torch.compile``, DDP under ``torchrun`` (NCCL on CUDA, gloo on CPU, a
+sharded sampler with ``set_epoch``), checkpoints every ``ckpt_every`` steps and at the end
+(``RUN/checkpoints/last.pt``: model, optimiser, schedule, scaler, RNG states, data
+position, config), ``resume=True`` continuing the same run (a different config is
+refused), ``RUN/config.yaml`` (resolved config), ``RUN/metrics.jsonl`` (``step, epoch,
+loss, lr, img_per_s, max_mem_mb`` + the model's logs, every ``log_every`` steps), a rich
+progress bar (loss, img/s, ETA), and two hooks: ``on_epoch_end(trainer, epoch) -> dict |
+None`` (validation: the dict is logged with ``kind: "val"``) and ``on_step_end(trainer,
+step, record)``.
+
+``batch_size`` is the global batch per optimiser step: each of W ranks draws
+``batch_size / (W * accum_steps)`` samples per micro-batch, so a run gives the same
+losses on 1 or W processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from rsgeo.errors import InputError, RsgeoError
+from rsgeo.train import distributed as D
+from rsgeo.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from rsgeo.train.config import TrainConfig, differences, to_dict, write_yaml
+from rsgeo.train.logging import MetricsLog, max_mem_mb
+from rsgeo.train.sampler import ShardedSampler
+from rsgeo.train.schedule import WarmupCosine
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available else CPU; ``cuda`` without CUDA is an InputError."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda: CUDA is not available on this machine (use --device cpu)")
+    if name == "cuda":
+        name = f"cuda:{D.env_info().local_rank}"
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise InputError("--precision fp16 needs CUDA (use bf16 or fp32 on CPU)")
+        return torch.float16
+    raise InputError(f"--precision {precision!r}: use fp32, bf16 or fp16")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no decay for 1-D parameters (biases, norms) and tokens/embeddings."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim <= 1 or name.endswith(("token", "pos_embed")) or "relative_position" in name
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def to_device(batch, device: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+class Trainer:
+    """Runs ``model`` over ``dataset`` for ``cfg``; see the module docstring."""
+
+    def __init__(self, model: nn.Module, dataset: Dataset, cfg: TrainConfig,
+                 out_dir: str | os.PathLike, *, resume: bool = False,
+                 param_groups: list[dict] | None = None, collate_fn: Callable | None = None,
+                 on_epoch_end: Callable | None = None, on_step_end: Callable | None = None):
+        self.cfg, self.out_dir, self.resume = cfg, Path(out_dir), resume
+        self.on_epoch_end, self.on_step_end = on_epoch_end, on_step_end
+        self.device = resolve_device(cfg.device)
+        self.amp_dtype = autocast_dtype(cfg.precision, self.device)
+        self.info = D.setup(self.device)
+        ws = self.info.world_size
+        if cfg.batch_size % (ws * cfg.accum_steps):
+            raise InputError(f"--batch-size {cfg.batch_size} must be a multiple of processes x "
+                             f"accumulation steps ({ws} x {cfg.accum_steps})")
+        self.micro = cfg.batch_size // (ws * cfg.accum_steps)
+        self.dataset, self.collate_fn = dataset, collate_fn
+        self.sampler = ShardedSampler(len(dataset), ws, self.info.rank, cfg.seed)
+        self.steps_per_epoch = self.sampler.per_rank // self.micro // cfg.accum_steps
+        if self.steps_per_epoch == 0:
+            raise InputError(f"--batch-size {cfg.batch_size} is larger than the dataset "
+                             f"({len(dataset)} samples)")
+        self.total_steps = cfg.steps or (cfg.epochs or 1) * self.steps_per_epoch
+        warmup = cfg.warmup if cfg.warmup >= 1 else cfg.warmup * self.total_steps
+        self.warmup_steps = int(round(warmup))
+
+        self.model = model.to(self.device)  # the plain module (checkpoints, hooks)
+        groups = param_groups or globals()["param_groups"](self.model, cfg.weight_decay)
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
+        self.schedule = WarmupCosine(self.optimizer, self.total_steps, cfg.lr, self.warmup_steps,
+                                     cfg.min_lr)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        self.ddp = self.model
+        if ws > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=ids, find_unused_parameters=cfg.find_unused_parameters)
+        self.forward = torch.compile(self.ddp) if cfg.compile else self.ddp
+        self.step = self.epoch = self.samples_done = 0
+        self.last_loss = float("nan")
+        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl", enabled=self.info.is_main)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out_dir / "checkpoints" / "last.pt"
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
+                "rng": rng_state(), "step": self.step, "epoch": self.epoch,
+                "samples_done": self.samples_done, "config": to_dict(self.cfg),
+                "world_size": self.info.world_size}
+
+    def save(self) -> None:
+        if self.info.is_main:
+            save_checkpoint(self.ckpt_path, **self.state_dict())
+        D.barrier()
+
+    def _restore(self) -> None:
+        ckpt = load_checkpoint(self.ckpt_path)
+        diff = differences(ckpt["config"], to_dict(self.cfg))
+        if diff:
+            raise InputError(f"--resume with a different config ({'; '.join(diff[:3])})",
+                             self.out_dir)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        self.step, self.epoch = ckpt["step"], ckpt["epoch"]
+        samples = ckpt["samples_done"] * ckpt["world_size"] // self.info.world_size
+        self.samples_done = samples
+        self.metrics.truncate_after(self.step)
+
+    def _start(self) -> None:
+        if self.resume:
+            self._restore()
+        elif self.info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
+        if self.info.is_main:
+            write_yaml(self.out_dir / "config.yaml", to_dict(self.cfg))
+        D.barrier()
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self) -> DataLoader:
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.set_start(self.samples_done)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+        return DataLoader(self.dataset, batch_size=self.micro, sampler=self.sampler,
+                          drop_last=True, num_workers=self.cfg.workers,
+                          pin_memory=self.device.type == "cuda", collate_fn=self.collate_fn)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _optimizer_step(self, batches) -> tuple[torch.Tensor, dict]:
+        """Forward/backward over the micro-batches of one step, then update."""
+        total, logs = torch.zeros((), device=self.device), {}
+        n = len(batches)
+        for i, batch in enumerate(batches):
+            sync = i == n - 1 or self.ddp is self.model
+            ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()
+            with ctx:
+                with self._autocast():
+                    loss, parts = self.forward(batch)
+                self.scaler.scale(loss / n).backward()
+            total += loss.detach().float() / n
+            for k, v in parts.items():
+                logs[k] = logs.get(k, 0.0) + float(v) / n
+        if self.cfg.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            logs["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                               self.cfg.clip_grad))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total, logs
+
+    def fit(self) -> dict:
+        """Train to ``total_steps``; returns a summary dict (last loss, steps, run folder)."""
+        from rsgeo.progress import progress
+
+        self._start()
+        self.model.train()
+        accum, last_batch = self.cfg.accum_steps, None
+        t0, seen = time.perf_counter(), 0
+        with progress(self.total_steps, "pretrain" if self.step == 0 else "resume",
+                      unit="steps") as bar:
+            bar.advance(self.step)
+            while self.step < self.total_steps:
+                it = iter(self._loader())
+                left = (self.sampler.per_rank - self.samples_done) // (self.micro * accum)
+                for _ in range(min(left, self.total_steps - self.step)):
+                    batches = [to_device(next(it), self.device) for _ in range(accum)]
+                    last_batch = batches[-1]
+                    if hasattr(self.model, "set_progress"):
+                        self.model.set_progress(self.step, self.total_steps)
+                    lr = self.schedule.lr
+                    loss, logs = self._optimizer_step(batches)
+                    self.schedule.step()
+                    self.step += 1
+                    self.samples_done += self.micro * accum
+                    seen += self.cfg.batch_size
+                    record = None
+                    if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
+                        loss_all = float(D.all_reduce_mean(loss))
+                        if not math.isfinite(loss_all):
+                            raise RsgeoError(f"loss is {loss_all} at step {self.step}; "
+                                             "try a lower --lr or --precision fp32")
+                        if self.device.type == "cuda":
+                            torch.cuda.synchronize(self.device)
+                        dt, t0 = time.perf_counter() - t0, time.perf_counter()
+                        record = {"step": self.step, "epoch": self.epoch, "loss": loss_all,
+                                  "lr": lr, "img_per_s": seen / max(dt, 1e-9),
+                                  "max_mem_mb": max_mem_mb(self.device), **logs}
+                        seen, self.last_loss = 0, loss_all
+                        self.metrics.write(record)
+                        bar.update(description=f"loss {loss_all:.4f} {record['img_per_s']:.1f} img/s")
+                    bar.advance(1)
+                    if self.cfg.preview_every and self.step % self.cfg.preview_every == 0:
+                        self.write_preview(last_batch)
+                    if self.step % self.cfg.ckpt_every == 0 or self.step == self.total_steps:
+                        self.save()
+                    if self.on_step_end:
+                        self.on_step_end(self, self.step, record)
+                del it
+                if self.samples_done + self.micro * accum > self.sampler.per_rank:
+                    self._end_epoch()
+        if last_batch is not None:
+            self.write_preview(last_batch)
+        return {"step": self.step, "epoch": self.epoch, "loss": self.last_loss,
+                "run_dir": str(self.out_dir), "world_size": self.info.world_size,
+                "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch}
+
+    def _end_epoch(self) -> None:
+        self.epoch += 1
+        self.samples_done = 0
+        if self.on_epoch_end:
+            self.model.eval()
+            with torch.no_grad():
+                result = self.on_epoch_end(self, self.epoch)
+            self.model.train()
+            if result:
+                self.metrics.write({"kind": "val", "step": self.step, "epoch": self.epoch,
+                                    **{k: float(v) for k, v in result.items()}})
+
+    def write_preview(self, batch) -> None:
+        if not (self.info.is_main and hasattr(self.model, "preview")):
+            return
+        from rsgeo.train.preview import save_preview
+
+        self.model.eval()
+        with torch.no_grad(), self._autocast():
+            panels = self.model.preview(batch)
+        self.model.train()
+        save_preview(self.out_dir / "previews" / f"step-{self.step:07d}.png", panels)
