@@ -1,0 +1,195 @@
+"""``pretrain``: chips -> encoder weights with one of five masked-image-modelling methods.
+
+    from rsgeo.pretrain import pretrain
+    summary = pretrain("chips/", "selectivemae", "vit-tiny-4", "runs/sel", steps=2000,
+                       batch_size=64)
+
+writes ``RUN/config.yaml``, ``RUN/metrics.jsonl``, ``RUN/checkpoints/last.pt``,
+``RUN/previews/*.png`` and, at the end, the encoder(s): ``RUN/encoder.safetensors`` +
+``RUN/encoder.json`` (fusedmim: ``encoder_rgb.*`` and ``encoder_dsm.*``), loadable with
+:func:`rsgeo.models.backbones.load_encoder`.
+
+Settings resolve as: explicit keyword (not None) > ``config`` YAML > :data:`DEFAULTS`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+from rsgeo.errors import InputError, OutputExistsError
+
+DEFAULTS = dict(
+    epochs=None, steps=None, batch_size=64, lr=None, blr=None, min_lr=0.0, warmup=0.05,
+    weight_decay=0.05, clip_grad=3.0, accum_steps=1, precision="fp32", compile=False,
+    device="auto", seed=0, workers=0, ckpt_every=500, log_every=10, preview_every=0,
+    crop=None, modality="rgb", dsm_modality="dsm", split="train",
+    # method options (None: the method's default)
+    mask_ratio=None, mask_unit=None, rec_ratio=None, selection=None, psts_bounds=None,
+    decoder_dim=None, decoder_depth=None, decoder_heads=None, alpha=None, tau=None,
+)
+# Base learning rate per 256 samples (linear scaling rule, as MAE's main_pretrain.py).
+BLR = {"mae": 1.5e-4, "selectivemae": 1.5e-4, "simmim": 1e-4, "ctxmim": 1e-4, "fusedmim": 1.25e-4}
+TRAIN_KEYS = ("epochs", "steps", "batch_size", "accum_steps", "min_lr", "warmup", "weight_decay",
+              "clip_grad", "precision", "compile", "device", "seed", "workers", "ckpt_every",
+              "log_every", "preview_every")
+METHOD_KEYS = ("mask_ratio", "mask_unit", "rec_ratio", "selection", "psts_bounds", "decoder_dim",
+               "decoder_depth", "decoder_heads", "alpha", "tau")
+
+
+def resolve(explicit: dict, config: str | os.PathLike | None) -> dict:
+    """Merge explicit settings over the YAML file over the defaults (unknown keys refused)."""
+    from rsgeo.train.config import read_yaml
+
+    file = read_yaml(config) if config else {}
+    file = {k.replace("-", "_"): v for k, v in file.items()}
+    allowed = set(DEFAULTS) | {"method", "backbone", "dataset"}
+    unknown = sorted(set(file) - allowed)
+    if unknown:
+        raise InputError(f"unknown setting(s) {', '.join(unknown)}", config)
+    out = {**DEFAULTS, **file}
+    out.update({k: v for k, v in explicit.items() if v is not None})
+    return out
+
+
+def open_chips(dataset, modalities: tuple[str, ...], split: str):
+    """``(torch Dataset, stats per source, available modalities, label)`` for a path or object."""
+    if not isinstance(dataset, (str, os.PathLike)):
+        sample = dataset[0]
+        have = set(getattr(dataset, "modalities", None) or sample)
+        return dataset, getattr(dataset, "stats", None), have, type(dataset).__name__
+    root = Path(dataset)
+    info_path = root / "dataset.json"
+    if not info_path.is_file():
+        raise InputError("not a chip dataset (no dataset.json; make one with rsgeo prepare)", root)
+    info = json.loads(info_path.read_text())
+    have = set(info.get("modalities", []))
+    if "hog" not in have and (root / "shards").is_dir():
+        have |= {p.stem for p in (root / "shards").glob("*/*.npy")}
+    missing = [m for m in modalities if m not in have]
+    if missing:
+        raise InputError(f"has no {', '.join(missing)} chips (it has {', '.join(sorted(have))})",
+                         root)
+    from rsgeo.data.dataset import ChipDataset
+
+    mods = tuple(modalities) + (("hog",) if "hog" in have else ())
+    try:
+        ds = ChipDataset(root, split=split, modalities=mods, normalize=True)
+    except (TypeError, ValueError, KeyError):  # a reader that does not list hog as a modality
+        ds = ChipDataset(root, split=split, modalities=tuple(modalities), normalize=True)
+    if len(ds) == 0:
+        raise InputError(f"no {split} chips", root)
+    stats_path = root / "stats.json"
+    stats = json.loads(stats_path.read_text()).get("sources") if stats_path.is_file() else None
+    return ds, stats, have, str(root.resolve())
+
+
+def pooled_stats(stats: dict | None, modality: str) -> dict:
+    """Count-weighted mean/std of a modality over sources + the per-source table."""
+    if not stats:
+        return {}
+    rows = [(s, v[modality]) for s, v in stats.items() if modality in v]
+    if not rows:
+        return {}
+    import numpy as np
+
+    n = np.array([r["count"] for _, r in rows], float)[:, None]
+    mean = np.array([r["mean"] for _, r in rows], float)
+    var = np.array([r["std"] for _, r in rows], float) ** 2
+    m = (n * mean).sum(0) / n.sum()
+    v = (n * (var + (mean - m) ** 2)).sum(0) / n.sum()
+    return {"mean": m.tolist(), "std": np.sqrt(v).tolist(), "normalization": "per-source",
+            "sources": {s: {"mean": r["mean"], "std": r["std"]} for s, r in rows}}
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+    from rsgeo.train.distributed import env_info
+
+    if env_info().rank != 0:
+        return
+    if resume:
+        if not (out / "checkpoints" / "last.pt").is_file():
+            raise InputError("--resume: no checkpoint in this run folder", out)
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(out)
+        if not (out / "config.yaml").is_file():
+            raise InputError("refusing to replace a folder that is not a pretraining run", out)
+        shutil.rmtree(out)
+    if not out.parent.exists():
+        raise InputError("output folder does not exist", out.parent)
+    out.mkdir(exist_ok=True)
+
+
+def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
+             config: str | os.PathLike | None = None, resume: bool = False,
+             overwrite: bool = False, on_step_end=None, **settings) -> dict:
+    """Pretrain ``backbone`` on ``dataset`` (a chip folder or a Dataset of dict samples).
+
+    Returns a summary: ``run_dir``, ``step``, ``loss``, ``encoders`` (paths), ``config``.
+    Raises InputError for anything the user can fix (missing modality, unknown backbone,
+    batch larger than the dataset, --resume with a different config, CUDA absent).
+    """
+    import numpy as np
+    import torch
+
+    from rsgeo.methods import METHODS, build_method, required_modalities
+    from rsgeo.models.backbones import save_encoder
+    from rsgeo.train.augment import PretrainView
+    from rsgeo.train.config import TrainConfig
+    from rsgeo.train.distributed import env_info
+    from rsgeo.train.engine import Trainer, resolve_device
+
+    cfg = resolve(settings, config)
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    resolve_device(cfg["device"])  # fail early on --device cuda without CUDA
+    mods = required_modalities(method, cfg["modality"], cfg["dsm_modality"])
+    ds, stats, have, label = open_chips(dataset, mods, cfg["split"])
+    missing = [m for m in mods if m not in have]
+    if missing:
+        raise InputError(f"{method} needs {', '.join(missing)} chips; the dataset has "
+                         f"{', '.join(sorted(have))}", label)
+    first = ds[0][mods[0]]
+    chip = min(first.shape[-2:])
+    out = Path(out)
+    _prepare_out(out, resume, overwrite)
+
+    random.seed(cfg["seed"]), np.random.seed(cfg["seed"]), torch.manual_seed(cfg["seed"])
+    in_chans = 3 if mods[0] == "rgb" else int(first.shape[0])
+    options = {k: cfg[k] for k in METHOD_KEYS if cfg[k] is not None}
+    crop = cfg["crop"] or chip
+    model = build_method(method, backbone, crop, modality=mods[0], in_chans=in_chans,
+                         dsm_modality=cfg["dsm_modality"], **options)
+    unit = model.size_multiple()
+    if crop > chip or crop % unit:
+        raise InputError(f"crop {crop} px must be a multiple of {unit} and at most the chip "
+                         f"size {chip} (use --crop)", label)
+    lr = cfg["lr"]
+    if lr is None:
+        blr = cfg["blr"] or BLR[method]
+        scale = (getattr(model, "rec_ratio", 1.0) / getattr(model, "mask_ratio", 1.0)
+                 if method == "selectivemae" else 1.0)
+        lr = blr * cfg["batch_size"] / 256 * scale
+    extra = {"method": method, "backbone": backbone, "dataset": label, "crop": crop,
+             "modality": cfg["modality"], "dsm_modality": cfg["dsm_modality"],
+             "split": cfg["split"], **options}
+    train_cfg = TrainConfig(lr=lr, extra=extra, **{k: cfg[k] for k in TRAIN_KEYS})
+    view = PretrainView(ds, mods, crop=crop, seed=cfg["seed"])
+    trainer = Trainer(model, view, train_cfg, out, resume=resume, on_step_end=on_step_end)
+    summary = trainer.fit()
+
+    encoders = {}
+    if env_info().rank == 0:
+        for stem, (enc, modality) in model.encoders().items():
+            bands = ["red", "green", "blue"] if modality == "rgb" else [modality]
+            meta = {"backbone": backbone, "in_chans": len(bands), "img_size": crop,
+                    "bands": bands, "modality": modality, "method": method,
+                    "method_options": options, "steps": summary["step"], "dataset": label,
+                    **pooled_stats(stats, modality)}
+            encoders[stem] = str(save_encoder(enc, out / f"{stem}.safetensors", meta)[0])
+    return {**summary, "encoders": encoders, "config": train_cfg.extra, "lr": lr}
