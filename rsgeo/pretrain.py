@@ -138,7 +138,7 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
     import torch
 
     from rsgeo.methods import METHODS, build_method, required_modalities
-    from rsgeo.models.backbones import save_encoder
+    from rsgeo.models.backbones import check_backbone, save_encoder
     from rsgeo.train.augment import PretrainView
     from rsgeo.train.config import TrainConfig
     from rsgeo.train.distributed import env_info
@@ -148,6 +148,7 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     resolve_device(cfg["device"])  # fail early on --device cuda without CUDA
+    check_backbone(backbone)
     mods = required_modalities(method, cfg["modality"], cfg["dsm_modality"])
     ds, stats, have, label = open_chips(dataset, mods, cfg["split"])
     missing = [m for m in mods if m not in have]

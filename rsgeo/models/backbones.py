@@ -48,6 +48,17 @@ def backbone_names() -> list[str]:
     return list(TINY) + _timm_names()
 
 
+def check_backbone(name: str) -> None:
+    """InputError (listing close matches) unless ``name`` is a tiny config or a timm ViT/Swin."""
+    if name in TINY:
+        return
+    if not name.startswith(FAMILIES) or name not in timm.list_models():
+        close = difflib.get_close_matches(name, backbone_names(), n=5, cutoff=0.5)
+        hint = f"; close matches: {', '.join(close)}" if close else \
+            f"; try {', '.join(TINY)} or a timm vit_*/swin* name"
+        raise InputError(f"unknown backbone{hint}", name)
+
+
 def build_encoder(name: str, in_chans: int = 3, img_size: int = 224) -> nn.Module:
     """A randomly initialised ViT or Swin encoder without classifier.
 
@@ -69,11 +80,7 @@ def build_encoder(name: str, in_chans: int = 3, img_size: int = 224) -> nn.Modul
         if kind == "vit":
             return VisionTransformer(**common, **cfg)
         return SwinTransformer(**common, **cfg)
-    if not name.startswith(FAMILIES) or name not in timm.list_models():
-        close = difflib.get_close_matches(name, backbone_names(), n=5, cutoff=0.5)
-        hint = f"; close matches: {', '.join(close)}" if close else \
-            f"; try {', '.join(TINY)} or a timm vit_*/swin* name"
-        raise InputError(f"unknown backbone{hint}", name)
+    check_backbone(name)
     encoder = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans,
                                 img_size=img_size, dynamic_img_size=True)
     if not isinstance(encoder, (VisionTransformer, SwinTransformer)):

@@ -259,7 +259,11 @@ class Trainer:
                     seen += self.cfg.batch_size
                     record = None
                     if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
-                        loss_all = float(D.all_reduce_mean(loss))
+                        keys = sorted(logs)
+                        vals = D.all_reduce_mean(torch.tensor([float(loss)] + [logs[k] for k in keys],
+                                                              dtype=torch.float64, device=self.device))
+                        loss_all = float(vals[0])
+                        logs = dict(zip(keys, vals[1:].tolist()))
                         if not math.isfinite(loss_all):
                             raise RsgeoError(f"loss is {loss_all} at step {self.step}; "
                                              "try a lower --lr or --precision fp32")

@@ -1,0 +1,170 @@
+"""`rsgeo pretrain`: end to end on a tiny chip folder, and every bad input exits 2."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rsgeo.errors import InputError
+from rsgeo.pretrain import pretrain
+from rsgeo.train.logging import read_metrics
+
+
+def write_chips(root, n=8, size=64, modalities=("rgb", "dsm")):
+    """A chip dataset in the documented format (docs/chip-dataset.md), one source."""
+    from rsgeo.data.hog import hog_energy
+
+    rng = np.random.default_rng(0)
+    shard = root / "shards" / "city"
+    shard.mkdir(parents=True)
+    rgb = np.clip(rng.normal(120, 40, (n, 3, size, size)).cumsum(-1) / 8 + 60, 0, 255).astype(np.uint8)
+    arrays = {"rgb": rgb, "hog": hog_energy(torch.from_numpy(rgb)).numpy().astype(np.float32)}
+    if "dsm" in modalities:
+        arrays["dsm"] = (rgb.mean(1, keepdims=True) / 10).astype(np.float32)
+        arrays["dsm"][0, 0, :4, :4] = np.nan
+    for name, arr in arrays.items():
+        np.save(shard / f"{name}.npy", arr)
+    stats = {"rgb": {"mean": rgb.mean((0, 2, 3)).tolist(), "std": rgb.std((0, 2, 3)).tolist(),
+                     "count": int(rgb[:, 0].size)}}
+    if "dsm" in modalities:
+        d = arrays["dsm"]
+        stats["dsm"] = {"mean": [float(np.nanmean(d))], "std": [float(np.nanstd(d))],
+                        "count": int(np.isfinite(d).sum())}
+    (root / "stats.json").write_text(json.dumps({"sources": {"city": stats}}))
+    (root / "dataset.json").write_text(json.dumps({
+        "format": "rsgeo-chips", "version": 1, "chip_size": size, "hog_patch": 16,
+        "modalities": list(modalities), "classes": None, "sources": ["city"]}))
+    rows = [dict(chip_id=f"city_{i}", source="city", split="train", scene="city.tif",
+                 row_off=0, col_off=i * size, height=size, width=size, minx=0.0, miny=0.0,
+                 maxx=1.0, maxy=1.0, crs="EPSG:32633", nodata_fraction=0.0, hash=i,
+                 status="kept", index=i) for i in range(n)]
+    pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
+    return root
+
+
+@pytest.fixture
+def chips(tmp_path):
+    return write_chips(tmp_path / "chips")
+
+
+@pytest.fixture
+def reader():
+    pytest.importorskip("rsgeo.data.dataset", reason="ChipDataset (rsgeo prepare) not in yet")
+
+
+def test_unknown_backbone_lists_close_matches(cli, chips, tmp_path):
+    code, _, err = cli("pretrain", chips, "--method", "mae", "--backbone", "vit-tiny4",
+                       "-o", tmp_path / "run")
+    assert code == 2 and "close matches: vit-tiny-4" in err and len(err.strip().splitlines()) == 1
+
+
+def test_fusedmim_needs_a_dsm(cli, tmp_path):
+    rgb_only = write_chips(tmp_path / "rgb", modalities=("rgb",))
+    code, _, err = cli("pretrain", rgb_only, "--method", "fusedmim", "--backbone", "swin-tiny-2",
+                       "-o", tmp_path / "run")
+    assert code == 2 and "dsm" in err and "rgb" in err
+
+
+def test_cuda_requested_but_absent(cli, chips, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = cli("pretrain", chips, "--method", "mae", "--backbone", "vit-tiny-4",
+                       "-o", tmp_path / "run", "--device", "cuda")
+    assert code == 2 and "CUDA is not available" in err
+
+
+def test_not_a_dataset_and_missing_method(cli, tmp_path):
+    code, _, err = cli("pretrain", tmp_path, "--method", "mae", "--backbone", "vit-tiny-4",
+                       "-o", tmp_path / "run")
+    assert code == 2 and "not a chip dataset" in err
+    code, _, err = cli("pretrain", tmp_path, "--backbone", "vit-tiny-4", "-o", tmp_path / "run")
+    assert code == 2 and "--method" in err
+
+
+def test_config_file_fills_unset_options(cli, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("method: mae\nbackbone: vit-tiny4\n")
+    code, _, err = cli("pretrain", tmp_path, "--config", cfg, "-o", tmp_path / "run")
+    assert code == 2 and "close matches" in err           # backbone came from the file
+    cfg.write_text("method: mae\nbackbone: vit-tiny-4\nbatch_sise: 3\n")
+    code, _, err = cli("pretrain", tmp_path, "--config", cfg, "-o", tmp_path / "run")
+    assert code == 2 and "batch_sise" in err
+
+
+class Tiny(torch.utils.data.Dataset):
+    modalities = ("rgb",)
+
+    def __init__(self, n=8):
+        self.x = torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"rgb": self.x[i]}
+
+
+SMALL = dict(decoder_dim=32, decoder_depth=1, decoder_heads=2)
+
+
+def test_library_bad_inputs(tmp_path):
+    with pytest.raises(InputError, match="larger than the dataset"):
+        pretrain(Tiny(), "mae", "vit-tiny-2", tmp_path / "a", steps=2, batch_size=16, **SMALL)
+    pretrain(Tiny(), "mae", "vit-tiny-2", tmp_path / "b", steps=2, batch_size=4, **SMALL)
+    with pytest.raises(InputError, match="different config"):
+        pretrain(Tiny(), "mae", "vit-tiny-2", tmp_path / "b", steps=2, batch_size=4,
+                 mask_ratio=0.5, resume=True, **SMALL)
+    with pytest.raises(InputError, match="output exists"):
+        pretrain(Tiny(), "mae", "vit-tiny-2", tmp_path / "b", steps=2, batch_size=4, **SMALL)
+    with pytest.raises(InputError, match="needs a ViT"):
+        pretrain(Tiny(), "mae", "swin-tiny-2", tmp_path / "c", steps=2, batch_size=4)
+    with pytest.raises(InputError, match="multiple of 32"):
+        pretrain(Tiny(), "simmim", "vit-tiny-2", tmp_path / "d", steps=2, batch_size=4, crop=48)
+
+
+def test_library_resume_after_a_kill_matches(tmp_path):
+    kw = dict(steps=6, batch_size=4, lr=1e-3, log_every=1, ckpt_every=2, **SMALL)
+    pretrain(Tiny(), "selectivemae", "vit-tiny-2", tmp_path / "full", **kw)
+
+    def kill(trainer, step, record):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(Tiny(), "selectivemae", "vit-tiny-2", tmp_path / "cut", on_step_end=kill, **kw)
+    assert not (tmp_path / "cut" / "encoder.safetensors").exists()
+    pretrain(Tiny(), "selectivemae", "vit-tiny-2", tmp_path / "cut", resume=True, **kw)
+    full = [r["loss"] for r in read_metrics(tmp_path / "full" / "metrics.jsonl")]
+    cut = [r["loss"] for r in read_metrics(tmp_path / "cut" / "metrics.jsonl")]
+    assert len(full) == 6 and cut == full
+
+
+@pytest.mark.parametrize("method,backbone", [("mae", "vit-tiny-2"), ("fusedmim", "swin-tiny-2")])
+def test_cli_end_to_end(cli, chips, tmp_path, reader, method, backbone):
+    from rsgeo.models.backbones import load_encoder
+
+    extra = ["--crop", "32"] if method == "mae" else []
+    code, out, err = cli("pretrain", chips, "--method", method, "--backbone", backbone,
+                         "-o", tmp_path / "run", "--steps", "4", "--batch-size", "4",
+                         "--lr", "1e-3", "--log-every", "1", "--json", *extra)
+    assert code == 0, err
+    summary = json.loads(out)
+    rec = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert len(rec) == 4 and all(np.isfinite(r["loss"]) for r in rec)
+    assert list((tmp_path / "run" / "previews").glob("*.png"))
+    for path in summary["encoders"].values():
+        enc, meta = load_encoder(path)
+        assert meta["method"] == method and meta["normalization"] == "per-source"
+    if method == "fusedmim":
+        assert set(summary["encoders"]) == {"encoder_rgb", "encoder_dsm"}
+
+
+def test_cli_batch_and_resume_errors(cli, chips, tmp_path, reader):
+    args = ["pretrain", chips, "--method", "simmim", "--backbone", "vit-tiny-2", "-o",
+            tmp_path / "run", "--steps", "2", "--batch-size"]
+    code, _, err = cli(*args, "64")
+    assert code == 2 and "larger than the dataset" in err
+    assert cli(*args, "4")[0] == 0
+    code, _, err = cli(*args, "4", "--resume", "--mask-ratio", "0.4")
+    assert code == 2 and "different config" in err
