@@ -10,11 +10,13 @@ _rsgeo() {
     pretrain:--selection) COMPREPLY=($(compgen -W "hog random" -- "$cur")); return;;
     pretrain:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
     pretrain:--precision) COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return;;
+    synth:--style) COMPREPLY=($(compgen -W "low mid high" -- "$cur")); return;;
   esac
   case "$cmd" in
-    "") COMPREPLY=($(compgen -W "completion pretrain -v --verbose -q --quiet --version --help" -- "$cur"));;
+    "") COMPREPLY=($(compgen -W "completion pretrain synth -v --verbose -q --quiet --version --help" -- "$cur"));;
     completion) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     pretrain) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --method --backbone --epochs --steps --batch-size --lr --mask-ratio --selection --rec-ratio --tau --alpha --modality --dsm-modality --crop --accum-steps --config --resume --device --precision --compile --no-compile --seed --workers --ckpt-every --log-every --preview-every --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    synth) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --size --gsd --style --scenes --destroyed --seed --preview --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
   esac
 }
 complete -o filenames -F _rsgeo rsgeo

@@ -2,6 +2,7 @@
 complete -c rsgeo -f
 complete -c rsgeo -n '__fish_use_subcommand' -a completion -d 'Print a shell completion script (bash, zsh or fish; named...'
 complete -c rsgeo -n '__fish_use_subcommand' -a pretrain -d 'Pretrain an encoder on chips (mae, simmim, selectivemae,...'
+complete -c rsgeo -n '__fish_use_subcommand' -a synth -d 'Generate synthetic georeferenced pre/post-event cities...'
 complete -c rsgeo -n '__fish_use_subcommand' -s v -l verbose -d 'More output (-vv: debug, tracebacks).'
 complete -c rsgeo -n '__fish_use_subcommand' -s q -l quiet -d 'Less output (no progress bars).'
 complete -c rsgeo -n '__fish_use_subcommand' -l version -d 'Show the version.'
@@ -38,3 +39,14 @@ complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -l overwrite -d 'Rep
 complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -l json -d 'Print a JSON summary on stdout.'
 complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -F
+complete -c rsgeo -n '__fish_seen_subcommand_from synth' -s o -l output -rF -d 'Output path.'
+complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l size -d 'Scene width and height in pixels.'
+complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l gsd -d 'Ground sampling distance, m/px.'
+complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l style -xa 'low mid high' -d 'Building density style.'
+complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l scenes -d 'Number of scenes (seeds seed, seed+1, ...).'
+complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l destroyed -d 'Share of buildings destroyed in the post scene.'
+complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l seed -d 'Random seed.'
+complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l preview -d 'Also write a PNG contact sheet per scene.'
+complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l overwrite -d 'Replace existing outputs.'
+complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l help -d 'Show this message and exit.'
+complete -c rsgeo -n '__fish_seen_subcommand_from synth' -F

@@ -1,0 +1,70 @@
+"""The post-event scene: damage grades per building and the heights they leave.
+
+Grades follow the xBD joint damage scale: ``none``, ``minor`` (roof holes and tarps, the
+structure stands: < ~1.5 m lost on a small part), ``major`` (part of the building
+collapsed: rubble on 40-70 % of the footprint), ``destroyed`` (the whole footprint is
+rubble 0.2-2 m high). The building-change mask marks ``major`` and ``destroyed``
+footprints (what a 3 m earthquake threshold is meant to find).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GRADES = ("none", "minor", "major", "destroyed")
+
+
+def assign_grades(n: int, destroyed: float, rng: np.random.Generator) -> np.ndarray:
+    """Damage grade per building (strings); exactly round(destroyed * n) are destroyed."""
+    grades = np.array(["none"] * n, dtype=object)
+    order = rng.permutation(n)
+    k = int(round(destroyed * n))
+    grades[order[:k]] = "destroyed"
+    rest = order[k:]
+    share = min(0.15, (1 - destroyed) / 3) if destroyed > 0 else 0.0
+    m = int(round(share * n))
+    grades[rest[:m]] = "major"
+    grades[rest[m:2 * m]] = "minor"
+    return grades
+
+
+def post_heights(ndsm: np.ndarray, bid: np.ndarray, grades: np.ndarray, U: np.ndarray,
+                 V: np.ndarray, buildings, rng: np.random.Generator):
+    """Post-event nDSM (m), rubble mask, tarp mask and change mask (uint8) ``[H, W]``."""
+    post = ndsm.copy()
+    rubble = np.zeros(ndsm.shape, bool)
+    tarps = np.zeros(ndsm.shape, bool)
+    change = np.zeros(ndsm.shape, np.uint8)
+    if len(grades) == 0:
+        return post, rubble, tarps, change
+    ids = np.arange(1, len(grades) + 1)
+    grade_of = np.concatenate([["none"], grades]).astype(object)
+    pix_grade = grade_of[bid]
+    noise = rng.uniform(0.2, 2.0, ndsm.shape).astype(np.float32)
+    gone = pix_grade == "destroyed"
+    post[gone] = noise[gone]
+    rubble |= gone
+    for i in ids[grades == "major"]:
+        b = buildings[i - 1]
+        m = bid == i
+        long_u = (b.u1 - b.u0) >= (b.v1 - b.v0)
+        frac = rng.uniform(0.4, 0.7)
+        cut = (b.u0 + frac * (b.u1 - b.u0)) if long_u else (b.v0 + frac * (b.v1 - b.v0))
+        side = (U < cut) if long_u else (V < cut)
+        if rng.random() < 0.5:
+            side = ~side
+        part = m & side
+        post[part] = noise[part]
+        rubble |= part
+    for i in ids[grades == "minor"]:
+        b = buildings[i - 1]
+        m = bid == i
+        cu = rng.uniform(b.u0, b.u1)
+        cv = rng.uniform(b.v0, b.v1)
+        r = 0.25 * min(b.u1 - b.u0, b.v1 - b.v0)
+        hole = m & ((U - cu) ** 2 + (V - cv) ** 2 < r * r)
+        post[hole] = np.maximum(post[hole] - rng.uniform(0.5, 1.5), 0)
+        tarps |= hole
+    damaged = (pix_grade == "destroyed") | (pix_grade == "major")
+    change[damaged] = 1
+    return post, rubble, tarps, change

@@ -1,0 +1,120 @@
+"""From a layout to rasters: terrain (DTM), heights above ground (nDSM), land cover, building ids.
+
+Land cover uses SynRS3D's eight classes (ids 1..8, see :data:`LANDCOVER`); heights are
+metres. Roofs are analytic in the rotated frame of the layout: ``flat`` (constant),
+``gable`` (ridge along the long axis), ``hip`` (four planes of equal slope).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from rsgeo.synth.layout import Building, Layout
+
+LANDCOVER = {1: "bareland", 2: "rangeland", 3: "developed", 4: "road", 5: "trees", 6: "water",
+             7: "agriculture", 8: "buildings"}
+# SynRS3D / OpenEarthMap colours
+LANDCOVER_COLORS = {0: (0, 0, 0), 1: (128, 0, 0), 2: (0, 255, 36), 3: (148, 148, 148),
+                    4: (255, 255, 255), 5: (34, 97, 38), 6: (0, 69, 255), 7: (75, 181, 73),
+                    8: (222, 31, 7)}
+
+
+def terrain(size: int, gsd: float, rng: np.random.Generator) -> np.ndarray:
+    """Gentle terrain in metres ``[size, size]`` float32: base level + smooth hills (a few m)."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) * np.float32(gsd)
+    z = np.full((size, size), rng.uniform(20, 120), np.float32)
+    for _ in range(3):
+        k = rng.uniform(1 / 900, 1 / 250, 2)
+        z += np.float32(rng.uniform(0.5, 3.0)) * np.sin(
+            np.float32(2 * np.pi) * (x * np.float32(k[0]) + y * np.float32(k[1]))
+            + np.float32(rng.uniform(0, 2 * np.pi)))
+    noise = ndimage.gaussian_filter(rng.standard_normal((size // 8 + 1,) * 2).astype(np.float32), 3)
+    z += ndimage.zoom(noise, 8, order=1)[:size, :size] * np.float32(4.0)
+    return z
+
+
+def window(lay: Layout, U, V, u0, u1, v0, v1, pad: float = 1.0):
+    """(slices, mask) of the pixels whose rotated coords fall in [u0,u1) x [v0,v1)."""
+    from rsgeo.synth.layout import to_pixels
+
+    x, y = to_pixels(np.array([u0, u1, u0, u1]), np.array([v0, v0, v1, v1]), lay.size, lay.angle)
+    r0, r1 = int(max(np.floor(y.min() - pad), 0)), int(min(np.ceil(y.max() + pad) + 1, lay.size))
+    c0, c1 = int(max(np.floor(x.min() - pad), 0)), int(min(np.ceil(x.max() + pad) + 1, lay.size))
+    if r1 <= r0 or c1 <= c0:
+        return None, None
+    sl = (slice(r0, r1), slice(c0, c1))
+    u, v = U[sl], V[sl]
+    return sl, (u >= u0) & (u < u1) & (v >= v0) & (v < v1)
+
+
+def roof_height(b: Building, u: np.ndarray, v: np.ndarray, gsd: float) -> np.ndarray:
+    """Roof height above ground (m) at rotated coords (u, v) inside building ``b``."""
+    if b.roof == "flat" or b.height <= b.eave:
+        return np.full(u.shape, b.height, np.float32)
+    long_u = (b.u1 - b.u0) >= (b.v1 - b.v0)
+    half = (min(b.u1 - b.u0, b.v1 - b.v0) / 2) * gsd
+    slope = (b.height - b.eave) / max(half, 1e-6)
+    if b.roof == "gable":
+        d = (np.minimum(v - b.v0, b.v1 - v) if long_u else np.minimum(u - b.u0, b.u1 - u)) * gsd
+    else:  # hip
+        d = np.minimum(np.minimum(u - b.u0, b.u1 - u), np.minimum(v - b.v0, b.v1 - v)) * gsd
+    return np.minimum(b.eave + slope * np.maximum(d, 0), b.height).astype(np.float32)
+
+
+def rasterize(lay: Layout, U, V, style: str, rng: np.random.Generator):
+    """Land cover uint8, nDSM float32 (m), building ids int32 (0 = none), tree mask bool."""
+    n = lay.size
+    lc = np.full((n, n), 4, np.uint8)                     # roads everywhere between blocks
+    for box in lay.paved:
+        sl, m = window(lay, U, V, *box)
+        if sl is not None:
+            lc[sl][m] = 3
+    yard = {"low": 2, "mid": None, "high": 3}[style]
+    for b in lay.buildings:  # yards around buildings: grass in suburbs, mixed in mid style
+        pad = 6 / lay.gsd
+        sl, m = window(lay, U, V, b.u0 - pad, b.u1 + pad, b.v0 - pad, b.v1 + pad)
+        if sl is not None:
+            cls = yard if yard is not None else (2 if rng.random() < 0.45 else 3)
+            lc[sl][m & (lc[sl] == 3)] = cls
+    for boxes, cls in ((lay.parks, 2), (lay.farms, 7), (lay.bare, 1)):
+        for box in boxes:
+            sl, m = window(lay, U, V, *box)
+            if sl is not None:
+                lc[sl][m] = cls
+    ndsm = np.zeros((n, n), np.float32)
+    bid = np.zeros((n, n), np.int32)
+    for i, b in enumerate(lay.buildings, start=1):
+        sl, m = window(lay, U, V, b.u0, b.u1, b.v0, b.v1)
+        if sl is None or not m.any():
+            continue
+        h = roof_height(b, U[sl], V[sl], lay.gsd)
+        ndsm[sl] = np.where(m, np.maximum(ndsm[sl], h), ndsm[sl])
+        bid[sl][m] = i
+        lc[sl][m] = 8
+    if lay.water is not None:
+        cx, cy, rx, ry = lay.water
+        yy, xx = np.ogrid[0:n, 0:n]
+        wet = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
+        lc[wet & (bid == 0)] = 6
+    trees = tree_heights(lay, bid == 0)
+    tree_mask = trees > 0.5
+    lc[tree_mask & (lc != 6)] = 5
+    ndsm = np.where(tree_mask & (lc == 5), np.maximum(ndsm, trees), ndsm)
+    return lc, ndsm, bid, tree_mask & (lc == 5)
+
+
+def tree_heights(lay: Layout, allowed: np.ndarray) -> np.ndarray:
+    """Canopy heights (m): a dome per tree, ``[size, size]`` float32, 0 where no tree."""
+    n = lay.size
+    out = np.zeros((n, n), np.float32)
+    for x, y, r, h in lay.trees:
+        r0, r1 = int(max(y - r, 0)), int(min(y + r + 1, n))
+        c0, c1 = int(max(x - r, 0)), int(min(x + r + 1, n))
+        if r1 <= r0 or c1 <= c0:
+            continue
+        yy, xx = np.ogrid[r0:r1, c0:c1]
+        d2 = ((xx - x) ** 2 + (yy - y) ** 2) / (r * r)
+        dome = np.where(d2 < 1, h * np.sqrt(np.clip(1 - d2, 0, 1)) ** 0.5, 0).astype(np.float32)
+        out[r0:r1, c0:c1] = np.maximum(out[r0:r1, c0:c1], dome)
+    return np.where(allowed, out, 0)
