@@ -79,9 +79,12 @@ def to_pixels(u: np.ndarray, v: np.ndarray, size: int, angle: float):
 
 
 def _bands(rng, extent: float, block: tuple, road: tuple, px: float) -> list[tuple[float, float]]:
-    """Road bands along one axis covering [-extent/2, 1.5*extent] in pixels."""
-    out, pos = [], -extent * 0.5 + rng.uniform(0, block[1] / px)
-    while pos < extent * 1.5:
+    """Road bands along one axis, in pixels, reaching a whole block beyond
+    [-extent/2, 1.5*extent] (the rotated scene), so even a scene smaller than one block
+    lies between two roads instead of being all road."""
+    margin = block[1] / px
+    out, pos = [], -extent * 0.5 - margin + rng.uniform(0, margin)
+    while pos < extent * 1.5 + margin:
         w = rng.uniform(*road) / px
         out.append((pos, pos + w))
         pos += w + rng.uniform(*block) / px

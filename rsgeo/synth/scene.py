@@ -21,6 +21,7 @@ from rsgeo.synth.render import render
 from rsgeo.synth.surface import LANDCOVER, rasterize, terrain
 
 CRS_EPSG = 32631  # UTM 31N (southern France), metres
+MAX_GSD = 10.0    # m/px; beyond this the smallest buildings are under a pixel
 
 
 @dataclass
@@ -44,8 +45,9 @@ class Scene:
 def check_options(size: int, gsd: float, style: str, destroyed: float) -> None:
     if size < 64:
         raise InputError(f"--size must be at least 64 px, got {size}")
-    if not gsd > 0:
-        raise InputError(f"--gsd must be positive, got {gsd}")
+    if not 0 < gsd <= MAX_GSD:
+        raise InputError(f"--gsd must be in (0, {MAX_GSD:g}] m/px (coarser, houses vanish "
+                         f"under a pixel), got {gsd}")
     if style not in STYLES:
         raise InputError(f"--style must be one of {', '.join(STYLES)}, got {style!r}")
     if not 0 <= destroyed <= 1:
