@@ -6,6 +6,7 @@ import rasterio
 from rasterio import features
 
 from rsgeo.errors import InputError
+from rsgeo.io.vector import read_vector
 from rsgeo.synth import generate_scene, write_scenes
 
 
@@ -57,12 +58,34 @@ def test_damage_grades_and_change_mask():
     assert (gone["post_height_m"] <= 2.0).all() and (gone["height_m"] > 2.5).all()
     intact = fp[fp["damage"] == "none"]
     assert np.allclose(intact["post_height_m"], intact["height_m"])
+    major = fp[fp["damage"] == "major"]   # partial collapse: a good part of the height is gone
+    assert len(major) and (major["post_height_m"] <= 0.75 * major["height_m"] + 0.01).all()
+    minor = fp[fp["damage"] == "minor"]   # a roof patch, at most 1.5 m lower
+    assert len(minor) and (minor["post_height_m"] >= minor["height_m"] - 1.51).all()
     # change mask covers destroyed and major buildings, not intact ones
     ids = s.building_ids
     grade = np.array(["none"] + list(fp["damage"]), dtype=object)[ids]
     assert (s.change[(grade == "destroyed") | (grade == "major")] == 1).all()
     assert (s.change[(grade == "none") | (grade == "minor")] == 0).all()
     assert generate_scene(128, 0.5, "low", 0.0, seed=0).change.sum() == 0
+
+
+@pytest.mark.parametrize("style", ["low", "mid", "high"])
+def test_scene_smaller_than_a_block_is_not_all_road(style):
+    # a 32 m scene lies inside one block: it must show that block, not only asphalt
+    classes = [set(np.unique(generate_scene(64, 0.5, style, 0.3, seed=s).landcover))
+               for s in range(4)]
+    assert all(c != {4} for c in classes)
+    assert sum(8 in c for c in classes) >= (0 if style == "low" else 2)
+
+
+def test_grid_follows_gsd_and_coarse_gsd_is_refused():
+    s = generate_scene(96, 2.0, "high", 0.3, seed=5)
+    t = s.grid.transform
+    assert (t.a, t.e, t.b, t.d) == (2.0, -2.0, 0.0, 0.0) and s.grid.width == s.grid.height == 96
+    assert s.meta["transform"] == list(t)[:6] and len(s.footprints) > 3
+    with pytest.raises(InputError, match="--gsd"):
+        generate_scene(96, 25.0)
 
 
 def test_write_scenes_files_and_georeferencing(tmp_path):
@@ -80,6 +103,12 @@ def test_write_scenes_files_and_georeferencing(tmp_path):
         assert ds.units[0] == "metre"
     with rasterio.open(tmp_path / "city_007_landcover.tif") as ds:
         assert ds.colormap(1)[8][:3] == (222, 31, 7)
+    with rasterio.open(tmp_path / "city_007_dsm.tif") as dsm, \
+            rasterio.open(tmp_path / "city_007_dtm.tif") as dtm:
+        assert dsm.nodata == -9999 and (dsm.read(1) >= dtm.read(1)).all()
+        raster_crs = dsm.crs
+    fp = read_vector(tmp_path / "city_007_footprints.gpkg")
+    assert fp.crs == raster_crs and {"id", "height_m", "roof", "damage"} <= set(fp.columns)
     meta = json.loads((tmp_path / "city_007_scene.json").read_text())
     assert meta["seed"] == 7 and meta["gsd"] == 0.3 and meta["files"]["dsm"] == "city_007_dsm.tif"
 
@@ -92,8 +121,8 @@ def test_overwrite_guard_and_bad_options(tmp_path, cli):
     assert code == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "city_000_pre_rgb.tif").read_bytes() == before
     assert cli("synth", "-o", tmp_path, "--size", 96, "--overwrite")[0] == 0
-    for bad in (["--size", 10], ["--gsd", 0], ["--destroyed", 1.5], ["--style", "x"],
-                ["--scenes", 0]):
+    for bad in (["--size", 10], ["--gsd", 0], ["--gsd", 50], ["--destroyed", 1.5],
+                ["--destroyed", -0.1], ["--style", "x"], ["--scenes", 0]):
         code, _, err = cli("synth", "-o", tmp_path / "new", *bad)
         assert code == 2, bad
     with pytest.raises(InputError):

@@ -1,9 +1,10 @@
 """The post-event scene: damage grades per building and the heights they leave.
 
 Grades follow the xBD joint damage scale: ``none``, ``minor`` (roof holes and tarps, the
-structure stands: < ~1.5 m lost on a small part), ``major`` (part of the building
-collapsed: rubble on 40-70 % of the footprint), ``destroyed`` (the whole footprint is
-rubble 0.2-2 m high). The building-change mask marks ``major`` and ``destroyed``
+structure stands: a tarp-covered patch loses 0.5-1.5 m), ``major`` (part of the building
+collapsed: rubble on 40-70 % of the footprint, and the part still standing lost its upper
+storeys, keeping 40-70 % of the height), ``destroyed`` (the whole footprint is rubble
+0.2-2 m high). The building-change mask marks ``major`` and ``destroyed``
 footprints (what a 3 m earthquake threshold is meant to find).
 """
 
@@ -54,15 +55,19 @@ def post_heights(ndsm: np.ndarray, bid: np.ndarray, grades: np.ndarray, U: np.nd
         if rng.random() < 0.5:
             side = ~side
         part = m & side
+        standing = m & ~side
+        if standing.any():  # upper storeys gone: a flat broken top at 40-70 % of the height
+            top = np.float32(rng.uniform(0.4, 0.7) * ndsm[m].max())
+            post[standing] = np.minimum(post[standing], top)
         post[part] = noise[part]
         rubble |= part
-    for i in ids[grades == "minor"]:
+    for i in ids[grades == "minor"]:  # a rectangular tarp over a roof hole
         b = buildings[i - 1]
         m = bid == i
-        cu = rng.uniform(b.u0, b.u1)
-        cv = rng.uniform(b.v0, b.v1)
-        r = 0.25 * min(b.u1 - b.u0, b.v1 - b.v0)
-        hole = m & ((U - cu) ** 2 + (V - cv) ** 2 < r * r)
+        su, sv = (b.u1 - b.u0) * rng.uniform(0.15, 0.35), (b.v1 - b.v0) * rng.uniform(0.15, 0.35)
+        cu = rng.uniform(b.u0 + su, b.u1 - su)
+        cv = rng.uniform(b.v0 + sv, b.v1 - sv)
+        hole = m & (np.abs(U - cu) < su) & (np.abs(V - cv) < sv)
         post[hole] = np.maximum(post[hole] - rng.uniform(0.5, 1.5), 0)
         tarps |= hole
     damaged = (pix_grade == "destroyed") | (pix_grade == "major")
