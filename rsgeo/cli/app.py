@@ -53,7 +53,7 @@ def main_callback(
         [logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG][max(min(level, 3), 0)])
 
 
-COMMANDS: list[str] = ["synth", "completion", "pretrain"]
+COMMANDS: list[str] = ["synth", "completion", "pretrain", "damage_map"]
 
 
 def _register() -> None:

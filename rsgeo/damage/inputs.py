@@ -1,0 +1,53 @@
+"""What PRE and POST are (height rasters or images), and heights for images via a model."""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from rsgeo.errors import InputError, RsgeoError
+from rsgeo.io.raster import open_raster
+
+
+def kind_of(path: str | os.PathLike, force_heights: bool = False) -> str:
+    """``"heights"`` (single-band float, or forced) or ``"image"`` (anything else)."""
+    with open_raster(path, purpose="pre/post raster") as ds:
+        if force_heights:
+            if ds.count != 1:
+                raise InputError(f"--heights needs single-band height rasters, this one has "
+                                 f"{ds.count} bands", path)
+            return "heights"
+        if ds.count == 1 and np.dtype(ds.dtypes[0]).kind == "f":
+            return "heights"
+        return "image"
+
+
+def resolve_heights(pre: Path, post: Path, model: str | None, force_heights: bool,
+                    workdir: Path, stack: ExitStack, **predict_kw) -> tuple[Path, Path, str]:
+    """Return height rasters for PRE and POST, predicting them from images with ``model``."""
+    kinds = (kind_of(pre, force_heights), kind_of(post, force_heights))
+    if kinds[0] != kinds[1]:
+        img = pre if kinds[0] == "image" else post
+        raise InputError("one input is an image and the other a height raster; give two "
+                         "height rasters (nDSM, metres) or two images with -m MODEL", img)
+    if kinds[0] == "heights":
+        return pre, post, "heights"
+    model = model or os.environ.get("RSGEO_MODEL")
+    if not model:
+        raise InputError("is an image (multi-band or integer): heights must be predicted; "
+                         "pass -m MODEL (or set RSGEO_MODEL), or --heights if it holds heights",
+                         pre)
+    try:
+        from rsgeo.infer.predict import predict_height_file
+    except ImportError:
+        raise RsgeoError("height prediction from images needs rsgeo.infer, which is not "
+                         "available in this installation") from None
+    out = []
+    for p in (pre, post):
+        dst = workdir / f"{Path(p).stem}_height.tif"
+        predict_height_file(p, model, dst, overwrite=True, **predict_kw)
+        out.append(dst)
+    return out[0], out[1], "predicted"

@@ -1,0 +1,230 @@
+"""The strip-wise sweep behind :func:`rsgeo.damage.damage_map` (heights already resolved)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+from rasterio import features
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from rsgeo.damage.components import StripComponents
+from rsgeo.damage.stats import GRADE_NAMES, ObjectStats, grade_index
+from rsgeo.errors import InputError
+from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, valid_mask
+from rsgeo.io.windows import strips
+from rsgeo.io.writer import HEIGHT_NODATA, open_output
+from rsgeo.progress import progress
+
+log = logging.getLogger("rsgeo.damage")
+FEET = {"ft", "foot", "feet", "us-ft", "us survey foot", "ftus"}
+
+
+def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, threshold: float,
+        min_height: float, min_area: float, grades: dict, overwrite: bool, strip_rows: int,
+        co: dict | None, names: tuple[str, str]) -> dict:
+    from rsgeo.damage import CLASS_COLORS, loss_path
+
+    with open_raster(pre_h, bands=1, purpose="pre-event height raster") as pre_ds, \
+            open_raster(post_h, bands=1, purpose="post-event height raster") as post_raw:
+        grid = Grid.of(pre_ds)
+        _check_units(pre_ds, post_raw, names)
+        check_overlap(grid, Grid.of(post_raw), names[0], names[1])
+        resampled = not Grid.of(post_raw).same_as(grid)
+        if resampled:
+            log.warning("%s: resampled (bilinear) onto the grid of %s (%s)", names[1], names[0],
+                        grid.describe())
+        px_area = pixel_area_m2(grid)
+        bld = load_buildings(buildings, grid) if buildings is not None else None
+        windows = list(strips(grid.height, grid.width, strip_rows))
+        with align_to(post_raw, grid, "bilinear") as post_ds:
+            def read(win):
+                pre = pre_ds.read(1, window=win).astype(np.float32)
+                post = post_ds.read(1, window=win).astype(np.float32)
+                ok = valid_mask(pre, pre_ds.nodata) & valid_mask(post, post_ds.nodata)
+                return pre, post, ok
+
+            def structure(win, pre, ok):
+                if bld is None:
+                    return None, ok & (pre > min_height)
+                ids = bld.rasterize(win, window_transform(win, grid.transform))
+                return ids, ok & (ids > 0)
+
+            comps = None
+            min_px = int(math.ceil(min_area / px_area)) if min_area > 0 else 0
+            if bld is None:  # pass 1: connected damaged regions across strips
+                comps = StripComponents()
+                with progress(len(windows), "damage: regions", unit="strips") as bar:
+                    for win in windows:
+                        pre, post, ok = read(win)
+                        _, struct = structure(win, pre, ok)
+                        comps.add(struct & (pre - post > threshold), int(win.row_off))
+                        bar.advance()
+                comps.finish()
+                last_row = comps.root_last_row
+            else:
+                last_row = bld.last_row
+            stats = ObjectStats(last_row, px_area, threshold, grades)
+            pieces: dict[int, list] = {}
+            lost_volume = damaged_px = structure_px = 0.0
+            meta = dict(co=co, overwrite=overwrite, tags={"threshold_m": threshold})
+            with open_output(out, grid, dtype="uint8", nodata=255,
+                             band_descriptions=["damage class"], **meta) as cls_dst, \
+                    open_output(loss_path(out), grid, dtype="float32", nodata=HEIGHT_NODATA,
+                                units="metre", band_descriptions=["height loss (pre - post)"],
+                                **meta) as loss_dst, \
+                    progress(len(windows), "damage: map", unit="strips") as bar:
+                cls_dst.write_colormap(1, CLASS_COLORS)
+                for win in windows:
+                    pre, post, ok = read(win)
+                    ids, struct = structure(win, pre, ok)
+                    loss = pre - post
+                    damaged = struct & (loss > threshold)
+                    classes = np.zeros(loss.shape, np.uint8)   # grades only where structures are
+                    classes[struct] = 1 + grade_index(loss[struct], pre[struct], grades)
+                    classes[~ok] = 255
+                    cls_dst.write(classes[None], window=win)
+                    loss[~ok] = HEIGHT_NODATA
+                    loss_dst.write(loss[None], window=win)
+                    structure_px += np.count_nonzero(struct)
+                    lost_volume += float(np.maximum(loss[struct], 0).sum()) * px_area
+                    end = int(win.row_off + win.height)
+                    if comps is not None:
+                        regions = comps.relabel(damaged, min_px)
+                        sel = regions > 0
+                        damaged_px += np.count_nonzero(sel)
+                        stats.add(regions[sel], pre[sel], post[sel], end)
+                        _polygonise(regions, win, grid, pieces)
+                    else:
+                        damaged_px += np.count_nonzero(damaged)
+                        sel = ids > 0
+                        sel &= ok
+                        stats.add(ids[sel].astype(np.int64), pre[sel], post[sel], end)
+                    bar.advance()
+    table = stats.finish()
+    gdf = (bld.with_stats(table) if bld is not None
+           else regions_frame(pieces, table, grid.crs))
+    from rsgeo.io.vector import write_vector
+
+    write_vector(gdf, fp_out, overwrite=overwrite)
+    graded = gdf["grade"].value_counts().to_dict()
+    return {
+        "pre": names[0], "post": names[1], "post_resampled": bool(resampled),
+        "mode": "buildings" if bld is not None else "regions", "features": int(len(gdf)),
+        "by_grade": {g: int(graded.get(g, 0)) for g in GRADE_NAMES}
+        | ({"unknown": int(graded["unknown"])} if "unknown" in graded else {}),
+        "damaged_area_m2": round(float(damaged_px) * px_area, 2),
+        "structure_area_m2": round(float(structure_px) * px_area, 2),
+        "lost_volume_m3": round(lost_volume, 1),
+        "pixel_area_m2": px_area,
+    }
+
+
+def _check_units(pre_ds, post_ds, names) -> None:
+    for ds, name in ((pre_ds, names[0]), (post_ds, names[1])):
+        unit = (ds.units[0] or "").strip().lower() if ds.units else ""
+        if unit in FEET:
+            raise InputError(f"heights are in {unit}; convert to metres first "
+                             "(e.g. gdal_calc.py --calc='A*0.3048')", name)
+
+
+def pixel_area_m2(grid: Grid) -> float:
+    """Ground area of one pixel in m² (geographic CRSs approximated at the scene centre)."""
+    rx, ry = grid.res
+    if grid.crs is not None and grid.crs.is_geographic:
+        lat = math.radians((grid.bounds[1] + grid.bounds[3]) / 2)
+        log.warning("geographic CRS: pixel area estimated at latitude %.3f", math.degrees(lat))
+        return rx * ry * 111320.0 ** 2 * math.cos(lat)
+    factor = grid.crs.linear_units_factor[1] if grid.crs is not None else 1.0
+    return rx * ry * factor ** 2
+
+
+def _polygonise(regions: np.ndarray, win: Window, grid: Grid, pieces: dict) -> None:
+    from shapely.geometry import shape
+
+    if not regions.any():
+        return
+    lab = regions.astype(np.int32)
+    for geom, value in features.shapes(lab, mask=lab > 0, connectivity=4,
+                                       transform=window_transform(win, grid.transform)):
+        pieces.setdefault(int(value), []).append(shape(geom))
+
+
+def regions_frame(pieces: dict, table: dict, crs):
+    """One polygon per damaged region (pieces from different strips unioned)."""
+    import geopandas as gpd
+    import shapely
+
+    ids = np.array(sorted(pieces), dtype=np.int64)
+    geoms = [parts[0] if len(parts) == 1 else shapely.union_all(parts)
+             for parts in (pieces[i] for i in ids)]
+    pos = np.searchsorted(table["id"], ids)
+    cols = {k: v[pos] for k, v in table.items() if k not in ("id", "grade_index")}
+    frame = gpd.GeoDataFrame({"region_id": np.arange(1, len(ids) + 1), **cols,
+                              "grade": np.array(GRADE_NAMES)[table["grade_index"][pos]]},
+                             geometry=geoms, crs=crs)
+    return frame
+
+
+class Footprints:
+    """Pre-event footprints on the raster grid: ids 1..n, row span of each, rasterised per strip."""
+
+    def __init__(self, gdf, grid: Grid):
+        self.gdf, self.grid = gdf.reset_index(drop=True), grid
+        self.ids = np.arange(1, len(self.gdf) + 1, dtype=np.int64)
+        b = self.gdf.geometry.bounds.to_numpy()
+        inv = ~grid.transform  # map -> (col, row); row = d*x + e*y + f
+        rows = np.stack([inv.d * x + inv.e * y + inv.f for x, y in
+                         ((b[:, 0], b[:, 1]), (b[:, 0], b[:, 3]), (b[:, 2], b[:, 1]), (b[:, 2], b[:, 3]))])
+        self.first_row = np.clip(np.floor(rows.min(0)), 0, grid.height - 1).astype(np.int64)
+        self.last_row = np.zeros(len(self.ids) + 1, np.int64)
+        self.last_row[1:] = np.clip(np.floor(rows.max(0)), 0, grid.height - 1)
+
+    def rasterize(self, win: Window, transform) -> np.ndarray:
+        r0, r1 = int(win.row_off), int(win.row_off + win.height)
+        sel = (self.first_row < r1) & (self.last_row[1:] >= r0)
+        shape = (int(win.height), int(win.width))
+        if not sel.any():
+            return np.zeros(shape, np.int32)
+        geoms = self.gdf.geometry.to_numpy()[sel]
+        return features.rasterize(zip(geoms, self.ids[sel]), out_shape=shape,
+                                  transform=transform, fill=0, dtype="int32")
+
+    def with_stats(self, table: dict):
+        out = self.gdf.copy()
+        pos = np.searchsorted(table["id"], self.ids)
+        pos = np.clip(pos, 0, max(len(table["id"]) - 1, 0))
+        found = (len(table["id"]) > 0) & (table["id"][pos] == self.ids) if len(table["id"]) \
+            else np.zeros(len(self.ids), bool)
+        for k, v in table.items():
+            if k in ("id", "grade_index"):
+                continue
+            col = np.full(len(self.ids), np.nan)
+            col[found] = v[pos[found]]
+            out[k] = col
+        grade = np.full(len(self.ids), "unknown", dtype=object)
+        if found.any():
+            grade[found] = np.array(GRADE_NAMES)[table["grade_index"][pos[found]]]
+        out["grade"] = grade
+        return out
+
+
+def load_buildings(path, grid: Grid) -> Footprints:
+    from rsgeo.io.vector import read_vector
+
+    gdf = read_vector(path, "footprints file")
+    if gdf.crs is None:
+        raise InputError("footprints have no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:...)", path)
+    if len(gdf) == 0:
+        raise InputError("footprints layer is empty", path)
+    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+    if grid.crs is not None and gdf.crs != grid.crs:
+        log.info("%s: footprints reprojected from %s", path, gdf.crs)
+        gdf = gdf.to_crs(grid.crs)
+    if not gdf.geometry.is_valid.all():
+        gdf = gdf.copy()
+        gdf["geometry"] = gdf.geometry.buffer(0)
+    return Footprints(gdf, grid)
