@@ -48,6 +48,9 @@ def main_callback(
     """rsgeo: chips, pretraining, fine-tuning, large-raster height inference, damage maps, metrics."""
     level = 1 + verbose - quiet  # 0 quiet, 1 default, 2 info, 3+ debug and tracebacks
     state["verbose"] = level
+    from rsgeo import progress
+
+    progress.ENABLED = False if level <= 0 else None  # None: bars only on a terminal
     logging.basicConfig(format="rsgeo: %(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("rsgeo").setLevel(
         [logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG][max(min(level, 3), 0)])
