@@ -20,7 +20,6 @@ import json
 import os
 from pathlib import Path
 
-import rsgeo.models  # noqa: F401  (makes timm importable, see the package docstring)
 import timm
 import torch
 from timm.models.swin_transformer import SwinTransformer

@@ -1,0 +1,31 @@
+"""``rsgeo export RUN/best.ckpt -o model.onnx``: a verified, self-describing ONNX model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rsgeo.cli.app import app
+from rsgeo.cli.options import Json, Output, Overwrite
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Task checkpoint from rsgeo finetune.")],
+    output: Output,
+    atol: Annotated[float, typer.Option("--atol", help="Allowed ORT vs torch difference.")] = 1e-3,
+    overwrite: Overwrite = False,
+    json_out: Json = False,
+):
+    """Export a task model to ONNX (dynamic batch and size, metadata inside), checked against
+    torch with ONNX Runtime before the file is written."""
+    import json
+
+    from rsgeo.infer.export import export_onnx
+
+    r = export_onnx(checkpoint, output, overwrite=overwrite, atol=atol)
+    typer.echo(json.dumps(r) if json_out else
+               f"{r['output']}: {r['task']} model, {r['bands']} bands, ORT vs torch max diff "
+               f"{r['max_abs_diff']:.2e}")

@@ -1,0 +1,1 @@
+"""Inference: ONNX export with self-describing metadata, ORT/torch runners, predict-height."""

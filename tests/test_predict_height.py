@@ -1,0 +1,203 @@
+import logging
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.crs import CRS
+
+from rsgeo.infer.predict import input_scale, predict_height_file
+from rsgeo.models.task import build_task_model, load_task_model, save_task_model
+from tests.conftest import make_raster
+
+CFG = {"task": "height", "backbone": "vit-tiny-2", "in_chans": 3, "img_size": 64,
+       "head": "dpt", "head_features": 32}
+META = {"task": "height", "bands": ["red", "green", "blue"], "mean": [120.0] * 3,
+        "std": [50.0] * 3, "gsd": 0.5, "tile": 64, "overlap": 16, "units": "m", "nodata": -9999}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("m") / "model.ckpt"
+    save_task_model(build_task_model(CFG), CFG, META, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def onnx_model(ckpt, tmp_path_factory):
+    from rsgeo.infer.export import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    summary = export_onnx(ckpt, out)
+    assert summary["max_abs_diff"] < 1e-4
+    return out
+
+
+def _rgb(tmp_path, h, w, name="img.tif", **kw):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 120 + 60 * np.sin(yy / 9.0) * np.cos(xx / 7.0)
+    img = np.clip(base[None] + rng.integers(0, 30, (3, h, w)), 0, 255).astype(np.uint8)
+    return make_raster(tmp_path / name, img, **kw), img
+
+
+def mean_runner(meta=META):
+    """A spatially smooth 'model': the mean of the normalised bands (exact reference)."""
+    class R:
+        device = "cpu"
+
+        def __call__(self, batch):
+            return batch.mean(axis=1, keepdims=True)
+    return R(), meta, CFG
+
+
+def test_smooth_model_has_no_seams_and_keeps_georeferencing(tmp_path):
+    src, img = _rgb(tmp_path, 150, 230)
+    out = tmp_path / "h.tif"
+    predict_height_file(src, "x.ckpt", out, runner=mean_runner(), tile=64, overlap=16)
+    expected = ((img.astype(np.float32) - 120) / 50).mean(0)
+    with rasterio.open(out) as ds, rasterio.open(src) as s:
+        h = ds.read(1)
+        assert ds.crs == s.crs and ds.transform == s.transform and ds.nodata == -9999
+        assert ds.dtypes[0] == "float32" and ds.units[0] == "metre"
+    np.testing.assert_allclose(h, expected, atol=1e-4)   # no seam, no tapered edges
+
+
+def test_constant_model_gives_constant_raster(tmp_path, ckpt):
+    model, cfg, meta = load_task_model(ckpt)
+    sd = model.state_dict()
+    sd["head.out.4.weight"].zero_()
+    sd["head.out.4.bias"].fill_(7.25)
+    model.load_state_dict(sd)
+    const = tmp_path / "const.ckpt"
+    save_task_model(model, cfg, meta, const)
+    src, _ = _rgb(tmp_path, 100, 170)
+    r = predict_height_file(src, const, tmp_path / "c.tif")
+    h = rasterio.open(tmp_path / "c.tif").read(1)
+    np.testing.assert_allclose(h, 7.25, rtol=1e-6)
+    assert r["height_min"] == r["height_max"] == 7.25
+
+
+@pytest.mark.parametrize("shape", [(40, 50), (64, 200), (201, 77)])
+def test_small_and_non_square_rasters(tmp_path, onnx_model, shape):
+    src, _ = _rgb(tmp_path, *shape)
+    r = predict_height_file(src, onnx_model, tmp_path / "h.tif")
+    with rasterio.open(tmp_path / "h.tif") as ds:
+        assert ds.shape == shape
+        assert (ds.read(1) >= 0).all()
+    assert r["backend"] == "onnx" and r["tiles"] >= 1
+
+
+def test_onnx_matches_torch_on_a_raster(tmp_path, ckpt, onnx_model):
+    src, _ = _rgb(tmp_path, 120, 130)
+    predict_height_file(src, ckpt, tmp_path / "t.tif")
+    predict_height_file(src, onnx_model, tmp_path / "o.tif")
+    a = rasterio.open(tmp_path / "t.tif").read(1)
+    b = rasterio.open(tmp_path / "o.tif").read(1)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_export_metadata(onnx_model):
+    from rsgeo.infer.export import read_metadata
+
+    meta = read_metadata(onnx_model)
+    for key in ("task", "bands", "mean", "std", "gsd", "tile", "overlap", "units", "nodata",
+                "rsgeo_version", "config"):
+        assert key in meta
+    assert meta["mean"] == [120.0] * 3 and meta["units"] == "m" and meta["config"]["in_chans"] == 3
+
+
+def test_nodata_holes_become_minus_9999(tmp_path):
+    src, img = _rgb(tmp_path, 100, 100)
+    with rasterio.open(src, "r+") as ds:
+        ds.nodata = 0
+        data = ds.read()
+        data[:, 30:50, 40:60] = 0
+        ds.write(data)
+    predict_height_file(src, "x.ckpt", tmp_path / "h.tif", runner=mean_runner(), tile=64, overlap=16)
+    h = rasterio.open(tmp_path / "h.tif").read(1)
+    assert (h[30:50, 40:60] == -9999).all() and (h[:30] != -9999).all()
+
+
+def test_16bit_input_is_scaled_not_truncated(tmp_path):
+    src8, img = _rgb(tmp_path, 80, 90, name="u8.tif")
+    img16 = (img.astype(np.uint32) * 2047 // 255).astype(np.uint16)  # 11-bit imagery
+    assert img16.max() > 1023
+    src16 = make_raster(tmp_path / "u16.tif", img16)
+    with rasterio.open(src16) as ds:
+        assert input_scale(ds) == pytest.approx(255 / 2047)
+    predict_height_file(src8, "x", tmp_path / "a.tif", runner=mean_runner(), tile=64, overlap=16)
+    predict_height_file(src16, "x", tmp_path / "b.tif", runner=mean_runner(), tile=64, overlap=16)
+    a = rasterio.open(tmp_path / "a.tif").read(1)
+    b = rasterio.open(tmp_path / "b.tif").read(1)
+    np.testing.assert_allclose(a, b, atol=0.03)
+
+
+def test_other_gsd_is_resampled_and_written_on_the_input_grid(tmp_path):
+    src, _ = _rgb(tmp_path, 120, 100, gsd=0.25)
+    r = predict_height_file(src, "x", tmp_path / "h.tif", runner=mean_runner(), tile=64, overlap=16)
+    assert r["resampled"]
+    with rasterio.open(tmp_path / "h.tif") as ds, rasterio.open(src) as s:
+        assert ds.shape == s.shape and ds.transform == s.transform
+        assert (ds.read(1) != -9999).mean() > 0.95
+    r = predict_height_file(src, "x", tmp_path / "n.tif", runner=mean_runner(), gsd="native",
+                            tile=64, overlap=16)
+    assert not r["resampled"]
+
+
+def test_geographic_crs_works_with_a_warning(tmp_path, caplog):
+    from affine import Affine
+
+    img = np.full((3, 70, 90), 100, np.uint8)
+    src = make_raster(tmp_path / "g.tif", img, crs=CRS.from_epsg(4326),
+                      transform=Affine(4.5e-6, 0, 3.87, 0, -4.5e-6, 43.6))
+    with caplog.at_level(logging.WARNING, logger="rsgeo"):
+        predict_height_file(src, "x", tmp_path / "h.tif", runner=mean_runner(), tile=64,
+                            overlap=16)
+    assert "GSD estimated" in caplog.text
+    assert rasterio.open(tmp_path / "h.tif").crs.to_epsg() == 4326
+
+
+def test_cli_errors(tmp_path, cli, ckpt, onnx_model):
+    src, _ = _rgb(tmp_path, 64, 64)
+    four = make_raster(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint8))
+    cases = [
+        (["predict-height", four, "-m", ckpt, "-o", tmp_path / "a.tif"], "4 band"),
+        (["predict-height", src, "-m", onnx_model, "-o", tmp_path / "b.tif", "--device", "cuda"], "CUDA"),
+        (["predict-height", src, "-m", ckpt, "-o", tmp_path / "c.tif", "--device", "cuda"], "CUDA"),
+        (["predict-height", src, "-m", tmp_path / "none.onnx", "-o", tmp_path / "d.tif"], "no such model"),
+        (["predict-height", src, "-m", onnx_model, "-o", tmp_path / "e.tif", "--precision", "bf16"], "bf16"),
+    ]
+    for args, msg in cases:
+        code, _, err = cli(*args)
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, (args, err)
+    other, _ = _rgb(tmp_path, 70, 50, name="other.tif")
+    code, out, err = cli("predict-height", src, other, "-m", onnx_model, "-o", tmp_path / "many")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["img_height.tif",
+                                                                    "other_height.tif"]
+    code, _, err = cli("predict-height", src, src, "-m", onnx_model, "-o", tmp_path / "dup")
+    assert code == 2 and "collide" in err
+    code, out, err = cli("predict-height", src, "-m", ckpt, "-o", tmp_path / "x.tif", "--cog",
+                         "--precision", "bf16")
+    assert code == 0, err
+    with rasterio.open(tmp_path / "x.tif") as ds:
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+
+
+def test_damage_map_predicts_heights_for_images(tmp_path, cli, ckpt, monkeypatch):
+    from rsgeo.synth import write_scenes
+
+    p = write_scenes(tmp_path / "city", size=128, seed=2)[0]
+    code, out, err = cli("damage-map", p["pre_rgb"], p["post_rgb"], "-m", ckpt, "-o",
+                         tmp_path / "d.tif", "--json")
+    assert code == 0, err
+    import json
+    s = json.loads(out)
+    assert s["heights_from"] == "predicted"
+    with rasterio.open(tmp_path / "d.tif") as ds, rasterio.open(p["pre_rgb"]) as src:
+        assert ds.transform == src.transform and ds.crs == src.crs
+    monkeypatch.setenv("RSGEO_MODEL", str(ckpt))
+    code, out, err = cli("damage-map", p["pre_rgb"], p["post_rgb"], "-o", tmp_path / "e.tif")
+    assert code == 0, err
