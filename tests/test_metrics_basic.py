@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from rsgeo.metrics.height import HeightAccumulator
+from rsgeo.metrics.segmentation import ConfusionMatrix
+
+
+def test_height_hand_computed():
+    ref = np.array([0.0, 0.0, 5.0, 5.0, 10.0, 2.0])
+    pred = np.array([0.0, 2.0, 5.5, 0.5, 10.0, 4.0])
+    acc = HeightAccumulator()
+    acc.update(pred, ref)
+    r = acc.result()
+    d = pred - ref
+    assert r["mae"] == pytest.approx(np.abs(d).mean()) and r["rmse"] == pytest.approx(np.sqrt((d ** 2).mean()))
+    # significant: pred > 1: idx 1,2,4,5 ; ref > 1: idx 2,3,4,5
+    # ratios: idx2 1.1, idx4 1.0, idx5 2.0 -> eta 1.25: TP 2 (2,4); FP 1 (idx1); FN 1 (idx3)
+    assert (r["precision_1"], r["recall_1"]) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
+    # eta 1.25^3 = 1.95 < 2.0: still TP 2
+    assert r["f1he_3"] == pytest.approx(2 / 3)
+    # delta1 (floor 0.1): idx0 ratio 1, idx2 1.1, idx4 1.0 -> 3/6
+    assert r["delta1"] == pytest.approx(0.5)
+
+
+def test_all_ground_image_is_skipped_for_f1_only():
+    acc = HeightAccumulator()
+    acc.update(np.array([3.0, 0.0]), np.array([0.0, 0.0]))     # ground-only reference
+    acc.update(np.array([5.0, 0.0]), np.array([5.0, 0.0]))
+    r = acc.result()
+    assert r["n_images"] == 2 and r["f1he_1"] == 1.0 and r["mae"] == pytest.approx(0.75)
+
+
+@given(st.integers(1, 60), st.integers(1, 60), st.integers(1, 20), st.integers(0, 10 ** 6))
+@settings(max_examples=40, deadline=None)
+def test_streamed_equals_one_shot(h, w, rows, seed):
+    rng = np.random.default_rng(seed)
+    ref = np.where(rng.random((h, w)) < 0.5, 0, rng.uniform(0, 20, (h, w))).astype(np.float32)
+    pred = np.clip(ref + rng.normal(0, 2, (h, w)), 0, None).astype(np.float32)
+    pred[rng.random((h, w)) < 0.05] = np.nan
+    one = HeightAccumulator()
+    one.update(pred, ref)
+    many = HeightAccumulator()
+    for r0 in range(0, h, rows):
+        many.update_window(pred[r0:r0 + rows], ref[r0:r0 + rows])
+    many.end_image()
+    a, b = one.result(), many.result()
+    for k in a:
+        assert a[k] == pytest.approx(b[k], rel=1e-9, nan_ok=True), k
+
+
+def test_perfect_prediction():
+    ref = np.random.default_rng(1).uniform(0, 30, 500)
+    acc = HeightAccumulator()
+    acc.update(ref, ref)
+    r = acc.result()
+    assert r["mae"] == 0 and r["f1he_1"] == 1 and r["delta1"] == 1
+
+
+def test_confusion_matrix():
+    cm = ConfusionMatrix(3, ignore_index=255)
+    cm.update(np.array([0, 1, 1, 2, 2, 0]), np.array([0, 1, 2, 2, 255, 1]))
+    r = cm.result(["a", "b", "c"])
+    # ref/pred pairs: (0,0) (1,1) (2,1) (2,2) (1,0)
+    assert r["iou_a"] == pytest.approx(1 / 2) and r["iou_b"] == pytest.approx(1 / 3)
+    assert r["iou_c"] == pytest.approx(1 / 2) and r["oa"] == pytest.approx(3 / 5)
+    assert r["miou"] == pytest.approx((1 / 2 + 1 / 3 + 1 / 2) / 3)
+    with pytest.raises(ValueError):
+        cm.update(np.array([5]), np.array([0]))
+    ch = ConfusionMatrix(2)
+    ch.update(np.array([1, 1, 0, 0]), np.array([1, 0, 1, 0]))
+    assert ch.change_result() == {"change_iou": pytest.approx(1 / 3), "change_f1": 0.5,
+                                  "change_precision": 0.5, "change_recall": 0.5}
