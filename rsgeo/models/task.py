@@ -27,37 +27,114 @@ from rsgeo.errors import InputError
 from rsgeo.models.backbones import (build_encoder, encoder_features, encoder_kind, out_channels,
                                     patch_size)
 from rsgeo.models.heads import DPTHead
+from rsgeo.models.heads.upernet import UperNetHead
 
 FORMAT = "rsgeo-task"
+
+
+class FeatureEncoder(nn.Module):
+    """One encoder, or two (RGB + DSM, HiRes-FusedMIM style) whose maps are concatenated.
+
+    ``features(x)`` -> 4 maps; with two encoders the first ``split`` bands feed the first
+    encoder, the rest the second, and each level is concatenated channel-wise.
+    """
+
+    def __init__(self, encoders: list[nn.Module], split: int | None = None):
+        super().__init__()
+        self.encoders = nn.ModuleList(encoders)
+        self.split = split
+
+    @property
+    def channels(self) -> list[int]:
+        chans = [out_channels(e) for e in self.encoders]
+        return [sum(c[i] for c in chans) for i in range(4)]
+
+    @property
+    def strides(self) -> list[int]:
+        e = self.encoders[0]
+        p = patch_size(e)
+        return [p] * 4 if encoder_kind(e) == "vit" else [p, 2 * p, 4 * p, 8 * p]
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if len(self.encoders) == 1:
+            return encoder_features(self.encoders[0], x)
+        a = encoder_features(self.encoders[0], x[:, :self.split])
+        b = encoder_features(self.encoders[1], x[:, self.split:])
+        return [torch.cat([u, v], 1) for u, v in zip(a, b)]
 
 
 class DenseTaskModel(nn.Module):
     """Encoder + dense head: ``[B, C, H, W]`` normalised input -> ``[B, K, H, W]``.
 
-    For ``task="height"`` the single output channel is the height above ground in metres.
-    H and W must be multiples of the encoder stride (16 for ViT/16, 32 for Swin).
+    For ``task="height"`` the single output channel is the height above ground in metres;
+    for segmentation, K class logits. H and W must be multiples of the encoder stride.
     """
 
-    def __init__(self, encoder: nn.Module, head: nn.Module):
+    def __init__(self, encoder: FeatureEncoder, head: nn.Module):
         super().__init__()
         self.encoder, self.head = encoder, head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(encoder_features(self.encoder, x))
+        return self.head(self.encoder.features(x))
 
 
-def build_task_model(config: dict, encoder: nn.Module | None = None) -> nn.Module:
-    """Build the network described by ``config`` (optionally around a given encoder)."""
+class ChangeModel(nn.Module):
+    """Siamese encoder over pre/post images, |difference| of each level, dense head.
+
+    ``forward(pre, post)`` -> change logits ``[B, 1, H, W]``.
+    """
+
+    def __init__(self, encoder: FeatureEncoder, head: nn.Module):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+        a, b = self.encoder.features(pre), self.encoder.features(post)
+        return self.head([(u - v).abs() for u, v in zip(a, b)])
+
+
+class ClassifierModel(nn.Module):
+    """Mean-pooled last feature map + linear layer: ``[B, C, H, W]`` -> ``[B, K]`` logits."""
+
+    def __init__(self, encoder: FeatureEncoder, num_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        self.norm = nn.LayerNorm(encoder.channels[3])
+        self.fc = nn.Linear(encoder.channels[3], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(self.encoder.features(x)[3].mean((2, 3))))
+
+
+TASKS = ("height", "segmentation", "change", "classification")
+
+
+def build_task_model(config: dict, encoders: list[nn.Module] | None = None) -> nn.Module:
+    """Build the network described by ``config`` (optionally around given encoders).
+
+    Config keys: ``task``, ``backbone``, ``in_chans``, ``img_size``, ``head`` (dpt |
+    upernet), ``head_features``, ``num_classes`` (segmentation/classification), ``split``
+    (bands of the first encoder when two encoders are used: RGB+DSM).
+    """
     task = config.get("task", "height")
-    if task not in ("height", "segmentation"):
-        raise InputError(f"unknown dense task {task!r}")
-    enc = encoder if encoder is not None else build_encoder(
-        config["backbone"], int(config.get("in_chans", 3)), int(config.get("img_size", 224)))
-    p = patch_size(enc)
-    strides = [p] * 4 if encoder_kind(enc) == "vit" else [p, 2 * p, 4 * p, 8 * p]
-    head = DPTHead(out_channels(enc), strides, features=int(config.get("head_features", 64)),
-                   out_channels=int(config.get("out_channels", 1)), relu_out=task == "height")
-    return DenseTaskModel(enc, head)
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
+    in_chans, size = int(config.get("in_chans", 3)), int(config.get("img_size", 224))
+    split = config.get("split")
+    if encoders is None:
+        chans = [in_chans] if not split else [int(split), in_chans - int(split)]
+        encoders = [build_encoder(config["backbone"], c, size) for c in chans]
+    enc = FeatureEncoder(encoders, split)
+    feats = int(config.get("head_features", 64))
+    if task == "classification":
+        return ClassifierModel(enc, int(config["num_classes"]))
+    if task == "segmentation" and config.get("head", "upernet") == "upernet":
+        head = UperNetHead(enc.channels, enc.strides, int(config["num_classes"]), feats)
+        return DenseTaskModel(enc, head)
+    out = 1 if task in ("height", "change") else int(config["num_classes"])
+    head = DPTHead(enc.channels, enc.strides, features=feats, out_channels=out,
+                   relu_out=task == "height")
+    return ChangeModel(enc, head) if task == "change" else DenseTaskModel(enc, head)
 
 
 def save_task_model(model: nn.Module, config: dict, meta: dict, path: str | os.PathLike,

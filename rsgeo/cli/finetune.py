@@ -1,0 +1,89 @@
+"""``rsgeo finetune DATASET --task T --encoder E -o RUN2/``: task models from an encoder."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rsgeo.cli.app import app
+from rsgeo.cli.options import DeviceChoice, Json, Overwrite
+
+
+class Task(str, Enum):
+    height = "height"
+    segmentation = "segmentation"
+    change = "change"
+    classification = "classification"
+
+
+class Head(str, Enum):
+    dpt = "dpt"
+    upernet = "upernet"
+
+
+class Inputs(str, Enum):
+    rgb = "rgb"
+    dsm = "dsm"
+    ndsm = "ndsm"
+    rgb_dsm = "rgb+dsm"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+@app.command("finetune")
+def finetune_cmd(
+    dataset: Annotated[Path, typer.Argument(help="Chip dataset folder (rsgeo prepare).")],
+    task: Annotated[Task, typer.Option("--task", help="What to learn.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Run folder (best.ckpt, metrics).")],
+    encoder: Annotated[str, typer.Option("--encoder", help="RUN/encoder.safetensors, timm:NAME or random.")] = "random",
+    backbone: Annotated[Optional[str], typer.Option("--backbone", help="Architecture (needed with random).")] = None,
+    head: Annotated[Optional[Head], typer.Option("--head", help="Dense head (default: dpt for height/change, upernet for segmentation).")] = None,
+    modalities: Annotated[Inputs, typer.Option("--modalities", help="Input bands.")] = Inputs.rgb,
+    freeze_encoder: Annotated[bool, typer.Option("--freeze-encoder", help="Train the head only (linear probing).")] = False,
+    train_size: Annotated[Optional[int], typer.Option("--train-size", min=1, help="A fixed, seeded subset of N labelled chips.")] = None,
+    num_classes: Annotated[Optional[int], typer.Option("--num-classes", min=2, help="Classes (default: from dataset.json).")] = None,
+    class_weights: Annotated[Optional[str], typer.Option("--class-weights", help="Comma-separated weight per class.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1)] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Wins over --epochs.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Global batch.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default 1e-4).")] = None,
+    crop: Annotated[Optional[int], typer.Option("--crop", min=32, help="Training crop px (multiple of 32).")] = None,
+    device: Annotated[DeviceChoice, typer.Option("--device")] = DeviceChoice.auto,
+    precision: Annotated[Precision, typer.Option("--precision")] = Precision.fp32,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    workers: Annotated[int, typer.Option("--workers", min=0)] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUTPUT.")] = False,
+    overwrite: Overwrite = False,
+    json_out: Json = False,
+):
+    """Fine-tune a height, segmentation, change or classification model from a pretrained
+    (or random) encoder; the best validation checkpoint is OUTPUT/best.ckpt."""
+    import json
+
+    from rsgeo.errors import InputError
+    from rsgeo.finetune import finetune
+
+    weights = None
+    if class_weights:
+        try:
+            weights = [float(w) for w in class_weights.split(",")]
+        except ValueError:
+            raise InputError(f"--class-weights {class_weights!r} is not a list of numbers") from None
+    s = finetune(dataset, task.value, output, encoder=encoder, backbone=backbone,
+                 head=head.value if head else None, inputs=modalities.value,
+                 freeze_encoder=freeze_encoder, train_size=train_size, num_classes=num_classes,
+                 class_weights=weights, crop=crop, resume=resume, overwrite=overwrite,
+                 epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, device=device.value,
+                 precision=precision.value, seed=seed, workers=workers)
+    if json_out:
+        typer.echo(json.dumps(s, default=float))
+    else:
+        best = ", ".join(f"{k} {v:.4g}" for k, v in (s["best"] or {}).items())
+        typer.echo(f"{s['checkpoint']}: best at step {s['best_step']} ({best})")

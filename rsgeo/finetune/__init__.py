@@ -1,0 +1,239 @@
+"""``finetune``: task models from a pretrained (or random) encoder, on the training engine.
+
+Tasks: ``height`` (monocular nDSM regression, DPT head over the last 4 encoder levels,
+non-negative metres), ``segmentation`` (UperNet head, cross-entropy, class weights, ignore
+index 255; elevation-only input with ``inputs="dsm"``; RGB+DSM through two encoders from a
+fusedmim run), ``change`` (siamese encoder over pre/post chips, |difference| per level,
+DPT head, binary), ``classification`` (pooled features + linear; with
+``freeze_encoder=True`` a linear probe).
+
+Validation runs every epoch (and after the last step) on the dataset's ``val`` split, or
+on 10 % of the training chips held out with the seed when there is none; the best
+checkpoint by F1^HE (height), mIoU (segmentation), change F1 or accuracy is
+``RUN/best.ckpt`` (a task checkpoint :mod:`rsgeo.models.task`; ``rsgeo export`` turns it
+into ONNX), with a validation preview PNG beside it. ``train_size=N`` draws a fixed,
+seeded subset of N labelled chips (the low-resource protocol: 10/50/200/450).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from rsgeo.errors import InputError
+
+log = logging.getLogger("rsgeo.finetune")
+SCORE = {"height": "f1he_1", "segmentation": "miou", "change": "change_f1",
+         "classification": "accuracy"}
+
+
+def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "random",
+             backbone: str | None = None, head: str | None = None, inputs: str = "rgb",
+             freeze_encoder: bool = False, train_size: int | None = None,
+             num_classes: int | None = None, class_weights: list[float] | None = None,
+             crop: int | None = None, val_dataset=None, val_split: str = "val",
+             head_features: int = 64, resume: bool = False, overwrite: bool = False,
+             **train) -> dict:
+    """Fine-tune a task model; returns a summary (best score, paths, steps).
+
+    Args:
+        dataset: a chip folder (``rsgeo prepare``) or a Dataset of dict samples.
+        encoder: ``path/encoder.safetensors`` (or a fusedmim run folder for ``rgb+dsm``),
+            ``timm:NAME`` (timm's pretrained weights, needs them cached), or ``random``
+            (then ``backbone`` names the architecture).
+        train: engine settings (steps, epochs, batch_size, lr, device, precision, seed, ...).
+    """
+    import torch
+
+    from rsgeo.finetune.data import TaskView, needed_modalities, subset_indices
+    from rsgeo.finetune.tasks import TaskModule
+    from rsgeo.models.task import TASKS, build_task_model
+    from rsgeo.pretrain import _prepare_out, open_chips, pooled_stats
+    from rsgeo.train.config import TrainConfig
+    from rsgeo.train.engine import Trainer, resolve_device
+
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
+    from rsgeo.finetune.data import INPUTS
+
+    if inputs not in INPUTS:
+        raise InputError(f"--modalities must be one of {', '.join(INPUTS)}, got {inputs!r}")
+    seed = int(train.get("seed", 0))
+    resolve_device(train.get("device", "auto"))
+    mods = needed_modalities(task, inputs)
+    ds, stats, have, label = open_chips(dataset, mods, "train")
+    missing = [m for m in mods if m not in have]
+    if missing:
+        raise InputError(f"{task} needs {', '.join(missing)} chips; the dataset has "
+                         f"{', '.join(sorted(have))}", label)
+    train_idx, val_ds, val_idx = _split(ds, dataset, val_dataset, mods, val_split, seed)
+    if train_size is not None:
+        if not 0 < train_size <= len(train_idx):
+            raise InputError(f"--train-size {train_size} must be in 1..{len(train_idx)} "
+                             "(labelled training chips)", label)
+        train_idx = train_idx[subset_indices(len(train_idx), train_size, seed)]
+    first = TaskView(ds, task, inputs, [0], train=False)[0]["x"]
+    in_chans, chip = int(first.shape[0]), int(min(first.shape[-2:]))
+    encoders, enc_meta, backbone = _encoders(encoder, backbone, inputs, chip)
+    crop = int(crop or chip)
+    if task in ("segmentation", "classification"):
+        num_classes = num_classes or _num_classes(dataset)
+    config = {"task": task, "backbone": backbone, "in_chans": in_chans, "img_size": crop,
+              "head": head or ("upernet" if task == "segmentation" else "dpt"),
+              "head_features": head_features, "num_classes": num_classes,
+              "split": 3 if inputs.startswith("rgb+") else None}
+    net = build_task_model(config, encoders)
+    if crop % 32 or crop > chip:
+        raise InputError(f"crop {crop} px must be a multiple of 32 and at most the chip size "
+                         f"{chip} (use --crop)", label)
+    if freeze_encoder:
+        for p in net.encoder.parameters():
+            p.requires_grad_(False)
+    weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+    model = TaskModule(net, task, weights)
+    meta = _bundle_meta(task, inputs, stats, dataset, crop, config, enc_meta, num_classes)
+
+    out = Path(out)
+    _prepare_out(out, resume, overwrite)
+    settings = {k: v for k, v in train.items() if v is not None}
+    settings.setdefault("lr", 1e-4)
+    settings.setdefault("weight_decay", 0.05)
+    settings.setdefault("batch_size", min(16, len(train_idx)))
+    extra = {"task": task, "encoder": str(encoder), "backbone": backbone, "inputs": inputs,
+             "train_size": train_size, "freeze_encoder": freeze_encoder, "crop": crop,
+             "dataset": label, "num_classes": num_classes, "head": config["head"]}
+    cfg = TrainConfig(extra=extra, **settings)
+    view = TaskView(ds, task, inputs, train_idx, crop=crop, seed=seed, train=True)
+    val_view = TaskView(val_ds, task, inputs, val_idx, crop=crop, seed=seed, train=False)
+    best = {"score": -np.inf, "metrics": None, "step": None}
+
+    def validate(trainer, epoch):
+        from rsgeo.finetune.validate import evaluate_view, save_val_preview
+
+        metrics = evaluate_view(trainer.model, val_view, task, trainer.device,
+                                num_classes=num_classes)
+        score = metrics[SCORE[task]]
+        if trainer.info.is_main and (score > best["score"] or best["metrics"] is None):
+            best.update(score=score, metrics=metrics, step=trainer.step)
+            from rsgeo.models.task import save_task_model
+
+            save_task_model(trainer.model.net, config, {**meta, "val": metrics,
+                                                        "step": trainer.step}, out / "best.ckpt")
+            save_val_preview(trainer.model, val_view, task, trainer.device, out / "val_preview.png")
+        best["last_step"] = trainer.step
+        return metrics
+
+    trainer = Trainer(model, view, cfg, out, resume=resume, on_epoch_end=validate)
+    summary = trainer.fit()
+    if best.get("last_step") != trainer.step:  # a --steps run that ended mid-epoch
+        trainer.model.eval()
+        with torch.no_grad():
+            metrics = validate(trainer, trainer.epoch)
+        trainer.metrics.write({"kind": "val", "step": trainer.step, **metrics})
+    if trainer.info.is_main:
+        (out / "best.json").write_text(json.dumps({"step": best["step"], **best["metrics"]},
+                                                  indent=2))
+    return {**summary, "best": best["metrics"], "best_step": best["step"],
+            "checkpoint": str(out / "best.ckpt"), "train_chips": int(len(train_idx)),
+            "val_chips": int(len(val_idx)), "config": config}
+
+
+def _split(ds, dataset, val_dataset, mods, val_split, seed):
+    from rsgeo.pretrain import open_chips
+
+    n = len(ds)
+    if val_dataset is not None:
+        return np.arange(n), val_dataset, np.arange(len(val_dataset))
+    if isinstance(dataset, (str, os.PathLike)):
+        try:
+            vds, *_ = open_chips(dataset, mods, val_split)
+            return np.arange(n), vds, np.arange(len(vds))
+        except InputError:
+            pass
+    if n < 2:
+        raise InputError("need at least 2 labelled chips (one for validation)")
+    order = np.random.default_rng(seed + 1).permutation(n)
+    k = max(1, n // 10)
+    return np.sort(order[k:]), ds, np.sort(order[:k])
+
+
+def _encoders(encoder: str, backbone: str | None, inputs: str, chip: int):
+    """(list of encoders or None, encoder meta, backbone name)."""
+    from rsgeo.models.backbones import check_backbone, load_encoder
+
+    if encoder == "random":
+        if not backbone:
+            raise InputError("--encoder random needs --backbone NAME")
+        check_backbone(backbone)
+        return None, {}, backbone
+    if encoder.startswith("timm:"):
+        import timm
+
+        name = encoder[5:]
+        check_backbone(name)
+        try:
+            enc = timm.create_model(name, pretrained=True, num_classes=0, img_size=chip,
+                                    dynamic_img_size=True, in_chans=1 if inputs in ("dsm", "ndsm") else 3)
+        except Exception as e:
+            raise InputError(f"could not load timm's pretrained weights for {name} "
+                             f"({type(e).__name__}); they must be in the local cache") from None
+        return [enc], {"source": encoder}, name
+    p = Path(encoder)
+    if inputs.startswith("rgb+"):
+        if not p.is_dir():
+            raise InputError("--modalities rgb+dsm needs a fusedmim run folder "
+                             "(encoder_rgb.* and encoder_dsm.*)", p)
+        a, ma = load_encoder(p / "encoder_rgb.safetensors")
+        b, mb = load_encoder(p / "encoder_dsm.safetensors")
+        return [a, b], {"rgb": ma, "dsm": mb}, ma["backbone"]
+    enc, meta = load_encoder(p)
+    want = 1 if inputs in ("dsm", "ndsm") else 3
+    if int(meta["in_chans"]) != want:
+        raise InputError(f"encoder has {meta['in_chans']} input band(s); --modalities {inputs} "
+                         f"needs {want}", p)
+    if backbone and backbone != meta["backbone"]:
+        raise InputError(f"--backbone {backbone} differs from the encoder's {meta['backbone']}", p)
+    return [enc], meta, meta["backbone"]
+
+
+def _num_classes(dataset) -> int:
+    if isinstance(dataset, (str, os.PathLike)):
+        info = json.loads((Path(dataset) / "dataset.json").read_text())
+        classes = info.get("classes") or {}
+        if classes:
+            return max(int(k) for k in classes) + 1
+    n = getattr(dataset, "num_classes", None)
+    if n:
+        return int(n)
+    raise InputError("the dataset does not list its classes; pass --num-classes")
+
+
+def _bundle_meta(task, inputs, stats, dataset, crop, config, enc_meta, num_classes) -> dict:
+    """What predict-height needs to feed the model (see rsgeo.models.task)."""
+    from rsgeo.finetune.data import INPUTS
+    from rsgeo.pretrain import pooled_stats
+
+    mean, std, bands = [], [], []
+    for m in INPUTS[inputs]:
+        st = pooled_stats(stats, m)
+        n = 3 if m == "rgb" else 1
+        mean += st.get("mean", [0.0] * n)
+        std += st.get("std", [1.0] * n)
+        bands += ["red", "green", "blue"] if m == "rgb" else [m]
+    gsd = None
+    if isinstance(dataset, (str, os.PathLike)):
+        info = json.loads((Path(dataset) / "dataset.json").read_text())
+        gsd = info.get("gsd")
+    classes = None
+    if isinstance(dataset, (str, os.PathLike)) and task in ("segmentation", "classification"):
+        classes = json.loads((Path(dataset) / "dataset.json").read_text()).get("classes")
+    return {"task": task, "bands": bands, "mean": mean, "std": std, "input_range": [0, 255],
+            "gsd": gsd, "tile": max(crop, 256) // 32 * 32, "overlap": max(crop, 256) // 8,
+            "units": "m" if task == "height" else "class", "nodata": -9999,
+            "num_classes": num_classes, "classes": classes,
+            "encoder": {k: v for k, v in enc_meta.items() if k in ("backbone", "method", "steps")}
+            if isinstance(enc_meta, dict) else None}

@@ -1,0 +1,114 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from rsgeo.errors import InputError
+from rsgeo.finetune import finetune
+from rsgeo.synth import generate_scene
+
+
+class SynthChips(Dataset):
+    """Chips cut from synthetic scenes, shaped like ChipDataset samples."""
+
+    modalities = ("rgb", "post_rgb", "ndsm", "labels", "change")
+    num_classes = 9
+
+    def __init__(self, n_scenes=2, size=256, chip=64, seed=0):
+        self.items = []
+        for s in range(n_scenes):
+            sc = generate_scene(size, 0.5, "mid", 0.3, seed=seed + s)
+            for r in range(0, size, chip):
+                for c in range(0, size, chip):
+                    w = (slice(r, r + chip), slice(c, c + chip))
+                    self.items.append({
+                        "rgb": torch.from_numpy((sc.pre_rgb[:, w[0], w[1]] - 120.0) / 50.0).float(),
+                        "post_rgb": torch.from_numpy((sc.post_rgb[:, w[0], w[1]] - 120.0) / 50.0).float(),
+                        "ndsm": torch.from_numpy(sc.pre_ndsm[w][None].copy()),
+                        "labels": torch.from_numpy(sc.landcover[w].astype(np.int64)),
+                        "change": torch.from_numpy(sc.change[w].astype(np.int64))})
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+@pytest.fixture(scope="module")
+def chips():
+    return SynthChips()
+
+
+def test_height_finetune_learns_and_beats_zero(chips, tmp_path):
+    torch.manual_seed(0)
+    s = finetune(chips, "height", tmp_path / "run", backbone="vit-tiny-2", steps=100,
+                 batch_size=8, lr=1e-3, head_features=32, seed=0, log_every=2)
+    recs = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r["loss"] for r in recs if r.get("kind") != "val"]
+    print("loss", np.mean(train[:5]), "->", np.mean(train[-5:]), "val", s["best"])
+    assert np.mean(train[-5:]) < 0.7 * np.mean(train[:5])
+    # a zero predictor has F1^HE = 0 (it finds no building) and MAE = mean height
+    assert s["best"]["f1he_1"] > 0.2
+    assert (tmp_path / "run" / "best.ckpt").is_file() and (tmp_path / "run" / "val_preview.png").is_file()
+    from rsgeo.models.task import load_task_model
+
+    net, cfg, meta = load_task_model(tmp_path / "run" / "best.ckpt")
+    assert cfg["task"] == "height" and meta["units"] == "m" and "val" in meta
+
+
+def test_segmentation_change_and_classification_train(chips, tmp_path):
+    for task in ("segmentation", "change", "classification"):
+        s = finetune(chips, task, tmp_path / task, backbone="vit-tiny-2", steps=6, batch_size=4,
+                     lr=5e-4, head_features=16, seed=0)
+        assert s["best"] is not None and s["step"] == 6, task
+    assert 0 <= s["best"]["accuracy"] <= 1
+
+
+def test_train_size_subset_and_frozen_encoder(chips, tmp_path):
+    s = finetune(chips, "height", tmp_path / "r", backbone="vit-tiny-2", steps=2, batch_size=2,
+                 train_size=10, freeze_encoder=True, head_features=16)
+    assert s["train_chips"] == 10
+
+
+def test_pretrained_encoder_is_loaded(chips, tmp_path):
+    from rsgeo.models.backbones import build_encoder, save_encoder
+
+    enc = build_encoder("vit-tiny-2", 3, 64)
+    save_encoder(enc, tmp_path / "encoder.safetensors",
+                 {"backbone": "vit-tiny-2", "in_chans": 3, "img_size": 64})
+    s = finetune(chips, "height", tmp_path / "r", encoder=str(tmp_path / "encoder.safetensors"),
+                 steps=1, batch_size=2, head_features=16)
+    assert s["config"]["backbone"] == "vit-tiny-2"
+
+
+def test_bad_inputs(chips, tmp_path):
+    with pytest.raises(InputError, match="--backbone"):
+        finetune(chips, "height", tmp_path / "a")
+    with pytest.raises(InputError, match="unknown task"):
+        finetune(chips, "depth", tmp_path / "b", backbone="vit-tiny-2")
+    with pytest.raises(InputError, match="train-size"):
+        finetune(chips, "height", tmp_path / "c", backbone="vit-tiny-2", train_size=10_000)
+    with pytest.raises(InputError, match="CUDA"):
+        finetune(chips, "height", tmp_path / "d", backbone="vit-tiny-2", device="cuda")
+
+
+def test_cli_end_to_end_on_a_prepared_dataset(tmp_path, cli):
+    """synth -> prepare -> finetune -> export -> predict-height, through the CLI."""
+    from rsgeo.cli.app import COMMANDS
+
+    if "prepare" not in COMMANDS:
+        pytest.skip("rsgeo prepare not in yet")
+    assert cli("synth", "-o", tmp_path / "city", "--size", 256, "--scenes", 2)[0] == 0
+    code, _, err = cli("prepare", tmp_path / "city", "-o", tmp_path / "chips", "--size", 64,
+                       "--stride", 64)
+    assert code == 0, err
+    code, out, err = cli("finetune", tmp_path / "chips", "--task", "height", "--backbone",
+                         "vit-tiny-2", "--steps", 4, "--batch-size", 4, "-o", tmp_path / "run")
+    assert code == 0, err
+    assert cli("export", tmp_path / "run" / "best.ckpt", "-o", tmp_path / "m.onnx")[0] == 0
+    code, _, err = cli("predict-height", tmp_path / "city" / "city_000_pre_rgb.tif", "-m",
+                       tmp_path / "m.onnx", "-o", tmp_path / "h.tif")
+    assert code == 0, err
