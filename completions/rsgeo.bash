@@ -22,12 +22,13 @@ _rsgeo() {
     synth:--style) COMPREPLY=($(compgen -W "low mid high" -- "$cur")); return;;
   esac
   case "$cmd" in
-    "") COMPREPLY=($(compgen -W "completion damage-map export finetune predict-height pretrain synth -v --verbose -q --quiet --version --help" -- "$cur"));;
+    "") COMPREPLY=($(compgen -W "completion damage-map export finetune predict-height prepare pretrain synth -v --verbose -q --quiet --version --help" -- "$cur"));;
     completion) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     damage-map) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --footprints -m --model --heights --buildings --event --threshold --min-height --min-area --grades --co --json --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --atol --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     finetune) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task -o --output --encoder --backbone --head --modalities --freeze-encoder --train-size --num-classes --class-weights --epochs --steps --batch-size --lr --crop --device --precision --seed --workers --resume --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     predict-height) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-m --model -o --output --tile --overlap --batch-size --device --backend --precision --gsd --nodata --cog --co --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    prepare) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --rgb --post-rgb --dsm --dtm --ndsm --labels --change --footprints --source --pairs --size --stride --max-nodata --dedup-distance --split --gsd --bands --ndsm-from-dsm --classes --preview --seed --workers --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     pretrain) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --method --backbone --epochs --steps --batch-size --lr --mask-ratio --selection --rec-ratio --tau --alpha --modality --dsm-modality --crop --accum-steps --config --resume --device --precision --compile --no-compile --seed --workers --ckpt-every --log-every --preview-every --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     synth) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --size --gsd --style --scenes --destroyed --seed --preview --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
   esac

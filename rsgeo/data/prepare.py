@@ -1,0 +1,404 @@
+"""``prepare``: large rasters -> aligned chips, manifest, per-source statistics (docs/chip-dataset.md).
+
+Per scene, every raster is aligned onto the RGB grid (or the RGB's CRS at ``gsd``) with
+explicit resampling (bilinear for heights and images, nearest for labels); footprints are
+rasterised onto it; nDSM comes from the scene's nDSM, or DSM - DTM, or DSM minus a DTM
+from the dsm2dtm ground filter (``ndsm_from_dsm``). Windows are read one chip at a time
+(memory bounded whatever the raster size), in parallel threads (``workers``), and judged
+in order: too much nodata -> ``nodata``; a dHash within ``dedup_distance`` bits of a kept
+chip -> ``duplicate``; else ``kept`` and appended to the source's shards with its
+per-patch HOG energy. Statistics merge over kept chips' valid pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from rsgeo.data.dedup import HashIndex, dhash
+from rsgeo.data.shards import ShardWriter
+from rsgeo.data.sources import SceneInput, check_source_name
+from rsgeo.data.stats import BandStats
+from rsgeo.errors import InputError, OutputExistsError
+from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, valid_mask
+
+log = logging.getLogger("rsgeo.prepare")
+IMAGES = ("rgb", "post_rgb")
+HEIGHTS = ("dsm", "ndsm")
+LABELS = ("labels", "change")
+
+
+def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | None = None,
+            max_nodata: float = 0.1, dedup_distance: int = 4, split=(0.9, 0.1, 0.0),
+            gsd: float | None = None, bands: tuple[int, int, int] | None = None,
+            ndsm_from_dsm: bool = False, classes: dict[int, str] | None = None,
+            workers: int = 0, overwrite: bool = False, preview=None, seed: int = 0) -> dict:
+    """Write (or extend) the chip dataset ``out``; returns a summary per source."""
+    from rsgeo.progress import progress
+
+    stride = stride or size
+    if size % 32 or size < 32:
+        raise InputError(f"--size must be a positive multiple of 32 (HOG and encoders), got {size}")
+    if stride <= 0:
+        raise InputError(f"--stride must be positive, got {stride}")
+    if not 0 <= max_nodata <= 1:
+        raise InputError(f"--max-nodata must be in [0, 1], got {max_nodata}")
+    split = _check_split(split)
+    out = Path(out)
+    info, manifest = _open_dataset(out, size, overwrite)
+    by_source: dict[str, list[SceneInput]] = {}
+    for s in scenes:
+        by_source.setdefault(check_source_name(s.source), []).append(s)
+    for src, group in by_source.items():
+        _validate(group, bands)
+    summary = {}
+    for src, group in by_source.items():
+        if manifest is not None and src in set(manifest["source"]):
+            if not overwrite:
+                log.warning("%s: source already in %s, skipped (--overwrite redoes it)", src, out)
+                summary[src] = {"skipped": True}
+                continue
+            manifest = _drop_source(out, manifest, src)
+        with progress(None, f"prepare {src}", unit="chips") as bar:
+            rows, stats, mods = _run_source(group, out, size, stride, max_nodata, dedup_distance,
+                                            split, gsd, bands, ndsm_from_dsm, classes, workers,
+                                            seed, bar)
+        manifest = _append_rows(out, manifest, rows)
+        _update_stats(out, src, stats)
+        info = _update_info(out, info, src, mods, classes, size, group, gsd)
+        counts = {}
+        for r in rows:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        summary[src] = {"scenes": len(group), **counts}
+    if preview:
+        from rsgeo.data.preview import save_mosaic
+
+        save_mosaic(out, Path(preview), seed=seed, overwrite=overwrite)
+    return summary
+
+
+def _check_split(split) -> tuple[float, float, float]:
+    s = tuple(float(x) for x in split) + (0.0,) * (3 - len(split))
+    if len(s) != 3 or min(s) < 0 or abs(sum(s) - 1) > 1e-6:
+        raise InputError(f"--split needs train,val,test shares summing to 1, got {split}")
+    return s
+
+
+def _open_dataset(out: Path, size: int, overwrite: bool):
+    import pandas as pd
+
+    if not out.exists():
+        if not out.parent.exists():
+            raise InputError("output folder's parent does not exist", out.parent)
+        out.mkdir()
+        return None, None
+    if not (out / "dataset.json").is_file():
+        if any(out.iterdir()):
+            raise OutputExistsError(out) if not overwrite else InputError(
+                "refusing to replace a folder that is not a chip dataset", out)
+        return None, None
+    info = json.loads((out / "dataset.json").read_text())
+    if info.get("chip_size") != size:
+        raise InputError(f"existing dataset has {info.get('chip_size')} px chips, not {size}", out)
+    return info, pd.read_parquet(out / "manifest.parquet")
+
+
+def _validate(group: list[SceneInput], bands) -> None:
+    for s in group:
+        for key, path in s.files().items():
+            if key == "footprints":
+                if not Path(path).exists():
+                    raise InputError("no such file", path)
+                continue
+            with open_raster(path, purpose=f"{key} raster") as ds:
+                if key in IMAGES:
+                    if bands is None and ds.count != 3:
+                        raise InputError(
+                            f"{key} image has {ds.count} band(s); chips need RGB: pass --bands "
+                            "R,G,B to pick three (e.g. --bands 1,2,3 for RGBN)", path)
+                    if bands is not None and max(bands) > ds.count:
+                        raise InputError(f"--bands {bands} but the image has {ds.count} bands", path)
+                elif ds.count != 1:
+                    raise InputError(f"{key} raster must have 1 band, has {ds.count}", path)
+
+
+class _Reader:
+    """Per-thread open, aligned datasets of one scene (rasterio handles are not thread-safe)."""
+
+    def __init__(self, scene: SceneInput, grid: Grid, files: dict, bands, nodata):
+        self.scene, self.grid, self.files, self.bands = scene, grid, files, bands
+        self.local = threading.local()
+        self.stacks: list[ExitStack] = []
+        self.lock = threading.Lock()
+
+    def datasets(self) -> dict:
+        ds = getattr(self.local, "ds", None)
+        if ds is None:
+            stack = ExitStack()
+            with self.lock:
+                self.stacks.append(stack)
+            from rsgeo.infer.predict import input_scale
+
+            ds, scales = {}, {}
+            for key, path in self.files.items():
+                raw = stack.enter_context(open_raster(path))
+                rs = "nearest" if key in LABELS else "bilinear"
+                ds[key] = stack.enter_context(align_to(raw, self.grid, rs))
+                if key in IMAGES:
+                    scales[key] = input_scale(raw)  # 16-bit / float imagery onto 0-255
+            self.local.ds, self.local.scales = ds, scales
+        return ds
+
+    def scale(self, key: str) -> float:
+        return self.local.scales[key]
+
+    def close(self) -> None:
+        for s in self.stacks:
+            s.close()
+
+
+def _scene_grid(scene: SceneInput, gsd: float | None) -> Grid:
+    from rsgeo.infer.predict import ground_gsd, work_grid
+
+    with open_raster(scene.rgb, purpose="RGB image") as ds:
+        grid = Grid.of(ds)
+    if gsd:
+        grid = work_grid(grid, ground_gsd(grid), gsd)
+    for key, path in scene.files().items():
+        if key in ("rgb", "footprints"):
+            continue
+        with open_raster(path) as ds:
+            check_overlap(grid, Grid.of(ds), scene.rgb, path)
+    return grid
+
+
+def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd, bands,
+                ndsm_from_dsm, classes, workers, seed, bar):
+    from rsgeo.io.windows import offsets
+
+    src = group[0].source
+    tmp_dir = out / "shards" / f".{src}.tmp"
+    final_dir = out / "shards" / src
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    writers: dict[str, ShardWriter] = {}
+    stats: dict[str, BandStats] = {}
+    index = HashIndex(dedup_distance)
+    rows, mods = [], set()
+    try:
+        with tempfile.TemporaryDirectory(prefix=".rsgeo-dtm-", dir=out) as work:
+            for scene in group:
+                files = _scene_files(scene, ndsm_from_dsm, Path(work))
+                grid = _scene_grid(scene, gsd)
+                mods |= set(files) | ({"buildings"} if scene.footprints else set())
+                mods |= {"ndsm"} if "dtm" in files else set()
+                reader = _Reader(scene, grid, files, bands, None)
+                fp = _footprints(scene.footprints, grid) if scene.footprints else None
+                wins = [(r, c) for r in offsets(grid.height, size, stride)
+                        for c in offsets(grid.width, size, stride)]
+                small = grid.height < size or grid.width < size
+
+                def work_fn(rc):
+                    if small:  # the scene is smaller than one chip: nothing to read
+                        return {"nodata_fraction": 1.0, "hash": 0}
+                    return _read_chip(reader, rc, size, fp, grid, classes)
+
+                pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
+                results = pool.map(work_fn, wins) if pool else map(work_fn, wins)
+                try:
+                    for (r, c), chip in zip(wins, results):
+                        row = _row(scene, grid, r, c, size, split, seed)
+                        row["nodata_fraction"] = chip["nodata_fraction"]
+                        row["hash"] = np.uint64(chip["hash"]).astype(np.int64)
+                        if small:
+                            row["status"] = "small"
+                        elif chip["nodata_fraction"] > max_nodata:
+                            row["status"] = "nodata"
+                        elif index.near(chip["hash"]):
+                            row["status"] = "duplicate"
+                        else:
+                            index.add(chip["hash"])
+                            row["status"] = "kept"
+                            row["index"] = _append(writers, stats, tmp_dir, chip)
+                        rows.append(row)
+                        bar.advance(1)
+                finally:
+                    if pool:
+                        pool.shutdown()
+                    reader.close()
+        for w in writers.values():
+            w.finish()
+        if not any(r["status"] == "kept" for r in rows):
+            raise InputError("no chip kept (all nodata, too small or duplicates); check the "
+                             "inputs or --max-nodata", group[0].rgb)
+        shutil.rmtree(final_dir, ignore_errors=True)
+        tmp_dir.rename(final_dir)
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return rows, {k: v.result() for k, v in stats.items()}, sorted(mods - {"dtm", "footprints"})
+
+
+def _scene_files(scene: SceneInput, ndsm_from_dsm: bool, work: Path) -> dict:
+    files = {k: v for k, v in scene.files().items() if k != "footprints"}
+    if "ndsm" not in files and "dsm" in files and "dtm" not in files and ndsm_from_dsm:
+        from dsm2dtm import generate_dtm_file
+
+        dtm = work / f"{Path(scene.rgb).stem}_dtm.tif"
+        log.info("%s: ground filter (dsm2dtm) for the nDSM", files["dsm"])
+        generate_dtm_file(files["dsm"], dtm)
+        files["dtm"] = dtm
+    return files
+
+
+def _footprints(path, grid: Grid):
+    from shapely import STRtree
+
+    from rsgeo.io.vector import read_vector
+
+    gdf = read_vector(path, "footprints file")
+    if gdf.crs is None:
+        raise InputError("footprints have no CRS", path)
+    if grid.crs is not None and gdf.crs != grid.crs:
+        gdf = gdf.to_crs(grid.crs)
+    geoms = gdf.geometry.to_numpy()
+    return geoms, STRtree(geoms)
+
+
+def _read_chip(reader: _Reader, rc, size, fp, grid: Grid, classes) -> dict:
+    from rasterio import features
+    from rasterio.windows import Window, bounds, transform
+
+    from rsgeo.data.hog import hog_energy
+
+    r, c = rc
+    win = Window(c, r, size, size)
+    ds = reader.datasets()
+    out = {}
+    valid = np.ones((size, size), bool)
+    for key, d in ds.items():
+        idx = list(reader.bands) if key in IMAGES and reader.bands else None
+        a = d.read(idx, window=win)
+        ok = valid_mask(a, d.nodata)
+        if key in IMAGES:
+            scale = reader.scale(key)
+            out[key] = a if scale == 1 and a.dtype == np.uint8 else \
+                np.clip(a.astype(np.float32) * scale, 0, 255).astype(np.uint8)
+            if key == "rgb":
+                valid &= ok
+        elif key in ("dsm", "dtm", "ndsm"):
+            out[key] = np.where(ok, a[0], np.nan).astype(np.float32)[None]
+        else:
+            lab = np.where(ok, a[0], 255).astype(np.uint8)
+            if key == "labels" and classes is not None:
+                bad = np.setdiff1d(np.unique(lab), list(classes) + [255])
+                if bad.size:
+                    raise InputError(f"label values {bad.tolist()} are not in the class list",
+                                     reader.files[key])
+            out[key] = lab[None]
+    if "dtm" in out:
+        base = out.pop("dtm")
+        if "ndsm" not in out and "dsm" in out:
+            out["ndsm"] = np.clip(out["dsm"] - base, 0, None)
+    if fp is not None:
+        geoms, tree = fp
+        hit = tree.query(_box(bounds(win, grid.transform)))
+        burn = features.rasterize(((g, 1) for g in geoms[hit]), out_shape=(size, size),
+                                  transform=transform(win, grid.transform), dtype="uint8") \
+            if len(hit) else np.zeros((size, size), np.uint8)
+        out["buildings"] = burn[None]
+    if "ndsm" in out:
+        valid &= np.isfinite(out["ndsm"][0])
+    out["hog"] = hog_energy(out["rgb"]).numpy()
+    return {"arrays": out, "valid": valid, "nodata_fraction": float(1 - valid.mean()),
+            "hash": dhash(out["rgb"])}
+
+
+def _box(b):
+    from shapely import box
+
+    return box(*b)
+
+
+def _append(writers, stats, tmp_dir: Path, chip) -> int:
+    idx = None
+    for key, a in chip["arrays"].items():
+        if key not in writers:
+            writers[key] = ShardWriter(tmp_dir / f"{key}.npy", a.shape, a.dtype)
+        idx = writers[key].append(a)
+        if key in IMAGES or key in HEIGHTS:
+            stats.setdefault(key, BandStats(a.shape[0])).add(
+                a, chip["valid"] if key in IMAGES else None)
+    return idx
+
+
+def _row(scene: SceneInput, grid: Grid, r: int, c: int, size: int, split, seed) -> dict:
+    from rasterio.windows import Window, bounds
+
+    chip_id = f"{scene.source}/{Path(scene.rgb).stem}/{r}_{c}"
+    if scene.split:
+        sp = scene.split
+    else:
+        u = zlib.crc32(f"{seed}:{chip_id}".encode()) / 2 ** 32
+        sp = "train" if u < split[0] else ("val" if u < split[0] + split[1] else "test")
+    b = bounds(Window(c, r, size, size), grid.transform)
+    return {"chip_id": chip_id, "source": scene.source, "split": sp, "scene": str(scene.rgb),
+            "row_off": r, "col_off": c, "height": size, "width": size, "minx": b[0],
+            "miny": b[1], "maxx": b[2], "maxy": b[3],
+            "crs": grid.crs.to_string() if grid.crs else "", "index": -1}
+
+
+def _append_rows(out: Path, manifest, rows):
+    import pandas as pd
+
+    from rsgeo.io.atomic import atomic_path
+
+    new = pd.DataFrame(rows)
+    m = new if manifest is None else pd.concat([manifest, new], ignore_index=True)
+    with atomic_path(out / "manifest.parquet", overwrite=True) as tmp:
+        m.to_parquet(tmp, index=False)
+    return m
+
+
+def _drop_source(out: Path, manifest, src: str):
+    shutil.rmtree(out / "shards" / src, ignore_errors=True)
+    return manifest[manifest["source"] != src].reset_index(drop=True)
+
+
+def _update_stats(out: Path, src: str, stats: dict) -> None:
+    from rsgeo.io.atomic import atomic_path
+
+    path = out / "stats.json"
+    data = json.loads(path.read_text()) if path.is_file() else {"sources": {}}
+    data["sources"][src] = stats
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+
+
+def _update_info(out: Path, info, src, mods, classes, size, group, gsd) -> dict:
+    from rsgeo.infer.predict import ground_gsd
+    from rsgeo.io.atomic import atomic_path
+
+    info = info or {"format": "rsgeo-chips", "version": 1, "chip_size": size, "hog_patch": 16,
+                    "modalities": [], "classes": None, "sources": []}
+    info["modalities"] = sorted(set(info["modalities"]) | set(mods) | {"hog"})
+    info["sources"] = sorted(set(info["sources"]) | {src})
+    if classes:
+        info["classes"] = {str(k): v for k, v in classes.items()}
+    if "gsd" not in info:
+        with open_raster(group[0].rgb) as ds:
+            info["gsd"] = round(gsd or ground_gsd(Grid.of(ds)), 4)
+    with atomic_path(out / "dataset.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(info, indent=2))
+    return info

@@ -1,0 +1,91 @@
+"""What ``prepare`` reads: scenes (an RGB raster plus optional heights, labels, footprints).
+
+Three ways in: single-scene options (``--rgb --dsm ...``), a pairs file (CSV or YAML, one
+row per scene, paths relative to the file), or a folder written by ``rsgeo synth``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from rsgeo.errors import InputError
+
+COLUMNS = ("rgb", "post_rgb", "dsm", "dtm", "ndsm", "labels", "change", "footprints",
+           "source", "split")
+
+
+@dataclass
+class SceneInput:
+    rgb: Path
+    source: str
+    split: str | None = None
+    post_rgb: Path | None = None
+    dsm: Path | None = None
+    dtm: Path | None = None
+    ndsm: Path | None = None
+    labels: Path | None = None
+    change: Path | None = None
+    footprints: Path | None = None
+
+    def files(self) -> dict[str, Path]:
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("source", "split") and getattr(self, f.name) is not None}
+
+
+def from_synth_dir(folder: Path) -> list[SceneInput]:
+    """Every scene of a ``rsgeo synth`` folder (one source named after the folder)."""
+    scenes = []
+    for meta in sorted(folder.glob("*_scene.json")):
+        stem = meta.name[: -len("_scene.json")]
+        f = {k: folder / f"{stem}_{suffix}" for k, suffix in (
+            ("rgb", "pre_rgb.tif"), ("post_rgb", "post_rgb.tif"), ("ndsm", "pre_ndsm.tif"),
+            ("dsm", "dsm.tif"), ("labels", "landcover.tif"), ("change", "change.tif"),
+            ("footprints", "footprints.gpkg"))}
+        missing = [p.name for p in f.values() if not p.exists()]
+        if missing:
+            raise InputError(f"synth scene {stem} lacks {', '.join(missing)}", folder)
+        scenes.append(SceneInput(source=folder.resolve().name, **f))
+    if not scenes:
+        raise InputError("no *_scene.json here: not a folder written by `rsgeo synth`", folder)
+    return scenes
+
+
+def from_pairs(path: Path) -> list[SceneInput]:
+    """Scenes from a CSV or YAML list (columns: rgb, dsm, dtm, ndsm, labels, change,
+    footprints, post_rgb, source, split); relative paths are relative to the file."""
+    if not path.is_file():
+        raise InputError("no such pairs file", path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        rows = yaml.safe_load(path.read_text())
+        if isinstance(rows, dict):
+            rows = rows.get("scenes", [])
+    else:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    if not rows or not isinstance(rows, list):
+        raise InputError("pairs file lists no scenes", path)
+    out = []
+    for i, row in enumerate(rows, start=1):
+        unknown = sorted(set(row) - set(COLUMNS))
+        if unknown:
+            raise InputError(f"row {i}: unknown column(s) {', '.join(unknown)}; use "
+                             f"{', '.join(COLUMNS)}", path)
+        if not row.get("rgb"):
+            raise InputError(f"row {i} has no rgb", path)
+        kw = {k: (path.parent / v if not os.path.isabs(v) else Path(v))
+              for k, v in row.items() if v and k not in ("source", "split")}
+        rgb = kw.pop("rgb")
+        out.append(SceneInput(rgb=rgb, source=row.get("source") or rgb.stem,
+                              split=row.get("split") or None, **kw))
+    return out
+
+
+def check_source_name(name: str) -> str:
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise InputError(f"source name {name!r} must be a plain folder name")
+    return name

@@ -1,0 +1,147 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+
+from rsgeo.data.dataset import ChipDataset
+from rsgeo.data.dedup import HashIndex, dhash
+from rsgeo.data.prepare import prepare
+from rsgeo.data.sources import SceneInput
+from rsgeo.data.stats import BandStats
+from rsgeo.errors import InputError, OutputExistsError
+from rsgeo.synth import write_scenes
+from tests.conftest import make_raster
+
+
+def _rgb(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 110 + 50 * np.sin(yy / (7 + seed)) * np.cos(xx / (5 + seed))
+    return np.clip(base[None] + rng.integers(0, 40, (3, h, w)), 0, 255).astype(np.uint8)
+
+
+def test_alignment_across_crs_and_resolution(tmp_path):
+    rgb = _rgb(128, 128)
+    rgb[:, 40:50, 70:80] = 255                        # a bright roof at rows 40-50, cols 70-80
+    a = make_raster(tmp_path / "rgb.tif", rgb, gsd=0.5, origin=(500000.0, 4100000.0))
+    # the nDSM of the same roof, 1 m pixels, in Web Mercator
+    from rasterio.warp import reproject, calculate_default_transform
+    h = np.zeros((64, 64), np.float32)
+    h[20:25, 35:40] = 12.0                            # same ground square at 1 m
+    src_t = Affine(1.0, 0, 500000.0, 0, -1.0, 4100000.0)
+    t, w, hh = calculate_default_transform("EPSG:32633", "EPSG:3857", 64, 64,
+                                           *rasterio.transform.array_bounds(64, 64, src_t)[::-1][::-1])
+    dst = np.full((hh, w), np.nan, np.float32)
+    reproject(h, dst, src_transform=src_t, src_crs="EPSG:32633", dst_transform=t,
+              dst_crs="EPSG:3857", resampling=rasterio.enums.Resampling.nearest, dst_nodata=np.nan)
+    b = make_raster(tmp_path / "ndsm.tif", dst, crs=CRS.from_epsg(3857), transform=t, nodata=np.nan)
+    prepare([SceneInput(rgb=a, ndsm=b, source="s")], tmp_path / "ds", size=128, max_nodata=1.0,
+            split=(1, 0, 0))
+    s = ChipDataset(tmp_path / "ds", modalities=("rgb", "ndsm"), normalize=False)[0]
+    tall = np.argwhere(s["ndsm"][0].numpy() > 6)
+    bright = np.argwhere(s["rgb"].numpy().min(0) == 255)
+    assert abs(tall.mean(0) - bright.mean(0)).max() < 1.5
+    assert abs(len(tall) - len(bright)) < 0.3 * len(bright)
+
+
+def test_ndsm_from_dsm_recovers_building_heights(tmp_path):
+    p = write_scenes(tmp_path / "city", size=256, gsd=0.5, style="mid", seed=5)[0]
+    prepare([SceneInput(rgb=p["pre_rgb"], dsm=p["dsm"], source="c")], tmp_path / "ds",
+            size=256, ndsm_from_dsm=True, max_nodata=1.0, split=(1, 0, 0))
+    s = ChipDataset(tmp_path / "ds", modalities=("ndsm",))[0]
+    got = s["ndsm"][0].numpy()
+    with rasterio.open(p["pre_ndsm"]) as ds, rasterio.open(p["landcover"]) as lc:
+        truth, cls = ds.read(1), lc.read(1)
+    roofs = cls == 8
+    err = np.abs(got[roofs] - truth[roofs])
+    assert np.median(err) < 1.0
+
+
+def test_stats_equal_numpy_over_valid_pixels(rng):
+    chunks = [rng.normal(5, 2, (3, 16, 16)) for _ in range(5)]
+    masks = [rng.random((16, 16)) > 0.3 for _ in range(5)]
+    a, b = BandStats(3), BandStats(3)
+    for c, m in zip(chunks[:2], masks[:2]):
+        a.add(c, m)
+    for c, m in zip(chunks[2:], masks[2:]):
+        b.add(c, m)
+    r = a.merge(b).result()
+    vals = np.concatenate([c[:, m] for c, m in zip(chunks, masks)], axis=1)
+    np.testing.assert_allclose(r["mean"], vals.mean(1))
+    np.testing.assert_allclose(r["std"], vals.std(1))
+    assert r["count"] == vals.shape[1]
+
+
+def test_dedup_drops_exact_and_near_duplicates_only(tmp_path):
+    base = _rgb(64, 64, seed=1)
+    near = np.clip(base.astype(int) + np.random.default_rng(9).integers(-2, 3, base.shape), 0, 255).astype(np.uint8)
+    other = _rgb(64, 64, seed=2)
+    big = np.concatenate([base, base, near, other], axis=2)   # 4 chips side by side
+    src = make_raster(tmp_path / "dup.tif", big)
+    summary = prepare([SceneInput(rgb=src, source="d")], tmp_path / "ds", size=64)
+    assert summary["d"]["kept"] == 2 and summary["d"]["duplicate"] == 2
+    idx = HashIndex(4)
+    idx.add(dhash(base))
+    assert idx.near(dhash(near)) and not idx.near(dhash(other))
+    m = pd.read_parquet(tmp_path / "ds" / "manifest.parquet")
+    assert list(m["status"]) == ["kept", "duplicate", "duplicate", "kept"]
+    summary = prepare([SceneInput(rgb=src, source="e")], tmp_path / "ds", size=64,
+                      dedup_distance=0)
+    assert summary["e"]["kept"] == 4
+
+
+def test_manifest_round_trip_and_append_source(tmp_path):
+    a = make_raster(tmp_path / "a.tif", _rgb(128, 192, 3))
+    b = make_raster(tmp_path / "b.tif", _rgb(64, 128, 4))
+    prepare([SceneInput(rgb=a, source="A")], tmp_path / "ds", size=64)
+    shard = tmp_path / "ds" / "shards" / "A" / "rgb.npy"
+    before = (shard.stat().st_mtime_ns, shard.read_bytes())
+    s = prepare([SceneInput(rgb=b, source="B"), SceneInput(rgb=a, source="A")], tmp_path / "ds",
+                size=64)
+    assert s["A"] == {"skipped": True} and s["B"]["kept"] == 2
+    assert (shard.stat().st_mtime_ns, shard.read_bytes()) == before   # old shards untouched
+    m = pd.read_parquet(tmp_path / "ds" / "manifest.parquet")
+    assert set(m["source"]) == {"A", "B"} and len(m) == 6 + 2
+    kept = m[m["status"] == "kept"]
+    for src, g in kept.groupby("source"):
+        arr = np.load(tmp_path / "ds" / "shards" / src / "rgb.npy", mmap_mode="r")
+        assert sorted(g["index"]) == list(range(len(arr)))
+    row = kept.iloc[0]
+    with rasterio.open(row["scene"]) as ds:
+        win = ds.read(window=rasterio.windows.Window(row["col_off"], row["row_off"], 64, 64))
+    arr = np.load(tmp_path / "ds" / "shards" / row["source"] / "rgb.npy")[row["index"]]
+    np.testing.assert_array_equal(arr, win)
+    stats = json.loads((tmp_path / "ds" / "stats.json").read_text())["sources"]
+    assert set(stats) == {"A", "B"} and len(stats["A"]["rgb"]["mean"]) == 3
+    assert set(ChipDataset(tmp_path / "ds", split=None)[0]) >= {"rgb", "source", "chip_id"}
+
+
+def test_bad_inputs(tmp_path, cli):
+    one = make_raster(tmp_path / "one.tif", np.zeros((1, 64, 64), np.uint8))
+    four = make_raster(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint8) + 9)
+    rgb = make_raster(tmp_path / "rgb.tif", _rgb(64, 64))
+    far = make_raster(tmp_path / "far.tif", np.zeros((64, 64), np.float32), origin=(9e5, 1e5))
+    blank = make_raster(tmp_path / "blank.tif", np.zeros((3, 64, 64), np.uint8), nodata=0)
+    lab = make_raster(tmp_path / "lab.tif", np.full((64, 64), 42, np.uint8))
+    (tmp_path / "classes.json").write_text(json.dumps({"1": "a", "2": "b"}))
+    (tmp_path / "notds").mkdir()
+    (tmp_path / "notds" / "x.txt").write_text("mine")
+    cases = [
+        (["--rgb", one], "--bands"), (["--rgb", four], "--bands"),
+        (["--rgb", rgb, "--dsm", far], "does not overlap"),
+        (["--rgb", blank], "no chip kept"),
+        (["--rgb", rgb, "--labels", lab, "--classes", tmp_path / "classes.json"], "[42]"),
+    ]
+    for i, (args, msg) in enumerate(cases):
+        code, _, err = cli("prepare", *args, "-o", tmp_path / f"ds{i}", "--size", 64)
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, (args, err)
+        leftovers = list((tmp_path / f"ds{i}").rglob("*.npy")) + list((tmp_path / f"ds{i}").rglob("*.raw"))
+        assert not leftovers, leftovers
+    code, _, err = cli("prepare", "--rgb", rgb, "-o", tmp_path / "notds", "--size", 64)
+    assert code == 2 and "--overwrite" in err
+    code, _, err = cli("prepare", "--rgb", four, "--bands", "3,2,1", "-o", tmp_path / "ok", "--size", 64)
+    assert code == 0, err
