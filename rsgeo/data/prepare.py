@@ -16,7 +16,6 @@ import json
 import logging
 import shutil
 import tempfile
-import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -132,38 +131,53 @@ def _validate(group: list[SceneInput], bands) -> None:
 
 
 class _Reader:
-    """Per-thread open, aligned datasets of one scene (rasterio handles are not thread-safe)."""
+    """Opens the aligned datasets of one scene for one batch of windows.
 
-    def __init__(self, scene: SceneInput, grid: Grid, files: dict, bands, nodata):
+    rasterio handles are neither thread-safe nor closable from another thread (their GDAL
+    environment is thread-local), so each worker opens, reads a batch of chips and closes
+    in the same thread.
+    """
+
+    def __init__(self, scene: SceneInput, grid: Grid, files: dict, bands):
         self.scene, self.grid, self.files, self.bands = scene, grid, files, bands
-        self.local = threading.local()
-        self.stacks: list[ExitStack] = []
-        self.lock = threading.Lock()
-
-    def datasets(self) -> dict:
-        ds = getattr(self.local, "ds", None)
-        if ds is None:
-            stack = ExitStack()
-            with self.lock:
-                self.stacks.append(stack)
+        self.scales: dict[str, float] = {}
+        with ExitStack() as stack:  # input scaling from a decimated read, once per scene
             from rsgeo.infer.predict import input_scale
 
-            ds, scales = {}, {}
+            for key in IMAGES:
+                if key in files:
+                    self.scales[key] = input_scale(stack.enter_context(open_raster(files[key])))
+
+    def read(self, wins, fn) -> list:
+        with ExitStack() as stack:
+            ds = {}
             for key, path in self.files.items():
                 raw = stack.enter_context(open_raster(path))
                 rs = "nearest" if key in LABELS else "bilinear"
                 ds[key] = stack.enter_context(align_to(raw, self.grid, rs))
-                if key in IMAGES:
-                    scales[key] = input_scale(raw)  # 16-bit / float imagery onto 0-255
-            self.local.ds, self.local.scales = ds, scales
-        return ds
+            return [fn(ds, rc) for rc in wins]
 
     def scale(self, key: str) -> float:
-        return self.local.scales[key]
+        return self.scales[key]
 
-    def close(self) -> None:
-        for s in self.stacks:
-            s.close()
+
+def _ordered_map(fn, items, workers: int, batch: int = 16):
+    """``fn`` over batches of ``items`` in threads, results in order, bounded in flight."""
+    batches = [items[i:i + batch] for i in range(0, len(items), batch)]
+    if workers <= 0:
+        for b in batches:
+            yield from fn(b)
+        return
+    from collections import deque
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = deque()
+        for b in batches:
+            pending.append(pool.submit(fn, b))
+            if len(pending) >= 2 * workers:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
 
 
 def _scene_grid(scene: SceneInput, gsd: float | None) -> Grid:
@@ -201,40 +215,34 @@ def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd
                 grid = _scene_grid(scene, gsd)
                 mods |= set(files) | ({"buildings"} if scene.footprints else set())
                 mods |= {"ndsm"} if "dtm" in files else set()
-                reader = _Reader(scene, grid, files, bands, None)
+                reader = _Reader(scene, grid, files, bands)
                 fp = _footprints(scene.footprints, grid) if scene.footprints else None
                 wins = [(r, c) for r in offsets(grid.height, size, stride)
                         for c in offsets(grid.width, size, stride)]
                 small = grid.height < size or grid.width < size
 
-                def work_fn(rc):
+                def read_batch(batch):
                     if small:  # the scene is smaller than one chip: nothing to read
-                        return {"nodata_fraction": 1.0, "hash": 0}
-                    return _read_chip(reader, rc, size, fp, grid, classes)
+                        return [{"nodata_fraction": 1.0, "hash": 0} for _ in batch]
+                    return reader.read(batch, lambda ds, rc: _read_chip(
+                        reader, ds, rc, size, fp, grid, classes))
 
-                pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
-                results = pool.map(work_fn, wins) if pool else map(work_fn, wins)
-                try:
-                    for (r, c), chip in zip(wins, results):
-                        row = _row(scene, grid, r, c, size, split, seed)
-                        row["nodata_fraction"] = chip["nodata_fraction"]
-                        row["hash"] = np.uint64(chip["hash"]).astype(np.int64)
-                        if small:
-                            row["status"] = "small"
-                        elif chip["nodata_fraction"] > max_nodata:
-                            row["status"] = "nodata"
-                        elif index.near(chip["hash"]):
-                            row["status"] = "duplicate"
-                        else:
-                            index.add(chip["hash"])
-                            row["status"] = "kept"
-                            row["index"] = _append(writers, stats, tmp_dir, chip)
-                        rows.append(row)
-                        bar.advance(1)
-                finally:
-                    if pool:
-                        pool.shutdown()
-                    reader.close()
+                for (r, c), chip in zip(wins, _ordered_map(read_batch, wins, workers)):
+                    row = _row(scene, grid, r, c, size, split, seed)
+                    row["nodata_fraction"] = chip["nodata_fraction"]
+                    row["hash"] = np.uint64(chip["hash"]).astype(np.int64)
+                    if small:
+                        row["status"] = "small"
+                    elif chip["nodata_fraction"] > max_nodata:
+                        row["status"] = "nodata"
+                    elif index.near(chip["hash"]):
+                        row["status"] = "duplicate"
+                    else:
+                        index.add(chip["hash"])
+                        row["status"] = "kept"
+                        row["index"] = _append(writers, stats, tmp_dir, chip)
+                    rows.append(row)
+                    bar.advance(1)
         for w in writers.values():
             w.finish()
         if not any(r["status"] == "kept" for r in rows):
@@ -276,7 +284,7 @@ def _footprints(path, grid: Grid):
     return geoms, STRtree(geoms)
 
 
-def _read_chip(reader: _Reader, rc, size, fp, grid: Grid, classes) -> dict:
+def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> dict:
     from rasterio import features
     from rasterio.windows import Window, bounds, transform
 
@@ -284,7 +292,6 @@ def _read_chip(reader: _Reader, rc, size, fp, grid: Grid, classes) -> dict:
 
     r, c = rc
     win = Window(c, r, size, size)
-    ds = reader.datasets()
     out = {}
     valid = np.ones((size, size), bool)
     for key, d in ds.items():
