@@ -1,10 +1,13 @@
 """``rsgeo export``: a task checkpoint -> one self-describing ONNX file, verified.
 
-The graph takes ``image`` ``[B, bands, H, W]`` float32, *already normalised* with the
-per-band mean/std stored in the metadata, with dynamic batch and spatial size (H, W
-multiples of the encoder stride), and returns ``[B, K, H, W]`` (heights in metres for
-``task=height``). ``metadata_props`` hold every key of the checkpoint's ``meta`` (JSON
-values) plus ``rsgeo_version`` and ``config``, so predict-height needs nothing else.
+The graph takes ``image`` ``[B, bands, H, W]`` float32 (change models: ``pre`` and
+``post``), *already normalised* with the per-band mean/std stored in the metadata, with
+dynamic batch and spatial size (H, W multiples of the encoder stride), and returns
+``output``: ``[B, K, H, W]`` (heights in metres for ``task=height``, class or change
+logits otherwise) or ``[B, K]`` class logits for ``task=classification``.
+``metadata_props`` hold every key of the checkpoint's ``meta`` (JSON values) plus
+``rsgeo_version``, ``config``, ``stride`` and ``inputs``, so predict-height needs nothing
+else.
 Before the file appears, ONNX Runtime's output is compared with torch's on a random batch
 of two sizes; a difference beyond tolerance fails the export.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,26 +50,34 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, overwr
     model, config, meta = load_task_model(checkpoint)
     stride = stride_of(config)
     bands = int(config.get("in_chans", 3))
+    inputs = ["pre", "post"] if config.get("task") == "change" else ["image"]
     size = max(int(meta.get("tile", 2 * stride)) // 4 // stride * stride, 2 * stride)
-    example = torch.randn(2, bands, size, size)
-    dims = {"x": {0: torch.export.Dim("batch", min=1, max=4096),
-                  2: stride * torch.export.Dim("h", min=1, max=4096),
-                  3: stride * torch.export.Dim("w", min=1, max=4096)}}
+    example = tuple(torch.randn(2, bands, size, size) for _ in inputs)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    h, w = torch.export.Dim("h", min=1, max=4096), torch.export.Dim("w", min=1, max=4096)
+    dims = tuple({0: batch, 2: stride * h, 3: stride * w} for _ in inputs)
     with atomic_path(out, overwrite) as tmp:
         kw = {"opset_version": opset} if opset else {}
-        program = torch.onnx.export(model, (example,), dynamo=True, input_names=["image"],
-                                    output_names=["output"], dynamic_shapes=dims, optimize=True,
-                                    verbose=False, **kw)
+        try:
+            with warnings.catch_warnings():  # axis-name notes about the shared batch/h/w dims
+                warnings.simplefilter("ignore", UserWarning)
+                program = torch.onnx.export(model, example, dynamo=True, input_names=inputs,
+                                            output_names=["output"], dynamic_shapes=dims,
+                                            optimize=True, verbose=False, **kw)
+        except Exception as e:
+            raise RsgeoError(f"torch.onnx.export failed ({type(e).__name__}: "
+                             f"{str(e).strip().splitlines()[0][:160]})", checkpoint) from None
         program.save(str(tmp))
         proto = onnx.load(str(tmp))
         props = {k: json.dumps(v) for k, v in meta.items()}
         props.update(rsgeo_version=json.dumps(__version__), config=json.dumps(config),
-                     stride=json.dumps(stride), format=json.dumps("rsgeo-onnx"))
+                     stride=json.dumps(stride), format=json.dumps("rsgeo-onnx"),
+                     inputs=json.dumps(inputs))
         onnx.helper.set_model_props(proto, props)
         onnx.save(proto, str(tmp))
         diff = verify(model, tmp, bands, stride, atol, rtol)
     return {"output": str(out), "task": meta.get("task"), "bands": bands, "stride": stride,
-            "max_abs_diff": diff, "metadata": sorted(props)}
+            "inputs": inputs, "max_abs_diff": diff, "metadata": sorted(props)}
 
 
 def verify(model, path: Path, bands: int, stride: int, atol: float, rtol: float) -> float:
@@ -75,12 +87,14 @@ def verify(model, path: Path, bands: int, stride: int, atol: float, rtol: float)
     from rsgeo.infer.session import ort_session
 
     sess = ort_session(path, "cpu")
+    names = [i.name for i in sess.get_inputs()]
     rng = np.random.default_rng(0)
     worst = 0.0
     for shape in ((2, bands, 2 * stride, 3 * stride), (1, bands, 4 * stride, 2 * stride)):
-        x = rng.standard_normal(shape).astype(np.float32)
-        ref = model(torch.from_numpy(x)).detach().numpy()
-        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        xs = [rng.standard_normal(shape).astype(np.float32) for _ in names]
+        with torch.no_grad():
+            ref = model(*(torch.from_numpy(x) for x in xs)).numpy()
+        got = sess.run(None, dict(zip(names, xs)))[0]
         if got.shape != ref.shape:
             raise RsgeoError(f"export check failed: ONNX output shape {got.shape} != {ref.shape}")
         diff = float(np.abs(got - ref).max())

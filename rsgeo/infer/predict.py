@@ -127,6 +127,10 @@ def predict_height_file(image_path, model_path, out_path, *, tile: int | None = 
 
     check_output(out_path, overwrite)
     run, meta, config = runner or load_model(model_path, backend, device, precision)
+    task = meta.get("task", config.get("task"))
+    if task != "height":
+        raise InputError(f"a {task} model, not a height model (predict-height needs a model "
+                         "from `rsgeo finetune --task height`)", model_path)
     bands = int(config.get("in_chans", len(meta.get("mean", [0, 0, 0]))))
     stride = int(meta.get("stride") or _stride(config))
     tile = _round_up(int(tile or meta.get("tile", 512)), stride)

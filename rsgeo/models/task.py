@@ -26,8 +26,7 @@ from torch import nn
 from rsgeo.errors import InputError
 from rsgeo.models.backbones import (build_encoder, encoder_features, encoder_kind, out_channels,
                                     patch_size)
-from rsgeo.models.heads import DPTHead
-from rsgeo.models.heads.upernet import UperNetHead
+from rsgeo.models.heads import ChangeHead, DPTHead, LinearHead, UperNetHead
 
 FORMAT = "rsgeo-task"
 
@@ -68,20 +67,28 @@ class DenseTaskModel(nn.Module):
 
     For ``task="height"`` the single output channel is the height above ground in metres;
     for segmentation, K class logits. H and W must be multiples of the encoder stride.
+    ``aux`` (height models, RS3DAda's multi-task set-up) is a second DPT head giving
+    land-cover logits from the same features: :meth:`forward_all` returns both, while
+    ``forward`` (and so export and predict-height) returns the heights only.
     """
 
-    def __init__(self, encoder: FeatureEncoder, head: nn.Module):
+    def __init__(self, encoder: FeatureEncoder, head: nn.Module, aux: nn.Module | None = None):
         super().__init__()
-        self.encoder, self.head = encoder, head
+        self.encoder, self.head, self.aux = encoder, head, aux
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder.features(x))
 
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(main output, auxiliary logits or None)`` from one encoder pass."""
+        feats = self.encoder.features(x)
+        return self.head(feats), (self.aux(feats) if self.aux is not None else None)
+
 
 class ChangeModel(nn.Module):
-    """Siamese encoder over pre/post images, |difference| of each level, dense head.
+    """Siamese encoder over pre/post images + :class:`ChangeHead`.
 
-    ``forward(pre, post)`` -> change logits ``[B, 1, H, W]``.
+    ``forward(pre, post)`` (both ``[B, C, H, W]``, normalised) -> change logits ``[B, 1, H, W]``.
     """
 
     def __init__(self, encoder: FeatureEncoder, head: nn.Module):
@@ -89,21 +96,19 @@ class ChangeModel(nn.Module):
         self.encoder, self.head = encoder, head
 
     def forward(self, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
-        a, b = self.encoder.features(pre), self.encoder.features(post)
-        return self.head([(u - v).abs() for u, v in zip(a, b)])
+        return self.head(self.encoder.features(pre), self.encoder.features(post))
 
 
 class ClassifierModel(nn.Module):
-    """Mean-pooled last feature map + linear layer: ``[B, C, H, W]`` -> ``[B, K]`` logits."""
+    """Encoder + :class:`LinearHead`: ``[B, C, H, W]`` -> ``[B, K]`` logits."""
 
     def __init__(self, encoder: FeatureEncoder, num_classes: int):
         super().__init__()
         self.encoder = encoder
-        self.norm = nn.LayerNorm(encoder.channels[3])
-        self.fc = nn.Linear(encoder.channels[3], num_classes)
+        self.head = LinearHead(encoder.channels[3], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.norm(self.encoder.features(x)[3].mean((2, 3))))
+        return self.head(self.encoder.features(x)[3])
 
 
 TASKS = ("height", "segmentation", "change", "classification")
@@ -114,7 +119,8 @@ def build_task_model(config: dict, encoders: list[nn.Module] | None = None) -> n
 
     Config keys: ``task``, ``backbone``, ``in_chans``, ``img_size``, ``head`` (dpt |
     upernet), ``head_features``, ``num_classes`` (segmentation/classification), ``split``
-    (bands of the first encoder when two encoders are used: RGB+DSM).
+    (bands of the first encoder when two encoders are used: RGB+DSM), ``aux_classes``
+    (height: land-cover classes of the auxiliary head, None for none).
     """
     task = config.get("task", "height")
     if task not in TASKS:
@@ -128,13 +134,19 @@ def build_task_model(config: dict, encoders: list[nn.Module] | None = None) -> n
     feats = int(config.get("head_features", 64))
     if task == "classification":
         return ClassifierModel(enc, int(config["num_classes"]))
+    if task == "change":
+        return ChangeModel(enc, ChangeHead(enc.channels, enc.strides, features=feats))
     if task == "segmentation" and config.get("head", "upernet") == "upernet":
         head = UperNetHead(enc.channels, enc.strides, int(config["num_classes"]), feats)
         return DenseTaskModel(enc, head)
-    out = 1 if task in ("height", "change") else int(config["num_classes"])
+    out = 1 if task == "height" else int(config["num_classes"])
     head = DPTHead(enc.channels, enc.strides, features=feats, out_channels=out,
                    relu_out=task == "height")
-    return ChangeModel(enc, head) if task == "change" else DenseTaskModel(enc, head)
+    aux = None
+    if task == "height" and config.get("aux_classes"):
+        aux = DPTHead(enc.channels, enc.strides, features=feats,
+                      out_channels=int(config["aux_classes"]), relu_out=False)
+    return DenseTaskModel(enc, head, aux)
 
 
 def save_task_model(model: nn.Module, config: dict, meta: dict, path: str | os.PathLike,
