@@ -219,11 +219,13 @@ def _bundle_meta(task, inputs, stats, dataset, crop, config, enc_meta, num_class
 
     mean, std, bands = [], [], []
     for m in INPUTS[inputs]:
-        st = pooled_stats(stats, m)
-        n = 3 if m == "rgb" else 1
-        mean += st.get("mean", [0.0] * n)
-        std += st.get("std", [1.0] * n)
-        bands += ["red", "green", "blue"] if m == "rgb" else [m]
+        if m == "rgb":
+            st = pooled_stats(stats, m)
+            mean += st.get("mean", [0.0] * 3)
+            std += st.get("std", [1.0] * 3)
+            bands += ["red", "green", "blue"]
+        else:  # ChipDataset feeds heights in metres, unnormalised: record exactly that
+            mean, std, bands = mean + [0.0], std + [1.0], bands + [m]
     gsd = None
     if isinstance(dataset, (str, os.PathLike)):
         info = json.loads((Path(dataset) / "dataset.json").read_text())
