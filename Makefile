@@ -15,10 +15,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: install
-	$(BIN)/rsgeo synth -o demo/city --size 768 --scenes 1 --preview --overwrite
-	$(BIN)/rsgeo damage-map demo/city/city_000_pre_ndsm.tif demo/city/city_000_post_ndsm.tif \
-		--buildings demo/city/city_000_footprints.gpkg -o demo/city_000_damage.tif --overwrite
-	$(BIN)/rsgeo --help
+	$(BIN)/rsgeo demo -o demo --overwrite
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)

@@ -7,6 +7,7 @@ _rsgeo() {
   done
   case "$cmd:$prev" in
     damage-map:--event) COMPREPLY=($(compgen -W "earthquake wildfire custom" -- "$cur")); return;;
+    demo:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
     finetune:--task) COMPREPLY=($(compgen -W "height segmentation change classification" -- "$cur")); return;;
     finetune:--head) COMPREPLY=($(compgen -W "dpt upernet" -- "$cur")); return;;
     finetune:--modalities) COMPREPLY=($(compgen -W "rgb dsm ndsm rgb+dsm" -- "$cur")); return;;
@@ -22,9 +23,10 @@ _rsgeo() {
     synth:--style) COMPREPLY=($(compgen -W "low mid high" -- "$cur")); return;;
   esac
   case "$cmd" in
-    "") COMPREPLY=($(compgen -W "completion damage-map export finetune predict-height prepare pretrain synth -v --verbose -q --quiet --version --help" -- "$cur"));;
+    "") COMPREPLY=($(compgen -W "completion damage-map demo export finetune predict-height prepare pretrain synth -v --verbose -q --quiet --version --help" -- "$cur"));;
     completion) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     damage-map) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --footprints -m --model --heights --buildings --event --threshold --min-height --min-area --grades --co --json --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    demo) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --quick --device --seed --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --atol --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     finetune) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task -o --output --encoder --backbone --head --modalities --freeze-encoder --train-size --num-classes --class-weights --epochs --steps --batch-size --lr --crop --device --precision --seed --workers --resume --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     predict-height) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-m --model -o --output --tile --overlap --batch-size --device --backend --precision --gsd --nodata --cog --co --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;

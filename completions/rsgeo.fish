@@ -2,6 +2,7 @@
 complete -c rsgeo -f
 complete -c rsgeo -n '__fish_use_subcommand' -a completion -d 'Print a shell completion script (bash, zsh or fish; named...'
 complete -c rsgeo -n '__fish_use_subcommand' -a damage-map -d 'Map building damage from pre/post heights: a class raster...'
+complete -c rsgeo -n '__fish_use_subcommand' -a demo -d 'Run the main job end to end on a synthetic city and write...'
 complete -c rsgeo -n '__fish_use_subcommand' -a export -d 'Export a task model to ONNX (dynamic batch and size,...'
 complete -c rsgeo -n '__fish_use_subcommand' -a finetune -d 'Fine-tune a height, segmentation, change or...'
 complete -c rsgeo -n '__fish_use_subcommand' -a predict-height -d 'Predict heights above ground (metres, float32 GeoTIFF,...'
@@ -29,6 +30,14 @@ complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l json -d 'Print 
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l overwrite -d 'Replace existing outputs.'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -F
+complete -c rsgeo -n '__fish_seen_subcommand_from demo' -s o -l output -rF -d 'Folder for every output.'
+complete -c rsgeo -n '__fish_seen_subcommand_from demo' -l quick -d 'Small and fast (under 2 minutes on 2 CPU cores).'
+complete -c rsgeo -n '__fish_seen_subcommand_from demo' -l device -xa 'auto cpu cuda' -d 'Where models run: auto picks CUDA when available.'
+complete -c rsgeo -n '__fish_seen_subcommand_from demo' -l seed -d 'Random seed.'
+complete -c rsgeo -n '__fish_seen_subcommand_from demo' -l overwrite -d 'Replace existing outputs.'
+complete -c rsgeo -n '__fish_seen_subcommand_from demo' -l json -d 'Print a JSON summary on stdout.'
+complete -c rsgeo -n '__fish_seen_subcommand_from demo' -l help -d 'Show this message and exit.'
+complete -c rsgeo -n '__fish_seen_subcommand_from demo' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from export' -s o -l output -rF -d 'Output path.'
 complete -c rsgeo -n '__fish_seen_subcommand_from export' -l atol -d 'Allowed ORT vs torch difference.'
 complete -c rsgeo -n '__fish_seen_subcommand_from export' -l overwrite -d 'Replace existing outputs.'
