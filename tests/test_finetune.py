@@ -109,6 +109,85 @@ def test_cli_end_to_end_on_a_prepared_dataset(tmp_path, cli):
                          "vit-tiny-2", "--steps", 4, "--batch-size", 4, "-o", tmp_path / "run")
     assert code == 0, err
     assert cli("export", tmp_path / "run" / "best.ckpt", "-o", tmp_path / "m.onnx")[0] == 0
+    code, out, err = cli("finetune", tmp_path / "chips", "--task", "height", "--backbone",
+                         "vit-tiny-2", "--steps", 2, "--batch-size", 2, "--adapt-to",
+                         tmp_path / "chips", "--encoder-lr-scale", 0.1, "-o", tmp_path / "ada",
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["config"]["aux_classes"] == 9
     code, _, err = cli("predict-height", tmp_path / "city" / "city_000_pre_rgb.tif", "-m",
                        tmp_path / "m.onnx", "-o", tmp_path / "h.tif")
     assert code == 0, err
+
+
+def test_land_cover_auxiliary_head(chips, tmp_path):
+    s = finetune(chips, "height", tmp_path / "aux", backbone="vit-tiny-2", steps=3, batch_size=4,
+                 head_features=16, aux_landcover=True, encoder_lr_scale=0.1)
+    assert s["config"]["aux_classes"] == 9 and 0 <= s["best"]["landcover_miou"] <= 1
+    rec = [json.loads(l) for l in (tmp_path / "aux" / "metrics.jsonl").read_text().splitlines()]
+    assert "landcover_loss" in rec[0] and "height_loss" in rec[0]
+    with pytest.raises(InputError, match="--task height"):
+        finetune(chips, "segmentation", tmp_path / "x", backbone="vit-tiny-2", aux_landcover=True)
+
+
+def test_adaptation_parts():
+    from rsgeo.finetune.adapt import AdaptModule, class_mix_mask, photometric, structure_classes
+    from rsgeo.models.task import build_task_model
+
+    assert structure_classes({"1": "bareland", "5": "trees", "8": "buildings"}) == [5, 8]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    a = photometric(x, torch.Generator().manual_seed(1))
+    assert not torch.allclose(a, x)
+    torch.testing.assert_close(a, photometric(x, torch.Generator().manual_seed(1)))
+    labels = torch.tensor([1, 2, 3, 255]).repeat_interleave(64).view(1, 16, 16)
+    m = class_mix_mask(labels, g)
+    picked = torch.unique(labels[m[:, 0] > 0])
+    assert len(picked) == 2 and 255 not in picked       # ceil(3 / 2) of the present classes
+
+    torch.manual_seed(0)
+    net = build_task_model({"task": "height", "backbone": "vit-tiny-2", "in_chans": 3,
+                            "img_size": 32, "head_features": 16, "aux_classes": 9})
+    mod = AdaptModule(net, [5, 8], feat_weight=0.0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)                                   # the student moves on
+    before = [p.clone() for p in mod.teacher.parameters()]
+    mod.set_progress(9, 100)                              # a = min(1 - 1/10, 0.99) = 0.9
+    for t0, t1, s in zip(before, mod.teacher.parameters(), net.parameters()):
+        torch.testing.assert_close(t1, 0.9 * t0 + 0.1 * s)
+    mod.set_progress(0, 100)                              # a = 0: the teacher is the student
+    for t, s in zip(mod.teacher.parameters(), net.parameters()):
+        torch.testing.assert_close(t, s)
+    # ground mask: pseudo heights are 0 wherever the pseudo class is not tree/building
+    with torch.no_grad():
+        net.aux.out[-1].weight.zero_()
+        net.aux.out[-1].bias.copy_(torch.tensor([0, 0, 0, 0, 0, 0, 0, 0, 50.0]))  # all 'building'
+    mod.set_progress(0, 1)
+    h, cls, w_h, w_s = mod.pseudo_labels(torch.randn(2, 3, 32, 32), g)
+    assert (cls == 8).all() and w_s == 1 and (h > 0).all()
+    mod.ground_classes = torch.tensor([5])                # now nothing counts as a structure
+    h, *_ = mod.pseudo_labels(torch.randn(2, 3, 32, 32), g)
+    assert (h == 0).all()
+
+
+def test_adapt_to_unlabelled_target(chips, tmp_path):
+    target = SynthChips(n_scenes=1, size=128, chip=64, seed=7)
+    for item in target.items:                     # another "sensor": darker, warmer, no labels
+        item["rgb"] = item["rgb"] * 0.7 + torch.tensor([0.3, 0.0, -0.3]).view(3, 1, 1)
+        for k in ("ndsm", "labels", "change", "post_rgb"):
+            item.pop(k)
+    target.modalities = ("rgb",)
+    s = finetune(chips, "height", tmp_path / "ada", encoder="random", backbone="vit-tiny-2",
+                 steps=4, batch_size=4, head_features=16, adapt_to=target,
+                 adapt={"ground_classes": [5, 8], "feat_weight": 1.0}, log_every=1)
+    recs = [json.loads(l) for l in (tmp_path / "ada" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in recs if r.get("kind") != "val"]
+    assert len(train) == 4 and all(np.isfinite(r["loss"]) for r in train)
+    assert all(0 <= r["w_h"] <= 1 and 0 <= r["w_s"] <= 1 and "target_loss" in r for r in train)
+    from rsgeo.models.task import load_task_model
+
+    net, cfg, _ = load_task_model(tmp_path / "ada" / "best.ckpt")
+    assert cfg["aux_classes"] == 9 and s["config"]["aux_classes"] == 9
+    with pytest.raises(InputError, match="tree and building"):
+        finetune(chips, "height", tmp_path / "b", backbone="vit-tiny-2", adapt_to=target)

@@ -55,6 +55,10 @@ def finetune_cmd(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Global batch.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default 1e-4).")] = None,
     crop: Annotated[Optional[int], typer.Option("--crop", min=32, help="Training crop px (multiple of 32).")] = None,
+    aux_landcover: Annotated[bool, typer.Option("--aux-landcover", help="Height: also learn land cover with a second head (RS3DAda multi-task).")] = False,
+    adapt_to: Annotated[Optional[Path], typer.Option("--adapt-to", help="Height: unlabelled target chip dataset for RS3DAda-style adaptation (EMA teacher, ground-masked pseudo heights, ClassMix).")] = None,
+    val_dataset: Annotated[Optional[Path], typer.Option("--val-dataset", help="Chip dataset to validate on (default: DATASET's val split).")] = None,
+    encoder_lr_scale: Annotated[float, typer.Option("--encoder-lr-scale", min=0.0, help="Encoder lr / head lr (RS3DAda uses 0.1).")] = 1.0,
     device: Annotated[DeviceChoice, typer.Option("--device")] = DeviceChoice.auto,
     precision: Annotated[Precision, typer.Option("--precision")] = Precision.fp32,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -79,7 +83,9 @@ def finetune_cmd(
     s = finetune(dataset, task.value, output, encoder=encoder, backbone=backbone,
                  head=head.value if head else None, inputs=modalities.value,
                  freeze_encoder=freeze_encoder, train_size=train_size, num_classes=num_classes,
-                 class_weights=weights, crop=crop, resume=resume, overwrite=overwrite,
+                 class_weights=weights, crop=crop, aux_landcover=aux_landcover,
+                 adapt_to=adapt_to, val_dataset=val_dataset, encoder_lr_scale=encoder_lr_scale,
+                 resume=resume, overwrite=overwrite,
                  epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, device=device.value,
                  precision=precision.value, seed=seed, workers=workers)
     if json_out:

@@ -36,8 +36,9 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
              freeze_encoder: bool = False, train_size: int | None = None,
              num_classes: int | None = None, class_weights: list[float] | None = None,
              crop: int | None = None, val_dataset=None, val_split: str = "val",
-             head_features: int = 64, resume: bool = False, overwrite: bool = False,
-             **train) -> dict:
+             head_features: int = 64, aux_landcover: bool = False, adapt_to=None,
+             adapt: dict | None = None, encoder_lr_scale: float = 1.0,
+             resume: bool = False, overwrite: bool = False, **train) -> dict:
     """Fine-tune a task model; returns a summary (best score, paths, steps).
 
     Args:
@@ -45,6 +46,13 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         encoder: ``path/encoder.safetensors`` (or a fusedmim run folder for ``rgb+dsm``),
             ``timm:NAME`` (timm's pretrained weights, needs them cached), or ``random``
             (then ``backbone`` names the architecture).
+        val_dataset: a chip folder or Dataset to validate on (default: the ``val`` split).
+        aux_landcover: height only: a second DPT head learns land cover (RS3DAda multi-task).
+        adapt_to: height only: unlabelled target chips (folder or Dataset with ``rgb``) for
+            RS3DAda-style adaptation (:mod:`rsgeo.finetune.adapt`; implies the aux head).
+        adapt: adaptation options (``tau``, ``eta``, ``ema``, ``target_weight``,
+            ``feat_weight``, ``feat_threshold``, ``ground_classes``).
+        encoder_lr_scale: encoder learning rate / head learning rate (RS3DAda: 0.1).
         train: engine settings (steps, epochs, batch_size, lr, device, precision, seed, ...).
     """
     import torch
@@ -64,7 +72,10 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         raise InputError(f"--modalities must be one of {', '.join(INPUTS)}, got {inputs!r}")
     seed = int(train.get("seed", 0))
     resolve_device(train.get("device", "auto"))
-    mods = needed_modalities(task, inputs)
+    aux = bool(aux_landcover or adapt_to is not None)
+    if aux and task != "height":
+        raise InputError("--aux-landcover and --adapt-to are for --task height")
+    mods = needed_modalities(task, inputs, aux)
     ds, stats, have, label = open_chips(dataset, mods, "train")
     missing = [m for m in mods if m not in have]
     if missing:
@@ -80,12 +91,13 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     in_chans, chip = int(first.shape[0]), int(min(first.shape[-2:]))
     encoders, enc_meta, backbone = _encoders(encoder, backbone, inputs, chip)
     crop = int(crop or chip)
-    if task in ("segmentation", "classification"):
+    if task in ("segmentation", "classification") or aux:
         num_classes = num_classes or _num_classes(dataset)
     config = {"task": task, "backbone": backbone, "in_chans": in_chans, "img_size": crop,
               "head": head or ("upernet" if task == "segmentation" else "dpt"),
               "head_features": head_features, "num_classes": num_classes,
-              "split": 3 if inputs.startswith("rgb+") else None}
+              "split": 3 if inputs.startswith("rgb+") else None,
+              "aux_classes": num_classes if aux else None}
     net = build_task_model(config, encoders)
     if crop % 32 or crop > chip:
         raise InputError(f"crop {crop} px must be a multiple of 32 and at most the chip size "
@@ -94,7 +106,17 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         for p in net.encoder.parameters():
             p.requires_grad_(False)
     weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
-    model = TaskModule(net, task, weights)
+    if adapt_to is not None:
+        from rsgeo.finetune.adapt import AdaptModule, structure_classes
+
+        opts = {"feat_weight": 0.0 if encoder == "random" else 1.0, **(adapt or {})}
+        ground = opts.pop("ground_classes", None) or structure_classes(_classes(dataset))
+        if not ground:
+            raise InputError("--adapt-to needs the tree and building class ids of the source "
+                             "land cover (dataset.json classes, or adapt ground_classes)", label)
+        model = AdaptModule(net, ground, **opts)
+    else:
+        model = TaskModule(net, task, weights)
     meta = _bundle_meta(task, inputs, stats, dataset, crop, config, enc_meta, num_classes)
 
     out = Path(out)
@@ -105,10 +127,17 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     settings.setdefault("batch_size", min(16, len(train_idx)))
     extra = {"task": task, "encoder": str(encoder), "backbone": backbone, "inputs": inputs,
              "train_size": train_size, "freeze_encoder": freeze_encoder, "crop": crop,
-             "dataset": label, "num_classes": num_classes, "head": config["head"]}
+             "dataset": label, "num_classes": num_classes, "head": config["head"],
+             "aux_landcover": aux, "encoder_lr_scale": encoder_lr_scale,
+             "adapt_to": None if adapt_to is None else str(adapt_to), "adapt": adapt or None}
     cfg = TrainConfig(extra=extra, **settings)
-    view = TaskView(ds, task, inputs, train_idx, crop=crop, seed=seed, train=True)
-    val_view = TaskView(val_ds, task, inputs, val_idx, crop=crop, seed=seed, train=False)
+    view = TaskView(ds, task, inputs, train_idx, crop=crop, seed=seed, train=True, aux=aux)
+    if adapt_to is not None:
+        from rsgeo.finetune.adapt import AdaptView
+
+        view = AdaptView(view, _target_chips(adapt_to), crop, seed)
+    val_view = TaskView(val_ds, task, inputs, val_idx, crop=crop, seed=seed, train=False,
+                        aux=aux)
     best = {"score": -np.inf, "metrics": None, "step": None}
 
     def validate(trainer, epoch):
@@ -127,7 +156,9 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         best["last_step"] = trainer.step
         return metrics
 
-    trainer = Trainer(model, view, cfg, out, resume=resume, on_epoch_end=validate)
+    groups = _param_groups(model, float(settings["weight_decay"]), encoder_lr_scale)
+    trainer = Trainer(model, view, cfg, out, resume=resume, on_epoch_end=validate,
+                      param_groups=groups)
     summary = trainer.fit()
     if best.get("last_step") != trainer.step:  # a --steps run that ended mid-epoch
         trainer.model.eval()
@@ -147,6 +178,8 @@ def _split(ds, dataset, val_dataset, mods, val_split, seed):
 
     n = len(ds)
     if val_dataset is not None:
+        if isinstance(val_dataset, (str, os.PathLike)):
+            val_dataset, *_ = open_chips(val_dataset, mods, val_split)
         return np.arange(n), val_dataset, np.arange(len(val_dataset))
     if isinstance(dataset, (str, os.PathLike)):
         try:
@@ -159,6 +192,40 @@ def _split(ds, dataset, val_dataset, mods, val_split, seed):
     order = np.random.default_rng(seed + 1).permutation(n)
     k = max(1, n // 10)
     return np.sort(order[k:]), ds, np.sort(order[:k])
+
+
+def _target_chips(target):
+    """Unlabelled target chips for --adapt-to: the train split, else every kept chip."""
+    from rsgeo.pretrain import open_chips
+
+    if not isinstance(target, (str, os.PathLike)):
+        return target
+    try:
+        return open_chips(target, ("rgb",), "train")[0]
+    except InputError as e:
+        if "no train chips" not in str(e):
+            raise
+    return open_chips(target, ("rgb",), None)[0]
+
+
+def _param_groups(model, weight_decay: float, encoder_lr_scale: float) -> list[dict]:
+    """The engine's AdamW groups, split so the encoder learns at ``encoder_lr_scale`` x lr."""
+    from rsgeo.train.engine import param_groups
+
+    enc = {id(p) for p in model.net.encoder.parameters()}
+    groups = []
+    for g in param_groups(model, weight_decay):
+        for scale, params in ((encoder_lr_scale, [p for p in g["params"] if id(p) in enc]),
+                              (1.0, [p for p in g["params"] if id(p) not in enc])):
+            if params:
+                groups.append({**g, "params": params, "lr_scale": scale})
+    return groups
+
+
+def _classes(dataset) -> dict | None:
+    if isinstance(dataset, (str, os.PathLike)):
+        return json.loads((Path(dataset) / "dataset.json").read_text()).get("classes")
+    return getattr(dataset, "classes", None)
 
 
 def _encoders(encoder: str, backbone: str | None, inputs: str, chip: int):

@@ -4,10 +4,12 @@ Every random choice for sample ``i`` in epoch ``e`` comes from
 ``np.random.default_rng([seed, e, i])`` (same chips on any worker, rank or resumed run).
 Evaluation views (``train=False``) take the centre crop and never flip.
 
-A sample becomes ``{"x": [C, h, w] float32 normalised input, "target": ...}``:
-height -> ``[1, h, w]`` metres (NaN = nodata); segmentation -> ``[h, w]`` int64 (255 =
-ignore); change -> ``x_post`` too and ``[h, w]`` int64 0/1/255; classification -> a 0-d
-int64 (the chip's most frequent land-cover class, ignoring 255).
+A sample becomes ``{"x": [C, h, w] float32 normalised input, "target": ..., "seed": int64}``:
+height -> ``[1, h, w]`` metres (NaN = nodata), plus ``labels [h, w]`` with ``aux=True``
+(the land-cover auxiliary head); segmentation -> ``[h, w]`` int64 (255 = ignore); change
+-> ``x_post`` too and ``[h, w]`` int64 0/1/255; classification -> a 0-d int64 (the
+chip's most frequent land-cover class, ignoring 255). ``seed`` drives any further
+per-sample randomness (domain-adaptation augmentations).
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ TARGETS = {"height": "ndsm", "segmentation": "labels", "change": "change",
            "classification": "labels"}
 
 
-def needed_modalities(task: str, inputs: str) -> tuple[str, ...]:
+def needed_modalities(task: str, inputs: str, aux: bool = False) -> tuple[str, ...]:
     mods = list(INPUTS[inputs]) + [TARGETS[task]]
     if task == "change":
         mods.append("post_rgb")
+    if aux:
+        mods.append("labels")
     return tuple(dict.fromkeys(mods))
 
 
@@ -38,8 +42,8 @@ def subset_indices(n: int, size: int | None, seed: int) -> np.ndarray:
 
 class TaskView(Dataset):
     def __init__(self, base: Dataset, task: str, inputs: str, indices=None, crop: int | None = None,
-                 seed: int = 0, train: bool = True):
-        self.base, self.task, self.inputs = base, task, INPUTS[inputs]
+                 seed: int = 0, train: bool = True, aux: bool = False):
+        self.base, self.task, self.inputs, self.aux = base, task, INPUTS[inputs], aux
         self.indices = np.arange(len(base)) if indices is None else np.asarray(indices)
         self.crop, self.seed, self.train, self.epoch = crop, seed, train, 0
 
@@ -72,6 +76,8 @@ class TaskView(Dataset):
         target = torch.as_tensor(s[TARGETS[self.task]])
         if self.task == "height":
             out["target"] = view(target.float().reshape(1, H, W))
+            if self.aux:
+                out["labels"] = view(torch.as_tensor(s["labels"]).reshape(H, W).long())
         else:
             lab = view(target.reshape(H, W).long())
             if self.task == "classification":
@@ -79,6 +85,7 @@ class TaskView(Dataset):
                 out["target"] = counts.argmax() if counts.sum() else torch.tensor(0)
             else:
                 out["target"] = lab
+        out["seed"] = torch.tensor(int(rng.integers(0, 2**62)), dtype=torch.int64)
         return out
 
 

@@ -24,19 +24,30 @@ def evaluate_view(model, view, task: str, device, num_classes: int | None = None
         acc = ConfusionMatrix(2, ignore_index=255)
     else:
         acc = ConfusionMatrix(int(num_classes), ignore_index=255)
+    aux = getattr(model.net, "aux", None) if task == "height" else None
+    lc_acc = ConfusionMatrix(aux.out[-1].out_channels, ignore_index=255) \
+        if aux is not None else None
     for batch in DataLoader(view, batch_size=batch_size):
         batch = to_device(batch, device)
-        pred = model.predict(batch).float().cpu().numpy()
         target = batch["target"].cpu().numpy()
         if task == "height":
+            if lc_acc is not None:
+                h, lc = model.net.forward_all(batch["x"])
+                pred = h[:, 0].float().cpu().numpy()
+                lc_acc.update(lc.argmax(1).cpu().numpy(), batch["labels"].cpu().numpy())
+            else:
+                pred = model.predict(batch).float().cpu().numpy()
             for p, t in zip(pred, target[:, 0]):
                 acc.update(p, t)                      # one chip = one image
         else:
-            acc.update(pred.astype(np.int64), target)
+            acc.update(model.predict(batch).cpu().numpy().astype(np.int64), target)
     model.train(was_training)
     if task == "height":
         r = acc.result()
-        return {k: r[k] for k in ("mae", "rmse", "delta1", "f1he_1", "f1he_2", "f1he_3")}
+        out = {k: r[k] for k in ("mae", "rmse", "delta1", "f1he_1", "f1he_2", "f1he_3")}
+        if lc_acc is not None:
+            out["landcover_miou"] = lc_acc.result()["miou"]
+        return out
     if task == "change":
         return acc.change_result()
     r = acc.result()

@@ -1,0 +1,207 @@
+"""RS3DAda-style unsupervised domain adaptation of a height model (``--adapt-to``).
+
+Labelled source chips (heights + land cover) and unlabelled target chips train one
+student; an EMA teacher labels the target (METHODS.md B.2, SynRS3D appendix A.4):
+
+1. Source: SmoothL1 on heights + ``AUX_WEIGHT`` x cross-entropy on land cover.
+2. Teacher on the target image: pseudo land cover (argmax) with confidence weight
+   ``w_s`` = share of pixels whose top probability >= ``tau`` (0.95); pseudo heights set
+   to 0 wherever the pseudo class is neither tree nor building (ground mask); height
+   consistency ``w_h`` = share of pixels whose height on a photometrically augmented copy
+   stays within a ratio ``eta`` (1.55) of the original. Both weights are one scalar per
+   batch, as in the reference code.
+3. ClassMix: half of the land-cover classes present in each source chip (rounded up) are
+   pasted onto its target chip, with their true heights and classes (weight 1); the
+   rest keeps the pseudo labels (weights ``w_h`` / ``w_s``). The mixed image gets strong
+   photometric augmentation (colour jitter p 0.8, Gaussian blur p 0.5); the student's
+   weighted losses on it are the target terms.
+4. Feature constraint (pretrained encoders only): tokens of the student's last encoder
+   level whose cosine similarity to a frozen copy of the initial encoder falls below
+   ``feat_threshold`` (0.8) are pulled back: ``1 - mean(cos)`` over those tokens.
+5. Before each optimiser step the teacher follows the student:
+   ``theta_t <- a theta_t + (1 - a) theta_s``, ``a = min(1 - 1/(step + 1), 0.99)``.
+
+Where we depart from the public code (deliberately): the teacher starts as a copy of the
+student (not a fresh network with random heads) and its buffers follow the student too
+(the reference teacher's BatchNorm statistics never leave 0/1); the consistency ratio
+is taken on heights clamped at ``1e-3`` m (the reference takes it on raw outputs, so
+negative pairs can count as consistent); photometric augmentations act on the
+normalised tensors (no albumentations dependency). Style-transfer augmentation of the
+source (FDA / histogram matching) is not implemented.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from rsgeo.finetune.tasks import AUX_WEIGHT, IGNORE, TaskModule, class_loss, height_loss
+
+
+class AdaptView(Dataset):
+    """Source sample ``i`` (a TaskView with labels) + a random target chip as ``x_target``.
+
+    The target chip and its crop/flips come from ``default_rng([seed, epoch, i, 1])``, so
+    pairs are the same on any worker, rank or resumed run.
+    """
+
+    def __init__(self, source: Dataset, target: Dataset, crop: int, seed: int = 0):
+        self.source, self.target, self.crop, self.seed, self.epoch = source, target, crop, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.source.set_epoch(epoch)
+
+    def __getitem__(self, i: int) -> dict:
+        out = dict(self.source[i])
+        rng = np.random.default_rng([self.seed, self.epoch, int(i), 1])
+        t = torch.nan_to_num(torch.as_tensor(self.target[int(rng.integers(len(self.target)))]
+                                             ["rgb"]).float())
+        H, W = t.shape[-2:]
+        c = min(self.crop, H, W)
+        oy, ox = int(rng.integers(0, H - c + 1)), int(rng.integers(0, W - c + 1))
+        t = t[:, oy:oy + c, ox:ox + c]
+        t = t.flip(-1) if rng.random() < 0.5 else t
+        out["x_target"] = (t.flip(-2) if rng.random() < 0.5 else t).contiguous()
+        return out
+
+
+def photometric(x: torch.Tensor, g: torch.Generator, p_jitter: float = 1.0,
+                p_blur: float = 1.0, strength: float = 0.2) -> torch.Tensor:
+    """Colour jitter and Gaussian blur of normalised images ``[B, C, H, W]``, per sample.
+
+    Jitter: brightness shift ``+-2 x strength`` (normalised units ~ std), contrast and
+    saturation factors in ``1 +- strength``. Blur: 5x5 Gaussian, sigma in [0.1, 2] px.
+    """
+    B, C = x.shape[:2]
+
+    def u(lo, hi, *shape):
+        return torch.rand(B, *shape, generator=g).mul(hi - lo).add(lo).to(x.device, x.dtype)
+
+    jitter = (torch.rand(B, generator=g) < p_jitter).to(x.device).view(B, 1, 1, 1)
+    mean = x.mean((1, 2, 3), keepdim=True)
+    gray = x.mean(1, keepdim=True)
+    y = (x - gray) * u(1 - strength, 1 + strength, 1, 1, 1) + gray          # saturation
+    y = (y - mean) * u(1 - strength, 1 + strength, 1, 1, 1) + mean          # contrast
+    y = y + u(-2 * strength, 2 * strength, 1, 1, 1)                         # brightness
+    x = torch.where(jitter, y, x)
+    blur = (torch.rand(B, generator=g) < p_blur).to(x.device).view(B, 1, 1, 1)
+    sigma = u(0.1, 2.0)
+    k = torch.arange(-2, 3, device=x.device, dtype=x.dtype)
+    w = torch.exp(-k[None] ** 2 / (2 * sigma[:, None] ** 2))
+    w = w / w.sum(1, keepdim=True)                                         # [B, 5]
+    pad = F.pad(x, (2, 2, 2, 2), mode="reflect")
+    rows = (pad.unfold(3, 5, 1) * w.view(B, 1, 1, 1, 5)).sum(-1)           # blur along W
+    both = (rows.unfold(2, 5, 1) * w.view(B, 1, 1, 1, 5)).sum(-1)          # then along H
+    return torch.where(blur, both, x)
+
+
+def class_mix_mask(labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """``[B, 1, H, W]`` float: 1 on ceil(n/2) randomly chosen classes present in each chip."""
+    masks = []
+    for lab in labels:
+        present = torch.unique(lab[lab != IGNORE])
+        if len(present) == 0:
+            masks.append(torch.zeros_like(lab, dtype=torch.float32))
+            continue
+        pick = present[torch.randperm(len(present), generator=g)[:math.ceil(len(present) / 2)]
+                       .to(present.device)]
+        masks.append(torch.isin(lab, pick).float())
+    return torch.stack(masks)[:, None]
+
+
+class AdaptModule(TaskModule):
+    """A height TaskModule (net with a land-cover ``aux`` head) + EMA teacher + target loss."""
+
+    def __init__(self, net: nn.Module, ground_classes: list[int], tau: float = 0.95,
+                 eta: float = 1.55, ema: float = 0.99, target_weight: float = 1.0,
+                 feat_weight: float = 1.0, feat_threshold: float = 0.8):
+        super().__init__(net, "height")
+        if getattr(net, "aux", None) is None:
+            raise ValueError("adaptation needs a height network with a land-cover aux head")
+        self.teacher = copy.deepcopy(net).requires_grad_(False).eval()
+        self.frozen = copy.deepcopy(net.encoder).requires_grad_(False).eval() \
+            if feat_weight > 0 else None
+        self.register_buffer("ground_classes", torch.tensor(ground_classes, dtype=torch.long),
+                             persistent=False)
+        self.tau, self.eta, self.ema, self.target_weight = tau, eta, ema, target_weight
+        self.feat_weight, self.feat_threshold = feat_weight, feat_threshold
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()                 # the teacher and the frozen encoder never train
+        if self.frozen is not None:
+            self.frozen.eval()
+        return self
+
+    @torch.no_grad()
+    def set_progress(self, step: int, total: int) -> None:
+        """EMA update of the teacher, once before every optimiser step (engine hook)."""
+        a = min(1 - 1 / (step + 1), self.ema)
+        for t, s in zip(self.teacher.parameters(), self.net.parameters()):
+            t.lerp_(s.detach(), 1 - a)
+        for t, s in zip(self.teacher.buffers(), self.net.buffers()):
+            t.copy_(s)
+
+    @torch.no_grad()
+    def pseudo_labels(self, x: torch.Tensor, g: torch.Generator):
+        """Teacher heights (ground-masked), classes, and the scalar weights ``w_h, w_s``."""
+        h, lc = self.teacher.forward_all(x)
+        prob = lc.float().softmax(1)
+        conf, cls = prob.max(1)
+        w_s = (conf >= self.tau).float().mean()
+        h_aug, _ = self.teacher.forward_all(photometric(x, g))
+        a, b = h.float().clamp_min(1e-3), h_aug.float().clamp_min(1e-3)
+        w_h = (torch.maximum(a / b, b / a) < self.eta).float().mean()
+        structure = torch.isin(cls, self.ground_classes)[:, None]
+        return torch.where(structure, h.float(), torch.zeros_like(h, dtype=torch.float32)), \
+            cls, w_h, w_s
+
+    def feature_loss(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.net.encoder.features(x)[3].flatten(2)
+        with torch.no_grad():
+            f = self.frozen.features(x)[3].flatten(2)
+        cos = F.cosine_similarity(s, f, dim=1)                 # [B, tokens]
+        low = cos < self.feat_threshold
+        return (1 - cos[low]).mean() if low.any() else s.sum() * 0
+
+    def forward(self, batch: dict):
+        g = torch.Generator().manual_seed(int(batch["seed"].sum().item()) % (2**63))
+        h, lc = self.net.forward_all(batch["x"])
+        lh, mae = height_loss(h, batch["target"])
+        src = lh + AUX_WEIGHT * class_loss(lc, batch["labels"])
+
+        xt = batch["x_target"]
+        pseudo_h, pseudo_c, w_h, w_s = self.pseudo_labels(xt, g)
+        m = class_mix_mask(batch["labels"], g)
+        mixed = photometric(m * batch["x"] + (1 - m) * xt, g, p_jitter=0.8, p_blur=0.5)
+        mix_h = torch.where(m > 0, batch["target"], pseudo_h)
+        mix_c = torch.where(m[:, 0] > 0, batch["labels"], pseudo_c)
+        hm, lcm = self.net.forward_all(mixed)
+        th, _ = height_loss(hm, mix_h, weight=m + (1 - m) * w_h)
+        tc = class_loss(lcm, mix_c, weight=m[:, 0] + (1 - m[:, 0]) * w_s)
+        tgt = th + AUX_WEIGHT * tc
+        loss = src + self.target_weight * tgt
+        logs = {"mae": mae, "source_loss": src.detach(), "target_loss": tgt.detach(),
+                "w_h": w_h, "w_s": w_s}
+        if self.frozen is not None:
+            fl = self.feature_loss(xt)
+            loss = loss + self.feat_weight * fl
+            logs["feature_loss"] = fl.detach()
+        return loss, logs
+
+
+def structure_classes(classes: dict | None) -> list[int]:
+    """Ids of the tree and building classes in a ``{"id": "name"}`` class table."""
+    ids = [int(k) for k, v in (classes or {}).items()
+           if any(w in str(v).lower() for w in ("tree", "building"))]
+    return sorted(ids)
