@@ -13,7 +13,7 @@ from rsgeo.synth import generate_scene
 class SynthChips(Dataset):
     """Chips cut from synthetic scenes, shaped like ChipDataset samples."""
 
-    modalities = ("rgb", "post_rgb", "ndsm", "labels", "change")
+    modalities = ("rgb", "post_rgb", "dsm", "ndsm", "labels", "change")
     num_classes = 9
 
     def __init__(self, n_scenes=2, size=256, chip=64, seed=0):
@@ -27,6 +27,7 @@ class SynthChips(Dataset):
                         "rgb": torch.from_numpy((sc.pre_rgb[:, w[0], w[1]] - 120.0) / 50.0).float(),
                         "post_rgb": torch.from_numpy((sc.post_rgb[:, w[0], w[1]] - 120.0) / 50.0).float(),
                         "ndsm": torch.from_numpy(sc.pre_ndsm[w][None].copy()),
+                        "dsm": torch.from_numpy(sc.dsm[w][None].copy()),
                         "labels": torch.from_numpy(sc.landcover[w].astype(np.int64)),
                         "change": torch.from_numpy(sc.change[w].astype(np.int64))})
 
@@ -82,6 +83,34 @@ def test_pretrained_encoder_is_loaded(chips, tmp_path):
     s = finetune(chips, "height", tmp_path / "r", encoder=str(tmp_path / "encoder.safetensors"),
                  steps=1, batch_size=2, head_features=16)
     assert s["config"]["backbone"] == "vit-tiny-2"
+
+
+def test_elevation_only_and_dual_encoder_from_a_fusedmim_run(chips, tmp_path):
+    from rsgeo.models.backbones import build_encoder, save_encoder
+
+    s = finetune(chips, "segmentation", tmp_path / "dem", backbone="vit-tiny-2", inputs="dsm",
+                 steps=2, batch_size=2, head_features=16)
+    assert s["config"]["in_chans"] == 1 and s["config"]["head"] == "upernet"
+    run = tmp_path / "fused"
+    run.mkdir()
+    torch.manual_seed(1)
+    for stem, bands in (("encoder_rgb", 3), ("encoder_dsm", 1)):
+        save_encoder(build_encoder("vit-tiny-2", bands, 64), run / f"{stem}.safetensors",
+                     {"backbone": "vit-tiny-2", "in_chans": bands, "img_size": 64,
+                      "method": "fusedmim"})
+    s = finetune(chips, "segmentation", tmp_path / "rgbdsm", encoder=str(run), inputs="rgb+dsm",
+                 steps=1, batch_size=2, head_features=16, freeze_encoder=True)
+    assert s["config"]["in_chans"] == 4 and s["config"]["split"] == 3
+    from rsgeo.models.backbones import load_encoder
+    from rsgeo.models.task import load_task_model
+
+    net, *_ = load_task_model(tmp_path / "rgbdsm" / "best.ckpt")
+    dsm_enc, _ = load_encoder(run / "encoder_dsm.safetensors")
+    for a, b in zip(net.encoder.encoders[1].state_dict().values(), dsm_enc.state_dict().values()):
+        torch.testing.assert_close(a, b)             # frozen: still the fusedmim DSM encoder
+    with pytest.raises(InputError, match="fusedmim run folder"):
+        finetune(chips, "segmentation", tmp_path / "x", encoder=str(run / "encoder_rgb.safetensors"),
+                 inputs="rgb+dsm")
 
 
 def test_bad_inputs(chips, tmp_path):
