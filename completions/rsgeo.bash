@@ -8,6 +8,10 @@ _rsgeo() {
   case "$cmd:$prev" in
     damage-map:--event) COMPREPLY=($(compgen -W "earthquake wildfire custom" -- "$cur")); return;;
     demo:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
+    evaluate:--task) COMPREPLY=($(compgen -W "height segmentation change footprints" -- "$cur")); return;;
+    evaluate:--protocol) COMPREPLY=($(compgen -W "rsgeo synrs3d" -- "$cur")); return;;
+    evaluate:--format) COMPREPLY=($(compgen -W "table json csv" -- "$cur")); return;;
+    evaluate:--align) COMPREPLY=($(compgen -W "nearest bilinear" -- "$cur")); return;;
     finetune:--task) COMPREPLY=($(compgen -W "height segmentation change classification" -- "$cur")); return;;
     finetune:--head) COMPREPLY=($(compgen -W "dpt upernet" -- "$cur")); return;;
     finetune:--modalities) COMPREPLY=($(compgen -W "rgb dsm ndsm rgb+dsm" -- "$cur")); return;;
@@ -23,10 +27,11 @@ _rsgeo() {
     synth:--style) COMPREPLY=($(compgen -W "low mid high" -- "$cur")); return;;
   esac
   case "$cmd" in
-    "") COMPREPLY=($(compgen -W "completion damage-map demo export finetune predict-height prepare pretrain synth -v --verbose -q --quiet --version --help" -- "$cur"));;
+    "") COMPREPLY=($(compgen -W "completion damage-map demo evaluate export finetune predict-height prepare pretrain synth -v --verbose -q --quiet --version --help" -- "$cur"));;
     completion) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     damage-map) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --footprints -m --model --heights --buildings --event --threshold --min-height --min-area --grades --co --json --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     demo) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --quick --device --seed --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    evaluate) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task --protocol --format -o --output --align --nodata --classes --ignore-index --iou --min-area --confidence --by --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --atol --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     finetune) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task -o --output --encoder --backbone --head --modalities --freeze-encoder --train-size --num-classes --class-weights --epochs --steps --batch-size --lr --crop --aux-landcover --adapt-to --val-dataset --encoder-lr-scale --device --precision --seed --workers --resume --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     predict-height) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-m --model -o --output --tile --overlap --batch-size --device --backend --precision --gsd --nodata --cog --co --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;

@@ -56,7 +56,7 @@ def main_callback(
         [logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG][max(min(level, 3), 0)])
 
 
-COMMANDS: list[str] = ["synth", "prepare", "pretrain", "finetune", "export", "predict_height", "damage_map", "demo", "completion"]
+COMMANDS: list[str] = ["synth", "prepare", "pretrain", "finetune", "export", "predict_height", "damage_map", "evaluate", "demo", "completion"]
 
 
 def _register() -> None:
@@ -96,8 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     except exits as e:
         return e.exit_code
     except ClickException as e:
-        e.show()
-        return 0 if type(e).__name__ == "NoArgsIsHelpError" else e.exit_code
+        if type(e).__name__ == "NoArgsIsHelpError":
+            e.show()
+            return 0
+        ctx = getattr(e, "ctx", None)  # one line, like every other error
+        where = ctx.command_path if ctx is not None else "rsgeo"
+        print(f"{where}: error: {e.format_message()} (see {where} -h)", file=sys.stderr)
+        return e.exit_code
     except aborts:
         print("rsgeo: interrupted", file=sys.stderr)
         return 130

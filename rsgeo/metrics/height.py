@@ -44,28 +44,45 @@ class HeightAccumulator:
         """Add one window of the current image (call :meth:`end_image` after its last window)."""
         p = np.asarray(pred, np.float32).ravel()
         g = np.asarray(ref, np.float32).ravel()
-        ok = np.isfinite(p) & np.isfinite(g)
+        ok = np.isfinite(p)
+        ok &= np.isfinite(g)
         if valid is not None:
             ok &= np.asarray(valid, bool).ravel()
-        p, g = p[ok], g[ok]
+        if not ok.all():
+            p, g = p[ok], g[ok]
         self._img_open = True
         if p.size == 0:
             return
         d = p - g
         self.n += p.size
         self.abs_sum += float(np.abs(d).sum(dtype=np.float64))
-        self.sq_sum += float(np.square(d).sum(dtype=np.float64))
-        pc, gc = np.maximum(p, self.floor), np.maximum(g, self.floor)
+        np.square(d, out=d)
+        self.sq_sum += float(d.sum(dtype=np.float64))
+        floor = np.float32(self.floor)
+        pc, gc = np.maximum(p, floor), np.maximum(g, floor)
         ratio = np.maximum(pc / gc, gc / pc)
         sp, sg = p > self.threshold, g > self.threshold
         both = sp & sg
-        fp = int((sp & ~sg).sum())
-        fn = int((~sp & sg).sum())
+        fp = int(np.count_nonzero(sp & ~sg))
+        fn = int(np.count_nonzero(sg & ~sp))
         for k, eta in enumerate(ETAS):
-            good = ratio < eta
-            self.delta[k] += int(good.sum())
-            self._img_counts[k] += (int((both & good).sum()), fp, fn)
-        self._img_has_ref |= bool(sg.any())
+            good = ratio < np.float32(eta)
+            self.delta[k] += int(np.count_nonzero(good))
+            good &= both
+            self._img_counts[k] += (int(np.count_nonzero(good)), fp, fn)
+        self._img_has_ref |= bool(fn or np.any(both))
+
+    def merge(self, other: "HeightAccumulator") -> "HeightAccumulator":
+        """Add the closed images of ``other`` (e.g. per-image accumulators into a total)."""
+        other.end_image()
+        self.end_image()
+        self.n_images += other.n_images
+        self.n += other.n
+        self.abs_sum += other.abs_sum
+        self.sq_sum += other.sq_sum
+        self.delta += other.delta
+        self.f1_counts += other.f1_counts
+        return self
 
     def end_image(self) -> None:
         """Close the current image: its F1 counts count only if its reference had a pixel > T."""

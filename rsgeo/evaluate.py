@@ -1,0 +1,240 @@
+"""``evaluate``: a prediction against a reference, as flat metric dicts.
+
+Rasters (heights in metres, class maps, change masks) are two files or two folders whose
+rasters are paired by file name; they stream in row strips through the raster core, so
+memory does not depend on raster size (``--protocol synrs3d`` reads each image whole, as
+the published code does on its 512 px tiles). Grids must match, or PRED is resampled onto
+REF's grid with ``align`` (``nearest`` or ``bilinear``); nodata in either raster is
+excluded (rsgeo protocol). Footprints are two vector files (any OGR format, GeoParquet)
+or two SpaceNet CSVs, scored with :mod:`rsgeo.metrics.footprints`.
+
+Returns ``{"summary": {...flat keys...}, "images": [{"image": name, ...}, ...]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from rsgeo.errors import InputError
+from rsgeo.io.raster import Grid, align_to, check_same_grid, open_raster, valid_mask
+from rsgeo.io.windows import strips
+
+TASKS = ("height", "segmentation", "change", "footprints")
+RASTER_EXT = {".tif", ".tiff", ".vrt", ".img", ".png", ".jpg", ".jp2"}
+
+
+def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
+             align: str | None = None, nodata: float | None = None, classes=None,
+             ignore_index: int | None = None, iou: float = 0.5, min_area: float | None = None,
+             confidence: str | None = None, by: str | None = None, strip_rows: int = 512) -> dict:
+    """Score ``pred`` against ``ref`` (paths); see the module docstring."""
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
+    if protocol not in ("rsgeo", "synrs3d"):
+        raise InputError(f"--protocol must be rsgeo or synrs3d, got {protocol!r}")
+    if task == "footprints":
+        return _footprints(Path(pred), Path(ref), iou, min_area, confidence, by)
+    pairs = pair_rasters(Path(pred), Path(ref))
+    if task == "height" and protocol == "synrs3d":
+        return _synrs3d(pairs, align)
+    names = load_classes(classes) if classes else None
+    images, total = [], _accumulator(task, names, ignore_index)
+    for p, r in pairs:
+        acc = _accumulator(task, names, ignore_index)
+        n_valid = 0
+        for pv, rv, ok in stream_pair(p, r, align, nodata, strip_rows):
+            n_valid += int(np.count_nonzero(ok))
+            _update(acc, task, pv, rv, ok, ignore_index)
+        if n_valid == 0:
+            raise InputError(f"no valid pixel in common with {r} (nodata everywhere?)", p)
+        if task == "height":
+            acc.end_image()
+            total.merge(acc)
+        else:
+            total.matrix += acc.matrix
+        images.append({"image": p.name, **_result(acc, task, names)})
+    return {"summary": {"n_images": len(pairs), **_result(total, task, names)},
+            "images": images}
+
+
+def pair_rasters(pred: Path, ref: Path) -> list[tuple[Path, Path]]:
+    for p in (pred, ref):
+        if not p.exists():
+            raise InputError("no such file or folder", p)
+    if pred.is_dir() != ref.is_dir():
+        raise InputError("PRED and REF must both be files or both be folders", pred)
+    if not pred.is_dir():
+        return [(pred, ref)]
+
+    def listing(d: Path):
+        return {f.name: f for f in d.iterdir() if f.suffix.lower() in RASTER_EXT}
+
+    a, b = listing(pred), listing(ref)
+    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    if only_a or only_b:
+        raise InputError("rasters without a partner: "
+                         + "; ".join(x for x in (f"only in {pred}: {', '.join(only_a)}" if only_a else "",
+                                                 f"only in {ref}: {', '.join(only_b)}" if only_b else "")
+                                     if x), pred)
+    if not a:
+        raise InputError("no rasters in this folder", pred)
+    return [(a[n], b[n]) for n in sorted(a)]
+
+
+def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, rows: int):
+    """Yield (pred, ref, valid) float arrays strip by strip on REF's grid."""
+    with open_raster(pred, bands=1, purpose="prediction raster", require_crs=False) as pds, \
+            open_raster(ref, bands=1, purpose="reference raster", require_crs=False) as rds:
+        grid = Grid.of(rds)
+        if align is None:
+            check_same_grid(rds, pds, ref, pred)
+        elif align not in ("nearest", "bilinear"):
+            raise InputError(f"--align must be nearest or bilinear, got {align!r}")
+        with align_to(pds, grid, align or "nearest") as src, ThreadPoolExecutor(2) as pool:
+            pn = nodata if nodata is not None else src.nodata
+            rn = nodata if nodata is not None else rds.nodata
+
+            def read(win):  # both rasters at once, one strip ahead (GDAL releases the GIL)
+                return pool.submit(src.read, 1, window=win), pool.submit(rds.read, 1, window=win)
+
+            wins = list(strips(grid.height, grid.width, rows))
+            nxt = read(wins[0])
+            for i in range(len(wins)):
+                pf, rf = nxt
+                pv, rv = pf.result(), rf.result()
+                if i + 1 < len(wins):
+                    nxt = read(wins[i + 1])
+                yield pv, rv, valid_mask(pv, pn) & valid_mask(rv, rn)
+
+
+def load_classes(path) -> dict[int, str]:
+    """``{id: name}`` from a JSON object or a CSV/text file of ``id,name`` lines."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such classes file", p)
+    text = p.read_text()
+    try:
+        if p.suffix.lower() == ".json":
+            return {int(k): str(v) for k, v in json.loads(text).items()}
+        out = {}
+        for line in text.splitlines():
+            if line.strip() and not line.startswith("#"):
+                k, _, v = line.partition(",")
+                out[int(k)] = v.strip() or k.strip()
+        return out
+    except ValueError:
+        raise InputError("classes file must map integer ids to names", p) from None
+
+
+def _accumulator(task, names, ignore_index):
+    from rsgeo.metrics.height import HeightAccumulator
+    from rsgeo.metrics.segmentation import ConfusionMatrix
+
+    if task == "height":
+        return HeightAccumulator()
+    if task == "change":
+        return ConfusionMatrix(2, ignore_index=None)
+    k = (max(names) + 1) if names else 256
+    return ConfusionMatrix(k, ignore_index=None)
+
+
+def _update(acc, task, pv, rv, ok, ignore_index) -> None:
+    if task == "height":
+        acc.update_window(pv, rv, ok)
+        return
+    if ignore_index is not None:
+        ok = ok & (rv != ignore_index)
+    if task == "change":
+        acc.update((pv[ok] != 0).astype(np.int64), (rv[ok] != 0).astype(np.int64))
+        return
+    if np.dtype(pv.dtype).kind == "f" and not np.all(np.mod(pv[ok], 1) == 0):
+        raise InputError("segmentation prediction holds non-integer values; is this a class map?")
+    p, r = pv[ok].astype(np.int64), rv[ok].astype(np.int64)
+    k = acc.k
+    bad = (p < 0) | (p >= k) | (r < 0) | (r >= k)
+    if bad.any():
+        vals = sorted(set(np.concatenate([p[bad], r[bad]]).tolist()))[:10]
+        raise InputError(f"class ids {vals} are not in the class list (pass --classes or "
+                         "--ignore-index)")
+    acc.update(p, r)
+
+
+def _result(acc, task, names) -> dict:
+    if task == "height":
+        return acc.result()
+    if task == "change":
+        return acc.change_result()
+    from rsgeo.metrics.segmentation import ConfusionMatrix
+
+    m = acc.matrix
+    if names is None:  # the classes present in reference or prediction
+        present = np.nonzero(m.sum(0) + m.sum(1))[0]
+        sub = ConfusionMatrix(len(present))
+        sub.matrix = m[np.ix_(present, present)]
+        return sub.result([str(i) for i in present])
+    ids = sorted(names)
+    sub = ConfusionMatrix(len(ids))
+    sub.matrix = m[np.ix_(ids, ids)]
+    return sub.result([names[i] for i in ids])
+
+
+def _synrs3d(pairs, align) -> dict:
+    from rsgeo.metrics.synrs3d import Synrs3dAverager
+
+    avg = Synrs3dAverager()
+    images = []
+    for p, r in pairs:
+        with open_raster(p, bands=1, require_crs=False) as pds, \
+                open_raster(r, bands=1, require_crs=False) as rds:
+            if align is None:
+                check_same_grid(rds, pds, r, p)
+            with align_to(pds, Grid.of(rds), align or "nearest") as src:
+                m = avg.update(src.read(1), rds.read(1))
+        images.append({"image": p.name, **{(k if g == "whole" else f"{k}_{g}"): v
+                                           for g, vals in m.items() for k, v in vals.items()}})
+    return {"summary": avg.result(), "images": images}
+
+
+def _footprints(pred: Path, ref: Path, iou, min_area, confidence, by) -> dict:
+    from rsgeo.io.vector import read_vector
+    from rsgeo.metrics.footprints import read_spacenet_csv, score_footprints
+
+    if not 0 < iou < 1:
+        raise InputError(f"--iou must be in (0, 1), got {iou}")
+    csv = [p.suffix.lower() == ".csv" for p in (pred, ref)]
+    if all(csv):
+        for p in (pred, ref):
+            if not p.is_file():
+                raise InputError("no such file", p)
+        try:
+            a, b = read_spacenet_csv(pred), read_spacenet_csv(ref)
+        except (KeyError, ValueError) as e:
+            raise InputError(f"not a SpaceNet CSV (ImageId, PolygonWKT_Pix): {e}", pred) from None
+        by = by or "ImageId"            # SpaceNet matches buildings within each image
+        min_area = 20.0 if min_area is None else min_area
+    elif any(csv):
+        raise InputError("both inputs must be SpaceNet CSVs, or both vector files", pred)
+    else:
+        a, b = read_vector(pred, "prediction footprints"), read_vector(ref, "reference footprints")
+        for g, p in ((a, pred), (b, ref)):
+            if len(g) == 0:
+                raise InputError("vector layer is empty", p)
+        if (a.crs is None) != (b.crs is None):
+            which = pred if a.crs is None else ref
+            raise InputError("has no CRS while the other file has one; assign a CRS", which)
+        if a.crs is not None and a.crs != b.crs:
+            a = a.to_crs(b.crs)
+        min_area = 0.0 if min_area is None else min_area
+    for name, g in (("confidence", confidence), ("by", by)):
+        if g and g not in a.columns:
+            raise InputError(f"--{name} field {g!r} not in the prediction's columns", pred)
+    if by and by not in b.columns:
+        raise InputError(f"--by field {by!r} not in the reference's columns", ref)
+    r = score_footprints(a, b, iou=iou, min_area=min_area, confidence=confidence, by=by)
+    groups = r.pop("groups", [])
+    return {"summary": r, "images": [{"image": g.pop(by), **g} for g in groups]}

@@ -1,0 +1,106 @@
+"""Building-footprint F1, reproducing the SpaceNet building scorer (CosmiQ/solaris).
+
+Rules (as ``eval_iou_spacenet_csv``):
+
+- reference polygons with area < ``min_area`` are dropped, predictions with area <=
+  ``min_area`` too (SpaceNet: 20 px² on pixel coordinates);
+- predictions are visited in descending order of ``confidence`` when given (stable for
+  ties), else in file order; an invalid prediction is repaired with ``buffer(0)``;
+- each visited prediction is paired with the *remaining* reference polygon of highest
+  IoU; it is a match only if that IoU > ``iou`` (strict), and the reference is then
+  removed; TP = matches, FP = other predictions, FN = references left;
+- precision, recall and F1 are 0 when undefined.
+
+Candidates come from an STRtree query (only intersecting references are scored).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _prf(tp: int, fp: int, fn: int) -> dict:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": r,
+            "f1": 2 * p * r / (p + r) if p + r else 0.0}
+
+
+def match(pred_geoms, ref_geoms, iou: float = 0.5, min_area: float = 0.0,
+          confidence=None) -> dict:
+    """Score one image: arrays of shapely geometries (same CRS). Returns tp/fp/fn/precision/recall/f1."""
+    import shapely
+
+    pred = np.asarray(pred_geoms, dtype=object)
+    ref = np.asarray(ref_geoms, dtype=object)
+    if len(ref):
+        ref = ref[~shapely.is_empty(ref)]
+        ref = ref[shapely.area(ref) >= min_area] if min_area else ref
+    if len(pred):
+        keep = ~shapely.is_empty(pred)
+        conf = None if confidence is None else np.asarray(confidence, float)[keep]
+        pred = pred[keep]
+        bad = ~shapely.is_valid(pred)
+        if bad.any():
+            pred[bad] = shapely.buffer(pred[bad], 0)
+        big = shapely.area(pred) > min_area
+        pred = pred[big]
+        if conf is not None:
+            conf = conf[big]
+            pred = pred[np.argsort(-conf, kind="stable")]
+    tree = shapely.STRtree(ref) if len(ref) else None
+    free = np.ones(len(ref), bool)
+    tp = 0
+    for g in pred:
+        if tree is None:
+            break
+        cand = tree.query(g)
+        cand = cand[free[cand]]
+        if not len(cand):
+            continue
+        inter = shapely.area(shapely.intersection(ref[cand], g))
+        union = shapely.area(shapely.union(ref[cand], g))
+        ious = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        best = int(np.argmax(ious))
+        if ious[best] > iou:
+            free[cand[best]] = False
+            tp += 1
+    return _prf(tp, len(pred) - tp, int(free.sum()))
+
+
+def score_footprints(pred_gdf, ref_gdf, iou: float = 0.5, min_area: float = 0.0,
+                     confidence: str | None = None, by: str | None = None) -> dict:
+    """Footprint F1 of two GeoDataFrames (same CRS), optionally per value of ``by``.
+
+    Returns the pooled ``tp, fp, fn, precision, recall, f1`` and, with ``by``, a list of
+    per-group rows under ``"groups"`` (matching happens only within a group).
+    """
+    if by is None:
+        conf = pred_gdf[confidence].to_numpy() if confidence else None
+        return match(pred_gdf.geometry.to_numpy(), ref_gdf.geometry.to_numpy(), iou, min_area, conf)
+    keys = sorted(set(pred_gdf[by].astype(str)) | set(ref_gdf[by].astype(str)))
+    rows, tp = [], np.zeros(3, int)
+    for k in keys:
+        p = pred_gdf[pred_gdf[by].astype(str) == k]
+        r = ref_gdf[ref_gdf[by].astype(str) == k]
+        conf = p[confidence].to_numpy() if confidence else None
+        m = match(p.geometry.to_numpy(), r.geometry.to_numpy(), iou, min_area, conf)
+        rows.append({by: k, **m})
+        tp += (m["tp"], m["fp"], m["fn"])
+    return {**_prf(*map(int, tp)), "groups": rows}
+
+
+def read_spacenet_csv(path):
+    """A SpaceNet CSV (ImageId, BuildingId, PolygonWKT_Pix[, Confidence]) as a GeoDataFrame
+    in pixel coordinates (no CRS); ``POLYGON EMPTY`` rows keep their image with no polygon."""
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
+    df = pd.read_csv(path)
+    geoms = shapely.from_wkt(df["PolygonWKT_Pix"].to_numpy())
+    geoms = shapely.force_2d(geoms)
+    out = gpd.GeoDataFrame(df.drop(columns=[c for c in ("PolygonWKT_Pix", "PolygonWKT_Geo")
+                                            if c in df]), geometry=geoms)
+    out["ImageId"] = out["ImageId"].astype(str)
+    return out

@@ -1,0 +1,163 @@
+import json
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from shapely.geometry import box
+
+from rsgeo.evaluate import evaluate
+from rsgeo.metrics.footprints import match, read_spacenet_csv, score_footprints
+from rsgeo.metrics.synrs3d import Synrs3dAverager, synrs3d_image_metrics
+from tests.conftest import make_raster
+
+
+# ---------------------------------------------------------------- synrs3d rules, by hand
+def test_synrs3d_rule1_clamp_and_sentinels():
+    ref = np.zeros((10, 10), np.float32)
+    ref[:5] = 8.0
+    ref[0, 0], ref[0, 1] = np.nan, 500.0          # -> 0, then -> 1e-6
+    pred = ref.copy()
+    pred[0, 0], pred[0, 1] = 0.0, -3.0            # <= 0 -> 1e-6: equal to the clamped reference
+    pred[9, 9] = 0.3                              # 0.3 m on ground: ratio 3e5, delta-inaccurate
+    m = synrs3d_image_metrics(pred, ref)["whole"]
+    # whole: union of > 0 is every pixel (after clamping everything is > 0)
+    assert m["delta1"] == pytest.approx(99 / 100)
+    assert m["mae"] == pytest.approx(0.3 / 100, rel=1e-5)
+
+
+def test_synrs3d_rule2_group_validity_and_union_mask():
+    ref = np.zeros((20, 20), np.float32)
+    ref[:10, :10] = 2.5                           # 100 px above 2 m, none above 3 m
+    pred = ref.copy()
+    pred[15:, 15:] = 2.5                          # 25 false-positive px above 2
+    m = synrs3d_image_metrics(pred, ref)
+    assert "high" not in m                        # nothing above 3 m in either
+    assert m["mid"]["mae"] == pytest.approx(25 * 2.5 / 125, rel=1e-6)   # union mask: 125 px
+    small = np.zeros((20, 20), np.float32)
+    small[:6, :6] = 5.0                           # 36 px < 49: every group but whole skipped
+    m = synrs3d_image_metrics(small, small)
+    assert set(m) == {"whole"}
+
+
+def test_synrs3d_rule3_f1_ignores_inaccurate_significant_pixels():
+    ref = np.full(100, 0.0, np.float32)
+    pred = np.full(100, 0.0, np.float32)
+    ref[:10], pred[:10] = 10.0, 10.0              # 10 TP
+    ref[10:20], pred[10:20] = 10.0, 20.0          # both > 1 m, ratio 2: in none of TP/FP/FN
+    pred[20:25] = 5.0                             # 5 FP
+    ref[25:30] = 5.0                              # 5 FN
+    m = synrs3d_image_metrics(pred.reshape(10, 10), ref.reshape(10, 10))["whole"]
+    assert m["precision_1"] == pytest.approx(10 / 15) and m["recall_1"] == pytest.approx(10 / 15)
+    assert m["f1he_1"] == pytest.approx(2 / 3)     # a naive F1 counting them would give 0.4
+    assert m["f1he_3"] == pytest.approx(2 / 3)     # 1.95 < 2: still excluded
+
+
+def test_synrs3d_rule4_all_ground_scores_zero_and_per_image_average():
+    avg = Synrs3dAverager()
+    ground = np.zeros((10, 10), np.float32)
+    avg.update(ground, ground)                     # perfect, all ground: F1 = 0, averaged in
+    b = np.zeros((10, 10), np.float32)
+    b[:6, :6] = 6.0
+    avg.update(b, b)                               # perfect building image: F1 = 1
+    r = avg.result()
+    assert r["f1he_1"] == pytest.approx(0.5) and r["n_valid"] == 2
+    assert r["mae_high"] == 0.0 and r["n_valid_high"] == 0    # 36 px < 49: no valid image
+
+
+# ---------------------------------------------------------------- rsgeo protocol, rasters
+def test_streamed_equals_one_shot_and_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        ref = np.where(rng.random((70, 50)) < 0.6, 0, rng.uniform(1, 30, (70, 50))).astype(np.float32)
+        pred = np.clip(ref + rng.normal(0, 1.5, ref.shape), 0, None).astype(np.float32)
+        pred[rng.random(ref.shape) < 0.05] = -9999
+        (tmp_path / "p").mkdir(exist_ok=True)
+        (tmp_path / "r").mkdir(exist_ok=True)
+        make_raster(tmp_path / "p" / f"t{i}.tif", pred, nodata=-9999)
+        make_raster(tmp_path / "r" / f"t{i}.tif", ref, nodata=-9999)
+    a = evaluate(tmp_path / "p", tmp_path / "r", strip_rows=7)
+    b = evaluate(tmp_path / "p", tmp_path / "r", strip_rows=4096)
+    for k in a["summary"]:
+        assert a["summary"][k] == pytest.approx(b["summary"][k]), k
+    assert a["summary"]["n_images"] == 3 and len(a["images"]) == 3
+    assert a["summary"]["n_pixels"] < 3 * 70 * 50       # nodata excluded
+
+
+def test_segmentation_and_change(tmp_path):
+    ref = np.array([[1, 1, 2, 2], [1, 3, 3, 255]], np.uint8)
+    pred = np.array([[1, 2, 2, 2], [1, 3, 1, 3]], np.uint8)
+    p, r = make_raster(tmp_path / "p.tif", pred), make_raster(tmp_path / "r.tif", ref)
+    (tmp_path / "c.json").write_text(json.dumps({"1": "road", "2": "tree", "3": "roof"}))
+    s = evaluate(p, r, task="segmentation", classes=tmp_path / "c.json", ignore_index=255)["summary"]
+    # pairs: (1,1)(1,2)(2,2)(2,2)(1,1)(3,3)(3,1)
+    assert s["iou_road"] == pytest.approx(2 / 4) and s["iou_tree"] == pytest.approx(2 / 3)
+    assert s["iou_roof"] == pytest.approx(1 / 2) and s["oa"] == pytest.approx(5 / 7)
+    c = evaluate(p, r, task="change", ignore_index=255)["summary"]
+    assert c["change_f1"] == 1.0 and set(c) >= {"change_iou", "change_precision", "change_recall"}
+
+
+# ---------------------------------------------------------------- footprints
+def test_iou_exactly_half_is_not_a_match():
+    ref = [box(0, 0, 2, 1)]
+    pred = [box(0, 0, 1, 1)]                      # IoU = 0.5 exactly
+    assert match(pred, ref, iou=0.5)["tp"] == 0
+    assert match(pred, ref, iou=0.49)["tp"] == 1
+
+
+def test_confidence_order_decides_who_matches():
+    ref = [box(0, 0, 10, 10)]
+    low, high = box(0, 0, 10, 9), box(0, 0, 10, 8)
+    r = match([low, high], ref, confidence=[0.1, 0.9])
+    assert (r["tp"], r["fp"], r["fn"]) == (1, 1, 0)
+
+
+def test_spacenet_reference_numbers(realdata):
+    d = realdata / "spacenet-atlanta-solaris" / "eval_reference"
+    r = evaluate(d / "SN2_sample_preds.csv", d / "SN2_sample_truth.csv", task="footprints",
+                 confidence="Confidence")
+    got = {row["image"]: (row["tp"], row["fp"], row["fn"]) for row in r["images"]}
+    # CosmiQ/solaris SN2_test_results_full.csv
+    assert got == {"AOI_5_Khartoum_img130": (22, 13, 32), "AOI_2_Vegas_img3457": (28, 2, 6),
+                   "AOI_2_Vegas_img5979": (7, 0, 1), "AOI_5_Khartoum_img1301": (17, 15, 23),
+                   "AOI_5_Khartoum_img1306": (13, 27, 20), "AOI_5_Khartoum_img463": (0, 0, 0)}
+    same = evaluate(d / "sample_preds.csv", d / "sample_truth.csv", task="footprints")
+    assert same["summary"]["f1"] == 1.0
+
+
+def test_vector_footprints_reprojected_and_by_field(tmp_path):
+    ref = gpd.GeoDataFrame({"img": ["a", "a", "b"]}, geometry=[box(0, 0, 10, 10),
+                           box(20, 0, 30, 10), box(0, 20, 10, 30)], crs=32633)
+    ref = ref.set_geometry(ref.translate(500000, 4000000))
+    pred = ref.iloc[[0, 2]].to_crs(4326)
+    ref.to_file(tmp_path / "ref.gpkg")
+    pred.to_file(tmp_path / "pred.geojson")
+    r = evaluate(tmp_path / "pred.geojson", tmp_path / "ref.gpkg", task="footprints", by="img")
+    assert (r["summary"]["tp"], r["summary"]["fn"]) == (2, 1)
+    assert {row["image"]: row["tp"] for row in r["images"]} == {"a": 1, "b": 1}
+
+
+# ---------------------------------------------------------------- bad inputs
+def test_bad_inputs_exit_2(tmp_path, cli):
+    a = make_raster(tmp_path / "a.tif", np.ones((8, 8), np.float32))
+    b = make_raster(tmp_path / "b.tif", np.ones((8, 8), np.float32), gsd=1.0)
+    c = make_raster(tmp_path / "c.tif", np.ones((8, 8), np.float32), crs="EPSG:3857")
+    nod = make_raster(tmp_path / "n.tif", np.full((8, 8), -9999, np.float32), nodata=-9999)
+    cplx = make_raster(tmp_path / "x.tif", np.ones((8, 8), np.complex64))
+    gpd.GeoDataFrame(geometry=[]).set_crs(32633).to_file(tmp_path / "empty.gpkg")
+    gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)]).to_file(tmp_path / "nocrs.gpkg")
+    gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs=32633).to_file(tmp_path / "crs.gpkg")
+    (tmp_path / "p").mkdir(), (tmp_path / "r").mkdir()
+    make_raster(tmp_path / "p" / "x.tif", np.ones((8, 8), np.float32))
+    make_raster(tmp_path / "r" / "y.tif", np.ones((8, 8), np.float32))
+    cases = [
+        ([a, b], "grid differs"), ([a, c], "grid differs"), ([a, nod], "no valid pixel"),
+        ([cplx, a], "data type"), ([a, a, "--task", "volume"], "volume"),
+        ([tmp_path / "empty.gpkg", tmp_path / "crs.gpkg", "--task", "footprints"], "empty"),
+        ([tmp_path / "nocrs.gpkg", tmp_path / "crs.gpkg", "--task", "footprints"], "no CRS"),
+        ([tmp_path / "p", tmp_path / "r"], "without a partner"),
+    ]
+    for args, msg in cases:
+        code, _, err = cli("evaluate", *args)
+        assert code == 2 and msg in err and len(err.strip().splitlines()) <= 3, (args, err)
+    code, out, err = cli("evaluate", a, b, "--align", "bilinear", "--format", "json")
+    assert code == 0 and json.loads(out)["mae"] == 0
