@@ -17,7 +17,7 @@ import numpy as np
 
 QUICK = dict(train_scenes=2, size=512, chip=64, pretrain_steps=100, finetune_steps=250,
              train_size=50, batch=8, test_size=384)
-FULL = dict(train_scenes=4, size=768, chip=64, pretrain_steps=1000, finetune_steps=1500,
+FULL = dict(train_scenes=4, size=768, chip=64, pretrain_steps=600, finetune_steps=800,
             train_size=200, batch=16, test_size=768)
 
 
