@@ -59,6 +59,15 @@ def cuda_driver_present() -> bool:
     return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
 
 
+def cpu_has_amx() -> bool:
+    """True when the CPU advertises AMX bf16 tiles (Linux /proc/cpuinfo; False elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False
+
+
 class OrtRunner:
     """``run(batch [B, C, H, W] float32) -> [B, K, H, W]`` with an ORT session."""
 
@@ -83,6 +92,9 @@ class TorchRunner:
         if precision not in ("fp32", "bf16"):
             raise InputError(f"--precision must be fp32 or bf16, got {precision!r}")
         self.precision = precision
+        if precision == "bf16" and self.device == "cpu" and not cpu_has_amx():
+            log.warning("--precision bf16 on a CPU without AMX is usually slower than fp32 "
+                        "(autocast casts every layer); measure before relying on it")
         self.model = model.to(self.device).eval()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
