@@ -71,3 +71,21 @@ def test_confusion_matrix():
     ch.update(np.array([1, 1, 0, 0]), np.array([1, 0, 1, 0]))
     assert ch.change_result() == {"change_iou": pytest.approx(1 / 3), "change_f1": 0.5,
                                   "change_precision": 0.5, "change_recall": 0.5}
+
+
+@given(st.integers(0, 10 ** 6))
+@settings(max_examples=30, deadline=None)
+def test_symmetry_where_it_holds(seed):
+    """Swapping prediction and reference keeps MAE, RMSE and delta, and swaps precision and recall."""
+    rng = np.random.default_rng(seed)
+    a = np.where(rng.random(400) < 0.5, 0, rng.uniform(0, 30, 400)).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 3, 400), 0, None).astype(np.float32)
+    x, y = HeightAccumulator(), HeightAccumulator()
+    x.update(a, b)
+    y.update(b, a)
+    rx, ry = x.result(), y.result()
+    for k in ("mae", "rmse", "delta1", "delta2", "delta3"):
+        assert rx[k] == pytest.approx(ry[k])
+    if (a > 1).any() and (b > 1).any():
+        assert rx["precision_1"] == pytest.approx(ry["recall_1"])
+        assert rx["f1he_1"] == pytest.approx(ry["f1he_1"])

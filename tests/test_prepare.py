@@ -125,6 +125,8 @@ def test_bad_inputs(tmp_path, cli):
     four = make_raster(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint8) + 9)
     rgb = make_raster(tmp_path / "rgb.tif", _rgb(64, 64))
     far = make_raster(tmp_path / "far.tif", np.zeros((64, 64), np.float32), origin=(9e5, 1e5))
+    far_crs = make_raster(tmp_path / "far3857.tif", np.zeros((64, 64), np.float32),
+                          crs=CRS.from_epsg(3857), origin=(-8e6, 6e6))
     blank = make_raster(tmp_path / "blank.tif", np.zeros((3, 64, 64), np.uint8), nodata=0)
     lab = make_raster(tmp_path / "lab.tif", np.full((64, 64), 42, np.uint8))
     (tmp_path / "classes.json").write_text(json.dumps({"1": "a", "2": "b"}))
@@ -133,6 +135,7 @@ def test_bad_inputs(tmp_path, cli):
     cases = [
         (["--rgb", one], "--bands"), (["--rgb", four], "--bands"),
         (["--rgb", rgb, "--dsm", far], "does not overlap"),
+        (["--rgb", rgb, "--dsm", far_crs], "does not overlap"),
         (["--rgb", blank], "no chip kept"),
         (["--rgb", rgb, "--labels", lab, "--classes", tmp_path / "classes.json"], "[42]"),
     ]
