@@ -21,22 +21,14 @@ from __future__ import annotations
 
 import torch
 
-from rsgeo.methods.base import PretrainMethod, masked_l1, valid_weight
-from rsgeo.methods.simmim import MaskedBranch
+from rsgeo.methods.base import masked_l1, valid_weight
+from rsgeo.methods.simmim import SimMIM
 
 
-class CtxMIM(PretrainMethod):
+class CtxMIM(SimMIM):
+    """SimMIM's masked branch (same encoder, mask token, decoder) plus a context branch."""
+
     name = "ctxmim"
-
-    def __init__(self, encoder, in_chans: int, modality: str = "rgb", mask_ratio: float = 0.6,
-                 mask_unit: int = 32):
-        super().__init__()
-        self.modalities = (modality,)
-        self.branch = MaskedBranch(encoder, in_chans, mask_ratio, mask_unit)
-
-    @property
-    def encoder(self):
-        return self.branch.encoder
 
     def run(self, batch: dict):
         x = batch[self.modalities[0]]
