@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import DeviceChoice, Json, Overwrite
+from rsgeo.cli.options import DeviceChoice, Json, Overwrite, Precision
 
 
 class Task(str, Enum):
@@ -29,12 +29,6 @@ class Inputs(str, Enum):
     dsm = "dsm"
     ndsm = "ndsm"
     rgb_dsm = "rgb+dsm"
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
 
 
 @app.command("finetune")

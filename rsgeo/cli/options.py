@@ -31,6 +31,14 @@ class DeviceChoice(str, Enum):
     cuda = "cuda"
 
 
+class Precision(str, Enum):
+    """Training autocast precision (fp16: CUDA only)."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 def _parse_nodata(value: Optional[str]) -> Optional[float]:
     if value is None:
         return None

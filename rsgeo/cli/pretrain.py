@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app, state
-from rsgeo.cli.options import DeviceChoice, Json, Overwrite
+from rsgeo.cli.options import DeviceChoice, Json, Overwrite, Precision
 
 
 class Method(str, Enum):
@@ -22,12 +22,6 @@ class Method(str, Enum):
     selectivemae = "selectivemae"
     ctxmim = "ctxmim"
     fusedmim = "fusedmim"
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
 
 
 class Selection(str, Enum):
