@@ -45,15 +45,25 @@ def chips():
 
 def test_height_finetune_learns_and_beats_zero(chips, tmp_path):
     torch.manual_seed(0)
-    s = finetune(chips, "height", tmp_path / "run", backbone="vit-tiny-2", steps=100,
-                 batch_size=8, lr=1e-3, head_features=32, seed=0, log_every=2)
+    s = finetune(chips, "height", tmp_path / "run", backbone="vit-tiny-2", steps=60,
+                 batch_size=8, lr=2e-3, head_features=16, seed=0, log_every=2)
     recs = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train = [r["loss"] for r in recs if r.get("kind") != "val"]
     print("loss", np.mean(train[:5]), "->", np.mean(train[-5:]), "val", s["best"])
-    assert np.mean(train[-5:]) < 0.7 * np.mean(train[:5])
-    # a zero predictor has F1^HE = 0 (it finds no building) and MAE = mean height
-    assert s["best"]["f1he_1"] > 0.2
+    assert np.mean(train[-5:]) < 0.75 * np.mean(train[:5])
+    # the same validation chips (10 % held out with seed + 1) scored for a zero predictor
+    from rsgeo.metrics.height import HeightAccumulator
+
+    held = np.sort(np.random.default_rng(1).permutation(len(chips))[:len(chips) // 10])
+    zero = HeightAccumulator()
+    for i in held:
+        ref = chips[int(i)]["ndsm"][0].numpy()
+        zero.update(np.zeros_like(ref), ref)
+    assert s["val_chips"] == len(held) and zero.result()["f1he_1"] == 0
+    assert s["best"]["f1he_1"] > 0.2 > zero.result()["f1he_1"]
     assert (tmp_path / "run" / "best.ckpt").is_file() and (tmp_path / "run" / "val_preview.png").is_file()
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert best["f1he_1"] == pytest.approx(s["best"]["f1he_1"]) and best["step"] == s["best_step"]
     from rsgeo.models.task import load_task_model
 
     net, cfg, meta = load_task_model(tmp_path / "run" / "best.ckpt")

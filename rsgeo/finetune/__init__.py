@@ -139,6 +139,10 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     val_view = TaskView(val_ds, task, inputs, val_idx, crop=crop, seed=seed, train=False,
                         aux=aux)
     best = {"score": -np.inf, "metrics": None, "step": None}
+    if resume and (out / "best.json").is_file():  # keep the best of the interrupted part
+        prev = json.loads((out / "best.json").read_text())
+        best.update(score=prev.get(SCORE[task], -np.inf), step=prev.pop("step", None),
+                    metrics=prev)
 
     def validate(trainer, epoch):
         from rsgeo.finetune.validate import evaluate_view, save_val_preview
@@ -153,6 +157,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
             save_task_model(trainer.model.net, config, {**meta, "val": metrics,
                                                         "step": trainer.step}, out / "best.ckpt")
             save_val_preview(trainer.model, val_view, task, trainer.device, out / "val_preview.png")
+            (out / "best.json").write_text(json.dumps({"step": trainer.step, **metrics},
+                                                      indent=2, default=float))
         best["last_step"] = trainer.step
         return metrics
 
@@ -165,9 +171,6 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         with torch.no_grad():
             metrics = validate(trainer, trainer.epoch)
         trainer.metrics.write({"kind": "val", "step": trainer.step, **metrics})
-    if trainer.info.is_main:
-        (out / "best.json").write_text(json.dumps({"step": best["step"], **best["metrics"]},
-                                                  indent=2))
     return {**summary, "best": best["metrics"], "best_step": best["step"],
             "checkpoint": str(out / "best.ckpt"), "train_chips": int(len(train_idx)),
             "val_chips": int(len(val_idx)), "config": config}
