@@ -71,8 +71,23 @@ def child(model: str, image: str, out: str, batch: int, precision: str) -> None:
 
     r = predict_height_file(image, model, out, batch_size=batch, precision=precision,
                             overwrite=True)
-    r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    r["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(r))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (MB): ``VmHWM`` of /proc/self/status.
+
+    Not ``getrusage(...).ru_maxrss``: Linux keeps that across ``execve``, so a child started
+    by this (torch-importing, model-exporting) parent would report the parent's peak.
+    """
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_child(*args) -> dict:
