@@ -1,17 +1,19 @@
 """``finetune``: task models from a pretrained (or random) encoder, on the training engine.
 
 Tasks: ``height`` (monocular nDSM regression, DPT head over the last 4 encoder levels,
-non-negative metres), ``segmentation`` (UperNet head, cross-entropy, class weights, ignore
-index 255; elevation-only input with ``inputs="dsm"``; RGB+DSM through two encoders from a
-fusedmim run), ``change`` (siamese encoder over pre/post chips, |difference| per level,
+non-negative metres; ``aux_landcover`` adds RS3DAda's land-cover head, ``adapt_to``
+RS3DAda-style adaptation to unlabelled target chips, :mod:`rsgeo.finetune.adapt`),
+``segmentation`` (UperNet head, cross-entropy, class weights, ignore index 255;
+elevation-only input with ``inputs="dsm"``; RGB+DSM through two encoders from a fusedmim
+run), ``change`` (siamese encoder over pre/post chips, [a, b, |a - b|] fused per level,
 DPT head, binary), ``classification`` (pooled features + linear; with
 ``freeze_encoder=True`` a linear probe).
 
-Validation runs every epoch (and after the last step) on the dataset's ``val`` split, or
-on 10 % of the training chips held out with the seed when there is none; the best
+Validation runs every epoch (and after the last step) on ``val_dataset``, else the
+dataset's ``val`` split, else 10 % of the training chips held out with the seed; the best
 checkpoint by F1^HE (height), mIoU (segmentation), change F1 or accuracy is
 ``RUN/best.ckpt`` (a task checkpoint :mod:`rsgeo.models.task`; ``rsgeo export`` turns it
-into ONNX), with a validation preview PNG beside it. ``train_size=N`` draws a fixed,
+into ONNX), with ``best.json`` and a validation preview PNG beside it. ``train_size=N`` draws a fixed,
 seeded subset of N labelled chips (the low-resource protocol: 10/50/200/450).
 """
 
