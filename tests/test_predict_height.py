@@ -203,15 +203,15 @@ def test_damage_map_predicts_heights_for_images(tmp_path, cli, ckpt, monkeypatch
     assert code == 0, err
 
 
-def test_bf16_runner_agrees_with_fp32_and_warns_without_amx(ckpt, monkeypatch, caplog):
+def test_bf16_runner_agrees_with_fp32_and_warns_without_bf16_instructions(ckpt, monkeypatch, caplog):
     import rsgeo.infer.session as session
 
     model, *_ = load_task_model(ckpt)
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
     ref = session.TorchRunner(model, "cpu", "fp32")(x)
-    monkeypatch.setattr(session, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(session, "cpu_has_bf16", lambda: False)
     with caplog.at_level(logging.WARNING, logger="rsgeo"):
         got = session.TorchRunner(model, "cpu", "bf16")(x)
-    assert "without AMX" in caplog.text
+    assert "without bf16 instructions" in caplog.text
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, ref, rtol=0.05, atol=0.05 * float(np.abs(ref).max()))
