@@ -24,15 +24,9 @@ FULL = dict(train_scenes=4, size=768, chip=64, pretrain_steps=600, finetune_step
 def run_demo(out, quick: bool = False, device: str = "auto", seed: int = 0,
              overwrite: bool = False, log=print) -> dict:
     """Run every step into ``out``; returns the summary (step times, metrics, files)."""
-    from rsgeo.io.atomic import check_output
+    from rsgeo.io.atomic import claim_folder
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        check_output(out, overwrite)
-        import shutil
-
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_folder(out, "demo", overwrite=overwrite)
     p = dict(QUICK if quick else FULL)
     import torch
 

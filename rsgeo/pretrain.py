@@ -17,10 +17,9 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 from pathlib import Path
 
-from rsgeo.errors import InputError, OutputExistsError
+from rsgeo.errors import InputError
 
 DEFAULTS = dict(
     epochs=None, steps=None, batch_size=64, lr=None, blr=None, min_lr=0.0, warmup=0.05,
@@ -105,24 +104,16 @@ def pooled_stats(stats: dict | None, modality: str) -> dict:
             "sources": {s: {"mean": r["mean"], "std": r["std"]} for s, r in rows}}
 
 
-def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+def _prepare_out(out: Path, resume: bool, overwrite: bool, kind: str = "pretrain") -> None:
+    """Claim the run folder (rank 0 only): see :func:`rsgeo.io.atomic.claim_folder`."""
+    from rsgeo.io.atomic import claim_folder
     from rsgeo.train.distributed import env_info
 
     if env_info().rank != 0:
         return
-    if resume:
-        if not (out / "checkpoints" / "last.pt").is_file():
-            raise InputError("--resume: no checkpoint in this run folder", out)
-        return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(out)
-        if not (out / "config.yaml").is_file():
-            raise InputError("refusing to replace a folder that is not a pretraining run", out)
-        shutil.rmtree(out)
-    if not out.parent.exists():
-        raise InputError("output folder does not exist", out.parent)
-    out.mkdir(exist_ok=True)
+    if resume and not (out / "checkpoints" / "last.pt").is_file():
+        raise InputError("--resume: no checkpoint in this run folder", out)
+    claim_folder(out, kind, overwrite=overwrite, resume=resume)
 
 
 def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,

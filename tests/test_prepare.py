@@ -145,6 +145,8 @@ def test_bad_inputs(tmp_path, cli):
         leftovers = list((tmp_path / f"ds{i}").rglob("*.npy")) + list((tmp_path / f"ds{i}").rglob("*.raw"))
         assert not leftovers, leftovers
     code, _, err = cli("prepare", "--rgb", rgb, "-o", tmp_path / "notds", "--size", 64)
-    assert code == 2 and "--overwrite" in err
+    assert code == 2 and "not an rsgeo chips folder" in err      # no hint to overwrite it
+    code, _, err = cli("prepare", "--rgb", rgb, "-o", tmp_path / "notds", "--size", 64, "--overwrite")
+    assert code == 2 and "not an rsgeo chips folder" in err
     code, _, err = cli("prepare", "--rgb", four, "--bands", "3,2,1", "-o", tmp_path / "ok", "--size", 64)
     assert code == 0, err

@@ -62,6 +62,10 @@ def evaluate_cmd(
     from rsgeo.cli.options import nodata_value
     from rsgeo.evaluate import evaluate
 
+    if output is not None:  # refuse a bad output before the work, not after
+        from rsgeo.io.atomic import check_output
+
+        check_output(output, overwrite, inputs=(pred, ref))
     r = evaluate(pred, ref, task=task.value, protocol=protocol.value,
                  align=align.value if align else None, nodata=nodata_value(nodata),
                  classes=classes, ignore_index=ignore_index, iou=iou, min_area=min_area,
@@ -82,7 +86,7 @@ def evaluate_cmd(
     if output is not None:
         from rsgeo.io.atomic import atomic_path
 
-        with atomic_path(output, overwrite) as tmp:
+        with atomic_path(output, overwrite, inputs=(pred, ref)) as tmp:
             tmp.write_text(text if text is not None else json.dumps(summary, indent=2, default=float))
         return
     if text is not None:

@@ -85,7 +85,7 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
         raise InputError(f"--min-area must be >= 0, got {min_area}")
     out, fp_out = default_outputs(pre, out, footprints_out)
     for p in (out, loss_path(out), fp_out):
-        check_output(p, overwrite)
+        check_output(p, overwrite, inputs=(pre, post, buildings, model))
     from rsgeo.io.vector import driver_for
 
     driver_for(fp_out)

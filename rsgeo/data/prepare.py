@@ -27,7 +27,7 @@ from rsgeo.data.dedup import HashIndex, dhash
 from rsgeo.data.shards import ShardWriter
 from rsgeo.data.sources import SceneInput, check_source_name
 from rsgeo.data.stats import BandStats
-from rsgeo.errors import InputError, OutputExistsError
+from rsgeo.errors import InputError
 from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, valid_mask
 
 log = logging.getLogger("rsgeo.prepare")
@@ -95,15 +95,11 @@ def _check_split(split) -> tuple[float, float, float]:
 def _open_dataset(out: Path, size: int, overwrite: bool):
     import pandas as pd
 
-    if not out.exists():
-        if not out.parent.exists():
-            raise InputError("output folder's parent does not exist", out.parent)
-        out.mkdir()
-        return None, None
+    from rsgeo.io.atomic import claim_folder
+
     if not (out / "dataset.json").is_file():
-        if any(out.iterdir()):
-            raise OutputExistsError(out) if not overwrite else InputError(
-                "refusing to replace a folder that is not a chip dataset", out)
+        # new, empty, or left by a killed run (its marker lets --overwrite start it afresh)
+        claim_folder(out, "chips", overwrite=overwrite)
         return None, None
     info = json.loads((out / "dataset.json").read_text())
     if info.get("chip_size") != size:

@@ -44,9 +44,10 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, overwr
     import torch
 
     from rsgeo import __version__
-    from rsgeo.io.atomic import atomic_path
+    from rsgeo.io.atomic import atomic_path, check_output
     from rsgeo.models.task import load_task_model
 
+    check_output(out, overwrite, inputs=(checkpoint,))  # before the slow load and export
     model, config, meta = load_task_model(checkpoint)
     stride = stride_of(config)
     bands = int(config.get("in_chans", 3))
@@ -56,7 +57,7 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, overwr
     batch = torch.export.Dim("batch", min=1, max=4096)
     h, w = torch.export.Dim("h", min=1, max=4096), torch.export.Dim("w", min=1, max=4096)
     dims = tuple({0: batch, 2: stride * h, 3: stride * w} for _ in inputs)
-    with atomic_path(out, overwrite) as tmp:
+    with atomic_path(out, overwrite, inputs=(checkpoint,)) as tmp:
         kw = {"opset_version": opset} if opset else {}
         try:
             with warnings.catch_warnings():  # axis-name notes about the shared batch/h/w dims

@@ -125,7 +125,7 @@ def predict_height_file(image_path, model_path, out_path, *, tile: int | None = 
     from rsgeo.io.pipeline import run_tiled
     from rsgeo.progress import progress
 
-    check_output(out_path, overwrite)
+    check_output(out_path, overwrite, inputs=(image_path, model_path))
     run, meta, config = runner or load_model(model_path, backend, device, precision)
     task = meta.get("task", config.get("task"))
     if task != "height":

@@ -1,33 +1,68 @@
-"""Atomic outputs and the overwrite guard.
+"""Atomic outputs and the one output policy every command follows.
 
-Every file rsgeo writes goes through :func:`atomic_path`: the writer gets a temporary
-name in the target folder, which is renamed onto the requested name only when the
-block finishes without an exception. On failure or Ctrl-C the temporary file is
-removed, so nothing half-written ever stands under the requested name.
+- Every file rsgeo writes goes through :func:`atomic_path`: the writer gets a temporary
+  name in the target folder, published onto the requested name only when the block
+  finishes without an exception. On failure or Ctrl-C the temporary file is removed, so
+  nothing half-written ever stands under the requested name.
+- Publishing is exclusive: without ``overwrite`` the temporary file is hard-linked onto the
+  final name, which fails if another process published it meanwhile (two runs writing
+  the same new path: exactly one succeeds). With ``overwrite`` the last complete write
+  wins (``os.replace``); no mix of two writes ever exists.
+- ``--overwrite`` replaces a *file*, or a *folder* holding rsgeo's marker for the same
+  kind of output (:func:`claim_folder`), and nothing else: a file output never replaces
+  a folder, and an output equal to (or inside) one of the command's inputs is refused.
+- Missing parent folders of an output are created (and removed again if the write fails).
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from rsgeo.errors import InputError, OutputExistsError
 
+MARKER = ".rsgeo.json"   # {"kind": ...} in every folder rsgeo creates as an output
+LEGACY = {"pretrain": ("config.yaml",), "finetune": ("config.yaml",),
+          "chips": ("dataset.json",), "demo": ("summary.json",)}
 
-def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Refuse an existing ``path`` unless ``overwrite``; check that its folder exists."""
+
+def _resolved(p: str | os.PathLike) -> Path:
+    return Path(os.path.abspath(os.path.realpath(p)))
+
+
+def refuse_inputs(out: str | os.PathLike, inputs: Iterable) -> None:
+    """InputError if ``out`` is one of ``inputs``, inside an input folder, or holds an input."""
+    o = _resolved(out)
+    for src in inputs or ():
+        if src is None or "://" in str(src):
+            continue
+        s = _resolved(src)
+        if o == s or (s.is_dir() and s in o.parents):
+            raise InputError(f"the output would replace the input {src}", out)
+        if o in s.parents:
+            raise InputError(f"the output folder holds the input {src}", out)
+
+
+def check_output(path: str | os.PathLike, overwrite: bool = False, *, inputs: Iterable = ()) -> Path:
+    """Refuse an existing ``path`` unless ``overwrite``, any folder, and any input path."""
     p = Path(path)
-    if p.exists() and not overwrite:
+    refuse_inputs(p, inputs)
+    if p.is_dir():
+        raise InputError("is a folder; this output is a file and rsgeo never replaces a folder "
+                         "with one (give a file name)", p)
+    if (p.exists() or p.is_symlink()) and not overwrite:
         raise OutputExistsError(p)
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.exists():
-        raise InputError("output folder does not exist", parent)
-    if p.is_dir() and not p.suffix == "":
-        raise InputError("output is a folder", p)
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError("is a file, not a folder", parent)
+            break
     return p
 
 
@@ -36,24 +71,88 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
+def make_parents(path: Path) -> list[Path]:
+    """Create the missing parent folders of ``path``; returns those created (outermost first)."""
+    missing = []
+    for parent in path.parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise InputError(f"cannot create the output folder ({e.strerror})", d) from None
+    return list(reversed(missing))
+
+
+def publish(tmp: Path, final: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` onto ``final``; exclusive unless ``overwrite``."""
+    if final.is_dir() and not final.is_symlink():
+        if not tmp.is_dir():
+            raise InputError("is a folder; rsgeo never replaces a folder with a file", final)
+        if not overwrite:
+            raise OutputExistsError(final)
+        _replaceable_folder(final, marker_kind(tmp))
+        shutil.rmtree(final)
+        os.rename(tmp, final)
+        return
+    if overwrite:
+        os.replace(tmp, final)
+        return
+    if tmp.is_dir():
+        if final.exists() or final.is_symlink():
+            raise _raced(final)
+        os.rename(tmp, final)
+        return
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise _raced(final) from None
+    except OSError as e:  # file systems without hard links: best effort
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        if final.exists() or final.is_symlink():
+            raise _raced(final) from None
+        os.replace(tmp, final)
+        return
+    tmp.unlink()
+
+
+def _raced(final: Path) -> InputError:
+    return InputError("output appeared while this run was writing it (another run writing the "
+                      "same path?); nothing was replaced (use --overwrite to replace it)", final)
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+def atomic_path(path: str | os.PathLike, overwrite: bool = False, *,
+                inputs: Iterable = ()) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; publish it onto ``path`` on success.
 
     The overwrite guard runs first, so an existing output is refused before any work.
     Folders work too (the temporary folder is renamed as a whole).
     """
-    final = check_output(path, overwrite)
+    final = Path(path)
+    if not (final.is_dir() and overwrite):
+        final = check_output(path, overwrite, inputs=inputs)
+    else:
+        refuse_inputs(final, inputs)
+    created = make_parents(final)
     tmp = temp_name(final)
     try:
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"{final}: writer produced no output")
-        if final.is_dir() and not final.is_symlink():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        publish(tmp, final, overwrite)
     except BaseException:
         remove(tmp)
+        for d in reversed(created):
+            try:
+                d.rmdir()
+            except OSError:
+                break
         raise
 
 
@@ -64,3 +163,64 @@ def remove(path: Path) -> None:
     elif path.exists() or path.is_symlink():
         path.unlink(missing_ok=True)
     Path(str(path) + ".aux.xml").unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------- folder outputs
+def marker_kind(folder: Path) -> str | None:
+    """The kind recorded in ``folder``'s rsgeo marker (None without one)."""
+    try:
+        return json.loads((Path(folder) / MARKER).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def write_marker(folder: Path, kind: str) -> None:
+    from rsgeo import __version__
+
+    (Path(folder) / MARKER).write_text(json.dumps({"kind": kind, "rsgeo": __version__}) + "\n")
+
+
+def _replaceable_folder(folder: Path, kind: str | None) -> None:
+    """InputError unless ``folder`` is rsgeo's own ``kind`` output and not around the cwd."""
+    found = marker_kind(folder)
+    legacy = found is None and kind in LEGACY and all((folder / f).is_file() for f in LEGACY[kind])
+    if kind is None or (found != kind and not legacy):
+        what = f"an rsgeo {kind} folder" if kind else "a folder rsgeo wrote"
+        why = f" (it holds rsgeo {found} output)" if found else f" (no {MARKER} marker)"
+        raise InputError(f"exists and is not {what}{why}; rsgeo replaces only its own outputs: "
+                         "choose a new or empty folder", folder)
+    cwd = _resolved(Path.cwd())
+    here = _resolved(folder)
+    if here == cwd or here in cwd.parents:
+        raise InputError("is the current folder or holds it; refusing to replace it", folder)
+
+
+def claim_folder(out: str | os.PathLike, kind: str, *, overwrite: bool = False,
+                 resume: bool = False, inputs: Iterable = ()) -> Path:
+    """Make ``out`` an empty (or resumable) output folder of ``kind`` carrying rsgeo's marker.
+
+    - ``resume``: ``out`` must exist (its own checks follow); nothing is removed.
+    - a non-empty ``out`` is refused without ``overwrite``; with it, ``out`` is replaced
+      only if its marker says it is an rsgeo ``kind`` output (older runs: the files in
+      :data:`LEGACY`) and it is not the current folder or one holding it.
+    - the marker is written first, so a failed or killed run leaves a folder that its own
+      rerun with ``--overwrite`` (or ``--resume``) accepts.
+    """
+    out = Path(out)
+    refuse_inputs(out, inputs)
+    if out.exists() and not out.is_dir():
+        raise InputError("is a file, not a folder", out)
+    if resume:
+        if not out.is_dir():
+            raise InputError("--resume: no such run folder", out)
+        return out
+    if out.is_dir() and (any(p.name != MARKER for p in out.iterdir())
+                         or marker_kind(out) not in (None, kind)):
+        _replaceable_folder(out, kind)
+        if not overwrite:
+            raise OutputExistsError(out)
+        shutil.rmtree(out)
+    make_parents(out)
+    out.mkdir(exist_ok=True)
+    write_marker(out, kind)
+    return out

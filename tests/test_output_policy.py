@@ -1,0 +1,157 @@
+"""The one output policy: --overwrite replaces rsgeo's own outputs and nothing else."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rsgeo.errors import InputError, OutputExistsError
+from rsgeo.io.atomic import MARKER, atomic_path, check_output, claim_folder, write_marker
+from tests.conftest import make_raster
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under ``root`` with its SHA-256 (what must survive a refused command)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def user_folder(tmp_path):
+    d = tmp_path / "work"
+    (d / "sub").mkdir(parents=True)
+    (d / "notes.txt").write_text("mine")
+    (d / "sub" / "data.csv").write_text("a,b\n1,2\n")
+    return d
+
+
+def test_file_output_never_replaces_a_folder(user_folder):
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match="folder"):
+            check_output(user_folder, overwrite)
+    with pytest.raises(InputError, match="folder"):
+        with atomic_path(user_folder / "sub", True) as tmp:
+            tmp.write_text("x")
+    assert (user_folder / "sub" / "data.csv").is_file()
+
+
+def test_output_equal_to_or_inside_an_input_is_refused(tmp_path):
+    src = tmp_path / "in.tif"
+    src.write_bytes(b"abc")
+    with pytest.raises(InputError, match="replace the input"):
+        check_output(src, True, inputs=[src])
+    with pytest.raises(InputError, match="replace the input"):
+        check_output(tmp_path / "x" / ".." / "in.tif", True, inputs=[src])
+    with pytest.raises(InputError, match="replace the input"):
+        check_output(tmp_path / "out.json", False, inputs=[tmp_path])
+    check_output(tmp_path / "out.json", False, inputs=[src])  # a sibling is fine
+    assert src.read_bytes() == b"abc"
+
+
+def test_parents_are_created_and_removed_on_failure(tmp_path):
+    target = tmp_path / "a" / "b" / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert not (tmp_path / "a").exists()
+    with atomic_path(target) as tmp:
+        tmp.write_text("done")
+    assert target.read_text() == "done"
+
+
+def test_publish_is_exclusive_without_overwrite(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(InputError, match="appeared while"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("second")
+            target.write_text("first")  # another run published meanwhile
+    assert target.read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]   # no temporary left
+    with atomic_path(target, overwrite=True) as tmp:
+        tmp.write_text("replaced")
+    assert target.read_text() == "replaced"
+
+
+def test_claim_folder_replaces_only_its_own_kind(tmp_path, user_folder):
+    before = snapshot(user_folder)
+    with pytest.raises(InputError, match="not an rsgeo pretrain folder"):
+        claim_folder(user_folder, "pretrain", overwrite=True)
+    assert snapshot(user_folder) == before
+    run = claim_folder(tmp_path / "runs" / "a", "pretrain")        # parents created
+    assert (run / MARKER).is_file()
+    (run / "metrics.jsonl").write_text("{}\n")                      # a failed run's leftovers
+    with pytest.raises(OutputExistsError):
+        claim_folder(run, "pretrain")
+    with pytest.raises(InputError, match="holds rsgeo pretrain output"):
+        claim_folder(run, "demo", overwrite=True)
+    claim_folder(run, "pretrain", overwrite=True)                   # its own rerun is accepted
+    assert sorted(p.name for p in run.iterdir()) == [MARKER]
+
+
+def test_claim_folder_refuses_the_current_folder(tmp_path, monkeypatch):
+    run = claim_folder(tmp_path / "demo", "demo")
+    (run / "sub").mkdir()
+    monkeypatch.chdir(run / "sub")
+    with pytest.raises(InputError, match="current folder"):
+        claim_folder(run, "demo", overwrite=True)
+    assert (run / "sub").is_dir()
+
+
+def _pair(tmp_path):
+    h = np.zeros((64, 64), np.float32)
+    h[20:40, 20:40] = 10
+    a = make_raster(tmp_path / "pre.tif", h, nodata=-9999)
+    b = make_raster(tmp_path / "post.tif", np.zeros_like(h), nodata=-9999)
+    return a, b
+
+
+def test_cli_never_deletes_folders_or_inputs(tmp_path, user_folder, cli, monkeypatch):
+    a, b = _pair(user_folder)
+    before = snapshot(tmp_path)
+    monkeypatch.chdir(user_folder / "sub")
+    cases = [
+        ("evaluate", a, b, "-o", "..", "--overwrite"),
+        ("evaluate", a, b, "-o", user_folder / "sub", "--overwrite"),
+        ("evaluate", a, b, "-o", a, "--overwrite"),
+        ("damage-map", a, b, "-o", a, "--overwrite"),
+        ("damage-map", a, b, "-o", user_folder, "--overwrite"),
+        ("demo", "-o", user_folder, "--overwrite", "--quick"),
+        ("demo", "-o", ".", "--overwrite", "--quick"),
+    ]
+    for args in cases:
+        code, _, err = cli(*args)
+        assert code == 2, (args, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (args, err)
+        assert "use --overwrite" not in err, (args, err)
+        assert snapshot(tmp_path) == before, args
+
+
+def test_two_processes_writing_one_output_one_wins(tmp_path):
+    a, b = _pair(tmp_path)
+    out = tmp_path / "metrics.json"
+    cmd = [sys.executable, "-m", "rsgeo", "evaluate", str(a), str(b), "-o", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for _ in range(2)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    codes = sorted(c for c, _ in results)
+    assert codes == [0, 2], results
+    import json
+
+    assert "mae" in json.loads(out.read_text())        # a complete output of one of them
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "post.tif", "pre.tif"]
+
+
+def test_marker_written_in_demo_style_folder(tmp_path):
+    d = tmp_path / "x"
+    d.mkdir()
+    write_marker(d, "chips")
+    claim_folder(d, "chips", overwrite=True)
+    assert (d / MARKER).is_file()
