@@ -155,3 +155,19 @@ def test_marker_written_in_demo_style_folder(tmp_path):
     write_marker(d, "chips")
     claim_folder(d, "chips", overwrite=True)
     assert (d / MARKER).is_file()
+
+
+def test_geopackage_bytes_are_deterministic(tmp_path):
+    import time
+
+    import geopandas as gpd
+    import shapely
+
+    from rsgeo.io.vector import write_vector
+
+    g = gpd.GeoDataFrame({"id": [1, 2]}, geometry=[shapely.box(0, 0, 1, 1), shapely.box(2, 2, 3, 3)],
+                         crs=32633)
+    write_vector(g, tmp_path / "a" / "f.gpkg")
+    time.sleep(1.1)  # GDAL stamps to the second
+    write_vector(g, tmp_path / "b" / "f.gpkg")
+    assert (tmp_path / "a" / "f.gpkg").read_bytes() == (tmp_path / "b" / "f.gpkg").read_bytes()

@@ -8,6 +8,8 @@ as a FeatureCollection, so QGIS shows it.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 from rsgeo.errors import InputError
@@ -45,8 +47,23 @@ def write_vector(gdf, path: str | os.PathLike, *, overwrite: bool = False,
             gdf.to_parquet(tmp)
         else:
             kwargs = {"layer": layer or Path(path).stem} if driver == "GPKG" else {}
-            gdf.to_file(tmp, driver=driver, engine="pyogrio", **kwargs)
+            with _fixed_gpkg_date():
+                gdf.to_file(tmp, driver=driver, engine="pyogrio", **kwargs)
     return Path(path)
+
+
+@contextmanager
+def _fixed_gpkg_date():
+    """GDAL's OGR_CURRENT_DATE for the duration of one write (restored afterwards)."""
+    import pyogrio
+
+    stamp = datetime.fromtimestamp(int(os.environ.get("SOURCE_DATE_EPOCH", 0)), timezone.utc)
+    old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": stamp.strftime("%Y-%m-%dT%H:%M:%S.000Z")})
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
 
 
 def read_vector(path: str | os.PathLike, purpose: str = "vector file"):

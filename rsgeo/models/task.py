@@ -167,10 +167,9 @@ def load_task_model(path: str | os.PathLike) -> tuple[nn.Module, dict, dict]:
     p = Path(path)
     if not p.is_file():
         raise InputError("no such model file", p)
-    try:
-        bundle = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:  # pickle/zip errors: not a checkpoint
-        raise InputError(f"not a readable rsgeo checkpoint ({type(e).__name__})", p) from None
+    from rsgeo.train.checkpoint import safe_load
+
+    bundle = safe_load(p, "rsgeo checkpoint")
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         raise InputError("not an rsgeo task checkpoint (from `rsgeo finetune`)", p)
     model = build_task_model(bundle["config"])

@@ -19,7 +19,11 @@ from rsgeo.errors import InputError
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    """RNG states as tensors and plain values (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                       float(gauss)),
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -28,7 +32,9 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos,
+                         has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -45,11 +51,26 @@ def save_checkpoint(path: str | os.PathLike, **state) -> Path:
     return path
 
 
+def safe_load(path: Path, what: str) -> object:
+    """``torch.load`` that never runs code: tensors, containers and plain values only.
+
+    A file whose unpickling would call anything else (a crafted or foreign pickle) is
+    refused with a one-line :class:`InputError`, before any of it is executed.
+    """
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InputError(f"refusing to load: not a {what} made of tensors and plain values "
+                         "(unpickling it could run code)", path) from None
+    except Exception as e:  # truncated zip, not a torch file
+        raise InputError(f"unreadable {what} ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
+                         if str(e) else f"unreadable {what} ({type(e).__name__})", path) from None
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError("no checkpoint to resume from", path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # truncated or foreign file
-        raise InputError(f"unreadable checkpoint ({type(e).__name__})", path) from None
+    return safe_load(path, "checkpoint")

@@ -1,0 +1,60 @@
+"""Model files are data: a crafted pickle is refused before any of it runs."""
+
+from __future__ import annotations
+
+import builtins
+
+import pytest
+import torch
+
+from rsgeo.errors import InputError
+from rsgeo.models.task import load_task_model
+from rsgeo.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+
+class _Evil:
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):  # unpickling this calls open(target, "w"): it creates a file
+        return (builtins.open, (self.target, "w"))
+
+
+@pytest.fixture
+def evil(tmp_path):
+    marker = tmp_path / "pwned.txt"
+    path = tmp_path / "model.ckpt"
+    torch.save({"format": "rsgeo-task", "payload": _Evil(marker)}, path)
+    return path, marker
+
+
+def test_crafted_checkpoint_is_refused_without_running(evil):
+    path, marker = evil
+    for load in (load_task_model, load_checkpoint):
+        with pytest.raises(InputError, match="refusing to load"):
+            load(path)
+    assert not marker.exists()
+
+
+def test_cli_refuses_crafted_model_files(evil, cli, tmp_path, raster_factory):
+    import numpy as np
+
+    path, marker = evil
+    img = raster_factory(np.zeros((3, 32, 32), np.uint8))
+    for args in (("predict-height", img, "-m", path, "-o", tmp_path / "h.tif"),
+                 ("export", path, "-o", tmp_path / "m.onnx")):
+        code, _, err = cli(*args)
+        assert code == 2 and "refusing to load" in err and len(err.strip().splitlines()) == 1, err
+    assert not marker.exists()
+
+
+def test_checkpoint_round_trip_restores_rng(tmp_path):
+    import random
+
+    import numpy as np
+
+    state = rng_state()
+    save_checkpoint(tmp_path / "c.pt", rng=state, step=3)
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
