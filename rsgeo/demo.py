@@ -9,7 +9,7 @@ vs the true grades). Every step is the library function its command calls.
 
 from __future__ import annotations
 
-import json
+from rsgeo.jsonout import dumps
 import time
 from pathlib import Path
 
@@ -97,7 +97,7 @@ def run_demo(out, quick: bool = False, device: str = "auto", seed: int = 0,
              "chips": str(chips)}
     summary = {"steps": steps, "total_seconds": round(sum(s["seconds"] for s in steps), 1),
                "metrics": metrics, "files": files, "quick": quick}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    (out / "summary.json").write_text(dumps(summary, indent=2))
     return summary
 
 

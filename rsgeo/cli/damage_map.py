@@ -53,9 +53,9 @@ def damage_map_cmd(
                          grades=grades, model=model, heights=heights, overwrite=overwrite,
                          co=parse_co(co))
     if json_out:
-        import json
+        from rsgeo.jsonout import dumps
 
-        typer.echo(json.dumps(summary))
+        typer.echo(dumps(summary))
         return
     from rich.console import Console
     from rich.table import Table

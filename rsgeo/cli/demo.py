@@ -22,7 +22,7 @@ def demo_cmd(
 ):
     """Run the main job end to end on a synthetic city and write a report: heights predicted
     from RGB by a freshly pretrained and fine-tuned model, a damage map, and their scores."""
-    import json
+    from rsgeo.jsonout import dumps
 
     from rsgeo.demo import run_demo
 
@@ -30,7 +30,7 @@ def demo_cmd(
     s = run_demo(output, quick=quick, device=device.value, seed=seed, overwrite=overwrite,
                  log=echo)
     if json_out:
-        typer.echo(json.dumps(s, default=float))
+        typer.echo(dumps(s))
         return
     from rich.console import Console
     from rich.table import Table

@@ -57,7 +57,7 @@ def evaluate_cmd(
     change IoU/F1, or SpaceNet-style footprint F1."""
     import csv
     import io
-    import json
+    from rsgeo.jsonout import dumps
 
     from rsgeo.cli.options import nodata_value
     from rsgeo.evaluate import evaluate
@@ -72,7 +72,7 @@ def evaluate_cmd(
                  confidence=confidence, by=by)
     summary = r["summary"]
     if fmt is Format.json:
-        text = json.dumps(summary, default=float) + "\n"
+        text = dumps(summary) + "\n"
     elif fmt is Format.csv:
         rows = r["images"] + [{"image": "ALL", **summary}]
         keys = list(dict.fromkeys(k for row in rows for k in row))
@@ -87,7 +87,7 @@ def evaluate_cmd(
         from rsgeo.io.atomic import atomic_path
 
         with atomic_path(output, overwrite, inputs=(pred, ref)) as tmp:
-            tmp.write_text(text if text is not None else json.dumps(summary, indent=2, default=float))
+            tmp.write_text(text if text is not None else dumps(summary, indent=2))
         return
     if text is not None:
         typer.echo(text, nl=False)

@@ -21,11 +21,11 @@ def export_cmd(
 ):
     """Export a task model to ONNX (dynamic batch and size, metadata inside), checked against
     torch with ONNX Runtime before the file is written."""
-    import json
+    from rsgeo.jsonout import dumps
 
     from rsgeo.infer.export import export_onnx
 
     r = export_onnx(checkpoint, output, overwrite=overwrite, atol=atol)
-    typer.echo(json.dumps(r) if json_out else
+    typer.echo(dumps(r) if json_out else
                f"{r['output']}: {r['task']} model, {r['bands']} bands, ORT vs torch max diff "
                f"{r['max_abs_diff']:.2e}")

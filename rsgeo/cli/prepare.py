@@ -48,6 +48,7 @@ def prepare_cmd(
     per-source statistics, de-duplication and HOG scores into the dataset folder OUTPUT;
     new sources are appended to an existing dataset."""
     import json
+    from rsgeo.jsonout import dumps
 
     from rsgeo.data.prepare import prepare
     from rsgeo.data.sources import SceneInput, from_pairs, from_synth_dir
@@ -89,7 +90,7 @@ def prepare_cmd(
                       ndsm_from_dsm=ndsm_from_dsm, classes=class_map, workers=workers,
                       overwrite=overwrite, preview=preview, seed=seed)
     if json_out:
-        typer.echo(json.dumps(summary))
+        typer.echo(dumps(summary))
         return
     from rich.console import Console
     from rich.table import Table

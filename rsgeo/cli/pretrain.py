@@ -88,7 +88,7 @@ def pretrain_command(
     Runs on CPU or CUDA; for several GPUs or nodes launch it with torchrun, e.g.
     [bold]torchrun --nproc_per_node 4 -m rsgeo pretrain chips/ --method mae ...[/bold]
     """
-    import json
+    from rsgeo.jsonout import dumps
     import os
 
     from rsgeo import progress
@@ -120,7 +120,7 @@ def pretrain_command(
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
         return
     if json_out:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(dumps(summary, indent=2))
     else:
         files = ", ".join(summary["encoders"].values())
         typer.echo(f"{output}: {summary['step']} steps, loss {summary['loss']:.4f}; "
