@@ -58,3 +58,20 @@ def test_checkpoint_round_trip_restores_rng(tmp_path):
     a = (random.random(), np.random.rand(), torch.rand(1).item())
     set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+def test_numpy_values_in_bundles_are_saved_loadable(tmp_path):
+    import math
+
+    import numpy as np
+
+    from rsgeo.models.task import save_task_model
+
+    net = torch.nn.Linear(2, 2)
+    save_checkpoint(tmp_path / "c.pt", score=np.float64(0.5), arr=np.arange(3), nodata=math.nan)
+    c = load_checkpoint(tmp_path / "c.pt")
+    assert c["score"] == 0.5 and c["arr"].tolist() == [0, 1, 2] and math.isnan(c["nodata"])
+    save_task_model(net, {"task": "height"}, {"val": {"f1": np.float32(0.25)}}, tmp_path / "m.ckpt")
+    from rsgeo.train.checkpoint import safe_load
+
+    assert safe_load(tmp_path / "m.ckpt", "bundle")["meta"]["val"]["f1"] == 0.25

@@ -157,8 +157,10 @@ def save_task_model(model: nn.Module, config: dict, meta: dict, path: str | os.P
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     bundle = {"format": FORMAT, "version": 1, "config": dict(config), "meta": dict(meta),
               "state_dict": state, **(extra or {})}
+    from rsgeo.train.checkpoint import loadable
+
     with atomic_path(path, overwrite=True) as tmp:
-        torch.save(bundle, tmp)
+        torch.save(loadable(bundle), tmp)
     return Path(path)
 
 

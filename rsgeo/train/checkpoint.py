@@ -40,6 +40,26 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def loadable(obj):
+    """``obj`` with numpy values and paths made plain, so ``weights_only`` loads accept it.
+
+    Tensors, containers, numbers (NaN included), strings and None pass unchanged.
+    """
+    if isinstance(obj, dict):
+        return {k: loadable(v) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        return type(obj)(*(loadable(v) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(loadable(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
 def save_checkpoint(path: str | os.PathLike, **state) -> Path:
     """Write ``state`` (tensors, state dicts, plain values) to ``path`` atomically."""
     from rsgeo.io.atomic import atomic_path
@@ -47,7 +67,7 @@ def save_checkpoint(path: str | os.PathLike, **state) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, overwrite=True) as tmp:
-        torch.save(state, tmp)
+        torch.save(loadable(state), tmp)
     return path
 
 
