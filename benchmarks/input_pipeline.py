@@ -42,18 +42,19 @@ from rsgeo.methods.masking import index_mask, random_masking, top_k, uniform
 
 # --------------------------------------------------------------------------- data
 def prepare_chips(root: Path, scenes: int, scene_size: int) -> Path:
-    """Synthetic scenes -> a chip dataset with rgb, ndsm and hog (cached by folder)."""
+    """Synthetic scenes -> a chip dataset with rgb, dsm, ndsm and hog (cached by folder):
+    256-px chips every 64 px (169 per 1024-px scene), two sources."""
     from rsgeo.data.prepare import prepare
     from rsgeo.data.sources import SceneInput
     from rsgeo.synth.write import write_scenes
 
-    ds = root / f"chips-{scenes}x{scene_size}"
+    ds = root / f"chips-v2-{scenes}x{scene_size}"
     if (ds / "dataset.json").is_file():
         return ds
     t0 = time.perf_counter()
     paths = write_scenes(root / f"scenes-{scenes}x{scene_size}", size=scene_size,
                          scenes=scenes, overwrite=True)
-    inputs = [SceneInput(rgb=p["pre_rgb"], ndsm=p["pre_ndsm"], source=f"s{i % 2}")
+    inputs = [SceneInput(rgb=p["pre_rgb"], ndsm=p["pre_ndsm"], dsm=p["dsm"], source=f"s{i % 2}")
               for i, p in enumerate(paths)]
     prepare(inputs, ds, size=256, stride=64, max_nodata=1.0, dedup_distance=0,
             split=(1, 0, 0), workers=min(os.cpu_count() or 1, 8), overwrite=True)
