@@ -39,8 +39,8 @@ def write_chips(root, n=6, size=64):
             np.save(d / f"{name}.npy", arr)
         stats[src] = {"rgb": {"mean": rgb.mean((0, 2, 3)).tolist(),
                               "std": rgb.std((0, 2, 3)).tolist(), "count": n * size * size}}
-        rows += [dict(chip_id=f"{src}/{i}", source=src, split="train", status="kept", index=i)
-                 for i in range(n)]
+        rows += [{"chip_id": f"{src}/{i}", "source": src, "split": "train", "status": "kept",
+                  "index": i} for i in range(n)]
     (root / "stats.json").write_text(json.dumps({"sources": stats}))
     (root / "dataset.json").write_text(json.dumps({
         "format": "rsgeo-chips", "version": 1, "chip_size": size, "hog_patch": 16,

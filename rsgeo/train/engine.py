@@ -65,8 +65,8 @@ from rsgeo.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, 
 from rsgeo.train.config import TrainConfig, differences, to_dict, write_yaml
 from rsgeo.train.logging import MetricsLog, max_mem_mb
 from rsgeo.train.sampler import EpochBatches, EpochIndexed, ShardedSampler
-from rsgeo.train.workers import loader_options
 from rsgeo.train.schedule import WarmupCosine
+from rsgeo.train.workers import loader_options
 
 
 def resolve_device(name: str) -> torch.device:
