@@ -89,7 +89,7 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
             raise InputError(f"--train-size {train_size} must be in 1..{len(train_idx)} "
                              "(labelled training chips)", label)
         train_idx = train_idx[subset_indices(len(train_idx), train_size, seed)]
-    first = TaskView(ds, task, inputs, [0], train=False)[0]["x"]
+    first = TaskView(ds, task, inputs, [0], train=False).sample(0)["x"]
     in_chans, chip = int(first.shape[0]), int(min(first.shape[-2:]))
     encoders, enc_meta, backbone = _encoders(encoder, backbone, inputs, chip)
     crop = int(crop or chip)

@@ -27,8 +27,9 @@ def evaluate_view(model, view, task: str, device, num_classes: int | None = None
     aux = getattr(model.net, "aux", None) if task == "height" else None
     lc_acc = ConfusionMatrix(aux.out[-1].out_channels, ignore_index=255) \
         if aux is not None else None
+    prepare = getattr(view, "on_device", lambda b: b)
     for batch in DataLoader(view, batch_size=batch_size):
-        batch = to_device(batch, device)
+        batch = prepare(to_device(batch, device))
         target = batch["target"].cpu().numpy()
         if task == "height":
             if lc_acc is not None:
@@ -69,6 +70,7 @@ def save_val_preview(model, view, task: str, device, path, n: int = 4) -> None:
     was = model.training
     model.eval()
     batch = to_device(next(iter(DataLoader(view, batch_size=min(n, len(view))))), device)
+    batch = getattr(view, "on_device", lambda b: b)(batch)
     pred = model.predict(batch).float().cpu().numpy()
     model.train(was)
     x = batch["x"][:, :3].cpu().numpy()
