@@ -240,6 +240,8 @@ class AsyncWriter:
         while True:
             if self._error is not None:
                 raise self._error
+            if self._abort.is_set():
+                raise RuntimeError("writer aborted")
             try:
                 self._q.put(job, timeout=0.1)
                 return
