@@ -95,7 +95,8 @@ def test_engine_matches_reference(tmp_path, h, w, tile, overlap, threads):
     src = write_tiled(tmp_path / "in.tif", data)
     with open_raster(src, require_crs=False) as ds:
         ref = reference(ds, model, tile, overlap)
-        got = engine(tmp_path, ds, model, tile, overlap, threads=threads)
+        got = engine(tmp_path, ds, model, tile, overlap, threads=threads,
+                     blend_thread=threads == 1, prefetch=threads)
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=0)
 
 
