@@ -269,10 +269,8 @@ class TiledRun:
                     self._writer.add(w, pred, valid)
             self._writer.close()
         except BaseException as e:  # noqa: BLE001 - raised by put/join
-            self._error = e
+            self._error = e  # put() sees it instead of waiting on a full queue
             self._writer.abort()
-            while self._q.get() is not None:  # unblock the producer until it ends
-                pass
 
     def put(self, windows, preds, valids) -> None:
         if self._error is not None:
