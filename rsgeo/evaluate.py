@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from rsgeo.errors import InputError
 from rsgeo.io.raster import Grid, align_to, check_same_grid, open_raster, valid_mask
-from rsgeo.io.windows import strips
+from rsgeo.io.reader import read_strips
 
 TASKS = ("height", "segmentation", "change", "footprints")
+CHUNK = 65536  # pixels per metric update (cache-sized)
 RASTER_EXT = {".tif", ".tiff", ".vrt", ".img", ".png", ".jpg", ".jp2"}
 
 
@@ -47,7 +47,8 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
     for p, r in pairs:
         acc = _accumulator(task, names, ignore_index)
         n_valid = 0
-        for pv, rv, ok in stream_pair(p, r, align, nodata, strip_rows):
+        for pv, rv, ok in stream_pair(p, r, align, nodata, strip_rows,
+                                      finite=task != "height"):
             n_valid += int(np.count_nonzero(ok))
             _update(acc, task, pv, rv, ok, ignore_index)
         if n_valid == 0:
@@ -86,8 +87,13 @@ def pair_rasters(pred: Path, ref: Path) -> list[tuple[Path, Path]]:
     return [(a[n], b[n]) for n in sorted(a)]
 
 
-def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, rows: int):
-    """Yield (pred, ref, valid) float arrays strip by strip on REF's grid."""
+def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, rows: int,
+                finite: bool = True):
+    """Yield (pred, ref, valid) arrays piece by piece on REF's grid.
+
+    ``valid`` excludes nodata in either raster, and non-finite values unless ``finite`` is
+    False (the height accumulator drops those itself).
+    """
     with open_raster(pred, bands=1, purpose="prediction raster", require_crs=False) as pds, \
             open_raster(ref, bands=1, purpose="reference raster", require_crs=False) as rds:
         grid = Grid.of(rds)
@@ -95,21 +101,24 @@ def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, 
             check_same_grid(rds, pds, ref, pred)
         elif align not in ("nearest", "bilinear"):
             raise InputError(f"--align must be nearest or bilinear, got {align!r}")
-        with align_to(pds, grid, align or "nearest") as src, ThreadPoolExecutor(2) as pool:
+        with align_to(pds, grid, align or "nearest") as src:
             pn = nodata if nodata is not None else src.nodata
             rn = nodata if nodata is not None else rds.nodata
+            # both rasters decoded in parallel pieces, a few strips ahead of the metrics
+            sub = max(1, CHUNK // grid.width)  # metrics run on cache-sized pieces
+            for _, (pv, rv) in read_strips([src, rds], rows):
+                for a in range(0, pv.shape[0], sub):
+                    p, r = pv[a:a + sub], rv[a:a + sub]
+                    yield p, r, _valid(p, pn, finite) & _valid(r, rn, finite)
 
-            def read(win):  # both rasters at once, one strip ahead (GDAL releases the GIL)
-                return pool.submit(src.read, 1, window=win), pool.submit(rds.read, 1, window=win)
 
-            wins = list(strips(grid.height, grid.width, rows))
-            nxt = read(wins[0])
-            for i in range(len(wins)):
-                pf, rf = nxt
-                pv, rv = pf.result(), rf.result()
-                if i + 1 < len(wins):
-                    nxt = read(wins[i + 1])
-                yield pv, rv, valid_mask(pv, pn) & valid_mask(rv, rn)
+def _valid(a: np.ndarray, nodata, finite: bool) -> np.ndarray:
+    """:func:`valid_mask` of a 2-D piece, optionally without the finiteness test."""
+    if finite:
+        return valid_mask(a, nodata)
+    if nodata is None or (isinstance(nodata, float) and np.isnan(nodata)):
+        return np.ones(a.shape, bool)
+    return a != nodata
 
 
 def load_classes(path) -> dict[int, str]:

@@ -1,23 +1,27 @@
 """GeoTIFF output: creation options, atomic open, COG copy, and the blended tile writer.
 
-Outputs are tiled GeoTIFFs (256 px blocks, DEFLATE with a predictor, ``BIGTIFF=IF_SAFER``,
-``NUM_THREADS=ALL_CPUS``) written under a temporary name and renamed when complete. A
+Outputs are tiled GeoTIFFs (256 px blocks, DEFLATE with a predictor -- float rasters such as
+heights use :data:`HEIGHT_CODEC`, or ``--compress deflate|zstd|lerc_zstd`` through
+:func:`height_co` --, ``BIGTIFF=IF_SAFER``, ``NUM_THREADS=ALL_CPUS`` so GDAL compresses on
+every core; ``--co`` always wins) written under a temporary name and renamed when complete. A
 Cloud Optimized GeoTIFF is made by *copying* the finished GeoTIFF with the COG driver
 (writing COG directly would hold the whole raster in memory).
 
-:class:`BlendedWriter` accumulates overlapping tile predictions with a weight window and
-writes rows to disk as soon as no later tile can touch them, so memory grows with the
-raster width (``bands x (tile + block) x width``), never with its area.
+:class:`BlendedWriter` accumulates overlapping tile predictions with a separable weight
+window and hands block rows to a writer thread as soon as no later tile can touch them;
+with vertical panels its memory is bounded by the panel width, not the raster's size.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import queue
+import threading
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import rasterio
@@ -25,6 +29,7 @@ import rasterio.shutil
 from rasterio.windows import Window
 
 from rsgeo.errors import InputError
+from rsgeo.io.buffers import ArrayPool
 from rsgeo.io.atomic import atomic_path, remove, temp_name
 from rsgeo.io.raster import Grid
 from rsgeo.io.windows import TileGrid
@@ -46,9 +51,51 @@ def parse_co(items: list[str] | tuple[str, ...] | None) -> dict[str, str]:
     return out
 
 
+CODECS = ("deflate", "zstd", "lerc_zstd")
+HEIGHT_CODEC = "zstd"       # default for height outputs: see README, "Output formats"
+MAX_Z_ERROR = 0.01          # LERC_ZSTD default: 1 cm
+
+
+def codec_co(codec: str | None, max_z_error: float | None = None) -> dict[str, str]:
+    """GDAL creation options for a height output compressed with ``codec``.
+
+    - ``deflate``: lossless, DEFLATE level 1 + floating-point predictor (the most portable).
+    - ``zstd``: lossless, ZSTD level 1 + floating-point predictor (GDAL >= 2.3 reads it).
+    - ``lerc_zstd``: lossy, every value within ``max_z_error`` (metres, default 0.01) of the
+      prediction, nodata kept exact; several times smaller than lossless for heights.
+
+    ``None`` means :data:`HEIGHT_CODEC`. User ``--co`` options are applied on top.
+    """
+    name = (codec or HEIGHT_CODEC).lower()
+    if name not in CODECS:
+        raise InputError(f"--compress must be one of {', '.join(CODECS)}, got {codec!r}")
+    if max_z_error is not None and name != "lerc_zstd":
+        raise InputError("--max-z-error applies to --compress lerc_zstd only")
+    if name == "deflate":
+        return {"COMPRESS": "DEFLATE", "PREDICTOR": "3", "ZLEVEL": "1"}
+    if name == "zstd":
+        return {"COMPRESS": "ZSTD", "PREDICTOR": "3", "ZSTD_LEVEL": "1"}
+    err = MAX_Z_ERROR if max_z_error is None else float(max_z_error)
+    if not (err >= 0 and math.isfinite(err)):
+        raise InputError(f"--max-z-error must be >= 0 metres, got {max_z_error}")
+    return {"COMPRESS": "LERC_ZSTD", "MAX_Z_ERROR": repr(err)}
+
+
+def height_co(compress: str | None = None, max_z_error: float | None = None,
+              co: dict[str, str] | None = None) -> dict[str, str]:
+    """Creation options for a height output: ``--compress``/``--max-z-error``, then ``--co``."""
+    return {**codec_co(compress, max_z_error), **(co or {})}
+
+
 def gtiff_profile(grid: Grid, count: int, dtype: str, nodata: float | None,
                   co: dict[str, str] | None = None) -> dict:
-    """A rasterio profile for a tiled, compressed GeoTIFF on ``grid``; ``co`` overrides."""
+    """A rasterio profile for a tiled, compressed GeoTIFF on ``grid``; ``co`` overrides.
+
+    Defaults: 256 px tiles, DEFLATE level 1 with a predictor (float rasters:
+    :data:`HEIGHT_CODEC`, see :func:`codec_co`), ``NUM_THREADS=ALL_CPUS`` (GDAL compresses
+    blocks on all cores). Options that do not apply to the chosen
+    ``COMPRESS`` (predictor for LERC, level of another codec) are dropped unless given.
+    """
     kind = np.dtype(dtype).kind
     profile = dict(
         driver="GTiff", width=grid.width, height=grid.height, count=count, dtype=dtype,
@@ -57,12 +104,21 @@ def gtiff_profile(grid: Grid, count: int, dtype: str, nodata: float | None,
         predictor=3 if kind == "f" else 2, zlevel=1, bigtiff="IF_SAFER", num_threads="ALL_CPUS",
         interleave="band" if count > 1 else "pixel",
     )
+    if kind == "f":  # heights and other float outputs: the height codec
+        profile.update({k.lower(): v for k, v in codec_co(HEIGHT_CODEC).items()})
     if min(grid.width, grid.height) < BLOCK:  # tiny rasters: striped is smaller and valid
         profile.update(tiled=False)
         profile.pop("blockxsize")
         profile.pop("blockysize")
+    given = {k.lower() for k in (co or {})}
     for k, v in (co or {}).items():
         profile[k.lower()] = v
+    method = str(profile.get("compress", "")).lower()
+    if method != "deflate" and "zlevel" not in given:
+        profile.pop("zlevel", None)
+    if (method.startswith("lerc") or method in ("none", "jpeg", "webp")) \
+            and "predictor" not in given:
+        profile.pop("predictor", None)
     return profile
 
 
@@ -81,7 +137,12 @@ def open_output(path: str | os.PathLike, grid: Grid, *, count: int = 1, dtype: s
         cog: copy the finished GeoTIFF to a Cloud Optimized GeoTIFF with overviews.
         tags, band_descriptions, units: metadata written into the file.
     """
-    profile = gtiff_profile(grid, count, dtype, nodata, co)
+    work_co = co
+    if cog and str((co or {}).get("COMPRESS", "")).upper().startswith("LERC"):
+        # lossy once: the intermediate GeoTIFF is lossless, the COG copy applies LERC
+        work_co = {k: v for k, v in co.items() if k.upper() not in ("COMPRESS", "MAX_Z_ERROR")}
+        work_co["COMPRESS"] = "ZSTD"
+    profile = gtiff_profile(grid, count, dtype, nodata, work_co)
     with atomic_path(path, overwrite) as tmp:
         gtiff = temp_name(Path(path)) if cog else tmp
         try:
@@ -107,10 +168,14 @@ def copy_to_cog(src: str | os.PathLike, dst: str | os.PathLike, co: dict | None 
         resampling = "NEAREST" if kind in "iu" else "AVERAGE"
     opts = dict(compress="DEFLATE", predictor="YES", blocksize=512, bigtiff="IF_SAFER",
                 num_threads="ALL_CPUS", overview_resampling=resampling)
-    gtiff_only = {"TILED", "BLOCKXSIZE", "BLOCKYSIZE", "INTERLEAVE", "ZLEVEL", "PHOTOMETRIC"}
+    gtiff_only = {"TILED", "BLOCKXSIZE", "BLOCKYSIZE", "INTERLEAVE", "PHOTOMETRIC"}
     for k, v in (co or {}).items():
-        if k.upper() not in gtiff_only:
+        if k.upper() in ("ZLEVEL", "ZSTD_LEVEL"):  # the COG driver calls both LEVEL
+            opts["level"] = v
+        elif k.upper() not in gtiff_only:
             opts[k.lower()] = v
+    if str(opts.get("compress", "")).upper().startswith("LERC"):
+        opts.pop("predictor", None)
     rasterio.shutil.copy(src, dst, driver="COG", **opts)
 
 
@@ -145,69 +210,314 @@ def ramp(size: int, overlap: int, taper_start: bool, taper_end: bool) -> np.ndar
     return w
 
 
-class BlendedWriter:
-    """Blend overlapping tile predictions and stream finished rows to an open dataset.
+class AsyncWriter:
+    """Run write jobs on one background thread, at most ``depth`` waiting.
 
-    Tiles must arrive in the row-major order of ``tiles`` (a :class:`TileGrid`). Each
-    prediction ``(bands, tile, tile)`` is multiplied by a separable weight window (see
-    :func:`ramp`) and accumulated; a pixel's output is ``sum(w * p) / sum(w)`` over the
-    tiles covering it, or ``nodata`` where no valid tile pixel covered it. Rows above the
-    current tile row are final and are flushed in multiples of the block height.
+    ``submit(job)`` queues a callable (it computes and writes a block row); the first error
+    is raised by the next ``submit`` or by ``close``. ``abort`` drops what is queued.
+    """
+
+    def __init__(self, depth: int = 2):
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._error: BaseException | None = None
+        self._abort = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rsgeo-write", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            job = self._q.get()
+            if job is None:
+                return
+            if self._error is not None or self._abort.is_set():
+                continue
+            try:
+                job()
+            except BaseException as e:  # noqa: BLE001 - raised by submit/close
+                self._error = e
+
+    def submit(self, job: Callable[[], None]) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._abort.is_set():
+                raise RuntimeError("writer aborted")
+            try:
+                self._q.put(job, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Wait for every queued write; raise the first error."""
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        self._abort.set()
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+
+
+def weight_sums(size: int, offsets: list[int], tile: int, overlap: int) -> np.ndarray:
+    """Sum over tiles of their 1-D :func:`ramp` along one axis: ``(size,)`` float32.
+
+    The 2-D weight of a tile is the outer product of its row and column ramps, so the
+    weight sum at a pixel covered by valid tiles is ``rows[y] * cols[x]``: two vectors
+    instead of a full-width weight-sum buffer. Sums run in float64 (exact for one tile).
+    """
+    acc = np.zeros(size, np.float64)
+    for o in offsets:
+        n = min(tile, size - o)
+        acc[o:o + n] += ramp(tile, overlap, o > 0, o + tile < size)[:n]
+    return acc.astype(np.float32)
+
+
+def _ones_span(w: np.ndarray) -> tuple[int, int]:
+    """The index range where the 1-D weight ``w`` is exactly 1 (a ramp's flat middle)."""
+    idx = np.flatnonzero(w == 1)
+    return (int(idx[0]), int(idx[-1]) + 1) if idx.size else (0, 0)
+
+
+def _accumulate(acc: np.ndarray, pred: np.ndarray, weight: np.ndarray, ones_y, ones_x,
+                assign: bool = False) -> None:
+    """``acc += pred * weight`` (bands, h, w), skipping the multiply where the weight is 1.
+
+    ``assign`` writes ``pred * weight`` instead (pixels no earlier tile touched: no zeroed
+    buffer to read). Bit-identical to the plain expression (``x * 1.0 == x``,
+    ``0 + x == x``); the flat middle of a tile is most of its pixels.
+    """
+    h, w = weight.shape
+    if h == 0 or w == 0:
+        return
+    y0, y1 = max(0, ones_y[0]), min(h, ones_y[1])
+    x0, x1 = max(0, ones_x[0]), min(w, ones_x[1])
+
+    def mul(a, p, wt):
+        if assign:
+            np.multiply(p, wt, out=a)
+        else:
+            a += p * wt
+
+    if y1 - y0 < 16 or x1 - x0 < 16:
+        mul(acc, pred, weight)
+        return
+    if y0 > 0:
+        mul(acc[:, :y0], pred[:, :y0], weight[:y0])
+    if y1 < h:
+        mul(acc[:, y1:], pred[:, y1:], weight[y1:])
+    if x0 > 0:
+        mul(acc[:, y0:y1, :x0], pred[:, y0:y1, :x0], weight[y0:y1, :x0])
+    if x1 < w:
+        mul(acc[:, y0:y1, x1:], pred[:, y0:y1, x1:], weight[y0:y1, x1:])
+    if assign:
+        acc[:, y0:y1, x0:x1] = pred[:, y0:y1, x0:x1]
+    else:
+        acc[:, y0:y1, x0:x1] += pred[:, y0:y1, x0:x1]
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Start/stop of the runs of True in a 1-D bool array."""
+    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
+
+
+def _normalise(out: np.ndarray, den_y: np.ndarray, den_x: np.ndarray) -> None:
+    """``out /= den_y[:, None] * den_x[None, :]`` in place, only where the product is not 1."""
+    rows = _runs(den_y != 1)
+    cols = _runs(den_x != 1)
+    for a, b in rows:
+        np.divide(out[:, a:b], np.multiply.outer(den_y[a:b], den_x), out=out[:, a:b])
+    edges = [0] + [x for ab in rows for x in ab] + [len(den_y)]
+    for a, b in zip(edges[::2], edges[1::2]):  # rows where den_y == 1: den is den_x
+        if b > a:
+            for c, d in cols:
+                np.divide(out[:, a:b, c:d], den_x[c:d], out=out[:, a:b, c:d])
+
+
+class BlendedWriter:
+    """Blend overlapping tile predictions and stream finished block rows to an open dataset.
+
+    Tiles arrive in the order of :func:`~rsgeo.io.windows.tile_order` for ``panels``
+    (row-major when there is one panel, the default). Each prediction ``(bands, tile,
+    tile)`` is multiplied by its separable weight window (see :func:`ramp`) and
+    accumulated; a pixel's output is ``sum(w * p) / sum(w)`` over the tiles covering it,
+    ``nodata`` where the input pixel is nodata. ``valid`` masks mark the input's nodata
+    pixels: a property of the raster pixel, the same in every tile that covers it, so the
+    weight sum is ``rows[y] * cols[x]`` (:func:`weight_sums`) where valid.
+
+    Buffers: block rows (the output's block height) of the current panel's width, at most
+    ``tile / block + 2`` alive, plus a ``height x overlap`` carry between panels. Finished
+    block rows go to an :class:`AsyncWriter` thread that divides and writes them.
     """
 
     def __init__(self, dst, tiles: TileGrid, bands: int = 1, nodata: float = HEIGHT_NODATA,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", panels: list | None = None, write_depth: int = 2):
+        from rsgeo.io.windows import plan_panels
+
         self.dst, self.tiles, self.bands, self.nodata = dst, tiles, bands, nodata
         self.dtype = dtype
-        H, W = tiles.height, tiles.width
-        self.block = BLOCK
-        self.rows = min(H, tiles.tile + self.block)
-        self.acc = np.zeros((bands, self.rows, W), dtype=np.float32)
-        self.wsum = np.zeros((self.rows, W), dtype=np.float32)
-        self.start = 0  # raster row held in buffer row 0
-        self.last_row = 0
+        self.panels = panels or plan_panels(tiles, tiles.width, None)
+        H, W, t, o = tiles.height, tiles.width, tiles.tile, tiles.overlap
+        bh = int(dst.block_shapes[0][0]) if hasattr(dst, "block_shapes") else BLOCK
+        self.block = bh * max(1, round(BLOCK / bh)) if bh < BLOCK else bh
+        self.wy = weight_sums(H, tiles.row_offsets, t, o)
+        self.wx = weight_sums(W, tiles.col_offsets, t, o)
+        self._weights: dict = {}
+        self._col_panel: dict | None = None
+        self._row_index = {o: i for i, o in enumerate(tiles.row_offsets)}
+        self._col_index = {o: i for i, o in enumerate(tiles.col_offsets)}
+        self._pool = ArrayPool(keep=write_depth + 2)
+        self._writer = AsyncWriter(write_depth)
+        self._chunks: dict[int, list] = {}
+        self._pi = 0
+        self._carry_in = self._carry_out = None
+        self._start_panel(0)
+        self.last = (0, 0)
+        self.peak_rows = 0  # most buffer rows alive at once (memory bound check)
+
+    def _start_panel(self, pi: int) -> None:
+        H = self.tiles.height
+        self._pi = pi
+        p = self.panels[pi]
+        self._carry_in = self._carry_out
+        self._carry_out = None
+        if pi + 1 < len(self.panels) and p.c1 > p.x1:
+            self._carry_out = [np.zeros((self.bands, H, p.c1 - p.x1), np.float32), None]
+
+    def _panel_of(self, col: int) -> int:
+        if self._col_panel is None:
+            cols = self.tiles.col_offsets
+            self._col_panel = {cols[j]: i for i, p in enumerate(self.panels)
+                               for j in range(p.j0, p.j1)}
+        try:
+            return self._col_panel[col]
+        except KeyError:
+            raise ValueError(f"column {col} is not a tile column of the grid") from None
+
+    def _weight(self, r: int, c: int, h: int, w: int) -> np.ndarray:
+        t, o, H, W = self.tiles.tile, self.tiles.overlap, self.tiles.height, self.tiles.width
+        key = (r > 0, r + t < H, c > 0, c + t < W, h, w)
+        wt = self._weights.get(key)
+        if wt is None:
+            wy = ramp(t, o, key[0], key[1])[:h]
+            wx = ramp(t, o, key[2], key[3])[:w]
+            wt = self._weights[key] = (wy[:, None] * wx[None, :], _ones_span(wy),
+                                       _ones_span(wx))
+        return wt
 
     def add(self, window: Window, pred: np.ndarray, valid: np.ndarray | None = None) -> None:
         """Accumulate one tile: ``pred`` (bands, tile, tile), ``valid`` (tile, tile) bool."""
         r, c = int(window.row_off), int(window.col_off)
-        if r < self.last_row:
-            raise ValueError("tiles must be added in row-major order")
-        self.last_row = r
+        pi = self._panel_of(c) if len(self.panels) > 1 else 0
+        if (pi, r) < self.last:
+            raise ValueError("tiles must be added in sweep order (panel, then row-major)")
+        if pi != self._pi:
+            self._flush_below(self.tiles.height)
+            self._start_panel(pi)
+        self.last = (pi, r)
+        self._flush_below(r)
         H, W, t = self.tiles.height, self.tiles.width, self.tiles.tile
-        if r > self.start:
-            self._flush(min(r - r % self.block, H) if r < H else H)
         h, w = min(t, H - r), min(t, W - c)
-        wy = ramp(t, self.tiles.overlap, r > 0, r + t < H)[:h]
-        wx = ramp(t, self.tiles.overlap, c > 0, c + t < W)[:w]
-        weight = wy[:, None] * wx[None, :]
+        weight, ones_y, ones_x = self._weight(r, c, h, w)
+        bad = None
         if valid is not None:
-            weight = weight * valid[:h, :w]
-        br = r - self.start
-        self.acc[:, br:br + h, c:c + w] += pred[:, :h, :w] * weight
-        self.wsum[br:br + h, c:c + w] += weight
+            v = valid[:h, :w]
+            if not v.all():
+                weight = weight * v
+                bad = ~v
+                ones_y = ones_x = (0, 0)
+        p = self.panels[pi]
+        cs = c - p.x0
+        ch = self.block
+        # pixels of this tile no earlier tile touched: [fy, h) x [fx, w) (assigned, not added)
+        ki, j = self._row_index[r], self._col_index[c]
+        rows, cols = self.tiles.row_offsets, self.tiles.col_offsets
+        fy = min(h, max(0, rows[ki - 1] + t - r)) if ki > 0 else 0
+        fx = min(w, max(0, cols[j - 1] + t - c)) if j > p.j0 else 0
+        for k in range(r // ch, (r + h - 1) // ch + 1):
+            a, b = max(r, k * ch), min(r + h, (k + 1) * ch)
+            chunk = self._chunk(k)
+            ta, tb = a - r, b - r           # tile rows of this block row
+            for y0, y1, x0, x1, fresh in ((ta, min(tb, fy), 0, w, False),
+                                          (max(ta, fy), tb, 0, fx, False),
+                                          (max(ta, fy), tb, fx, w, True)):
+                if y1 > y0 and x1 > x0:
+                    _accumulate(chunk[0][:, y0 + r - k * ch:y1 + r - k * ch, cs + x0:cs + x1],
+                                pred[:, y0:y1, x0:x1], weight[y0:y1, x0:x1],
+                                (ones_y[0] - y0, ones_y[1] - y0),
+                                (ones_x[0] - x0, ones_x[1] - x0), assign=fresh)
+            ya, yb = a - k * ch, b - k * ch
+            if bad is not None:
+                if chunk[1] is None:
+                    chunk[1] = np.zeros(chunk[0].shape[1:], bool)
+                chunk[1][ya:yb, cs:cs + w] |= bad[a - r:b - r]
 
-    def _flush(self, upto: int) -> None:
-        n = upto - self.start
-        if n <= 0:
-            return
-        wsum = self.wsum[:n]
-        out = np.full((self.bands, n, self.tiles.width), self.nodata, dtype=np.float32)
-        covered = wsum > 0
-        np.divide(self.acc[:, :n], wsum, out=out, where=covered[None])
-        self.dst.write(out.astype(self.dtype, copy=False),
-                       window=Window(0, self.start, self.tiles.width, n))
-        keep = self.rows - n
-        for i in range(0, keep, n):  # shift up in non-overlapping chunks: no temporary copy
-            j = min(i + n, keep)
-            self.acc[:, i:j] = self.acc[:, i + n:j + n]
-            self.wsum[i:j] = self.wsum[i + n:j + n]
-        self.acc[:, keep:] = 0
-        self.wsum[keep:] = 0
-        self.start = upto
+    def _chunk(self, k: int) -> list:
+        chunk = self._chunks.get(k)
+        if chunk is None:
+            p = self.panels[self._pi]
+            rows = min(self.block, self.tiles.height - k * self.block)
+            acc = self._pool.take((self.bands, rows, p.c1 - p.x0), np.float32)
+            acc[:, :, :p.c0 - p.x0] = 0  # only the carry lands left of the first tile
+            chunk = self._chunks[k] = [acc, None]
+            self.peak_rows = max(self.peak_rows, sum(c[0].shape[1] for c in self._chunks.values()))
+        return chunk
+
+    def _flush_below(self, row: int) -> None:
+        """Finish every buffered block row that ends at or above raster row ``row``."""
+        for k in sorted(self._chunks):
+            if min((k + 1) * self.block, self.tiles.height) > row:
+                break
+            self._finish(k, *self._chunks.pop(k))
+
+    def _finish(self, k: int, acc: np.ndarray, bad: np.ndarray | None) -> None:
+        p = self.panels[self._pi]
+        y0 = k * self.block
+        n = acc.shape[1]
+        if self._carry_in is not None:  # the previous panel's share of our first columns
+            cin, cbad = self._carry_in
+            cw = cin.shape[2]
+            acc[:, :, :cw] += cin[:, y0:y0 + n]
+            if cbad is not None:
+                if bad is None:
+                    bad = np.zeros(acc.shape[1:], bool)
+                bad[:, :cw] |= cbad[y0:y0 + n]
+        ow = p.x1 - p.x0
+        if self._carry_out is not None:  # our share of the next panel's first columns
+            cout = self._carry_out
+            cout[0][:, y0:y0 + n] = acc[:, :, ow:]
+            if bad is not None and bad[:, ow:].any():
+                if cout[1] is None:
+                    cout[1] = np.zeros(cout[0].shape[1:], bool)
+                cout[1][y0:y0 + n] = bad[:, ow:]
+        out = acc[:, :, :ow]
+        mask = None if bad is None else bad[:, :ow]
+        den_y, den_x = self.wy[y0:y0 + n], self.wx[p.x0:p.x1]
+        window = Window(p.x0, y0, ow, n)
+
+        def job():
+            _normalise(out, den_y, den_x)
+            if mask is not None:
+                out[:, mask] = self.nodata
+            self.dst.write(out.astype(self.dtype, copy=False), window=window)
+            self._pool.give(acc)
+
+        self._writer.submit(job)
 
     def close(self) -> None:
-        """Write every remaining row (call once, after the last tile)."""
-        self._flush(self.tiles.height)
+        """Write every remaining row (call once, after the last tile) and wait for the writes."""
+        self._flush_below(self.tiles.height)
+        self._writer.close()
+
+    def abort(self) -> None:
+        """Drop buffered rows and stop the writer thread (after a failure)."""
+        self._chunks.clear()
+        self._writer.abort()
 
     def __enter__(self):
         return self
@@ -215,3 +525,5 @@ class BlendedWriter:
     def __exit__(self, exc_type, *_):
         if exc_type is None:
             self.close()
+        else:
+            self.abort()
