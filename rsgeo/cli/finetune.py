@@ -58,7 +58,9 @@ def finetune_cmd(
     precision: Annotated[Precision, typer.Option("--precision")] = Precision.fp32,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     workers: Annotated[int, typer.Option("--workers", min=0)] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUTPUT.")] = False,
+    log_every: Annotated[Optional[int], typer.Option("--log-every", min=1, help="Steps between metrics records (default 10).")] = None,
+    ckpt_every: Annotated[Optional[int], typer.Option("--ckpt-every", min=1, help="Steps between checkpoints (default 500; one at the end and on SIGTERM/SIGINT).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUTPUT from its last checkpoint (same settings).")] = False,
     overwrite: Overwrite = False,
     json_out: Json = False,
 ):
@@ -82,7 +84,8 @@ def finetune_cmd(
                  adapt_to=adapt_to, val_dataset=val_dataset, encoder_lr_scale=encoder_lr_scale,
                  resume=resume, overwrite=overwrite,
                  epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, device=device.value,
-                 precision=precision.value, seed=seed, workers=workers, val_every=val_every)
+                 precision=precision.value, seed=seed, workers=workers, val_every=val_every,
+                 log_every=log_every, ckpt_every=ckpt_every)
     if json_out:
         typer.echo(json.dumps(s, default=float))
     else:

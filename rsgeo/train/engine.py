@@ -43,6 +43,10 @@ and three hooks:
 - ``on_epoch_end(trainer, epoch) -> dict | None``: the same, after every epoch;
 - ``on_step_end(trainer, step, record)``.
 
+CPU threads (:mod:`rsgeo.train.threads`): ``fit`` runs torch with ``cores - workers``
+intra-op threads (at least 1; ``RSGEO_NUM_THREADS`` overrides), so a rank and its loader
+processes never ask for more cores than the process may use.
+
 Preemption (:mod:`rsgeo.train.stop`): during ``fit`` SIGTERM and SIGINT only ask the main
 process to stop; it finishes the step, saves ``checkpoints/last.pt`` and raises
 ``TrainingInterrupted`` (exit 143 / 130). Under torchrun the ranks agree on the step.
@@ -139,6 +143,9 @@ class Trainer:
             raise InputError(f"--batch-size {cfg.batch_size} must be a multiple of processes x "
                              f"accumulation steps ({ws} x {cfg.accum_steps})")
         self.micro = cfg.batch_size // (ws * cfg.accum_steps)
+        from rsgeo.train.threads import plan_threads
+
+        self.threads = plan_threads(cfg.workers)  # torch threads + workers <= cores
         self.dataset, self.collate_fn = dataset, collate_fn
         self.sampler = ShardedSampler(len(dataset), ws, self.info.rank, cfg.seed)
         self.steps_per_epoch = self.sampler.per_rank // self.micro // cfg.accum_steps
@@ -267,6 +274,12 @@ class Trainer:
         Raises :class:`~rsgeo.train.stop.TrainingInterrupted` (exit 130/143) after saving
         ``checkpoints/last.pt`` when SIGINT/SIGTERM arrived during the run.
         """
+        from rsgeo.train.threads import torch_threads
+
+        with torch_threads(self.threads):
+            return self._fit()
+
+    def _fit(self) -> dict:
         from rsgeo.progress import progress
         from rsgeo.train.stop import StopSignals
 
@@ -328,6 +341,7 @@ class Trainer:
         return {"step": self.step, "epoch": self.epoch, "loss": loss,
                 "run_dir": str(self.out_dir), "world_size": self.info.world_size,
                 "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
+                "threads": self.threads, "workers": self.cfg.workers,
                 "seconds": round(wall, 3), "val_seconds": round(self.val_seconds, 3),
                 "val_share": self.val_seconds / wall if wall > 0 else 0.0}
 
