@@ -77,9 +77,9 @@ def open_chips(dataset, modalities: tuple[str, ...], split: str):
 
     mods = tuple(modalities) + (("hog",) if "hog" in have else ())
     try:
-        ds = ChipDataset(root, split=split, modalities=mods, normalize=True)
+        ds = ChipDataset(root, split=split, modalities=mods)
     except (TypeError, ValueError, KeyError):  # a reader that does not list hog as a modality
-        ds = ChipDataset(root, split=split, modalities=tuple(modalities), normalize=True)
+        ds = ChipDataset(root, split=split, modalities=tuple(modalities))
     if len(ds) == 0:
         raise InputError(f"no {split} chips", root)
     stats_path = root / "stats.json"

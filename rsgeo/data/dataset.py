@@ -1,8 +1,8 @@
 """``ChipDataset``: a torch Dataset over a chip folder written by ``rsgeo prepare``.
 
 Shards are opened with ``np.load(mmap_mode="r")`` lazily in each process (DataLoader
-workers and DDP ranks each map the files; nothing is copied up front). See
-docs/chip-dataset.md for the format.
+workers and DDP ranks each map the files; nothing is copied up front). The manifest is read
+once into numpy index arrays. See docs/chip-dataset.md for the format and dtypes.
 """
 
 from __future__ import annotations
@@ -22,21 +22,30 @@ IMAGES = ("rgb", "post_rgb")
 
 
 class ChipDataset(Dataset):
-    """Kept chips of one split as dicts of tensors.
+    """Kept chips of one split as dicts of tensors, as stored (no conversion by default).
 
     Args:
         root: dataset folder; split: ``train``/``val``/``test`` (None: all kept chips).
         modalities: which to return; ``hog`` may be listed too.
-        normalize: images as ``(x - mean) / std`` with their *source's* statistics
-            (per-source normalisation, as HiRes-FusedMIM); heights stay in metres.
+        normalize: False (default): samples as stored, for the fast training pipeline,
+            which normalises per batch on the training device
+            (:class:`rsgeo.data.batch.SourceNorm` from :meth:`source_norm`). True: the
+            float form for inspection and simple loops: images float32 ``(x - mean) / std``
+            with their *source's* statistics (per-source normalisation, as
+            HiRes-FusedMIM), labels int64; heights stay in metres either way.
 
-    A sample: ``rgb``/``post_rgb`` float32 ``[3, H, W]``, ``dsm``/``ndsm`` float32
-    ``[1, H, W]`` (NaN = nodata), ``labels``/``change``/``buildings`` int64 ``[H, W]``
-    (255 = ignore), ``hog`` float32 ``[L]``, plus ``source`` and ``chip_id`` strings.
+    A sample (``normalize=False``): ``rgb``/``post_rgb`` uint8 ``[3, H, W]`` (0-255),
+    ``dsm``/``ndsm`` as stored (float32 or float16) ``[1, H, W]`` metres (NaN = nodata),
+    ``labels``/``change``/``buildings`` uint8 ``[H, W]`` (255 = ignore), ``hog`` float32
+    ``[L]``, ``source_id`` int (index into :attr:`sources`), plus ``source`` and ``chip_id``
+    strings. With ``normalize=True`` images are float32 and label maps int64.
+
+    :meth:`read` cuts a window (with flips) straight out of the memory-mapped shard, one
+    copy per modality; the training views use it instead of ``__getitem__``.
     """
 
     def __init__(self, root: str | os.PathLike, split: str | None = "train",
-                 modalities=("rgb",), normalize: bool = True):
+                 modalities=("rgb",), normalize: bool = False):
         import pandas as pd
 
         self.root = Path(root)
@@ -49,37 +58,79 @@ class ChipDataset(Dataset):
         missing = [m for m in self.modalities if m not in have]
         if missing:
             raise InputError(f"has no {', '.join(missing)} chips", self.root)
-        m = pd.read_parquet(self.root / "manifest.parquet")
+        m = pd.read_parquet(self.root / "manifest.parquet", columns=["source", "index",
+                                                                    "chip_id", "status", "split"])
         m = m[m["status"] == "kept"]
         if split is not None:
             m = m[m["split"] == split]
-        self.rows = m[["source", "index", "chip_id"]].reset_index(drop=True)
+        # index arrays, built once: no pandas per sample
+        names = m["source"].astype(str).to_numpy()
+        self.sources: list[str] = sorted(set(names))
+        self.source_ids = np.searchsorted(np.array(self.sources, dtype=object), names) \
+            .astype(np.int64) if len(names) else np.zeros(0, np.int64)
+        self.indices = m["index"].to_numpy(dtype=np.int64)
+        self.chip_ids = m["chip_id"].astype(str).to_numpy()
         self.stats = json.loads((self.root / "stats.json").read_text()).get("sources", {})
         self.normalize = normalize
         self.num_classes = (max(int(k) for k in self.info["classes"]) + 1
                             if self.info.get("classes") else None)
-        self._maps: dict[tuple[str, str], np.ndarray] = {}
+        self._maps: dict[tuple[int, str], np.ndarray] = {}
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.indices)
 
-    def _shard(self, source: str, modality: str) -> np.ndarray:
-        key = (source, modality)
+    def _shard(self, source_id: int, modality: str) -> np.ndarray:
+        key = (source_id, modality)
         if key not in self._maps:
-            self._maps[key] = np.load(self.root / "shards" / source / f"{modality}.npy",
-                                      mmap_mode="r")
+            path = self.root / "shards" / self.sources[source_id] / f"{modality}.npy"
+            self._maps[key] = np.load(path, mmap_mode="r")
         return self._maps[key]
 
+    def chip_shape(self, i: int) -> tuple[int, int]:
+        """``(H, W)`` of chip ``i`` in pixels."""
+        mod = next((m for m in self.modalities if m != "hog"), "rgb")
+        return tuple(self._shard(int(self.source_ids[i]), mod).shape[-2:])
+
+    def source_norm(self):
+        """Per-batch image normalisation for raw samples (identity when ``normalize``)."""
+        from rsgeo.data.batch import SourceNorm
+
+        return SourceNorm({} if self.normalize else self.stats, self.sources)
+
+    def read(self, i: int, modality: str, window: tuple[int, int, int, int] | None = None,
+             hflip: bool = False, vflip: bool = False) -> np.ndarray:
+        """Chip ``i``'s ``modality`` as stored, cut to ``window = (row, col, h, w)`` px and
+        flipped (left-right, up-down), in one contiguous copy. Label maps are ``[H, W]``;
+        ``hog`` (``[L]``) is returned whole (its grid follows the image, see PretrainView)."""
+        sid = int(self.source_ids[i])
+        a = self._shard(sid, modality)[int(self.indices[i])]
+        if modality == "hog":
+            return np.array(a)
+        if window is not None:
+            r, c, h, w = window
+            a = a[..., r:r + h, c:c + w]
+        if hflip:
+            a = a[..., ::-1]
+        if vflip:
+            a = a[..., ::-1, :]
+        a = np.array(a, order="C")  # always a copy: never a view into the read-only map
+        if modality not in IMAGES and modality not in HEIGHTS:
+            a = a.reshape(a.shape[-2:])
+        return a
+
     def __getitem__(self, i: int) -> dict:
-        row = self.rows.iloc[int(i)]
-        src, idx = row["source"], int(row["index"])
-        out = {"source": src, "chip_id": row["chip_id"]}
+        i = int(i)
+        sid = int(self.source_ids[i])
+        out = {"source": self.sources[sid], "chip_id": str(self.chip_ids[i]), "source_id": sid}
         for mod in self.modalities:
-            a = np.array(self._shard(src, mod)[idx])
+            a = self.read(i, mod)
+            if not self.normalize:
+                out[mod] = torch.from_numpy(a)
+                continue
             if mod in IMAGES:
                 t = torch.from_numpy(a.astype(np.float32))
-                st = self.stats.get(src, {}).get(mod)
-                if self.normalize and st:
+                st = self.stats.get(out["source"], {}).get(mod)
+                if st:
                     mean = torch.tensor(st["mean"], dtype=torch.float32)[:, None, None]
                     std = torch.tensor(st["std"], dtype=torch.float32)[:, None, None]
                     t = (t - mean) / std.clamp_min(1e-6)
@@ -87,5 +138,5 @@ class ChipDataset(Dataset):
             elif mod in HEIGHTS or mod == "hog":
                 out[mod] = torch.from_numpy(a.astype(np.float32))
             else:
-                out[mod] = torch.from_numpy(a.reshape(a.shape[-2:]).astype(np.int64))
+                out[mod] = torch.from_numpy(a.astype(np.int64))
         return out

@@ -91,7 +91,7 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
             raise InputError(f"--train-size {train_size} must be in 1..{len(train_idx)} "
                              "(labelled training chips)", label)
         train_idx = train_idx[subset_indices(len(train_idx), train_size, seed)]
-    first = TaskView(ds, task, inputs, [0], train=False)[0]["x"]
+    first = TaskView(ds, task, inputs, [0], train=False).sample(0)["x"]
     in_chans, chip = int(first.shape[0]), int(min(first.shape[-2:]))
     encoders, enc_meta, backbone = _encoders(encoder, backbone, inputs, chip)
     crop = int(crop or chip)
@@ -102,6 +102,9 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
               "head_features": head_features, "num_classes": num_classes,
               "split": 3 if inputs.startswith("rgb+") else None,
               "aux_classes": num_classes if aux else None}
+    import random
+
+    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)  # --seed: same run twice
     net = build_task_model(config, encoders)
     if crop % 32 or crop > chip:
         raise InputError(f"crop {crop} px must be a multiple of 32 and at most the chip size "

@@ -35,24 +35,30 @@ from __future__ import annotations
 import copy
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from rsgeo.data.batch import SourceNorm
 from rsgeo.finetune.tasks import AUX_WEIGHT, IGNORE, TaskModule, class_loss, height_loss
+from rsgeo.train.augment import cut
+from rsgeo.train.seeds import draw, mix64, sample_seed
 
 
 class AdaptView(Dataset):
     """Source sample ``i`` (a TaskView with labels) + a random target chip as ``x_target``.
 
-    The target chip and its crop/flips come from ``default_rng([seed, epoch, i, 1])``, so
-    pairs are the same on any worker, rank or resumed run.
+    The target chip and its crop/flips are a hash of ``(seed, epoch, i)`` (a stream apart
+    from the source's), so pairs are the same on any worker, rank or resumed run. Workers
+    hand over the target crop as stored (uint8); :meth:`on_device` normalises it with the
+    target dataset's per-source statistics after the source's own batch stage.
     """
 
     def __init__(self, source: Dataset, target: Dataset, crop: int, seed: int = 0):
         self.source, self.target, self.crop, self.seed, self.epoch = source, target, crop, seed, 0
+        self.fast = hasattr(target, "read") and hasattr(target, "source_ids")
+        self.norm = target.source_norm() if hasattr(target, "source_norm") else SourceNorm({})
 
     def __len__(self) -> int:
         return len(self.source)
@@ -63,16 +69,29 @@ class AdaptView(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         out = dict(self.source[i])
-        rng = np.random.default_rng([self.seed, self.epoch, int(i), 1])
-        t = torch.nan_to_num(torch.as_tensor(self.target[int(rng.integers(len(self.target)))]
-                                             ["rgb"]).float())
-        H, W = t.shape[-2:]
+        s = mix64(sample_seed(self.seed, self.epoch, int(i)) + 1) >> 2
+        k = draw(s, 0, len(self.target))
+        if self.fast:
+            H, W = self.target.chip_shape(k)
+        else:
+            t = self.target[k]["rgb"]
+            H, W = t.shape[-2:]
         c = min(self.crop, H, W)
-        oy, ox = int(rng.integers(0, H - c + 1)), int(rng.integers(0, W - c + 1))
-        t = t[:, oy:oy + c, ox:ox + c]
-        t = t.flip(-1) if rng.random() < 0.5 else t
-        out["x_target"] = (t.flip(-2) if rng.random() < 0.5 else t).contiguous()
+        win = (draw(s, 1, H - c + 1), draw(s, 2, W - c + 1), c, c)
+        hflip, vflip = draw(s, 3, 2) == 1, draw(s, 4, 2) == 1
+        if self.fast:
+            out["x_target"] = torch.from_numpy(self.target.read(k, "rgb", win, hflip, vflip))
+            out["x_target_source_id"] = int(self.target.source_ids[k])
+        else:
+            out["x_target"] = torch.from_numpy(cut(t, win, hflip, vflip))
+            out["x_target_source_id"] = -1
         return out
+
+    def on_device(self, batch: dict) -> dict:
+        batch = self.source.on_device(batch)
+        x = self.norm(batch["x_target"], "rgb", batch.pop("x_target_source_id"))
+        batch["x_target"] = torch.nan_to_num(x, nan=0.0)
+        return batch
 
 
 def photometric(x: torch.Tensor, g: torch.Generator, p_jitter: float = 1.0,

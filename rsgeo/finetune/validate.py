@@ -44,15 +44,20 @@ class ValSet:
         return self.n
 
     def batches(self, limit: int | None = None):
-        """Yield dict batches on the device (the first ``limit`` samples when given)."""
+        """Yield model-ready dict batches on the device (the first ``limit`` samples).
+
+        Samples are kept as the view stores them (uint8 images: small); the view's
+        ``on_device`` (normalisation, dtype conversion) runs per batch on the device.
+        """
         n = self.n if limit is None else min(limit, self.n)
+        prepare = getattr(self.view, "on_device", None) or (lambda b: b)
         if self.data is not None:
             for s in range(0, n, self.batch_size):
-                yield {k: v[s:min(s + self.batch_size, n)] for k, v in self.data.items()}
+                yield prepare({k: v[s:min(s + self.batch_size, n)] for k, v in self.data.items()})
             return
         view = self.view if n == self.n else torch.utils.data.Subset(self.view, range(n))
         for batch in DataLoader(view, batch_size=self.batch_size):
-            yield to_device(batch, self.device)
+            yield prepare(to_device(batch, self.device))
 
 
 def height_update(acc, pred: torch.Tensor, ref: torch.Tensor) -> None:

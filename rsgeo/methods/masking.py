@@ -1,10 +1,12 @@
 """Masks and selections, vectorised over the batch, drawn from per-sample seeds.
 
-Every random draw of a method comes from :func:`uniform`, which seeds one generator per
-sample from the batch's ``seed`` (set by the data pipeline from run seed, epoch and sample
-index). A sample therefore gets the same mask whichever rank, batch or process count
-draws it: one process and ``torchrun --nproc_per_node N`` train identically, and a resumed
-run redraws exactly the masks it would have drawn.
+Every random draw of a method comes from :func:`uniform`, a counter-based hash of the
+batch's ``seed`` (set by the data pipeline from run seed, epoch and sample index), the
+draw's ``stream`` and the position (:func:`rsgeo.train.seeds.uniform_from_seeds`),
+computed per batch on the training device. A sample therefore gets the same mask
+whichever rank, batch or process count draws it: one process and ``torchrun
+--nproc_per_node N`` train identically, and a resumed run redraws exactly the masks it
+would have drawn. Rankings use stable sorts, so equal draws order by position.
 """
 
 from __future__ import annotations
@@ -13,24 +15,19 @@ import math
 
 import torch
 
-_MIX = 0x9E3779B97F4A7C15
+from rsgeo.train.seeds import uniform_from_seeds
 
 
 def uniform(batch: dict, n: int, stream: int, like: torch.Tensor) -> torch.Tensor:
-    """``[B, n]`` uniforms in [0, 1); ``stream`` separates independent draws of one step.
+    """``[B, n]`` float32 uniforms in [0, 1) on ``like``'s device; ``stream`` separates
+    independent draws of one step.
 
     Uses ``batch["seed"]`` ([B] int64) when present, else the global torch RNG.
     """
-    B = like.shape[0]
     seeds = batch.get("seed")
     if seeds is None:
-        return torch.rand(B, n, device=like.device)
-    out = torch.empty(B, n)
-    g = torch.Generator()
-    for i, s in enumerate(seeds.tolist()):
-        g.manual_seed((int(s) ^ (stream * _MIX)) & (2**63 - 1))
-        out[i] = torch.rand(n, generator=g)
-    return out.to(like.device)
+        return torch.rand(like.shape[0], n, device=like.device)
+    return uniform_from_seeds(seeds.to(like.device, non_blocking=True), n, stream)
 
 
 def random_masking(noise: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -41,7 +38,7 @@ def random_masking(noise: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.
         visible, in original order) and ``ids_restore [B, L]`` (unshuffles
         ``[visible, masked]`` back to the original order).
     """
-    ids_shuffle = torch.argsort(noise, dim=1)       # ascend: small is keep, large is remove
+    ids_shuffle = torch.argsort(noise, dim=1, stable=True)  # ascend: small is keep, large is remove
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     ids_keep = ids_shuffle[:, :keep]
     mask = torch.ones_like(noise)
@@ -63,7 +60,7 @@ def block_mask(noise: torch.Tensor, units: tuple[int, int], ratio: float, scale:
     """
     B, U = noise.shape
     count = math.ceil(U * ratio)
-    rank = torch.argsort(torch.argsort(noise, dim=1), dim=1)       # rank of each unit
+    rank = torch.argsort(torch.argsort(noise, dim=1, stable=True), dim=1)  # unit ranks
     mask = (rank < count).view(B, *units)
     return mask.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
 

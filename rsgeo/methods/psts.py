@@ -84,13 +84,13 @@ def expand(tokens: torch.Tensor, selected: torch.Tensor, n_add: int, mix: Mix,
         taken = index_mask(selected, L)                                   # [B, L]
         sim = torch.bmm(feats, gather_tokens(feats, selected).transpose(1, 2))  # [B, L, k]
         score = sim.amax(dim=2).masked_fill(taken, float("inf"))
-        order = torch.argsort(score, dim=1)           # remaining far -> near, then selected
+        order = torch.argsort(score, dim=1, stable=True)  # remaining far -> near, then selected
         free = L - selected.shape[1]
         n_near, n_far, n_rand = mix.counts(n)
         picks = [order[:, :n_far], order[:, free - n_near:free]]
         if n_rand:
             chosen = taken | index_mask(torch.cat(picks, 1), L)
             r = noise[:, i * L:(i + 1) * L].masked_fill(chosen, float("inf"))
-            picks.append(torch.argsort(r, dim=1)[:, :n_rand])
+            picks.append(torch.argsort(r, dim=1, stable=True)[:, :n_rand])
         selected = torch.cat([selected, *picks], dim=1)
     return selected

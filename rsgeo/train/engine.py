@@ -75,7 +75,8 @@ from rsgeo.train import distributed as D
 from rsgeo.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from rsgeo.train.config import TrainConfig, differences, to_dict, write_yaml
 from rsgeo.train.logging import MetricsLog, max_mem_mb
-from rsgeo.train.sampler import ShardedSampler
+from rsgeo.train.sampler import EpochBatches, EpochIndexed, ShardedSampler
+from rsgeo.train.workers import loader_options
 from rsgeo.train.schedule import WarmupCosine
 
 
@@ -131,7 +132,8 @@ class Trainer:
                  out_dir: str | os.PathLike, *, resume: bool = False,
                  param_groups: list[dict] | None = None, collate_fn: Callable | None = None,
                  on_epoch_end: Callable | None = None, on_step_end: Callable | None = None,
-                 on_validate: Callable | None = None, job: str = "train"):
+                 on_validate: Callable | None = None, job: str = "train",
+                 batch_transform: Callable | None = None):
         self.cfg, self.out_dir, self.resume = cfg, Path(out_dir), resume
         self.on_epoch_end, self.on_step_end = on_epoch_end, on_step_end
         self.on_validate, self.job = on_validate, job
@@ -147,6 +149,8 @@ class Trainer:
 
         self.threads = plan_threads(cfg.workers)  # torch threads + workers <= cores
         self.dataset, self.collate_fn = dataset, collate_fn
+        self.batch_transform = batch_transform or getattr(dataset, "on_device", None)
+        self._stream = None
         self.sampler = ShardedSampler(len(dataset), ws, self.info.rank, cfg.seed)
         self.steps_per_epoch = self.sampler.per_rank // self.micro // cfg.accum_steps
         if self.steps_per_epoch == 0:
@@ -231,14 +235,42 @@ class Trainer:
         D.barrier()
 
     # ------------------------------------------------------------------ loop
-    def _loader(self) -> DataLoader:
-        self.sampler.set_epoch(self.epoch)
-        self.sampler.set_start(self.samples_done)
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self.epoch)
-        return DataLoader(self.dataset, batch_size=self.micro, sampler=self.sampler,
-                          drop_last=True, num_workers=self.cfg.workers,
-                          pin_memory=self.device.type == "cuda", collate_fn=self.collate_fn)
+    def _loader(self):
+        """The run's batch stream, already on the device and through the batch stage.
+
+        One DataLoader iterator serves the whole run (from the current epoch and position
+        to ``total_steps``): epochs travel with the indices (:class:`EpochBatches`), so
+        workers persist across epochs. Calling this again returns the same stream.
+        """
+        if self._stream is None:
+            self._stream = self._batches()
+        return self._stream
+
+    def _batches(self):
+        accum = self.cfg.accum_steps
+        batches = EpochBatches(self.sampler, self.micro, self.micro * accum, self.epoch,
+                               self.samples_done, (self.total_steps - self.step) * accum)
+        # its own generator: starting the iterator (here, or mid-run after --resume) must
+        # not draw from the global RNG that dropout and drop-path use
+        loader = DataLoader(EpochIndexed(self.dataset), batch_sampler=batches,
+                            collate_fn=self.collate_fn,
+                            generator=torch.Generator().manual_seed(self.cfg.seed),
+                            **loader_options(self.cfg.workers, self.device.type == "cuda"))
+        it = iter(loader)
+        try:
+            for k in range(len(batches)):
+                batch = to_device(next(it), self.device)
+                if k == len(batches) - 1 and hasattr(it, "_shutdown_workers"):
+                    it._shutdown_workers()  # the run's last batch: free the workers now
+                yield self.batch_transform(batch) if self.batch_transform else batch
+        finally:
+            del it
+
+    def close_loader(self) -> None:
+        """Stop the batch stream and its worker processes (e.g. when stopping early)."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -257,12 +289,13 @@ class Trainer:
                     loss, parts = self.forward(batch)
                 self.scaler.scale(loss / n).backward()
             total += loss.detach().float() / n
-            for k, v in parts.items():
-                logs[k] = logs.get(k, 0.0) + float(v) / n
+            for k, v in parts.items():  # tensors stay on the device: no sync per step
+                v = v.detach().float() if torch.is_tensor(v) else float(v)
+                logs[k] = logs.get(k, 0.0) + v / n
         if self.cfg.clip_grad:
             self.scaler.unscale_(self.optimizer)
-            logs["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                               self.cfg.clip_grad))
+            logs["grad_norm"] = nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                         self.cfg.clip_grad).detach()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -277,7 +310,10 @@ class Trainer:
         from rsgeo.train.threads import torch_threads
 
         with torch_threads(self.threads):
-            return self._fit()
+            try:
+                return self._fit()
+            finally:
+                self.close_loader()  # worker processes end with the run, also when it stops
 
     def _fit(self) -> dict:
         from rsgeo.progress import progress
@@ -328,7 +364,7 @@ class Trainer:
                         if stop.agreed():
                             self._interrupt(stop.signum)
                 finally:
-                    it = None  # shut the workers down now, also when stopping
+                    it = None
                 if self.samples_done + self.micro * accum > self.sampler.per_rank:
                     self._end_epoch()
             if self.last_val_step != self.step:  # a resumed finished run, or val_every 0
@@ -348,8 +384,8 @@ class Trainer:
     def _log(self, loss: torch.Tensor, logs: dict, lr: float, img_per_s: float) -> dict:
         """All-reduce the step's loss and logs, append them to metrics.jsonl, return the record."""
         keys = sorted(logs)
-        vals = D.all_reduce_mean(torch.tensor([float(loss)] + [logs[k] for k in keys],
-                                              dtype=torch.float64, device=self.device))
+        vals = D.all_reduce_mean(torch.stack([torch.as_tensor(v, device=self.device).double()
+                                              for v in [loss] + [logs[k] for k in keys]]))
         loss_all = float(vals[0])
         if not math.isfinite(loss_all):
             raise RsgeoError(f"loss is {loss_all} at step {self.step}; "

@@ -10,7 +10,7 @@ batch: runs agree whatever the number of processes.
 from __future__ import annotations
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 
 class ShardedSampler(Sampler[int]):
@@ -44,3 +44,60 @@ class ShardedSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.per_rank - self.start
+
+
+class EpochBatches(Sampler[list]):
+    """Micro-batches of ``(epoch, index)`` keys for a whole run, epoch after epoch.
+
+    One DataLoader iterator can then serve every epoch: the epoch travels with each index
+    (:class:`EpochIndexed` hands it to the dataset's ``set_epoch`` inside the worker), so
+    persistent workers are never torn down between epochs. Starting at ``(epoch, start)``
+    it yields ``n_batches`` batches of ``batch`` keys; each epoch yields only whole
+    optimiser steps (``step_samples`` = micro-batch x accumulation), exactly what the
+    training loop consumes of it, and the rest of the epoch is dropped as before.
+    """
+
+    def __init__(self, sampler: ShardedSampler, batch: int, step_samples: int, epoch: int,
+                 start: int, n_batches: int):
+        import copy
+
+        self.sampler = copy.copy(sampler)
+        self.batch, self.step_samples = batch, step_samples
+        self.epoch, self.start, self.n_batches = epoch, start, n_batches
+
+    def __iter__(self):
+        epoch, start, left = self.epoch, self.start, self.n_batches
+        while left > 0:
+            self.sampler.set_epoch(epoch)
+            order = self.sampler.order()
+            usable = (len(order) - start) // self.step_samples * self.step_samples
+            if usable <= 0 and start == 0:
+                return  # an epoch without one whole step (the engine refuses this)
+            for k in range(start, start + usable, self.batch):
+                if left == 0:
+                    return
+                yield [(epoch, i) for i in order[k:k + self.batch]]
+                left -= 1
+            epoch, start = epoch + 1, 0
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+
+class EpochIndexed(Dataset):
+    """``dataset[(epoch, i)]``: sets the wrapped dataset's epoch (if it has ``set_epoch``)
+    when it changes, then returns ``dataset[i]``; works the same inside worker processes."""
+
+    def __init__(self, dataset):
+        self.dataset, self.epoch = dataset, None
+        self.has_epoch = hasattr(dataset, "set_epoch")
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, i = key
+        if self.has_epoch and epoch != self.epoch:
+            self.dataset.set_epoch(epoch)
+            self.epoch = epoch
+        return self.dataset[i]
