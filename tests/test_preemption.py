@@ -240,3 +240,48 @@ def test_stop_signals_flag_in_the_main_process_only():
         assert os.read(r, 16) == b"alive"
         os.waitpid(pid, 0)
         assert not stop.requested
+
+
+DDP_SCRIPT = '''
+import json, os, signal, sys, torch
+sys.path.insert(0, os.environ["TESTS"])
+from test_preemption import Pairs, Regressor, cfg
+from rsgeo.train.engine import Trainer
+from rsgeo.train.stop import TrainingInterrupted
+
+rank = int(os.environ["RANK"])
+
+def kill(trainer, step, record):          # only rank 1 is signalled
+    if rank == 1 and step == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+try:
+    Trainer(Regressor(), Pairs(), cfg(device="cpu"), sys.argv[1], on_step_end=kill).fit()
+    result = {"stopped": None}
+except TrainingInterrupted as e:
+    result = {"stopped": e.signum, "code": e.exit_code}
+result["step"] = int(torch.load(os.path.join(sys.argv[1], "checkpoints", "last.pt"),
+                                weights_only=False)["step"])
+with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
+    json.dump(result, f)
+'''
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_agree_on_the_stop_step(tmp_path):
+    """One rank gets SIGTERM at step 3: both stop after step 3 (an all-reduced flag)."""
+    import shutil
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not installed")
+    script = tmp_path / "stop.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TESTS": str(Path(__file__).parent),
+           "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script),
+                        str(tmp_path / "run")], env=env, capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "run" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks == [{"stopped": signal.SIGTERM, "code": 143, "step": 3}] * 2
