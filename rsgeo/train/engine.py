@@ -356,7 +356,9 @@ class Trainer:
                             self.write_preview(last_batch)
                         if self.step == self.total_steps or (
                                 self.val_every and self.step % self.val_every == 0):
+                            tv = time.perf_counter()
                             self.validate(t_start)
+                            t0 += time.perf_counter() - tv  # img/s: training time only
                         if self.step % self.cfg.ckpt_every == 0 or self.step == self.total_steps:
                             self.save()
                         if self.on_step_end:
@@ -364,7 +366,7 @@ class Trainer:
                         if stop.agreed():
                             self._interrupt(stop.signum)
                 finally:
-                    it = None
+                    it = None  # the stream itself ends in fit (close_loader)
                 if self.samples_done + self.micro * accum > self.sampler.per_rank:
                     self._end_epoch()
             if self.last_val_step != self.step:  # a resumed finished run, or val_every 0
