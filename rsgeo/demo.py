@@ -47,7 +47,7 @@ def run_demo(out, quick: bool = False, device: str = "auto", seed: int = 0,
         dt = time.perf_counter() - t0
         steps.append({"step": name, "seconds": round(dt, 2)})
         note = ""
-        if isinstance(result, dict) and "val_share" in result:  # fine-tuning
+        if isinstance(result, dict) and "best" in result:  # fine-tuning
             steps[-1]["val_share"] = round(result["val_share"], 3)
             note = (f" ({result['step']} steps, {100 * result['val_share']:.0f} % validating, "
                     f"{result['threads']} torch threads)")
