@@ -92,9 +92,12 @@ def train_losses(run: Path):
 
 def test_sigterm_during_pretrain_saves_exits_143_and_resumes(tmp_path, cli):
     chips = write_chips(tmp_path / "chips", n_val=0)
-    total = 40
+    small = tmp_path / "small.yaml"  # a small decoder keeps the test fast
+    small.write_text("decoder_dim: 32\ndecoder_depth: 1\ndecoder_heads: 2\n")
+    total = 24
     args = ["pretrain", chips, "--method", "mae", "--backbone", "vit-tiny-4", "--steps", total,
-            "--batch-size", 4, "--lr", "1e-3", "--log-every", 1, "--ckpt-every", 1000]
+            "--batch-size", 4, "--lr", "1e-3", "--log-every", 1, "--ckpt-every", 1000,
+            "--config", small]
     proc = start([*args, "-o", tmp_path / "cut"])
     wait_for_training(proc, tmp_path / "cut" / "metrics.jsonl")
     proc.send_signal(signal.SIGTERM)
@@ -114,10 +117,10 @@ def test_sigterm_during_pretrain_saves_exits_143_and_resumes(tmp_path, cli):
 def test_sigterm_to_finetune_with_workers_stops_cleanly_and_resumes(tmp_path, cli):
     """SIGTERM to the whole process group (as a scheduler sends it): workers ignore it."""
     chips = write_chips(tmp_path / "chips")
-    total = 40
+    total = 24
     args = ["finetune", chips, "--task", "height", "--backbone", "vit-tiny-4", "--steps", total,
             "--batch-size", 4, "--lr", "1e-3", "--workers", 2, "--log-every", 1,
-            "--val-every", 5, "--ckpt-every", 1000]
+            "--val-every", 4, "--ckpt-every", 1000]
     proc = start([*args, "-o", tmp_path / "cut"], start_new_session=True)
     wait_for_training(proc, tmp_path / "cut" / "metrics.jsonl")
     os.killpg(proc.pid, signal.SIGTERM)
@@ -132,7 +135,7 @@ def test_sigterm_to_finetune_with_workers_stops_cleanly_and_resumes(tmp_path, cl
     assert [s for s, _ in cut] == [s for s, _ in full] == list(range(1, total + 1))
     assert [v for _, v in cut] == pytest.approx([v for _, v in full], rel=1e-4)
     val = [r["step"] for r in read_metrics(tmp_path / "cut" / "metrics.jsonl") if r.get("kind")]
-    assert val == list(range(5, total + 1, 5)), f"validations {val} (stopped at {step})"
+    assert val == list(range(4, total + 1, 4)), f"validations {val} (stopped at {step})"
 
     # a finished run resumed: nothing to do, and strict JSON (no NaN loss)
     code, out, err = cli(*args, "-o", tmp_path / "cut", "--resume", "--json")
