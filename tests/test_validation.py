@@ -1,6 +1,7 @@
 """Validation on the device: the same counts as the numpy accumulators, batched."""
 
 import numpy as np
+import pytest
 import torch
 
 from rsgeo.finetune.validate import ValSet, confusion_update, height_update
@@ -57,3 +58,17 @@ def test_valset_resident_or_streamed_gives_the_same_batches():
     assert [len(b["target"]) for b in kept.batches()] == [4, 4, 2]
     assert [len(b["target"]) for b in kept.batches(limit=3)] == [3]
     assert kept.data["x"].dtype == torch.uint8      # kept as stored, prepared per batch
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_counts_on_cuda_match_cpu(rng):
+    ref = torch.from_numpy(rng.gamma(1.0, 3.0, (4, 32, 32)).astype(np.float32))
+    pred = ref * 1.1 + 0.3
+    cpu, gpu = HeightAccumulator(), HeightAccumulator()
+    height_update(cpu, pred, ref)
+    height_update(gpu, pred.cuda(), ref.cuda())
+    a, b = cpu.result(), gpu.result()
+    assert all(np.isclose(a[k], b[k], rtol=1e-6) for k in a)
+    kept = ValSet(View(), "cuda", 4)
+    assert all(b["x"].is_cuda for b in kept.batches())
