@@ -57,7 +57,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         adapt: adaptation options (``tau``, ``eta``, ``ema``, ``target_weight``,
             ``feat_weight``, ``feat_threshold``, ``ground_classes``).
         encoder_lr_scale: encoder learning rate / head learning rate (RS3DAda: 0.1).
-        train: engine settings (steps, epochs, batch_size, lr, device, precision, seed, ...).
+        train: engine settings (steps, epochs, batch_size, lr, device, precision, seed,
+            workers, val_every: steps between validations, default about ten a run, ...).
     """
     import torch
 
