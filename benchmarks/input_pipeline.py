@@ -17,7 +17,8 @@ sampling. Two workloads:
 Each is measured for the current pipeline and for "today's" (the pipeline before issue
 11, kept in this file: pandas row lookup and float normalisation per sample, torch flips,
 a torch.Generator per sample for masks), through the same Trainer. Prints img/s over the
-steps after ``--warmup``, with the machine's load average (before, then 1/5/15 min after).
+steps after ``--warmup``, with the machine's load average (before, then 1/5/15 min after),
+and the CPU time per image of all processes (main + workers) over the whole run.
 On a CPU-only machine the per-batch stage (float conversion and normalisation of the whole
 batch) runs on the CPU too and is memory-bound; the "to device" column leaves it out,
 which is what the host pays when a GPU trains.
@@ -174,8 +175,9 @@ class Probe(nn.Module):
             targets = top_k(scores, int(L * 0.25), exclude=index_mask(visible, L))
             mask = index_mask(targets, L).float()
             h = batch["ndsm"][:, 0, 0, 0].float()
-            valid = batch.get("ndsm_valid", torch.isfinite(batch["ndsm"]).float())
-            touch = x[:, :, 0, 0].float().mean() + h.nan_to_num().mean() + valid[:, 0, 0, 0].mean()
+            valid = batch["ndsm_valid"][:, 0, 0, 0] if "ndsm_valid" in batch \
+                else torch.isfinite(h).float()                     # stage left out
+            touch = x[:, :, 0, 0].float().mean() + h.nan_to_num().mean() + valid.mean()
         loss = (self.w * (touch + mask.mean())) ** 2
         return loss, {"masked": mask.mean().detach()}
 
@@ -199,13 +201,27 @@ def run(args, data: Path, workload: str, old: bool, stage: bool = True) -> float
                       ckpt_every=10**9, warmup=0, seed=0)
     times = []
     model = Probe(workload != "rgb", old)
+    cpu0 = _cpu_seconds()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(model, view, cfg, Path(tmp) / "run",
                           batch_transform=None if stage else (lambda b: b),
                           on_step_end=lambda t, step, rec: times.append(time.perf_counter()))
         trainer.fit()
-        trainer.close_loader()
-    return args.batch * args.steps / (times[-1] - times[args.warmup - 1])
+        trainer.close_loader()   # workers joined: their CPU time is in RUSAGE_CHILDREN
+    cpu = _cpu_seconds() - cpu0
+    return (args.batch * args.steps / (times[-1] - times[args.warmup - 1]),
+            cpu / (args.batch * (args.warmup + args.steps)) * 1e6)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its joined children (DataLoader workers), seconds."""
+    import resource
+
+    t = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        t += r.ru_utime + r.ru_stime
+    return t
 
 
 def main() -> None:
@@ -221,26 +237,39 @@ def main() -> None:
     ap.add_argument("--scene-size", type=int, default=1024)
     ap.add_argument("--skip-old", action="store_true", help="only the current pipeline")
     ap.add_argument("--workloads", nargs="+", default=["rgb", "rgb+ndsm+hog"])
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads of the training process (default 1: the "
+                         "model is near-free, as when a GPU computes; more threads spin and "
+                         "take cores from the workers)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     if args.warmup < 1:
         ap.error("--warmup must be at least 1")
     args.data.mkdir(parents=True, exist_ok=True)
     data = prepare_chips(args.data, args.scenes, args.scene_size)
     n = len(json.loads((data / "stats.json").read_text())["sources"])
     print(f"chips: {data} ({n} sources); batch {args.batch}, crop {args.crop}, "
-          f"--workers {args.workers}, {args.device}, torch threads {torch.get_num_threads()}")
+          f"--workers {args.workers}, {args.device}, torch threads {torch.get_num_threads()} "
+          f"(workers: 1), {os.cpu_count()} cores")
     print("img/s: 'now' = the current pipeline with its per-batch stage on the device; "
           "'to device' = the same without that stage (what the host pays per sample when "
-          "the stage runs on a GPU); 'today' = the pipeline before issue 11")
-    print(f"{'workload':14s} {'now':>7s} {'to device':>10s} {'today':>7s} {'now/today':>10s}"
+          "the stage runs on a GPU); 'today' = the pipeline before issue 11. In brackets: "
+          "CPU microseconds per image over the whole run (all processes, worker start included), "
+          "which depends less on other load than img/s does")
+    print(f"{'workload':14s} {'now':>13s} {'to device':>13s} {'today':>13s} {'now/today':>10s}"
           f"  load (1/5/15 min)")
+    small = argparse.Namespace(**{**vars(args), "batch": 8, "steps": 1, "warmup": 1, "workers": 0})
+    for old in (False, True):  # imports and first-touch costs outside the measurements
+        run(small, data, args.workloads[-1], old=old)
     for w in args.workloads:
         load0 = os.getloadavg()[0]
-        new = run(args, data, w, old=False)
-        bare = run(args, data, w, old=False, stage=False)
-        before = float("nan") if args.skip_old else run(args, data, w, old=True)
+        new, new_cpu = run(args, data, w, old=False)
+        bare, bare_cpu = run(args, data, w, old=False, stage=False)
+        before, before_cpu = (float("nan"),) * 2 if args.skip_old else run(args, data, w, old=True)
         load = " ".join(f"{v:.2f}" for v in (load0, *os.getloadavg()))
-        print(f"{w:14s} {new:7.0f} {bare:10.0f} {before:7.0f} {new / before:10.1f}  {load}",
+        cell = [f"{a:5.0f} ({b:5.0f})" for a, b in ((new, new_cpu), (bare, bare_cpu),
+                                                   (before, before_cpu))]
+        print(f"{w:14s} {cell[0]:>13s} {cell[1]:>13s} {cell[2]:>13s} {new / before:10.1f}  {load}",
               flush=True)
 
 

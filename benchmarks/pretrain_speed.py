@@ -126,7 +126,7 @@ def main_cuda(args) -> None:
             f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
             if k not in ("only", "methods", "data", "compile", "pipeline")]
         cmd += (["--compile"] if args.compile else []) + (["--pipeline"] if args.pipeline else [])
-        p = subprocess.run(cmd, capture_output=True, text=True)
+        p = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if p.returncode:
             print(f"{method:14s} failed: {p.stderr.strip().splitlines()[-1:]}", flush=True)
             continue

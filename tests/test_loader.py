@@ -39,8 +39,8 @@ def write_chips(root, n=6, size=64):
             np.save(d / f"{name}.npy", arr)
         stats[src] = {"rgb": {"mean": rgb.mean((0, 2, 3)).tolist(),
                               "std": rgb.std((0, 2, 3)).tolist(), "count": n * size * size}}
-        rows += [dict(chip_id=f"{src}/{i}", source=src, split="train", status="kept", index=i)
-                 for i in range(n)]
+        rows += [{"chip_id": f"{src}/{i}", "source": src, "split": "train", "status": "kept",
+                  "index": i} for i in range(n)]
     (root / "stats.json").write_text(json.dumps({"sources": stats}))
     (root / "dataset.json").write_text(json.dumps({
         "format": "rsgeo-chips", "version": 1, "chip_size": size, "hog_patch": 16,
@@ -155,17 +155,17 @@ class Recorder(torch.nn.Module):
         x = batch["rgb"]
         _, mask, _ = random_masking(uniform(batch, 4, 0, x), 1)
         for k in range(len(x)):
-            self.seen.append((int(batch["seed"][k]), round(float(x[k].sum()), 3),
+            self.seen.append((int(batch["seed"][k]), round(float(x[k].double().sum()), 3),
                               tuple(mask[k].tolist()), tuple(batch["hog"][k].tolist())))
         return (self.w * x.mean()) ** 2 + self.w.sum() * 0, {}
 
 
-def run(chips, out, workers, steps=6, resume=False, kill_at=None):
+def run(chips, out, workers, steps=6, resume=False, kill_at=None, device="cpu"):
     ds = ChipDataset(chips, modalities=("rgb", "hog"))
     view = PretrainView(ds, ("rgb",), crop=32, seed=5)
     model = Recorder()
     cfg = TrainConfig(steps=steps, batch_size=4, lr=1e-3, workers=workers, ckpt_every=1,
-                      log_every=1, device="cpu", warmup=0)
+                      log_every=1, device=device, warmup=0)
 
     def kill(trainer, step, record):
         if step == kill_at:
@@ -186,6 +186,24 @@ def test_views_and_masks_are_the_same_for_any_workers_epochs_and_resume(chips, t
     with pytest.raises(KeyboardInterrupt):
         run(chips, tmp_path / "cut", workers=2, steps=9, kill_at=4)
     assert run(chips, tmp_path / "cut", workers=2, steps=9, resume=True) == base[16:]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batch_stage_and_masks_on_cuda_match_the_cpu(chips, tmp_path):
+    view = PretrainView(ChipDataset(chips, modalities=("rgb", "ndsm", "hog")), ("rgb", "ndsm"),
+                        crop=32, seed=3)
+    raw = default_collate([view[i] for i in range(len(view))])
+    cpu = view.on_device(dict(raw))
+    gpu = view.on_device({k: v.cuda() for k, v in raw.items()})
+    for k in cpu:
+        assert torch.allclose(cpu[k].double(), gpu[k].cpu().double(), atol=1e-5), k
+    for stream in (0, 3):
+        assert torch.equal(uniform(gpu, 49, stream, gpu["rgb"]).cpu(),
+                           uniform(cpu, 49, stream, cpu["rgb"]))
+    # pinned memory, non-blocking copies, workers: the same views and masks as on the CPU
+    base = run(chips, tmp_path / "cpu", workers=0, steps=3)
+    assert run(chips, tmp_path / "gpu", workers=2, steps=3, device="cuda") == base
 
 
 def test_epoch_batches_follow_the_sampler():

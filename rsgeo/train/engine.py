@@ -19,7 +19,13 @@ plus a dict of floats/0-d tensors to log. Optional hooks on the model:
   tensors): a PNG in ``RUN/previews/`` every ``preview_every`` steps and at the end.
 
 ``dataset`` is any map-style ``torch.utils.data.Dataset`` (dict samples); if it has
-``set_epoch(epoch)`` it is called before each epoch (per-sample augmentation seeds).
+``set_epoch(epoch)`` it is told the epoch of every sample it serves, inside the DataLoader
+workers too (per-sample augmentation seeds). If it has ``on_device(batch) -> batch`` (or
+``batch_transform=`` is given), that runs on each collated batch after the copy to the
+device: the per-batch stage (float conversion, normalisation, valid masks), so workers
+only slice stored chips. One DataLoader iterator serves the whole run (persistent workers
+with one torch thread each, SIGINT/SIGTERM ignored there, pinned memory and non-blocking
+copies on CUDA): epochs never tear the workers down.
 
 What the engine does: AdamW (no weight decay on biases, norms, tokens and position
 embeddings; pass ``param_groups`` to override, an ``lr_scale`` key scales a group's
@@ -76,8 +82,8 @@ from rsgeo.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, 
 from rsgeo.train.config import TrainConfig, differences, to_dict, write_yaml
 from rsgeo.train.logging import MetricsLog, max_mem_mb
 from rsgeo.train.sampler import EpochBatches, EpochIndexed, ShardedSampler
-from rsgeo.train.workers import loader_options
 from rsgeo.train.schedule import WarmupCosine
+from rsgeo.train.workers import loader_options
 
 
 def resolve_device(name: str) -> torch.device:
