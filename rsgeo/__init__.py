@@ -6,3 +6,7 @@ modules that need them, so ``import rsgeo`` and ``rsgeo --help`` stay fast.
 """
 
 __version__ = "0.1.0"
+
+from rsgeo.train.threads import passive_openmp as _passive_openmp
+
+_passive_openmp()  # OpenMP threads sleep, not spin, while waiting: see rsgeo.train.threads

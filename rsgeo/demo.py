@@ -40,7 +40,12 @@ def run_demo(out, quick: bool = False, device: str = "auto", seed: int = 0,
         result = fn()
         dt = time.perf_counter() - t0
         steps.append({"step": name, "seconds": round(dt, 2)})
-        log(f"[{len(steps)}/9] {name}: {dt:.1f} s")
+        note = ""
+        if isinstance(result, dict) and "best" in result:  # fine-tuning
+            steps[-1]["val_share"] = round(result["val_share"], 3)
+            note = (f" ({result['step']} steps, {100 * result['val_share']:.0f} % validating, "
+                    f"{result['threads']} torch threads)")
+        log(f"[{len(steps)}/9] {name}: {dt:.1f} s{note}")
         return result
 
     from rsgeo.synth import write_scenes

@@ -172,7 +172,8 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
              "split": cfg["split"], **options}
     train_cfg = TrainConfig(lr=lr, extra=extra, **{k: cfg[k] for k in TRAIN_KEYS})
     view = PretrainView(ds, mods, crop=crop, seed=cfg["seed"])
-    trainer = Trainer(model, view, train_cfg, out, resume=resume, on_step_end=on_step_end)
+    trainer = Trainer(model, view, train_cfg, out, resume=resume, on_step_end=on_step_end,
+                      job=f"pretrain {method}")
     summary = trainer.fit()
 
     encoders = {}

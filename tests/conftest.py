@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Before anything loads torch: OpenMP threads sleep while they wait (rsgeo.train.threads);
+# spinning threads make tests on a shared 2-core machine many times slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from pathlib import Path
 
 import numpy as np

@@ -1,7 +1,9 @@
 """The ``rsgeo`` Typer app: global options, command registration, errors -> exit codes.
 
-Exit codes: 0 ok, 1 runtime failure, 2 bad input or usage. Errors print one line on
-stderr (``rsgeo: error: path: problem``); ``-vv`` adds the traceback. Command modules
+Exit codes: 0 ok, 1 runtime failure, 2 bad input or usage, 130 / 143 training stopped by
+SIGINT / SIGTERM after saving its checkpoint (``--resume`` continues it; 130 also for any
+other interruption). Errors print one line on stderr (``rsgeo: error: path: problem``);
+``-vv`` adds the traceback. Command modules
 import only typer at module level; torch, geopandas and onnxruntime are imported inside
 the commands, so ``rsgeo --help`` and ``rsgeo --version`` stay fast.
 """
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     except RsgeoError as e:
         if state["verbose"] >= 3:
             traceback.print_exc()
-        print(f"rsgeo: error: {e}", file=sys.stderr)
+        kind = "" if e.exit_code >= 128 else "error: "  # >= 128: stopped by a signal
+        print(f"rsgeo: {kind}{e}", file=sys.stderr)
         return e.exit_code
     except Exception as e:  # runtime failure: one line, traceback with -vv
         if state["verbose"] >= 3:

@@ -14,7 +14,7 @@ from rsgeo.cli.options import Device, DeviceChoice, Json, Overwrite, Seed
 @app.command("demo")
 def demo_cmd(
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for every output.")] = Path("rsgeo-demo"),
-    quick: Annotated[bool, typer.Option("--quick", help="Small and fast (under 2 minutes on 2 CPU cores).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Small and fast (about 40 s on 2 idle CPU cores).")] = False,
     device: Device = DeviceChoice.auto,
     seed: Seed = 0,
     overwrite: Overwrite = False,

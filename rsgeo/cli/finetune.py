@@ -48,6 +48,7 @@ def finetune_cmd(
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Wins over --epochs.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Global batch.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default 1e-4).")] = None,
+    val_every: Annotated[Optional[int], typer.Option("--val-every", min=0, help="Steps between validations (default: about 10 a run, and always at the end; 0: only at the end).")] = None,
     crop: Annotated[Optional[int], typer.Option("--crop", min=32, help="Training crop px (multiple of 32).")] = None,
     aux_landcover: Annotated[bool, typer.Option("--aux-landcover", help="Height: also learn land cover with a second head (RS3DAda multi-task).")] = False,
     adapt_to: Annotated[Optional[Path], typer.Option("--adapt-to", help="Height: unlabelled target chip dataset for RS3DAda-style adaptation (EMA teacher, ground-masked pseudo heights, ClassMix).")] = None,
@@ -57,7 +58,9 @@ def finetune_cmd(
     precision: Annotated[Precision, typer.Option("--precision")] = Precision.fp32,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     workers: Annotated[int, typer.Option("--workers", min=0)] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUTPUT.")] = False,
+    log_every: Annotated[Optional[int], typer.Option("--log-every", min=1, help="Steps between metrics records (default 10).")] = None,
+    ckpt_every: Annotated[Optional[int], typer.Option("--ckpt-every", min=1, help="Steps between checkpoints (default 500; one at the end and on SIGTERM/SIGINT).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUTPUT from its last checkpoint (same settings).")] = False,
     overwrite: Overwrite = False,
     json_out: Json = False,
 ):
@@ -81,9 +84,11 @@ def finetune_cmd(
                  adapt_to=adapt_to, val_dataset=val_dataset, encoder_lr_scale=encoder_lr_scale,
                  resume=resume, overwrite=overwrite,
                  epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, device=device.value,
-                 precision=precision.value, seed=seed, workers=workers)
+                 precision=precision.value, seed=seed, workers=workers, val_every=val_every,
+                 log_every=log_every, ckpt_every=ckpt_every)
     if json_out:
         typer.echo(json.dumps(s, default=float))
     else:
         best = ", ".join(f"{k} {v:.4g}" for k, v in (s["best"] or {}).items())
-        typer.echo(f"{s['checkpoint']}: best at step {s['best_step']} ({best})")
+        typer.echo(f"{s['checkpoint']}: best at step {s['best_step']} ({best}); "
+                   f"{s['seconds']:.0f} s, validation {100 * s['val_share']:.0f} % of it")

@@ -123,5 +123,5 @@ def pretrain_command(
         typer.echo(dumps(summary, indent=2))
     else:
         files = ", ".join(summary["encoders"].values())
-        typer.echo(f"{output}: {summary['step']} steps, loss {summary['loss']:.4f}; "
-                   f"encoder(s): {files}")
+        loss = "n/a" if summary["loss"] is None else f"{summary['loss']:.4f}"
+        typer.echo(f"{output}: {summary['step']} steps, loss {loss}; encoder(s): {files}")

@@ -9,8 +9,10 @@ run), ``change`` (siamese encoder over pre/post chips, [a, b, |a - b|] fused per
 DPT head, binary), ``classification`` (pooled features + linear; with
 ``freeze_encoder=True`` a linear probe).
 
-Validation runs every epoch (and after the last step) on ``val_dataset``, else the
-dataset's ``val`` split, else 10 % of the training chips held out with the seed; the best
+Validation runs every ``val_every`` steps (default: about ten times a run) and after the
+last step, batched on the training device (:mod:`rsgeo.finetune.validate`), on
+``val_dataset``, else the dataset's ``val`` split, else 10 % of the training chips held
+out with the seed; the summary reports its share of the wall time (``val_share``). The best
 checkpoint by F1^HE (height), mIoU (segmentation), change F1 or accuracy is
 ``RUN/best.ckpt`` (a task checkpoint :mod:`rsgeo.models.task`; ``rsgeo export`` turns it
 into ONNX), with ``best.json`` and a validation preview PNG beside it. ``train_size=N`` draws a fixed,
@@ -55,7 +57,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         adapt: adaptation options (``tau``, ``eta``, ``ema``, ``target_weight``,
             ``feat_weight``, ``feat_threshold``, ``ground_classes``).
         encoder_lr_scale: encoder learning rate / head learning rate (RS3DAda: 0.1).
-        train: engine settings (steps, epochs, batch_size, lr, device, precision, seed, ...).
+        train: engine settings (steps, epochs, batch_size, lr, device, precision, seed,
+            workers, val_every: steps between validations, default about ten a run, ...).
     """
     import torch
 
@@ -100,6 +103,9 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
               "head_features": head_features, "num_classes": num_classes,
               "split": 3 if inputs.startswith("rgb+") else None,
               "aux_classes": num_classes if aux else None}
+    import random
+
+    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)  # --seed: same run twice
     net = build_task_model(config, encoders)
     if crop % 32 or crop > chip:
         raise InputError(f"crop {crop} px must be a multiple of 32 and at most the chip size "
@@ -146,33 +152,34 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         best.update(score=prev.get(SCORE[task], -np.inf), step=prev.pop("step", None),
                     metrics=prev)
 
-    def validate(trainer, epoch):
-        from rsgeo.finetune.validate import evaluate_view, save_val_preview
+    cache = {}
 
-        metrics = evaluate_view(trainer.model, val_view, task, trainer.device,
-                                num_classes=num_classes)
+    def validate(trainer):
+        """Score the model on the validation chips (rank 0 only); keep the best."""
+        from rsgeo.finetune.validate import ValSet, evaluate_view, save_val_preview
+
+        if not trainer.info.is_main:
+            return None
+        if "val" not in cache:  # collated once, resident on the training device
+            cache["val"] = ValSet(val_view, trainer.device, max(8, 2 * trainer.micro))
+        metrics = evaluate_view(trainer.model, cache["val"], task, num_classes=num_classes)
         score = metrics[SCORE[task]]
-        if trainer.info.is_main and (score > best["score"] or best["metrics"] is None):
+        if score > best["score"] or best["metrics"] is None:
             best.update(score=score, metrics=metrics, step=trainer.step)
             from rsgeo.models.task import save_task_model
 
             save_task_model(trainer.model.net, config, {**meta, "val": metrics,
                                                         "step": trainer.step}, out / "best.ckpt")
-            save_val_preview(trainer.model, val_view, task, trainer.device, out / "val_preview.png")
+            save_val_preview(trainer.model, cache["val"], task, trainer.device,
+                             out / "val_preview.png")
             (out / "best.json").write_text(json.dumps({"step": trainer.step, **metrics},
                                                       indent=2, default=float))
-        best["last_step"] = trainer.step
         return metrics
 
     groups = _param_groups(model, float(settings["weight_decay"]), encoder_lr_scale)
-    trainer = Trainer(model, view, cfg, out, resume=resume, on_epoch_end=validate,
-                      param_groups=groups)
+    trainer = Trainer(model, view, cfg, out, resume=resume, on_validate=validate,
+                      param_groups=groups, job=f"finetune {task}")
     summary = trainer.fit()
-    if best.get("last_step") != trainer.step:  # a --steps run that ended mid-epoch
-        trainer.model.eval()
-        with torch.no_grad():
-            metrics = validate(trainer, trainer.epoch)
-        trainer.metrics.write({"kind": "val", "step": trainer.step, **metrics})
     return {**summary, "best": best["metrics"], "best_step": best["step"],
             "checkpoint": str(out / "best.ckpt"), "train_chips": int(len(train_idx)),
             "val_chips": int(len(val_idx)), "config": config}

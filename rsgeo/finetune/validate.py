@@ -1,21 +1,122 @@
-"""Validation with the shared metric accumulators, and a validation preview PNG."""
+"""Validation batched on the training device, with the shared metric accumulators.
+
+:class:`ValSet` collates the validation view once (its samples never change: centre crops,
+no flips) and keeps it on the device when it fits ``max_bytes``, so each validation is a
+few forward passes over slices of resident tensors; the metric counts (F1^HE, MAE, RMSE,
+delta; confusion matrices) are computed there too and only a handful of numbers come back.
+A view too large to keep is streamed through a DataLoader instead.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from rsgeo.train.engine import to_device
 
 
+class ValSet:
+    """A validation view as batches on ``device``.
+
+    Args:
+        view: a Dataset of dict samples (``TaskView(train=False)``).
+        device: where the batches live (the training device).
+        batch_size: samples per forward pass.
+        max_bytes: largest collated size kept resident (default 1 GiB); above it, batches
+            are loaded from ``view`` at each pass.
+    """
+
+    def __init__(self, view, device, batch_size: int = 32, max_bytes: int = 2**30):
+        self.view, self.device = view, torch.device(device)
+        self.batch_size = max(1, int(batch_size))
+        self.n = len(view)
+        self.data: dict | None = None
+        if self.n:
+            first = view[0]
+            per = sum(t.numel() * t.element_size() for t in first.values()
+                      if isinstance(t, torch.Tensor))
+            if per * self.n <= max_bytes:
+                self.data = to_device(default_collate([view[i] for i in range(self.n)]),
+                                      self.device)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def batches(self, limit: int | None = None):
+        """Yield model-ready dict batches on the device (the first ``limit`` samples).
+
+        Samples are kept as the view stores them (uint8 images: small); the view's
+        ``on_device`` (normalisation, dtype conversion) runs per batch on the device.
+        """
+        n = self.n if limit is None else min(limit, self.n)
+        prepare = getattr(self.view, "on_device", None) or (lambda b: b)
+        if self.data is not None:
+            for s in range(0, n, self.batch_size):
+                yield prepare({k: v[s:min(s + self.batch_size, n)] for k, v in self.data.items()})
+            return
+        view = self.view if n == self.n else torch.utils.data.Subset(self.view, range(n))
+        for batch in DataLoader(view, batch_size=self.batch_size):
+            yield prepare(to_device(batch, self.device))
+
+
+def height_update(acc, pred: torch.Tensor, ref: torch.Tensor) -> None:
+    """Add a batch of images to a HeightAccumulator, counting on the tensors' device.
+
+    ``pred, ref [B, H, W]`` metres (NaN = nodata); each of the B images is one image of
+    :meth:`HeightAccumulator.update` (same counts; sums may differ in the last bits).
+    """
+    from rsgeo.metrics.height import ETAS
+
+    p, g = pred.float(), ref.float()
+    ok = torch.isfinite(p) & torch.isfinite(g)
+    p, g = torch.where(ok, p, 0.0), torch.where(ok, g, 0.0)
+    d = p - g
+    acc.n_images += int(p.shape[0])
+    acc.n += int(ok.sum())
+    acc.abs_sum += float(d.abs().sum(dtype=torch.float64))
+    acc.sq_sum += float((d * d).sum(dtype=torch.float64))
+    pc, gc = p.clamp_min(acc.floor), g.clamp_min(acc.floor)
+    ratio = torch.maximum(pc / gc, gc / pc)
+    sp, sg = (p > acc.threshold) & ok, (g > acc.threshold) & ok
+    both = sp & sg
+    fp, fn = (sp & ~sg).sum((1, 2)), (sg & ~sp).sum((1, 2))
+    has_ref = (fn > 0) | both.any(2).any(1)        # images that count for F1^HE
+    rows = []
+    for eta in ETAS:
+        good = (ratio < eta) & ok
+        tp = (good & both).sum((1, 2))
+        rows.append(torch.stack([good.sum(), (tp * has_ref).sum(), (fp * has_ref).sum(),
+                                 (fn * has_ref).sum()]))
+    counts = torch.stack(rows).cpu().numpy().astype(np.int64)   # one transfer
+    acc.delta += counts[:, 0]
+    acc.f1_counts += counts[:, 1:]
+
+
+def confusion_update(acc, pred: torch.Tensor, ref: torch.Tensor) -> None:
+    """Add label tensors (any equal shape, on any device) to a ConfusionMatrix."""
+    k = acc.k
+    p, r = pred.reshape(-1).long(), ref.reshape(-1).long()
+    if acc.ignore_index is not None:
+        keep = r != acc.ignore_index
+        p, r = p[keep], r[keep]
+    if p.numel():
+        lo, hi = torch.stack([torch.minimum(p.min(), r.min()),
+                              torch.maximum(p.max(), r.max())]).tolist()
+        if lo < 0 or hi >= k:
+            raise ValueError(f"class ids outside 0..{k - 1}")
+    acc.matrix += torch.bincount(r * k + p, minlength=k * k).reshape(k, k).cpu().numpy()
+
+
 @torch.no_grad()
-def evaluate_view(model, view, task: str, device, num_classes: int | None = None,
-                  batch_size: int = 8) -> dict:
-    """Metrics of ``model`` (a TaskModule) over ``view``: flat dict for metrics.jsonl."""
+def evaluate_view(model, view, task: str, device=None, num_classes: int | None = None,
+                  batch_size: int = 32) -> dict:
+    """Metrics of ``model`` (a TaskModule) over ``view`` (a ValSet, or a Dataset batched
+    here): a flat dict for metrics.jsonl."""
     from rsgeo.metrics.height import HeightAccumulator
     from rsgeo.metrics.segmentation import ConfusionMatrix
 
+    vs = view if isinstance(view, ValSet) else ValSet(view, device or "cpu", batch_size, 0)
     was_training = model.training
     model.eval()
     if task == "height":
@@ -27,21 +128,17 @@ def evaluate_view(model, view, task: str, device, num_classes: int | None = None
     aux = getattr(model.net, "aux", None) if task == "height" else None
     lc_acc = ConfusionMatrix(aux.out[-1].out_channels, ignore_index=255) \
         if aux is not None else None
-    prepare = getattr(view, "on_device", lambda b: b)
-    for batch in DataLoader(view, batch_size=batch_size):
-        batch = prepare(to_device(batch, device))
-        target = batch["target"].cpu().numpy()
+    for batch in vs.batches():
         if task == "height":
             if lc_acc is not None:
                 h, lc = model.net.forward_all(batch["x"])
-                pred = h[:, 0].float().cpu().numpy()
-                lc_acc.update(lc.argmax(1).cpu().numpy(), batch["labels"].cpu().numpy())
+                pred = h[:, 0]
+                confusion_update(lc_acc, lc.argmax(1), batch["labels"])
             else:
-                pred = model.predict(batch).float().cpu().numpy()
-            for p, t in zip(pred, target[:, 0]):
-                acc.update(p, t)                      # one chip = one image
+                pred = model.predict(batch)
+            height_update(acc, pred, batch["target"][:, 0])
         else:
-            acc.update(model.predict(batch).cpu().numpy().astype(np.int64), target)
+            confusion_update(acc, model.predict(batch), batch["target"])
     model.train(was_training)
     if task == "height":
         r = acc.result()
@@ -59,7 +156,10 @@ def evaluate_view(model, view, task: str, device, num_classes: int | None = None
 
 @torch.no_grad()
 def save_val_preview(model, view, task: str, device, path, n: int = 4) -> None:
-    """A PNG row per chip: input RGB, reference, prediction (heights colour-mapped)."""
+    """A PNG row per chip: input RGB, reference, prediction (heights colour-mapped).
+
+    ``view``: a ValSet or a Dataset; the first ``n`` chips are drawn.
+    """
     from PIL import Image
 
     from rsgeo.io.atomic import atomic_path
@@ -67,13 +167,14 @@ def save_val_preview(model, view, task: str, device, path, n: int = 4) -> None:
 
     if task == "classification" or len(view) == 0:
         return
+    vs = view if isinstance(view, ValSet) else ValSet(view, device or "cpu", n, 0)
     was = model.training
     model.eval()
-    batch = to_device(next(iter(DataLoader(view, batch_size=min(n, len(view))))), device)
-    batch = getattr(view, "on_device", lambda b: b)(batch)
+    batch = next(vs.batches(limit=n))
+    batch = {k: v[:n] for k, v in batch.items()}
     pred = model.predict(batch).float().cpu().numpy()
     model.train(was)
-    x = batch["x"][:, :3].cpu().numpy()
+    x = batch["x"][:, :3].float().cpu().numpy()
     t = batch["target"].cpu().numpy()
     rows = []
     for i in range(len(pred)):

@@ -38,12 +38,14 @@ class TrainConfig:
     ckpt_every: int = 500             # steps between checkpoints (and one at the end)
     log_every: int = 10               # steps between metrics.jsonl records
     preview_every: int = 0            # steps between preview PNGs (0: only at the end)
+    val_every: int | None = None      # steps between validations (None: ~10 a run; 0: at the end only)
     find_unused_parameters: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # caller's settings (method, data ...)
 
 
 # Settings that may differ between a run and its resumption (they do not change results).
-RESUMABLE_CHANGES = {"device", "workers", "log_every", "ckpt_every", "preview_every", "compile"}
+RESUMABLE_CHANGES = {"device", "workers", "log_every", "ckpt_every", "preview_every", "compile",
+                     "val_every"}
 
 
 def to_dict(cfg: TrainConfig) -> dict:

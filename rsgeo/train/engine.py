@@ -37,9 +37,26 @@ sharded sampler with ``set_epoch``), checkpoints every ``ckpt_every`` steps and 
 position, config), ``resume=True`` continuing the same run (a different config is
 refused), ``RUN/config.yaml`` (resolved config), ``RUN/metrics.jsonl`` (``step, epoch,
 loss, lr, img_per_s, max_mem_mb`` + the model's logs, every ``log_every`` steps), a rich
-progress bar (loss, img/s, ETA), and two hooks: ``on_epoch_end(trainer, epoch) -> dict |
-None`` (validation: the dict is logged with ``kind: "val"``) and ``on_step_end(trainer,
-step, record)``.
+progress bar named after ``job`` ("finetune height", "pretrain mae"; loss, img/s, ETA),
+and three hooks:
+
+- ``on_validate(trainer) -> dict | None``: validation every ``val_every`` steps (default
+  about ten times a run; 0: only at the end) and always after the last step, in eval mode
+  without gradients and with its random-number use isolated (a run validated often gives
+  the losses of one validated never). The dict is logged with ``kind: "val"``,
+  ``val_seconds`` and ``val_share`` (validation time / wall time so far); the summary
+  has ``seconds``, ``val_seconds`` and ``val_share``;
+- ``on_epoch_end(trainer, epoch) -> dict | None``: the same, after every epoch;
+- ``on_step_end(trainer, step, record)``.
+
+CPU threads (:mod:`rsgeo.train.threads`): ``fit`` runs torch with ``cores - workers``
+intra-op threads (at least 1; ``RSGEO_NUM_THREADS`` overrides), so a rank and its loader
+processes never ask for more cores than the process may use.
+
+Preemption (:mod:`rsgeo.train.stop`): during ``fit`` SIGTERM and SIGINT only ask the main
+process to stop; it finishes the step, saves ``checkpoints/last.pt`` and raises
+``TrainingInterrupted`` (exit 143 / 130). Under torchrun the ranks agree on the step.
+Resuming gives the loss curve of an uninterrupted run.
 
 ``batch_size`` is the global batch per optimiser step: each of W ranks draws
 ``batch_size / (W * accum_steps)`` samples per micro-batch, so a run gives the same
@@ -121,9 +138,11 @@ class Trainer:
                  out_dir: str | os.PathLike, *, resume: bool = False,
                  param_groups: list[dict] | None = None, collate_fn: Callable | None = None,
                  on_epoch_end: Callable | None = None, on_step_end: Callable | None = None,
+                 on_validate: Callable | None = None, job: str = "train",
                  batch_transform: Callable | None = None):
         self.cfg, self.out_dir, self.resume = cfg, Path(out_dir), resume
         self.on_epoch_end, self.on_step_end = on_epoch_end, on_step_end
+        self.on_validate, self.job = on_validate, job
         self.device = resolve_device(cfg.device)
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         self.info = D.setup(self.device)
@@ -132,6 +151,9 @@ class Trainer:
             raise InputError(f"--batch-size {cfg.batch_size} must be a multiple of processes x "
                              f"accumulation steps ({ws} x {cfg.accum_steps})")
         self.micro = cfg.batch_size // (ws * cfg.accum_steps)
+        from rsgeo.train.threads import plan_threads
+
+        self.threads = plan_threads(cfg.workers)  # torch threads + workers <= cores
         self.dataset, self.collate_fn = dataset, collate_fn
         self.batch_transform = batch_transform or getattr(dataset, "on_device", None)
         self._stream = None
@@ -143,6 +165,8 @@ class Trainer:
         self.total_steps = cfg.steps or (cfg.epochs or 1) * self.steps_per_epoch
         warmup = cfg.warmup if cfg.warmup >= 1 else cfg.warmup * self.total_steps
         self.warmup_steps = int(round(warmup))
+        self.val_every = (max(1, round(self.total_steps / 10)) if cfg.val_every is None
+                          else int(cfg.val_every))
 
         self.model = model.to(self.device)  # the plain module (checkpoints, hooks)
         groups = param_groups or globals()["param_groups"](self.model, cfg.weight_decay)
@@ -158,8 +182,13 @@ class Trainer:
                 self.model, device_ids=ids, find_unused_parameters=cfg.find_unused_parameters)
         self.forward = torch.compile(self.ddp) if cfg.compile else self.ddp
         self.step = self.epoch = self.samples_done = 0
-        self.last_loss = float("nan")
+        self.last_loss: float | None = None
+        self.last_val_step = self.saved_step = -1
+        self.val_seconds = 0.0
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl", enabled=self.info.is_main)
+        from rsgeo.train.stop import stop_group
+
+        self._stop_group = stop_group()  # collective: every rank builds it here
 
     # ------------------------------------------------------------------ state
     @property
@@ -171,11 +200,13 @@ class Trainer:
                 "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": rng_state(), "step": self.step, "epoch": self.epoch,
                 "samples_done": self.samples_done, "config": to_dict(self.cfg),
-                "world_size": self.info.world_size}
+                "world_size": self.info.world_size, "loss": self.last_loss,
+                "last_val_step": self.last_val_step}
 
     def save(self) -> None:
         if self.info.is_main:
             save_checkpoint(self.ckpt_path, **self.state_dict())
+        self.saved_step = self.step
         D.barrier()
 
     def _restore(self) -> None:
@@ -192,6 +223,11 @@ class Trainer:
         self.step, self.epoch = ckpt["step"], ckpt["epoch"]
         samples = ckpt["samples_done"] * ckpt["world_size"] // self.info.world_size
         self.samples_done = samples
+        self.saved_step = self.step
+        self.last_val_step = ckpt.get("last_val_step", -1)
+        self.last_loss = ckpt.get("loss")
+        if self.last_loss is None:  # a checkpoint from before "loss" was stored
+            self.last_loss = self.metrics.last_loss(self.step)
         self.metrics.truncate_after(self.step)
 
     def _start(self) -> None:
@@ -220,8 +256,11 @@ class Trainer:
         accum = self.cfg.accum_steps
         batches = EpochBatches(self.sampler, self.micro, self.micro * accum, self.epoch,
                                self.samples_done, (self.total_steps - self.step) * accum)
+        # its own generator: starting the iterator (here, or mid-run after --resume) must
+        # not draw from the global RNG that dropout and drop-path use
         loader = DataLoader(EpochIndexed(self.dataset), batch_sampler=batches,
                             collate_fn=self.collate_fn,
+                            generator=torch.Generator().manual_seed(self.cfg.seed),
                             **loader_options(self.cfg.workers, self.device.type == "cuda"))
         it = iter(loader)
         try:
@@ -269,64 +308,141 @@ class Trainer:
         return total, logs
 
     def fit(self) -> dict:
-        """Train to ``total_steps``; returns a summary dict (last loss, steps, run folder)."""
-        from rsgeo.progress import progress
+        """Train to ``total_steps``; returns a summary dict (last loss, steps, run folder).
 
+        Raises :class:`~rsgeo.train.stop.TrainingInterrupted` (exit 130/143) after saving
+        ``checkpoints/last.pt`` when SIGINT/SIGTERM arrived during the run.
+        """
+        from rsgeo.train.threads import torch_threads
+
+        with torch_threads(self.threads):
+            try:
+                return self._fit()
+            finally:
+                self.close_loader()  # worker processes end with the run, also when it stops
+
+    def _fit(self) -> dict:
+        from rsgeo.progress import progress
+        from rsgeo.train.stop import StopSignals
+
+        t_start = time.perf_counter()
+        self.val_seconds = 0.0
         self._start()
         self.model.train()
         accum, last_batch = self.cfg.accum_steps, None
         t0, seen = time.perf_counter(), 0
-        with progress(self.total_steps, "pretrain" if self.step == 0 else "resume",
-                      unit="steps") as bar:
+        title = self.job if self.step == 0 else f"{self.job} (resumed)"
+        with StopSignals(self._stop_group) as stop, \
+                progress(self.total_steps, title, unit="steps") as bar:
             bar.advance(self.step)
             while self.step < self.total_steps:
                 it = iter(self._loader())
-                left = (self.sampler.per_rank - self.samples_done) // (self.micro * accum)
-                for _ in range(min(left, self.total_steps - self.step)):
-                    batches = [to_device(next(it), self.device) for _ in range(accum)]
-                    last_batch = batches[-1]
-                    if hasattr(self.model, "set_progress"):
-                        self.model.set_progress(self.step, self.total_steps)
-                    lr = self.schedule.lr
-                    loss, logs = self._optimizer_step(batches)
-                    self.schedule.step()
-                    self.step += 1
-                    self.samples_done += self.micro * accum
-                    seen += self.cfg.batch_size
-                    record = None
-                    if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
-                        keys = sorted(logs)
-                        vals = D.all_reduce_mean(torch.stack([torch.as_tensor(v, device=self.device).double()
-                                                              for v in [loss] + [logs[k] for k in keys]]))
-                        loss_all = float(vals[0])
-                        logs = dict(zip(keys, vals[1:].tolist()))
-                        if not math.isfinite(loss_all):
-                            raise RsgeoError(f"loss is {loss_all} at step {self.step}; "
-                                             "try a lower --lr or --precision fp32")
-                        if self.device.type == "cuda":
-                            torch.cuda.synchronize(self.device)
-                        dt, t0 = time.perf_counter() - t0, time.perf_counter()
-                        record = {"step": self.step, "epoch": self.epoch, "loss": loss_all,
-                                  "lr": lr, "img_per_s": seen / max(dt, 1e-9),
-                                  "max_mem_mb": max_mem_mb(self.device), **logs}
-                        seen, self.last_loss = 0, loss_all
-                        self.metrics.write(record)
-                        bar.update(description=f"loss {loss_all:.4f} {record['img_per_s']:.1f} img/s")
-                    bar.advance(1)
-                    if self.cfg.preview_every and self.step % self.cfg.preview_every == 0:
-                        self.write_preview(last_batch)
-                    if self.step % self.cfg.ckpt_every == 0 or self.step == self.total_steps:
-                        self.save()
-                    if self.on_step_end:
-                        self.on_step_end(self, self.step, record)
-                del it
+                try:
+                    left = (self.sampler.per_rank - self.samples_done) // (self.micro * accum)
+                    for _ in range(min(left, self.total_steps - self.step)):
+                        batches = [to_device(next(it), self.device) for _ in range(accum)]
+                        last_batch = batches[-1]
+                        if hasattr(self.model, "set_progress"):
+                            self.model.set_progress(self.step, self.total_steps)
+                        lr = self.schedule.lr
+                        loss, logs = self._optimizer_step(batches)
+                        self.schedule.step()
+                        self.step += 1
+                        self.samples_done += self.micro * accum
+                        seen += self.cfg.batch_size
+                        record = None
+                        if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
+                            dt, t0 = time.perf_counter() - t0, time.perf_counter()
+                            record = self._log(loss, logs, lr, seen / max(dt, 1e-9))
+                            seen = 0
+                            bar.update(description=f"{self.job} · loss {record['loss']:.4f} · "
+                                                   f"{record['img_per_s']:.1f} img/s")
+                        bar.advance(1)
+                        if self.cfg.preview_every and self.step % self.cfg.preview_every == 0:
+                            self.write_preview(last_batch)
+                        if self.step == self.total_steps or (
+                                self.val_every and self.step % self.val_every == 0):
+                            tv = time.perf_counter()
+                            self.validate(t_start)
+                            t0 += time.perf_counter() - tv  # img/s: training time only
+                        if self.step % self.cfg.ckpt_every == 0 or self.step == self.total_steps:
+                            self.save()
+                        if self.on_step_end:
+                            self.on_step_end(self, self.step, record)
+                        if stop.agreed():
+                            self._interrupt(stop.signum)
+                finally:
+                    it = None  # the stream itself ends in fit (close_loader)
                 if self.samples_done + self.micro * accum > self.sampler.per_rank:
                     self._end_epoch()
+            if self.last_val_step != self.step:  # a resumed finished run, or val_every 0
+                self.validate(t_start)
         if last_batch is not None:
             self.write_preview(last_batch)
-        return {"step": self.step, "epoch": self.epoch, "loss": self.last_loss,
+        wall = time.perf_counter() - t_start
+        loss = self.last_loss if self.last_loss is not None and math.isfinite(self.last_loss) \
+            else None
+        return {"step": self.step, "epoch": self.epoch, "loss": loss,
                 "run_dir": str(self.out_dir), "world_size": self.info.world_size,
-                "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch}
+                "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
+                "threads": self.threads, "workers": self.cfg.workers,
+                "seconds": round(wall, 3), "val_seconds": round(self.val_seconds, 3),
+                "val_share": self.val_seconds / wall if wall > 0 else 0.0}
+
+    def _log(self, loss: torch.Tensor, logs: dict, lr: float, img_per_s: float) -> dict:
+        """All-reduce the step's loss and logs, append them to metrics.jsonl, return the record."""
+        keys = sorted(logs)
+        vals = D.all_reduce_mean(torch.stack([torch.as_tensor(v, device=self.device).double()
+                                              for v in [loss] + [logs[k] for k in keys]]))
+        loss_all = float(vals[0])
+        if not math.isfinite(loss_all):
+            raise RsgeoError(f"loss is {loss_all} at step {self.step}; "
+                             "try a lower --lr or --precision fp32")
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        record = {"step": self.step, "epoch": self.epoch, "loss": loss_all, "lr": lr,
+                  "img_per_s": img_per_s, "max_mem_mb": max_mem_mb(self.device),
+                  **dict(zip(keys, vals[1:].tolist()))}
+        self.last_loss = loss_all
+        self.metrics.write(record)
+        return record
+
+    def validate(self, t_start: float | None = None) -> dict | None:
+        """Run ``on_validate(trainer)`` in eval mode, without gradients, its RNG use isolated.
+
+        The returned dict is logged as a ``kind: "val"`` record with ``val_seconds`` (this
+        validation) and ``val_share`` (validation time / wall time of this ``fit`` so far).
+        """
+        if self.on_validate is None:
+            return None
+        t = time.perf_counter()
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        self.model.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            result = self.on_validate(self)
+        self.model.train()
+        dt = time.perf_counter() - t
+        self.val_seconds += dt
+        self.last_val_step = self.step
+        if result:
+            wall = time.perf_counter() - (t_start if t_start is not None else t)
+            self.metrics.write({"kind": "val", "step": self.step, "epoch": self.epoch,
+                                **{k: float(v) for k, v in result.items()},
+                                "val_seconds": dt, "val_share": self.val_seconds / max(wall, 1e-9)})
+        return result
+
+    def _interrupt(self, signum: int) -> None:
+        """Save (unless this step is saved) and raise TrainingInterrupted."""
+        import signal as _signal
+
+        from rsgeo.train.stop import TrainingInterrupted
+
+        if self.saved_step != self.step:
+            self.save()
+        name = _signal.Signals(signum).name
+        raise TrainingInterrupted(signum, f"{name}: stopped at step {self.step}/"
+                                  f"{self.total_steps}, saved {self.ckpt_path} "
+                                  "(run the same command with --resume to continue)")
 
     def _end_epoch(self) -> None:
         self.epoch += 1

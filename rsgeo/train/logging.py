@@ -36,6 +36,17 @@ class MetricsLog:
                 if line.strip() and json.loads(line).get("step", 0) <= step]
         self.path.write_text("".join(line + "\n" for line in keep))
 
+    def last_loss(self, step: int) -> float | None:
+        """The loss of the last training record at or before ``step`` (None: none)."""
+        if not self.path.exists():
+            return None
+        loss = None
+        for line in self.path.read_text().splitlines():
+            r = json.loads(line) if line.strip() else {}
+            if r.get("kind") is None and "loss" in r and r.get("step", 0) <= step:
+                loss = r["loss"]
+        return loss
+
     def write(self, record: dict) -> None:
         if not self.enabled:
             return

@@ -1,0 +1,290 @@
+"""SIGTERM/SIGINT during training: stop at a step boundary, save, exit 143/130, resume exactly.
+
+The CLI tests send a real signal to a real ``rsgeo`` process once its metrics show training
+started; the engine tests signal the test process itself from a step hook.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rsgeo.train.config import TrainConfig
+from rsgeo.train.engine import Trainer
+from rsgeo.train.logging import read_metrics
+from rsgeo.train.stop import StopSignals, TrainingInterrupted
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_chips(root, n=24, size=64, n_val=4):
+    """A chip dataset (docs/chip-dataset.md): rgb, ndsm, hog; ``n_val`` chips in ``val``."""
+    from rsgeo.data.hog import hog_energy
+
+    rng = np.random.default_rng(0)
+    shard = root / "shards" / "city"
+    shard.mkdir(parents=True)
+    rgb = np.clip(rng.normal(120, 40, (n, 3, size, size)).cumsum(-1) / 8 + 60, 0, 255).astype(np.uint8)
+    ndsm = (rgb.astype(np.float32).mean(1, keepdims=True) - 60) / 10
+    arrays = {"rgb": rgb, "ndsm": ndsm.astype(np.float32),
+              "hog": hog_energy(torch.from_numpy(rgb)).numpy().astype(np.float32)}
+    for name, arr in arrays.items():
+        np.save(shard / f"{name}.npy", arr)
+    stats = {"rgb": {"mean": rgb.mean((0, 2, 3)).tolist(), "std": rgb.std((0, 2, 3)).tolist(),
+                     "count": int(rgb[:, 0].size)},
+             "ndsm": {"mean": [float(ndsm.mean())], "std": [float(ndsm.std())],
+                      "count": int(ndsm.size)}}
+    (root / "stats.json").write_text(json.dumps({"sources": {"city": stats}}))
+    (root / "dataset.json").write_text(json.dumps({
+        "format": "rsgeo-chips", "version": 1, "chip_size": size, "hog_patch": 16,
+        "modalities": ["rgb", "ndsm"], "classes": None, "sources": ["city"]}))
+    rows = [dict(chip_id=f"city_{i}", source="city", split="val" if i < n_val else "train",
+                 scene="city.tif", row_off=0, col_off=i * size, height=size, width=size,
+                 minx=0.0, miny=0.0, maxx=1.0, maxy=1.0, crs="EPSG:32633",
+                 nodata_fraction=0.0, hash=i, status="kept", index=i) for i in range(n)]
+    pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
+    return root
+
+
+def start(args, **kw):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-m", "rsgeo", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def wait_for_training(proc, metrics: Path, limit=300.0):
+    """Block until ``metrics`` holds a training record (the run is inside its loop)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if proc.poll() is not None:
+            pytest.fail(f"exited {proc.returncode} before training: {proc.stderr.read()[-2000:]}")
+        if metrics.is_file() and any('"loss"' in line for line in metrics.read_text().splitlines()):
+            return
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail("no training record appeared")
+
+
+def stopped(proc, run: Path, code: int, total: int):
+    """Checks after the signal: exit code, one-line message, a loadable mid-run checkpoint."""
+    out, err = proc.communicate(timeout=300)  # a hang guard, not a timing test
+    assert proc.returncode == code, err[-3000:]
+    assert "Traceback" not in err and "exited unexpectedly" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert signal.Signals(code - 128).name in last and "--resume" in last and "last.pt" in last
+    ckpt = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    assert 1 <= ckpt["step"] < total, "the signal must stop the run before its end"
+    assert {"model", "optimizer", "rng", "samples_done"} <= set(ckpt)
+    return ckpt["step"]
+
+
+def train_losses(run: Path):
+    return [(r["step"], r["loss"]) for r in read_metrics(run / "metrics.jsonl") if "kind" not in r]
+
+
+def test_sigterm_during_pretrain_saves_exits_143_and_resumes(tmp_path, cli):
+    chips = write_chips(tmp_path / "chips", n_val=0)
+    small = tmp_path / "small.yaml"  # a small decoder keeps the test fast
+    small.write_text("decoder_dim: 32\ndecoder_depth: 1\ndecoder_heads: 2\n")
+    total = 24
+    args = ["pretrain", chips, "--method", "mae", "--backbone", "vit-tiny-4", "--steps", total,
+            "--batch-size", 4, "--lr", "1e-3", "--log-every", 1, "--ckpt-every", 1000,
+            "--config", small]
+    proc = start([*args, "-o", tmp_path / "cut"])
+    wait_for_training(proc, tmp_path / "cut" / "metrics.jsonl")
+    proc.send_signal(signal.SIGTERM)
+    step = stopped(proc, tmp_path / "cut", 143, total)
+    assert not (tmp_path / "cut" / "encoder.safetensors").exists()
+    assert [s for s, _ in train_losses(tmp_path / "cut")] == list(range(1, step + 1))
+
+    code, out, err = cli(*args, "-o", tmp_path / "cut", "--resume", "--json")
+    assert code == 0, err
+    assert json.loads(out)["step"] == total
+    assert cli(*args, "-o", tmp_path / "full")[0] == 0
+    cut, full = train_losses(tmp_path / "cut"), train_losses(tmp_path / "full")
+    assert [s for s, _ in cut] == [s for s, _ in full] == list(range(1, total + 1))
+    assert [v for _, v in cut] == pytest.approx([v for _, v in full], rel=1e-4)
+
+
+def test_sigterm_to_finetune_with_workers_stops_cleanly_and_resumes(tmp_path, cli):
+    """SIGTERM to the whole process group (as a scheduler sends it): workers ignore it."""
+    chips = write_chips(tmp_path / "chips")
+    total = 24
+    args = ["finetune", chips, "--task", "height", "--backbone", "vit-tiny-4", "--steps", total,
+            "--batch-size", 4, "--lr", "1e-3", "--workers", 2, "--log-every", 1,
+            "--val-every", 4, "--ckpt-every", 1000]
+    proc = start([*args, "-o", tmp_path / "cut"], start_new_session=True)
+    wait_for_training(proc, tmp_path / "cut" / "metrics.jsonl")
+    os.killpg(proc.pid, signal.SIGTERM)
+    step = stopped(proc, tmp_path / "cut", 143, total)
+
+    code, out, err = cli(*args, "-o", tmp_path / "cut", "--resume", "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["step"] == total and s["loss"] is not None and s["best"] is not None
+    assert cli(*args, "-o", tmp_path / "full")[0] == 0
+    cut, full = train_losses(tmp_path / "cut"), train_losses(tmp_path / "full")
+    assert [s for s, _ in cut] == [s for s, _ in full] == list(range(1, total + 1))
+    assert [v for _, v in cut] == pytest.approx([v for _, v in full], rel=1e-4)
+    val = [r["step"] for r in read_metrics(tmp_path / "cut" / "metrics.jsonl") if r.get("kind")]
+    assert val == list(range(4, total + 1, 4)), f"validations {val} (stopped at {step})"
+
+    # a finished run resumed: nothing to do, and strict JSON (no NaN loss)
+    code, out, err = cli(*args, "-o", tmp_path / "cut", "--resume", "--json")
+    assert code == 0, err
+    again = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert again["step"] == total and again["loss"] == pytest.approx(s["loss"])
+
+
+# ---------------------------------------------------------------- engine, in process
+class Pairs(torch.utils.data.Dataset):
+    def __init__(self, n=32):
+        g = torch.Generator().manual_seed(1)
+        self.x = torch.randn(n, 8, generator=g)
+        self.y = self.x @ (torch.arange(8.0) / 8)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+class Regressor(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Dropout(0.1),
+                                       torch.nn.Linear(16, 1))
+
+    def forward(self, batch):
+        loss = ((self.net(batch["x"])[:, 0] - batch["y"]) ** 2).mean()
+        return loss, {}
+
+
+def cfg(**kw):
+    return TrainConfig(**{**dict(steps=12, batch_size=8, lr=0.05, warmup=2, log_every=1,
+                                 ckpt_every=100, weight_decay=0.0), **kw})
+
+
+def test_sigint_in_the_engine_stops_after_the_step_and_resumes(tmp_path):
+    """The reference run never validates; the cut run validates every step with a hook that
+    draws random numbers, while dropout draws from the same generator: the losses match
+    only if validation leaves the training RNG alone and resume restores it."""
+    def validate(trainer):
+        torch.rand(100)                       # isolated: the training RNG stream is unchanged
+        return {"score": float(trainer.step)}
+
+    Trainer(Regressor(), Pairs(), cfg(), tmp_path / "full").fit()
+
+    def kill(trainer, step, record):
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted) as e:
+        Trainer(Regressor(), Pairs(), cfg(), tmp_path / "cut", on_validate=validate,
+                on_step_end=kill).fit()
+    assert e.value.exit_code == 130 and "SIGINT" in str(e.value) and "step 5/12" in str(e.value)
+    assert signal.getsignal(signal.SIGINT) is before          # handlers restored
+    ckpt = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)
+    assert ckpt["step"] == 5
+    s = Trainer(Regressor(), Pairs(), cfg(), tmp_path / "cut", resume=True,
+                on_validate=validate).fit()
+    full = read_metrics(tmp_path / "full" / "metrics.jsonl")
+    cut = read_metrics(tmp_path / "cut" / "metrics.jsonl")
+    assert [r["loss"] for r in cut if "kind" not in r] == [r["loss"] for r in full if "kind" not in r]
+    # about ten validations a run (here: every step), the last one at the end
+    assert [r["step"] for r in cut if r.get("kind") == "val"] == list(range(1, 13))
+    assert 0 <= s["val_share"] <= 1 and s["val_seconds"] >= 0
+
+
+def test_val_every_and_the_final_validation(tmp_path):
+    steps = []
+    s = Trainer(Regressor(), Pairs(), cfg(steps=10, val_every=4), tmp_path / "a",
+                on_validate=lambda t: steps.append(t.step) or {"v": 1.0}).fit()
+    assert steps == [4, 8, 10] and s["val_share"] > 0
+    steps.clear()
+    Trainer(Regressor(), Pairs(), cfg(steps=10, val_every=0), tmp_path / "b",
+            on_validate=lambda t: steps.append(t.step) or {"v": 1.0}).fit()
+    assert steps == [10]
+    steps.clear()
+    Trainer(Regressor(), Pairs(), cfg(steps=40), tmp_path / "c",
+            on_validate=lambda t: steps.append(t.step) or None).fit()
+    assert steps == list(range(4, 41, 4))
+
+
+def test_stop_signals_flag_in_the_main_process_only():
+    with StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested and stop.signum == signal.SIGTERM and stop.agreed()
+    with StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):        # a second Ctrl-C: at once
+            os.kill(os.getpid(), signal.SIGINT)
+    r, w = os.pipe()
+    with StopSignals() as stop:
+        pid = os.fork()
+        if pid == 0:  # a forked child (a DataLoader worker) survives the signal
+            os.close(r)
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.write(w, b"alive")
+            os._exit(0)
+        os.close(w)
+        assert os.read(r, 16) == b"alive"
+        os.waitpid(pid, 0)
+        assert not stop.requested
+
+
+DDP_SCRIPT = '''
+import json, os, signal, sys, torch
+sys.path.insert(0, os.environ["TESTS"])
+from test_preemption import Pairs, Regressor, cfg
+from rsgeo.train.engine import Trainer
+from rsgeo.train.stop import TrainingInterrupted
+
+rank = int(os.environ["RANK"])
+
+def kill(trainer, step, record):          # only rank 1 is signalled
+    if rank == 1 and step == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+try:
+    Trainer(Regressor(), Pairs(), cfg(device="cpu"), sys.argv[1], on_step_end=kill).fit()
+    result = {"stopped": None}
+except TrainingInterrupted as e:
+    result = {"stopped": e.signum, "code": e.exit_code}
+result["step"] = int(torch.load(os.path.join(sys.argv[1], "checkpoints", "last.pt"),
+                                weights_only=False)["step"])
+with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
+    json.dump(result, f)
+'''
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_agree_on_the_stop_step(tmp_path):
+    """One rank gets SIGTERM at step 3: both stop after step 3 (an all-reduced flag)."""
+    import shutil
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not installed")
+    script = tmp_path / "stop.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TESTS": str(Path(__file__).parent),
+           "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script),
+                        str(tmp_path / "run")], env=env, capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "run" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks == [{"stopped": signal.SIGTERM, "code": 143, "step": 3}] * 2

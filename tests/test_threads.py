@@ -1,0 +1,47 @@
+"""Torch threads and loader workers sized together; the env override; passive OpenMP."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rsgeo.errors import InputError
+from rsgeo.train.threads import available_cores, plan_threads, torch_threads
+
+
+def test_threads_plus_workers_fit_the_cores(monkeypatch):
+    monkeypatch.delenv("RSGEO_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert available_cores() == 16
+    assert plan_threads(0) == 16 and plan_threads(12) == 4 and plan_threads(40) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")           # the user's cap
+    assert plan_threads(0) == 2
+    monkeypatch.setenv("RSGEO_NUM_THREADS", "3")         # the override wins
+    assert plan_threads(12) == 3
+    for bad in ("0", "two"):
+        monkeypatch.setenv("RSGEO_NUM_THREADS", bad)
+        with pytest.raises(InputError, match="RSGEO_NUM_THREADS"):
+            plan_threads(0)
+
+
+def test_torch_threads_are_restored():
+    import torch
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_import_rsgeo_before_torch_makes_openmp_wait_passively():
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    code = "import rsgeo, os; print(os.environ.get('OMP_WAIT_POLICY'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"                     # the user's choice stays
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "ACTIVE"
