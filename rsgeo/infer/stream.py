@@ -183,7 +183,8 @@ class Pipeline:
                 return
             job, wins, fut = inflight.popleft()
             if isinstance(job, _Failed):
-                raise job.error
+                yield job, None, None, None
+                return
             data, valid = fut.result()
             left[job.index] -= len(wins)
             if left[job.index] == 0:
@@ -213,6 +214,11 @@ class Pipeline:
             parts: list = []
             n = 0
             for job, wins, data, valid in self._chunks(preparers, pool):
+                if isinstance(job, _Failed):  # earlier files are complete: finish them first
+                    if parts:
+                        self._submit(parts, sinkq, state)
+                        parts = []
+                    raise job.error
                 self._ready(job)
                 if parts and (job.norm != parts[0][0].norm
                               or data.shape[1:] != parts[0][2].shape[1:]):
