@@ -56,7 +56,8 @@ def test_nodata_propagates(tmp_path, raster_factory):
     src = raster_factory(data, nodata=-1)
     out, _ = _blend(tmp_path, src, lambda b: b[:, :1] * 2)
     assert (out[10:20, 30:40] == HEIGHT_NODATA).all()
-    assert (out[out != HEIGHT_NODATA] == 2).all() and (out != HEIGHT_NODATA).sum() == 9900
+    np.testing.assert_allclose(out[out != HEIGHT_NODATA], 2, rtol=1e-6)
+    assert (out != HEIGHT_NODATA).sum() == 9900
 
 
 def test_writer_memory_is_bounded_by_width(tmp_path):
@@ -64,10 +65,10 @@ def test_writer_memory_is_bounded_by_width(tmp_path):
     tiles = TileGrid(5000, 100, 64, 8)
     with open_output(tmp_path / "x.tif", grid) as dst:
         bw = BlendedWriter(dst, tiles)
-        assert bw.acc.shape[1] <= 64 + 256  # rows held: tile + one block, not the height
         for w in tiles:
             bw.add(w, np.ones((1, 64, 64), np.float32))
         bw.close()
+        assert bw.peak_rows <= 64 + 2 * 256  # rows held: tile + two blocks, not the height
 
 
 def test_atomic_output_removed_on_failure_and_guarded(tmp_path):

@@ -1,22 +1,60 @@
-"""The one streaming raster path: read windows -> batch -> model -> blend -> write rows.
+"""The one streaming raster path: parallel reads -> batches -> model -> blend -> writer thread.
 
-``run_tiled`` is shared by every command that turns a raster into a per-pixel output
-(predict-height, damage-map with images, the benchmark). The model is any callable
-``fn(batch) -> out`` on numpy arrays ``(B, bands, tile, tile) -> (B, out_bands, tile, tile)``;
-reading the next batch overlaps with the model on the current one (GDAL releases the GIL).
+``run_tiled(ds, dst, fn, tile=, overlap=)`` is shared by every command that turns a raster
+into a per-pixel output (predict-height, damage-map with images, the benchmarks). ``fn`` is
+any callable on numpy arrays ``(B, bands, tile, tile) -> (B, out_bands, tile, tile)``,
+called **in tile order from the calling thread** (so it may own a CUDA context); everything
+else runs beside it:
+
+- *read*: a :class:`~rsgeo.io.reader.ParallelReader` (``threads`` handles) decodes
+  block-aligned strips of the input a few strips ahead; a batcher thread cuts tiles out of
+  them into a bounded queue of ``prefetch`` batches. ``dtype=None`` keeps the input's dtype
+  (uint8 stays uint8: normalise on the device); the default ``"float32"`` converts.
+- *blend*: a thread accumulates predictions with the separable raised-cosine weight (see
+  :class:`~rsgeo.io.writer.BlendedWriter`), *write*: a thread divides finished block rows
+  and writes them (GDAL compresses with ``NUM_THREADS``).
+- Rasters wider than ``panel_width`` are swept in vertical panels
+  (:func:`~rsgeo.io.windows.plan_panels`), so memory does not grow with the width either.
+
+Results do not depend on ``threads``, ``prefetch`` or the panel split (to float32 rounding,
+< 1e-6 relative). The array ``fn`` returns is read by the blend thread after ``fn``
+returns: return a fresh array (or one you will not modify until the next call returns)
+-- not a view into a buffer you overwrite for the next batch.
+
+Overlapping consecutive inputs: ``run_tiled(..., wait=False)`` returns a :class:`TiledRun`
+as soon as the last tile has been handed to the blend thread; the remaining rows are blended
+and written in the background. Call ``run.join()`` (raises any blend/write error) before
+closing ``dst``, e.g. start the next file's ``run_tiled`` first, then join the previous one::
+
+    prev = None
+    for src, out in files:
+        stack = ExitStack(); ds = stack.enter_context(open_raster(src))
+        dst = stack.enter_context(open_output(out, Grid.of(ds)))
+        run = run_tiled(ds, dst, fn, tile=256, overlap=32, wait=False)
+        if prev: prev[0].join(); prev[1].close()
+        prev = (run, stack)
+    prev[0].join(); prev[1].close()
+
+If anything fails (a read, ``fn``, a write) the background threads stop, ``run_tiled`` (or
+``join``) raises, and ``open_output`` removes the partial file.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from rasterio.windows import Window
 
-from rsgeo.io.windows import TileGrid, read_window
+from rsgeo.io.raster import valid_mask
+from rsgeo.io.reader import ParallelReader, block_shape, default_threads, wait_all
+from rsgeo.io.windows import Panel, TileGrid, pad_array, plan_panels, tile_order
 from rsgeo.io.writer import HEIGHT_NODATA, BlendedWriter
+
+STRIP_BYTES_MAX = 256 * 2 ** 20  # strips read ahead are capped to this many bytes
 
 
 @dataclass
@@ -28,59 +66,295 @@ class Batch:
     valid: np.ndarray
 
 
+class _Done:
+    pass
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+class TileReader:
+    """Cut the tiles of ``tiles`` (in :func:`tile_order` of ``panels``) out of parallel strips.
+
+    Strips of about 256 rows (a multiple of the input's block height) spanning a panel's
+    columns are decoded by a :class:`ParallelReader`, ``ahead`` strips ahead; each input
+    block is decoded once (apart from the overlap of neighbouring panels). Tiles match
+    :func:`rsgeo.io.windows.read_window` exactly (padding only where a tile passes the
+    raster, i.e. rasters smaller than a tile).
+    """
+
+    def __init__(self, ds, tiles: TileGrid, panels: list[Panel], *, pad="reflect", nodata=None,
+                 indexes=None, dtype="float32", threads: int | None = None):
+        self.ds, self.tiles, self.panels = ds, tiles, panels
+        self.pad = pad
+        self.nodata = ds.nodata if nodata is None else nodata
+        self.indexes = indexes
+        n_bands = ds.count if indexes is None else (1 if isinstance(indexes, int) else len(indexes))
+        self.bands = n_bands
+        self.native = np.dtype(ds.dtypes[0])
+        self.dtype = self.native if dtype is None else np.dtype(dtype)
+        self.threads = threads or default_threads()
+        bh = block_shape(ds)[0]
+        self.rows = bh * max(1, round(256 / bh)) if bh <= 256 else bh
+        H, W = tiles.height, tiles.width
+        self.jobs = [(pi, r, min(r + self.rows, H)) for pi, p in enumerate(panels)
+                     for r in range(0, H, self.rows)]
+        widest = max(min(p.c1, W) - p.c0 for p in panels)
+        strip_bytes = self.rows * widest * self.bands * self.native.itemsize
+        self.ahead = max(2, min(self.threads + 1, STRIP_BYTES_MAX // max(strip_bytes, 1)))
+
+    def windows(self) -> list[Window]:
+        return list(tile_order(self.tiles, self.panels))
+
+    def batches(self, batch_size: int, stop: threading.Event | None = None) -> Iterator[Batch]:
+        """Yield batches in tile order (runs in the caller's thread; see :func:`iter_batches`)."""
+        t, H, W = self.tiles.tile, self.tiles.height, self.tiles.width
+        cols = self.tiles.col_offsets
+        with ParallelReader(self.ds, self.threads) as reader:
+            held: dict[int, tuple] = {}
+            submitted = 0
+
+            def submit_upto(k: int):
+                nonlocal submitted
+                while submitted < min(k, len(self.jobs)):
+                    pi, r0, r1 = self.jobs[submitted]
+                    p = self.panels[pi]
+                    c1 = min(p.c1, W)
+                    arr = np.empty((self.bands, r1 - r0, c1 - p.c0), self.native)
+                    held[submitted] = (r0, r1, arr,
+                                       reader.read_into(arr, r0, r1, p.c0, c1, self.indexes))
+                    submitted += 1
+
+            buf: list[tuple[Window, np.ndarray, np.ndarray]] = []
+            job = 0
+            for p in self.panels:
+                for r in self.tiles.row_offsets:
+                    if stop is not None and stop.is_set():
+                        return
+                    end = min(r + t, H)
+                    while self.jobs[job][2] < end:
+                        job += 1
+                    submit_upto(job + 1 + self.ahead)
+                    live = []
+                    for k in sorted(k for k in held if k <= job):
+                        r0, r1, arr, futs = held[k]
+                        if r1 <= r:
+                            del held[k]
+                            continue
+                        if futs:
+                            wait_all(futs)
+                            held[k] = (r0, r1, arr, [])
+                        live.append((r0, r1, arr))
+                    for c in cols[p.j0:p.j1]:
+                        buf.append(self._cut(live, r, c, p.c0))
+                        if len(buf) == batch_size:
+                            yield self._batch(buf)
+                            buf = []
+                for k in [k for k in held if k <= job]:
+                    del held[k]
+                job += 1
+            if buf:
+                yield self._batch(buf)
+
+    def _cut(self, live, r: int, c: int, c0: int):
+        t, H, W = self.tiles.tile, self.tiles.height, self.tiles.width
+        h, w = min(t, H - r), min(t, W - c)
+        data = np.empty((self.bands, t, t), self.dtype)
+        inner = data[:, :h, :w]
+        for r0, r1, arr in live:
+            a, b = max(r, r0), min(r + h, r1)
+            if a < b:
+                np.copyto(inner[:, a - r:b - r], arr[:, a - r0:b - r0, c - c0:c - c0 + w],
+                          casting="unsafe")
+        valid = valid_mask(inner, self.nodata)
+        if h < t or w < t:
+            pads = ((0, t - h), (0, t - w))
+            data = pad_array(np.ascontiguousarray(inner), pads, self.pad, 0)
+            valid = np.pad(valid, pads, mode="constant", constant_values=False)
+        return Window(c, r, t, t), data, valid
+
+    @staticmethod
+    def _batch(buf) -> Batch:
+        return Batch([w for w, _, _ in buf], np.stack([d for _, d, _ in buf]),
+                     np.stack([v for _, _, v in buf]))
+
+
 def iter_batches(ds, tiles: TileGrid, batch_size: int, *, pad: str = "reflect",
                  nodata: float | None = None, indexes=None, dtype="float32",
-                 prefetch: bool = True) -> Iterator[Batch]:
-    """Yield batches of padded tile reads in row-major order, reading one batch ahead."""
-    windows = list(tiles)
-    groups = [windows[i:i + batch_size] for i in range(0, len(windows), batch_size)]
+                 prefetch: bool = True, threads: int | None = None,
+                 panels: list[Panel] | None = None) -> Iterator[Batch]:
+    """Yield batches of padded tile reads (row-major unless ``panels`` are given).
 
-    def load(group: list[Window]) -> Batch:
-        reads = [read_window(ds, w, pad=pad, nodata=nodata, indexes=indexes, out_dtype=dtype)
-                 for w in group]
-        return Batch(group, np.stack([d for d, _ in reads]), np.stack([v for _, v in reads]))
-
-    if not prefetch or len(groups) < 2:
-        for g in groups:
-            yield load(g)
+    With ``prefetch`` the batches are assembled in a background thread, up to two ahead.
+    """
+    reader = TileReader(ds, tiles, panels or plan_panels(tiles, tiles.width, None), pad=pad,
+                        nodata=nodata, indexes=indexes, dtype=dtype,
+                        threads=threads if prefetch else (threads or 1))
+    if not prefetch:
+        yield from reader.batches(batch_size)
         return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(load, groups[0])
-        for nxt in groups[1:]:
-            batch = future.result()
-            future = pool.submit(load, nxt)
-            yield batch
-        yield future.result()
+    yield from _background(reader, batch_size, depth=2)
+
+
+def _background(reader: TileReader, batch_size: int, depth: int) -> Iterator[Batch]:
+    """Run ``reader.batches`` in a thread feeding a bounded queue; stop it when abandoned."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for b in reader.batches(batch_size, stop):
+                if not put(b):
+                    return
+            put(_Done())
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            put(_Failed(e))
+
+    th = threading.Thread(target=produce, name="rsgeo-batcher", daemon=True)
+    th.start()
+    try:
+        while True:
+            item = q.get()
+            if isinstance(item, _Done):
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        while th.is_alive():
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        th.join()
+
+
+class TiledRun:
+    """The blend/write side of a :func:`run_tiled` call still finishing in the background."""
+
+    def __init__(self, tiles: TileGrid, writer: BlendedWriter):
+        self.tiles = tiles
+        self._writer = writer
+        self._q: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._joined = False
+        self._thread = threading.Thread(target=self._blend, name="rsgeo-blend", daemon=True)
+        self._thread.start()
+
+    def _blend(self):
+        try:
+            while True:
+                item = self._q.get()
+                if item is None:
+                    break
+                for w, pred, valid in zip(*item):
+                    self._writer.add(w, pred, valid)
+            self._writer.close()
+        except BaseException as e:  # noqa: BLE001 - raised by put/join
+            self._error = e
+            self._writer.abort()
+            while self._q.get() is not None:  # unblock the producer until it ends
+                pass
+
+    def put(self, windows, preds, valids) -> None:
+        if self._error is not None:
+            raise self._error
+        while True:
+            try:
+                self._q.put((windows, preds, valids), timeout=0.1)
+                return
+            except queue.Full:
+                if self._error is not None:
+                    raise self._error from None
+
+    def _end(self) -> None:
+        while self._thread.is_alive():
+            try:
+                self._q.put(None, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def join(self) -> TileGrid:
+        """Wait until every row is written; raise the blend/write error if there was one."""
+        if not self._joined:
+            self._end()
+            self._thread.join()
+            self._joined = True
+        if self._error is not None:
+            raise self._error
+        return self.tiles
+
+    close = join
+
+    def abort(self) -> None:
+        """Stop without writing the remaining rows (after a failure upstream)."""
+        self._writer.abort()
+        if self._error is None:
+            self._error = RuntimeError("aborted")
+        self._end()
+        self._thread.join()
+        self._joined = True
 
 
 def run_tiled(ds, dst, fn: Callable[[np.ndarray], np.ndarray], *, tile: int, overlap: int,
               batch_size: int = 8, out_bands: int = 1, nodata: float = HEIGHT_NODATA,
               pad: str = "reflect", in_nodata: float | None = None, indexes=None,
-              on_batch: Callable[[int], None] | None = None) -> TileGrid:
+              on_batch: Callable[[int], None] | None = None, dtype="float32",
+              threads: int | None = None, prefetch: int = 2, panel_width: int | None = 4096,
+              wait: bool = True):
     """Apply ``fn`` over ``ds`` in overlapping tiles and write the blended result to ``dst``.
 
     Args:
         ds: open input dataset (or WarpedVRT); ``dst``: open output with the same shape.
-        fn: ``(B, bands, tile, tile) float32 -> (B, out_bands, tile, tile)``.
+        fn: ``(B, bands, tile, tile) -> (B, out_bands, tile, tile)``, called in tile order
+            from this thread; its input dtype is ``dtype`` (None: the raster's own).
         tile, overlap: window size and minimum overlap in pixels.
         nodata: output value where the input is nodata (or never covered).
         on_batch: called with the number of tiles done after each batch (progress bars).
+        threads: reader threads (default :func:`~rsgeo.io.reader.default_threads`).
+        prefetch: batches assembled ahead of ``fn``.
+        panel_width: sweep rasters wider than this in vertical panels (None: never).
+        wait: False returns a :class:`TiledRun` to ``join()`` once the last batch is blended.
 
     Returns:
-        The tile grid used.
+        The tile grid used (``wait=True``), or the :class:`TiledRun`.
     """
     tiles = TileGrid(ds.height, ds.width, tile, overlap)
-    with BlendedWriter(dst, tiles, bands=out_bands, nodata=nodata, dtype=dst.dtypes[0]) as bw:
-        for batch in iter_batches(ds, tiles, batch_size, pad=pad, nodata=in_nodata,
-                                  indexes=indexes):
+    out_bh, out_bw = (int(x) for x in dst.block_shapes[0])
+    in_bw = block_shape(ds)[1]
+    panels = plan_panels(tiles, out_bw, panel_width if in_bw < ds.width else None)
+    reader = TileReader(ds, tiles, panels, pad=pad, nodata=in_nodata, indexes=indexes,
+                        dtype=dtype, threads=threads)
+    writer = BlendedWriter(dst, tiles, bands=out_bands, nodata=nodata, dtype=dst.dtypes[0],
+                           panels=panels)
+    run = TiledRun(tiles, writer)
+    try:
+        for batch in _background(reader, batch_size, depth=prefetch):
             out = np.asarray(fn(batch.data), dtype=np.float32)
             if out.shape[0] != len(batch.windows) or out.shape[-2:] != batch.data.shape[-2:]:
                 raise ValueError(f"model returned shape {out.shape} for input {batch.data.shape}")
-            for w, pred, valid in zip(batch.windows, out, batch.valid):
-                bw.add(w, pred, valid)
+            run.put(batch.windows, out, batch.valid)
             if on_batch:
                 on_batch(len(batch.windows))
-    return tiles
+    except BaseException:
+        run.abort()
+        raise
+    if wait:
+        return run.join()
+    return run
 
 
 def chunked(seq: Iterable, n: int):
@@ -93,3 +367,4 @@ def chunked(seq: Iterable, n: int):
             buf = []
     if buf:
         yield buf
+

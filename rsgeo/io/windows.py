@@ -10,6 +10,10 @@ window starts at 0 and the read pads the missing part.
 Every window is read as a full ``tile x tile`` array (``read_window``) with reflect or
 constant padding outside the raster, plus a boolean mask of the pixels that are both
 inside the raster and not nodata.
+
+Large rasters are swept in vertical *panels* (:func:`plan_panels`): groups of tile columns
+processed top to bottom one after another, so the buffers of the blended sweep grow with the
+panel width (a few thousand pixels), not with the raster width.
 """
 
 from __future__ import annotations
@@ -121,3 +125,71 @@ def pad_array(data: np.ndarray, pads, mode: str = "reflect", fill: float = 0) ->
     if min(data.shape[-2:]) < 2:
         return np.pad(data, full, mode="edge")
     return np.pad(data, full, mode="reflect")
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Tile columns ``[j0, j1)`` of a :class:`TileGrid`, swept top to bottom as one unit.
+
+    ``x0, x1``: output columns the panel finishes (block-aligned, ``x1 == width`` for the
+    last); ``c0, c1``: columns its tiles cover (``c1`` may pass ``x1``: the overlap with the
+    next panel, carried over to it).
+    """
+
+    j0: int
+    j1: int
+    x0: int
+    x1: int
+    c0: int
+    c1: int
+
+
+def plan_panels(tiles: TileGrid, block_width: int, panel_width: int | None = 4096
+                ) -> list[Panel]:
+    """Cut the tile columns of ``tiles`` into panels about ``panel_width`` pixels wide.
+
+    Panel edges fall on multiples of ``block_width`` (the output's block width, so every
+    output block is written once, whole) at the tile column that leaves the least overlap to
+    carry. One panel spanning the width is returned when ``panel_width`` is None or not
+    smaller than the raster, when blocks span the width (striped files), or when panels
+    would be too narrow for their overlap to reach only the next panel.
+    """
+    W, t = tiles.width, tiles.tile
+    cols = tiles.col_offsets
+    one = [Panel(0, len(cols), 0, W, 0, min(cols[-1] + t, W) if W >= t else W)]
+    bw = int(block_width)
+    if (panel_width is None or panel_width >= W or bw >= W or len(cols) < 4
+            or panel_width < 2 * (t + bw)):
+        return one
+    panels: list[Panel] = []
+    j0, x0 = 0, 0
+    while True:
+        target = cols[j0] + panel_width
+        first = next((j for j in range(j0 + 1, len(cols)) if cols[j] >= target), None)
+        if first is None or W - cols[first] < panel_width // 2:
+            break
+        cands = range(first, min(first + 8, len(cols)))
+
+        def carry(j):
+            return cols[j - 1] + t - (cols[j] // bw) * bw
+
+        j = min(cands, key=lambda k: (carry(k), k))
+        x1 = (cols[j] // bw) * bw
+        panels.append(Panel(j0, j, x0, x1, cols[j0], cols[j - 1] + t))
+        j0, x0 = j, x1
+    if not panels:
+        return one
+    panels.append(Panel(j0, len(cols), x0, W, cols[j0], W))
+    for a, b in zip(panels, panels[1:]):  # carried overlap must land inside the next panel
+        if not (a.x1 <= b.c0 and a.c1 <= b.x1 and a.x0 < a.x1):
+            return one
+    return panels
+
+
+def tile_order(tiles: TileGrid, panels: list[Panel]):
+    """Windows in sweep order: panel by panel, row-major inside each panel."""
+    cols = tiles.col_offsets
+    for p in panels:
+        for r in tiles.row_offsets:
+            for c in cols[p.j0:p.j1]:
+                yield Window(c, r, tiles.tile, tiles.tile)

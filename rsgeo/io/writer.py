@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 import os
+import queue
+import threading
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import rasterio
@@ -145,69 +147,230 @@ def ramp(size: int, overlap: int, taper_start: bool, taper_end: bool) -> np.ndar
     return w
 
 
-class BlendedWriter:
-    """Blend overlapping tile predictions and stream finished rows to an open dataset.
+class AsyncWriter:
+    """Run write jobs on one background thread, at most ``depth`` waiting.
 
-    Tiles must arrive in the row-major order of ``tiles`` (a :class:`TileGrid`). Each
-    prediction ``(bands, tile, tile)`` is multiplied by a separable weight window (see
-    :func:`ramp`) and accumulated; a pixel's output is ``sum(w * p) / sum(w)`` over the
-    tiles covering it, or ``nodata`` where no valid tile pixel covered it. Rows above the
-    current tile row are final and are flushed in multiples of the block height.
+    ``submit(job)`` queues a callable (it computes and writes a block row); the first error
+    is raised by the next ``submit`` or by ``close``. ``abort`` drops what is queued.
+    """
+
+    def __init__(self, depth: int = 2):
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._error: BaseException | None = None
+        self._abort = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rsgeo-write", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            job = self._q.get()
+            if job is None:
+                return
+            if self._error is not None or self._abort.is_set():
+                continue
+            try:
+                job()
+            except BaseException as e:  # noqa: BLE001 - raised by submit/close
+                self._error = e
+
+    def submit(self, job: Callable[[], None]) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._q.put(job, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Wait for every queued write; raise the first error."""
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        self._abort.set()
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+
+
+def weight_sums(size: int, offsets: list[int], tile: int, overlap: int) -> np.ndarray:
+    """Sum over tiles of their 1-D :func:`ramp` along one axis: ``(size,)`` float32.
+
+    The 2-D weight of a tile is the outer product of its row and column ramps, so the
+    weight sum at a pixel covered by valid tiles is ``rows[y] * cols[x]``: two vectors
+    instead of a full-width weight-sum buffer. Sums run in float64 (exact for one tile).
+    """
+    acc = np.zeros(size, np.float64)
+    for o in offsets:
+        n = min(tile, size - o)
+        acc[o:o + n] += ramp(tile, overlap, o > 0, o + tile < size)[:n]
+    return acc.astype(np.float32)
+
+
+class BlendedWriter:
+    """Blend overlapping tile predictions and stream finished block rows to an open dataset.
+
+    Tiles arrive in the order of :func:`~rsgeo.io.windows.tile_order` for ``panels``
+    (row-major when there is one panel, the default). Each prediction ``(bands, tile,
+    tile)`` is multiplied by its separable weight window (see :func:`ramp`) and
+    accumulated; a pixel's output is ``sum(w * p) / sum(w)`` over the tiles covering it,
+    ``nodata`` where the input pixel is nodata. ``valid`` masks mark the input's nodata
+    pixels: a property of the raster pixel, the same in every tile that covers it, so the
+    weight sum is ``rows[y] * cols[x]`` (:func:`weight_sums`) where valid.
+
+    Buffers: block rows (the output's block height) of the current panel's width, at most
+    ``tile / block + 2`` alive, plus a ``height x overlap`` carry between panels. Finished
+    block rows go to an :class:`AsyncWriter` thread that divides and writes them.
     """
 
     def __init__(self, dst, tiles: TileGrid, bands: int = 1, nodata: float = HEIGHT_NODATA,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", panels: list | None = None, write_depth: int = 2):
+        from rsgeo.io.windows import plan_panels
+
         self.dst, self.tiles, self.bands, self.nodata = dst, tiles, bands, nodata
         self.dtype = dtype
-        H, W = tiles.height, tiles.width
-        self.block = BLOCK
-        self.rows = min(H, tiles.tile + self.block)
-        self.acc = np.zeros((bands, self.rows, W), dtype=np.float32)
-        self.wsum = np.zeros((self.rows, W), dtype=np.float32)
-        self.start = 0  # raster row held in buffer row 0
-        self.last_row = 0
+        self.panels = panels or plan_panels(tiles, tiles.width, None)
+        H, W, t, o = tiles.height, tiles.width, tiles.tile, tiles.overlap
+        bh = int(dst.block_shapes[0][0]) if hasattr(dst, "block_shapes") else BLOCK
+        self.block = bh * max(1, round(BLOCK / bh)) if bh < BLOCK else bh
+        self.wy = weight_sums(H, tiles.row_offsets, t, o)
+        self.wx = weight_sums(W, tiles.col_offsets, t, o)
+        self._weights: dict = {}
+        self._col_panel: dict | None = None
+        self._writer = AsyncWriter(write_depth)
+        self._chunks: dict[int, list] = {}
+        self._pi = 0
+        self._carry_in = self._carry_out = None
+        self._start_panel(0)
+        self.last = (0, 0)
+        self.peak_rows = 0  # most buffer rows alive at once (memory bound check)
+
+    def _start_panel(self, pi: int) -> None:
+        H = self.tiles.height
+        self._pi = pi
+        p = self.panels[pi]
+        self._carry_in = self._carry_out
+        self._carry_out = None
+        if pi + 1 < len(self.panels) and p.c1 > p.x1:
+            self._carry_out = [np.zeros((self.bands, H, p.c1 - p.x1), np.float32), None]
+
+    def _panel_of(self, col: int) -> int:
+        if self._col_panel is None:
+            cols = self.tiles.col_offsets
+            self._col_panel = {cols[j]: i for i, p in enumerate(self.panels)
+                               for j in range(p.j0, p.j1)}
+        try:
+            return self._col_panel[col]
+        except KeyError:
+            raise ValueError(f"column {col} is not a tile column of the grid") from None
+
+    def _weight(self, r: int, c: int, h: int, w: int) -> np.ndarray:
+        t, o, H, W = self.tiles.tile, self.tiles.overlap, self.tiles.height, self.tiles.width
+        key = (r > 0, r + t < H, c > 0, c + t < W, h, w)
+        wt = self._weights.get(key)
+        if wt is None:
+            wy = ramp(t, o, key[0], key[1])[:h]
+            wx = ramp(t, o, key[2], key[3])[:w]
+            wt = self._weights[key] = wy[:, None] * wx[None, :]
+        return wt
 
     def add(self, window: Window, pred: np.ndarray, valid: np.ndarray | None = None) -> None:
         """Accumulate one tile: ``pred`` (bands, tile, tile), ``valid`` (tile, tile) bool."""
         r, c = int(window.row_off), int(window.col_off)
-        if r < self.last_row:
-            raise ValueError("tiles must be added in row-major order")
-        self.last_row = r
+        pi = self._panel_of(c) if len(self.panels) > 1 else 0
+        if (pi, r) < self.last:
+            raise ValueError("tiles must be added in sweep order (panel, then row-major)")
+        if pi != self._pi:
+            self._flush_below(self.tiles.height)
+            self._start_panel(pi)
+        self.last = (pi, r)
+        self._flush_below(r)
         H, W, t = self.tiles.height, self.tiles.width, self.tiles.tile
-        if r > self.start:
-            self._flush(min(r - r % self.block, H) if r < H else H)
         h, w = min(t, H - r), min(t, W - c)
-        wy = ramp(t, self.tiles.overlap, r > 0, r + t < H)[:h]
-        wx = ramp(t, self.tiles.overlap, c > 0, c + t < W)[:w]
-        weight = wy[:, None] * wx[None, :]
+        weight = self._weight(r, c, h, w)
+        bad = None
         if valid is not None:
-            weight = weight * valid[:h, :w]
-        br = r - self.start
-        self.acc[:, br:br + h, c:c + w] += pred[:, :h, :w] * weight
-        self.wsum[br:br + h, c:c + w] += weight
+            v = valid[:h, :w]
+            if not v.all():
+                weight = weight * v
+                bad = ~v
+        p = self.panels[pi]
+        cs = c - p.x0
+        ch = self.block
+        for k in range(r // ch, (r + h - 1) // ch + 1):
+            a, b = max(r, k * ch), min(r + h, (k + 1) * ch)
+            chunk = self._chunk(k)
+            ya, yb = a - k * ch, b - k * ch
+            chunk[0][:, ya:yb, cs:cs + w] += pred[:, a - r:b - r, :w] * weight[a - r:b - r]
+            if bad is not None:
+                if chunk[1] is None:
+                    chunk[1] = np.zeros(chunk[0].shape[1:], bool)
+                chunk[1][ya:yb, cs:cs + w] |= bad[a - r:b - r]
 
-    def _flush(self, upto: int) -> None:
-        n = upto - self.start
-        if n <= 0:
-            return
-        wsum = self.wsum[:n]
-        out = np.full((self.bands, n, self.tiles.width), self.nodata, dtype=np.float32)
-        covered = wsum > 0
-        np.divide(self.acc[:, :n], wsum, out=out, where=covered[None])
-        self.dst.write(out.astype(self.dtype, copy=False),
-                       window=Window(0, self.start, self.tiles.width, n))
-        keep = self.rows - n
-        for i in range(0, keep, n):  # shift up in non-overlapping chunks: no temporary copy
-            j = min(i + n, keep)
-            self.acc[:, i:j] = self.acc[:, i + n:j + n]
-            self.wsum[i:j] = self.wsum[i + n:j + n]
-        self.acc[:, keep:] = 0
-        self.wsum[keep:] = 0
-        self.start = upto
+    def _chunk(self, k: int) -> list:
+        chunk = self._chunks.get(k)
+        if chunk is None:
+            p = self.panels[self._pi]
+            rows = min(self.block, self.tiles.height - k * self.block)
+            chunk = self._chunks[k] = [np.zeros((self.bands, rows, p.c1 - p.x0), np.float32),
+                                       None]
+            self.peak_rows = max(self.peak_rows, sum(c[0].shape[1] for c in self._chunks.values()))
+        return chunk
+
+    def _flush_below(self, row: int) -> None:
+        """Finish every buffered block row that ends at or above raster row ``row``."""
+        for k in sorted(self._chunks):
+            if min((k + 1) * self.block, self.tiles.height) > row:
+                break
+            self._finish(k, *self._chunks.pop(k))
+
+    def _finish(self, k: int, acc: np.ndarray, bad: np.ndarray | None) -> None:
+        p = self.panels[self._pi]
+        y0 = k * self.block
+        n = acc.shape[1]
+        if self._carry_in is not None:  # the previous panel's share of our first columns
+            cin, cbad = self._carry_in
+            cw = cin.shape[2]
+            acc[:, :, :cw] += cin[:, y0:y0 + n]
+            if cbad is not None:
+                if bad is None:
+                    bad = np.zeros(acc.shape[1:], bool)
+                bad[:, :cw] |= cbad[y0:y0 + n]
+        ow = p.x1 - p.x0
+        if self._carry_out is not None:  # our share of the next panel's first columns
+            cout = self._carry_out
+            cout[0][:, y0:y0 + n] = acc[:, :, ow:]
+            if bad is not None and bad[:, ow:].any():
+                if cout[1] is None:
+                    cout[1] = np.zeros(cout[0].shape[1:], bool)
+                cout[1][y0:y0 + n] = bad[:, ow:]
+        out = acc[:, :, :ow]
+        mask = None if bad is None else bad[:, :ow]
+        den_y, den_x = self.wy[y0:y0 + n], self.wx[p.x0:p.x1]
+        window = Window(p.x0, y0, ow, n)
+
+        def job():
+            np.divide(out, np.multiply.outer(den_y, den_x), out=out)
+            if mask is not None:
+                out[:, mask] = self.nodata
+            self.dst.write(out.astype(self.dtype, copy=False), window=window)
+
+        self._writer.submit(job)
 
     def close(self) -> None:
-        """Write every remaining row (call once, after the last tile)."""
-        self._flush(self.tiles.height)
+        """Write every remaining row (call once, after the last tile) and wait for the writes."""
+        self._flush_below(self.tiles.height)
+        self._writer.close()
+
+    def abort(self) -> None:
+        """Drop buffered rows and stop the writer thread (after a failure)."""
+        self._chunks.clear()
+        self._writer.abort()
 
     def __enter__(self):
         return self
@@ -215,3 +378,5 @@ class BlendedWriter:
     def __exit__(self, exc_type, *_):
         if exc_type is None:
             self.close()
+        else:
+            self.abort()
