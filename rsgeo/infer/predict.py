@@ -33,6 +33,7 @@ from rsgeo.io.raster import Grid, align_to, open_raster, valid_mask
 from rsgeo.io.writer import HEIGHT_NODATA, open_output
 
 log = logging.getLogger("rsgeo.infer")
+PANEL_WIDTH = 4096  # rasters wider than this are swept in vertical panels (memory bound)
 
 
 def load_model(model_path, backend: str | None = None, device: str = "auto",
@@ -192,7 +193,8 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
             resample), or metres per pixel to run the model at.
         nodata: override the input's nodata value.
         runner: an already loaded ``(runner, meta, config)`` (several calls, one model).
-        workers: reader threads (default: CPU count, 2 to 12).
+        workers: reader threads per file (default: the engine's, ``RSGEO_IO_THREADS`` or
+            up to 8).
 
     Returns:
         ``{"files": [per-file summary], "total": {files, mpx, seconds, mpx_per_s, outputs}}``;
@@ -236,7 +238,7 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
             total_tiles[0] += len(job.tiles)
             bar.update(total=total_tiles[0])
 
-        pipe = Pipeline(run_future, batch_size=batch_size, workers=workers,
+        pipe = Pipeline(run_future, batch_size=batch_size, threads=workers,
                         on_tiles=bar.advance, on_job=on_job)
         files = pipe.run(functools.partial(_prepare, img, out, spec)
                          for img, out in zip(images, outputs))
@@ -265,8 +267,8 @@ def _prepare(image_path, out_path, spec: dict):
     """The :class:`~rsgeo.infer.stream.Job` for one input (opened, checked, GSD decided)."""
     from rsgeo.infer.session import Norm
     from rsgeo.infer.stream import Job
-    from rsgeo.io.windows import TileGrid
-    from rsgeo.io.writer import BlendedWriter
+    from rsgeo.io.reader import block_shape
+    from rsgeo.io.windows import TileGrid, plan_panels
 
     t0 = time.perf_counter()
     bands, tile, overlap, meta = spec["bands"], spec["tile"], spec["overlap"], spec["meta"]
@@ -297,22 +299,20 @@ def _prepare(image_path, out_path, spec: dict):
     tags = {"model": Path(spec["model_path"]).name, "task": "height", "units": "metre",
             "tile": tile, "overlap": overlap}
     co, cog, overwrite = spec["co"], spec["cog"], spec["overwrite"]
-
-    def open_reader(s: ExitStack):
-        import rasterio
-
-        ds = s.enter_context(rasterio.open(image_path))
-        if resample:
-            ds = s.enter_context(align_to(ds, wgrid, "bilinear", nodata=in_nodata))
-        return ds
-
-    def open_writer(s: ExitStack):
-        dst = s.enter_context(open_output(work_out, wgrid, nodata=HEIGHT_NODATA, co=co,
-                                          overwrite=overwrite, cog=cog and not resample,
-                                          tags=tags, units="metre",
-                                          band_descriptions=["height above ground (m)"]))
-        return s.enter_context(BlendedWriter(dst, tiles, bands=1, nodata=HEIGHT_NODATA,
-                                             dtype=dst.dtypes[0]))
+    out_stack = ExitStack()
+    try:
+        ds = stack.enter_context(align_to(src, wgrid, "bilinear", nodata=in_nodata)) \
+            if resample else src
+        dst = out_stack.enter_context(open_output(
+            work_out, wgrid, nodata=HEIGHT_NODATA, co=co, overwrite=overwrite,
+            cog=cog and not resample, tags=tags, units="metre",
+            band_descriptions=["height above ground (m)"]))
+    except BaseException:
+        out_stack.close()
+        stack.close()
+        raise
+    panels = plan_panels(tiles, int(dst.block_shapes[0][1]),
+                         PANEL_WIDTH if block_shape(ds)[1] < ds.width else None)
 
     def finish() -> dict:
         if resample:
@@ -324,7 +324,7 @@ def _prepare(image_path, out_path, spec: dict):
                 "tiles": len(tiles), "tile": tile, "overlap": overlap, "resampled": resample,
                 "input_scale": float(scale), **height_stats(out_path)}
 
-    return Job(tiles, norm, open_reader, open_writer, finish, stack, nodata=in_nodata)
+    return Job(ds, tiles, panels, norm, dst, finish, stack, out_stack, nodata=in_nodata)
 
 
 def _warp_back(work: Path, out, grid: Grid, src, in_nodata, co, overwrite, cog, tags) -> None:

@@ -66,7 +66,9 @@ class Norm:
 
 
 class Done:
-    """A finished result (CPU runners)."""
+    """A finished result (CPU runners); ``owned``: a fresh array nobody else writes to."""
+
+    owned = True
 
     def __init__(self, out: np.ndarray):
         self.out = out

@@ -1,68 +1,69 @@
 """Many rasters through one model in one pipeline: reads, batches, model, blend, write.
 
-Four stages run at once, so the model never waits on the host:
+Built on the streaming engine (:mod:`rsgeo.io.pipeline`): its parallel strip reader cuts
+tiles in the raster's own dtype (uint8 stays uint8), its blend thread and writer thread
+(:class:`~rsgeo.io.pipeline.TiledRun`) accumulate and write finished block rows. This
+module adds what a model on an accelerator needs around them, so it never waits on the host:
 
-- **readers** (a pool of ``workers`` threads, each with its own dataset handles, GDAL
-  releasing the GIL): chunks of consecutive windows are read in the raster's own dtype
-  (uint8 stays uint8) up to ``ahead`` chunks in front of the model, across file
-  boundaries: the next file's reads start while the current one is still being written.
-- **main thread**: groups chunks into batches of ``batch_size`` tiles (a batch may hold
-  tiles of several small files when they share a :class:`~rsgeo.infer.session.Norm`) and
-  submits them to the runner; CUDA runners return at once (see ``session.CudaStreams``).
-- **sink thread**: takes each batch's result, blends its tiles into that file's
-  :class:`~rsgeo.io.writer.BlendedWriter` (opened at the file's first tile), which writes
-  finished strips; the runner's buffers are released right after.
-- **finisher thread**: when a file's last tile is blended, writes its last strips, closes
-  (and renames) the output and runs the job's ``finish`` (warp back, statistics) while
-  the sink goes on with the next file.
+- **readers**: each file's reader starts as soon as the previous file's reader does, so
+  the next file's tiles are decoded while the current one is still being read, blended
+  and written (bounded: a few batches per file).
+- **main thread**: groups tiles into batches of ``batch_size`` (a batch may hold tiles of
+  several small files when they share a :class:`~rsgeo.infer.session.Norm`) and submits
+  them to the runner; CUDA runners return at once (see ``session.CudaStreams``), so the
+  next batch is copied in while the current one computes.
+- **sink thread**: waits for each batch's result and hands its tiles to that file's
+  ``TiledRun``; the runner's buffers are released right after.
+- **finisher thread**: once a file's last tile is handed over, waits for its last rows,
+  closes (renames) the output and runs the job's ``finish`` (warp back, statistics) while
+  the next file goes on.
 
-Failure anywhere stops every stage; files not finished are discarded (their outputs are
-atomic), files already finished stay, and the first error is raised.
+Failure anywhere stops every stage: files not finished are discarded (outputs are atomic),
+files already finished stay, and the first error is raised.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-import numpy as np
-
 from rsgeo.infer.session import Norm, as_runner
-from rsgeo.io.windows import TileGrid, read_window
+from rsgeo.io.pipeline import TiledRun, iter_batches
+from rsgeo.io.windows import TileGrid
+from rsgeo.io.writer import HEIGHT_NODATA, BlendedWriter
 
 
 @dataclass(eq=False)
 class Job:
-    """One raster to process, prepared by the caller.
+    """One raster to process, prepared (inputs and output open) by the caller.
 
     Attributes:
-        tiles: windows over the raster the model sees (row-major order).
+        ds: the dataset the model reads (a file or a WarpedVRT); readers reopen it per thread.
+        tiles, panels: the windows and their sweep order (:func:`rsgeo.io.windows.plan_panels`).
         norm: how raw tiles become model input.
-        open_reader: ``open_reader(stack) -> dataset``; called once per reader thread, the
-            handle is closed with ``stack``.
-        open_writer: ``open_writer(stack) -> writer`` with ``add(window, pred (K, t, t),
-            valid (t, t))``; called in the sink thread at the file's first tile; ``stack``
-            is closed (writing the last strips and the file) when the last tile is in.
+        dst: the open output (same shape as ``ds``), closed with ``out_stack``.
         finish: ``finish() -> dict`` after the output is closed (finisher thread).
-        stack: what the job holds open (input, temporary folder), closed after ``finish``.
+        stack: what else the job holds open (inputs, a temporary folder); closed last.
         nodata: input nodata for the valid masks (None: the dataset's own).
     """
 
+    ds: object
     tiles: TileGrid
+    panels: list
     norm: Norm
-    open_reader: Callable[[ExitStack], object]
-    open_writer: Callable[[ExitStack], object]
+    dst: object
     finish: Callable[[], dict]
     stack: ExitStack = field(default_factory=ExitStack)
+    out_stack: ExitStack = field(default_factory=ExitStack)
     nodata: float | None = None
     pad: str = "reflect"
+    out_nodata: float = HEIGHT_NODATA
     index: int = -1
+    run: TiledRun | None = None
 
 
 class _Failed:
@@ -70,14 +71,60 @@ class _Failed:
         self.error = error
 
 
-def default_workers() -> int:
-    """Reader threads: the CPU count, between 2 and 12."""
-    return max(2, min(12, os.cpu_count() or 2))
+class _Ahead:
+    """Iterate ``make()`` in a thread of its own, ``depth`` items ahead of the consumer."""
 
+    _END = object()
 
-def chunk_size(tile: int) -> int:
-    """Windows per read task: about 0.5 Mpx (8 tiles of 256 px, 2 of 512), at least 1."""
-    return max(1, min(8, 2 ** 19 // (tile * tile)))
+    def __init__(self, make: Callable[[], Iterable], depth: int):
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(make,), daemon=True,
+                                        name="rsgeo-tiles")
+        self._thread.start()
+
+    def _run(self, make) -> None:
+        gdal_env()
+        it = None
+        try:
+            it = iter(make())
+            for item in it:
+                if not self._put(item):
+                    return
+            self._put(self._END)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            self._put(_Failed(e))
+        finally:
+            close = getattr(it, "close", None)
+            if close:
+                close()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        while True:
+            item = self._q.get()
+            if item is self._END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+
+    def stop(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
 
 
 class Pipeline:
@@ -88,27 +135,24 @@ class Pipeline:
             ``Future`` of either (model loading overlapped with the first reads).
         batch_size: tiles per model call; ``None``: chosen when the runner is ready
             (:func:`rsgeo.infer.batching.auto_batch_size`).
-        workers: reader threads (default :func:`default_workers`).
+        threads: reader threads per file (default: the engine's).
         depth: batches submitted ahead of the blending.
-        on_tiles: called with a tile count as tiles are blended (progress bars).
+        on_tiles: called with a tile count as tiles are handed to the blending.
         on_job: called with each job once it is prepared (its tile count is known).
     """
 
-    def __init__(self, runner, *, batch_size: int | None = None, workers: int | None = None,
+    def __init__(self, runner, *, batch_size: int | None = None, threads: int | None = None,
                  depth: int = 2, on_tiles: Callable[[int], None] | None = None,
                  on_job: Callable[[Job], None] | None = None):
         self._runner_src = runner
         self.runner = None
         self.batch_size = batch_size
-        self.workers = workers or default_workers()
+        self.threads = threads
         self.depth = depth
         self.on_tiles, self.on_job = on_tiles, on_job
-        self._local = threading.local()
-        self._handles: dict[int, list[ExitStack]] = {}
-        self._lock = threading.Lock()
         self._jobs: list[Job] = []
+        self._readers: list[_Ahead] = []
 
-    # -- runner -------------------------------------------------------------------------
     def _ready(self, job: Job) -> None:
         if self.runner is None:
             r = self._runner_src
@@ -116,80 +160,52 @@ class Pipeline:
         if self.batch_size is None:
             from rsgeo.infer.batching import auto_batch_size
 
-            self.batch_size = auto_batch_size(self.runner, job.tiles.tile,
-                                              len(job.norm.mean))
+            self.batch_size = auto_batch_size(self.runner, job.tiles.tile, len(job.norm.mean))
 
-    # -- readers ------------------------------------------------------------------------
-    def _handle(self, job: Job):
-        cache = self._local.__dict__.setdefault("ds", {})
-        ds = cache.get(job.index)
-        if ds is None:
-            for old in [k for k in cache if k < job.index]:
-                del cache[old]
-            stack = ExitStack()
-            with self._lock:
-                self._handles.setdefault(job.index, []).append(stack)
-            ds = cache[job.index] = job.open_reader(stack)
-        return ds
+    # -- reads ------------------------------------------------------------------------
+    def _start(self, job: Job) -> _Ahead:
+        bs = self.batch_size or 64
+        reader = _Ahead(lambda: iter_batches(job.ds, job.tiles, bs, pad=job.pad,
+                                             nodata=job.nodata, dtype=None,
+                                             threads=self.threads, panels=job.panels),
+                        depth=self.depth + 1)
+        self._readers.append(reader)
+        return reader
 
-    def _read(self, job: Job, windows: list):
-        ds = self._handle(job)
-        reads = [read_window(ds, w, pad=job.pad, nodata=job.nodata) for w in windows]
-        return np.stack([d for d, _ in reads]), np.stack([v for _, v in reads])
+    def _chunks(self, preparers: Iterable[Callable[[], Job]]):
+        """``(job, windows, data, valid)`` in order; the next file is read while this one
+        is consumed; a failed preparation yields a :class:`_Failed` after earlier files."""
+        pending = iter(enumerate(preparers))
 
-    def _close_handles(self, index: int) -> None:
-        with self._lock:
-            stacks = self._handles.pop(index, [])
-        for s in stacks:
-            s.close()
-
-    def _tasks(self, preparers: Iterable[Callable[[], Job]]):
-        """``(job, windows)`` read tasks in order; a failed preparation ends the stream."""
-        for i, prepare in enumerate(preparers):
+        def prepare_next():
+            nxt = next(pending, None)
+            if nxt is None:
+                return None
+            i, prepare = nxt
             try:
                 job = prepare()
             except BaseException as e:  # raised in order, after earlier files are done
-                yield _Failed(e)
-                return
+                return _Failed(e)
             job.index = i
             self._jobs.append(job)
             if self.on_job:
                 self.on_job(job)
-            windows = list(job.tiles)
-            n = chunk_size(job.tiles.tile)
-            for k in range(0, len(windows), n):
-                yield job, windows[k:k + n]
+            return job, self._start(job)
 
-    def _chunks(self, preparers, pool: ThreadPoolExecutor):
-        """Read chunks ``(job, windows, data, valid)`` in order, reading ``ahead`` in front."""
-        tasks = self._tasks(preparers)
-        inflight: deque = deque()
-        left: dict[int, int] = {}
-        done = False
-        while True:
-            bs = self.batch_size or 64
-            ahead = max(2 * self.workers, (self.depth + 2) * -(-bs // 8))
-            while not done and len(inflight) < ahead:
-                t = next(tasks, None)
-                if t is None or isinstance(t, _Failed):
-                    done = True
-                    if t is not None:
-                        inflight.append((t, None, None))
-                    break
-                job, wins = t
-                left[job.index] = left.get(job.index, len(job.tiles))
-                inflight.append((job, wins, pool.submit(self._read, job, wins)))
-            if not inflight:
+        cur = prepare_next()
+        while cur is not None:
+            if isinstance(cur, _Failed):
+                yield cur, None, None, None
                 return
-            job, wins, fut = inflight.popleft()
-            if isinstance(job, _Failed):
-                yield job, None, None, None
+            job, reader = cur
+            nxt = prepare_next()  # its reads overlap this file's
+            try:
+                for b in reader:
+                    yield job, b.windows, b.data, b.valid
+            except Exception as e:  # a read failed: earlier files still finish
+                yield _Failed(e), None, None, None
                 return
-            data, valid = fut.result()
-            left[job.index] -= len(wins)
-            if left[job.index] == 0:
-                self._close_handles(job.index)
-            yield job, wins, data, valid
+            cur = nxt
 
     # -- main loop ----------------------------------------------------------------------
     def run(self, preparers: Iterable[Callable[[], Job]]) -> list[dict]:
@@ -208,12 +224,10 @@ class Pipeline:
                                 name="rsgeo-sink", daemon=True)
         sink.start()
         error = None
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="rsgeo-read",
-                                  initializer=gdal_env)
         try:
             parts: list = []
             n = 0
-            for job, wins, data, valid in self._chunks(preparers, pool):
+            for job, wins, data, valid in self._chunks(preparers):
                 if isinstance(job, _Failed):  # earlier files are complete: finish them first
                     if parts:
                         self._submit(parts, sinkq, state)
@@ -237,12 +251,11 @@ class Pipeline:
         except BaseException as e:
             error = e
         finally:
+            for r in self._readers:
+                r.stop()
             _put(sinkq, ("end", error), sink)
             sink.join()
-            pool.shutdown(wait=True, cancel_futures=True)
             finisher.shutdown(wait=True)
-            for index in list(self._handles):
-                self._close_handles(index)
         error = error or state["error"]
         results = []
         for fut in state["results"]:
@@ -250,8 +263,10 @@ class Pipeline:
                 results.append(fut.result())
             except BaseException as e:
                 error = error or e
-        for job in self._jobs:  # prepared but never reached the sink
-            job.stack.close()
+        for job in self._jobs:  # prepared but never finished: discard
+            if job.run is None or error is not None:
+                _abort(job.out_stack, error or RuntimeError("not processed"))
+                _abort(job.stack, error or RuntimeError("not processed"))
         if error is not None:
             raise error
         return results
@@ -270,7 +285,7 @@ class Pipeline:
     # -- sink and finisher --------------------------------------------------------------
     def _sink(self, sinkq: queue.Queue, finisher: ThreadPoolExecutor, state: dict) -> None:
         gdal_env()
-        open_jobs: dict[int, list] = {}  # index -> [job, out stack, writer, tiles done]
+        done: dict[int, int] = {}
         error = None
         while True:
             item = sinkq.get()
@@ -283,30 +298,29 @@ class Pipeline:
                 continue
             try:
                 out = pending.result()
+                if not getattr(pending, "owned", False):  # the blend thread reads it later
+                    out = out.copy()
+                pending.release()
                 k = 0
                 for job, wins, _, valid in parts:
-                    st = open_jobs.get(job.index)
-                    if st is None:
-                        out_stack = ExitStack()
-                        st = open_jobs[job.index] = [job, out_stack, None, 0]
-                        st[2] = job.open_writer(out_stack)
-                    for w, v in zip(wins, valid):
-                        st[2].add(w, out[k], v)
-                        k += 1
-                    st[3] += len(wins)
-                    if st[3] == len(job.tiles):
-                        del open_jobs[job.index]
-                        state["results"].append(finisher.submit(_complete, job, st[1]))
+                    if job.run is None:
+                        writer = BlendedWriter(job.dst, job.tiles, bands=out.shape[1],
+                                               nodata=job.out_nodata, dtype=job.dst.dtypes[0],
+                                               panels=job.panels)
+                        job.run = TiledRun(job.tiles, writer)
+                    job.run.put(wins, out[k:k + len(wins)], valid)
+                    k += len(wins)
+                    done[job.index] = done.get(job.index, 0) + len(wins)
+                    if done[job.index] == len(job.tiles):
+                        state["results"].append(finisher.submit(_complete, job))
                 if self.on_tiles:
                     self.on_tiles(k)
             except BaseException as e:
                 error = state["error"] = e
-            finally:
                 pending.release()
-        for job, out_stack, _, _ in open_jobs.values():  # unfinished: discard
-            exc = error or RuntimeError("pipeline stopped")
-            _abort(out_stack, exc)
-            _abort(job.stack, exc)
+        for job in self._jobs:  # unfinished: stop their blending
+            if job.run is not None and done.get(job.index, 0) < len(job.tiles):
+                job.run.abort()
 
 
 def gdal_env() -> None:
@@ -324,11 +338,13 @@ def gdal_env() -> None:
         rasterio.Env().__enter__()
 
 
-def _complete(job: Job, out_stack: ExitStack) -> dict:
+def _complete(job: Job) -> dict:
     try:
-        out_stack.close()
+        job.run.join()
+        job.out_stack.close()
         result = job.finish()
     except BaseException as e:
+        _abort(job.out_stack, e)
         _abort(job.stack, e)
         raise
     job.stack.close()
