@@ -49,6 +49,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from rasterio.windows import Window
 
+from rsgeo.io.buffers import ArrayPool
 from rsgeo.io.raster import valid_mask
 from rsgeo.io.reader import ParallelReader, block_shape, default_threads, wait_all
 from rsgeo.io.windows import Panel, TileGrid, pad_array, plan_panels, tile_order
@@ -112,6 +113,7 @@ class TileReader:
         """Yield batches in tile order (runs in the caller's thread; see :func:`iter_batches`)."""
         t, H, W = self.tiles.tile, self.tiles.height, self.tiles.width
         cols = self.tiles.col_offsets
+        pool = ArrayPool(keep=self.ahead + 2)
         with ParallelReader(self.ds, self.threads) as reader:
             held: dict[int, tuple] = {}
             submitted = 0
@@ -122,13 +124,13 @@ class TileReader:
                     pi, r0, r1 = self.jobs[submitted]
                     p = self.panels[pi]
                     c1 = min(p.c1, W)
-                    arr = np.empty((self.bands, r1 - r0, c1 - p.c0), self.native)
+                    arr = pool.take((self.bands, r1 - r0, c1 - p.c0), self.native)
                     held[submitted] = (r0, r1, arr,
                                        reader.read_into(arr, r0, r1, p.c0, c1, self.indexes))
                     submitted += 1
 
-            buf: list[tuple[Window, np.ndarray, np.ndarray]] = []
-            job = 0
+            total, done, job = len(self.tiles), 0, 0
+            batch = None
             for p in self.panels:
                 for r in self.tiles.row_offsets:
                     if stop is not None and stop.is_set():
@@ -141,44 +143,46 @@ class TileReader:
                     for k in sorted(k for k in held if k <= job):
                         r0, r1, arr, futs = held[k]
                         if r1 <= r:
-                            del held[k]
+                            wait_all(futs)
+                            pool.give(held.pop(k)[2])
                             continue
                         if futs:
                             wait_all(futs)
                             held[k] = (r0, r1, arr, [])
                         live.append((r0, r1, arr))
                     for c in cols[p.j0:p.j1]:
-                        buf.append(self._cut(live, r, c, p.c0))
-                        if len(buf) == batch_size:
-                            yield self._batch(buf)
-                            buf = []
+                        if batch is None:
+                            n = min(batch_size, total - done)
+                            batch = Batch([], np.empty((n, self.bands, t, t), self.dtype),
+                                          np.empty((n, t, t), bool))
+                        i = len(batch.windows)
+                        self._cut(live, r, c, p.c0, batch.data[i], batch.valid[i])
+                        batch.windows.append(Window(c, r, t, t))
+                        if len(batch.windows) == len(batch.data):
+                            done += len(batch.windows)
+                            yield batch
+                            batch = None
                 for k in [k for k in held if k <= job]:
-                    del held[k]
+                    pool.give(held.pop(k)[2])
                 job += 1
-            if buf:
-                yield self._batch(buf)
 
-    def _cut(self, live, r: int, c: int, c0: int):
+    def _cut(self, live, r: int, c: int, c0: int, data: np.ndarray, valid: np.ndarray) -> None:
+        """Fill ``data`` (bands, t, t) and ``valid`` (t, t) with the tile at (r, c)."""
         t, H, W = self.tiles.tile, self.tiles.height, self.tiles.width
         h, w = min(t, H - r), min(t, W - c)
-        data = np.empty((self.bands, t, t), self.dtype)
         inner = data[:, :h, :w]
         for r0, r1, arr in live:
             a, b = max(r, r0), min(r + h, r1)
             if a < b:
                 np.copyto(inner[:, a - r:b - r], arr[:, a - r0:b - r0, c - c0:c - c0 + w],
                           casting="unsafe")
-        valid = valid_mask(inner, self.nodata)
-        if h < t or w < t:
-            pads = ((0, t - h), (0, t - w))
-            data = pad_array(np.ascontiguousarray(inner), pads, self.pad, 0)
-            valid = np.pad(valid, pads, mode="constant", constant_values=False)
-        return Window(c, r, t, t), data, valid
-
-    @staticmethod
-    def _batch(buf) -> Batch:
-        return Batch([w for w, _, _ in buf], np.stack([d for _, d, _ in buf]),
-                     np.stack([v for _, _, v in buf]))
+        if h == t and w == t:
+            valid[...] = valid_mask(data, self.nodata)
+            return
+        pads = ((0, t - h), (0, t - w))
+        v = valid_mask(inner, self.nodata)
+        data[...] = pad_array(np.ascontiguousarray(inner), pads, self.pad, 0)
+        valid[...] = np.pad(v, pads, mode="constant", constant_values=False)
 
 
 def iter_batches(ds, tiles: TileGrid, batch_size: int, *, pad: str = "reflect",
@@ -247,7 +251,7 @@ class TiledRun:
     def __init__(self, tiles: TileGrid, writer: BlendedWriter):
         self.tiles = tiles
         self._writer = writer
-        self._q: queue.Queue = queue.Queue(maxsize=2)
+        self._q: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._joined = False
         self._thread = threading.Thread(target=self._blend, name="rsgeo-blend", daemon=True)

@@ -146,7 +146,7 @@ class Panel:
 
 def plan_panels(tiles: TileGrid, block_width: int, panel_width: int | None = 4096
                 ) -> list[Panel]:
-    """Cut the tile columns of ``tiles`` into panels about ``panel_width`` pixels wide.
+    """Cut the tile columns of ``tiles`` into panels at most ``panel_width`` pixels wide.
 
     Panel edges fall on multiples of ``block_width`` (the output's block width, so every
     output block is written once, whole) at the tile column that leaves the least overlap to
@@ -163,18 +163,20 @@ def plan_panels(tiles: TileGrid, block_width: int, panel_width: int | None = 409
         return one
     panels: list[Panel] = []
     j0, x0 = 0, 0
-    while True:
-        target = cols[j0] + panel_width
-        first = next((j for j in range(j0 + 1, len(cols)) if cols[j] >= target), None)
-        if first is None or W - cols[first] < panel_width // 2:
+    while W - x0 > panel_width:
+        # the panel's buffer spans [x0, cols[j - 1] + t): keep it within panel_width
+        fits = [j for j in range(j0 + 2, len(cols)) if cols[j - 1] + t - x0 <= panel_width]
+        if not fits:
             break
-        cands = range(first, min(first + 8, len(cols)))
+        last = fits[-1]
 
         def carry(j):
             return cols[j - 1] + t - (cols[j] // bw) * bw
 
-        j = min(cands, key=lambda k: (carry(k), k))
+        j = min(range(max(j0 + 2, last - 7), last + 1), key=lambda k: (carry(k), -k))
         x1 = (cols[j] // bw) * bw
+        if x1 <= x0:
+            break
         panels.append(Panel(j0, j, x0, x1, cols[j0], cols[j - 1] + t))
         j0, x0 = j, x1
     if not panels:

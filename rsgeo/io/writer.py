@@ -27,6 +27,7 @@ import rasterio.shutil
 from rasterio.windows import Window
 
 from rsgeo.errors import InputError
+from rsgeo.io.buffers import ArrayPool
 from rsgeo.io.atomic import atomic_path, remove, temp_name
 from rsgeo.io.raster import Grid
 from rsgeo.io.windows import TileGrid
@@ -242,6 +243,7 @@ class BlendedWriter:
         self.wx = weight_sums(W, tiles.col_offsets, t, o)
         self._weights: dict = {}
         self._col_panel: dict | None = None
+        self._pool = ArrayPool(keep=write_depth + 2)
         self._writer = AsyncWriter(write_depth)
         self._chunks: dict[int, list] = {}
         self._pi = 0
@@ -317,8 +319,8 @@ class BlendedWriter:
         if chunk is None:
             p = self.panels[self._pi]
             rows = min(self.block, self.tiles.height - k * self.block)
-            chunk = self._chunks[k] = [np.zeros((self.bands, rows, p.c1 - p.x0), np.float32),
-                                       None]
+            chunk = self._chunks[k] = [
+                self._pool.take((self.bands, rows, p.c1 - p.x0), np.float32, zero=True), None]
             self.peak_rows = max(self.peak_rows, sum(c[0].shape[1] for c in self._chunks.values()))
         return chunk
 
@@ -359,6 +361,7 @@ class BlendedWriter:
             if mask is not None:
                 out[:, mask] = self.nodata
             self.dst.write(out.astype(self.dtype, copy=False), window=window)
+            self._pool.give(acc)
 
         self._writer.submit(job)
 
