@@ -340,13 +340,22 @@ def _warp_back(work: Path, out, grid: Grid, src, in_nodata, co, overwrite, cog, 
             dst.write(np.where(ok & (h != HEIGHT_NODATA), h, HEIGHT_NODATA)[None], window=win)
 
 
-def height_stats(path) -> dict:
-    """min/median/max of valid heights (from a decimated read for large rasters)."""
+def height_stats(path, sample: int = 2048) -> dict:
+    """min/median/max of valid heights: exact up to ``sample``² px, else from an 8 x 8 grid
+    of ``sample // 8``-px windows spread over the raster (a few Mpx, whatever the size)."""
     import rasterio
+    from rasterio.windows import Window
 
     with rasterio.open(path) as ds:
-        step = max(1, int(math.ceil(max(ds.width, ds.height) / 2048)))
-        h = ds.read(1, out_shape=(max(1, ds.height // step), max(1, ds.width // step)))
+        if max(ds.width, ds.height) <= sample:
+            h = ds.read(1)
+        else:
+            n, k = 8, sample // 8
+            wk, hk = min(k, ds.width), min(k, ds.height)
+            rows = np.linspace(0, ds.height - hk, n).astype(int)
+            cols = np.linspace(0, ds.width - wk, n).astype(int)
+            h = np.concatenate([ds.read(1, window=Window(int(c), int(r), wk, hk)).ravel()
+                                for r in rows for c in cols])
     v = h[h != HEIGHT_NODATA]
     if v.size == 0:
         return {"height_min": None, "height_median": None, "height_max": None}
