@@ -229,6 +229,19 @@ def _fake_loading(model_path, *a, **k):
     return Loading(meta, run)
 
 
+def test_height_stats_sample_large_outputs(tmp_path):
+    from rsgeo.infer.predict import height_stats
+
+    h = np.linspace(0, 30, 300 * 300, dtype=np.float32).reshape(300, 300)
+    h[:10] = -9999
+    p = make_raster(tmp_path / "h.tif", h, nodata=-9999)
+    exact = height_stats(p)
+    assert exact["height_max"] == 30.0 and exact["height_min"] > 0.9
+    approx = height_stats(p, sample=80)  # 8 x 8 windows of 10 px
+    assert approx["height_min"] >= exact["height_min"] and approx["height_max"] <= 30.0
+    assert abs(approx["height_median"] - exact["height_median"]) < 2.0
+
+
 def test_cpu_batch_size_from_the_tile():
     from rsgeo.infer.batching import auto_batch_size, cpu_batch_size
 
