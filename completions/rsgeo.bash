@@ -7,6 +7,7 @@ _rsgeo() {
   done
   case "$cmd:$prev" in
     damage-map:--event) COMPREPLY=($(compgen -W "earthquake wildfire custom" -- "$cur")); return;;
+    damage-map:--compress) COMPREPLY=($(compgen -W "zstd deflate lerc_zstd" -- "$cur")); return;;
     demo:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
     evaluate:--task) COMPREPLY=($(compgen -W "height segmentation change footprints" -- "$cur")); return;;
     evaluate:--protocol) COMPREPLY=($(compgen -W "rsgeo synrs3d" -- "$cur")); return;;
@@ -29,7 +30,7 @@ _rsgeo() {
   case "$cmd" in
     "") COMPREPLY=($(compgen -W "completion damage-map demo evaluate export finetune predict-height prepare pretrain synth -v --verbose -q --quiet --version --help" -- "$cur"));;
     completion) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-    damage-map) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --footprints -m --model --heights --buildings --event --threshold --min-height --min-area --grades --co --json --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    damage-map) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --footprints -m --model --heights --buildings --event --threshold --min-height --min-area --grades --co --compress --max-z-error --json --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     demo) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --quick --device --seed --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     evaluate) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task --protocol --format -o --output --align --nodata --classes --ignore-index --iou --min-area --confidence --by --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --atol --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from rsgeo.errors import InputError
 from rsgeo.io.raster import Grid, align_to, check_same_grid, open_raster, valid_mask
-from rsgeo.io.windows import strips
+from rsgeo.io.reader import read_strips
 
 TASKS = ("height", "segmentation", "change", "footprints")
 RASTER_EXT = {".tif", ".tiff", ".vrt", ".img", ".png", ".jpg", ".jp2"}
@@ -95,20 +94,11 @@ def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, 
             check_same_grid(rds, pds, ref, pred)
         elif align not in ("nearest", "bilinear"):
             raise InputError(f"--align must be nearest or bilinear, got {align!r}")
-        with align_to(pds, grid, align or "nearest") as src, ThreadPoolExecutor(2) as pool:
+        with align_to(pds, grid, align or "nearest") as src:
             pn = nodata if nodata is not None else src.nodata
             rn = nodata if nodata is not None else rds.nodata
-
-            def read(win):  # both rasters at once, one strip ahead (GDAL releases the GIL)
-                return pool.submit(src.read, 1, window=win), pool.submit(rds.read, 1, window=win)
-
-            wins = list(strips(grid.height, grid.width, rows))
-            nxt = read(wins[0])
-            for i in range(len(wins)):
-                pf, rf = nxt
-                pv, rv = pf.result(), rf.result()
-                if i + 1 < len(wins):
-                    nxt = read(wins[i + 1])
+            # both rasters decoded in parallel pieces, a few strips ahead of the metrics
+            for _, (pv, rv) in read_strips([src, rds], rows):
                 yield pv, rv, valid_mask(pv, pn) & valid_mask(rv, rn)
 
 

@@ -249,3 +249,71 @@ def test_plan_panels_edges_on_blocks():
     assert len(plan_panels(tiles, 20000, 4096)) == 1   # striped output: one panel
     assert len(plan_panels(tiles, 256, None)) == 1
 
+
+
+# ------------------------------------------------------------------ codecs and commands
+def test_codec_options_and_co_wins(tmp_path):
+    from rsgeo.io.writer import codec_co, gtiff_profile, height_co
+
+    g = Grid(None, Affine(1, 0, 0, 0, -1, 0), 512, 512)
+    assert gtiff_profile(g, 1, "float32", None)["compress"] == codec_co(None)["COMPRESS"]
+    assert gtiff_profile(g, 1, "uint8", None)["compress"] == "deflate"
+    lerc = gtiff_profile(g, 1, "float32", None, height_co("lerc_zstd", 0.05))
+    assert lerc["compress"] == "LERC_ZSTD" and lerc["max_z_error"] == "0.05"
+    assert "predictor" not in lerc and "zlevel" not in lerc
+    mine = gtiff_profile(g, 1, "float32", None, height_co("zstd", None, {"COMPRESS": "LZW"}))
+    assert mine["compress"] == "LZW"
+    assert gtiff_profile(g, 1, "float32", None)["num_threads"] == "ALL_CPUS"
+    with pytest.raises(InputError):
+        codec_co("png")
+    with pytest.raises(InputError):
+        codec_co("zstd", 0.01)
+
+
+@pytest.mark.parametrize("codec", ["deflate", "zstd", "lerc_zstd"])
+@pytest.mark.parametrize("cog", [False, True])
+def test_height_codecs_round_trip(tmp_path, codec, cog):
+    from rsgeo.io.writer import height_co
+
+    g = Grid(None, Affine(0.5, 0, 5e5, 0, -0.5, 4e6), 300, 300)
+    a = (np.random.default_rng(0).random((1, 300, 300)) * 40).astype(np.float32)
+    a[0, :7] = HEIGHT_NODATA
+    out = tmp_path / "h.tif"
+    with open_output(out, g, co=height_co(codec), cog=cog) as dst:
+        dst.write(a)
+    with rasterio.open(out) as r:
+        b = r.read()
+        assert r.compression.name == codec
+    assert (b[0, :7] == HEIGHT_NODATA).all()
+    err = np.abs(b - a).max()
+    assert err == 0 if codec != "lerc_zstd" else 0 < err <= 0.01 + 1e-5  # + float32 ulp
+
+
+def test_damage_map_loss_codec_and_corrupt_input(tmp_path, cli):
+    pre = np.full((1, 300, 200), 10, np.float32)
+    post = pre.copy()
+    post[0, 50:120, 40:90] = 1.0
+    a = write_tiled(tmp_path / "pre.tif", pre)
+    b = write_tiled(tmp_path / "post.tif", post)
+    code, out, err = cli("damage-map", a, b, "-o", tmp_path / "d.tif", "--compress", "lerc_zstd",
+                         "--max-z-error", "0.02", "--json")
+    assert code == 0, err
+    with rasterio.open(tmp_path / "d_loss.tif") as r:
+        assert r.compression.name == "lerc_zstd"
+        assert abs(r.read(1)[60, 60] - 9.0) <= 0.02 + 1e-5
+    corrupt_block(b, 12)
+    code, out, err = cli("damage-map", a, b, "-o", tmp_path / "e.tif")
+    assert code == 2 and "read failed at rows" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "e.tif").exists() and not (tmp_path / "e_loss.tif").exists()
+
+
+def test_evaluate_corrupt_input_is_one_line(tmp_path, cli):
+    a = np.random.default_rng(0).random((1, 400, 64)).astype(np.float32)
+    p = write_tiled(tmp_path / "p.tif", a)
+    r = write_tiled(tmp_path / "r.tif", a)
+    code, out, err = cli("evaluate", p, r, "--format", "json")
+    assert code == 0 and '"mae": 0.0' in out
+    corrupt_block(p, 20)
+    code, out, err = cli("evaluate", p, r, "--format", "json")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "p.tif" in err and "read failed at rows" in err

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import CreationOpts, Json, OptionalOutput, Overwrite
+from rsgeo.cli.options import (Compress, CreationOpts, Json, MaxZError, OptionalOutput,
+                               Overwrite)
 
 
 class Event(str, Enum):
@@ -37,6 +38,8 @@ def damage_map_cmd(
     min_area: Annotated[float, typer.Option("--min-area", help="Drop damaged regions smaller than this (m²).")] = 10.0,
     grades: Annotated[str, typer.Option("--grades", help="Loss thresholds, m or % of pre height.")] = "minor:10%,major:35%,destroyed:70%",
     co: CreationOpts = None,
+    compress: Compress = None,
+    max_z_error: MaxZError = None,
     json_out: Json = False,
     overwrite: Overwrite = False,
 ):
@@ -51,7 +54,8 @@ def damage_map_cmd(
     summary = damage_map(pre, post, output, footprints, buildings=buildings, event=event.value,
                          threshold=threshold, min_height=min_height, min_area=min_area,
                          grades=grades, model=model, heights=heights, overwrite=overwrite,
-                         co=parse_co(co))
+                         co=parse_co(co), compress=compress.value if compress else None,
+                         max_z_error=max_z_error)
     if json_out:
         import json
 

@@ -11,6 +11,8 @@ Options (``Annotated`` aliases to use as parameter types):
 - ``Seed``         ``--seed N``               random seed (runs are deterministic for a seed)
 - ``Workers``      ``--workers N``            parallel workers (0 = in the main process)
 - ``Cog``          ``--cog``                  copy raster outputs to Cloud Optimized GeoTIFF
+- ``Compress``     ``--compress CODEC``       height outputs: zstd (default), deflate, lerc_zstd
+- ``MaxZError``    ``--max-z-error M``        lerc_zstd: largest height error in metres
 
 This module imports only typer, so ``rsgeo --help`` stays fast.
 """
@@ -29,6 +31,14 @@ class DeviceChoice(str, Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+
+
+class Codec(str, Enum):
+    """Compression of height outputs (see ``rsgeo.io.writer.codec_co``)."""
+
+    zstd = "zstd"
+    deflate = "deflate"
+    lerc_zstd = "lerc_zstd"
 
 
 class Precision(str, Enum):
@@ -77,6 +87,17 @@ Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdo
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
 Workers = Annotated[int, typer.Option("--workers", min=0, help="Parallel workers.")]
 Cog = Annotated[bool, typer.Option("--cog", help="Write Cloud Optimized GeoTIFF (copy).")]
+Compress = Annotated[
+    Optional[Codec],
+    typer.Option("--compress", help="Height output codec: zstd (default; lossless), deflate "
+                                    "(lossless, most portable), lerc_zstd (lossy within "
+                                    "--max-z-error, several times smaller)."),
+]
+MaxZError = Annotated[
+    Optional[float],
+    typer.Option("--max-z-error", min=0.0, metavar="M",
+                 help="lerc_zstd: largest height error in metres (default 0.01)."),
+]
 
 
 def nodata_value(value: Optional[str]) -> Optional[float]:

@@ -61,7 +61,8 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
                event: str = "earthquake", threshold: float | None = None,
                min_height: float = 2.5, min_area: float = 10.0, grades: str = DEFAULT_GRADES,
                model: str | None = None, heights: bool = False, overwrite: bool = False,
-               strip_rows: int = 512, co: dict | None = None, **predict_kw) -> dict:
+               strip_rows: int = 512, co: dict | None = None, compress: str | None = None,
+               max_z_error: float | None = None, **predict_kw) -> dict:
     """Map damage from PRE and POST (height rasters, or images with ``model``).
 
     Args:
@@ -72,6 +73,8 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
         threshold: height loss (m) above which a pixel is damaged (overrides the event).
         min_height: pre height (m) that counts as a structure when no footprints are given.
         min_area: damaged regions smaller than this (m²) are dropped before polygonising.
+        co: GDAL creation options for both rasters; compress, max_z_error: codec of the
+            float height-loss raster (see :func:`rsgeo.io.writer.codec_co`).
 
     Returns:
         The summary dict (also what ``--json`` prints).
@@ -79,6 +82,9 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
     from rsgeo.damage.stats import parse_grades
     from rsgeo.io.atomic import check_output
 
+    from rsgeo.io.writer import height_co
+
+    loss_co = height_co(compress, max_z_error, co)
     thr = _threshold(event, threshold)
     grade_table = parse_grades(grades)
     if min_area < 0:
@@ -99,7 +105,7 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
 
         summary = run(pre_h, post_h, out, fp_out, buildings=buildings, threshold=thr,
                       min_height=min_height, min_area=min_area, grades=grade_table,
-                      overwrite=overwrite, strip_rows=strip_rows, co=co,
+                      overwrite=overwrite, strip_rows=strip_rows, co=co, loss_co=loss_co,
                       names=(str(pre), str(post)))
     summary.update(event=event, threshold_m=thr, grades=grades, heights_from=source,
                    outputs={"classes": str(out), "loss": str(loss_path(out)),

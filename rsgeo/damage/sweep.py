@@ -15,6 +15,7 @@ from rsgeo.damage.components import StripComponents
 from rsgeo.damage.stats import GRADE_NAMES, ObjectStats, grade_index
 from rsgeo.errors import InputError
 from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, valid_mask
+from rsgeo.io.reader import read_strips
 from rsgeo.io.windows import strips
 from rsgeo.io.writer import HEIGHT_NODATA, open_output
 from rsgeo.progress import progress
@@ -25,7 +26,7 @@ FEET = {"ft", "foot", "feet", "us-ft", "us survey foot", "ftus"}
 
 def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, threshold: float,
         min_height: float, min_area: float, grades: dict, overwrite: bool, strip_rows: int,
-        co: dict | None, names: tuple[str, str]) -> dict:
+        co: dict | None, names: tuple[str, str], loss_co: dict | None = None) -> dict:
     from rsgeo.damage import CLASS_COLORS, loss_path
 
     with open_raster(pre_h, bands=1, purpose="pre-event height raster") as pre_ds, \
@@ -41,11 +42,13 @@ def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, thresh
         bld = load_buildings(buildings, grid) if buildings is not None else None
         windows = list(strips(grid.height, grid.width, strip_rows))
         with align_to(post_raw, grid, "bilinear") as post_ds:
-            def read(win):
-                pre = pre_ds.read(1, window=win).astype(np.float32)
-                post = post_ds.read(1, window=win).astype(np.float32)
-                ok = valid_mask(pre, pre_ds.nodata) & valid_mask(post, post_ds.nodata)
-                return pre, post, ok
+            def sweep():
+                """(window, pre, post, valid) strip by strip, both rasters read in parallel."""
+                for win, (pre, post) in read_strips([pre_ds, post_ds], strip_rows):
+                    pre = pre.astype(np.float32, copy=False)
+                    post = post.astype(np.float32, copy=False)
+                    ok = valid_mask(pre, pre_ds.nodata) & valid_mask(post, post_ds.nodata)
+                    yield win, pre, post, ok
 
             def structure(win, pre, ok):
                 if bld is None:
@@ -58,8 +61,7 @@ def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, thresh
             if bld is None:  # pass 1: connected damaged regions across strips
                 comps = StripComponents()
                 with progress(len(windows), "damage: regions", unit="strips") as bar:
-                    for win in windows:
-                        pre, post, ok = read(win)
+                    for win, pre, post, ok in sweep():
                         _, struct = structure(win, pre, ok)
                         comps.add(struct & (pre - post > threshold), int(win.row_off))
                         bar.advance()
@@ -75,11 +77,10 @@ def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, thresh
                              band_descriptions=["damage class"], **meta) as cls_dst, \
                     open_output(loss_path(out), grid, dtype="float32", nodata=HEIGHT_NODATA,
                                 units="metre", band_descriptions=["height loss (pre - post)"],
-                                **meta) as loss_dst, \
+                                **{**meta, "co": loss_co or co}) as loss_dst, \
                     progress(len(windows), "damage: map", unit="strips") as bar:
                 cls_dst.write_colormap(1, CLASS_COLORS)
-                for win in windows:
-                    pre, post, ok = read(win)
+                for win, pre, post, ok in sweep():
                     ids, struct = structure(win, pre, ok)
                     loss = pre - post
                     damaged = struct & (loss > threshold)

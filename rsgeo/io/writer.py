@@ -1,13 +1,15 @@
 """GeoTIFF output: creation options, atomic open, COG copy, and the blended tile writer.
 
-Outputs are tiled GeoTIFFs (256 px blocks, DEFLATE with a predictor, ``BIGTIFF=IF_SAFER``,
-``NUM_THREADS=ALL_CPUS``) written under a temporary name and renamed when complete. A
+Outputs are tiled GeoTIFFs (256 px blocks, DEFLATE with a predictor -- float rasters such as
+heights use :data:`HEIGHT_CODEC`, or ``--compress deflate|zstd|lerc_zstd`` through
+:func:`height_co` --, ``BIGTIFF=IF_SAFER``, ``NUM_THREADS=ALL_CPUS`` so GDAL compresses on
+every core; ``--co`` always wins) written under a temporary name and renamed when complete. A
 Cloud Optimized GeoTIFF is made by *copying* the finished GeoTIFF with the COG driver
 (writing COG directly would hold the whole raster in memory).
 
-:class:`BlendedWriter` accumulates overlapping tile predictions with a weight window and
-writes rows to disk as soon as no later tile can touch them, so memory grows with the
-raster width (``bands x (tile + block) x width``), never with its area.
+:class:`BlendedWriter` accumulates overlapping tile predictions with a separable weight
+window and hands block rows to a writer thread as soon as no later tile can touch them;
+with vertical panels its memory is bounded by the panel width, not the raster's size.
 """
 
 from __future__ import annotations
@@ -49,9 +51,51 @@ def parse_co(items: list[str] | tuple[str, ...] | None) -> dict[str, str]:
     return out
 
 
+CODECS = ("deflate", "zstd", "lerc_zstd")
+HEIGHT_CODEC = "zstd"       # default for height outputs: see README, "Output formats"
+MAX_Z_ERROR = 0.01          # LERC_ZSTD default: 1 cm
+
+
+def codec_co(codec: str | None, max_z_error: float | None = None) -> dict[str, str]:
+    """GDAL creation options for a height output compressed with ``codec``.
+
+    - ``deflate``: lossless, DEFLATE level 1 + floating-point predictor (the most portable).
+    - ``zstd``: lossless, ZSTD level 1 + floating-point predictor (GDAL >= 2.3 reads it).
+    - ``lerc_zstd``: lossy, every value within ``max_z_error`` (metres, default 0.01) of the
+      prediction, nodata kept exact; several times smaller than lossless for heights.
+
+    ``None`` means :data:`HEIGHT_CODEC`. User ``--co`` options are applied on top.
+    """
+    name = (codec or HEIGHT_CODEC).lower()
+    if name not in CODECS:
+        raise InputError(f"--compress must be one of {', '.join(CODECS)}, got {codec!r}")
+    if max_z_error is not None and name != "lerc_zstd":
+        raise InputError("--max-z-error applies to --compress lerc_zstd only")
+    if name == "deflate":
+        return {"COMPRESS": "DEFLATE", "PREDICTOR": "3", "ZLEVEL": "1"}
+    if name == "zstd":
+        return {"COMPRESS": "ZSTD", "PREDICTOR": "3", "ZSTD_LEVEL": "1"}
+    err = MAX_Z_ERROR if max_z_error is None else float(max_z_error)
+    if not (err >= 0 and math.isfinite(err)):
+        raise InputError(f"--max-z-error must be >= 0 metres, got {max_z_error}")
+    return {"COMPRESS": "LERC_ZSTD", "MAX_Z_ERROR": repr(err)}
+
+
+def height_co(compress: str | None = None, max_z_error: float | None = None,
+              co: dict[str, str] | None = None) -> dict[str, str]:
+    """Creation options for a height output: ``--compress``/``--max-z-error``, then ``--co``."""
+    return {**codec_co(compress, max_z_error), **(co or {})}
+
+
 def gtiff_profile(grid: Grid, count: int, dtype: str, nodata: float | None,
                   co: dict[str, str] | None = None) -> dict:
-    """A rasterio profile for a tiled, compressed GeoTIFF on ``grid``; ``co`` overrides."""
+    """A rasterio profile for a tiled, compressed GeoTIFF on ``grid``; ``co`` overrides.
+
+    Defaults: 256 px tiles, DEFLATE level 1 with a predictor (float rasters:
+    :data:`HEIGHT_CODEC`, see :func:`codec_co`), ``NUM_THREADS=ALL_CPUS`` (GDAL compresses
+    blocks on all cores). Options that do not apply to the chosen
+    ``COMPRESS`` (predictor for LERC, level of another codec) are dropped unless given.
+    """
     kind = np.dtype(dtype).kind
     profile = dict(
         driver="GTiff", width=grid.width, height=grid.height, count=count, dtype=dtype,
@@ -60,12 +104,21 @@ def gtiff_profile(grid: Grid, count: int, dtype: str, nodata: float | None,
         predictor=3 if kind == "f" else 2, zlevel=1, bigtiff="IF_SAFER", num_threads="ALL_CPUS",
         interleave="band" if count > 1 else "pixel",
     )
+    if kind == "f":  # heights and other float outputs: the height codec
+        profile.update({k.lower(): v for k, v in codec_co(HEIGHT_CODEC).items()})
     if min(grid.width, grid.height) < BLOCK:  # tiny rasters: striped is smaller and valid
         profile.update(tiled=False)
         profile.pop("blockxsize")
         profile.pop("blockysize")
+    given = {k.lower() for k in (co or {})}
     for k, v in (co or {}).items():
         profile[k.lower()] = v
+    method = str(profile.get("compress", "")).lower()
+    if method != "deflate" and "zlevel" not in given:
+        profile.pop("zlevel", None)
+    if (method.startswith("lerc") or method in ("none", "jpeg", "webp")) \
+            and "predictor" not in given:
+        profile.pop("predictor", None)
     return profile
 
 
@@ -84,7 +137,12 @@ def open_output(path: str | os.PathLike, grid: Grid, *, count: int = 1, dtype: s
         cog: copy the finished GeoTIFF to a Cloud Optimized GeoTIFF with overviews.
         tags, band_descriptions, units: metadata written into the file.
     """
-    profile = gtiff_profile(grid, count, dtype, nodata, co)
+    work_co = co
+    if cog and str((co or {}).get("COMPRESS", "")).upper().startswith("LERC"):
+        # lossy once: the intermediate GeoTIFF is lossless, the COG copy applies LERC
+        work_co = {k: v for k, v in co.items() if k.upper() not in ("COMPRESS", "MAX_Z_ERROR")}
+        work_co["COMPRESS"] = "ZSTD"
+    profile = gtiff_profile(grid, count, dtype, nodata, work_co)
     with atomic_path(path, overwrite) as tmp:
         gtiff = temp_name(Path(path)) if cog else tmp
         try:
@@ -110,10 +168,14 @@ def copy_to_cog(src: str | os.PathLike, dst: str | os.PathLike, co: dict | None 
         resampling = "NEAREST" if kind in "iu" else "AVERAGE"
     opts = dict(compress="DEFLATE", predictor="YES", blocksize=512, bigtiff="IF_SAFER",
                 num_threads="ALL_CPUS", overview_resampling=resampling)
-    gtiff_only = {"TILED", "BLOCKXSIZE", "BLOCKYSIZE", "INTERLEAVE", "ZLEVEL", "PHOTOMETRIC"}
+    gtiff_only = {"TILED", "BLOCKXSIZE", "BLOCKYSIZE", "INTERLEAVE", "PHOTOMETRIC"}
     for k, v in (co or {}).items():
-        if k.upper() not in gtiff_only:
+        if k.upper() in ("ZLEVEL", "ZSTD_LEVEL"):  # the COG driver calls both LEVEL
+            opts["level"] = v
+        elif k.upper() not in gtiff_only:
             opts[k.lower()] = v
+    if str(opts.get("compress", "")).upper().startswith("LERC"):
+        opts.pop("predictor", None)
     rasterio.shutil.copy(src, dst, driver="COG", **opts)
 
 
