@@ -205,6 +205,13 @@ def test_cli_folder_input_and_json_per_file_and_total(tmp_path, cli, monkeypatch
     total = lines[3]
     assert total["total"] is True and total["files"] == 3 and len(total["outputs"]) == 3
     assert total["mpx"] == pytest.approx(sum(x["mpx"] for x in lines[:3]), abs=2e-3)
+    code, out, err = cli("predict-height", folder / "t0.tif", "-m", tmp_path / "m.ckpt", "-o",
+                         tmp_path / "lerc.tif", "--compress", "lerc_zstd", "--max-z-error", "0.05")
+    assert code == 0, err
+    with rasterio.open(tmp_path / "lerc.tif") as a, rasterio.open(tmp_path / "out" /
+                                                                   "t0_height.tif") as b:
+        assert a.profile["compress"].lower() == "lerc_zstd"
+        np.testing.assert_allclose(a.read(1), b.read(1), rtol=0, atol=0.05 + 1e-6)
     empty = tmp_path / "empty"
     empty.mkdir()
     code, _, err = cli("predict-height", empty, "-m", tmp_path / "m.ckpt", "-o", tmp_path / "o")

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import Cog, CreationOpts, Device, DeviceChoice, Json, Nodata, Overwrite
+from rsgeo.cli.options import (Cog, Compress, CreationOpts, Device, DeviceChoice, Json, MaxZError,
+                               Nodata, Overwrite)
 
 
 class Backend(str, Enum):
@@ -39,6 +40,8 @@ def predict_height_cmd(
     gsd: Annotated[str, typer.Option("--gsd", help="auto (resample to the model's GSD), native, or m/px.")] = "auto",
     nodata: Nodata = None,
     cog: Cog = False,
+    compress: Compress = None,
+    max_z_error: MaxZError = None,
     co: CreationOpts = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
@@ -56,7 +59,7 @@ def predict_height_cmd(
     from rsgeo.cli.options import nodata_value
     from rsgeo.errors import InputError
     from rsgeo.infer.predict import predict_height_files
-    from rsgeo.io.writer import parse_co
+    from rsgeo.io.writer import height_co, parse_co
 
     inputs = expand_inputs(images)
     if len(inputs) > 1 or output.is_dir() or any(p.is_dir() for p in images):
@@ -73,7 +76,8 @@ def predict_height_cmd(
     r = predict_height_files(
         [i for i, _ in mine], model, [t for _, t in mine], tile=tile, overlap=overlap,
         batch_size=batch_size, device=device.value, backend=backend.value if backend else None,
-        precision=precision.value, gsd=gsd, cog=cog, co=parse_co(co), overwrite=overwrite,
+        precision=precision.value, gsd=gsd, cog=cog, overwrite=overwrite,
+        co=height_co(compress.value if compress else None, max_z_error, parse_co(co)),
         nodata=nodata_value(nodata))
     for f in r["files"]:
         if json_out:

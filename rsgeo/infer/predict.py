@@ -303,8 +303,9 @@ def _prepare(image_path, out_path, spec: dict):
     try:
         ds = stack.enter_context(align_to(src, wgrid, "bilinear", nodata=in_nodata)) \
             if resample else src
-        dst = out_stack.enter_context(open_output(
-            work_out, wgrid, nodata=HEIGHT_NODATA, co=co, overwrite=overwrite,
+        dst = out_stack.enter_context(open_output(  # a resampled run's work file: lossless
+            work_out, wgrid, nodata=HEIGHT_NODATA, co=None if resample else co,
+            overwrite=overwrite,
             cog=cog and not resample, tags=tags, units="metre",
             band_descriptions=["height above ground (m)"]))
     except BaseException:
