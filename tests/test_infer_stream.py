@@ -120,6 +120,61 @@ def test_torch_runner_on_raw_tiles_equals_the_old_float_call(tmp_path):
     p.release()
 
 
+class AsyncSlotsRunner:
+    """Like the CUDA runner, without CUDA: ``submit`` returns at once, a worker thread
+    computes into one of ``slots`` reused output buffers, free again only after
+    ``release``. A pipeline that kept a buffer past ``release`` would get overwritten tiles."""
+
+    device = "cpu"
+
+    def __init__(self, slots=3):
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(1)
+        self.free = queue.Queue()
+        self.bufs = {}
+        for i in range(slots):
+            self.free.put(i)
+
+    def submit(self, raw, norm):
+        i = self.free.get(timeout=30)
+        x = norm.host(raw)
+
+        def work():
+            import time
+
+            time.sleep(0.002)  # results arrive late, out of step with the submits
+            out = position_model(x)[:, :norm.out_bands]
+            buf = self.bufs.get(i)
+            if buf is None or buf.shape != out.shape:
+                buf = self.bufs[i] = np.empty_like(out)
+            buf[...] = out
+            return buf
+
+        fut = self.pool.submit(work)
+        owner = self
+
+        class P:
+            def result(self):
+                return fut.result()
+
+            def release(self):
+                fut.result()
+                owner.bufs[i][...] = np.nan  # the next user scribbles over it
+                owner.free.put(i)
+        return P()
+
+
+def test_async_runner_buffers_are_copied_before_release(tmp_path):
+    src = rgb(tmp_path / "img.tif", 150, 230)
+    ref = old_path(src, tmp_path / "ref.tif", 32, 8)
+    predict_height_file(src, "m.ckpt", tmp_path / "new.tif", runner=(AsyncSlotsRunner(), META,
+                        CFG), tile=32, overlap=8, batch_size=5)
+    got = rasterio.open(tmp_path / "new.tif").read(1)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
 def test_many_inputs_one_pipeline_equal_single_runs(tmp_path):
     shapes = [(40, 50), (100, 70), (64, 64), (33, 90)]
     srcs = [rgb(tmp_path / f"i{k}.tif", *s, seed=k) for k, s in enumerate(shapes)]

@@ -5,18 +5,19 @@ tiles in the raster's own dtype (uint8 stays uint8), its blend thread and writer
 (:class:`~rsgeo.io.pipeline.TiledRun`) accumulate and write finished block rows. This
 module adds what a model on an accelerator needs around them, so it never waits on the host:
 
-- **readers**: each file's reader starts as soon as the previous file's reader does, so
-  the next file's tiles are decoded while the current one is still being read, blended
-  and written (bounded: a few batches per file).
+- **readers**: files are opened and checked in a thread of their own, and each file's
+  reader starts as soon as the previous file's reader does, so the next file's tiles are
+  decoded while the current one is still being read, blended and written (bounded: a few
+  batches per file).
 - **main thread**: groups tiles into batches of ``batch_size`` (a batch may hold tiles of
   several small files when they share a :class:`~rsgeo.infer.session.Norm`) and submits
   them to the runner; CUDA runners return at once (see ``session.CudaStreams``), so the
   next batch is copied in while the current one computes.
 - **sink thread**: waits for each batch's result and hands its tiles to that file's
   ``TiledRun``; the runner's buffers are released right after.
-- **finisher thread**: once a file's last tile is handed over, waits for its last rows,
-  closes (renames) the output and runs the job's ``finish`` (warp back, statistics) while
-  the next file goes on.
+- **finisher threads** (``FINISHERS``): once a file's last tile is handed over, wait for
+  its last rows, close (rename) the output and run the job's ``finish`` (warp back,
+  statistics) while the next files go on.
 
 Failure anywhere stops every stage: files not finished are discarded (outputs are atomic),
 files already finished stay, and the first error is raised.
@@ -35,6 +36,8 @@ from rsgeo.infer.session import Norm, as_runner
 from rsgeo.io.pipeline import TiledRun, iter_batches
 from rsgeo.io.windows import TileGrid
 from rsgeo.io.writer import HEIGHT_NODATA, BlendedWriter
+
+FINISHERS = 4  # files closed (last rows, rename, statistics) at once
 
 
 @dataclass(eq=False)
@@ -217,17 +220,19 @@ class Pipeline:
 
     def _run(self, preparers) -> list[dict]:
         sinkq: queue.Queue = queue.Queue(maxsize=self.depth + 1)
-        finisher = ThreadPoolExecutor(1, thread_name_prefix="rsgeo-finish",
+        finisher = ThreadPoolExecutor(FINISHERS, thread_name_prefix="rsgeo-finish",
                                       initializer=gdal_env)
         state = {"error": None, "results": []}
         sink = threading.Thread(target=self._sink, args=(sinkq, finisher, state),
                                 name="rsgeo-sink", daemon=True)
         sink.start()
         error = None
+        chunks = None
         try:
             parts: list = []
             n = 0
-            for job, wins, data, valid in self._chunks(preparers):
+            chunks = _Ahead(lambda: self._chunks(preparers), depth=self.depth)
+            for job, wins, data, valid in chunks:
                 if isinstance(job, _Failed):  # earlier files are complete: finish them first
                     if parts:
                         self._submit(parts, sinkq, state)
@@ -251,7 +256,9 @@ class Pipeline:
         except BaseException as e:
             error = e
         finally:
-            for r in self._readers:
+            if chunks is not None:
+                chunks.stop()  # no new files after this
+            for r in list(self._readers):
                 r.stop()
             _put(sinkq, ("end", error), sink)
             sink.join()
