@@ -257,13 +257,15 @@ def main() -> None:
             print(f"rsgeo predict-height folder of {args.folder} x {args.folder_size}², one "
                   f"process: {wall:.2f} s wall ({mpx / wall:.1f} Mpx/s including start-up)  "
                   f"[{load()}]")
-        if args.backend == "torch" and not gpu and not args.skip_bf16:
+        if not gpu and not args.skip_bf16:
             small = d / "small.tif"
             make_rgb(small, min(args.size, 1024))
+            torch_args = argparse.Namespace(**{**vars(args), "backend": "torch"})
             for prec in ("fp32", "bf16"):
-                args.precision = prec
-                r = run_child(args, "rss", ckpt, small, d / f"t_{prec}.tif")
-                print(f"torch backend {prec}: {r['e2e_mpx_per_s']:.2f} Mpx/s")
+                torch_args.precision = prec
+                r = run_child(torch_args, "rss", ckpt, small, d / f"t_{prec}.tif")
+                print(f"torch backend {prec}, {min(args.size, 1024)}²: "
+                      f"{r['e2e_mpx_per_s']:.2f} Mpx/s")
         rss = {}
         for size in args.rss_sizes:
             big = d / f"img_{size}.tif"
