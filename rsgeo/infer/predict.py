@@ -1,8 +1,10 @@
 """``predict-height``: heights in metres for rasters of any size, with bounded memory.
 
-Everything streams through :func:`rsgeo.io.pipeline.run_tiled` (overlapping tiles,
-reflect padding, raised-cosine blending that leaves scene edges untapered, rows written as
-the sweep moves down), so seams are invisible and memory grows with the raster width.
+Every input streams through one :class:`rsgeo.infer.stream.Pipeline` on the io engine
+(overlapping tiles read in parallel in the raster's dtype, reflect padding, raised-cosine
+blending that leaves scene edges untapered, block rows written as the sweep moves down,
+vertical panels on wide rasters), so seams are invisible and memory is bounded by the tile
+and panel sizes. Several inputs share the model load and the pipeline.
 
 How the model is fed comes from its metadata (checkpoint ``meta`` or ONNX
 ``metadata_props``): band count, per-band mean/std on the 0-255 scale, training GSD,
