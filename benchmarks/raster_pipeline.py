@@ -1,32 +1,47 @@
-"""Benchmark the streaming raster core: read -> identity "model" -> blended write.
+"""Benchmark the streaming raster engine against the I/O ceiling measured in the same run.
 
-Generates a large RGB GeoTIFF (in strips, so generation itself stays small), then pushes it
-through ``rsgeo.io.pipeline.run_tiled`` with a model that returns the band mean, and prints
-throughput (Mpx/s of input raster) and the pipeline's peak RSS. Each size runs in a fresh
-child process so its peak RSS is its own.
+For each height codec (DEFLATE, ZSTD, LERC_ZSTD) and each kind of content (``noisy``:
+uint8 RGB with per-pixel noise, so the heights are noisy floats; ``smooth``: the same scene
+without noise), two child processes run side by side on the same SIZE² uint8 RGB GeoTIFF:
 
-    python benchmarks/raster_pipeline.py                 # 4096² and 8192²
-    python benchmarks/raster_pipeline.py --sizes 4096 16384
-    python benchmarks/raster_pipeline.py --tile 512 --overlap 64 --batch-size 8
+- ``pipeline``: ``rsgeo.io.pipeline.run_tiled`` with an identity model (heights = band 1
+  x 0.05 m as float32; tiles delivered as uint8, ``dtype=None``), tile 512, overlap 64,
+  blended and written as float32 heights with the codec;
+- ``ceiling``: plain rasterio, no model and no blending: decode the input in full-width
+  strips (``GDAL_NUM_THREADS``, one strip read ahead in a thread) and encode the same
+  heights with the same codec and ``NUM_THREADS``.
 
-Goals (2 CPU cores): >= 20 Mpx/s; peak RSS at 16384² within 1.25x of 4096².
+It prints Mpx/s of both, their ratio (goal >= 0.8), the ratio of their CPU times (ceiling
+/ pipeline: what the ratio would be on idle cores when both are CPU-bound, a check when
+other work shares the machine), the output size, then the peak RSS of
+the pipeline at two sizes (goal: largest / smallest <= 1.25). Every run is a fresh process
+(its own peak RSS); ``uptime`` load is printed next to the numbers.
+
+    python benchmarks/raster_pipeline.py                       # 8192², 3 codecs x 2 contents
+    python benchmarks/raster_pipeline.py --threads 16 --size 16384 --rss-sizes 4096 16384
+    python benchmarks/raster_pipeline.py --codecs zstd --content noisy --skip-rss
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+SCALE = np.float32(0.05)  # identity "model": metres per input grey level
 
-def make_rgb(path: Path, size: int) -> None:
+
+def make_rgb(path: Path, size: int, noisy: bool = True) -> None:
+    """A SIZE² uint8 RGB GeoTIFF (tiled 256, DEFLATE), written in strips."""
     import rasterio
     from affine import Affine
     from rasterio.windows import Window
@@ -42,64 +57,155 @@ def make_rgb(path: Path, size: int) -> None:
             h = min(1024, size - r)
             yy = np.arange(r, r + h, dtype=np.float32)[:, None]
             base = 120 + 60 * np.sin(yy / 97.0) * np.cos(xx / 131.0)
-            noise = rng.integers(0, 24, (3, h, size), dtype=np.uint8)
-            dst.write((base[None] + noise).astype(np.uint8), window=Window(0, r, size, h))
+            img = np.broadcast_to(base, (3, h, size))
+            if noisy:
+                img = img + rng.integers(0, 24, (3, h, size), dtype=np.uint8)
+            dst.write(img.astype(np.uint8), window=Window(0, r, size, h))
 
 
-def run_once(src: Path, dst: Path, tile: int, overlap: int, batch: int) -> dict:
+def _profile(ds, codec: str, threads: int) -> dict:
+    from rsgeo.io.raster import Grid
+    from rsgeo.io.writer import HEIGHT_NODATA, gtiff_profile, height_co
+
+    co = height_co(codec, None, {"NUM_THREADS": str(threads)})
+    return gtiff_profile(Grid.of(ds), 1, "float32", HEIGHT_NODATA, co)
+
+
+def run_pipeline(src: Path, dst: Path, codec: str, threads: int, tile: int, overlap: int,
+                 batch: int) -> dict:
+    import rasterio
+
     from rsgeo.io.pipeline import run_tiled
-    from rsgeo.io.raster import Grid, open_raster
-    from rsgeo.io.writer import open_output
+    from rsgeo.io.raster import open_raster
 
-    def model(x: np.ndarray) -> np.ndarray:
-        return x.mean(axis=1, keepdims=True)
+    def model(x: np.ndarray) -> np.ndarray:  # uint8 in, float32 heights out
+        return x[:, :1].astype(np.float32) * SCALE
 
     t0 = time.perf_counter()
-    with open_raster(src) as ds, open_output(dst, Grid.of(ds), overwrite=True) as out:
-        tiles = run_tiled(ds, out, model, tile=tile, overlap=overlap, batch_size=batch)
+    with open_raster(src) as ds, rasterio.open(dst, "w", **_profile(ds, codec, threads)) as out:
+        tiles = run_tiled(ds, out, model, tile=tile, overlap=overlap, batch_size=batch,
+                          dtype=None, threads=threads)
         mpx = ds.width * ds.height / 1e6
-    dt = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"mpx": mpx, "seconds": dt, "mpx_per_s": mpx / dt, "tiles": len(tiles),
-            "peak_rss_mb": rss}
+    return {"seconds": time.perf_counter() - t0, "mpx": mpx, "tiles": len(tiles)}
+
+
+def run_ceiling(src: Path, dst: Path, codec: str, threads: int) -> dict:
+    """Decode + encode only: full-width strips, one read ahead, GDAL threads both ways."""
+    import rasterio
+    from rasterio.windows import Window
+
+    t0 = time.perf_counter()
+    with rasterio.Env(GDAL_NUM_THREADS=str(threads)), rasterio.open(src) as ds, \
+            rasterio.open(dst, "w", **_profile(ds, codec, threads)) as out:
+        H, W = ds.height, ds.width
+        wins = [Window(0, r, W, min(256, H - r)) for r in range(0, H, 256)]
+        box: dict = {}
+
+        def read(i):
+            box[i] = ds.read(window=wins[i])
+
+        th = threading.Thread(target=read, args=(0,))
+        th.start()
+        for i, w in enumerate(wins):
+            th.join()
+            data = box.pop(i)
+            if i + 1 < len(wins):
+                th = threading.Thread(target=read, args=(i + 1,))
+                th.start()
+            out.write((data[:1].astype(np.float32) * SCALE), window=w)
+        mpx = H * W / 1e6
+    return {"seconds": time.perf_counter() - t0, "mpx": mpx}
+
+
+def child(args) -> None:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    args.cpu0 = ru.ru_utime + ru.ru_stime  # imports excluded
+    kind, src, dst = args.child
+    src, dst = Path(src), Path(dst)
+    if kind == "pipeline":
+        r = run_pipeline(src, dst, args.codec, args.threads, args.tile, args.overlap,
+                         args.batch_size)
+    else:
+        r = run_ceiling(src, dst, args.codec, args.threads)
+    r["mpx_per_s"] = r["mpx"] / r["seconds"]
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    r["peak_rss_mb"] = ru.ru_maxrss / 1024
+    r["cpu_seconds"] = ru.ru_utime + ru.ru_stime - args.cpu0
+    r["bytes"] = dst.stat().st_size
+    dst.unlink()
+    print(json.dumps(r))
+
+
+def spawn(kind: str, src: Path, dst: Path, codec: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, str(src), str(dst), "--codec", codec,
+           "--threads", str(args.threads), "--tile", str(args.tile),
+           "--overlap", str(args.overlap), "--batch-size", str(args.batch_size)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def load() -> str:
+    return "load " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192])
+    ap.add_argument("--size", type=int, default=8192, help="pipeline vs ceiling size (px)")
+    ap.add_argument("--codecs", nargs="+", default=["deflate", "zstd", "lerc_zstd"])
+    ap.add_argument("--content", nargs="+", default=["noisy", "smooth"])
+    ap.add_argument("--rss-sizes", type=int, nargs="+", default=[4096, 16384])
+    ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="reader threads and GDAL compression/decoding threads")
+    ap.add_argument("--repeat", type=int, default=1, help="best of N for each timing")
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--overlap", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--child", nargs=2, metavar=("SRC", "DST"), help=argparse.SUPPRESS)
+    ap.add_argument("--codec", default="zstd", help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=3, metavar=("KIND", "SRC", "DST"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        res = run_once(Path(args.child[0]), Path(args.child[1]), args.tile, args.overlap,
-                       args.batch_size)
-        print(json.dumps(res))
+        child(args)
         return
-    results = {}
+    from rsgeo.io.writer import HEIGHT_CODEC
+
+    print(f"{os.cpu_count()} CPUs, threads={args.threads}, tile {args.tile} overlap "
+          f"{args.overlap}, default codec {HEIGHT_CODEC}; {load()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="rsgeo-bench-") as tmp:
-        for size in args.sizes:
-            src, dst = Path(tmp) / f"rgb_{size}.tif", Path(tmp) / f"out_{size}.tif"
-            t0 = time.perf_counter()
-            make_rgb(src, size)
-            gen = time.perf_counter() - t0
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", str(src), str(dst), "--tile", str(args.tile),
-                 "--overlap", str(args.overlap), "--batch-size", str(args.batch_size)],
-                check=True, capture_output=True, text=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            results[size] = r
-            print(f"{size}x{size} RGB -> float32 heights: {r['mpx']:.1f} Mpx in {r['seconds']:.2f} s"
-                  f" = {r['mpx_per_s']:.1f} Mpx/s, {r['tiles']} tiles of {args.tile} px"
-                  f" (overlap {args.overlap}), peak RSS {r['peak_rss_mb']:.0f} MB"
-                  f" (input generated in {gen:.1f} s)", flush=True)
+        tmp = Path(tmp)
+        mpx = args.size ** 2 / 1e6
+        for content in args.content:
+            src = tmp / f"rgb_{content}.tif"
+            make_rgb(src, args.size, content == "noisy")
+            for codec in args.codecs:
+                best = {}
+                for _ in range(args.repeat):
+                    for kind in ("ceiling", "pipeline"):
+                        r = spawn(kind, src, tmp / f"{kind}.tif", codec, args)
+                        if kind not in best or r["seconds"] < best[kind]["seconds"]:
+                            best[kind] = r
+                c, p = best["ceiling"], best["pipeline"]
+                print(f"{args.size}² {content:6s} {codec:9s}: ceiling {c['mpx_per_s']:6.1f} "
+                      f"Mpx/s, pipeline {p['mpx_per_s']:6.1f} Mpx/s, ratio "
+                      f"{p['mpx_per_s'] / c['mpx_per_s']:.2f} (CPU time ratio "
+                      f"{c['cpu_seconds'] / p['cpu_seconds']:.2f}); output "
+                      f"{p['bytes'] / mpx / 1e6 * 8:.2f} bit/px "
+                      f"({p['bytes'] / 2 ** 20:.0f} MB); {load()}", flush=True)
             src.unlink()
-            dst.unlink()
-    if len(results) > 1:
-        small, large = min(results), max(results)
-        ratio = results[large]["peak_rss_mb"] / results[small]["peak_rss_mb"]
-        print(f"peak RSS {large}² / {small}² = {ratio:.2f} (goal <= 1.25)")
+        if args.skip_rss:
+            return
+        rss = {}
+        for size in args.rss_sizes:
+            src = tmp / f"rgb_{size}.tif"
+            make_rgb(src, size, True)
+            r = spawn("pipeline", src, tmp / "out.tif", HEIGHT_CODEC, args)
+            rss[size] = r["peak_rss_mb"]
+            print(f"{size}² noisy {HEIGHT_CODEC}: {r['mpx_per_s']:.1f} Mpx/s, peak RSS "
+                  f"{r['peak_rss_mb']:.0f} MB; {load()}", flush=True)
+            src.unlink()
+        if len(rss) > 1:
+            lo, hi = min(rss), max(rss)
+            print(f"peak RSS {hi}² / {lo}² = {rss[hi] / rss[lo]:.2f} (goal <= 1.25)")
 
 
 if __name__ == "__main__":

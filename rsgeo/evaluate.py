@@ -24,6 +24,7 @@ from rsgeo.io.raster import Grid, align_to, check_same_grid, open_raster, valid_
 from rsgeo.io.reader import read_strips
 
 TASKS = ("height", "segmentation", "change", "footprints")
+CHUNK = 65536  # pixels per metric update (cache-sized)
 RASTER_EXT = {".tif", ".tiff", ".vrt", ".img", ".png", ".jpg", ".jp2"}
 
 
@@ -46,7 +47,8 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
     for p, r in pairs:
         acc = _accumulator(task, names, ignore_index)
         n_valid = 0
-        for pv, rv, ok in stream_pair(p, r, align, nodata, strip_rows):
+        for pv, rv, ok in stream_pair(p, r, align, nodata, strip_rows,
+                                      finite=task != "height"):
             n_valid += int(np.count_nonzero(ok))
             _update(acc, task, pv, rv, ok, ignore_index)
         if n_valid == 0:
@@ -85,8 +87,13 @@ def pair_rasters(pred: Path, ref: Path) -> list[tuple[Path, Path]]:
     return [(a[n], b[n]) for n in sorted(a)]
 
 
-def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, rows: int):
-    """Yield (pred, ref, valid) float arrays strip by strip on REF's grid."""
+def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, rows: int,
+                finite: bool = True):
+    """Yield (pred, ref, valid) arrays piece by piece on REF's grid.
+
+    ``valid`` excludes nodata in either raster, and non-finite values unless ``finite`` is
+    False (the height accumulator drops those itself).
+    """
     with open_raster(pred, bands=1, purpose="prediction raster", require_crs=False) as pds, \
             open_raster(ref, bands=1, purpose="reference raster", require_crs=False) as rds:
         grid = Grid.of(rds)
@@ -98,8 +105,20 @@ def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, 
             pn = nodata if nodata is not None else src.nodata
             rn = nodata if nodata is not None else rds.nodata
             # both rasters decoded in parallel pieces, a few strips ahead of the metrics
+            sub = max(1, CHUNK // grid.width)  # metrics run on cache-sized pieces
             for _, (pv, rv) in read_strips([src, rds], rows):
-                yield pv, rv, valid_mask(pv, pn) & valid_mask(rv, rn)
+                for a in range(0, pv.shape[0], sub):
+                    p, r = pv[a:a + sub], rv[a:a + sub]
+                    yield p, r, _valid(p, pn, finite) & _valid(r, rn, finite)
+
+
+def _valid(a: np.ndarray, nodata, finite: bool) -> np.ndarray:
+    """:func:`valid_mask` of a 2-D piece, optionally without the finiteness test."""
+    if finite:
+        return valid_mask(a, nodata)
+    if nodata is None or (isinstance(nodata, float) and np.isnan(nodata)):
+        return np.ones(a.shape, bool)
+    return a != nodata
 
 
 def load_classes(path) -> dict[int, str]:

@@ -179,14 +179,13 @@ def wait_all(futs: Sequence[Future]) -> None:
 
 
 def read_strips(datasets: Sequence, rows: int, *, threads: int | None = None,
-                ahead: int = 2, dtypes: Sequence | None = None
-                ) -> Iterator[tuple[Window, list[np.ndarray]]]:
+                ahead: int = 2) -> Iterator[tuple[Window, list[np.ndarray]]]:
     """Yield ``(window, [band-1 array of each dataset])`` for full-width strips, in order.
 
     All ``datasets`` share one grid (height, width). Strips of ``rows`` rows are read by a
     :class:`ParallelReader` per dataset, ``ahead`` strips ahead of the consumer, each strip
     cut into block-aligned column pieces decoded at once. Arrays are ``(h, width)`` in each
-    dataset's dtype (or ``dtypes[i]``), fresh for every strip.
+    dataset's dtype, fresh for every strip.
     """
     h, w = datasets[0].height, datasets[0].width
     wins = [Window(0, r, w, min(rows, h - r)) for r in range(0, h, rows)]
@@ -197,9 +196,8 @@ def read_strips(datasets: Sequence, rows: int, *, threads: int | None = None,
     def submit(win: Window):
         arrs, futs = [], []
         r0, n = int(win.row_off), int(win.height)
-        for rd, ds, i in zip(readers, datasets, range(len(datasets))):
-            dt = dtypes[i] if dtypes else ds.dtypes[0]
-            a = np.empty((1, n, w), dtype=dt)
+        for rd, ds in zip(readers, datasets):
+            a = np.empty((1, n, w), dtype=ds.dtypes[0])
             futs += rd.read_into(a, r0, r0 + n, 0, w, indexes=1)
             arrs.append(a)
         pending.append((win, arrs, futs))

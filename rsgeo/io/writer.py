@@ -240,6 +240,8 @@ class AsyncWriter:
         while True:
             if self._error is not None:
                 raise self._error
+            if self._abort.is_set():
+                raise RuntimeError("writer aborted")
             try:
                 self._q.put(job, timeout=0.1)
                 return
@@ -275,6 +277,68 @@ def weight_sums(size: int, offsets: list[int], tile: int, overlap: int) -> np.nd
     return acc.astype(np.float32)
 
 
+def _ones_span(w: np.ndarray) -> tuple[int, int]:
+    """The index range where the 1-D weight ``w`` is exactly 1 (a ramp's flat middle)."""
+    idx = np.flatnonzero(w == 1)
+    return (int(idx[0]), int(idx[-1]) + 1) if idx.size else (0, 0)
+
+
+def _accumulate(acc: np.ndarray, pred: np.ndarray, weight: np.ndarray, ones_y, ones_x,
+                assign: bool = False) -> None:
+    """``acc += pred * weight`` (bands, h, w), skipping the multiply where the weight is 1.
+
+    ``assign`` writes ``pred * weight`` instead (pixels no earlier tile touched: no zeroed
+    buffer to read). Bit-identical to the plain expression (``x * 1.0 == x``,
+    ``0 + x == x``); the flat middle of a tile is most of its pixels.
+    """
+    h, w = weight.shape
+    if h == 0 or w == 0:
+        return
+    y0, y1 = max(0, ones_y[0]), min(h, ones_y[1])
+    x0, x1 = max(0, ones_x[0]), min(w, ones_x[1])
+
+    def mul(a, p, wt):
+        if assign:
+            np.multiply(p, wt, out=a)
+        else:
+            a += p * wt
+
+    if y1 - y0 < 16 or x1 - x0 < 16:
+        mul(acc, pred, weight)
+        return
+    if y0 > 0:
+        mul(acc[:, :y0], pred[:, :y0], weight[:y0])
+    if y1 < h:
+        mul(acc[:, y1:], pred[:, y1:], weight[y1:])
+    if x0 > 0:
+        mul(acc[:, y0:y1, :x0], pred[:, y0:y1, :x0], weight[y0:y1, :x0])
+    if x1 < w:
+        mul(acc[:, y0:y1, x1:], pred[:, y0:y1, x1:], weight[y0:y1, x1:])
+    if assign:
+        acc[:, y0:y1, x0:x1] = pred[:, y0:y1, x0:x1]
+    else:
+        acc[:, y0:y1, x0:x1] += pred[:, y0:y1, x0:x1]
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Start/stop of the runs of True in a 1-D bool array."""
+    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
+
+
+def _normalise(out: np.ndarray, den_y: np.ndarray, den_x: np.ndarray) -> None:
+    """``out /= den_y[:, None] * den_x[None, :]`` in place, only where the product is not 1."""
+    rows = _runs(den_y != 1)
+    cols = _runs(den_x != 1)
+    for a, b in rows:
+        np.divide(out[:, a:b], np.multiply.outer(den_y[a:b], den_x), out=out[:, a:b])
+    edges = [0] + [x for ab in rows for x in ab] + [len(den_y)]
+    for a, b in zip(edges[::2], edges[1::2]):  # rows where den_y == 1: den is den_x
+        if b > a:
+            for c, d in cols:
+                np.divide(out[:, a:b, c:d], den_x[c:d], out=out[:, a:b, c:d])
+
+
 class BlendedWriter:
     """Blend overlapping tile predictions and stream finished block rows to an open dataset.
 
@@ -305,6 +369,8 @@ class BlendedWriter:
         self.wx = weight_sums(W, tiles.col_offsets, t, o)
         self._weights: dict = {}
         self._col_panel: dict | None = None
+        self._row_index = {o: i for i, o in enumerate(tiles.row_offsets)}
+        self._col_index = {o: i for i, o in enumerate(tiles.col_offsets)}
         self._pool = ArrayPool(keep=write_depth + 2)
         self._writer = AsyncWriter(write_depth)
         self._chunks: dict[int, list] = {}
@@ -340,7 +406,8 @@ class BlendedWriter:
         if wt is None:
             wy = ramp(t, o, key[0], key[1])[:h]
             wx = ramp(t, o, key[2], key[3])[:w]
-            wt = self._weights[key] = wy[:, None] * wx[None, :]
+            wt = self._weights[key] = (wy[:, None] * wx[None, :], _ones_span(wy),
+                                       _ones_span(wx))
         return wt
 
     def add(self, window: Window, pred: np.ndarray, valid: np.ndarray | None = None) -> None:
@@ -356,21 +423,35 @@ class BlendedWriter:
         self._flush_below(r)
         H, W, t = self.tiles.height, self.tiles.width, self.tiles.tile
         h, w = min(t, H - r), min(t, W - c)
-        weight = self._weight(r, c, h, w)
+        weight, ones_y, ones_x = self._weight(r, c, h, w)
         bad = None
         if valid is not None:
             v = valid[:h, :w]
             if not v.all():
                 weight = weight * v
                 bad = ~v
+                ones_y = ones_x = (0, 0)
         p = self.panels[pi]
         cs = c - p.x0
         ch = self.block
+        # pixels of this tile no earlier tile touched: [fy, h) x [fx, w) (assigned, not added)
+        ki, j = self._row_index[r], self._col_index[c]
+        rows, cols = self.tiles.row_offsets, self.tiles.col_offsets
+        fy = min(h, max(0, rows[ki - 1] + t - r)) if ki > 0 else 0
+        fx = min(w, max(0, cols[j - 1] + t - c)) if j > p.j0 else 0
         for k in range(r // ch, (r + h - 1) // ch + 1):
             a, b = max(r, k * ch), min(r + h, (k + 1) * ch)
             chunk = self._chunk(k)
+            ta, tb = a - r, b - r           # tile rows of this block row
+            for y0, y1, x0, x1, fresh in ((ta, min(tb, fy), 0, w, False),
+                                          (max(ta, fy), tb, 0, fx, False),
+                                          (max(ta, fy), tb, fx, w, True)):
+                if y1 > y0 and x1 > x0:
+                    _accumulate(chunk[0][:, y0 + r - k * ch:y1 + r - k * ch, cs + x0:cs + x1],
+                                pred[:, y0:y1, x0:x1], weight[y0:y1, x0:x1],
+                                (ones_y[0] - y0, ones_y[1] - y0),
+                                (ones_x[0] - x0, ones_x[1] - x0), assign=fresh)
             ya, yb = a - k * ch, b - k * ch
-            chunk[0][:, ya:yb, cs:cs + w] += pred[:, a - r:b - r, :w] * weight[a - r:b - r]
             if bad is not None:
                 if chunk[1] is None:
                     chunk[1] = np.zeros(chunk[0].shape[1:], bool)
@@ -381,8 +462,9 @@ class BlendedWriter:
         if chunk is None:
             p = self.panels[self._pi]
             rows = min(self.block, self.tiles.height - k * self.block)
-            chunk = self._chunks[k] = [
-                self._pool.take((self.bands, rows, p.c1 - p.x0), np.float32, zero=True), None]
+            acc = self._pool.take((self.bands, rows, p.c1 - p.x0), np.float32)
+            acc[:, :, :p.c0 - p.x0] = 0  # only the carry lands left of the first tile
+            chunk = self._chunks[k] = [acc, None]
             self.peak_rows = max(self.peak_rows, sum(c[0].shape[1] for c in self._chunks.values()))
         return chunk
 
@@ -419,7 +501,7 @@ class BlendedWriter:
         window = Window(p.x0, y0, ow, n)
 
         def job():
-            np.divide(out, np.multiply.outer(den_y, den_x), out=out)
+            _normalise(out, den_y, den_x)
             if mask is not None:
                 out[:, mask] = self.nodata
             self.dst.write(out.astype(self.dtype, copy=False), window=window)
