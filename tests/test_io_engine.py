@@ -95,7 +95,8 @@ def test_engine_matches_reference(tmp_path, h, w, tile, overlap, threads):
     src = write_tiled(tmp_path / "in.tif", data)
     with open_raster(src, require_crs=False) as ds:
         ref = reference(ds, model, tile, overlap)
-        got = engine(tmp_path, ds, model, tile, overlap, threads=threads)
+        got = engine(tmp_path, ds, model, tile, overlap, threads=threads,
+                     blend_thread=threads == 1, prefetch=threads)
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=0)
 
 
@@ -317,3 +318,38 @@ def test_evaluate_corrupt_input_is_one_line(tmp_path, cli):
     code, out, err = cli("evaluate", p, r, "--format", "json")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "p.tif" in err and "read failed at rows" in err
+
+
+def test_predict_height_corrupt_input_leaves_nothing(tmp_path):
+    """The command path (predict_height_file) on a file with a corrupt block mid-raster."""
+    from rsgeo.infer.predict import predict_height_file
+
+    class Mean:
+        device = "cpu"
+
+        def __call__(self, batch):
+            return batch.mean(axis=1, keepdims=True)
+
+    meta = {"task": "height", "mean": [0.0] * 3, "std": [1.0] * 3, "gsd": 0.5, "tile": 64,
+            "overlap": 16, "stride": 16}
+    data = np.random.default_rng(4).integers(0, 255, (3, 1200, 64), dtype=np.uint8)
+    src = write_tiled(tmp_path / "img.tif", data)
+    corrupt_block(src, 60)
+    out = tmp_path / "h.tif"
+    with pytest.raises(InputError, match="read failed at rows") as e:
+        predict_height_file(src, "m.onnx", out, runner=(Mean(), meta, {"in_chans": 3}),
+                            tile=64, overlap=16, batch_size=2)
+    assert "\n" not in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.tif"]
+
+
+def test_default_threads_from_environment(monkeypatch):
+    from rsgeo.io.reader import default_threads
+
+    monkeypatch.setenv("RSGEO_IO_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.setenv("RSGEO_IO_THREADS", "many")
+    with pytest.raises(InputError):
+        default_threads()
+    monkeypatch.delenv("RSGEO_IO_THREADS")
+    assert 1 <= default_threads() <= 8

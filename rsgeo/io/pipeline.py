@@ -248,14 +248,16 @@ def _background(reader: TileReader, batch_size: int, depth: int) -> Iterator[Bat
 class TiledRun:
     """The blend/write side of a :func:`run_tiled` call still finishing in the background."""
 
-    def __init__(self, tiles: TileGrid, writer: BlendedWriter):
+    def __init__(self, tiles: TileGrid, writer: BlendedWriter, threaded: bool = True):
         self.tiles = tiles
         self._writer = writer
         self._q: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._joined = False
+        self._threaded = threaded
         self._thread = threading.Thread(target=self._blend, name="rsgeo-blend", daemon=True)
-        self._thread.start()
+        if threaded:
+            self._thread.start()
 
     def _blend(self):
         try:
@@ -267,14 +269,16 @@ class TiledRun:
                     self._writer.add(w, pred, valid)
             self._writer.close()
         except BaseException as e:  # noqa: BLE001 - raised by put/join
-            self._error = e
+            self._error = e  # put() sees it instead of waiting on a full queue
             self._writer.abort()
-            while self._q.get() is not None:  # unblock the producer until it ends
-                pass
 
     def put(self, windows, preds, valids) -> None:
         if self._error is not None:
             raise self._error
+        if not self._threaded:  # blend here, while the predictions are still in cache
+            for w, pred, valid in zip(windows, preds, valids):
+                self._writer.add(w, pred, valid)
+            return
         while True:
             try:
                 self._q.put((windows, preds, valids), timeout=0.1)
@@ -293,6 +297,9 @@ class TiledRun:
 
     def join(self) -> TileGrid:
         """Wait until every row is written; raise the blend/write error if there was one."""
+        if not self._threaded and not self._joined:
+            self._joined = True
+            self._writer.close()
         if not self._joined:
             self._end()
             self._thread.join()
@@ -306,6 +313,9 @@ class TiledRun:
     def abort(self) -> None:
         """Stop without writing the remaining rows (after a failure upstream)."""
         self._writer.abort()
+        if not self._threaded:
+            self._joined = True
+            return
         if self._error is None:
             self._error = RuntimeError("aborted")
         self._end()
@@ -318,7 +328,7 @@ def run_tiled(ds, dst, fn: Callable[[np.ndarray], np.ndarray], *, tile: int, ove
               pad: str = "reflect", in_nodata: float | None = None, indexes=None,
               on_batch: Callable[[int], None] | None = None, dtype="float32",
               threads: int | None = None, prefetch: int = 2, panel_width: int | None = 4096,
-              wait: bool = True):
+              wait: bool = True, blend_thread: bool = True):
     """Apply ``fn`` over ``ds`` in overlapping tiles and write the blended result to ``dst``.
 
     Args:
@@ -332,6 +342,8 @@ def run_tiled(ds, dst, fn: Callable[[np.ndarray], np.ndarray], *, tile: int, ove
         prefetch: batches assembled ahead of ``fn``.
         panel_width: sweep rasters wider than this in vertical panels (None: never).
         wait: False returns a :class:`TiledRun` to ``join()`` once the last batch is blended.
+        blend_thread: blend in a thread of its own (default; keeps this thread free for
+            ``fn``) or right here after each ``fn`` call (predictions still in cache).
 
     Returns:
         The tile grid used (``wait=True``), or the :class:`TiledRun`.
@@ -344,7 +356,7 @@ def run_tiled(ds, dst, fn: Callable[[np.ndarray], np.ndarray], *, tile: int, ove
                         dtype=dtype, threads=threads)
     writer = BlendedWriter(dst, tiles, bands=out_bands, nodata=nodata, dtype=dst.dtypes[0],
                            panels=panels)
-    run = TiledRun(tiles, writer)
+    run = TiledRun(tiles, writer, threaded=blend_thread)
     try:
         for batch in _background(reader, batch_size, depth=prefetch):
             out = np.asarray(fn(batch.data), dtype=np.float32)

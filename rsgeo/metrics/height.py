@@ -73,7 +73,8 @@ class HeightAccumulator:
         self.sq_sum += float(d.sum(dtype=np.float64))
         floor = np.float32(self.floor)
         pc, gc = np.maximum(p, floor), np.maximum(g, floor)
-        ratio = np.maximum(pc / gc, gc / pc)
+        ratio = np.maximum(pc, gc)  # max(pc/gc, gc/pc) == max/min exactly, one division
+        ratio /= np.minimum(pc, gc, out=pc)
         sp, sg = p > self.threshold, g > self.threshold
         both = sp & sg
         fp = int(np.count_nonzero(sp & ~sg))
