@@ -66,9 +66,7 @@ class Norm:
 
 
 class Done:
-    """A finished result (CPU runners); ``owned``: a fresh array nobody else writes to."""
-
-    owned = True
+    """A finished result (CPU runners)."""
 
     def __init__(self, out: np.ndarray):
         self.out = out

@@ -13,8 +13,9 @@ module adds what a model on an accelerator needs around them, so it never waits 
   several small files when they share a :class:`~rsgeo.infer.session.Norm`) and submits
   them to the runner; CUDA runners return at once (see ``session.CudaStreams``), so the
   next batch is copied in while the current one computes.
-- **sink thread**: waits for each batch's result and hands its tiles to that file's
-  ``TiledRun``; the runner's buffers are released right after.
+- **sink thread**: waits for each batch's result and blends its tiles straight from the
+  runner's buffer into that file's ``TiledRun`` (finished block rows go to the engine's
+  writer thread); the buffer is released right after.
 - **finisher threads** (``FINISHERS``): once a file's last tile is handed over, wait for
   its last rows, close (rename) the output and run the job's ``finish`` (warp back,
   statistics) while the next files go on.
@@ -289,6 +290,22 @@ class Pipeline:
             pending.release()
             raise
 
+    def _blend(self, parts: list, out, done: dict, finisher, state: dict) -> int:
+        """Blend one batch's predictions ``out`` into the files of ``parts``; returns tiles."""
+        k = 0
+        for job, wins, _, valid in parts:
+            if job.run is None:  # blends in this thread, straight from the runner's buffer
+                writer = BlendedWriter(job.dst, job.tiles, bands=out.shape[1],
+                                       nodata=job.out_nodata, dtype=job.dst.dtypes[0],
+                                       panels=job.panels)
+                job.run = TiledRun(job.tiles, writer, threaded=False)
+            job.run.put(wins, out[k:k + len(wins)], valid)
+            k += len(wins)
+            done[job.index] = done.get(job.index, 0) + len(wins)
+            if done[job.index] == len(job.tiles):
+                state["results"].append(finisher.submit(_complete, job))
+        return k
+
     # -- sink and finisher --------------------------------------------------------------
     def _sink(self, sinkq: queue.Queue, finisher: ThreadPoolExecutor, state: dict) -> None:
         gdal_env()
@@ -304,27 +321,14 @@ class Pipeline:
                 pending.release()
                 continue
             try:
-                out = pending.result()
-                if not getattr(pending, "owned", False):  # the blend thread reads it later
-                    out = out.copy()
-                pending.release()
-                k = 0
-                for job, wins, _, valid in parts:
-                    if job.run is None:
-                        writer = BlendedWriter(job.dst, job.tiles, bands=out.shape[1],
-                                               nodata=job.out_nodata, dtype=job.dst.dtypes[0],
-                                               panels=job.panels)
-                        job.run = TiledRun(job.tiles, writer)
-                    job.run.put(wins, out[k:k + len(wins)], valid)
-                    k += len(wins)
-                    done[job.index] = done.get(job.index, 0) + len(wins)
-                    if done[job.index] == len(job.tiles):
-                        state["results"].append(finisher.submit(_complete, job))
+                try:
+                    k = self._blend(parts, pending.result(), done, finisher, state)
+                finally:
+                    pending.release()
                 if self.on_tiles:
                     self.on_tiles(k)
             except BaseException as e:
                 error = state["error"] = e
-                pending.release()
         for job in self._jobs:  # unfinished: stop their blending
             if job.run is not None and done.get(job.index, 0) < len(job.tiles):
                 job.run.abort()
