@@ -21,6 +21,7 @@ _rsgeo() {
     predict-height:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
     predict-height:--backend) COMPREPLY=($(compgen -W "onnx torch" -- "$cur")); return;;
     predict-height:--precision) COMPREPLY=($(compgen -W "fp32 bf16" -- "$cur")); return;;
+    predict-height:--compress) COMPREPLY=($(compgen -W "zstd deflate lerc_zstd" -- "$cur")); return;;
     pretrain:--method) COMPREPLY=($(compgen -W "mae simmim selectivemae ctxmim fusedmim" -- "$cur")); return;;
     pretrain:--selection) COMPREPLY=($(compgen -W "hog random" -- "$cur")); return;;
     pretrain:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
@@ -35,7 +36,7 @@ _rsgeo() {
     evaluate) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task --protocol --format -o --output --align --nodata --classes --ignore-index --iou --min-area --confidence --by --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --atol --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     finetune) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task -o --output --encoder --backbone --head --modalities --freeze-encoder --train-size --num-classes --class-weights --epochs --steps --batch-size --lr --crop --aux-landcover --adapt-to --val-dataset --encoder-lr-scale --device --precision --seed --workers --resume --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-    predict-height) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-m --model -o --output --tile --overlap --batch-size --device --backend --precision --gsd --nodata --cog --co --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    predict-height) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-m --model -o --output --tile --overlap --batch-size --device --backend --precision --gsd --nodata --cog --compress --max-z-error --co --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     prepare) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --rgb --post-rgb --dsm --dtm --ndsm --labels --change --footprints --source --pairs --size --stride --max-nodata --dedup-distance --split --gsd --bands --ndsm-from-dsm --classes --preview --seed --workers --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     pretrain) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --method --backbone --epochs --steps --batch-size --lr --mask-ratio --selection --rec-ratio --tau --alpha --modality --dsm-modality --crop --accum-steps --config --resume --device --precision --compile --no-compile --seed --workers --ckpt-every --log-every --preview-every --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     synth) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --size --gsd --style --scenes --destroyed --seed --preview --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;

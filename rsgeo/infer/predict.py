@@ -1,8 +1,10 @@
 """``predict-height``: heights in metres for rasters of any size, with bounded memory.
 
-Everything streams through :func:`rsgeo.io.pipeline.run_tiled` (overlapping tiles,
-reflect padding, raised-cosine blending that leaves scene edges untapered, rows written as
-the sweep moves down), so seams are invisible and memory grows with the raster width.
+Every input streams through one :class:`rsgeo.infer.stream.Pipeline` on the io engine
+(overlapping tiles read in parallel in the raster's dtype, reflect padding, raised-cosine
+blending that leaves scene edges untapered, block rows written as the sweep moves down,
+vertical panels on wide rasters), so seams are invisible and memory is bounded by the tile
+and panel sizes. Several inputs share the model load and the pipeline.
 
 How the model is fed comes from its metadata (checkpoint ``meta`` or ONNX
 ``metadata_props``): band count, per-band mean/std on the 0-255 scale, training GSD,
@@ -16,11 +18,13 @@ CRS, transform and shape. Input nodata becomes -9999 in the output.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-import os
 import tempfile
+import threading
 import time
+from concurrent.futures import Future
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -31,11 +35,37 @@ from rsgeo.io.raster import Grid, align_to, open_raster, valid_mask
 from rsgeo.io.writer import HEIGHT_NODATA, open_output
 
 log = logging.getLogger("rsgeo.infer")
+PANEL_WIDTH = 4096  # rasters wider than this are swept in vertical panels (memory bound)
 
 
 def load_model(model_path, backend: str | None = None, device: str = "auto",
                precision: str = "fp32"):
     """``(runner, meta, config)`` for an .onnx file (ORT) or a task checkpoint (torch)."""
+    loading = start_loading(model_path, backend, device, precision)
+    meta, config = loading.meta()
+    return loading.runner.result(), meta, config
+
+
+class Loading:
+    """A model being loaded in a background thread: ``meta()`` as soon as it is known,
+    ``runner`` a Future (ORT session, or torch model moved to the device and warmed up)."""
+
+    def __init__(self, meta_future: Future, runner: Future):
+        self._meta, self.runner = meta_future, runner
+
+    def meta(self) -> tuple[dict, dict]:
+        """``(meta, config)``; raises the loading error if the model could not be read."""
+        return self._meta.result()
+
+
+def start_loading(model_path, backend: str | None = None, device: str = "auto",
+                  precision: str = "fp32", warmup=None) -> Loading:
+    """Start loading ``model_path``; CUDA start and weight loading overlap the caller's work.
+
+    Args:
+        warmup: ``warmup(meta, config) -> (batch, bands, tile, tile)`` or None: one batch
+            of that shape runs through a torch model on CUDA right after loading.
+    """
     p = Path(model_path)
     if not p.is_file():
         raise InputError("no such model file", p)
@@ -47,21 +77,49 @@ def load_model(model_path, backend: str | None = None, device: str = "auto",
         raise InputError("the onnx backend needs an .onnx model (make one with `rsgeo export`)", p)
     if backend == "torch" and is_onnx:
         raise InputError("the torch backend needs a task checkpoint (.ckpt), not ONNX", p)
+    meta_f: Future = Future()
+    runner_f: Future = Future()
     if backend == "onnx":
         from rsgeo.infer.export import read_metadata
-        from rsgeo.infer.session import OrtRunner
 
         if precision != "fp32":
             raise InputError("--precision bf16 needs --backend torch (ONNX models run in fp32)")
         meta = read_metadata(p)
         if meta.get("format") != "rsgeo-onnx":
             raise InputError("ONNX file has no rsgeo metadata (export it with `rsgeo export`)", p)
-        return OrtRunner(p, device), meta, meta["config"]
-    from rsgeo.infer.session import TorchRunner
-    from rsgeo.models.task import load_task_model
+        meta_f.set_result((meta, meta["config"]))
 
-    model, config, meta = load_task_model(p)
-    return TorchRunner(model, device, precision), meta, config
+        def load():
+            from rsgeo.infer.session import OrtRunner
+
+            return OrtRunner(p, device)
+    else:
+        def load():
+            from rsgeo.infer.session import TorchRunner
+            from rsgeo.models.task import load_task_model
+
+            try:
+                model, config, meta = load_task_model(p)
+            except BaseException as e:
+                meta_f.set_exception(e)
+                raise
+            meta_f.set_result((meta, config))
+            runner = TorchRunner(model, device, precision)
+            shape = warmup(meta, config) if warmup else None
+            if shape and runner.device == "cuda":
+                runner.warmup(shape)
+            return runner
+
+    def target():
+        try:
+            runner_f.set_result(load())
+        except BaseException as e:
+            runner_f.set_exception(e)
+            if not meta_f.done():
+                meta_f.set_exception(e)
+
+    threading.Thread(target=target, name="rsgeo-load-model", daemon=True).start()
+    return Loading(meta_f, runner_f)
 
 
 def input_scale(ds) -> float:
@@ -105,28 +163,64 @@ def work_grid(grid: Grid, in_gsd: float, target_gsd: float) -> Grid:
                 w, h)
 
 
-def predict_height_file(image_path, model_path, out_path, *, tile: int | None = None,
-                        overlap: int | None = None, batch_size: int = 4, device: str = "auto",
-                        backend: str | None = None, precision: str = "fp32", gsd="auto",
-                        cog: bool = False, co: dict | None = None, overwrite: bool = False,
-                        nodata: float | None = None, runner=None) -> dict:
-    """Predict heights (m) for ``image_path`` into ``out_path``; returns a summary dict.
+def predict_height_file(image_path, model_path, out_path, **kw) -> dict:
+    """Predict heights (m) for one image into ``out_path``; returns its summary dict.
+
+    Keyword arguments as for :func:`predict_height_files`.
+    """
+    return predict_height_files([image_path], model_path, [out_path], **kw)["files"][0]
+
+
+def predict_height_files(images, model_path, outputs, *, tile: int | None = None,
+                         overlap: int | None = None, batch_size: int | None = None,
+                         device: str = "auto", backend: str | None = None,
+                         precision: str = "fp32", gsd="auto", cog: bool = False,
+                         co: dict | None = None, overwrite: bool = False,
+                         nodata: float | None = None, runner=None,
+                         workers: int | None = None) -> dict:
+    """Predict heights (m) for every image into the matching output, in one pipeline.
+
+    One model load and one :class:`~rsgeo.infer.stream.Pipeline` serve every input: the
+    next file's reads start while the last one's strips are written, and small files
+    share model batches. The model loads in the background while the first file is read.
 
     Args:
+        images, outputs: input rasters and their output GeoTIFFs (same length).
         model_path: .onnx (ONNX Runtime) or task checkpoint (torch).
         tile, overlap: window size and overlap in pixels (default: the model's recommendation;
             rounded up to the encoder stride).
+        batch_size: tiles per model call (default: from the tile size and, on a GPU, its
+            free memory; see :mod:`rsgeo.infer.batching`).
         gsd: ``"auto"`` (resample to the model's GSD when off by > 5 %), ``"native"`` (never
             resample), or metres per pixel to run the model at.
         nodata: override the input's nodata value.
-        runner: an already loaded ``(runner, meta, config)`` (several inputs, one model).
+        runner: an already loaded ``(runner, meta, config)`` (several calls, one model).
+        workers: reader threads per file (default: the engine's, ``RSGEO_IO_THREADS`` or
+            up to 8).
+
+    Returns:
+        ``{"files": [per-file summary], "total": {files, mpx, seconds, mpx_per_s, outputs}}``;
+        a file's ``seconds`` run from its preparation to its closed output (files overlap).
     """
     from rsgeo.io.atomic import check_output
-    from rsgeo.io.pipeline import run_tiled
+    from rsgeo.infer.stream import Pipeline
     from rsgeo.progress import progress
 
-    check_output(out_path, overwrite, inputs=(image_path, model_path))
-    run, meta, config = runner or load_model(model_path, backend, device, precision)
+    t0 = time.perf_counter()
+    images, outputs = list(images), [Path(o) for o in outputs]
+    if len(images) != len(outputs):
+        raise ValueError("one output per input")
+    for out in outputs:
+        check_output(out, overwrite, inputs=(*images, model_path))
+    if runner is not None:
+        run, meta, config = runner
+        run_future: Future = Future()
+        run_future.set_result(run)
+    else:
+        loading = start_loading(model_path, backend, device, precision, warmup=functools.partial(
+            _warmup_shape, tile=tile, batch_size=batch_size))
+        meta, config = loading.meta()
+        run_future = loading.runner
     task = meta.get("task", config.get("task"))
     if task != "height":
         raise InputError(f"a {task} model, not a height model (predict-height needs a model "
@@ -137,54 +231,103 @@ def predict_height_file(image_path, model_path, out_path, *, tile: int | None = 
     overlap = int(overlap if overlap is not None else meta.get("overlap", tile // 8))
     if not 0 <= overlap < tile:
         raise InputError(f"--overlap must be in [0, tile), got {overlap} for tile {tile}")
-    mean = np.asarray(meta.get("mean", [0.0] * bands), np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(meta.get("std", [1.0] * bands), np.float32).reshape(1, -1, 1, 1)
+    spec = dict(bands=bands, tile=tile, overlap=overlap, meta=meta, model_path=model_path,
+                gsd=gsd, cog=cog, co=co, overwrite=overwrite, nodata=nodata)
+    backend_name = "onnx" if Path(model_path).suffix.lower() == ".onnx" else "torch"
+    total_tiles = [0]
+    with progress(None, "predict-height") as bar:
+        def on_job(job):
+            total_tiles[0] += len(job.tiles)
+            bar.update(total=total_tiles[0])
+
+        pipe = Pipeline(run_future, batch_size=batch_size, threads=workers,
+                        on_tiles=bar.advance, on_job=on_job)
+        files = pipe.run(functools.partial(_prepare, img, out, spec)
+                         for img, out in zip(images, outputs))
+    device_used = getattr(pipe.runner, "device", "cpu")
+    for f in files:
+        f.update(device=device_used, backend=backend_name, batch_size=pipe.batch_size)
+    seconds = time.perf_counter() - t0
+    mpx = sum(f["mpx"] for f in files)
+    total = {"files": len(files), "mpx": round(mpx, 3), "seconds": round(seconds, 3),
+             "mpx_per_s": round(mpx / max(seconds, 1e-9), 2),
+             "outputs": [f["output"] for f in files]}
+    return {"files": files, "total": total}
+
+
+def _warmup_shape(meta: dict, config: dict, *, tile, batch_size) -> tuple | None:
+    """The first batch's shape, so CUDA kernels are ready before the first tiles arrive."""
+    if batch_size is None:  # the batch-size probe warms up instead
+        return None
+    bands = int(config.get("in_chans", len(meta.get("mean", [0, 0, 0]))))
+    stride = int(meta.get("stride") or _stride(config))
+    t = _round_up(int(tile or meta.get("tile", 512)), stride)
+    return (batch_size, bands, t, t)
+
+
+def _prepare(image_path, out_path, spec: dict):
+    """The :class:`~rsgeo.infer.stream.Job` for one input (opened, checked, GSD decided)."""
+    from rsgeo.infer.session import Norm
+    from rsgeo.infer.stream import Job
+    from rsgeo.io.reader import block_shape
+    from rsgeo.io.windows import TileGrid, plan_panels
+
     t0 = time.perf_counter()
-    with ExitStack() as stack:
+    bands, tile, overlap, meta = spec["bands"], spec["tile"], spec["overlap"], spec["meta"]
+    stack = ExitStack()
+    try:
         src = stack.enter_context(open_raster(image_path, bands=bands,
                                               purpose=f"image for this {bands}-band model"))
         grid = Grid.of(src)
         scale = np.float32(input_scale(src))
-        in_nodata = nodata if nodata is not None else src.nodata
-        target = _target_gsd(gsd, meta.get("gsd"), grid)
+        in_nodata = spec["nodata"] if spec["nodata"] is not None else src.nodata
+        target = _target_gsd(spec["gsd"], meta.get("gsd"), grid)
         resample = target is not None
-        ds = src
-        if resample:
+        wgrid = grid
+        work_out = Path(out_path)
+        if resample:  # model-GSD heights go to a temporary file, then back onto the input grid
             in_gsd = ground_gsd(grid)
             wgrid = work_grid(grid, in_gsd, target)
             log.warning("%s: resampled from %.3f m to the model's %.3f m GSD and back",
                         image_path, in_gsd, target)
-            ds = stack.enter_context(align_to(src, wgrid, "bilinear", nodata=in_nodata))
-        else:
-            wgrid = grid
-
-        def model(batch: np.ndarray) -> np.ndarray:
-            return run((batch * scale - mean) / std)[:, :1]
-
-        work_out = Path(out_path)
-        if resample:  # model-GSD heights go to a temporary file, then back onto the input grid
             work_out = Path(stack.enter_context(tempfile.TemporaryDirectory(
                 prefix=".rsgeo-", dir=Path(out_path).parent))) / "work.tif"
-        tags = {"model": Path(model_path).name, "task": "height", "units": "metre",
-                "tile": tile, "overlap": overlap}
-        with open_output(work_out, wgrid, nodata=HEIGHT_NODATA, co=co, overwrite=overwrite,
-                         cog=cog and not resample, tags=tags, units="metre",
-                         band_descriptions=["height above ground (m)"]) as dst:
-            from rsgeo.io.windows import TileGrid
+    except BaseException:
+        stack.close()
+        raise
+    tiles = TileGrid(wgrid.height, wgrid.width, tile, overlap)
+    norm = Norm(float(scale), tuple(float(m) for m in meta.get("mean", [0.0] * bands)),
+                tuple(float(s) for s in meta.get("std", [1.0] * bands)), 1)
+    tags = {"model": Path(spec["model_path"]).name, "task": "height", "units": "metre",
+            "tile": tile, "overlap": overlap}
+    co, cog, overwrite = spec["co"], spec["cog"], spec["overwrite"]
+    out_stack = ExitStack()
+    try:
+        ds = stack.enter_context(align_to(src, wgrid, "bilinear", nodata=in_nodata)) \
+            if resample else src
+        dst = out_stack.enter_context(open_output(  # a resampled run's work file: lossless
+            work_out, wgrid, nodata=HEIGHT_NODATA, co=None if resample else co,
+            overwrite=overwrite,
+            cog=cog and not resample, tags=tags, units="metre",
+            band_descriptions=["height above ground (m)"]))
+    except BaseException:
+        out_stack.close()
+        stack.close()
+        raise
+    panels = plan_panels(tiles, int(dst.block_shapes[0][1]),
+                         PANEL_WIDTH if block_shape(ds)[1] < ds.width else None)
 
-            n_tiles = len(TileGrid(wgrid.height, wgrid.width, tile, overlap))
-            with progress(n_tiles, "predict-height") as bar:
-                run_tiled(ds, dst, model, tile=tile, overlap=overlap, batch_size=batch_size,
-                          in_nodata=in_nodata, on_batch=bar.advance)
+    def finish() -> dict:
         if resample:
             _warp_back(work_out, out_path, grid, src, in_nodata, co, overwrite, cog, tags)
-    seconds = time.perf_counter() - t0
-    stats = height_stats(out_path)
-    return {"input": str(image_path), "output": str(out_path), "seconds": round(seconds, 3),
-            "mpx_per_s": round(grid.width * grid.height / 1e6 / max(seconds, 1e-9), 2),
-            "tiles": n_tiles, "tile": tile, "overlap": overlap, "device": run.device,
-            "backend": "onnx" if Path(model_path).suffix.lower() == ".onnx" else "torch",
-            "resampled": resample, "input_scale": float(scale), **stats}
+        seconds = time.perf_counter() - t0
+        mpx = grid.width * grid.height / 1e6
+        return {"input": str(image_path), "output": str(out_path), "seconds": round(seconds, 3),
+                "mpx": round(mpx, 3), "mpx_per_s": round(mpx / max(seconds, 1e-9), 2),
+                "tiles": len(tiles), "tile": tile, "overlap": overlap, "resampled": resample,
+                "input_scale": float(scale), **height_stats(out_path)}
+
+    return Job(ds, tiles, panels, norm, dst, finish, stack, out_stack, nodata=in_nodata)
 
 
 def _warp_back(work: Path, out, grid: Grid, src, in_nodata, co, overwrite, cog, tags) -> None:
@@ -200,13 +343,22 @@ def _warp_back(work: Path, out, grid: Grid, src, in_nodata, co, overwrite, cog, 
             dst.write(np.where(ok & (h != HEIGHT_NODATA), h, HEIGHT_NODATA)[None], window=win)
 
 
-def height_stats(path) -> dict:
-    """min/median/max of valid heights (from a decimated read for large rasters)."""
+def height_stats(path, sample: int = 2048) -> dict:
+    """min/median/max of valid heights: exact up to ``sample``² px, else from an 8 x 8 grid
+    of ``sample // 8``-px windows spread over the raster (a few Mpx, whatever the size)."""
     import rasterio
+    from rasterio.windows import Window
 
     with rasterio.open(path) as ds:
-        step = max(1, int(math.ceil(max(ds.width, ds.height) / 2048)))
-        h = ds.read(1, out_shape=(max(1, ds.height // step), max(1, ds.width // step)))
+        if max(ds.width, ds.height) <= sample:
+            h = ds.read(1)
+        else:
+            n, k = 8, sample // 8
+            wk, hk = min(k, ds.width), min(k, ds.height)
+            rows = np.linspace(0, ds.height - hk, n).astype(int)
+            cols = np.linspace(0, ds.width - wk, n).astype(int)
+            h = np.concatenate([ds.read(1, window=Window(int(c), int(r), wk, hk)).ravel()
+                                for r in rows for c in cols])
     v = h[h != HEIGHT_NODATA]
     if v.size == 0:
         return {"height_min": None, "height_median": None, "height_max": None}

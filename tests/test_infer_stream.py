@@ -1,0 +1,358 @@
+"""The inference pipeline: same outputs as the engine's plain path, many inputs, failures."""
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+
+from rsgeo.errors import InputError
+from rsgeo.infer.predict import predict_height_file, predict_height_files
+from rsgeo.infer.session import Norm, device_normalise
+from tests.conftest import make_raster
+
+CFG = {"task": "height", "backbone": "vit-tiny-2", "in_chans": 3, "img_size": 64,
+       "head": "dpt", "head_features": 32}
+META = {"task": "height", "bands": ["red", "green", "blue"], "mean": [120.0, 110.0, 100.0],
+        "std": [50.0, 45.0, 40.0], "gsd": 0.5, "tile": 64, "overlap": 16, "units": "m",
+        "nodata": -9999}
+
+
+def position_model(batch):
+    """Depends on the pixel values and on the position inside the tile (a wrong window,
+    weight or order shows), returns two bands (the pipeline keeps the first)."""
+    t = batch.shape[-1]
+    ramp = np.linspace(0, 1, t, dtype=np.float32)
+    a = np.tanh(batch[:, :1] * 0.7) + batch[:, 1:2] * batch[:, 2:3] * 0.1 + ramp[:, None] \
+        - 0.5 * ramp[None, :]
+    return np.concatenate([a, -a], axis=1)
+
+
+def runner(fn=position_model):
+    class R:
+        device = "cpu"
+
+        def __call__(self, batch):
+            return fn(batch)
+    return R(), META, CFG
+
+
+def rgb(path, h, w, seed=0, dtype=np.uint8, top=255, nodata=None):
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, top + 1, (3, h, w)).astype(dtype)
+    return make_raster(path, img, nodata=nodata)
+
+
+def old_path(src, out, tile, overlap, batch_size=4, fn=position_model):
+    """Today's path: float32 reads, normalised on the host, the engine's run_tiled."""
+    from rsgeo.infer.predict import input_scale
+    from rsgeo.io.pipeline import run_tiled
+    from rsgeo.io.raster import Grid
+    from rsgeo.io.writer import HEIGHT_NODATA, open_output
+
+    mean = np.asarray(META["mean"], np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(META["std"], np.float32).reshape(1, -1, 1, 1)
+    with rasterio.open(src) as ds, open_output(out, Grid.of(ds), nodata=HEIGHT_NODATA) as dst:
+        scale = np.float32(input_scale(ds))
+        run_tiled(ds, dst, lambda b: fn((b * scale - mean) / std)[:, :1], tile=tile,
+                  overlap=overlap, batch_size=batch_size, in_nodata=ds.nodata)
+    return rasterio.open(out).read(1)
+
+
+@pytest.mark.parametrize("shape,tile,overlap,batch,workers", [
+    ((40, 50), 64, 16, 4, 2),       # smaller than one tile: padded
+    ((64, 64), 64, 16, 1, 1),       # exactly one tile
+    ((65, 129), 64, 16, 3, 3),      # one pixel more than a tile: snapped last window
+    ((130, 97), 64, 0, 5, 2),       # no overlap
+    ((70, 75), 64, 63, 7, 4),       # stride 1: every window overlaps every other
+    ((150, 230), 32, 8, 8, 2),      # many tiles, batches cross tile rows
+])
+def test_same_output_as_the_plain_float_path(tmp_path, shape, tile, overlap, batch, workers):
+    src = rgb(tmp_path / "img.tif", *shape)
+    ref = old_path(src, tmp_path / "ref.tif", tile, overlap)
+    r = predict_height_file(src, "m.ckpt", tmp_path / "new.tif", runner=runner(), tile=tile,
+                            overlap=overlap, batch_size=batch, workers=workers)
+    got = rasterio.open(tmp_path / "new.tif").read(1)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+    assert r["batch_size"] == batch and r["tiles"] > 0
+
+
+def test_nodata_and_16bit_scaling_match_the_plain_path(tmp_path):
+    img = np.random.default_rng(1).integers(0, 4096, (3, 90, 110)).astype(np.uint16)
+    img[:, 20:40, 30:70] = 0
+    src = make_raster(tmp_path / "u16.tif", img, nodata=0)
+    ref = old_path(src, tmp_path / "ref.tif", 64, 16)
+    r = predict_height_file(src, "m.ckpt", tmp_path / "new.tif", runner=runner(), tile=64,
+                            overlap=16, batch_size=3)
+    got = rasterio.open(tmp_path / "new.tif").read(1)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
+    assert (got[20:40, 30:70] == -9999).all() and r["input_scale"] == pytest.approx(255 / 4095)
+
+
+def test_uint8_normalised_on_the_device_equals_the_float_path():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    for dtype, scale, top in ((np.uint8, 1.0, 255), (np.uint16, 255 / 2047, 2047),
+                              (np.int16, 255 / 4095, 4095)):
+        raw = rng.integers(0, top + 1, (3, 3, 17, 19)).astype(dtype)
+        norm = Norm(float(np.float32(scale)), (120.0, 110.0, 100.0), (50.0, 45.0, 40.0))
+        mean = np.asarray(norm.mean, np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(norm.std, np.float32).reshape(1, -1, 1, 1)
+        old = (raw.astype(np.float32) * np.float32(scale) - mean) / std
+        dev = device_normalise(torch, raw, norm, torch.device("cpu")).numpy()
+        np.testing.assert_array_equal(dev, old)
+        np.testing.assert_array_equal(norm.host(raw), old)
+        np.testing.assert_array_equal(norm.host([raw[:1], raw[1:]]), old)
+
+
+def test_torch_runner_on_raw_tiles_equals_the_old_float_call(tmp_path):
+    import torch
+
+    from rsgeo.infer.session import TorchRunner
+    from rsgeo.models.task import build_task_model
+
+    torch.manual_seed(0)
+    r = TorchRunner(build_task_model(CFG), "cpu")
+    raw = np.random.default_rng(0).integers(0, 256, (2, 3, 64, 64)).astype(np.uint8)
+    norm = Norm(1.0, tuple(META["mean"]), tuple(META["std"]))
+    p = r.submit([raw[:1], raw[1:]], norm)
+    np.testing.assert_allclose(p.result(), r(norm.host(raw))[:, :1], rtol=0, atol=1e-6)
+    p.release()
+
+
+class AsyncSlotsRunner:
+    """Like the CUDA runner, without CUDA: ``submit`` returns at once, a worker thread
+    computes into one of ``slots`` reused output buffers, free again only after
+    ``release``. A pipeline that kept a buffer past ``release`` would get overwritten tiles."""
+
+    device = "cpu"
+
+    def __init__(self, slots=3):
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(1)
+        self.free = queue.Queue()
+        self.bufs = {}
+        for i in range(slots):
+            self.free.put(i)
+
+    def submit(self, raw, norm):
+        i = self.free.get(timeout=30)
+        x = norm.host(raw)
+
+        def work():
+            import time
+
+            time.sleep(0.002)  # results arrive late, out of step with the submits
+            out = position_model(x)[:, :norm.out_bands]
+            buf = self.bufs.get(i)
+            if buf is None or buf.shape != out.shape:
+                buf = self.bufs[i] = np.empty_like(out)
+            buf[...] = out
+            return buf
+
+        fut = self.pool.submit(work)
+        owner = self
+
+        class P:
+            def result(self):
+                return fut.result()
+
+            def release(self):
+                fut.result()
+                owner.bufs[i][...] = np.nan  # the next user scribbles over it
+                owner.free.put(i)
+        return P()
+
+
+def test_async_runner_buffers_are_copied_before_release(tmp_path):
+    src = rgb(tmp_path / "img.tif", 150, 230)
+    ref = old_path(src, tmp_path / "ref.tif", 32, 8)
+    predict_height_file(src, "m.ckpt", tmp_path / "new.tif", runner=(AsyncSlotsRunner(), META,
+                        CFG), tile=32, overlap=8, batch_size=5)
+    got = rasterio.open(tmp_path / "new.tif").read(1)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_many_inputs_one_pipeline_equal_single_runs(tmp_path):
+    shapes = [(40, 50), (100, 70), (64, 64), (33, 90)]
+    srcs = [rgb(tmp_path / f"i{k}.tif", *s, seed=k) for k, s in enumerate(shapes)]
+    outs = [tmp_path / f"many_{k}.tif" for k in range(len(srcs))]
+    r = predict_height_files(srcs, "m.ckpt", outs, runner=runner(), tile=64, overlap=16,
+                             batch_size=8, workers=3)   # batches hold tiles of several files
+    assert [f["output"] for f in r["files"]] == [str(o) for o in outs]
+    assert r["total"]["files"] == 4 and r["total"]["outputs"] == [str(o) for o in outs]
+    assert r["total"]["mpx"] == pytest.approx(sum(h * w for h, w in shapes) / 1e6, abs=1e-3)
+    for k, src in enumerate(srcs):
+        predict_height_file(src, "m.ckpt", tmp_path / f"one_{k}.tif", runner=runner(),
+                            tile=64, overlap=16, batch_size=2)
+        a = rasterio.open(outs[k]).read(1)
+        b = rasterio.open(tmp_path / f"one_{k}.tif").read(1)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_model_failure_mid_run_leaves_no_output(tmp_path):
+    calls = {"n": 0}
+
+    def failing(batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("model exploded")
+        return position_model(batch)
+
+    src = rgb(tmp_path / "img.tif", 200, 200)
+    with pytest.raises(RuntimeError, match="exploded"):
+        predict_height_file(src, "m", tmp_path / "h.tif", runner=runner(failing), tile=64,
+                            overlap=16, batch_size=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.tif"]
+
+
+def test_read_failure_keeps_finished_files_and_discards_the_rest(tmp_path):
+    from affine import Affine
+
+    a = rgb(tmp_path / "a.tif", 50, 50)
+    b = tmp_path / "b.tif"
+    img = np.random.default_rng(1).integers(0, 256, (3, 256, 128)).astype(np.uint8)
+    with rasterio.open(b, "w", driver="GTiff", width=128, height=256, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=Affine(0.5, 0, 5e5, 0, -0.5, 4e6),
+                       tiled=True, blockxsize=64, blockysize=64, compress="deflate") as dst:
+        dst.write(img)
+    with rasterio.open(b) as ds:  # corrupt a block in the lower half: fails mid-run
+        off = int(ds.get_tag_item("BLOCK_OFFSET_0_3", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_0_3", "TIFF", bidx=1))
+    with open(b, "r+b") as f:
+        f.seek(off)
+        f.write(b"\xff" * size)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(InputError, match="b.tif") as e:
+        predict_height_files([a, b], "m", [out / "a_h.tif", out / "b_h.tif"], runner=runner(),
+                             tile=64, overlap=16, batch_size=2, workers=2)
+    assert "\n" not in str(e.value)
+    assert sorted(p.name for p in out.iterdir()) == ["a_h.tif"]
+
+
+def test_bad_second_input_fails_after_the_first_is_written(tmp_path):
+    a = rgb(tmp_path / "a.tif", 50, 60)
+    four = make_raster(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint8))
+    with pytest.raises(InputError, match="4 band"):
+        predict_height_files([a, four], "m", [tmp_path / "a_h.tif", tmp_path / "f_h.tif"],
+                             runner=runner(), tile=64, overlap=16)
+    assert (tmp_path / "a_h.tif").exists() and not (tmp_path / "f_h.tif").exists()
+
+
+def test_cli_folder_input_and_json_per_file_and_total(tmp_path, cli, monkeypatch):
+    import rsgeo.infer.predict as predict
+
+    monkeypatch.setattr(predict, "start_loading", _fake_loading)
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    for k in range(3):
+        rgb(folder / f"t{k}.tif", 60 + 10 * k, 70, seed=k)
+    (folder / "notes.txt").write_text("not a raster")
+    code, out, err = cli("predict-height", folder, "-m", tmp_path / "m.ckpt", "-o",
+                         tmp_path / "out", "--json")
+    assert code == 0, err
+    lines = [json.loads(x) for x in out.strip().splitlines()]
+    assert [Path_name(x["output"]) for x in lines[:3]] == [f"t{k}_height.tif" for k in range(3)]
+    assert all(x["mpx_per_s"] > 0 and x["seconds"] > 0 for x in lines[:3])
+    total = lines[3]
+    assert total["total"] is True and total["files"] == 3 and len(total["outputs"]) == 3
+    assert total["mpx"] == pytest.approx(sum(x["mpx"] for x in lines[:3]), abs=2e-3)
+    code, out, err = cli("predict-height", folder / "t0.tif", "-m", tmp_path / "m.ckpt", "-o",
+                         tmp_path / "lerc.tif", "--compress", "lerc_zstd", "--max-z-error", "0.05")
+    assert code == 0, err
+    with rasterio.open(tmp_path / "lerc.tif") as a, rasterio.open(tmp_path / "out" /
+                                                                   "t0_height.tif") as b:
+        assert a.profile["compress"].lower() == "lerc_zstd"
+        np.testing.assert_allclose(a.read(1), b.read(1), rtol=0, atol=0.05 + 1e-6)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = cli("predict-height", empty, "-m", tmp_path / "m.ckpt", "-o", tmp_path / "o")
+    assert code == 2 and "no rasters" in err
+
+
+def Path_name(p):
+    from pathlib import Path
+
+    return Path(p).name
+
+
+def _fake_loading(model_path, *a, **k):
+    from concurrent.futures import Future
+
+    from rsgeo.infer.predict import Loading
+
+    meta, run = Future(), Future()
+    r, m, c = runner()
+    meta.set_result((m, c))
+    run.set_result(r)
+    return Loading(meta, run)
+
+
+def test_height_stats_sample_large_outputs(tmp_path):
+    from rsgeo.infer.predict import height_stats
+
+    h = np.linspace(0, 30, 300 * 300, dtype=np.float32).reshape(300, 300)
+    h[:10] = -9999
+    p = make_raster(tmp_path / "h.tif", h, nodata=-9999)
+    exact = height_stats(p)
+    assert exact["height_max"] == 30.0 and exact["height_min"] > 0.9
+    approx = height_stats(p, sample=80)  # 8 x 8 windows of 10 px
+    assert approx["height_min"] >= exact["height_min"] and approx["height_max"] <= 30.0
+    assert abs(approx["height_median"] - exact["height_median"]) < 2.0
+
+
+def test_cpu_batch_size_from_the_tile():
+    from rsgeo.infer.batching import auto_batch_size, cpu_batch_size
+
+    assert cpu_batch_size(512) == 4 and cpu_batch_size(256) == 8 and cpu_batch_size(2048) == 1
+    r, _, _ = runner()
+    assert auto_batch_size(r, 1024, 3) == 1
+
+
+cuda = pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs CUDA")
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_streams_match_cpu_with_batches_in_flight():
+    import torch
+
+    from rsgeo.infer.session import TorchRunner
+    from rsgeo.models.task import build_task_model
+
+    torch.manual_seed(0)
+    model = build_task_model(CFG)
+    cpu = TorchRunner(model, "cpu")
+    gpu = TorchRunner(build_task_model(CFG).eval(), "cuda")
+    gpu.model.load_state_dict(model.state_dict())
+    norm = Norm(1.0, tuple(META["mean"]), tuple(META["std"]))
+    rng = np.random.default_rng(0)
+    raws = [rng.integers(0, 256, (n, 3, 64, 64)).astype(np.uint8) for n in (3, 5, 1, 4)]
+    pend = [gpu.submit(r, norm) for r in raws[:3]]        # three in flight at once
+    pend.append(gpu.submit([raws[3][:2], raws[3][2:]], norm))
+    for r, p in zip(raws, pend):
+        ref = cpu.submit(r, norm).result()
+        np.testing.assert_allclose(p.result(), ref, rtol=1e-2, atol=1e-2)  # cuDNN TF32 convs
+        p.release()
+
+
+@pytest.mark.cuda
+@cuda
+def test_predict_height_on_cuda_matches_cpu(tmp_path):
+    import torch
+
+    from rsgeo.models.task import build_task_model, save_task_model
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "m.ckpt"
+    save_task_model(build_task_model(CFG), CFG, META, ckpt)
+    src = rgb(tmp_path / "img.tif", 150, 170)
+    predict_height_file(src, ckpt, tmp_path / "c.tif", device="cpu")
+    r = predict_height_file(src, ckpt, tmp_path / "g.tif", device="cuda")
+    assert r["device"] == "cuda" and r["batch_size"] >= 1
+    a = rasterio.open(tmp_path / "c.tif").read(1)
+    b = rasterio.open(tmp_path / "g.tif").read(1)
+    np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-2)  # cuDNN TF32 convolutions
