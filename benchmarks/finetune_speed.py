@@ -28,7 +28,7 @@ def chips(root: Path, scenes: int, size: int, chip: int, seed: int) -> Path:
     from rsgeo.data.sources import from_synth_dir
     from rsgeo.synth import LANDCOVER, write_scenes
 
-    write_scenes(root / "city", size=size, scenes=scenes, seed=seed)
+    write_scenes(root / "city", size=size, scenes=scenes, seed=seed, footprints=False)
     prepare(from_synth_dir(root / "city"), root / "chips", size=chip, classes=dict(LANDCOVER),
             seed=seed)
     return root / "chips"

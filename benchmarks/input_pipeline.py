@@ -54,7 +54,7 @@ def prepare_chips(root: Path, scenes: int, scene_size: int) -> Path:
         return ds
     t0 = time.perf_counter()
     paths = write_scenes(root / f"scenes-{scenes}x{scene_size}", size=scene_size,
-                         scenes=scenes, overwrite=True)
+                         scenes=scenes, overwrite=True, footprints=False)
     inputs = [SceneInput(rgb=p["pre_rgb"], ndsm=p["pre_ndsm"], dsm=p["dsm"], source=f"s{i % 2}")
               for i, p in enumerate(paths)]
     prepare(inputs, ds, size=256, stride=64, max_nodata=1.0, dedup_distance=0,

@@ -127,3 +127,13 @@ def test_overwrite_guard_and_bad_options(tmp_path, cli):
         assert code == 2, bad
     with pytest.raises(InputError):
         generate_scene(32)
+
+
+def test_scenes_without_footprints_prepare_from_the_folder(tmp_path):
+    from rsgeo.data.sources import from_synth_dir
+    from rsgeo.synth.write import write_scenes
+
+    paths = write_scenes(tmp_path, size=96, footprints=False)
+    assert "footprints" not in paths[0] and not list(tmp_path.glob("*.gpkg"))
+    (scene,) = from_synth_dir(tmp_path)
+    assert scene.footprints is None and scene.rgb.exists()

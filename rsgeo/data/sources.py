@@ -44,7 +44,9 @@ def from_synth_dir(folder: Path) -> list[SceneInput]:
             ("rgb", "pre_rgb.tif"), ("post_rgb", "post_rgb.tif"), ("ndsm", "pre_ndsm.tif"),
             ("dsm", "dsm.tif"), ("labels", "landcover.tif"), ("change", "change.tif"),
             ("footprints", "footprints.gpkg"))}
-        missing = [p.name for p in f.values() if not p.exists()]
+        if not f["footprints"].exists():  # optional: synth(footprints=False)
+            f["footprints"] = None
+        missing = [p.name for p in f.values() if p is not None and not p.exists()]
         if missing:
             raise InputError(f"synth scene {stem} lacks {', '.join(missing)}", folder)
         scenes.append(SceneInput(source=folder.resolve().name, **f))

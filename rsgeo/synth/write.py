@@ -22,11 +22,12 @@ SUFFIXES = ("pre_rgb.tif", "post_rgb.tif", "pre_ndsm.tif", "post_ndsm.tif", "dsm
 def write_scenes(out_dir: str | os.PathLike, size: int = 1024, gsd: float = 0.5,
                  style: str = "mid", scenes: int = 1, destroyed: float = 0.3, seed: int = 0,
                  preview: bool = False, overwrite: bool = False, prefix: str = "city",
-                 progress=None) -> list[dict[str, Path]]:
+                 progress=None, footprints: bool = True) -> list[dict[str, Path]]:
     """Generate ``scenes`` scenes (seeds ``seed``, ``seed+1``, ...) into ``out_dir``.
 
     Returns one dict per scene mapping a kind (``pre_rgb``, ``footprints``, ...) to its path.
     Existing files are refused unless ``overwrite`` (checked before any work).
+    ``footprints=False`` writes rasters and JSON only (no vector stack needed: pyogrio).
     """
     check_options(size, gsd, style, destroyed)
     if scenes < 1:
@@ -38,20 +39,23 @@ def write_scenes(out_dir: str | os.PathLike, size: int = 1024, gsd: float = 0.5,
     stems = [f"{prefix}_{seed + i:03d}" for i in range(scenes)]
     for stem in stems:  # overwrite guard up front: never half a scene set
         for suf in SUFFIXES + (("preview.png",) if preview else ()):
-            check_output(out / f"{stem}_{suf}", overwrite)
+            if footprints or suf != "footprints.gpkg":
+                check_output(out / f"{stem}_{suf}", overwrite)
     written = []
     for i, stem in enumerate(stems):
         scene = generate_scene(size, gsd, style, destroyed, seed + i)
-        written.append(write_scene(scene, out, stem, overwrite=overwrite, preview=preview))
+        written.append(write_scene(scene, out, stem, overwrite=overwrite, preview=preview,
+                                   footprints=footprints))
         if progress:
             progress(1)
     return written
 
 
 def write_scene(scene: Scene, out: Path, stem: str, overwrite: bool = False,
-                preview: bool = False) -> dict[str, Path]:
+                preview: bool = False, footprints: bool = True) -> dict[str, Path]:
     g = scene.grid
-    paths = {k.rsplit(".", 1)[0]: out / f"{stem}_{k}" for k in SUFFIXES}
+    paths = {k.rsplit(".", 1)[0]: out / f"{stem}_{k}" for k in SUFFIXES
+             if footprints or k != "footprints.gpkg"}
     tags = {"generator": "rsgeo synth", "seed": scene.meta["seed"]}
     m = dict(overwrite=overwrite, tags=tags)
     write_array(paths["pre_rgb"], scene.pre_rgb, g, co={"PHOTOMETRIC": "RGB"}, **m)
@@ -66,7 +70,9 @@ def write_scene(scene: Scene, out: Path, stem: str, overwrite: bool = False,
                 band_descriptions=["land cover (SynRS3D ids 1-8)"], **m)
     _set_colormap(paths["landcover"])
     write_array(paths["change"], scene.change, g, band_descriptions=["building change (0/1)"], **m)
-    write_vector(scene.footprints, paths["footprints"], overwrite=overwrite, layer="footprints")
+    if footprints:
+        write_vector(scene.footprints, paths["footprints"], overwrite=overwrite,
+                     layer="footprints")
     meta = dict(scene.meta, files={k: p.name for k, p in paths.items()})
     with atomic_path(paths["scene"], overwrite) as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
