@@ -12,7 +12,7 @@ OUT=${1:-gpu-check}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-STEPS=${STEPS:-"tests pretrain predict input raster"}
+STEPS=${STEPS:-"pretrain predict tests input finetune"}
 
 step() {  # step NAME SECONDS CMD...
     local name=$1 limit=$2
@@ -31,11 +31,11 @@ step() {  # step NAME SECONDS CMD...
   $PY -c "import torch, sys; print(sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name())"
 } 2>&1 | tee "$OUT/machine.txt"
 
-step tests 75 $PY -m pytest -q -p no:cacheprovider -m cuda tests
-step pretrain 220 $PY benchmarks/pretrain_speed.py --device cuda --steps 20 --warmup 5
-step predict 150 $PY benchmarks/predict_height.py --device cuda --backend torch --precision bf16 \
-    --backbone vit_small_patch16_224 --tile 256 --batch-size 64 --size 8192 --folder 100
-step input 70 $PY benchmarks/input_pipeline.py --device cuda --workers 12 --scenes 8 --skip-old
-step raster 60 $PY benchmarks/raster_pipeline.py --threads 16 --codecs zstd lerc_zstd deflate \
-    --content noisy --skip-rss
+step pretrain 190 $PY benchmarks/pretrain_speed.py --device cuda --steps 20 --warmup 5
+step predict 150 $PY benchmarks/predict_height.py --device cuda --backend torch
+step tests 60 $PY -m pytest -q -p no:cacheprovider -p no:xdist -m cuda tests/test_loader.py \
+    tests/test_validation.py tests/test_infer_stream.py
+step input 50 $PY benchmarks/input_pipeline.py --device cuda --workers 12 --scenes 8 --skip-old
+step finetune 70 $PY benchmarks/finetune_speed.py --device cuda --train-size 50 --steps 300 \
+    --batch-size 32 --workers 4 --precision bf16
 cat "$OUT/steps.txt"
