@@ -171,3 +171,23 @@ def test_geopackage_bytes_are_deterministic(tmp_path):
     time.sleep(1.1)  # GDAL stamps to the second
     write_vector(g, tmp_path / "b" / "f.gpkg")
     assert (tmp_path / "a" / "f.gpkg").read_bytes() == (tmp_path / "b" / "f.gpkg").read_bytes()
+
+
+@pytest.mark.parametrize("args, flag", [
+    (("synth", "-o", "{tmp}/s", "--size", "100000"), "--size"),
+    (("synth", "-o", "{tmp}/s", "--gsd", "0.0001"), "--gsd"),
+])
+def test_nonsensical_values_are_refused_naming_the_option(tmp_path, cli, args, flag):
+    code, _, err = cli(*[a.format(tmp=tmp_path) for a in args])
+    assert code == 2 and flag in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+def test_train_config_refuses_negative_learning_rate():
+    from rsgeo.train.config import TrainConfig
+
+    for kw, flag in (({"lr": -1}, "--lr"), ({"batch_size": 0}, "--batch-size"),
+                     ({"steps": 0}, "--steps"), ({"clip_grad": -1.0}, "--clip-grad")):
+        with pytest.raises(InputError, match=flag):
+            TrainConfig(**kw)
+    TrainConfig(lr=1e-4, clip_grad=None)

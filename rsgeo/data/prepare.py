@@ -51,6 +51,8 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
         raise InputError(f"--stride must be positive, got {stride}")
     if not 0 <= max_nodata <= 1:
         raise InputError(f"--max-nodata must be in [0, 1], got {max_nodata}")
+    if gsd is not None and not 0.005 <= gsd <= 1000:
+        raise InputError(f"--gsd must be in [0.005, 1000] m/px, got {gsd}")
     split = _check_split(split)
     out = Path(out)
     info, manifest = _open_dataset(out, size, overwrite)

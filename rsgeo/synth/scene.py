@@ -22,6 +22,8 @@ from rsgeo.synth.surface import LANDCOVER, rasterize, terrain
 
 CRS_EPSG = 32631  # UTM 31N (southern France), metres
 MAX_GSD = 10.0    # m/px; beyond this the smallest buildings are under a pixel
+MIN_GSD = 0.05    # m/px; finer, a 1024 px scene is smaller than one house
+MAX_SIZE = 8192   # px; a scene's arrays are held in memory (about 2.5 GB at 8192²)
 
 
 @dataclass
@@ -43,11 +45,12 @@ class Scene:
 
 
 def check_options(size: int, gsd: float, style: str, destroyed: float) -> None:
-    if size < 64:
-        raise InputError(f"--size must be at least 64 px, got {size}")
-    if not 0 < gsd <= MAX_GSD:
-        raise InputError(f"--gsd must be in (0, {MAX_GSD:g}] m/px (coarser, houses vanish "
-                         f"under a pixel), got {gsd}")
+    if not 64 <= size <= MAX_SIZE:
+        raise InputError(f"--size must be in [64, {MAX_SIZE}] px (a scene is held in memory; "
+                         f"use --scenes for more area), got {size}")
+    if not MIN_GSD <= gsd <= MAX_GSD:
+        raise InputError(f"--gsd must be in [{MIN_GSD:g}, {MAX_GSD:g}] m/px (coarser, houses "
+                         f"vanish under a pixel), got {gsd}")
     if style not in STYLES:
         raise InputError(f"--style must be one of {', '.join(STYLES)}, got {style!r}")
     if not 0 <= destroyed <= 1:

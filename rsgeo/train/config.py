@@ -42,6 +42,21 @@ class TrainConfig:
     find_unused_parameters: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # caller's settings (method, data ...)
 
+    def __post_init__(self):
+        """Refuse settings that make no sense, naming the option a user typed."""
+        checks = [("--lr", self.lr, self.lr > 0), ("--min-lr", self.min_lr, self.min_lr >= 0),
+                  ("--warmup", self.warmup, self.warmup >= 0),
+                  ("--weight-decay", self.weight_decay, self.weight_decay >= 0),
+                  ("--batch-size", self.batch_size, self.batch_size >= 1),
+                  ("--accum-steps", self.accum_steps, self.accum_steps >= 1),
+                  ("--workers", self.workers, self.workers >= 0),
+                  ("--clip-grad", self.clip_grad, self.clip_grad is None or self.clip_grad > 0)]
+        checks += [(f"--{k.replace('_', '-')}", v, v is None or v >= 1)
+                   for k, v in (("steps", self.steps), ("epochs", self.epochs))]
+        for flag, value, ok in checks:
+            if not ok:
+                raise InputError(f"{flag} {value} is out of range (see `--help`)")
+
 
 # Settings that may differ between a run and its resumption (they do not change results).
 RESUMABLE_CHANGES = {"device", "workers", "log_every", "ckpt_every", "preview_every", "compile",
