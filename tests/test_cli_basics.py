@@ -55,3 +55,17 @@ def test_errors_are_one_line_with_exit_codes(cli, monkeypatch):
         app_module.app.registered_commands[:] = [
             c for c in app_module.app.registered_commands
             if c.name not in ("_fail_input", "_fail_runtime")]
+
+
+def test_verbosity_flags_work_after_the_subcommand(cli, tmp_path):
+    from rsgeo.cli.app import hoist_global_flags
+
+    assert hoist_global_flags(["synth", "-o", "x", "-q"]) == ["-q", "synth", "-o", "x"]
+    assert hoist_global_flags(["-v", "evaluate", "a", "-vv", "--", "-q"]) == \
+        ["-v", "-vv", "evaluate", "a", "--", "-q"]
+    from rsgeo.cli.app import state
+
+    code, _, err = cli("synth", "-o", tmp_path / "s", "--size", "96", "-q")
+    assert code == 0 and state["verbose"] == 0, err
+    code, _, err = cli("synth", "-o", tmp_path / "t", "--size", "96", "-vv")
+    assert code == 0 and state["verbose"] == 3, err

@@ -11,6 +11,7 @@ the commands, so ``rsgeo --help`` and ``rsgeo --version`` stay fast.
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 import traceback
@@ -76,9 +77,28 @@ def _sigterm(signum, frame):  # turn SIGTERM into KeyboardInterrupt so atomic ou
     raise KeyboardInterrupt
 
 
+GLOBAL_FLAGS = re.compile(r"^(-v+|-q+|--verbose|--quiet)$")
+
+
+def hoist_global_flags(argv: list[str]) -> list[str]:
+    """Move ``-v``/``-q`` given after the subcommand in front of it (``rsgeo CMD ... -q``).
+
+    Only flags before a ``--`` move; no subcommand defines ``-v`` or ``-q`` itself.
+    """
+    cmd = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if cmd is None:
+        return list(argv)
+    end = argv.index("--") if "--" in argv[cmd:] else len(argv)
+    moved = [a for a in argv[cmd + 1:end] if GLOBAL_FLAGS.match(a)]
+    rest = [a for a in argv[cmd + 1:end] if not GLOBAL_FLAGS.match(a)]
+    return argv[:cmd] + moved + [argv[cmd]] + rest + argv[end:]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (tests call this; ``run`` exits with it)."""
     from rsgeo.errors import RsgeoError
+
+    argv = hoist_global_flags(sys.argv[1:] if argv is None else list(argv))
 
     try:  # recent typer vendors click as typer._click; older releases use click itself
         from typer._click.exceptions import ClickException
