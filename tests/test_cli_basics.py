@@ -69,3 +69,12 @@ def test_verbosity_flags_work_after_the_subcommand(cli, tmp_path):
     assert code == 0 and state["verbose"] == 0, err
     code, _, err = cli("synth", "-o", tmp_path / "t", "--size", "96", "-vv")
     assert code == 0 and state["verbose"] == 3, err
+
+
+def test_help_has_no_type_noise(cli):
+    for args in (["--help"], ["predict-height", "--help"], ["finetune", "--help"],
+                 ["evaluate", "--help"]):
+        code, out, _ = cli(*args)
+        assert code == 0 and "--help" in out
+        for noise in ("<bool>", "list[", "range>"):
+            assert noise not in out, (args, noise)

@@ -94,6 +94,47 @@ def hoist_global_flags(argv: list[str]) -> list[str]:
     return argv[:cmd] + moved + [argv[cmd]] + rest + argv[end:]
 
 
+def tidy_help(command) -> None:
+    """Help without type noise: no ``<bool>`` on flags, ``<path>...`` not ``<list[Path]>``.
+
+    Typer labels every parameter with its Python annotation; a user wants the value's kind.
+    """
+    from typing import get_args
+
+    def label(p) -> str | None:
+        desc = getattr(p, "type_descriptor", None)
+        if desc is None or desc.is_choice:
+            return None
+        ann = desc.annotation
+        if desc.is_list and get_args(ann):
+            ann = get_args(ann)[0]
+        name = getattr(ann, "__name__", str(ann)).lower()
+        return f"<{'path' if 'path' in name else name}>" + ("..." if desc.is_list else "")
+
+    def quiet_help_option(cmd) -> None:
+        original = cmd.get_help_option
+
+        def get_help_option(ctx):
+            opt = original(ctx)
+            if opt is not None:
+                opt.metavar = ""
+            return opt
+
+        cmd.get_help_option = get_help_option
+
+    for cmd in (command, *getattr(command, "commands", {}).values()):
+        quiet_help_option(cmd)
+        for p in cmd.params:
+            if getattr(p, "is_flag", False) or getattr(p, "count", False):
+                p.metavar = ""
+            elif p.param_type_name == "argument":
+                text = label(p)
+                if text:
+                    p.display_type_rich = lambda ctx, text=text: text
+            elif label(p):
+                p.metavar = label(p)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (tests call this; ``run`` exits with it)."""
     from rsgeo.errors import RsgeoError
@@ -108,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         exits, aborts = (Exit,), (Abort, KeyboardInterrupt)
 
     command = typer.main.get_command(app)
+    tidy_help(command)
     try:
         signal.signal(signal.SIGTERM, _sigterm)
     except ValueError:  # not in the main thread
