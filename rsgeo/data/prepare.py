@@ -206,11 +206,13 @@ def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd
     stats: dict[str, BandStats] = {}
     index = HashIndex(dedup_distance)
     rows, mods = [], set()
+    grids = [_scene_grid(scene, gsd) for scene in group]
+    bar.update(total=sum(len(offsets(g.height, size, stride)) * len(offsets(g.width, size, stride))
+                         for g in grids))
     try:
         with tempfile.TemporaryDirectory(prefix=".rsgeo-dtm-", dir=out) as work:
-            for scene in group:
+            for scene, grid in zip(group, grids):
                 files = _scene_files(scene, ndsm_from_dsm, Path(work))
-                grid = _scene_grid(scene, gsd)
                 mods |= set(files) | ({"buildings"} if scene.footprints else set())
                 mods |= {"ndsm"} if "dtm" in files else set()
                 reader = _Reader(scene, grid, files, bands)

@@ -57,7 +57,10 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, overwr
     batch = torch.export.Dim("batch", min=1, max=4096)
     h, w = torch.export.Dim("h", min=1, max=4096), torch.export.Dim("w", min=1, max=4096)
     dims = tuple({0: batch, 2: stride * h, 3: stride * w} for _ in inputs)
-    with atomic_path(out, overwrite, inputs=(checkpoint,)) as tmp:
+    from rsgeo.progress import progress
+
+    with atomic_path(out, overwrite, inputs=(checkpoint,)) as tmp, \
+            progress(3, "export: tracing", unit="stages") as bar:
         kw = {"opset_version": opset} if opset else {}
         try:
             with warnings.catch_warnings():  # axis-name notes about the shared batch/h/w dims
@@ -68,6 +71,8 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, overwr
         except Exception as e:
             raise RsgeoError(f"torch.onnx.export failed ({type(e).__name__}: "
                              f"{str(e).strip().splitlines()[0][:160]})", checkpoint) from None
+        bar.advance(1)
+        bar.update(description="export: writing")
         program.save(str(tmp))
         proto = onnx.load(str(tmp))
         props = {k: json.dumps(v) for k, v in meta.items()}
@@ -76,7 +81,10 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, overwr
                      inputs=json.dumps(inputs))
         onnx.helper.set_model_props(proto, props)
         onnx.save(proto, str(tmp))
+        bar.advance(1)
+        bar.update(description="export: checking ONNX Runtime vs torch")
         diff = verify(model, tmp, bands, stride, atol, rtol)
+        bar.advance(1)
     return {"output": str(out), "task": meta.get("task"), "bands": bands, "stride": stride,
             "inputs": inputs, "max_abs_diff": diff, "metadata": sorted(props)}
 
