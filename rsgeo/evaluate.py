@@ -8,6 +8,12 @@ REF's grid with ``align`` (``nearest`` or ``bilinear``); nodata in either raster
 excluded (rsgeo protocol). Footprints are two vector files (any OGR format, GeoParquet)
 or two SpaceNet CSVs, scored with :mod:`rsgeo.metrics.footprints`.
 
+Checks before scoring (``InputError``, exit 2, naming the file): a raster without a valid
+pixel (all nodata or NaN); for heights (rsgeo protocol) values are read in metres (band
+scale/offset and units, :mod:`rsgeo.io.heights`), and absolute elevations (unless
+``absolute``) and heights above ``max_height`` are refused; footprints that are not
+polygons (points, lines) are refused, never dropped.
+
 Returns ``{"summary": {...flat keys...}, "images": [{"image": name, ...}, ...]}``.
 """
 
@@ -31,8 +37,12 @@ RASTER_EXT = {".tif", ".tiff", ".vrt", ".img", ".png", ".jpg", ".jp2"}
 def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
              align: str | None = None, nodata: float | None = None, classes=None,
              ignore_index: int | None = None, iou: float = 0.5, min_area: float | None = None,
-             confidence: str | None = None, by: str | None = None, strip_rows: int = 512) -> dict:
+             confidence: str | None = None, by: str | None = None, strip_rows: int = 512,
+             absolute: bool = False, max_height: float = 1000.0) -> dict:
     """Score ``pred`` against ``ref`` (paths); see the module docstring."""
+    from rsgeo.io.heights import check_max_height
+
+    max_height = check_max_height(max_height)
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
     if protocol not in ("rsgeo", "synrs3d"):
@@ -45,10 +55,11 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
     names = load_classes(classes) if classes else None
     images, total = [], _accumulator(task, names, ignore_index)
     for p, r in pairs:
+        check_pair(p, r, task, nodata, absolute, max_height)
         acc = _accumulator(task, names, ignore_index)
         n_valid = 0
         for pv, rv, ok in stream_pair(p, r, align, nodata, strip_rows,
-                                      finite=task != "height"):
+                                      finite=task != "height", metres=task == "height"):
             n_valid += int(np.count_nonzero(ok))
             _update(acc, task, pv, rv, ok, ignore_index)
         if n_valid == 0:
@@ -87,13 +98,34 @@ def pair_rasters(pred: Path, ref: Path) -> list[tuple[Path, Path]]:
     return [(a[n], b[n]) for n in sorted(a)]
 
 
+def check_pair(pred: Path, ref: Path, task: str, nodata: float | None, absolute: bool,
+               max_height: float) -> None:
+    """Refuse a raster without a valid pixel, and (heights) implausible heights.
+
+    Reads a sample of each raster (:mod:`rsgeo.io.heights`); the message names the file.
+    """
+    from rsgeo.io.heights import check_heights, require_valid, sample, sample_shape, units_of
+
+    for path, what in ((pred, "prediction raster"), (ref, "reference raster")):
+        with open_raster(path, bands=1, purpose=what, require_crs=False) as ds:
+            nd = nodata if nodata is not None else ds.nodata
+            a, ok = sample(ds, nd, sample_shape(ds.height, ds.width))
+            require_valid(ds, nd, path, ok)
+            if task == "height":
+                check_heights(units_of(ds, path).to_metres(a[ok]), path, absolute=absolute,
+                              max_height=max_height, way_through="--absolute")
+
+
 def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, rows: int,
-                finite: bool = True):
+                finite: bool = True, metres: bool = False):
     """Yield (pred, ref, valid) arrays piece by piece on REF's grid.
 
     ``valid`` excludes nodata in either raster, and non-finite values unless ``finite`` is
-    False (the height accumulator drops those itself).
+    False (the height accumulator drops those itself). With ``metres``, values are heights
+    converted with each file's band scale/offset and units (float32, or float64 as read).
     """
+    from rsgeo.io.heights import HeightUnits, units_of
+
     with open_raster(pred, bands=1, purpose="prediction raster", require_crs=False) as pds, \
             open_raster(ref, bands=1, purpose="reference raster", require_crs=False) as rds:
         grid = Grid.of(rds)
@@ -101,6 +133,8 @@ def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, 
             check_same_grid(rds, pds, ref, pred)
         elif align not in ("nearest", "bilinear"):
             raise InputError(f"--align must be nearest or bilinear, got {align!r}")
+        pu, ru = ((units_of(pds, pred), units_of(rds, ref)) if metres
+                  else (HeightUnits(), HeightUnits()))
         with align_to(pds, grid, align or "nearest") as src:
             pn = nodata if nodata is not None else src.nodata
             rn = nodata if nodata is not None else rds.nodata
@@ -109,7 +143,10 @@ def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, 
             for _, (pv, rv) in read_strips([src, rds], rows):
                 for a in range(0, pv.shape[0], sub):
                     p, r = pv[a:a + sub], rv[a:a + sub]
-                    yield p, r, _valid(p, pn, finite) & _valid(r, rn, finite)
+                    ok = _valid(p, pn, finite) & _valid(r, rn, finite)
+                    if metres:
+                        p, r = pu.to_metres(p), ru.to_metres(r)
+                    yield p, r, ok
 
 
 def _valid(a: np.ndarray, nodata, finite: bool) -> np.ndarray:
@@ -210,6 +247,7 @@ def _synrs3d(pairs, align) -> dict:
 
 
 def _footprints(pred: Path, ref: Path, iou, min_area, confidence, by) -> dict:
+    from rsgeo.io.polygons import require_polygons
     from rsgeo.io.vector import read_vector
     from rsgeo.metrics.footprints import read_spacenet_csv, score_footprints
 
@@ -224,6 +262,8 @@ def _footprints(pred: Path, ref: Path, iou, min_area, confidence, by) -> dict:
             a, b = read_spacenet_csv(pred), read_spacenet_csv(ref)
         except (KeyError, ValueError) as e:
             raise InputError(f"not a SpaceNet CSV (ImageId, PolygonWKT_Pix): {e}", pred) from None
+        for g, p in ((a, pred), (b, ref)):
+            require_polygons(g, p, "footprints")
         by = by or "ImageId"            # SpaceNet matches buildings within each image
         min_area = 20.0 if min_area is None else min_area
     elif any(csv):
@@ -233,6 +273,7 @@ def _footprints(pred: Path, ref: Path, iou, min_area, confidence, by) -> dict:
         for g, p in ((a, pred), (b, ref)):
             if len(g) == 0:
                 raise InputError("vector layer is empty", p)
+            require_polygons(g, p, "footprints")
         if (a.crs is None) != (b.crs is None):
             which = pred if a.crs is None else ref
             raise InputError("has no CRS while the other file has one; assign a CRS", which)

@@ -107,6 +107,9 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
     if absolute and dtm is not None:
         raise InputError("--absolute and --dtm exclude each other: --dtm turns surface models "
                          "into heights above ground")
+    if absolute and any(rel for _, rel in grade_table.values()):
+        log.warning("--absolute: grades in %% compare the loss with the elevation, not the "
+                    "building height; give --grades in metres (e.g. minor:1,major:3,destroyed:6)")
     if absolute and buildings is None:
         log.warning("--absolute without --buildings: every pixel higher than --min-height "
                     "%g m counts as a structure", min_height)

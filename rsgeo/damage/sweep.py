@@ -77,7 +77,7 @@ def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, thresh
                 for a, ds in zip(arrs[1:], dsets[1:]):
                     ok &= valid_mask(a, ds.nodata)
                 pre, post = (u.to_metres(a).astype(np.float32, copy=False)
-                             for u, a in zip(units, arrs))
+                             for u, a in zip(units[:2], arrs[:2]))
                 if len(arrs) == 3:
                     ground = units[2].to_metres(arrs[2]).astype(np.float32, copy=False)
                     pre, post = pre - ground, post - ground
@@ -321,7 +321,10 @@ def load_buildings(path, grid: Grid) -> Footprints:
     if len(gdf) == 0:
         raise InputError("footprints layer is empty", path)
     require_polygons(gdf, path)
-    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+    import shapely
+
+    geoms = gdf.geometry.to_numpy()
+    gdf = gdf[~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)]
     if len(gdf) == 0:
         raise InputError("footprints layer holds only empty geometries", path)
     if grid.crs is not None and gdf.crs != grid.crs:

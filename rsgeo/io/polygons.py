@@ -14,9 +14,11 @@ def require_polygons(gdf, path: str | os.PathLike, what: str = "buildings") -> N
 
     Empty and missing geometries pass (callers drop or keep them by their own rules).
     """
-    geoms = gdf.geometry
-    present = geoms.notna() & ~geoms.is_empty
-    kinds = geoms[present].geom_type.value_counts()
+    import shapely
+
+    geoms = gdf.geometry.to_numpy()
+    present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
+    kinds = gdf.geometry[present].geom_type.value_counts()
     bad = {k: int(n) for k, n in kinds.items() if k not in POLYGONAL}
     if bad:
         found = ", ".join(f"{n} {k}" for k, n in sorted(bad.items()))
