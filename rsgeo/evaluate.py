@@ -103,16 +103,19 @@ def check_pair(pred: Path, ref: Path, task: str, nodata: float | None, absolute:
     """Refuse a raster without a valid pixel, and (heights) implausible heights.
 
     Reads a sample of each raster (:mod:`rsgeo.io.heights`); the message names the file.
+    Heights written by ``predict-height`` skip the absolute-elevation test.
     """
-    from rsgeo.io.heights import check_heights, require_valid, sample, sample_shape, units_of
+    from rsgeo.io.heights import (check_heights, predicted_by_rsgeo, require_valid, sample,
+                                  sample_shape, units_of)
 
     for path, what in ((pred, "prediction raster"), (ref, "reference raster")):
         with open_raster(path, bands=1, purpose=what, require_crs=False) as ds:
             nd = nodata if nodata is not None else ds.nodata
-            a, ok = sample(ds, nd, sample_shape(ds.height, ds.width))
+            a, ok = sample(ds, nd, sample_shape(ds.height, ds.width), path)
             require_valid(ds, nd, path, ok)
             if task == "height":
-                check_heights(units_of(ds, path).to_metres(a[ok]), path, absolute=absolute,
+                check_heights(units_of(ds, path).to_metres(a[ok]), path,
+                              absolute=absolute or predicted_by_rsgeo(ds),
                               max_height=max_height, way_through="--absolute")
 
 

@@ -230,3 +230,21 @@ def test_evaluate_footprints_refuses_points(tmp_path, cli):
     (tmp_path / "r.csv").write_text("ImageId,BuildingId,PolygonWKT_Pix\na,1,POLYGON EMPTY\n")
     _one_line_error(cli, "evaluate", tmp_path / "p.csv", tmp_path / "r.csv",
                     "--task", "footprints", must=("p.csv", "must be polygons"))
+
+
+def test_rsgeo_predicted_heights_skip_the_dsm_test(tmp_path, cli):
+    """A (poor) model's height map with no ground is still heights above ground."""
+    pre = np.full((100, 100), 8.0, np.float32)
+    post = pre.copy()
+    post[20:60, 20:60] = 1.0
+    a = make_raster(tmp_path / "pre_height.tif", pre, nodata=-9999)
+    b = make_raster(tmp_path / "post_height.tif", post, nodata=-9999)
+    _one_line_error(cli, "damage-map", a, b, "-o", tmp_path / "x.tif", must=("absolute",))
+    for p in (a, b):
+        _tag(p)
+        with rasterio.open(p, "r+") as ds:
+            ds.update_tags(model="m.onnx", task="height", units="metre")
+    code, out, err = cli("damage-map", a, b, "-o", tmp_path / "o.tif", "--json")
+    assert code == 0 and json.loads(out)["by_grade"]["destroyed"] == 1, err
+    code, out, err = cli("evaluate", a, b, "--format", "json")
+    assert code == 0, err

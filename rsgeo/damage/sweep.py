@@ -15,8 +15,8 @@ from rasterio.windows import transform as window_transform
 from rsgeo.damage.components import StripComponents
 from rsgeo.damage.stats import GRADE_NAMES, ObjectStats, grade_index
 from rsgeo.errors import InputError
-from rsgeo.io.heights import (MAX_HEIGHT_M, check_heights, require_valid, sample, sample_shape,
-                              units_of)
+from rsgeo.io.heights import (MAX_HEIGHT_M, check_heights, predicted_by_rsgeo, require_valid,
+                              sample, sample_shape, units_of)
 from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, valid_mask
 from rsgeo.io.reader import read_strips
 from rsgeo.io.windows import strips
@@ -167,7 +167,8 @@ def check_inputs(raws, aligned, units, names, *, absolute: bool, max_height: flo
     Args:
         raws: the opened PRE, POST[, DTM] datasets as given (an all-nodata file is named).
         aligned: the same on PRE's grid; a sample of them, in metres (minus the DTM when
-            ``has_dtm``), is checked for absolute elevations and ``max_height``.
+            ``has_dtm``), is checked for absolute elevations (not for rsgeo's own predicted
+            heights) and ``max_height``.
         units, names: :class:`~rsgeo.io.heights.HeightUnits` and display names, same order.
 
     Returns:
@@ -178,9 +179,9 @@ def check_inputs(raws, aligned, units, names, *, absolute: bool, max_height: flo
     metres = []
     for raw, ds, u, name in zip(raws, aligned, units, names):
         if raw is not ds:
-            _, ok = sample(raw, raw.nodata, sample_shape(raw.height, raw.width))
+            _, ok = sample(raw, raw.nodata, sample_shape(raw.height, raw.width), name)
             require_valid(raw, raw.nodata, name, ok)
-        a, ok = sample(ds, ds.nodata, shape)
+        a, ok = sample(ds, ds.nodata, shape, name)
         require_valid(ds, ds.nodata, name, ok, where=" where it overlaps PRE")
         metres.append((u.to_metres(a), ok))
     if has_dtm:
@@ -188,8 +189,9 @@ def check_inputs(raws, aligned, units, names, *, absolute: bool, max_height: flo
         metres = [(v - ground, ok & gok) for v, ok in metres[:2]]
     hint = "--dtm DTM.tif (subtracted from both dates) or --absolute"
     out = {role: {"units": u.note} for role, u in zip(("pre", "post", "dtm"), units)}
-    for (v, ok), name, role in zip(metres[:2], names, ("pre", "post")):
-        out[role].update(check_heights(v[ok], name, absolute=absolute, max_height=max_height,
+    for (v, ok), name, role, raw in zip(metres[:2], names, ("pre", "post"), raws):
+        exempt = absolute or (not has_dtm and predicted_by_rsgeo(raw))
+        out[role].update(check_heights(v[ok], name, absolute=exempt, max_height=max_height,
                                        way_through=hint))
     return {**out, "absolute": bool(absolute), "max_height_m": max_height}
 

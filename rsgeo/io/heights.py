@@ -12,7 +12,9 @@ silent wrong answers seen in practice (each with a way through):
 - absolute elevations (a DSM or DTM): the 2nd percentile of the valid heights is above
   ``ABSOLUTE_P2_M`` (5 m) while heights above ground start near 0 (streets, gardens); refused
   unless the caller subtracts a terrain model (``--dtm``) or accepts them (``--absolute``).
-  A DSM of terrain lower than 5 m (coastal plains) is not detected;
+  A DSM of terrain lower than 5 m (coastal plains) is not detected; a scene of roofs only
+  (no ground in 98% of it) is refused too. Height maps written by ``predict-height``
+  (:func:`predicted_by_rsgeo`) are exempt;
 - heights above ``--max-height`` (default 1,000 m): centimetres or millimetres without
   metadata, or an elevation model of high ground.
 
@@ -109,6 +111,13 @@ def declares_heights(ds) -> bool:
     return unit in UNIT_FACTORS or scaled
 
 
+def predicted_by_rsgeo(ds) -> bool:
+    """Whether ``ds`` is a height map written by ``rsgeo predict-height`` (its ``task`` and
+    ``model`` tags): heights above ground by construction, so the DSM test does not apply."""
+    tags = ds.tags()
+    return tags.get("task") == "height" and bool(tags.get("model"))
+
+
 def sample_shape(height: int, width: int, limit: int = SAMPLE_PIXELS) -> tuple[int, int]:
     """``(h, w)`` of a decimated read of at most ``limit`` pixels (the full size if smaller)."""
     n = height * width
@@ -118,12 +127,23 @@ def sample_shape(height: int, width: int, limit: int = SAMPLE_PIXELS) -> tuple[i
     return max(1, int(height / f)), max(1, int(width / f))
 
 
-def sample(ds, nodata, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Band 1 of ``ds`` read (nearest) at ``shape``: ``(raw array, valid mask)``."""
+def sample(ds, nodata, shape: tuple[int, int], path=None) -> tuple[np.ndarray, np.ndarray]:
+    """Band 1 of ``ds`` read (nearest) at ``shape``: ``(raw array, valid mask)``.
+
+    At full size the raster is read in parallel strips; a read failure is one
+    ``InputError`` naming ``path`` either way.
+    """
     if shape == (ds.height, ds.width):
-        a = ds.read(1)
+        from rsgeo.io.reader import read_strips
+
+        a = np.concatenate([s[0] for _, s in read_strips([ds], 1024)]) if ds.height else \
+            np.zeros(shape, ds.dtypes[0])
     else:
-        a = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+        try:
+            a = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+        except Exception as e:  # noqa: BLE001 - GDAL/rasterio errors become one line
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"read failed ({msg})", path or ds.name) from None
     return a, valid_mask(a, nodata)
 
 
