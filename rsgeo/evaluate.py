@@ -106,12 +106,12 @@ def check_pair(pred: Path, ref: Path, task: str, nodata: float | None, absolute:
     Heights written by ``predict-height`` skip the absolute-elevation test.
     """
     from rsgeo.io.heights import (check_heights, predicted_by_rsgeo, require_valid, sample,
-                                  sample_shape, units_of)
+                                  sample_plan, units_of)
 
     for path, what in ((pred, "prediction raster"), (ref, "reference raster")):
         with open_raster(path, bands=1, purpose=what, require_crs=False) as ds:
             nd = nodata if nodata is not None else ds.nodata
-            a, ok = sample(ds, nd, sample_shape(ds.height, ds.width), path)
+            a, ok = sample(ds, nd, sample_plan(ds), path)
             require_valid(ds, nd, path, ok)
             if task == "height":
                 check_heights(units_of(ds, path).to_metres(a[ok]), path,

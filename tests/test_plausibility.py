@@ -12,7 +12,7 @@ from shapely.geometry import LineString, Point, box
 
 from rsgeo.damage import damage_map
 from rsgeo.evaluate import evaluate
-from rsgeo.io.heights import HeightUnits, check_heights, sample_shape
+from rsgeo.io.heights import HeightUnits, check_heights, sample, sample_plan
 from tests.conftest import make_raster
 
 X0, Y0 = 500000.0, 4100000.0      # make_raster's origin; 0.5 m pixels
@@ -172,8 +172,23 @@ def test_height_units_helpers():
     np.testing.assert_allclose(u.to_metres(np.array([0, 522], np.int16)), [1.0, 6.22], rtol=1e-6)
     f64 = np.array([1.5])
     assert HeightUnits().to_metres(f64) is f64
-    assert sample_shape(10, 10) == (10, 10) and sample_shape(4000, 4000, 1_000_000) == (1000, 1000)
     assert check_heights(np.r_[np.zeros(10), 30.0], "x") == {"p2_m": 0.0, "max_m": 30.0}
+
+
+def test_large_rasters_are_sampled_in_spread_block_rows(tmp_path):
+    a = np.arange(300 * 200, dtype=np.float32).reshape(300, 200)
+    p = make_raster(tmp_path / "a.tif", a)
+    with rasterio.open(p) as ds:
+        assert sample_plan(ds) is None
+        plan = sample_plan(ds, limit=20_000)
+        rows = [int(w.row_off) for w, _ in plan]
+        assert len(plan) >= 2 and rows[0] == 0 and rows[-1] >= 200
+        assert sum(s[0] * s[1] for _, s in plan) <= 20_000
+        v, ok = sample(ds, None, plan)
+        assert ok.all() and v.shape[0] == sum(s[0] for _, s in plan)
+        np.testing.assert_array_equal(v[:plan[0][1][0], 0], a[:plan[0][1][0], 0])
+        _, ok = sample(ds, 0.0, sample_plan(ds, limit=1000))   # one band, columns decimated
+        assert ok.sum() > 0
 
 
 # ---------------------------------------------------------------- 4. footprints

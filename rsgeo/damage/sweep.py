@@ -16,7 +16,7 @@ from rsgeo.damage.components import StripComponents
 from rsgeo.damage.stats import GRADE_NAMES, ObjectStats, grade_index
 from rsgeo.errors import InputError
 from rsgeo.io.heights import (MAX_HEIGHT_M, check_heights, predicted_by_rsgeo, require_valid,
-                              sample, sample_shape, units_of)
+                              sample, sample_plan, units_of)
 from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, valid_mask
 from rsgeo.io.reader import read_strips
 from rsgeo.io.windows import strips
@@ -175,13 +175,13 @@ def check_inputs(raws, aligned, units, names, *, absolute: bool, max_height: flo
         ``{"pre": {"units", "p2_m", "max_m"}, "post": {...}[, "dtm": {"units"}],
         "absolute": bool, "max_height_m": float}`` (p2/max of heights above ground, m).
     """
-    shape = sample_shape(aligned[0].height, aligned[0].width)
+    plan = sample_plan(aligned[0])       # the same pixels of every raster on PRE's grid
     metres = []
     for raw, ds, u, name in zip(raws, aligned, units, names):
         if raw is not ds:
-            _, ok = sample(raw, raw.nodata, sample_shape(raw.height, raw.width), name)
+            _, ok = sample(raw, raw.nodata, sample_plan(raw), name)
             require_valid(raw, raw.nodata, name, ok)
-        a, ok = sample(ds, ds.nodata, shape, name)
+        a, ok = sample(ds, ds.nodata, plan, name)
         require_valid(ds, ds.nodata, name, ok, where=" where it overlaps PRE")
         metres.append((u.to_metres(a), ok))
     if has_dtm:
