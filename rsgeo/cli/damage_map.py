@@ -53,9 +53,11 @@ def damage_map_cmd(
     holding the height loss in metres) and footprints of damaged buildings or regions.
 
     Without -o, outputs go to the current folder as <PRE stem>_damage.tif/.gpkg.
-    Heights honour band scale/offset and units (cm, mm, ft). Refused (exit 2): an input
-    without a valid pixel, absolute elevations (give --dtm or --absolute), heights above
-    --max-height, footprints that are not polygons.
+
+    Heights honour band scale/offset and units (cm, mm, ft).
+
+    Refused (exit 2): an input without a valid pixel, absolute elevations
+    (give --dtm or --absolute), heights above --max-height, non-polygon footprints.
     """
     from rsgeo.damage import damage_map
     from rsgeo.io.writer import parse_co

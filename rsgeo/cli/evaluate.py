@@ -58,9 +58,11 @@ def evaluate_cmd(
     """Score PRED against REF: F1^HE/MAE/RMSE/delta (height), IoU/mIoU/OA (segmentation),
     change IoU/F1, or SpaceNet-style footprint F1.
 
-    Refused (exit 2): a raster without a valid pixel; heights that look like absolute
-    elevations (--absolute accepts them) or exceed --max-height; footprints that are not
-    polygons. Heights honour band scale/offset and units (cm, mm, ft)."""
+    Heights honour band scale/offset and units (cm, mm, ft).
+
+    Refused (exit 2): a raster without a valid pixel, heights that look like
+    absolute elevations (--absolute accepts them) or exceed --max-height,
+    footprints that are not polygons."""
     import csv
     import io
     from rsgeo.jsonout import dumps
