@@ -263,3 +263,20 @@ def test_rsgeo_predicted_heights_skip_the_dsm_test(tmp_path, cli):
     assert code == 0 and json.loads(out)["by_grade"]["destroyed"] == 1, err
     code, out, err = cli("evaluate", a, b, "--format", "json")
     assert code == 0, err
+
+
+def test_evaluate_checks_while_streaming_with_a_thinned_sample(tmp_path, cli, monkeypatch):
+    """The subsample thins as the pair streams; the maximum stays exact (one pixel)."""
+    import rsgeo.io.heights
+
+    monkeypatch.setattr(rsgeo.io.heights, "SAMPLE_PIXELS", 100)
+    ref = np.zeros((100, 100), np.float32)
+    ref[50:] = 3.0
+    ref[77, 33] = 1234.0
+    r = make_raster(tmp_path / "ref.tif", ref)
+    p = make_raster(tmp_path / "pred.tif", np.ones_like(ref))
+    _one_line_error(cli, "evaluate", p, r, "--format", "json", must=("ref.tif", "1234 m"))
+    d = make_raster(tmp_path / "dsm.tif", ref + 30.0)
+    _one_line_error(cli, "evaluate", p, d, must=("dsm.tif", "absolute elevations"))
+    code, out, err = cli("evaluate", p, r, "--max-height", 2000, "--format", "json")
+    assert code == 0 and json.loads(out)["n_pixels"] == 10_000, err
