@@ -266,13 +266,14 @@ def test_rsgeo_predicted_heights_skip_the_dsm_test(tmp_path, cli):
 
 
 def test_evaluate_checks_while_streaming_with_a_thinned_sample(tmp_path, cli, monkeypatch):
-    """The subsample thins as the pair streams; the maximum stays exact (one pixel)."""
+    """Above STREAM_SAMPLE the checks see every k-th pixel of the stream."""
     import rsgeo.io.heights
 
-    monkeypatch.setattr(rsgeo.io.heights, "SAMPLE_PIXELS", 100)
+    monkeypatch.setattr(rsgeo.io.heights, "STREAM_SAMPLE", 100)
+    monkeypatch.setattr(rsgeo.io.heights, "PERCENTILE_VALUES", 10)
     ref = np.zeros((100, 100), np.float32)
     ref[50:] = 3.0
-    ref[77, 33] = 1234.0
+    ref[70:72, :] = 1234.0
     r = make_raster(tmp_path / "ref.tif", ref)
     p = make_raster(tmp_path / "pred.tif", np.ones_like(ref))
     _one_line_error(cli, "evaluate", p, r, "--format", "json", must=("ref.tif", "1234 m"))

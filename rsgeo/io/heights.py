@@ -37,7 +37,9 @@ from rsgeo.io.raster import valid_mask
 
 ABSOLUTE_P2_M = 5.0
 MAX_HEIGHT_M = 1000.0
-SAMPLE_PIXELS = 4_000_000
+SAMPLE_PIXELS = 4_000_000      # pixels read for the checks (damage-map) at most
+STREAM_SAMPLE = 1_000_000      # pixels kept while streaming (evaluate) at most, about
+PERCENTILE_VALUES = 250_000    # values the 2nd percentile is taken from at most
 FOOT = 0.3048
 UNIT_FACTORS = {
     **dict.fromkeys(("m", "metre", "meter", "metres", "meters"), 1.0),
@@ -200,7 +202,8 @@ def check_heights(values: np.ndarray, path, *, absolute: bool = False,
     """
     if values.size == 0:
         raise InputError("no valid pixel (all nodata or NaN): nothing to measure", path)
-    p2, top = float(np.percentile(values, 2)), float(values.max())
+    step = -(-values.size // PERCENTILE_VALUES)
+    p2, top = float(np.percentile(values[::step], 2)), float(values.max())
     if not absolute and p2 > ABSOLUTE_P2_M:
         raise InputError(f"looks like absolute elevations (DSM/DTM), not heights above ground: "
                          f"98% of values are above {p2:.1f} m; give {way_through} to use them "
