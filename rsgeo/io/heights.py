@@ -125,7 +125,8 @@ def predicted_by_rsgeo(ds) -> bool:
 def sample_plan(ds, limit: int = SAMPLE_PIXELS) -> list | None:
     """Where to sample band 1 of ``ds``: ``None`` (read it all; at most ``limit`` pixels) or
     a list of ``(window, out_shape)``: full-width bands of whole block rows spread evenly
-    over the raster, at most ``limit`` pixels in all (columns decimated if one band is wider).
+    over the raster (at least 4), at most ``limit`` pixels kept in all (columns decimated
+    when the bands are wider).
 
     Datasets on one grid sampled with the same plan give pixels at the same places.
     """
@@ -136,7 +137,7 @@ def sample_plan(ds, limit: int = SAMPLE_PIXELS) -> list | None:
         return None
     block = max(1, ds.block_shapes[0][0]) if ds.block_shapes else 1
     band = min(h, -(-32 // block) * block)       # >= 32 rows, whole blocks
-    k = int(max(1, min(h // band, limit // (band * w))))
+    k = int(max(min(4, h // band), min(h // band, limit // (band * w)), 1))  # >= 4 bands
     starts = sorted({int(r) // block * block for r in np.linspace(0, h - band, k)})
     cols = int(max(1, min(w, limit // (len(starts) * band))))
     return [(Window(0, r, w, band), (band, cols)) for r in starts]
