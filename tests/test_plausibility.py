@@ -175,20 +175,29 @@ def test_height_units_helpers():
     assert check_heights(np.r_[np.zeros(10), 30.0], "x") == {"p2_m": 0.0, "max_m": 30.0}
 
 
-def test_large_rasters_are_sampled_in_spread_block_rows(tmp_path):
+def test_large_rasters_are_sampled_in_spread_blocks(tmp_path):
     a = np.arange(300 * 200, dtype=np.float32).reshape(300, 200)
-    p = make_raster(tmp_path / "a.tif", a)
-    with rasterio.open(p) as ds:
-        assert sample_plan(ds) is None
-        plan = sample_plan(ds, limit=20_000)
-        rows = [int(w.row_off) for w, _ in plan]
-        assert len(plan) >= 2 and rows[0] == 0 and rows[-1] >= 200
-        assert sum(s[0] * s[1] for _, s in plan) <= 20_000
-        v, ok = sample(ds, None, plan)
-        assert ok.all() and v.shape[0] == sum(s[0] for _, s in plan)
-        np.testing.assert_array_equal(v[:plan[0][1][0], 0], a[:plan[0][1][0], 0])
-        _, ok = sample(ds, 0.0, sample_plan(ds, limit=1000))   # one band, columns decimated
-        assert ok.sum() > 0
+    striped = make_raster(tmp_path / "a.tif", a)
+    tiled = tmp_path / "t.tif"
+    with rasterio.open(striped) as src:
+        prof = src.profile | {"tiled": True, "blockxsize": 32, "blockysize": 32}
+        with rasterio.open(tiled, "w", **prof) as dst:
+            dst.write(a, 1)
+    for p, full_width in ((striped, True), (tiled, False)):
+        with rasterio.open(p) as ds:
+            assert sample_plan(ds) is None
+            plan = sample_plan(ds, limit=20_000)
+            rows = sorted({int(w.row_off) for w, _ in plan})
+            assert len(rows) >= 2 and rows[0] == 0 and rows[-1] >= 200
+            assert all((w.width == 200) == full_width for w, _ in plan)
+            assert sum(s[0] * s[1] for _, s in plan) <= 20_000
+            v, ok = sample(ds, None, plan)
+            assert ok.all() and v.size == sum(s[0] * s[1] for _, s in plan)
+            w0, (hh, ww) = plan[0]
+            np.testing.assert_array_equal(
+                v[:hh * ww].reshape(hh, ww)[:, 0], a[:hh, int(w0.col_off)])
+            _, ok = sample(ds, 0.0, sample_plan(ds, limit=1000))   # columns decimated
+            assert ok.sum() > 0
 
 
 # ---------------------------------------------------------------- 4. footprints

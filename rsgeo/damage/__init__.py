@@ -31,8 +31,9 @@ Outputs:
   attributes kept) with pre/post median heights, height loss, lost volume, damaged
   fraction, ``grade`` and ``coverage`` (``inside``, ``partly outside`` -- graded on the
   pixels inside --, ``outside`` the raster or ``no valid pixel``: these two have an empty
-  grade and empty statistics, and are counted in the summary); without, one polygon per damaged region (speckle below ``min_area``
-  removed), merged across strips so results equal a one-shot polygonisation.
+  grade and empty statistics, and are counted in the summary); without, one polygon per
+  damaged region (speckle below ``min_area`` removed), merged across strips so results
+  equal a one-shot polygonisation.
 """
 
 from __future__ import annotations

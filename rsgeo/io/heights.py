@@ -19,9 +19,9 @@ silent wrong answers seen in practice (each with a way through):
   metadata, or an elevation model of high ground.
 
 The statistics come from every pixel of rasters up to ``SAMPLE_PIXELS`` (4 Mpx), else from
-full-width bands of whole block rows spread evenly over the raster, at most 4 Mpx in all
-(:func:`sample_plan`: a few percent of a large raster's decoding, not a second pass); "no
-valid pixel" is confirmed by a full scan when the sample has none.
+whole blocks (or full-width bands) spread evenly over the raster, about 4 Mpx decoded
+(:func:`sample_plan`: a few percent of a large raster, not a second pass); "no valid
+pixel" is confirmed by a full scan when the sample has none.
 """
 
 from __future__ import annotations
@@ -124,9 +124,9 @@ def predicted_by_rsgeo(ds) -> bool:
 
 def sample_plan(ds, limit: int = SAMPLE_PIXELS) -> list | None:
     """Where to sample band 1 of ``ds``: ``None`` (read it all; at most ``limit`` pixels) or
-    a list of ``(window, out_shape)``: full-width bands of whole block rows spread evenly
-    over the raster (at least 4), at most ``limit`` pixels kept in all (columns decimated
-    when the bands are wider).
+    a list of ``(window, out_shape)`` spread evenly over the raster, at most about ``limit``
+    pixels decoded: a grid of whole blocks for tiled rasters, full-width bands of at least
+    32 rows for striped ones (columns decimated when even one band is over ``limit``).
 
     Datasets on one grid sampled with the same plan give pixels at the same places.
     """
@@ -135,16 +135,22 @@ def sample_plan(ds, limit: int = SAMPLE_PIXELS) -> list | None:
     h, w = ds.height, ds.width
     if h * w <= limit:
         return None
-    block = max(1, ds.block_shapes[0][0]) if ds.block_shapes else 1
-    band = min(h, -(-32 // block) * block)       # >= 32 rows, whole blocks
-    k = int(max(min(4, h // band), min(h // band, limit // (band * w)), 1))  # >= 4 bands
-    starts = sorted({int(r) // block * block for r in np.linspace(0, h - band, k)})
-    cols = int(max(1, min(w, limit // (len(starts) * band))))
-    return [(Window(0, r, w, band), (band, cols)) for r in starts]
+    bh, bw = ds.block_shapes[0] if ds.block_shapes else (1, w)
+    bh, bw = max(1, bh), max(1, bw)
+    wh = min(h, -(-32 // bh) * bh)                       # >= 32 rows, whole blocks
+    ww = w if bw >= w else min(w, -(-32 // bw) * bw)
+    n = max(1, limit // (wh * ww))
+    nr = max(1, min(h // wh, round((n * h * ww / (w * wh)) ** 0.5)))
+    nc = max(1, min(w // ww, n // nr))
+    rows = sorted({int(r) // bh * bh for r in np.linspace(0, h - wh, nr)})
+    cols = sorted({int(c) // bw * bw for c in np.linspace(0, w - ww, nc)})
+    keep_w = int(max(1, min(ww, limit // (len(rows) * len(cols) * wh))))
+    return [(Window(c, r, ww, wh), (wh, keep_w)) for r in rows for c in cols]
 
 
 def sample(ds, nodata, plan: list | None, path=None) -> tuple[np.ndarray, np.ndarray]:
-    """Band 1 of ``ds`` read as :func:`sample_plan` says: ``(raw 2-D array, valid mask)``.
+    """Band 1 of ``ds`` read as :func:`sample_plan` says: ``(raw array, valid mask)``
+    (2-D for a full read, 1-D for a plan).
 
     A full read goes through parallel strips; a read failure is one ``InputError`` naming
     ``path`` either way.
@@ -159,7 +165,8 @@ def sample(ds, nodata, plan: list | None, path=None) -> tuple[np.ndarray, np.nda
         return a, valid_mask(a, nodata)
     try:
         a = np.concatenate([ds.read(1, window=win, out_shape=shape,
-                                    resampling=Resampling.nearest) for win, shape in plan])
+                                    resampling=Resampling.nearest).reshape(-1)
+                            for win, shape in plan])
     except Exception as e:  # noqa: BLE001 - GDAL/rasterio errors become one line
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"read failed ({msg})", path or ds.name) from None
