@@ -98,6 +98,14 @@ def test_dsm_is_refused_with_a_hint_and_dtm_subtracts_the_terrain(tmp_path, cli)
     assert json.loads(out)["by_grade"]["destroyed"] == 1
     _one_line_error(cli, "damage-map", a, b, "--absolute", "--dtm", dtm, "-o", tmp_path / "x.tif",
                     must=("exclude",))
+    far = make_raster(tmp_path / "far.tif", coarse, origin=(900000.0, 10.0))
+    empty = make_raster(tmp_path / "empty_dtm.tif", np.full_like(coarse, -9999), nodata=-9999,
+                        gsd=1.0)
+    for bad, msg in ((tmp_path / "missing.tif", "no such file"), (far, "does not overlap"),
+                     (empty, "no valid pixel")):
+        _one_line_error(cli, "damage-map", a, b, "--dtm", bad, "-o", tmp_path / "x.tif",
+                        must=(bad.name, msg))
+    assert not (tmp_path / "x.tif").exists()
 
 
 def test_evaluate_refuses_absolute_elevations_unless_told(tmp_path, cli):
