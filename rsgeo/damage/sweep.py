@@ -335,4 +335,10 @@ def load_buildings(path, grid: Grid) -> Footprints:
     if not gdf.geometry.is_valid.all():
         gdf = gdf.copy()
         gdf["geometry"] = gdf.geometry.buffer(0)
-    return Footprints(gdf, grid)
+    fp = Footprints(gdf, grid)
+    outside = int((fp.coverage == "outside").sum())
+    if outside:
+        log.warning("%s: %d of %d footprints lie outside the raster%s; they are not graded",
+                    path, outside, len(fp.ids),
+                    " (all of them: wrong CRS?)" if outside == len(fp.ids) else "")
+    return fp
