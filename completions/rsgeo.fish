@@ -20,6 +20,9 @@ complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -s o -l output -rF
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l footprints -rF -d 'Vector output (.gpkg, .geojson, .parquet, .fgb); default: OUTPUT with '
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -s m -l model -d 'Height model for image inputs (or env RSGEO_MODEL).'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l heights -d 'Treat single-band inputs as heights.'
+complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l dtm -rF -d 'Terrain model (m): PRE and POST are DSMs; subtracted from both.'
+complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l absolute -d 'Accept heights that look like absolute elevations.'
+complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l max-height -d 'Refuse heights above this (m).'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l buildings -rF -d 'Pre-event footprints: one output record per building.'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l event -xa 'earthquake wildfire custom' -d 'Threshold preset: earthquake 3 m, wildfire 1 m.'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l threshold -d 'Height loss (m) that counts as damaged.'
@@ -53,6 +56,8 @@ complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l iou -d 'Footprint
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l min-area -d 'Footprints: drop smaller polygons (CRS units², SpaceNet CSV: 20 px²).'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l confidence -d 'Footprints: visit predictions by this field, descending.'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l by -d 'Footprints: score per value of this field (e.g. an image id).'
+complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l absolute -d 'Heights: accept values that look like absolute elevations (DSM/DTM).'
+complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l max-height -d 'Heights: refuse values above this (m).'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l overwrite -d 'Replace existing outputs.'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -F

@@ -8,6 +8,12 @@ REF's grid with ``align`` (``nearest`` or ``bilinear``); nodata in either raster
 excluded (rsgeo protocol). Footprints are two vector files (any OGR format, GeoParquet)
 or two SpaceNet CSVs, scored with :mod:`rsgeo.metrics.footprints`.
 
+Checks before scoring (``InputError``, exit 2, naming the file): a raster without a valid
+pixel (all nodata or NaN); for heights (rsgeo protocol) values are read in metres (band
+scale/offset and units, :mod:`rsgeo.io.heights`), and absolute elevations (unless
+``absolute``) and heights above ``max_height`` are refused; footprints that are not
+polygons (points, lines) are refused, never dropped.
+
 Returns ``{"summary": {...flat keys...}, "images": [{"image": name, ...}, ...]}``.
 """
 
@@ -31,8 +37,12 @@ RASTER_EXT = {".tif", ".tiff", ".vrt", ".img", ".png", ".jpg", ".jp2"}
 def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
              align: str | None = None, nodata: float | None = None, classes=None,
              ignore_index: int | None = None, iou: float = 0.5, min_area: float | None = None,
-             confidence: str | None = None, by: str | None = None, strip_rows: int = 512) -> dict:
+             confidence: str | None = None, by: str | None = None, strip_rows: int = 512,
+             absolute: bool = False, max_height: float = 1000.0) -> dict:
     """Score ``pred`` against ``ref`` (paths); see the module docstring."""
+    from rsgeo.io.heights import check_max_height
+
+    max_height = check_max_height(max_height)
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
     if protocol not in ("rsgeo", "synrs3d"):
@@ -47,10 +57,15 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
     for p, r in pairs:
         acc = _accumulator(task, names, ignore_index)
         n_valid = 0
-        for pv, rv, ok in stream_pair(p, r, align, nodata, strip_rows,
-                                      finite=task != "height"):
+        checks = PairCheck(p, r, heights=task == "height", aligned=align is not None)
+        for pv, rv, okp, okr in stream_pair(p, r, align, nodata, strip_rows,
+                                            finite=task != "height", metres=task == "height",
+                                            each=True):
+            ok = okp & okr
+            checks.add(pv, rv, okp, okr)
             n_valid += int(np.count_nonzero(ok))
             _update(acc, task, pv, rv, ok, ignore_index)
+        checks.finish(absolute=absolute, max_height=max_height)
         if n_valid == 0:
             raise InputError(f"no valid pixel in common with {r} (nodata everywhere?)", p)
         if task == "height":
@@ -87,13 +102,70 @@ def pair_rasters(pred: Path, ref: Path) -> list[tuple[Path, Path]]:
     return [(a[n], b[n]) for n in sorted(a)]
 
 
+class PairCheck:
+    """The plausibility rules of :mod:`rsgeo.io.heights` applied to a pair as it streams.
+
+    Whether each raster has a valid pixel is exact; for heights, the statistics come from
+    every k-th pixel of REF's grid (every pixel up to ``STREAM_SAMPLE``, 1 Mpx): no second
+    read of either raster.
+    """
+
+    def __init__(self, pred: Path, ref: Path, *, heights: bool, aligned: bool):
+        from rsgeo.io import heights as h
+
+        self.paths, self.heights, self.aligned = (pred, ref), heights, aligned
+        self.any, self.offset = [False, False], 0
+        self.kept: list[list[np.ndarray]] = [[], []]
+        self.predicted = [False, False]
+        with open_raster(ref, require_crs=False) as ds:
+            self.step = max(1, -(-ds.height * ds.width // h.STREAM_SAMPLE))
+        if heights:
+            for i, path in enumerate(self.paths):
+                with open_raster(path, require_crs=False) as ds:
+                    self.predicted[i] = h.predicted_by_rsgeo(ds)
+
+    def add(self, pv, rv, okp, okr) -> None:
+        """One streamed piece (2-D, in stream order): values (metres for heights) and each
+        raster's valid mask."""
+        start = (-self.offset) % self.step
+        self.offset += pv.size
+        for i, (v, ok) in enumerate(((pv, okp), (rv, okr))):
+            if not self.any[i]:
+                self.any[i] = bool((ok & np.isfinite(v)).any() if v.dtype.kind == "f"
+                                   else ok.any())
+            if self.heights:
+                sub, keep = v.reshape(-1)[start::self.step], ok.reshape(-1)[start::self.step]
+                vals = sub[keep]
+                self.kept[i].append(vals[np.isfinite(vals)] if vals.dtype.kind == "f" else vals)
+
+    def finish(self, *, absolute: bool, max_height: float) -> None:
+        """Raise ``InputError`` naming the file that has no valid pixel or implausible heights."""
+        from rsgeo.io.heights import check_heights
+
+        for i, path in enumerate(self.paths):
+            if not self.any[i]:
+                where = " on REF's grid" if i == 0 and self.aligned else ""
+                raise InputError(f"no valid pixel{where} (all nodata or NaN): nothing to measure",
+                                 path)
+        if not self.heights:
+            return
+        for i, path in enumerate(self.paths):
+            check_heights(np.concatenate(self.kept[i]), path,
+                          absolute=absolute or self.predicted[i], max_height=max_height,
+                          way_through="--absolute")
+
+
 def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, rows: int,
-                finite: bool = True):
+                finite: bool = True, metres: bool = False, each: bool = False):
     """Yield (pred, ref, valid) arrays piece by piece on REF's grid.
 
     ``valid`` excludes nodata in either raster, and non-finite values unless ``finite`` is
-    False (the height accumulator drops those itself).
+    False (the height accumulator drops those itself). With ``metres``, values are heights
+    converted with each file's band scale/offset and units (float32, or float64 as read).
+    With ``each``, yields (pred, ref, pred valid, ref valid) instead.
     """
+    from rsgeo.io.heights import HeightUnits, units_of
+
     with open_raster(pred, bands=1, purpose="prediction raster", require_crs=False) as pds, \
             open_raster(ref, bands=1, purpose="reference raster", require_crs=False) as rds:
         grid = Grid.of(rds)
@@ -101,6 +173,8 @@ def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, 
             check_same_grid(rds, pds, ref, pred)
         elif align not in ("nearest", "bilinear"):
             raise InputError(f"--align must be nearest or bilinear, got {align!r}")
+        pu, ru = ((units_of(pds, pred), units_of(rds, ref)) if metres
+                  else (HeightUnits(), HeightUnits()))
         with align_to(pds, grid, align or "nearest") as src:
             pn = nodata if nodata is not None else src.nodata
             rn = nodata if nodata is not None else rds.nodata
@@ -109,7 +183,10 @@ def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, 
             for _, (pv, rv) in read_strips([src, rds], rows):
                 for a in range(0, pv.shape[0], sub):
                     p, r = pv[a:a + sub], rv[a:a + sub]
-                    yield p, r, _valid(p, pn, finite) & _valid(r, rn, finite)
+                    okp, okr = _valid(p, pn, finite), _valid(r, rn, finite)
+                    if metres:
+                        p, r = pu.to_metres(p), ru.to_metres(r)
+                    yield (p, r, okp, okr) if each else (p, r, okp & okr)
 
 
 def _valid(a: np.ndarray, nodata, finite: bool) -> np.ndarray:
@@ -210,6 +287,7 @@ def _synrs3d(pairs, align) -> dict:
 
 
 def _footprints(pred: Path, ref: Path, iou, min_area, confidence, by) -> dict:
+    from rsgeo.io.polygons import require_polygons
     from rsgeo.io.vector import read_vector
     from rsgeo.metrics.footprints import read_spacenet_csv, score_footprints
 
@@ -224,6 +302,8 @@ def _footprints(pred: Path, ref: Path, iou, min_area, confidence, by) -> dict:
             a, b = read_spacenet_csv(pred), read_spacenet_csv(ref)
         except (KeyError, ValueError) as e:
             raise InputError(f"not a SpaceNet CSV (ImageId, PolygonWKT_Pix): {e}", pred) from None
+        for g, p in ((a, pred), (b, ref)):
+            require_polygons(g, p, "footprints")
         by = by or "ImageId"            # SpaceNet matches buildings within each image
         min_area = 20.0 if min_area is None else min_area
     elif any(csv):
@@ -233,6 +313,7 @@ def _footprints(pred: Path, ref: Path, iou, min_area, confidence, by) -> dict:
         for g, p in ((a, pred), (b, ref)):
             if len(g) == 0:
                 raise InputError("vector layer is empty", p)
+            require_polygons(g, p, "footprints")
         if (a.crs is None) != (b.crs is None):
             which = pred if a.crs is None else ref
             raise InputError("has no CRS while the other file has one; assign a CRS", which)

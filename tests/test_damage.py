@@ -131,6 +131,7 @@ def test_plain_form_writes_to_current_folder(tmp_path, monkeypatch, cli):
 
 def test_nodata_is_propagated(tmp_path):
     pre = np.full((50, 50), 10.0, np.float32)
+    pre[45:] = 0.0                        # some ground: all-roof heights look like a DSM
     post = pre.copy()
     post[10:20, 10:20] = np.nan
     post[30:40, 30:40] = -9999

@@ -292,6 +292,7 @@ def test_height_codecs_round_trip(tmp_path, codec, cog):
 
 def test_damage_map_loss_codec_and_corrupt_input(tmp_path, cli):
     pre = np.full((1, 300, 200), 10, np.float32)
+    pre[0, 280:] = 0.0                    # some ground: all-roof heights look like a DSM
     post = pre.copy()
     post[0, 50:120, 40:90] = 1.0
     a = write_tiled(tmp_path / "pre.tif", pre)

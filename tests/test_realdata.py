@@ -58,3 +58,23 @@ def test_delft_per_building_heights_match_lidar_reference(realdata, tmp_path):
 
 def fp_path(d):
     return d / "bgt_pand_buildings_epsg28992.geojson"
+
+
+def test_alexandria_dsm_is_refused_as_heights_and_accepted_with_its_dtm(realdata, tmp_path):
+    """A real 2 m LiDAR DSM (elevations 7-39 m) given as heights is refused with a hint
+    (it once gave hundreds of "damaged" regions); with its DTM, per-building medians of
+    DSM - DTM agree with the footprints' own HEIGHT attribute."""
+    from rsgeo.errors import InputError
+
+    d = realdata / "alexandria-lidar-buildings"
+    with pytest.raises(InputError, match="absolute elevations.*--dtm"):
+        damage_map(d / "dsm.tif", d / "dsm.tif", tmp_path / "a.tif")
+    assert not (tmp_path / "a.tif").exists()
+    s = damage_map(d / "dsm.tif", d / "dsm.tif", tmp_path / "a.tif", dtm=d / "dtm.tif",
+                   buildings=d / "buildings.geojson")
+    assert s["features"] == 84 and s["outside"] == 0 and s["by_grade"]["none"] == 84
+    out = gpd.read_file(tmp_path / "a.gpkg")
+    ok = out["HEIGHT"].notna() & out["pre_median_m"].notna()
+    assert ok.sum() >= 80
+    assert np.corrcoef(out.loc[ok, "pre_median_m"], out.loc[ok, "HEIGHT"])[0, 1] > 0.9
+    assert abs(np.median(out.loc[ok, "pre_median_m"] - out.loc[ok, "HEIGHT"])) < 1.5

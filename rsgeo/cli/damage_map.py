@@ -30,6 +30,12 @@ def damage_map_cmd(
     model: Annotated[Optional[str], typer.Option(
         "-m", "--model", help="Height model for image inputs (or env RSGEO_MODEL).")] = None,
     heights: Annotated[bool, typer.Option("--heights", help="Treat single-band inputs as heights.")] = False,
+    dtm: Annotated[Optional[Path], typer.Option(
+        "--dtm", help="Terrain model (m): PRE and POST are DSMs; subtracted from both.")] = None,
+    absolute: Annotated[bool, typer.Option(
+        "--absolute", help="Accept heights that look like absolute elevations.")] = False,
+    max_height: Annotated[float, typer.Option(
+        "--max-height", metavar="M", help="Refuse heights above this (m).")] = 1000.0,
     buildings: Annotated[Optional[Path], typer.Option(
         "--buildings", help="Pre-event footprints: one output record per building.")] = None,
     event: Annotated[Event, typer.Option("--event", help="Threshold preset: earthquake 3 m, wildfire 1 m.")] = Event.earthquake,
@@ -47,6 +53,11 @@ def damage_map_cmd(
     holding the height loss in metres) and footprints of damaged buildings or regions.
 
     Without -o, outputs go to the current folder as <PRE stem>_damage.tif/.gpkg.
+
+    Heights honour band scale/offset and units (cm, mm, ft).
+
+    Refused (exit 2): an input without a valid pixel, absolute elevations
+    (give --dtm or --absolute), heights above --max-height, non-polygon footprints.
     """
     from rsgeo.damage import damage_map
     from rsgeo.io.writer import parse_co
@@ -54,6 +65,7 @@ def damage_map_cmd(
     summary = damage_map(pre, post, output, footprints, buildings=buildings, event=event.value,
                          threshold=threshold, min_height=min_height, min_area=min_area,
                          grades=grades, model=model, heights=heights, overwrite=overwrite,
+                         dtm=dtm, absolute=absolute, max_height=max_height,
                          co=parse_co(co), compress=compress.value if compress else None,
                          max_z_error=max_z_error)
     if json_out:
@@ -75,5 +87,13 @@ def damage_map_cmd(
     console.print(f"{summary['features']} {kind}; damaged area {summary['damaged_area_m2']:.0f} m², "
                   f"lost volume {summary['lost_volume_m3']:.0f} m³"
                   + ("; POST resampled onto PRE's grid" if summary["post_resampled"] else ""))
+    if summary["mode"] == "buildings":
+        skipped = {k: summary[k] for k in ("outside", "partly_outside", "no_valid_pixel")
+                   if summary[k]}
+        if skipped:
+            console.print("not graded: " + ", ".join(
+                f"{n} {k.replace('_', ' ')}" for k, n in skipped.items() if k != "partly_outside")
+                + (f"; {skipped['partly_outside']} partly outside (graded on the part inside)"
+                   if "partly_outside" in skipped else ""))
     for k, v in summary["outputs"].items():
         console.print(f"{k}: {v}")

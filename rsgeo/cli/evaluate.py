@@ -51,10 +51,18 @@ def evaluate_cmd(
     min_area: Annotated[Optional[float], typer.Option("--min-area", help="Footprints: drop smaller polygons (CRS units², SpaceNet CSV: 20 px²).")] = None,
     confidence: Annotated[Optional[str], typer.Option("--confidence", help="Footprints: visit predictions by this field, descending.")] = None,
     by: Annotated[Optional[str], typer.Option("--by", help="Footprints: score per value of this field (e.g. an image id).")] = None,
+    absolute: Annotated[bool, typer.Option("--absolute", help="Heights: accept values that look like absolute elevations (DSM/DTM).")] = False,
+    max_height: Annotated[float, typer.Option("--max-height", metavar="M", help="Heights: refuse values above this (m).")] = 1000.0,
     overwrite: Overwrite = False,
 ):
     """Score PRED against REF: F1^HE/MAE/RMSE/delta (height), IoU/mIoU/OA (segmentation),
-    change IoU/F1, or SpaceNet-style footprint F1."""
+    change IoU/F1, or SpaceNet-style footprint F1.
+
+    Heights honour band scale/offset and units (cm, mm, ft).
+
+    Refused (exit 2): a raster without a valid pixel, heights that look like
+    absolute elevations (--absolute accepts them) or exceed --max-height,
+    footprints that are not polygons."""
     import csv
     import io
     from rsgeo.jsonout import dumps
@@ -69,7 +77,7 @@ def evaluate_cmd(
     r = evaluate(pred, ref, task=task.value, protocol=protocol.value,
                  align=align.value if align else None, nodata=nodata_value(nodata),
                  classes=classes, ignore_index=ignore_index, iou=iou, min_area=min_area,
-                 confidence=confidence, by=by)
+                 confidence=confidence, by=by, absolute=absolute, max_height=max_height)
     summary = r["summary"]
     if fmt is Format.json:
         text = dumps(summary) + "\n"

@@ -4,7 +4,15 @@ SynRS3D (appendix A.9) maps disaster damage as pre-event minus post-event height
 thresholded (3 m for earthquakes, 1 m for wildfires), restricted to where a structure
 stood. Here, in one strip-wise sweep (memory bounded by the raster width):
 
-- POST is resampled onto PRE's grid (bilinear) when the grids differ; no overlap is an error.
+- Heights are read in metres: GDAL band scale/offset and units (cm, mm, ft, ...) are
+  applied, so int16 centimetres work (:mod:`rsgeo.io.heights`).
+- POST (and ``dtm``) are resampled onto PRE's grid (bilinear) when the grids differ; no
+  overlap is an error. With ``dtm``, PRE and POST are surface models (DSMs) and the terrain
+  is subtracted from both dates before anything else.
+- Refused before any output is written (exit 2, naming the file): an input without a valid
+  pixel; absolute elevations (2nd percentile of the heights > 5 m: give ``dtm``, or
+  ``absolute`` to accept them); heights above ``max_height`` (1,000 m). Predicted heights
+  skip the elevation test. Footprints must be polygons.
 - A *structure* is inside ``buildings`` footprints when given, else pre height > ``min_height``.
 - Per pixel: ``loss = pre - post`` (m); *damaged* where ``loss > threshold`` in a structure.
 - Grades (``--grades``): thresholds on the loss, in metres or as a share of the pre height
@@ -21,8 +29,11 @@ Outputs:
   classes stay compact and exact, the loss stays float.
 - Vectors (format by extension): with ``buildings``, one record per input building (its
   attributes kept) with pre/post median heights, height loss, lost volume, damaged
-  fraction and grade; without, one polygon per damaged region (speckle below ``min_area``
-  removed), merged across strips so results equal a one-shot polygonisation.
+  fraction, ``grade`` and ``coverage`` (``inside``, ``partly outside`` -- graded on the
+  pixels inside --, ``outside`` the raster or ``no valid pixel``: these two have an empty
+  grade and empty statistics, and are counted in the summary); without, one polygon per
+  damaged region (speckle below ``min_area`` removed), merged across strips so results
+  equal a one-shot polygonisation.
 """
 
 from __future__ import annotations
@@ -61,6 +72,7 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
                event: str = "earthquake", threshold: float | None = None,
                min_height: float = 2.5, min_area: float = 10.0, grades: str = DEFAULT_GRADES,
                model: str | None = None, heights: bool = False, overwrite: bool = False,
+               dtm=None, absolute: bool = False, max_height: float = 1000.0,
                strip_rows: int = 512, co: dict | None = None, compress: str | None = None,
                max_z_error: float | None = None, **predict_kw) -> dict:
     """Map damage from PRE and POST (height rasters, or images with ``model``).
@@ -73,6 +85,9 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
         threshold: height loss (m) above which a pixel is damaged (overrides the event).
         min_height: pre height (m) that counts as a structure when no footprints are given.
         min_area: damaged regions smaller than this (m²) are dropped before polygonising.
+        dtm: terrain model (m) subtracted from PRE and POST, which are then DSMs.
+        absolute: accept heights that look like absolute elevations as they are.
+        max_height: largest plausible height above ground (m).
         co: GDAL creation options for both rasters; compress, max_z_error: codec of the
             float height-loss raster (see :func:`rsgeo.io.writer.codec_co`).
 
@@ -81,7 +96,7 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
     """
     from rsgeo.damage.stats import parse_grades
     from rsgeo.io.atomic import check_output
-
+    from rsgeo.io.heights import check_max_height
     from rsgeo.io.writer import height_co
 
     loss_co = height_co(compress, max_z_error, co)
@@ -89,9 +104,19 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
     grade_table = parse_grades(grades)
     if min_area < 0:
         raise InputError(f"--min-area must be >= 0, got {min_area}")
+    max_height = check_max_height(max_height)
+    if absolute and dtm is not None:
+        raise InputError("--absolute and --dtm exclude each other: --dtm turns surface models "
+                         "into heights above ground")
+    if absolute and any(rel for _, rel in grade_table.values()):
+        log.warning("--absolute: grades in %% compare the loss with the elevation, not the "
+                    "building height; give --grades in metres (e.g. minor:1,major:3,destroyed:6)")
+    if absolute and buildings is None:
+        log.warning("--absolute without --buildings: every pixel higher than --min-height "
+                    "%g m counts as a structure", min_height)
     out, fp_out = default_outputs(pre, out, footprints_out)
     for p in (out, loss_path(out), fp_out):
-        check_output(p, overwrite, inputs=(pre, post, buildings, model))
+        check_output(p, overwrite, inputs=(pre, post, buildings, model, dtm))
     from rsgeo.io.vector import driver_for
 
     driver_for(fp_out)
@@ -106,7 +131,9 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
         summary = run(pre_h, post_h, out, fp_out, buildings=buildings, threshold=thr,
                       min_height=min_height, min_area=min_area, grades=grade_table,
                       overwrite=overwrite, strip_rows=strip_rows, co=co, loss_co=loss_co,
-                      names=(str(pre), str(post)))
+                      names=(str(pre), str(post)),
+                      dtm=Path(dtm) if dtm is not None else None, absolute=absolute,
+                      max_height=max_height, predicted=source == "predicted")
     summary.update(event=event, threshold_m=thr, grades=grades, heights_from=source,
                    outputs={"classes": str(out), "loss": str(loss_path(out)),
                             "footprints": str(fp_out)})

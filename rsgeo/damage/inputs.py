@@ -13,14 +13,17 @@ from rsgeo.io.raster import open_raster
 
 
 def kind_of(path: str | os.PathLike, force_heights: bool = False) -> str:
-    """``"heights"`` (single-band float, or forced) or ``"image"`` (anything else)."""
+    """``"heights"`` (single-band float, single-band with a length unit or a scale/offset,
+    or forced) or ``"image"`` (anything else)."""
+    from rsgeo.io.heights import declares_heights
+
     with open_raster(path, purpose="pre/post raster") as ds:
         if force_heights:
             if ds.count != 1:
                 raise InputError(f"--heights needs single-band height rasters, this one has "
                                  f"{ds.count} bands", path)
             return "heights"
-        if ds.count == 1 and np.dtype(ds.dtypes[0]).kind == "f":
+        if ds.count == 1 and (np.dtype(ds.dtypes[0]).kind == "f" or declares_heights(ds)):
             return "heights"
         return "image"
 

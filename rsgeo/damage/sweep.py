@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from rasterio.windows import transform as window_transform
 from rsgeo.damage.components import StripComponents
 from rsgeo.damage.stats import GRADE_NAMES, ObjectStats, grade_index
 from rsgeo.errors import InputError
+from rsgeo.io.heights import (MAX_HEIGHT_M, check_heights, predicted_by_rsgeo, require_valid,
+                              sample, sample_plan, units_of)
 from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, valid_mask
 from rsgeo.io.reader import read_strips
 from rsgeo.io.windows import strips
@@ -21,102 +24,135 @@ from rsgeo.io.writer import HEIGHT_NODATA, open_output
 from rsgeo.progress import progress
 
 log = logging.getLogger("rsgeo.damage")
-FEET = {"ft", "foot", "feet", "us-ft", "us survey foot", "ftus"}
 
 
 def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, threshold: float,
         min_height: float, min_area: float, grades: dict, overwrite: bool, strip_rows: int,
-        co: dict | None, names: tuple[str, str], loss_co: dict | None = None) -> dict:
+        co: dict | None, names: tuple[str, str], loss_co: dict | None = None,
+        dtm: Path | None = None, absolute: bool = False, max_height: float = MAX_HEIGHT_M,
+        predicted: bool = False) -> dict:
+    """Sweep PRE/POST height rasters (DSMs when ``dtm`` is given) into the damage outputs.
+
+    Heights are read in metres (:func:`rsgeo.io.heights.units_of`) and checked first
+    (:func:`check_inputs`); ``predicted`` heights skip the absolute-elevation test.
+    """
     from rsgeo.damage import CLASS_COLORS, loss_path
 
-    with open_raster(pre_h, bands=1, purpose="pre-event height raster") as pre_ds, \
-            open_raster(post_h, bands=1, purpose="post-event height raster") as post_raw:
+    with ExitStack() as es:
+        pre_ds = es.enter_context(open_raster(pre_h, bands=1, purpose="pre-event height raster"))
+        post_raw = es.enter_context(open_raster(post_h, bands=1,
+                                                purpose="post-event height raster"))
+        dtm_raw = (es.enter_context(open_raster(dtm, bands=1, purpose="terrain model (DTM)"))
+                   if dtm is not None else None)
         grid = Grid.of(pre_ds)
-        _check_units(pre_ds, post_raw, names)
         check_overlap(grid, Grid.of(post_raw), names[0], names[1])
+        if dtm_raw is not None:
+            check_overlap(grid, Grid.of(dtm_raw), names[0], str(dtm))
+        units = [units_of(pre_ds, names[0]), units_of(post_raw, names[1])]
+        if dtm_raw is not None:
+            units.append(units_of(dtm_raw, dtm))
         resampled = not Grid.of(post_raw).same_as(grid)
         if resampled:
             log.warning("%s: resampled (bilinear) onto the grid of %s (%s)", names[1], names[0],
                         grid.describe())
+        post_ds = es.enter_context(align_to(post_raw, grid, "bilinear"))
+        dsets = [pre_ds, post_ds]
+        if dtm_raw is not None:
+            if not Grid.of(dtm_raw).same_as(grid):
+                log.warning("%s: resampled (bilinear) onto the grid of %s", dtm, names[0])
+            dsets.append(es.enter_context(align_to(dtm_raw, grid, "bilinear")))
+        all_names = [names[0], names[1]] + ([str(dtm)] if dtm is not None else [])
+        checks = check_inputs([pre_ds, post_raw] + ([dtm_raw] if dtm_raw is not None else []),
+                              dsets, units, all_names, absolute=absolute or predicted,
+                              max_height=max_height, has_dtm=dtm is not None)
         px_area = pixel_area_m2(grid)
         bld = load_buildings(buildings, grid) if buildings is not None else None
         windows = list(strips(grid.height, grid.width, strip_rows))
-        with align_to(post_raw, grid, "bilinear") as post_ds:
-            def sweep():
-                """(window, pre, post, valid) strip by strip, both rasters read in parallel."""
-                for win, (pre, post) in read_strips([pre_ds, post_ds], strip_rows):
-                    pre = pre.astype(np.float32, copy=False)
-                    post = post.astype(np.float32, copy=False)
-                    ok = valid_mask(pre, pre_ds.nodata) & valid_mask(post, post_ds.nodata)
-                    yield win, pre, post, ok
 
-            def structure(win, pre, ok):
-                if bld is None:
-                    return None, ok & (pre > min_height)
-                ids = bld.rasterize(win, window_transform(win, grid.transform))
-                return ids, ok & (ids > 0)
+        def sweep():
+            """(window, pre, post, valid) strip by strip in metres above ground, all
+            rasters read in parallel."""
+            for win, arrs in read_strips(dsets, strip_rows):
+                ok = valid_mask(arrs[0], dsets[0].nodata)
+                for a, ds in zip(arrs[1:], dsets[1:]):
+                    ok &= valid_mask(a, ds.nodata)
+                pre, post = (u.to_metres(a).astype(np.float32, copy=False)
+                             for u, a in zip(units[:2], arrs[:2]))
+                if len(arrs) == 3:
+                    ground = units[2].to_metres(arrs[2]).astype(np.float32, copy=False)
+                    pre, post = pre - ground, post - ground
+                yield win, pre, post, ok
 
-            comps = None
-            min_px = int(math.ceil(min_area / px_area)) if min_area > 0 else 0
-            if bld is None:  # pass 1: connected damaged regions across strips
-                comps = StripComponents()
-                with progress(len(windows), "damage: regions", unit="strips") as bar:
-                    for win, pre, post, ok in sweep():
-                        _, struct = structure(win, pre, ok)
-                        comps.add(struct & (pre - post > threshold), int(win.row_off))
-                        bar.advance()
-                comps.finish()
-                last_row = comps.root_last_row
-            else:
-                last_row = bld.last_row
-            stats = ObjectStats(last_row, px_area, threshold, grades)
-            pieces: dict[int, list] = {}
-            lost_volume = damaged_px = structure_px = 0.0
-            meta = dict(co=co, overwrite=overwrite, tags={"threshold_m": threshold})
-            with open_output(out, grid, dtype="uint8", nodata=255,
-                             band_descriptions=["damage class"], **meta) as cls_dst, \
-                    open_output(loss_path(out), grid, dtype="float32", nodata=HEIGHT_NODATA,
-                                units="metre", band_descriptions=["height loss (pre - post)"],
-                                **{**meta, "co": loss_co or co}) as loss_dst, \
-                    progress(len(windows), "damage: map", unit="strips") as bar:
-                cls_dst.write_colormap(1, CLASS_COLORS)
+        def structure(win, pre, ok):
+            if bld is None:
+                return None, ok & (pre > min_height)
+            ids = bld.rasterize(win, window_transform(win, grid.transform))
+            return ids, ok & (ids > 0)
+
+        comps = None
+        min_px = int(math.ceil(min_area / px_area)) if min_area > 0 else 0
+        if bld is None:  # pass 1: connected damaged regions across strips
+            comps = StripComponents()
+            with progress(len(windows), "damage: regions", unit="strips") as bar:
                 for win, pre, post, ok in sweep():
-                    ids, struct = structure(win, pre, ok)
-                    loss = pre - post
-                    damaged = struct & (loss > threshold)
-                    classes = np.zeros(loss.shape, np.uint8)   # grades only where structures are
-                    classes[struct] = 1 + grade_index(loss[struct], pre[struct], grades)
-                    classes[~ok] = 255
-                    cls_dst.write(classes[None], window=win)
-                    loss[~ok] = HEIGHT_NODATA
-                    loss_dst.write(loss[None], window=win)
-                    structure_px += np.count_nonzero(struct)
-                    lost_volume += float(np.maximum(loss[struct], 0).sum()) * px_area
-                    end = int(win.row_off + win.height)
-                    if comps is not None:
-                        regions = comps.relabel(damaged, min_px)
-                        sel = regions > 0
-                        damaged_px += np.count_nonzero(sel)
-                        stats.add(regions[sel], pre[sel], post[sel], end)
-                        _polygonise(regions, win, grid, pieces)
-                    else:
-                        damaged_px += np.count_nonzero(damaged)
-                        sel = ids > 0
-                        sel &= ok
-                        stats.add(ids[sel].astype(np.int64), pre[sel], post[sel], end)
+                    _, struct = structure(win, pre, ok)
+                    comps.add(struct & (pre - post > threshold), int(win.row_off))
                     bar.advance()
+            comps.finish()
+            last_row = comps.root_last_row
+        else:
+            last_row = bld.last_row
+        stats = ObjectStats(last_row, px_area, threshold, grades)
+        pieces: dict[int, list] = {}
+        lost_volume = damaged_px = structure_px = 0.0
+        meta = dict(co=co, overwrite=overwrite, tags={"threshold_m": threshold})
+        with open_output(out, grid, dtype="uint8", nodata=255,
+                         band_descriptions=["damage class"], **meta) as cls_dst, \
+                open_output(loss_path(out), grid, dtype="float32", nodata=HEIGHT_NODATA,
+                            units="metre", band_descriptions=["height loss (pre - post)"],
+                            **{**meta, "co": loss_co or co}) as loss_dst, \
+                progress(len(windows), "damage: map", unit="strips") as bar:
+            cls_dst.write_colormap(1, CLASS_COLORS)
+            for win, pre, post, ok in sweep():
+                ids, struct = structure(win, pre, ok)
+                loss = pre - post
+                damaged = struct & (loss > threshold)
+                classes = np.zeros(loss.shape, np.uint8)   # grades only where structures are
+                classes[struct] = 1 + grade_index(loss[struct], pre[struct], grades)
+                classes[~ok] = 255
+                cls_dst.write(classes[None], window=win)
+                loss[~ok] = HEIGHT_NODATA
+                loss_dst.write(loss[None], window=win)
+                structure_px += np.count_nonzero(struct)
+                lost_volume += float(np.maximum(loss[struct], 0).sum()) * px_area
+                end = int(win.row_off + win.height)
+                if comps is not None:
+                    regions = comps.relabel(damaged, min_px)
+                    sel = regions > 0
+                    damaged_px += np.count_nonzero(sel)
+                    stats.add(regions[sel], pre[sel], post[sel], end)
+                    _polygonise(regions, win, grid, pieces)
+                else:
+                    damaged_px += np.count_nonzero(damaged)
+                    sel = ids > 0
+                    sel &= ok
+                    stats.add(ids[sel].astype(np.int64), pre[sel], post[sel], end)
+                bar.advance()
     table = stats.finish()
     gdf = (bld.with_stats(table) if bld is not None
            else regions_frame(pieces, table, grid.crs))
     from rsgeo.io.vector import write_vector
 
     write_vector(gdf, fp_out, overwrite=overwrite)
-    graded = gdf["grade"].value_counts().to_dict()
+    graded = gdf["grade"].value_counts().to_dict()   # ungraded buildings hold no grade
+    coverage = bld.coverage_counts(gdf) if bld is not None else {}
     return {
         "pre": names[0], "post": names[1], "post_resampled": bool(resampled),
+        "dtm": str(dtm) if dtm is not None else None,
+        "heights": checks,
         "mode": "buildings" if bld is not None else "regions", "features": int(len(gdf)),
-        "by_grade": {g: int(graded.get(g, 0)) for g in GRADE_NAMES}
-        | ({"unknown": int(graded["unknown"])} if "unknown" in graded else {}),
+        "by_grade": {g: int(graded.get(g, 0)) for g in GRADE_NAMES},
+        **coverage,
         "damaged_area_m2": round(float(damaged_px) * px_area, 2),
         "structure_area_m2": round(float(structure_px) * px_area, 2),
         "lost_volume_m3": round(lost_volume, 1),
@@ -124,12 +160,40 @@ def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, thresh
     }
 
 
-def _check_units(pre_ds, post_ds, names) -> None:
-    for ds, name in ((pre_ds, names[0]), (post_ds, names[1])):
-        unit = (ds.units[0] or "").strip().lower() if ds.units else ""
-        if unit in FEET:
-            raise InputError(f"heights are in {unit}; convert to metres first "
-                             "(e.g. gdal_calc.py --calc='A*0.3048')", name)
+def check_inputs(raws, aligned, units, names, *, absolute: bool, max_height: float,
+                 has_dtm: bool) -> dict:
+    """Refuse inputs that would give silent wrong answers (see :mod:`rsgeo.io.heights`).
+
+    Args:
+        raws: the opened PRE, POST[, DTM] datasets as given (an all-nodata file is named).
+        aligned: the same on PRE's grid; a sample of them, in metres (minus the DTM when
+            ``has_dtm``), is checked for absolute elevations (not for rsgeo's own predicted
+            heights) and ``max_height``.
+        units, names: :class:`~rsgeo.io.heights.HeightUnits` and display names, same order.
+
+    Returns:
+        ``{"pre": {"units", "p2_m", "max_m"}, "post": {...}[, "dtm": {"units"}],
+        "absolute": bool, "max_height_m": float}`` (p2/max of heights above ground, m).
+    """
+    plan = sample_plan(aligned[0])       # the same pixels of every raster on PRE's grid
+    metres = []
+    for raw, ds, u, name in zip(raws, aligned, units, names):
+        if raw is not ds:
+            _, ok = sample(raw, raw.nodata, sample_plan(raw), name)
+            require_valid(raw, raw.nodata, name, ok)
+        a, ok = sample(ds, ds.nodata, plan, name)
+        require_valid(ds, ds.nodata, name, ok, where=" where it overlaps PRE")
+        metres.append((u.to_metres(a), ok))
+    if has_dtm:
+        ground, gok = metres[2]
+        metres = [(v - ground, ok & gok) for v, ok in metres[:2]]
+    hint = "--dtm DTM.tif (subtracted from both dates) or --absolute"
+    out = {role: {"units": u.note} for role, u in zip(("pre", "post", "dtm"), units)}
+    for (v, ok), name, role, raw in zip(metres[:2], names, ("pre", "post"), raws):
+        exempt = absolute or (not has_dtm and predicted_by_rsgeo(raw))
+        out[role].update(check_heights(v[ok], name, absolute=exempt, max_height=max_height,
+                                       way_through=hint))
+    return {**out, "absolute": bool(absolute), "max_height_m": max_height}
 
 
 def pixel_area_m2(grid: Grid) -> float:
@@ -170,12 +234,29 @@ def regions_frame(pieces: dict, table: dict, crs):
     return frame
 
 
+COVERAGE = ("inside", "partly outside", "outside", "no valid pixel")
+
+
 class Footprints:
-    """Pre-event footprints on the raster grid: ids 1..n, row span of each, rasterised per strip."""
+    """Pre-event footprints on the raster grid: ids 1..n, row span of each, rasterised per strip.
+
+    ``coverage`` (one value of ``COVERAGE`` per building) says where each footprint lies:
+    ``inside`` or ``partly outside`` the raster extent (graded on the pixels inside),
+    ``outside`` it (not graded). Buildings in the extent without a valid pixel centre
+    (nodata, or smaller than a pixel) become ``no valid pixel`` in :meth:`with_stats`.
+    """
 
     def __init__(self, gdf, grid: Grid):
+        import shapely
+
         self.gdf, self.grid = gdf.reset_index(drop=True), grid
         self.ids = np.arange(1, len(self.gdf) + 1, dtype=np.int64)
+        extent = shapely.box(*grid.bounds)
+        geoms = self.gdf.geometry.to_numpy()
+        touches = shapely.intersects(geoms, extent)
+        within = shapely.within(geoms, extent)
+        self.coverage = np.where(within, "inside",
+                                 np.where(touches, "partly outside", "outside")).astype(object)
         b = self.gdf.geometry.bounds.to_numpy()
         inv = ~grid.transform  # map -> (col, row); row = d*x + e*y + f
         rows = np.stack([inv.d * x + inv.e * y + inv.f for x, y in
@@ -183,6 +264,8 @@ class Footprints:
         self.first_row = np.clip(np.floor(rows.min(0)), 0, grid.height - 1).astype(np.int64)
         self.last_row = np.zeros(len(self.ids) + 1, np.int64)
         self.last_row[1:] = np.clip(np.floor(rows.max(0)), 0, grid.height - 1)
+        self.first_row[~touches] = grid.height    # never rasterised
+        self.last_row[1:][~touches] = 0
 
     def rasterize(self, win: Window, transform) -> np.ndarray:
         r0, r1 = int(win.row_off), int(win.row_off + win.height)
@@ -195,25 +278,43 @@ class Footprints:
                                   transform=transform, fill=0, dtype="int32")
 
     def with_stats(self, table: dict):
+        """The input frame with the statistics columns, ``grade`` (empty where not graded)
+        and ``coverage``."""
         out = self.gdf.copy()
-        pos = np.searchsorted(table["id"], self.ids)
-        pos = np.clip(pos, 0, max(len(table["id"]) - 1, 0))
-        found = (len(table["id"]) > 0) & (table["id"][pos] == self.ids) if len(table["id"]) \
-            else np.zeros(len(self.ids), bool)
+        n = len(table["id"])
+        pos = np.clip(np.searchsorted(table["id"], self.ids), 0, max(n - 1, 0))
+        found = (table["id"][pos] == self.ids) if n else np.zeros(len(self.ids), bool)
         for k, v in table.items():
             if k in ("id", "grade_index"):
                 continue
             col = np.full(len(self.ids), np.nan)
             col[found] = v[pos[found]]
             out[k] = col
-        grade = np.full(len(self.ids), "unknown", dtype=object)
+        grade = np.full(len(self.ids), None, dtype=object)
         if found.any():
             grade[found] = np.array(GRADE_NAMES)[table["grade_index"][pos[found]]]
         out["grade"] = grade
+        coverage = self.coverage.copy()
+        coverage[~found & (coverage != "outside")] = "no valid pixel"
+        out["coverage"] = coverage
         return out
+
+    @staticmethod
+    def coverage_counts(gdf) -> dict:
+        """Summary counts of the buildings not (fully) graded, from :meth:`with_stats`."""
+        c = gdf["coverage"].value_counts()
+        return {"outside": int(c.get("outside", 0)),
+                "partly_outside": int(c.get("partly outside", 0)),
+                "no_valid_pixel": int(c.get("no valid pixel", 0))}
 
 
 def load_buildings(path, grid: Grid) -> Footprints:
+    """Footprints (polygons with a CRS) reprojected onto ``grid``'s CRS.
+
+    Raises:
+        InputError: no CRS, an empty layer, or a geometry that is not a (multi)polygon.
+    """
+    from rsgeo.io.polygons import require_polygons
     from rsgeo.io.vector import read_vector
 
     gdf = read_vector(path, "footprints file")
@@ -221,11 +322,23 @@ def load_buildings(path, grid: Grid) -> Footprints:
         raise InputError("footprints have no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:...)", path)
     if len(gdf) == 0:
         raise InputError("footprints layer is empty", path)
-    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+    require_polygons(gdf, path)
+    import shapely
+
+    geoms = gdf.geometry.to_numpy()
+    gdf = gdf[~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)]
+    if len(gdf) == 0:
+        raise InputError("footprints layer holds only empty geometries", path)
     if grid.crs is not None and gdf.crs != grid.crs:
         log.info("%s: footprints reprojected from %s", path, gdf.crs)
         gdf = gdf.to_crs(grid.crs)
     if not gdf.geometry.is_valid.all():
         gdf = gdf.copy()
         gdf["geometry"] = gdf.geometry.buffer(0)
-    return Footprints(gdf, grid)
+    fp = Footprints(gdf, grid)
+    outside = int((fp.coverage == "outside").sum())
+    if outside:
+        log.warning("%s: %d of %d footprints lie outside the raster%s; they are not graded",
+                    path, outside, len(fp.ids),
+                    " (all of them: wrong CRS?)" if outside == len(fp.ids) else "")
+    return fp
