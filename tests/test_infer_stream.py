@@ -83,7 +83,7 @@ def test_nodata_and_16bit_scaling_match_the_plain_path(tmp_path):
     src = make_raster(tmp_path / "u16.tif", img, nodata=0)
     ref = old_path(src, tmp_path / "ref.tif", 64, 16)
     r = predict_height_file(src, "m.ckpt", tmp_path / "new.tif", runner=runner(), tile=64,
-                            overlap=16, batch_size=3)
+                            overlap=16, batch_size=3, scale="bitdepth")
     got = rasterio.open(tmp_path / "new.tif").read(1)
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
     assert (got[20:40, 30:70] == -9999).all() and r["input_scale"] == pytest.approx(255 / 4095)

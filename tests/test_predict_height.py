@@ -128,10 +128,31 @@ def test_16bit_input_is_scaled_not_truncated(tmp_path):
     with rasterio.open(src16) as ds:
         assert input_scale(ds) == pytest.approx(255 / 2047)
     predict_height_file(src8, "x", tmp_path / "a.tif", runner=mean_runner(), tile=64, overlap=16)
-    predict_height_file(src16, "x", tmp_path / "b.tif", runner=mean_runner(), tile=64, overlap=16)
+    r = predict_height_file(src16, "x", tmp_path / "b.tif", runner=mean_runner(), tile=64,
+                            overlap=16, scale="bitdepth")
     a = rasterio.open(tmp_path / "a.tif").read(1)
     b = rasterio.open(tmp_path / "b.tif").read(1)
     np.testing.assert_allclose(a, b, atol=0.03)
+    assert r["input_stretch"]["mode"] == "bitdepth"
+
+
+def test_dark_16bit_imagery_is_stretched_by_percentiles_by_default(tmp_path):
+    _, img = _rgb(tmp_path, 80, 90, name="u8.tif")
+    dark = (img.astype(np.float64) * 600 / 255).astype(np.uint16)   # 11-bit tile using 0-600
+    src = make_raster(tmp_path / "dark.tif", dark)
+    r = predict_height_file(src, "x", tmp_path / "h.tif", runner=mean_runner(), tile=64,
+                            overlap=16)
+    lo, hi = np.percentile(dark, [2, 98])
+    k = 255 / (hi - lo)
+    expected = ((dark.astype(np.float32) * np.float32(k) - lo * k - 120) / 50).mean(0)
+    with rasterio.open(tmp_path / "h.tif") as ds:
+        np.testing.assert_allclose(ds.read(1), expected, atol=1e-3)
+        assert ds.tags()["input_stretch"] == "percentile"
+    assert r["input_stretch"] == {"mode": "percentile", "scale": pytest.approx(k),
+                                  "offset": pytest.approx(lo * k)}
+    r = predict_height_file(src, "x", tmp_path / "n.tif", runner=mean_runner(), tile=64,
+                            overlap=16, scale="0,600")
+    assert r["input_stretch"]["scale"] == pytest.approx(255 / 600)
 
 
 def test_other_gsd_is_resampled_and_written_on_the_input_grid(tmp_path):

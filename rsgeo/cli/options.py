@@ -99,6 +99,14 @@ MaxZError = Annotated[
                  help="lerc_zstd: largest height error in metres (default 0.01)."),
 ]
 
+Scale = Annotated[
+    str,
+    typer.Option("--scale", metavar="MODE",
+                 help="Image values -> the 0-255 training scale: percentile (2-98 % stretch "
+                      "of images wider than 8 bits), bitdepth, none, or MIN,MAX. Prepare and "
+                      "predict use the same rule."),
+]
+
 
 def nodata_value(value: Optional[str]) -> Optional[float]:
     """The float of a ``--nodata`` string (None when not given)."""

@@ -9,8 +9,18 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import (Cog, Compress, CreationOpts, Device, DeviceChoice, Json, MaxZError,
-                               Nodata, Overwrite)
+from rsgeo.cli.options import (
+    Cog,
+    Compress,
+    CreationOpts,
+    Device,
+    DeviceChoice,
+    Json,
+    MaxZError,
+    Nodata,
+    Overwrite,
+    Scale,
+)
 
 
 class Backend(str, Enum):
@@ -39,6 +49,7 @@ def predict_height_cmd(
     precision: Annotated[Precision, typer.Option("--precision", help="bf16 autocast (torch backend).")] = Precision.fp32,
     gsd: Annotated[str, typer.Option("--gsd", help="auto (resample to the model's GSD), native, or m/px.")] = "auto",
     nodata: Nodata = None,
+    scale: Scale = "percentile",
     cog: Cog = False,
     compress: Compress = None,
     max_z_error: MaxZError = None,
@@ -76,7 +87,7 @@ def predict_height_cmd(
     r = predict_height_files(
         [i for i, _ in mine], model, [t for _, t in mine], tile=tile, overlap=overlap,
         batch_size=batch_size, device=device.value, backend=backend.value if backend else None,
-        precision=precision.value, gsd=gsd, cog=cog, overwrite=overwrite,
+        precision=precision.value, gsd=gsd, cog=cog, overwrite=overwrite, scale=scale,
         co=height_co(compress.value if compress else None, max_z_error, parse_co(co)),
         nodata=nodata_value(nodata))
     for f in r["files"]:

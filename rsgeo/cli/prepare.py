@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import Json, Output, Overwrite, Workers
+from rsgeo.cli.options import Json, Output, Overwrite, Scale, Workers
 
 
 def _path(help: str):
@@ -36,6 +36,7 @@ def prepare_cmd(
     split: Annotated[str, typer.Option("--split", help="train,val,test shares.")] = "0.9,0.1,0",
     gsd: Annotated[Optional[float], typer.Option("--gsd", help="Resample to this GSD (m) in the RGB's CRS.")] = None,
     bands: Annotated[Optional[str], typer.Option("--bands", help="Pick R,G,B band indexes, e.g. 1,2,3.")] = None,
+    scale: Scale = "percentile",
     ndsm_from_dsm: Annotated[bool, typer.Option("--ndsm-from-dsm", help="Ground-filter the DSM (dsm2dtm) for the nDSM.")] = False,
     classes: Annotated[Optional[Path], typer.Option("--classes", help="JSON {id: name}; other label values are an error.")] = None,
     preview: Annotated[Optional[Path], typer.Option("--preview", help="PNG mosaic of random chips.")] = None,
@@ -48,11 +49,11 @@ def prepare_cmd(
     per-source statistics, de-duplication and HOG scores into the dataset folder OUTPUT;
     new sources are appended to an existing dataset."""
     import json
-    from rsgeo.jsonout import dumps
 
     from rsgeo.data.prepare import prepare
     from rsgeo.data.sources import SceneInput, from_pairs, from_synth_dir
     from rsgeo.errors import InputError
+    from rsgeo.jsonout import dumps
 
     given = [x for x in (synth_dir, rgb, pairs) if x is not None]
     if len(given) != 1:
@@ -88,7 +89,7 @@ def prepare_cmd(
     summary = prepare(scenes, output, size=size, stride=stride, max_nodata=max_nodata,
                       dedup_distance=dedup_distance, split=shares, gsd=gsd, bands=band_idx,
                       ndsm_from_dsm=ndsm_from_dsm, classes=class_map, workers=workers,
-                      overwrite=overwrite, preview=preview, seed=seed)
+                      overwrite=overwrite, preview=preview, seed=seed, scale=scale)
     if json_out:
         typer.echo(dumps(summary))
         return

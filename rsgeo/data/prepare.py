@@ -40,8 +40,16 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
             max_nodata: float = 0.1, dedup_distance: int = 4, split=(0.9, 0.1, 0.0),
             gsd: float | None = None, bands: tuple[int, int, int] | None = None,
             ndsm_from_dsm: bool = False, classes: dict[int, str] | None = None,
-            workers: int = 0, overwrite: bool = False, preview=None, seed: int = 0) -> dict:
-    """Write (or extend) the chip dataset ``out``; returns a summary per source."""
+            workers: int = 0, overwrite: bool = False, preview=None, seed: int = 0,
+            scale="percentile") -> dict:
+    """Write (or extend) the chip dataset ``out``; returns a summary per source.
+
+    ``scale``: how image values become 0-255 uint8 chips (:mod:`rsgeo.io.stretch`, the
+    rule prediction uses too): ``percentile`` (default), ``bitdepth``, ``none``, or MIN,MAX.
+    """
+    from rsgeo.io.stretch import parse_scale
+
+    scale = parse_scale(scale) if isinstance(scale, (str, type(None))) else tuple(scale)
     from rsgeo.progress import progress
 
     stride = stride or size
@@ -72,7 +80,7 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
         with progress(None, f"prepare {src}", unit="chips") as bar:
             rows, stats, mods = _run_source(group, out, size, stride, max_nodata, dedup_distance,
                                             split, gsd, bands, ndsm_from_dsm, classes, workers,
-                                            seed, bar)
+                                            seed, bar, scale)
         manifest = _append_rows(out, manifest, rows)
         _update_stats(out, src, stats)
         info = _update_info(out, info, src, mods, classes, size, group, gsd)
@@ -136,15 +144,16 @@ class _Reader:
     in the same thread.
     """
 
-    def __init__(self, scene: SceneInput, grid: Grid, files: dict, bands):
+    def __init__(self, scene: SceneInput, grid: Grid, files: dict, bands, scale="percentile"):
         self.scene, self.grid, self.files, self.bands = scene, grid, files, bands
-        self.scales: dict[str, float] = {}
+        self.stretches: dict = {}
         with ExitStack() as stack:  # input scaling from a decimated read, once per scene
-            from rsgeo.infer.predict import input_scale
+            from rsgeo.io.stretch import image_stretch
 
             for key in IMAGES:
                 if key in files:
-                    self.scales[key] = input_scale(stack.enter_context(open_raster(files[key])))
+                    self.stretches[key] = image_stretch(
+                        stack.enter_context(open_raster(files[key])), scale)
 
     def read(self, wins, fn) -> list:
         with ExitStack() as stack:
@@ -155,8 +164,8 @@ class _Reader:
                 ds[key] = stack.enter_context(align_to(raw, self.grid, rs))
             return [fn(ds, rc) for rc in wins]
 
-    def scale(self, key: str) -> float:
-        return self.scales[key]
+    def stretch(self, key: str):
+        return self.stretches[key]
 
 
 def _ordered_map(fn, items, workers: int, batch: int = 16):
@@ -194,7 +203,7 @@ def _scene_grid(scene: SceneInput, gsd: float | None) -> Grid:
 
 
 def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd, bands,
-                ndsm_from_dsm, classes, workers, seed, bar):
+                ndsm_from_dsm, classes, workers, seed, bar, scale="percentile"):
     from rsgeo.io.windows import offsets
 
     src = group[0].source
@@ -215,7 +224,7 @@ def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd
                 files = _scene_files(scene, ndsm_from_dsm, Path(work))
                 mods |= set(files) | ({"buildings"} if scene.footprints else set())
                 mods |= {"ndsm"} if "dtm" in files else set()
-                reader = _Reader(scene, grid, files, bands)
+                reader = _Reader(scene, grid, files, bands, scale)
                 fp = _footprints(scene.footprints, grid) if scene.footprints else None
                 wins = [(r, c) for r in offsets(grid.height, size, stride)
                         for c in offsets(grid.width, size, stride)]
@@ -299,9 +308,7 @@ def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> 
         a = d.read(idx, window=win)
         ok = valid_mask(a, d.nodata)
         if key in IMAGES:
-            scale = reader.scale(key)
-            out[key] = a if scale == 1 and a.dtype == np.uint8 else \
-                np.clip(a.astype(np.float32) * scale, 0, 255).astype(np.uint8)
+            out[key] = reader.stretch(key).apply_uint8(a)
             if key == "rgb":
                 valid &= ok
         elif key in ("dsm", "dtm", "ndsm"):

@@ -8,9 +8,9 @@ and panel sizes. Several inputs share the model load and the pipeline.
 
 How the model is fed comes from its metadata (checkpoint ``meta`` or ONNX
 ``metadata_props``): band count, per-band mean/std on the 0-255 scale, training GSD,
-recommended tile and overlap. Input scaling: uint8 as is; 16/32-bit integers are scaled
-from their bit depth (the smallest 2^k - 1 above the data maximum, so 11- or 12-bit
-imagery fills 0-255); floats in [0, 1] are multiplied by 255, other floats used as is.
+recommended tile and overlap. Input scaling (``scale``, :mod:`rsgeo.io.stretch`, the same
+rule as ``prepare``): uint8 as is; wider integers and floats by a 2-98 % percentile
+stretch (default), by their bit depth, not at all, or from given MIN,MAX.
 Input at another GSD is resampled to the model's (``gsd="auto"``, tolerance 5 %), and the
 heights are resampled back onto the input grid, so the output always shares the input's
 CRS, transform and shape. Input nodata becomes -9999 in the output.
@@ -123,19 +123,10 @@ def start_loading(model_path, backend: str | None = None, device: str = "auto",
 
 
 def input_scale(ds) -> float:
-    """Factor that maps the raster's values onto the 0-255 scale the model was trained on."""
-    kind = np.dtype(ds.dtypes[0]).kind
-    if ds.dtypes[0] == "uint8":
-        return 1.0
-    step = max(1, int(math.ceil(max(ds.width, ds.height) / 1024)))
-    sample = ds.read(out_shape=(ds.count, max(1, ds.height // step), max(1, ds.width // step)),
-                     masked=True)
-    top = float(sample.max()) if sample.count() else 0.0
-    if kind in "iu":
-        if top <= 255:
-            return 1.0
-        return 255.0 / (2 ** math.ceil(math.log2(top + 1)) - 1)
-    return 255.0 if top <= 1.0 else 1.0
+    """The bit-depth factor onto 0-255 (``--scale bitdepth``; see :mod:`rsgeo.io.stretch`)."""
+    from rsgeo.io.stretch import image_stretch
+
+    return image_stretch(ds, "bitdepth").scale
 
 
 def ground_gsd(grid: Grid) -> float:
@@ -177,7 +168,7 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
                          precision: str = "fp32", gsd="auto", cog: bool = False,
                          co: dict | None = None, overwrite: bool = False,
                          nodata: float | None = None, runner=None,
-                         workers: int | None = None) -> dict:
+                         workers: int | None = None, scale="percentile") -> dict:
     """Predict heights (m) for every image into the matching output, in one pipeline.
 
     One model load and one :class:`~rsgeo.infer.stream.Pipeline` serve every input: the
@@ -194,6 +185,9 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
         gsd: ``"auto"`` (resample to the model's GSD when off by > 5 %), ``"native"`` (never
             resample), or metres per pixel to run the model at.
         nodata: override the input's nodata value.
+        scale: how image values map onto the 0-255 training scale: ``percentile`` (2-98 %
+            stretch for images wider than 8 bits), ``bitdepth``, ``none`` or ``(min, max)``;
+            see :mod:`rsgeo.io.stretch`. Recorded per file (``input_stretch``) and in tags.
         runner: an already loaded ``(runner, meta, config)`` (several calls, one model).
         workers: reader threads per file (default: the engine's, ``RSGEO_IO_THREADS`` or
             up to 8).
@@ -202,11 +196,13 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
         ``{"files": [per-file summary], "total": {files, mpx, seconds, mpx_per_s, outputs}}``;
         a file's ``seconds`` run from its preparation to its closed output (files overlap).
     """
-    from rsgeo.io.atomic import check_output
     from rsgeo.infer.stream import Pipeline
+    from rsgeo.io.atomic import check_output
+    from rsgeo.io.stretch import parse_scale
     from rsgeo.progress import progress
 
     t0 = time.perf_counter()
+    scale = parse_scale(scale) if isinstance(scale, (str, type(None))) else tuple(scale)
     images, outputs = list(images), [Path(o) for o in outputs]
     if len(images) != len(outputs):
         raise ValueError("one output per input")
@@ -232,7 +228,7 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
     if not 0 <= overlap < tile:
         raise InputError(f"--overlap must be in [0, tile), got {overlap} for tile {tile}")
     spec = dict(bands=bands, tile=tile, overlap=overlap, meta=meta, model_path=model_path,
-                gsd=gsd, cog=cog, co=co, overwrite=overwrite, nodata=nodata)
+                gsd=gsd, cog=cog, co=co, overwrite=overwrite, nodata=nodata, scale=scale)
     backend_name = "onnx" if Path(model_path).suffix.lower() == ".onnx" else "torch"
     total_tiles = [0]
     with progress(None, "predict-height") as bar:
@@ -270,6 +266,7 @@ def _prepare(image_path, out_path, spec: dict):
     from rsgeo.infer.session import Norm
     from rsgeo.infer.stream import Job
     from rsgeo.io.reader import block_shape
+    from rsgeo.io.stretch import image_stretch
     from rsgeo.io.windows import TileGrid, plan_panels
 
     t0 = time.perf_counter()
@@ -279,7 +276,7 @@ def _prepare(image_path, out_path, spec: dict):
         src = stack.enter_context(open_raster(image_path, bands=bands,
                                               purpose=f"image for this {bands}-band model"))
         grid = Grid.of(src)
-        scale = np.float32(input_scale(src))
+        stretch = image_stretch(src, spec["scale"])
         in_nodata = spec["nodata"] if spec["nodata"] is not None else src.nodata
         target = _target_gsd(spec["gsd"], meta.get("gsd"), grid)
         resample = target is not None
@@ -296,10 +293,13 @@ def _prepare(image_path, out_path, spec: dict):
         stack.close()
         raise
     tiles = TileGrid(wgrid.height, wgrid.width, tile, overlap)
-    norm = Norm(float(scale), tuple(float(m) for m in meta.get("mean", [0.0] * bands)),
+    # x * scale - offset on 0-255, then (. - mean) / std: the offset folds into the mean
+    norm = Norm(float(np.float32(stretch.scale)),
+                tuple(float(m) + stretch.offset for m in meta.get("mean", [0.0] * bands)),
                 tuple(float(s) for s in meta.get("std", [1.0] * bands)), 1)
     tags = {"model": Path(spec["model_path"]).name, "task": "height", "units": "metre",
-            "tile": tile, "overlap": overlap}
+            "tile": tile, "overlap": overlap, "input_stretch": stretch.mode,
+            "input_scale": repr(stretch.scale), "input_offset": repr(stretch.offset)}
     co, cog, overwrite = spec["co"], spec["cog"], spec["overwrite"]
     out_stack = ExitStack()
     try:
@@ -325,7 +325,8 @@ def _prepare(image_path, out_path, spec: dict):
         return {"input": str(image_path), "output": str(out_path), "seconds": round(seconds, 3),
                 "mpx": round(mpx, 3), "mpx_per_s": round(mpx / max(seconds, 1e-9), 2),
                 "tiles": len(tiles), "tile": tile, "overlap": overlap, "resampled": resample,
-                "input_scale": float(scale), **height_stats(out_path)}
+                "input_scale": float(np.float32(stretch.scale)),
+                "input_stretch": stretch.as_dict(), **height_stats(out_path)}
 
     return Job(ds, tiles, panels, norm, dst, finish, stack, out_stack, nodata=in_nodata)
 
