@@ -7,6 +7,7 @@ import os
 # Before anything loads torch: OpenMP threads sleep while they wait (rsgeo.train.threads);
 # spinning threads make tests on a shared 2-core machine many times slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from pathlib import Path
 

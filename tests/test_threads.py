@@ -37,11 +37,14 @@ def test_torch_threads_are_restored():
 
 
 def test_import_rsgeo_before_torch_makes_openmp_wait_passively():
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     code = "import rsgeo, os; print(os.environ.get('OMP_WAIT_POLICY'))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "PASSIVE"
+    spin = "import rsgeo, os; print(os.environ.get('GOMP_SPINCOUNT'))"  # a short spin first
+    out = subprocess.run([sys.executable, "-c", spin], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "10000"
     env["OMP_WAIT_POLICY"] = "ACTIVE"                     # the user's choice stays
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "ACTIVE"
