@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from common import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,21 +93,6 @@ def make_model(d: Path, backbone: str, tile: int, head_features: int | None,
     out = d / f"{backbone}.onnx"
     export_onnx(ckpt, out)
     return ckpt, out
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set (MB): ``VmHWM`` of /proc/self/status.
-
-    Not ``getrusage(...).ru_maxrss``: Linux keeps that across ``execve``, so a child started
-    by this (torch-importing, model-exporting) parent would report the parent's peak.
-    """
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bare_mpx(runner, meta: dict, image: Path, batch: int, depth: int = 2) -> float:

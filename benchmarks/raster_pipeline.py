@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import peak_rss_mb
 
 SCALE = np.float32(0.05)  # identity "model": metres per input grey level
 
@@ -123,21 +124,6 @@ def run_ceiling(src: Path, dst: Path, codec: str, threads: int, heights: Path) -
             out.write(np.ascontiguousarray(out_h[r0:r0 + int(w.height)])[None], window=w)
         mpx = H * W / 1e6
     return {"seconds": time.perf_counter() - t0, "mpx": mpx}
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set (MB): ``VmHWM`` of /proc/self/status.
-
-    Not ``getrusage(...).ru_maxrss``: Linux keeps that across ``execve``, so a child started
-    by this parent (which just generated a large input) would report the parent's peak.
-    """
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(args) -> None:

@@ -21,6 +21,20 @@ HEIGHTS = ("dsm", "ndsm")
 IMAGES = ("rgb", "post_rgb")
 
 
+def cut(a, window: tuple[int, int, int, int] | None, hflip: bool, vflip: bool) -> np.ndarray:
+    """``a[..., r:r+h, c:c+w]`` (``window = (r, c, h, w)``, None: all) flipped left-right
+    and/or up-down, as one contiguous numpy copy (a tensor or array in)."""
+    a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    if window is not None:
+        r, c, h, w = window
+        a = a[..., r:r + h, c:c + w]
+    if hflip:
+        a = a[..., ::-1]
+    if vflip:
+        a = a[..., ::-1, :]
+    return np.array(a, order="C")  # a copy, also when the slice is already contiguous
+
+
 class ChipDataset(Dataset):
     """Kept chips of one split as dicts of tensors, as stored (no conversion by default).
 
@@ -106,14 +120,7 @@ class ChipDataset(Dataset):
         a = self._shard(sid, modality)[int(self.indices[i])]
         if modality == "hog":
             return np.array(a)
-        if window is not None:
-            r, c, h, w = window
-            a = a[..., r:r + h, c:c + w]
-        if hflip:
-            a = a[..., ::-1]
-        if vflip:
-            a = a[..., ::-1, :]
-        a = np.array(a, order="C")  # always a copy: never a view into the read-only map
+        a = cut(a, window, hflip, vflip)  # always a copy: never a view into the read-only map
         if modality not in IMAGES and modality not in HEIGHTS:
             a = a.reshape(a.shape[-2:])
         return a

@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 
 from rsgeo.data.batch import SourceNorm
 from rsgeo.finetune.tasks import AUX_WEIGHT, IGNORE, TaskModule, class_loss, height_loss
-from rsgeo.train.augment import cut
+from rsgeo.data.dataset import cut
 from rsgeo.train.seeds import draw, mix64, sample_seed
 
 

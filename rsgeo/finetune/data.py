@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from rsgeo.data.batch import IMAGES, SourceNorm, heights
-from rsgeo.train.augment import cut
+from rsgeo.data.dataset import cut
 from rsgeo.train.seeds import draw, sample_seed
 
 IGNORE = 255

@@ -23,19 +23,8 @@ import torch
 from torch.utils.data import Dataset
 
 from rsgeo.data.batch import IMAGES, SourceNorm, heights
+from rsgeo.data.dataset import cut
 from rsgeo.train.seeds import draw, sample_seed
-
-
-def cut(a, window: tuple[int, int, int, int], hflip: bool, vflip: bool) -> np.ndarray:
-    """``a[..., r:r+h, c:c+w]`` flipped, as one contiguous numpy copy (tensor or array in)."""
-    a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-    r, c, h, w = window
-    a = a[..., r:r + h, c:c + w]
-    if hflip:
-        a = a[..., ::-1]
-    if vflip:
-        a = a[..., ::-1, :]
-    return np.array(a, order="C")  # a copy, also when the slice is already contiguous
 
 
 class PretrainView(Dataset):
