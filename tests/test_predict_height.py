@@ -1,4 +1,5 @@
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -236,3 +237,35 @@ def test_bf16_runner_agrees_with_fp32_and_warns_without_bf16_instructions(ckpt, 
     assert "without bf16 instructions" in caplog.text
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, ref, rtol=0.05, atol=0.05 * float(np.abs(ref).max()))
+
+
+def test_corrupt_files_and_tile_choices_give_one_line_exit_2(tmp_path, cli, onnx_model):
+    src, _ = _rgb(tmp_path, 96, 96)
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(Path(onnx_model).read_bytes()[:2000])
+    for args, msg in (
+        (["predict-height", src, "-m", corrupt, "-o", tmp_path / "a.tif"], "not a readable ONNX"),
+        (["export", onnx_model, "-o", tmp_path / "b.onnx"], "not a readable rsgeo checkpoint"),
+        (["predict-height", src, "-m", onnx_model, "-o", tmp_path / "c.tif", "--tile", "32",
+          "--overlap", "40"], "--overlap must be in"),
+    ):
+        code, _, err = cli(*args)
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, (args, err)
+    code, _, err = cli("predict-height", src, "-m", onnx_model, "-o", tmp_path / "d.tif",
+                       "--tile", "17")                 # rounded up; the model's overlap follows
+    assert code == 0, err
+
+
+def test_a_bad_input_while_the_model_loads_exits_2_not_abort(tmp_path, onnx_model):
+    import subprocess
+    import sys
+
+    src, _ = _rgb(tmp_path, 300, 300)
+    trunc = tmp_path / "trunc.tif"
+    trunc.write_bytes(Path(src).read_bytes()[:4000])
+    p = subprocess.run([sys.executable, "-m", "rsgeo", "predict-height", str(trunc), "-m",
+                        str(onnx_model), "-o", str(tmp_path / "h.tif")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "terminate" not in p.stderr
+    assert not (tmp_path / "h.tif").exists()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsgeo.errors import RsgeoError
+from rsgeo.errors import InputError, RsgeoError
 
 log = logging.getLogger("rsgeo.infer")
 
@@ -118,7 +118,12 @@ def read_metadata(path: str | os.PathLike) -> dict:
     """The JSON-decoded metadata_props of an rsgeo ONNX file."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf DecodeError, truncated file, not ONNX at all
+        raise InputError(f"not a readable ONNX model ({type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else 'corrupt'})",
+                         path) from None
     out = {}
     for p in proto.metadata_props:
         try:

@@ -118,7 +118,9 @@ def start_loading(model_path, backend: str | None = None, device: str = "auto",
             if not meta_f.done():
                 meta_f.set_exception(e)
 
-    threading.Thread(target=target, name="rsgeo-load-model", daemon=True).start()
+    # not a daemon: if the run fails early, interpreter exit waits for the load to finish
+    # instead of freezing the thread inside ONNX Runtime or CUDA (std::terminate, exit 134)
+    threading.Thread(target=target, name="rsgeo-load-model", daemon=False).start()
     return Loading(meta_f, runner_f)
 
 
@@ -224,7 +226,9 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
     bands = int(config.get("in_chans", len(meta.get("mean", [0, 0, 0]))))
     stride = int(meta.get("stride") or _stride(config))
     tile = _round_up(int(tile or meta.get("tile", 512)), stride)
-    overlap = int(overlap if overlap is not None else meta.get("overlap", tile // 8))
+    if overlap is None:  # the model's recommendation, kept below the tile the user chose
+        overlap = min(int(meta.get("overlap", tile // 8)), tile // 4)
+    overlap = int(overlap)
     if not 0 <= overlap < tile:
         raise InputError(f"--overlap must be in [0, tile), got {overlap} for tile {tile}")
     spec = dict(bands=bands, tile=tile, overlap=overlap, meta=meta, model_path=model_path,

@@ -81,7 +81,10 @@ def safe_load(path: Path, what: str) -> object:
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():  # no callable asked for: not a pickle (e.g. .onnx)
+            raise InputError(f"not a readable {what} (not a torch checkpoint file)", path) \
+                from None
         raise InputError(f"refusing to load: not a {what} made of tensors and plain values "
                          "(unpickling it could run code)", path) from None
     except Exception as e:  # truncated zip, not a torch file
