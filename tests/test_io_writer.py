@@ -105,3 +105,26 @@ def test_cog_copy(tmp_path):
         assert ds.overviews(1) and ds.profile.get("tiled")
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tif"]
+
+
+def test_creation_options_gdal_rejects_are_an_error_and_leave_nothing(tmp_path, cli):
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from rsgeo.errors import InputError
+
+    grid = Grid(CRS.from_epsg(32633), Affine(0.5, 0, 500000, 0, -0.5, 4100000), 32, 32)
+    out = tmp_path / "x.tif"
+    with pytest.raises(InputError, match="COMPRESS"):
+        with open_output(out, grid, co={"COMPRESS": "NOPE"}) as dst:
+            dst.write(np.zeros((1, 32, 32), np.float32))
+    assert list(tmp_path.iterdir()) == []
+    h = np.zeros((64, 64), np.float32)
+    h[:, :20] = 8.0
+    from tests.conftest import make_raster
+
+    a = make_raster(tmp_path / "pre.tif", h, nodata=-9999)
+    b = make_raster(tmp_path / "post.tif", h * 0, nodata=-9999)
+    code, _, err = cli("damage-map", a, b, "-o", tmp_path / "d.tif", "--co", "COMPRESS=NOPE")
+    assert code == 2 and "creation options" in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["post.tif", "pre.tif"]

@@ -146,7 +146,7 @@ def open_output(path: str | os.PathLike, grid: Grid, *, count: int = 1, dtype: s
     with atomic_path(path, overwrite) as tmp:
         gtiff = temp_name(Path(path)) if cog else tmp
         try:
-            with rasterio.open(gtiff, "w", **profile) as dst:
+            with create_gtiff(gtiff, profile, co) as dst:
                 if tags:
                     dst.update_tags(**{k: str(v) for k, v in tags.items()})
                 for i, d in enumerate(band_descriptions or (), start=1):
@@ -159,6 +159,48 @@ def open_output(path: str | os.PathLike, grid: Grid, *, count: int = 1, dtype: s
         finally:
             if cog:
                 remove(gtiff)
+
+
+def create_gtiff(path, profile: dict, co: dict | None):
+    """``rasterio.open(path, "w", **profile)``, refusing creation options GDAL rejects.
+
+    GDAL only warns about an unknown value (``--co COMPRESS=NOPE``) and writes with its
+    default; a user who asked for something should hear that it was not done (InputError).
+    """
+    import logging
+
+    class Catch(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.DEBUG)
+            self.records = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    def bad(record) -> bool:
+        msg = record.getMessage()
+        return record.levelno >= logging.WARNING and (
+            "creation option" in msg or "not recognised" in msg)
+
+    catch = Catch()
+    logger = logging.getLogger("rasterio")
+    propagate, logger.propagate = logger.propagate, False   # held back until judged
+    logger.addHandler(catch)
+    try:
+        dst = rasterio.open(path, "w", **profile)
+    finally:
+        logger.removeHandler(catch)
+        logger.propagate = propagate
+    rejected = [r.getMessage() for r in catch.records if bad(r)]
+    if rejected:
+        dst.close()
+        opts = " ".join(f"{k}={v}" for k, v in (co or {}).items())
+        raise InputError(f"GDAL does not accept the creation options ({rejected[0]}; "
+                         f"options: {opts or '(defaults)'})")
+    for record in catch.records:  # anything else GDAL said goes where it would have gone
+        if logger.parent is not None and propagate:
+            logger.parent.handle(record)
+    return dst
 
 
 def copy_to_cog(src: str | os.PathLike, dst: str | os.PathLike, co: dict | None = None) -> None:
