@@ -298,10 +298,17 @@ def _footprints(pred: Path, ref: Path, iou, min_area, confidence, by) -> dict:
         for p in (pred, ref):
             if not p.is_file():
                 raise InputError("no such file", p)
-        try:
-            a, b = read_spacenet_csv(pred), read_spacenet_csv(ref)
-        except (KeyError, ValueError) as e:
-            raise InputError(f"not a SpaceNet CSV (ImageId, PolygonWKT_Pix): {e}", pred) from None
+        frames = []
+        for p in (pred, ref):
+            try:
+                frames.append(read_spacenet_csv(p))
+            except KeyError as e:
+                raise InputError(f"not a SpaceNet CSV (needs ImageId, PolygonWKT_Pix; no {e})",
+                                 p) from None
+            except ValueError as e:  # pandas parser errors too
+                raise InputError(f"not a readable SpaceNet CSV ({str(e).strip()[:160]})",
+                                 p) from None
+        a, b = frames
         for g, p in ((a, pred), (b, ref)):
             require_polygons(g, p, "footprints")
         by = by or "ImageId"            # SpaceNet matches buildings within each image

@@ -161,3 +161,16 @@ def test_bad_inputs_exit_2(tmp_path, cli):
         assert code == 2 and msg in err and len(err.strip().splitlines()) <= 3, (args, err)
     code, out, err = cli("evaluate", a, b, "--align", "bilinear", "--format", "json")
     assert code == 0 and json.loads(out)["mae"] == 0
+
+
+def test_malformed_spacenet_csv_names_the_file_and_line(tmp_path, cli):
+    head = "ImageId,BuildingId,PolygonWKT_Pix,Confidence\n"
+    good = tmp_path / "good.csv"
+    good.write_text(head + 'img1,1,"POLYGON ((0 0, 10 0, 10 10, 0 10, 0 0))",1\n')
+    bad = tmp_path / "bad.csv"
+    bad.write_text(head + 'img1,1,"POLYGON ((0 0, 10 0, 10 10, 0 10, 0 0))",1\n'
+                   'img1,2,"POLYGON ((0 0, 10 0",1\n')
+    for args in ((good, bad), (bad, good)):
+        code, _, err = cli("evaluate", *args, "--task", "footprints")
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "bad.csv" in err and "line 3" in err, err

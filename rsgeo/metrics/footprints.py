@@ -98,7 +98,15 @@ def read_spacenet_csv(path):
     import shapely
 
     df = pd.read_csv(path)
-    geoms = shapely.from_wkt(df["PolygonWKT_Pix"].to_numpy())
+    values = df["PolygonWKT_Pix"].to_numpy()
+    try:
+        geoms = shapely.from_wkt(values)
+    except shapely.errors.GEOSException:  # name the first line that is not WKT
+        parsed = shapely.from_wkt(values, on_invalid="ignore")
+        bad = next(i for i, (v, g) in enumerate(zip(values, parsed)) if g is None and
+                   isinstance(v, str))
+        raise ValueError(f"line {bad + 2}: PolygonWKT_Pix is not WKT ({values[bad][:60]!r})") \
+            from None
     geoms = shapely.force_2d(geoms)
     out = gpd.GeoDataFrame(df.drop(columns=[c for c in ("PolygonWKT_Pix", "PolygonWKT_Geo")
                                             if c in df]), geometry=geoms)
