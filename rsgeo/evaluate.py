@@ -20,7 +20,6 @@ Returns ``{"summary": {...flat keys...}, "images": [{"image": name, ...}, ...]}`
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np

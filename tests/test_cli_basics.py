@@ -31,7 +31,6 @@ def test_help_does_not_import_heavy_libraries():
 
 
 def test_errors_are_one_line_with_exit_codes(cli, monkeypatch):
-    import typer
 
     from rsgeo.cli import app as app_module
     from rsgeo.errors import InputError

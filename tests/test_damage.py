@@ -4,7 +4,6 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
-from affine import Affine
 from rasterio.crs import CRS
 from shapely.geometry import box
 
@@ -12,7 +11,7 @@ from rsgeo.damage import damage_map
 from rsgeo.damage.components import StripComponents
 from rsgeo.damage.stats import grouped_median, parse_grades
 from rsgeo.errors import InputError
-from rsgeo.synth import generate_scene, write_scenes
+from rsgeo.synth import write_scenes
 from tests.conftest import make_raster
 
 

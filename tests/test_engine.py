@@ -1,6 +1,5 @@
 """The training engine on a toy regression task (CPU, seconds)."""
 
-import json
 
 import pytest
 import torch

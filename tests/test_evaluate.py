@@ -6,7 +6,7 @@ import pytest
 from shapely.geometry import box
 
 from rsgeo.evaluate import evaluate
-from rsgeo.metrics.footprints import match, read_spacenet_csv, score_footprints
+from rsgeo.metrics.footprints import match
 from rsgeo.metrics.synrs3d import Synrs3dAverager, synrs3d_image_metrics
 from tests.conftest import make_raster
 

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
@@ -12,7 +11,6 @@ from rsgeo.data.dedup import HashIndex, dhash
 from rsgeo.data.prepare import prepare
 from rsgeo.data.sources import SceneInput
 from rsgeo.data.stats import BandStats
-from rsgeo.errors import InputError, OutputExistsError
 from rsgeo.synth import write_scenes
 from tests.conftest import make_raster
 
