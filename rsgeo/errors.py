@@ -37,3 +37,9 @@ class OutputExistsError(InputError):
 
 class GridMismatchError(InputError):
     """Two rasters that must share a pixel grid do not."""
+
+
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """An exception's first message line (its class name when empty), at most ``limit`` chars."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return msg if len(msg) < limit else msg[:limit - 3] + "..."

@@ -44,8 +44,6 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
-
 from rsgeo.errors import InputError
 
 EVENTS = {"earthquake": 3.0, "wildfire": 1.0}

@@ -65,7 +65,7 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     from rsgeo.finetune.data import TaskView, needed_modalities, subset_indices
     from rsgeo.finetune.tasks import TaskModule
     from rsgeo.models.task import TASKS, build_task_model
-    from rsgeo.pretrain import _prepare_out, open_chips, pooled_stats
+    from rsgeo.pretrain import _prepare_out, open_chips
     from rsgeo.train.config import TrainConfig
     from rsgeo.train.engine import Trainer, resolve_device
 

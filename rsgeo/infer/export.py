@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsgeo.errors import InputError, RsgeoError
+from rsgeo.errors import InputError, RsgeoError, first_line
 
 log = logging.getLogger("rsgeo.infer")
 
@@ -121,8 +121,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf DecodeError, truncated file, not ONNX at all
-        raise InputError(f"not a readable ONNX model ({type(e).__name__}: "
-                         f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else 'corrupt'})",
+        raise InputError(f"not a readable ONNX model ({type(e).__name__}: {first_line(e, 120)})",
                          path) from None
     out = {}
     for p in proto.metadata_props:

@@ -25,7 +25,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 
-from rsgeo.errors import GridMismatchError, InputError
+from rsgeo.errors import GridMismatchError, InputError, first_line
 
 SUPPORTED_DTYPES = {
     "uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64",
@@ -128,7 +128,7 @@ def open_raster(
     try:
         ds = rasterio.open(p)
     except RasterioIOError as e:
-        raise InputError(f"not a readable {purpose} ({_short(e)})", p) from None
+        raise InputError(f"not a readable {purpose} ({first_line(e)})", p) from None
     try:
         validate_raster(ds, p, bands=bands, purpose=purpose, require_crs=require_crs,
                         numeric=numeric)
@@ -157,11 +157,6 @@ def validate_raster(ds, path, *, bands=None, purpose="raster", require_crs=True,
         if ds.count not in allowed:
             want = " or ".join(map(str, allowed))
             raise InputError(f"{purpose} has {ds.count} band(s), expected {want}", path)
-
-
-def _short(e: Exception) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return msg if len(msg) < 160 else msg[:157] + "..."
 
 
 def nodata_of(ds, override: float | None = None) -> float | None:

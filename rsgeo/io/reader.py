@@ -28,7 +28,7 @@ import rasterio
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from rsgeo.errors import InputError, RsgeoError
+from rsgeo.errors import InputError, RsgeoError, first_line
 
 
 def default_threads() -> int:
@@ -109,7 +109,7 @@ class ParallelReader:
             try:
                 h, extra = _reopen(self.ds)
             except Exception as e:  # noqa: BLE001 - reported as one line
-                raise InputError(f"cannot reopen for reading ({_short(e)})", self.path) from None
+                raise InputError(f"cannot reopen for reading ({first_line(e)})", self.path) from None
             with self._lock:
                 self._handles.extend(x for x in (h, extra) if x is not None)
             self._local.ds = h
@@ -132,7 +132,7 @@ class ParallelReader:
         except RsgeoError:
             raise
         except Exception as e:  # noqa: BLE001 - GDAL/rasterio errors become one line
-            raise InputError(f"read failed at rows {r0}-{r1}, columns {c0}-{c1} ({_short(e)})",
+            raise InputError(f"read failed at rows {r0}-{r1}, columns {c0}-{c1} ({first_line(e)})",
                              self.path) from None
 
     def read_into(self, out: np.ndarray, r0: int, r1: int, c0: int, c1: int,
@@ -219,6 +219,3 @@ def read_strips(datasets: Sequence, rows: int, *, threads: int | None = None,
             rd.close()
 
 
-def _short(e: Exception) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return msg if len(msg) < 160 else msg[:157] + "..."

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rsgeo.errors import InputError
+from rsgeo.errors import InputError, first_line
 
 
 def rng_state() -> dict:
@@ -88,8 +88,8 @@ def safe_load(path: Path, what: str) -> object:
         raise InputError(f"refusing to load: not a {what} made of tensors and plain values "
                          "(unpickling it could run code)", path) from None
     except Exception as e:  # truncated zip, not a torch file
-        raise InputError(f"unreadable {what} ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
-                         if str(e) else f"unreadable {what} ({type(e).__name__})", path) from None
+        raise InputError(f"unreadable {what} ({type(e).__name__}: {first_line(e, 80)})",
+                         path) from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
