@@ -87,7 +87,7 @@ def main() -> None:
         s1 = damage_map(d / "pre.tif", d / "post.tif", d / "r.tif", strip_rows=512)
         tr = time.perf_counter() - t0
         print(f"regions mode:   {tr:.2f} s, {s1['features']} damaged regions")
-        s2 = damage_map(d / "pre.tif", d / "post.tif", d / "r2.tif", strip_rows=4096)
+        damage_map(d / "pre.tif", d / "post.tif", d / "r2.tif", strip_rows=4096)
         a, b = gpd.read_file(d / "r.gpkg"), gpd.read_file(d / "r2.gpkg")
         same = (len(a) == len(b) and np.isclose(a.area.sum(), b.area.sum())
                 and np.allclose(np.sort(a.area), np.sort(b.area)))

@@ -14,12 +14,13 @@ Settings resolve as: explicit keyword (not None) > ``config`` YAML > :data:`DEFA
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
 
+from rsgeo.data.dataset import open_chips, pooled_stats
 from rsgeo.errors import InputError
+from rsgeo.train.runs import claim_run
 
 DEFAULTS = dict(
     epochs=None, steps=None, batch_size=64, lr=None, blr=None, min_lr=0.0, warmup=0.05,
@@ -52,68 +53,6 @@ def resolve(explicit: dict, config: str | os.PathLike | None) -> dict:
     out = {**DEFAULTS, **file}
     out.update({k: v for k, v in explicit.items() if v is not None})
     return out
-
-
-def open_chips(dataset, modalities: tuple[str, ...], split: str):
-    """``(torch Dataset, stats per source, available modalities, label)`` for a path or object."""
-    if not isinstance(dataset, (str, os.PathLike)):
-        sample = dataset[0]
-        have = set(getattr(dataset, "modalities", None) or sample)
-        return dataset, getattr(dataset, "stats", None), have, type(dataset).__name__
-    root = Path(dataset)
-    info_path = root / "dataset.json"
-    if not info_path.is_file():
-        raise InputError("not a chip dataset (no dataset.json; make one with rsgeo prepare)", root)
-    info = json.loads(info_path.read_text())
-    have = set(info.get("modalities", []))
-    if "hog" not in have and (root / "shards").is_dir():
-        have |= {p.stem for p in (root / "shards").glob("*/*.npy")}
-    missing = [m for m in modalities if m not in have]
-    if missing:
-        raise InputError(f"has no {', '.join(missing)} chips (it has {', '.join(sorted(have))})",
-                         root)
-    from rsgeo.data.dataset import ChipDataset
-
-    mods = tuple(modalities) + (("hog",) if "hog" in have else ())
-    try:
-        ds = ChipDataset(root, split=split, modalities=mods)
-    except (TypeError, ValueError, KeyError):  # a reader that does not list hog as a modality
-        ds = ChipDataset(root, split=split, modalities=tuple(modalities))
-    if len(ds) == 0:
-        raise InputError(f"no {split} chips", root)
-    stats_path = root / "stats.json"
-    stats = json.loads(stats_path.read_text()).get("sources") if stats_path.is_file() else None
-    return ds, stats, have, str(root.resolve())
-
-
-def pooled_stats(stats: dict | None, modality: str) -> dict:
-    """Count-weighted mean/std of a modality over sources + the per-source table."""
-    if not stats:
-        return {}
-    rows = [(s, v[modality]) for s, v in stats.items() if modality in v]
-    if not rows:
-        return {}
-    import numpy as np
-
-    n = np.array([r["count"] for _, r in rows], float)[:, None]
-    mean = np.array([r["mean"] for _, r in rows], float)
-    var = np.array([r["std"] for _, r in rows], float) ** 2
-    m = (n * mean).sum(0) / n.sum()
-    v = (n * (var + (mean - m) ** 2)).sum(0) / n.sum()
-    return {"mean": m.tolist(), "std": np.sqrt(v).tolist(), "normalization": "per-source",
-            "sources": {s: {"mean": r["mean"], "std": r["std"]} for s, r in rows}}
-
-
-def _prepare_out(out: Path, resume: bool, overwrite: bool, kind: str = "pretrain") -> None:
-    """Claim the run folder (rank 0 only): see :func:`rsgeo.io.atomic.claim_folder`."""
-    from rsgeo.io.atomic import claim_folder
-    from rsgeo.train.distributed import env_info
-
-    if env_info().rank != 0:
-        return
-    if resume and not (out / "checkpoints" / "last.pt").is_file():
-        raise InputError("--resume: no checkpoint in this run folder", out)
-    claim_folder(out, kind, overwrite=overwrite, resume=resume)
 
 
 def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
@@ -149,7 +88,7 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
     first = ds[0][mods[0]]
     chip = min(first.shape[-2:])
     out = Path(out)
-    _prepare_out(out, resume, overwrite)
+    claim_run(out, "pretrain", resume=resume, overwrite=overwrite)
 
     random.seed(cfg["seed"]), np.random.seed(cfg["seed"]), torch.manual_seed(cfg["seed"])
     in_chans = 3 if mods[0] == "rgb" else int(first.shape[0])

@@ -147,3 +147,49 @@ class ChipDataset(Dataset):
             else:
                 out[mod] = torch.from_numpy(a.astype(np.int64))
         return out
+
+
+def open_chips(dataset, modalities: tuple[str, ...], split: str):
+    """``(torch Dataset, stats per source, available modalities, label)`` for a path or object."""
+    if not isinstance(dataset, (str, os.PathLike)):
+        sample = dataset[0]
+        have = set(getattr(dataset, "modalities", None) or sample)
+        return dataset, getattr(dataset, "stats", None), have, type(dataset).__name__
+    root = Path(dataset)
+    info_path = root / "dataset.json"
+    if not info_path.is_file():
+        raise InputError("not a chip dataset (no dataset.json; make one with rsgeo prepare)", root)
+    info = json.loads(info_path.read_text())
+    have = set(info.get("modalities", []))
+    if "hog" not in have and (root / "shards").is_dir():
+        have |= {p.stem for p in (root / "shards").glob("*/*.npy")}
+    missing = [m for m in modalities if m not in have]
+    if missing:
+        raise InputError(f"has no {', '.join(missing)} chips (it has {', '.join(sorted(have))})",
+                         root)
+    mods = tuple(modalities) + (("hog",) if "hog" in have else ())
+    try:
+        ds = ChipDataset(root, split=split, modalities=mods)
+    except (TypeError, ValueError, KeyError):  # a reader that does not list hog as a modality
+        ds = ChipDataset(root, split=split, modalities=tuple(modalities))
+    if len(ds) == 0:
+        raise InputError(f"no {split} chips", root)
+    stats_path = root / "stats.json"
+    stats = json.loads(stats_path.read_text()).get("sources") if stats_path.is_file() else None
+    return ds, stats, have, str(root.resolve())
+
+
+def pooled_stats(stats: dict | None, modality: str) -> dict:
+    """Count-weighted mean/std of a modality over sources + the per-source table."""
+    if not stats:
+        return {}
+    rows = [(s, v[modality]) for s, v in stats.items() if modality in v]
+    if not rows:
+        return {}
+    n = np.array([r["count"] for _, r in rows], float)[:, None]
+    mean = np.array([r["mean"] for _, r in rows], float)
+    var = np.array([r["std"] for _, r in rows], float) ** 2
+    m = (n * mean).sum(0) / n.sum()
+    v = (n * (var + (mean - m) ** 2)).sum(0) / n.sum()
+    return {"mean": m.tolist(), "std": np.sqrt(v).tolist(), "normalization": "per-source",
+            "sources": {s: {"mean": r["mean"], "std": r["std"]} for s, r in rows}}

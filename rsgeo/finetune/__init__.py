@@ -65,7 +65,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     from rsgeo.finetune.data import TaskView, needed_modalities, subset_indices
     from rsgeo.finetune.tasks import TaskModule
     from rsgeo.models.task import TASKS, build_task_model
-    from rsgeo.pretrain import _prepare_out, open_chips
+    from rsgeo.data.dataset import open_chips
+    from rsgeo.train.runs import claim_run
     from rsgeo.train.config import TrainConfig
     from rsgeo.train.engine import Trainer, resolve_device
 
@@ -128,7 +129,7 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     meta = _bundle_meta(task, inputs, stats, dataset, crop, config, enc_meta, num_classes)
 
     out = Path(out)
-    _prepare_out(out, resume, overwrite, kind="finetune")
+    claim_run(out, "finetune", resume=resume, overwrite=overwrite)
     settings = {k: v for k, v in train.items() if v is not None}
     settings.setdefault("lr", 1e-4)
     settings.setdefault("weight_decay", 0.05)
@@ -186,7 +187,7 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
 
 
 def _split(ds, dataset, val_dataset, mods, val_split, seed):
-    from rsgeo.pretrain import open_chips
+    from rsgeo.data.dataset import open_chips
 
     n = len(ds)
     if val_dataset is not None:
@@ -208,7 +209,7 @@ def _split(ds, dataset, val_dataset, mods, val_split, seed):
 
 def _target_chips(target):
     """Unlabelled target chips for --adapt-to: the train split, else every kept chip."""
-    from rsgeo.pretrain import open_chips
+    from rsgeo.data.dataset import open_chips
 
     if not isinstance(target, (str, os.PathLike)):
         return target
@@ -294,7 +295,7 @@ def _num_classes(dataset) -> int:
 def _bundle_meta(task, inputs, stats, dataset, crop, config, enc_meta, num_classes) -> dict:
     """What predict-height needs to feed the model (see rsgeo.models.task)."""
     from rsgeo.finetune.data import INPUTS
-    from rsgeo.pretrain import pooled_stats
+    from rsgeo.data.dataset import pooled_stats
 
     mean, std, bands = [], [], []
     for m in INPUTS[inputs]:
