@@ -26,9 +26,13 @@ def run_demo(out, quick: bool = False, device: str = "auto", seed: int = 0,
     """Run every step into ``out``; returns the summary (step times, metrics, files)."""
     from rsgeo.io.atomic import claim_folder
 
+    import torch
+
+    from rsgeo.train.engine import resolve_device  # lazy: imports torch
+
+    resolve_device(device)  # --device cuda without CUDA: refused before anything is written
     out = claim_folder(out, "demo", overwrite=overwrite)
     p = dict(QUICK if quick else FULL)
-    import torch
 
     if device != "cpu" and torch.cuda.is_available():  # a GPU: bigger defaults
         p.update(pretrain_steps=p["pretrain_steps"] * 4, finetune_steps=p["finetune_steps"] * 2,

@@ -88,7 +88,7 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
     first = ds[0][mods[0]]
     chip = min(first.shape[-2:])
     out = Path(out)
-    claim_run(out, "pretrain", resume=resume, overwrite=overwrite)
+    claim_run(out, "pretrain", resume=resume, overwrite=overwrite, inputs=(dataset,))
 
     random.seed(cfg["seed"]), np.random.seed(cfg["seed"]), torch.manual_seed(cfg["seed"])
     in_chans = 3 if mods[0] == "rgb" else int(first.shape[0])

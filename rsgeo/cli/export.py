@@ -15,7 +15,7 @@ from rsgeo.cli.options import Json, Output, Overwrite
 def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Task checkpoint from rsgeo finetune.")],
     output: Output,
-    atol: Annotated[float, typer.Option("--atol", help="Allowed ORT vs torch difference.")] = 1e-3,
+    atol: Annotated[float, typer.Option("--atol", min=0.0, help="Allowed ORT vs torch difference.")] = 1e-3,
     overwrite: Overwrite = False,
     json_out: Json = False,
 ):

@@ -70,6 +70,7 @@ def finetune_cmd(
 
     from rsgeo.errors import InputError
     from rsgeo.finetune import finetune
+    from rsgeo.train.runs import removed_if_refused
 
     weights = None
     if class_weights:
@@ -77,15 +78,16 @@ def finetune_cmd(
             weights = [float(w) for w in class_weights.split(",")]
         except ValueError:
             raise InputError(f"--class-weights {class_weights!r} is not a list of numbers") from None
-    s = finetune(dataset, task.value, output, encoder=encoder, backbone=backbone,
-                 head=head.value if head else None, inputs=modalities.value,
-                 freeze_encoder=freeze_encoder, train_size=train_size, num_classes=num_classes,
-                 class_weights=weights, crop=crop, aux_landcover=aux_landcover,
-                 adapt_to=adapt_to, val_dataset=val_dataset, encoder_lr_scale=encoder_lr_scale,
-                 resume=resume, overwrite=overwrite,
-                 epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, device=device.value,
-                 precision=precision.value, seed=seed, workers=workers, val_every=val_every,
-                 log_every=log_every, ckpt_every=ckpt_every)
+    with removed_if_refused(output):
+        s = finetune(dataset, task.value, output, encoder=encoder, backbone=backbone,
+                     head=head.value if head else None, inputs=modalities.value,
+                     freeze_encoder=freeze_encoder, train_size=train_size, num_classes=num_classes,
+                     class_weights=weights, crop=crop, aux_landcover=aux_landcover,
+                     adapt_to=adapt_to, val_dataset=val_dataset, encoder_lr_scale=encoder_lr_scale,
+                     resume=resume, overwrite=overwrite,
+                     epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, device=device.value,
+                     precision=precision.value, seed=seed, workers=workers, val_every=val_every,
+                     log_every=log_every, ckpt_every=ckpt_every)
     if json_out:
         typer.echo(json.dumps(s, default=float))
     else:

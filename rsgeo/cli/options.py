@@ -26,6 +26,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from rsgeo.errors import InputError
+
 
 class DeviceChoice(str, Enum):
     auto = "auto"
@@ -109,5 +111,8 @@ Scale = Annotated[
 
 
 def nodata_value(value: Optional[str]) -> Optional[float]:
-    """The float of a ``--nodata`` string (None when not given)."""
-    return _parse_nodata(value)
+    """The float of a ``--nodata`` string (None when not given); InputError naming --nodata."""
+    try:
+        return _parse_nodata(value)
+    except typer.BadParameter as e:
+        raise InputError(f"--nodata: {e.message}") from None

@@ -68,28 +68,24 @@ def predict_height_cmd(
     import os
 
     from rsgeo.cli.options import nodata_value
-    from rsgeo.errors import InputError
     from rsgeo.infer.predict import predict_height_files
     from rsgeo.io.writer import height_co, parse_co
 
-    inputs = expand_inputs(images)
-    if len(inputs) > 1 or output.is_dir() or any(p.is_dir() for p in images):
-        if output.exists() and not output.is_dir():
-            raise InputError("several inputs need an output folder", output)
-        output.mkdir(parents=True, exist_ok=True)
-        targets = [output / f"{p.stem}_height.tif" for p in inputs]
-        if len(set(targets)) < len(targets):
-            raise InputError("inputs share a file name, so their outputs would collide", output)
-    else:
-        targets = [output]
+    inputs, targets, created = plan_outputs(images, output)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     mine = list(zip(inputs, targets))[rank::world]
-    r = predict_height_files(
-        [i for i, _ in mine], model, [t for _, t in mine], tile=tile, overlap=overlap,
-        batch_size=batch_size, device=device.value, backend=backend.value if backend else None,
-        precision=precision.value, gsd=gsd, cog=cog, overwrite=overwrite, scale=scale,
-        co=height_co(compress.value if compress else None, max_z_error, parse_co(co)),
-        nodata=nodata_value(nodata))
+    try:
+        r = predict_height_files(
+            [i for i, _ in mine], model, [t for _, t in mine], tile=tile, overlap=overlap,
+            batch_size=batch_size, device=device.value, backend=backend.value if backend else None,
+            precision=precision.value, gsd=gsd, cog=cog, overwrite=overwrite, scale=scale,
+            co=height_co(compress.value if compress else None, max_z_error, parse_co(co)),
+            nodata=nodata_value(nodata))
+    except BaseException:
+        for d in reversed(created):  # folders this run made, if they stayed empty
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        raise
     for f in r["files"]:
         if json_out:
             typer.echo(json.dumps(f))
@@ -103,6 +99,30 @@ def predict_height_cmd(
     elif t["files"] > 1:
         typer.echo(f"{t['files']} files, {t['mpx']:.1f} Mpx in {t['seconds']:.1f} s: "
                    f"{t['mpx_per_s']:.1f} Mpx/s")
+
+
+def plan_outputs(images: list[Path], output: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """Inputs, their outputs, and the output folders made for them (several inputs).
+
+    Several inputs are opened (and so checked) before their output folder is made, so a
+    missing or unreadable one leaves nothing behind.
+    """
+    from rsgeo.errors import InputError
+    from rsgeo.io.atomic import make_parents
+    from rsgeo.io.raster import open_raster
+
+    inputs = expand_inputs(images)
+    if not (len(inputs) > 1 or output.is_dir() or any(p.is_dir() for p in images)):
+        return inputs, [output], []
+    if output.exists() and not output.is_dir():
+        raise InputError("several inputs need an output folder", output)
+    targets = [output / f"{p.stem}_height.tif" for p in inputs]
+    if len(set(targets)) < len(targets):
+        raise InputError("inputs share a file name, so their outputs would collide", output)
+    for p in inputs:
+        with open_raster(p, purpose="image"):
+            pass
+    return inputs, targets, [] if output.exists() else make_parents(output / "x")
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:

@@ -94,6 +94,7 @@ def pretrain_command(
     from rsgeo import progress
     from rsgeo.errors import InputError
     from rsgeo.pretrain import pretrain
+    from rsgeo.train.runs import removed_if_refused
 
     if state.get("verbose", 1) <= 0:
         progress.ENABLED = False
@@ -115,8 +116,9 @@ def pretrain_command(
     if not method_name or not backbone_name:
         raise InputError("--method and --backbone are required (on the command line or in "
                          "--config)")
-    summary = pretrain(dataset, method_name, backbone_name, output, config=config,
-                       resume=resume, overwrite=overwrite, **settings)
+    with removed_if_refused(output):
+        summary = pretrain(dataset, method_name, backbone_name, output, config=config,
+                           resume=resume, overwrite=overwrite, **settings)
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
         return
     if json_out:

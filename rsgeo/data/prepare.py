@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +27,12 @@ from rsgeo.data.dedup import HashIndex, dhash
 from rsgeo.data.shards import ShardWriter
 from rsgeo.data.sources import SceneInput, check_source_name
 from rsgeo.data.stats import BandStats
-from rsgeo.errors import InputError
+from rsgeo.errors import InputError, first_line
+from rsgeo.io.heights import require_valid, sample, sample_plan
+from rsgeo.io.polygons import require_polygons
 from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, valid_mask
+from rsgeo.io.vector import read_vector
+from rsgeo.progress import progress
 
 log = logging.getLogger("rsgeo.prepare")
 IMAGES = ("rgb", "post_rgb")
@@ -50,8 +54,6 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
     from rsgeo.io.stretch import parse_scale
 
     scale = parse_scale(scale) if isinstance(scale, (str, type(None))) else tuple(scale)
-    from rsgeo.progress import progress
-
     stride = stride or size
     if size % 32 or size < 32:
         raise InputError(f"--size must be a positive multiple of 32 (HOG and encoders), got {size}")
@@ -63,12 +65,36 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
         raise InputError(f"--gsd must be in [0.005, 1000] m/px, got {gsd}")
     split = _check_split(split)
     out = Path(out)
-    info, manifest = _open_dataset(out, size, overwrite)
     by_source: dict[str, list[SceneInput]] = {}
     for s in scenes:
         by_source.setdefault(check_source_name(s.source), []).append(s)
-    for src, group in by_source.items():
+    for src, group in by_source.items():  # before the output folder is made
         _validate(group, bands)
+    with _removed_on_input_error(out):
+        return _prepare_sources(by_source, out, size, stride, max_nodata, dedup_distance, split,
+                                gsd, bands, ndsm_from_dsm, classes, workers, overwrite, preview,
+                                seed, scale)
+
+
+@contextmanager
+def _removed_on_input_error(out: Path):
+    """A dataset folder this run created is removed again when the input turns out bad.
+
+    Other failures (a crash, Ctrl-C) leave it with its marker, so the rerun accepts it.
+    """
+    created = not out.exists()
+    try:
+        yield
+    except InputError:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _prepare_sources(by_source, out, size, stride, max_nodata, dedup_distance, split, gsd,
+                     bands, ndsm_from_dsm, classes, workers, overwrite, preview, seed,
+                     scale) -> dict:
+    info, manifest = _open_dataset(out, size, overwrite)
     summary = {}
     for src, group in by_source.items():
         if manifest is not None and src in set(manifest["source"]):
@@ -121,8 +147,7 @@ def _validate(group: list[SceneInput], bands) -> None:
     for s in group:
         for key, path in s.files().items():
             if key == "footprints":
-                if not Path(path).exists():
-                    raise InputError("no such file", path)
+                require_polygons(read_vector(path, "footprints file"), path, "footprints")
                 continue
             with open_raster(path, purpose=f"{key} raster") as ds:
                 if key in IMAGES:
@@ -134,6 +159,9 @@ def _validate(group: list[SceneInput], bands) -> None:
                         raise InputError(f"--bands {bands} but the image has {ds.count} bands", path)
                 elif ds.count != 1:
                     raise InputError(f"{key} raster must have 1 band, has {ds.count}", path)
+                if ds.nodata is not None or ds.dtypes[0].startswith("float"):
+                    _, ok = sample(ds, ds.nodata, sample_plan(ds), path)  # all nodata: an error
+                    require_valid(ds, ds.nodata, path, ok)
 
 
 class _Reader:
@@ -147,25 +175,43 @@ class _Reader:
     def __init__(self, scene: SceneInput, grid: Grid, files: dict, bands, scale="percentile"):
         self.scene, self.grid, self.files, self.bands = scene, grid, files, bands
         self.stretches: dict = {}
-        with ExitStack() as stack:  # input scaling from a decimated read, once per scene
-            from rsgeo.io.stretch import image_stretch
+        from rasterio.errors import RasterioIOError
 
-            for key in IMAGES:
-                if key in files:
-                    self.stretches[key] = image_stretch(
-                        stack.enter_context(open_raster(files[key])), scale)
+        from rsgeo.io.stretch import image_stretch
+
+        try:
+            with ExitStack() as stack:  # input scaling from a decimated read, once per scene
+                for key in IMAGES:
+                    if key in files:
+                        self.stretches[key] = image_stretch(
+                            stack.enter_context(open_raster(files[key])), scale)
+        except RasterioIOError as e:
+            raise _read_error(e, files) from None
 
     def read(self, wins, fn) -> list:
-        with ExitStack() as stack:
-            ds = {}
-            for key, path in self.files.items():
-                raw = stack.enter_context(open_raster(path))
-                rs = "nearest" if key in LABELS else "bilinear"
-                ds[key] = stack.enter_context(align_to(raw, self.grid, rs))
-            return [fn(ds, rc) for rc in wins]
+        from rasterio.errors import RasterioIOError
+
+        try:
+            with ExitStack() as stack:
+                ds = {}
+                for key, path in self.files.items():
+                    raw = stack.enter_context(open_raster(path))
+                    rs = "nearest" if key in LABELS else "bilinear"
+                    ds[key] = stack.enter_context(align_to(raw, self.grid, rs))
+                return [fn(ds, rc) for rc in wins]
+        except RasterioIOError as e:
+            raise _read_error(e, self.files) from None
 
     def stretch(self, key: str):
         return self.stretches[key]
+
+
+def _read_error(e: Exception, files: dict) -> InputError:
+    """A GDAL read failure as one line naming the file it happened in (GDAL's message does)."""
+    cause = e.__cause__ or e
+    text = first_line(cause, 120)
+    path = next((p for p in files.values() if Path(p).name in text), next(iter(files.values())))
+    return InputError(f"read failed, the file is damaged or truncated ({text})", path)
 
 
 def _ordered_map(fn, items, workers: int, batch: int = 16):
@@ -281,8 +327,6 @@ def _scene_files(scene: SceneInput, ndsm_from_dsm: bool, work: Path) -> dict:
 
 def _footprints(path, grid: Grid):
     from shapely import STRtree
-
-    from rsgeo.io.vector import read_vector
 
     gdf = read_vector(path, "footprints file")
     if gdf.crs is None:

@@ -129,7 +129,7 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     meta = _bundle_meta(task, inputs, stats, dataset, crop, config, enc_meta, num_classes)
 
     out = Path(out)
-    claim_run(out, "finetune", resume=resume, overwrite=overwrite)
+    claim_run(out, "finetune", resume=resume, overwrite=overwrite, inputs=(dataset,))
     settings = {k: v for k, v in train.items() if v is not None}
     settings.setdefault("lr", 1e-4)
     settings.setdefault("weight_decay", 0.05)

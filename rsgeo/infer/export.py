@@ -121,7 +121,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf DecodeError, truncated file, not ONNX at all
-        raise InputError(f"not a readable ONNX model ({type(e).__name__}: {first_line(e, 120)})",
+        raise InputError(f"not a readable ONNX model, damaged or truncated? ({first_line(e, 120)})",
                          path) from None
     out = {}
     for p in proto.metadata_props:

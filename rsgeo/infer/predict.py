@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from rsgeo.errors import InputError
+from rsgeo.io.heights import require_valid, sample, sample_plan
 from rsgeo.io.raster import Grid, align_to, open_raster, valid_mask
 from rsgeo.io.writer import HEIGHT_NODATA, open_output
 
@@ -282,6 +283,9 @@ def _prepare(image_path, out_path, spec: dict):
         grid = Grid.of(src)
         stretch = image_stretch(src, spec["scale"])
         in_nodata = spec["nodata"] if spec["nodata"] is not None else src.nodata
+        if in_nodata is not None:  # all nodata: an error, never a raster of -9999
+            _, ok = sample(src, in_nodata, sample_plan(src), image_path)
+            require_valid(src, in_nodata, image_path, ok)
         target = _target_gsd(spec["gsd"], meta.get("gsd"), grid)
         resample = target is not None
         wgrid = grid
@@ -383,8 +387,8 @@ def _target_gsd(gsd, model_gsd, grid: Grid) -> float | None:
         value = float(gsd)
     except (TypeError, ValueError):
         raise InputError(f"--gsd must be auto, native or metres per pixel, got {gsd!r}") from None
-    if value <= 0:
-        raise InputError(f"--gsd must be positive, got {value}")
+    if not 0.005 <= value <= 1000:  # the bounds prepare uses; 0.0001 m would be 10^4x the pixels
+        raise InputError(f"--gsd must be in [0.005, 1000] metres per pixel, got {value}")
     return value if abs(ground_gsd(grid) / value - 1) > 1e-6 else None
 
 

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from rsgeo.errors import InputError, OutputExistsError
+from rsgeo.errors import InputError, OutputExistsError, RsgeoError, first_line
 
 MARKER = ".rsgeo.json"   # {"kind": ...} in every folder rsgeo creates as an output
 LEGACY = {"pretrain": ("config.yaml",), "finetune": ("config.yaml",),
@@ -142,18 +142,33 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False, *,
     created = make_parents(final)
     tmp = temp_name(final)
     try:
+        probe_writable(tmp, final)
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"{final}: writer produced no output")
         publish(tmp, final, overwrite)
-    except BaseException:
+    except BaseException as e:
         remove(tmp)
         for d in reversed(created):
             try:
                 d.rmdir()
             except OSError:
                 break
+        if isinstance(e, Exception) and not isinstance(e, RsgeoError) and tmp.name in str(e):
+            # the user never typed the hidden temporary name: report the output they asked for
+            msg = first_line(e).replace(str(tmp), str(final)).replace(tmp.name, final.name)
+            raise RsgeoError(f"writing failed ({msg})", final) from e
         raise
+
+
+def probe_writable(tmp: Path, final: Path) -> None:
+    """InputError naming ``final`` when its folder does not take a new file (``tmp``)."""
+    try:
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except OSError as e:
+        raise InputError(f"cannot write the output here ({e.strerror})", final) from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def remove(path: Path) -> None:

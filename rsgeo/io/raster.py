@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 
 from rsgeo.errors import GridMismatchError, InputError, first_line
@@ -126,7 +127,9 @@ def open_raster(
     if p.is_dir():
         raise InputError(f"is a folder, expected a {purpose} file", p)
     try:
-        ds = rasterio.open(p)
+        with warnings.catch_warnings():  # no geotransform: validate_raster says so in one line
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(p)
     except RasterioIOError as e:
         raise InputError(f"not a readable {purpose} ({first_line(e)})", p) from None
     try:

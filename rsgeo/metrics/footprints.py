@@ -99,6 +99,10 @@ def read_spacenet_csv(path):
 
     df = pd.read_csv(path)
     values = df["PolygonWKT_Pix"].to_numpy()
+    empty = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+    if empty is not None:  # pandas reads an empty cell as NaN, which shapely cannot parse
+        raise ValueError(f"line {empty + 2}: PolygonWKT_Pix is empty (an image without "
+                         "buildings is written POLYGON EMPTY)")
     try:
         geoms = shapely.from_wkt(values)
     except shapely.errors.GEOSException:  # name the first line that is not WKT

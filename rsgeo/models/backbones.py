@@ -26,7 +26,7 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from rsgeo.errors import InputError
+from rsgeo.errors import InputError, first_line
 
 # Tiny named configurations (CPU tests and demos). ``kind`` selects the timm class.
 TINY = {
@@ -196,7 +196,12 @@ def load_encoder(path: str | os.PathLike) -> tuple[nn.Module, dict]:
         raise InputError(f"encoder description lacks {', '.join(missing)}", sidecar)
     encoder = build_encoder(meta["backbone"], int(meta["in_chans"]), int(meta["img_size"]))
     try:
-        encoder.load_state_dict(load_file(str(path)))
+        weights = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - SafetensorError, OSError: a damaged file
+        raise InputError(f"not a readable safetensors file, damaged or truncated? "
+                         f"({first_line(e, 120)})", path) from None
+    try:
+        encoder.load_state_dict(weights)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise InputError(f"weights do not fit {meta['backbone']}: {first}", path) from None

@@ -88,7 +88,7 @@ def safe_load(path: Path, what: str) -> object:
         raise InputError(f"refusing to load: not a {what} made of tensors and plain values "
                          "(unpickling it could run code)", path) from None
     except Exception as e:  # truncated zip, not a torch file
-        raise InputError(f"unreadable {what} ({type(e).__name__}: {first_line(e, 80)})",
+        raise InputError(f"unreadable {what}, damaged or truncated? ({first_line(e, 80)})",
                          path) from None
 
 

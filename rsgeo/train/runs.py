@@ -7,18 +7,43 @@ touches the folder under torchrun, and ``--resume`` needs a checkpoint to resume
 
 from __future__ import annotations
 
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from rsgeo.errors import InputError
 from rsgeo.io.atomic import claim_folder
 from rsgeo.train.distributed import env_info
 
 
-def claim_run(out: Path, kind: str, *, resume: bool = False, overwrite: bool = False) -> None:
-    """Claim ``out`` as a ``kind`` run folder (rank 0 only; other ranks return at once)."""
+def claim_run(out: Path, kind: str, *, resume: bool = False, overwrite: bool = False,
+              inputs: Iterable = ()) -> None:
+    """Claim ``out`` as a ``kind`` run folder (rank 0 only; other ranks return at once).
+
+    ``inputs`` (the chip dataset): a run folder equal to or inside one is refused.
+    """
     out = Path(out)
     if env_info().rank != 0:
         return
     if resume and not (out / "checkpoints" / "last.pt").is_file():
         raise InputError("--resume: no checkpoint in this run folder", out)
-    claim_folder(out, kind, overwrite=overwrite, resume=resume)
+    claim_folder(out, kind, overwrite=overwrite, resume=resume, inputs=inputs)
+
+
+@contextmanager
+def removed_if_refused(out: Path) -> Iterator[None]:
+    """A run folder this command created is removed again when the run is refused.
+
+    An ``InputError`` (a bad option found after the folder was claimed, a batch larger
+    than the dataset) leaves nothing behind, unless a checkpoint was already written; a
+    crash or a signal keeps the folder, which the rerun accepts (``--overwrite``/``--resume``).
+    """
+    out = Path(out)
+    created = not out.exists()
+    try:
+        yield
+    except InputError:
+        if created and env_info().rank == 0 and not (out / "checkpoints").exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise

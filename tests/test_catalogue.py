@@ -1,0 +1,442 @@
+"""The error catalogue: bad or unusual input to every command fails the same clean way.
+
+Each case runs ``rsgeo ARGS`` in-process in a fresh copy of a small world of inputs (32 px
+rasters, a tiny model, a chip dataset, a user's own folder) and checks what a user sees:
+
+- the exit code (2: something the user can fix);
+- exactly one line on stderr that names the file or option and says what is wrong, with
+  no traceback, no bare exception class name, no temporary file name and no leaked
+  warning (Python warnings and log records are shown as a terminal would show them);
+- nothing left behind and every file that was there before byte-identical afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from rasterio.crs import CRS
+
+from rsgeo.models.task import build_task_model, save_task_model
+from tests.conftest import UTM, make_raster
+from tests.test_pretrain_cli import write_chips
+
+CFG = {"task": "height", "backbone": "vit-tiny-2", "in_chans": 3, "img_size": 32,
+       "head": "dpt", "head_features": 16}
+META = {"task": "height", "bands": ["red", "green", "blue"], "mean": [120.0] * 3,
+        "std": [50.0] * 3, "gsd": 0.5, "tile": 32, "overlap": 8, "units": "m", "nodata": -9999}
+N = 32
+PT = ("--method", "mae", "--backbone", "vit-tiny-4")
+FT = ("--encoder", "random", "--backbone", "vit-tiny-4")
+
+
+class Evil:
+    """Unpickling this creates ``pwned.txt`` (a model file must never run code)."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        import builtins
+
+        return (builtins.open, (self.target, "w"))
+
+
+def _vectors(root: Path) -> None:
+    import geopandas as gpd
+    import shapely
+
+    x0, y0 = 500000.0, 4100000.0 - N * 0.5
+    polys = [shapely.box(x0 + 2, y0 + 2, x0 + 6, y0 + 6), shapely.box(x0 + 8, y0 + 8, x0 + 12, y0 + 12)]
+    gpd.GeoDataFrame({"id": [1, 2]}, geometry=polys, crs=UTM).to_file(root / "buildings.gpkg")
+    gpd.GeoDataFrame({"id": [1, 2]}, geometry=[p.centroid for p in polys], crs=UTM).to_file(
+        root / "points.gpkg")
+    gpd.GeoDataFrame({"id": [1]}, geometry=[shapely.LineString([(x0 + 1, y0 + 1), (x0 + 9, y0 + 9)])],
+                     crs=UTM).to_file(root / "lines.gpkg")
+
+
+def _rasters(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (3, N, N), dtype=np.uint8)
+    ndsm = np.zeros((N, N), np.float32)
+    ndsm[8:20, 8:20] = 12.0
+    make_raster(root / "rgb.tif", rgb)
+    make_raster(root / "pre.tif", ndsm, nodata=-9999)
+    make_raster(root / "post.tif", ndsm * 0.2, nodata=-9999)
+    make_raster(root / "nocrs.tif", ndsm, crs=None, transform=Affine.identity())
+    make_raster(root / "nocrs_rgb.tif", rgb, crs=None, transform=Affine.identity())
+    make_raster(root / "nan.tif", np.full((N, N), np.nan, np.float32), nodata=-9999)
+    make_raster(root / "nodata.tif", np.full((N, N), -9999, np.float32), nodata=-9999)
+    make_raster(root / "nodata_rgb.tif", np.zeros((3, N, N), np.uint8), nodata=0)
+    make_raster(root / "shifted.tif", ndsm[:24], nodata=-9999)              # another grid
+    make_raster(root / "wgs.tif", ndsm, crs=CRS.from_epsg(4326), nodata=-9999,
+                transform=Affine(1e-5, 0, 10, 0, -1e-5, 45))
+    make_raster(root / "dsm_abs.tif", ndsm + 120.0, nodata=-9999)           # elevations a.s.l.
+    make_raster(root / "four.tif", np.concatenate([rgb, rgb[:1]]))
+    make_raster(root / "two.tif", np.stack([ndsm, ndsm]), nodata=-9999)
+    make_raster(root / "labels.tif", (ndsm > 0).astype(np.uint8))
+    with warnings.catch_warnings():  # a plain picture: no CRS, no geotransform at all
+        warnings.simplefilter("ignore")
+        for name, arr in (("plain.png", rgb), ("plain1.png", rgb[:1])):
+            with rasterio.open(root / name, "w", driver="PNG", width=N, height=N,
+                               count=arr.shape[0], dtype="uint8") as dst:
+                dst.write(arr)
+    (root / "empty.tif").write_bytes(b"")
+    (root / "text.tif").write_text("this is not a raster\n")
+    big = make_raster(root / "big_rgb.tif", rng.integers(0, 255, (3, 256, 256), dtype=np.uint8))
+    (root / "trunc.tif").write_bytes(big.read_bytes()[:3000])
+    big.unlink()
+
+
+def _models(root: Path) -> None:
+    from rsgeo.infer.export import export_onnx
+
+    torch.manual_seed(0)
+    save_task_model(build_task_model(CFG), CFG, META, root / "model.ckpt")
+    export_onnx(root / "model.ckpt", root / "model.onnx")
+    (root / "corrupt.onnx").write_bytes((root / "model.onnx").read_bytes()[:2000])
+    (root / "trunc.ckpt").write_bytes((root / "model.ckpt").read_bytes()[:5000])
+    torch.save({"format": "rsgeo-task", "payload": Evil("pwned.txt")}, root / "evil.ckpt")
+    run = root / "evilrun"                                    # finetune --resume on it
+    (run / "checkpoints").mkdir(parents=True)
+    (run / ".rsgeo.json").write_text(json.dumps({"kind": "finetune"}))
+    torch.save({"step": 3, "payload": Evil("pwned.txt")}, run / "checkpoints" / "last.pt")
+    (root / "encoder.safetensors").write_bytes(b"\x00" * 40)           # damaged weights
+    (root / "encoder.json").write_text(json.dumps({"backbone": "vit-tiny-4", "in_chans": 3, "img_size": 32,
+                                                       "bands": ["red", "green", "blue"]}))
+
+
+def _chips(root: Path) -> None:
+    """A chip dataset with RGB, DSM and nDSM (pretrain and finetune --task height accept it)."""
+    write_chips(root, n=4, size=32)
+    shutil.copy(root / "shards" / "city" / "dsm.npy", root / "shards" / "city" / "ndsm.npy")
+    for name, key in (("dataset.json", None), ("stats.json", "sources")):
+        info = json.loads((root / name).read_text())
+        if key is None:
+            info["modalities"].append("ndsm")
+        else:
+            info[key]["city"]["ndsm"] = info[key]["city"]["dsm"]
+        (root / name).write_text(json.dumps(info))
+    (root / "sub").mkdir()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The pristine inputs every case starts from (copied per case)."""
+    root = tmp_path_factory.mktemp("world")
+    _rasters(root)
+    _vectors(root)
+    _models(root)
+    _chips(root / "chips")
+    user = root / "mine"                                      # a folder rsgeo did not write
+    (user / "sub").mkdir(parents=True)
+    (user / "notes.txt").write_text("keep me")
+    (user / "sub" / "data.csv").write_text("a,b\n1,2\n")
+    (root / "notes.txt").write_text("keep me too")
+    (root / "bad.csv").write_text("ImageId,BuildingId,PolygonWKT_Pix,Confidence\nimg,1,POLYGON ((0 0,,\n")
+    (root / "bad.yaml").write_text("- just\n- a list\n")
+    (root / "classes.json").write_text("{not json")
+    return root
+
+
+def snapshot(root: Path) -> dict:
+    """Every file (SHA-256) and folder under ``root``: what a refused command must not change."""
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest()
+                                       if p.is_file() else "dir")
+            for p in sorted(root.rglob("*"))}
+
+
+# (id, args, expected exit, words the one stderr line must hold, cwd inside the world)
+C = [
+    # synth
+    ("synth-size-huge", ["synth", "-o", "s", "--size", "100000"], 2, ["--size"], "."),
+    ("synth-size-zero", ["synth", "-o", "s", "--size", "0"], 2, ["--size"], "."),
+    ("synth-gsd-tiny", ["synth", "-o", "s", "--gsd", "0.0001"], 2, ["--gsd"], "."),
+    ("synth-gsd-negative", ["synth", "-o", "s", "--gsd", "-1"], 2, ["--gsd"], "."),
+    ("synth-scenes-zero", ["synth", "-o", "s", "--scenes", "0"], 2, ["--scenes"], "."),
+    ("synth-destroyed-above-1", ["synth", "-o", "s", "--destroyed", "1.5"], 2, ["--destroyed"], "."),
+    ("synth-bad-style", ["synth", "-o", "s", "--style", "huge"], 2, ["--style"], "."),
+    ("synth-no-output", ["synth"], 2, ["--output"], "."),
+    ("synth-into-a-file", ["synth", "-o", "notes.txt", "--size", "64", "--overwrite"], 2,
+     ["notes.txt"], "."),
+    # prepare
+    ("prepare-missing-folder", ["prepare", "nowhere", "-o", "c"], 2, ["nowhere"], "."),
+    ("prepare-missing-rgb", ["prepare", "--rgb", "missing.tif", "-o", "c"], 2, ["missing.tif"], "."),
+    ("prepare-no-crs", ["prepare", "--rgb", "nocrs_rgb.tif", "-o", "c"], 2, ["nocrs_rgb.tif"], "."),
+    ("prepare-plain-picture", ["prepare", "--rgb", "plain.png", "-o", "c"], 2, ["plain.png"], "."),
+    ("prepare-truncated", ["prepare", "--rgb", "trunc.tif", "-o", "c", "--size", "32"], 2,
+     ["trunc.tif"], "."),
+    ("prepare-empty-file", ["prepare", "--rgb", "empty.tif", "-o", "c"], 2, ["empty.tif"], "."),
+    ("prepare-text-as-tif", ["prepare", "--rgb", "text.tif", "-o", "c"], 2, ["text.tif"], "."),
+    ("prepare-four-bands", ["prepare", "--rgb", "four.tif", "-o", "c", "--size", "32"], 2,
+     ["four.tif", "band"], "."),
+    ("prepare-size-17", ["prepare", "--rgb", "rgb.tif", "-o", "c", "--size", "17"], 2, ["--size"], "."),
+    ("prepare-bad-split", ["prepare", "--rgb", "rgb.tif", "-o", "c", "--split", "a,b"], 2,
+     ["--split"], "."),
+    ("prepare-gsd-tiny", ["prepare", "--rgb", "rgb.tif", "-o", "c", "--gsd", "0.0001"], 2,
+     ["--gsd"], "."),
+    ("prepare-bad-scale", ["prepare", "--rgb", "rgb.tif", "-o", "c", "--scale", "loud"], 2,
+     ["--scale"], "."),
+    ("prepare-max-nodata-2", ["prepare", "--rgb", "rgb.tif", "-o", "c", "--max-nodata", "2"], 2,
+     ["--max-nodata"], "."),
+    ("prepare-points-as-buildings", ["prepare", "--rgb", "rgb.tif", "--footprints", "points.gpkg",
+                                     "-o", "c", "--size", "32"], 2, ["points.gpkg", "polygon"], "."),
+    ("prepare-all-nan-ndsm", ["prepare", "--rgb", "rgb.tif", "--ndsm", "nan.tif", "-o", "c",
+                              "--size", "32"], 2, ["nan.tif"], "."),
+    ("prepare-into-user-folder", ["prepare", "--rgb", "rgb.tif", "-o", "mine", "--overwrite"], 2,
+     ["mine"], "."),
+    ("prepare-output-is-input", ["prepare", "--rgb", "rgb.tif", "-o", "rgb.tif", "--overwrite"], 2,
+     ["rgb.tif"], "."),
+    ("prepare-dotdot-overwrite", ["prepare", "--rgb", "../../rgb.tif", "-o", "..", "--overwrite"], 2,
+     [".."], "mine/sub"),
+    # pretrain
+    ("pretrain-missing-dataset", ["pretrain", "nowhere", "-o", "r", *PT], 2, ["nowhere"], "."),
+    ("pretrain-not-a-dataset", ["pretrain", "mine", "-o", "r", *PT], 2, ["mine"], "."),
+    ("pretrain-negative-lr", ["pretrain", "chips", "-o", "r", *PT, "--lr", "-1"], 2, ["--lr"], "."),
+    ("pretrain-mask-ratio-1.5", ["pretrain", "chips", "-o", "r", *PT, "--mask-ratio", "1.5"], 2,
+     ["--mask-ratio"], "."),
+    ("pretrain-steps-zero", ["pretrain", "chips", "-o", "r", *PT, "--steps", "0"], 2, ["--steps"], "."),
+    ("pretrain-unknown-backbone", ["pretrain", "chips", "-o", "r", "--method", "mae", "--backbone",
+                                   "vit-nope"], 2,
+     ["vit-nope"], "."),
+    ("pretrain-missing-config", ["pretrain", "chips", "-o", "r", *PT, "--config", "none.yaml"], 2,
+     ["none.yaml"], "."),
+    ("pretrain-config-not-mapping", ["pretrain", "chips", "-o", "r", *PT, "--config", "bad.yaml"], 2,
+     ["bad.yaml"], "."),
+    ("pretrain-output-is-input", ["pretrain", "chips", "-o", "chips", *PT, "--overwrite"], 2, ["chips"], "."),
+    ("pretrain-output-inside-input", ["pretrain", "chips", "-o", "chips/sub", *PT, "--overwrite"], 2,
+     ["chips"], "."),
+    ("pretrain-into-user-folder", ["pretrain", "chips", "-o", "mine", *PT, "--overwrite",
+                                   "--steps", "1"], 2, ["mine"], "."),
+    ("pretrain-resume-missing-run", ["pretrain", "chips", "-o", "r", *PT, "--resume"], 2, ["r"], "."),
+    # finetune
+    ("finetune-missing-dataset", ["finetune", "nowhere", "--task", "height", "-o", "f", *FT], 2,
+     ["nowhere"], "."),
+    ("finetune-negative-lr", ["finetune", "chips", "--task", "height", "-o", "f", *FT, "--lr", "-1"], 2,
+     ["--lr"], "."),
+    ("finetune-bad-task", ["finetune", "chips", "--task", "volume", "-o", "f", *FT], 2, ["--task"], "."),
+    ("finetune-missing-encoder", ["finetune", "chips", "--task", "height", "-o", "f", "--encoder",
+                                  "none.safetensors"], 2, ["none.safetensors"], "."),
+    ("finetune-corrupt-encoder", ["finetune", "chips", "--task", "height", "-o", "f", "--encoder",
+                                  "encoder.safetensors"], 2, ["encoder.safetensors"], "."),
+    ("finetune-bad-class-weights", ["finetune", "chips", "--task", "segmentation", "-o", "f", *FT,
+                                    "--class-weights", "a,b"], 2, ["--class-weights"], "."),
+    ("finetune-train-size-zero", ["finetune", "chips", "--task", "height", "-o", "f", *FT,
+                                  "--train-size", "0"], 2, ["--train-size"], "."),
+    ("finetune-output-is-input", ["finetune", "chips", "--task", "height", "-o", "chips", *FT,
+                                  "--overwrite"], 2, ["chips"], "."),
+    ("finetune-into-user-folder", ["finetune", "chips", "--task", "height", "-o", "mine",
+                                   "--overwrite", *FT],
+     2, ["mine"], "."),
+    ("finetune-resume-crafted-checkpoint", ["finetune", "chips", "--task", "height", "-o", "evilrun",
+                                            "--resume", *FT], 2, ["refusing to load"], "."),
+    # export
+    ("export-missing", ["export", "none.ckpt", "-o", "m.onnx"], 2, ["none.ckpt"], "."),
+    ("export-crafted-pickle", ["export", "evil.ckpt", "-o", "m.onnx"], 2, ["evil.ckpt", "refusing"], "."),
+    ("export-onnx-as-checkpoint", ["export", "model.onnx", "-o", "m.onnx"], 2, ["model.onnx"], "."),
+    ("export-truncated", ["export", "trunc.ckpt", "-o", "m.onnx"], 2, ["trunc.ckpt"], "."),
+    ("export-text-file", ["export", "notes.txt", "-o", "m.onnx"], 2, ["notes.txt"], "."),
+    ("export-output-is-input", ["export", "model.ckpt", "-o", "model.ckpt", "--overwrite"], 2,
+     ["model.ckpt"], "."),
+    ("export-into-user-folder", ["export", "model.ckpt", "-o", "mine", "--overwrite"], 2, ["mine"], "."),
+    ("export-output-exists", ["export", "model.ckpt", "-o", "notes.txt"], 2,
+     ["notes.txt", "--overwrite"], "."),
+    ("export-negative-atol", ["export", "model.ckpt", "-o", "m.onnx", "--atol", "-1"], 2, ["--atol"], "."),
+    # predict-height
+    ("predict-missing-input", ["predict-height", "none.tif", "-m", "model.onnx", "-o", "h.tif"], 2,
+     ["none.tif"], "."),
+    ("predict-no-crs", ["predict-height", "nocrs_rgb.tif", "-m", "model.onnx", "-o", "h.tif"], 2,
+     ["nocrs_rgb.tif"], "."),
+    ("predict-plain-picture", ["predict-height", "plain.png", "-m", "model.onnx", "-o", "h.tif"], 2,
+     ["plain.png"], "."),
+    ("predict-truncated", ["predict-height", "trunc.tif", "-m", "model.onnx", "-o", "h.tif"], 2,
+     ["trunc.tif"], "."),
+    ("predict-empty-file", ["predict-height", "empty.tif", "-m", "model.onnx", "-o", "h.tif"], 2,
+     ["empty.tif"], "."),
+    ("predict-text-as-tif", ["predict-height", "text.tif", "-m", "model.onnx", "-o", "h.tif"], 2,
+     ["text.tif"], "."),
+    ("predict-four-bands", ["predict-height", "four.tif", "-m", "model.onnx", "-o", "h.tif"], 2,
+     ["four.tif", "band"], "."),
+    ("predict-dsm-as-image", ["predict-height", "pre.tif", "-m", "model.onnx", "-o", "h.tif"], 2,
+     ["pre.tif"], "."),
+    ("predict-all-nodata", ["predict-height", "nodata_rgb.tif", "-m", "model.onnx", "-o", "h.tif"], 2,
+     ["nodata_rgb.tif", "valid"], "."),
+    ("predict-corrupt-onnx", ["predict-height", "rgb.tif", "-m", "corrupt.onnx", "-o", "h.tif"], 2,
+     ["corrupt.onnx"], "."),
+    ("predict-missing-model", ["predict-height", "rgb.tif", "-m", "none.onnx", "-o", "h.tif"], 2,
+     ["none.onnx"], "."),
+    ("predict-crafted-pickle", ["predict-height", "rgb.tif", "-m", "evil.ckpt", "-o", "h.tif"], 2,
+     ["evil.ckpt", "refusing"], "."),
+    ("predict-tile-8", ["predict-height", "rgb.tif", "-m", "model.onnx", "-o", "h.tif", "--tile", "8"],
+     2, ["--tile"], "."),
+    ("predict-overlap-above-tile", ["predict-height", "rgb.tif", "-m", "model.onnx", "-o", "h.tif",
+                                    "--tile", "32", "--overlap", "40"], 2, ["--overlap"], "."),
+    ("predict-gsd-tiny", ["predict-height", "rgb.tif", "-m", "model.onnx", "-o", "h.tif", "--gsd",
+                          "0.0001"], 2, ["--gsd"], "."),
+    ("predict-gsd-word", ["predict-height", "rgb.tif", "-m", "model.onnx", "-o", "h.tif", "--gsd",
+                          "fine"], 2, ["--gsd"], "."),
+    ("predict-bad-co", ["predict-height", "rgb.tif", "-m", "model.onnx", "-o", "h.tif", "--co",
+                        "NOSUCHOPTION=1"], 2, ["NOSUCHOPTION"], "."),
+    ("predict-co-not-key-value", ["predict-height", "rgb.tif", "-m", "model.onnx", "-o", "h.tif",
+                                  "--co", "zstd"], 2, ["--co"], "."),
+    ("predict-bad-nodata", ["predict-height", "rgb.tif", "-m", "model.onnx", "-o", "h.tif",
+                            "--nodata", "lots"], 2, ["--nodata"], "."),
+    ("predict-scale-reversed", ["predict-height", "rgb.tif", "-m", "model.onnx", "-o", "h.tif",
+                                "--scale", "200,10"], 2, ["--scale"], "."),
+    ("predict-batch-zero", ["predict-height", "rgb.tif", "-m", "model.onnx", "-o", "h.tif",
+                            "--batch-size", "0"], 2, ["--batch-size"], "."),
+    ("predict-output-is-input", ["predict-height", "rgb.tif", "-m", "model.onnx", "-o", "rgb.tif",
+                                 "--overwrite"], 2, ["rgb.tif"], "."),
+    ("predict-output-is-model", ["predict-height", "rgb.tif", "-m", "model.onnx", "-o", "model.onnx",
+                                 "--overwrite"], 2, ["model.onnx"], "."),
+    ("predict-several-one-missing", ["predict-height", "rgb.tif", "none.tif", "-m", "model.onnx",
+                                     "-o", "hs"], 2, ["none.tif"], "."),
+    ("predict-several-into-a-file", ["predict-height", "rgb.tif", "four.tif", "-m", "model.onnx",
+                                     "-o", "notes.txt"], 2, ["notes.txt"], "."),
+    ("predict-output-exists", ["predict-height", "rgb.tif", "-m", "model.onnx", "-o", "notes.txt"], 2,
+     ["notes.txt", "--overwrite"], "."),
+    ("predict-unwritable-output", ["predict-height", "rgb.tif", "-m", "model.onnx", "-o",
+                                   "/proc/rsgeo-h.tif"], 2, ["/proc/rsgeo-h.tif"], "."),
+    ("predict-cuda-absent", ["predict-height", "rgb.tif", "-m", "model.onnx", "-o", "h.tif",
+                             "--device", "cuda"], 2, ["CUDA"], "."),
+    # damage-map
+    ("damage-missing-pre", ["damage-map", "none.tif", "post.tif", "-o", "d.tif"], 2, ["none.tif"], "."),
+    ("damage-no-crs", ["damage-map", "nocrs.tif", "post.tif", "-o", "d.tif"], 2, ["nocrs.tif"], "."),
+    ("damage-plain-picture", ["damage-map", "plain1.png", "post.tif", "-o", "d.tif"], 2,
+     ["plain1.png"], "."),
+    ("damage-all-nan-post", ["damage-map", "pre.tif", "nan.tif", "-o", "d.tif"], 2,
+     ["nan.tif", "valid"], "."),
+    ("damage-all-nodata-pre", ["damage-map", "nodata.tif", "post.tif", "-o", "d.tif"], 2,
+     ["nodata.tif", "valid"], "."),
+    ("damage-absolute-dsm", ["damage-map", "dsm_abs.tif", "post.tif", "-o", "d.tif"], 2,
+     ["dsm_abs.tif", "--dtm"], "."),
+    ("damage-empty-file", ["damage-map", "empty.tif", "post.tif", "-o", "d.tif"], 2, ["empty.tif"], "."),
+    ("damage-truncated", ["damage-map", "trunc.tif", "post.tif", "-o", "d.tif"], 2, ["trunc.tif"], "."),
+    ("damage-two-bands", ["damage-map", "two.tif", "post.tif", "-o", "d.tif"], 2, ["two.tif"], "."),
+    ("damage-points-as-buildings", ["damage-map", "pre.tif", "post.tif", "--buildings", "points.gpkg",
+                                    "-o", "d.tif"], 2, ["points.gpkg", "polygons"], "."),
+    ("damage-lines-as-buildings", ["damage-map", "pre.tif", "post.tif", "--buildings", "lines.gpkg",
+                                   "-o", "d.tif"], 2, ["lines.gpkg", "polygons"], "."),
+    ("damage-missing-buildings", ["damage-map", "pre.tif", "post.tif", "--buildings", "none.gpkg",
+                                  "-o", "d.tif"], 2, ["none.gpkg"], "."),
+    ("damage-raster-as-buildings", ["damage-map", "pre.tif", "post.tif", "--buildings", "rgb.tif",
+                                    "-o", "d.tif"], 2, ["rgb.tif"], "."),
+    ("damage-images-without-model", ["damage-map", "rgb.tif", "rgb.tif", "-o", "d.tif"], 2,
+     ["rgb.tif"], "."),
+    ("damage-corrupt-model", ["damage-map", "rgb.tif", "rgb.tif", "-m", "corrupt.onnx", "-o", "d.tif"],
+     2, ["corrupt.onnx"], "."),
+    ("damage-negative-threshold", ["damage-map", "pre.tif", "post.tif", "-o", "d.tif", "--threshold",
+                                   "-1"], 2, ["--threshold"], "."),
+    ("damage-bad-grades", ["damage-map", "pre.tif", "post.tif", "-o", "d.tif", "--grades", "lots"], 2,
+     ["--grades"], "."),
+    ("damage-bad-co", ["damage-map", "pre.tif", "post.tif", "-o", "d.tif", "--co", "NOSUCHOPTION=1"],
+     2, ["NOSUCHOPTION"], "."),
+    ("damage-output-is-input", ["damage-map", "pre.tif", "post.tif", "-o", "pre.tif", "--overwrite"],
+     2, ["pre.tif"], "."),
+    ("damage-file-over-user-folder", ["damage-map", "pre.tif", "post.tif", "-o", "mine",
+                                      "--overwrite"], 2, ["mine", "folder"], "."),
+    ("damage-all-nan-dtm", ["damage-map", "dsm_abs.tif", "dsm_abs.tif", "--dtm", "nan.tif", "-o",
+                            "d.tif"], 2, ["nan.tif"], "."),
+    ("damage-unwritable-output", ["damage-map", "pre.tif", "post.tif", "-o", "/proc/rsgeo-d.tif"], 2,
+     ["/proc/rsgeo-d.tif"], "."),
+    # evaluate
+    ("evaluate-missing-ref", ["evaluate", "pre.tif", "none.tif"], 2, ["none.tif"], "."),
+    ("evaluate-grid-mismatch", ["evaluate", "pre.tif", "shifted.tif"], 2, ["shifted.tif", "--align"], "."),
+    ("evaluate-crs-mismatch", ["evaluate", "pre.tif", "wgs.tif"], 2, ["wgs.tif"], "."),
+    ("evaluate-no-crs", ["evaluate", "nocrs.tif", "pre.tif"], 2, ["nocrs.tif"], "."),
+    ("evaluate-plain-picture", ["evaluate", "plain1.png", "pre.tif"], 2, ["plain1.png"], "."),
+    ("evaluate-all-nan-pred", ["evaluate", "nan.tif", "pre.tif"], 2, ["nan.tif", "valid"], "."),
+    ("evaluate-absolute-ref", ["evaluate", "pre.tif", "dsm_abs.tif"], 2, ["dsm_abs.tif"], "."),
+    ("evaluate-truncated", ["evaluate", "trunc.tif", "pre.tif"], 2, ["trunc.tif"], "."),
+    ("evaluate-empty-file", ["evaluate", "empty.tif", "pre.tif"], 2, ["empty.tif"], "."),
+    ("evaluate-points-as-footprints", ["evaluate", "points.gpkg", "buildings.gpkg", "--task",
+                                       "footprints"], 2, ["points.gpkg", "polygon"], "."),
+    ("evaluate-malformed-spacenet-csv", ["evaluate", "bad.csv", "bad.csv", "--task", "footprints"], 2,
+     ["bad.csv"], "."),
+    ("evaluate-bad-classes-file", ["evaluate", "labels.tif", "labels.tif", "--task", "segmentation",
+                                   "--classes", "classes.json"], 2, ["classes.json"], "."),
+    ("evaluate-bad-format", ["evaluate", "pre.tif", "post.tif", "--format", "xml"], 2, ["--format"], "."),
+    ("evaluate-iou-above-1", ["evaluate", "buildings.gpkg", "buildings.gpkg", "--task", "footprints",
+                              "--iou", "1.5"], 2, ["--iou"], "."),
+    ("evaluate-output-is-input", ["evaluate", "pre.tif", "post.tif", "-o", "pre.tif", "--overwrite"], 2,
+     ["pre.tif"], "."),
+    ("evaluate-dotdot-overwrite", ["evaluate", "../../pre.tif", "../../post.tif", "-o", "..",
+                                   "--overwrite"], 2, [".."], "mine/sub"),
+    ("evaluate-file-over-user-folder", ["evaluate", "pre.tif", "post.tif", "-o", "mine", "--overwrite"],
+     2, ["mine", "folder"], "."),
+    ("evaluate-unwritable-output", ["evaluate", "pre.tif", "post.tif", "-o", "/proc/rsgeo-e.json"], 2,
+     ["/proc/rsgeo-e.json"], "."),
+    # demo
+    ("demo-into-user-folder", ["demo", "-o", "mine", "--overwrite", "--quick"], 2, ["mine"], "."),
+    ("demo-current-folder", ["demo", "-o", ".", "--overwrite", "--quick"], 2, ["."], "mine"),
+    ("demo-into-a-file", ["demo", "-o", "notes.txt", "--quick"], 2, ["notes.txt"], "."),
+    ("demo-cuda-absent", ["demo", "-o", "dm", "--quick", "--device", "cuda"], 2, ["CUDA"], "."),
+]
+
+QUIET_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+CLASS_NAME = re.compile(r"\b[A-Z][A-Za-z]*(Error|Exception|Warning)\b")
+
+
+def run_cli(args, cwd: Path, monkeypatch, capsys):
+    """Run ``rsgeo ARGS`` in ``cwd``; stderr as a terminal would show it (warnings, logging)."""
+    from rsgeo.cli.app import main
+
+    monkeypatch.chdir(cwd)
+    handler = logging.StreamHandler(sys.stderr)           # what logging.basicConfig shows
+    handler.setFormatter(logging.Formatter("rsgeo: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            code = main([str(a) for a in args])
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    out, err = capsys.readouterr()
+    shown = [f"{w.category.__name__}: {w.message}" for w in caught
+             if not issubclass(w.category, QUIET_WARNINGS)]
+    return code, out, err, shown
+
+
+@pytest.mark.parametrize("args, code, words, where", [c[1:] for c in C], ids=[c[0] for c in C])
+def test_catalogue(world, tmp_path, monkeypatch, capsys, args, code, words, where):
+    if "CUDA" in words and torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    root = tmp_path / "w"
+    shutil.copytree(world, root)
+    before = snapshot(root)
+    got, out, err, shown = run_cli(args, root / where, monkeypatch, capsys)
+    lines = err.strip().splitlines()
+    assert got == code, (got, err)
+    assert len(lines) == 1, err
+    line = lines[0]
+    for w in words:
+        assert w in line, (w, line)
+    assert "Traceback" not in err and not CLASS_NAME.search(line), line
+    assert not re.search(r"\.tmp-[0-9a-f]{8}", line), line
+    assert not shown, shown
+    assert snapshot(root) == before
+    assert not (root / "pwned.txt").exists()
+    for p in ("/proc/rsgeo-h.tif", "/proc/rsgeo-d.tif", "/proc/rsgeo-e.json"):
+        assert not Path(p).exists()
+
+
+def test_catalogue_is_large_and_covers_every_command():
+    commands = {c[1][0] for c in C}
+    assert commands == {"synth", "prepare", "pretrain", "finetune", "predict-height", "damage-map",
+                        "evaluate", "export", "demo"}
+    assert len(C) >= 60 and len({c[0] for c in C}) == len(C)
