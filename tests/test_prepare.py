@@ -134,7 +134,7 @@ def test_bad_inputs(tmp_path, cli):
         (["--rgb", one], "--bands"), (["--rgb", four], "--bands"),
         (["--rgb", rgb, "--dsm", far], "does not overlap"),
         (["--rgb", rgb, "--dsm", far_crs], "does not overlap"),
-        (["--rgb", blank], "no chip kept"),
+        (["--rgb", blank], "no valid pixel"),
         (["--rgb", rgb, "--labels", lab, "--classes", tmp_path / "classes.json"], "[42]"),
     ]
     for i, (args, msg) in enumerate(cases):
