@@ -75,3 +75,29 @@ def test_numpy_values_in_bundles_are_saved_loadable(tmp_path):
     from rsgeo.train.checkpoint import safe_load
 
     assert safe_load(tmp_path / "m.ckpt", "bundle")["meta"]["val"]["f1"] == 0.25
+
+
+def test_finetune_resume_refuses_a_crafted_checkpoint(cli, tmp_path):
+    import json
+    import shutil
+
+    from tests.test_pretrain_cli import write_chips
+
+    chips = write_chips(tmp_path / "chips", n=4, size=32)
+    shard = chips / "shards" / "city"
+    shutil.copy(shard / "dsm.npy", shard / "ndsm.npy")             # a height label
+    info = json.loads((chips / "dataset.json").read_text())
+    info["modalities"].append("ndsm")
+    (chips / "dataset.json").write_text(json.dumps(info))
+    stats = json.loads((chips / "stats.json").read_text())
+    stats["sources"]["city"]["ndsm"] = stats["sources"]["city"]["dsm"]
+    (chips / "stats.json").write_text(json.dumps(stats))
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / ".rsgeo.json").write_text(json.dumps({"kind": "finetune"}))
+    marker = tmp_path / "pwned.txt"
+    torch.save({"step": 3, "payload": _Evil(marker)}, run / "checkpoints" / "last.pt")
+    code, _, err = cli("finetune", chips, "--task", "height", "-o", run, "--resume", "--encoder",
+                       "random", "--backbone", "vit-tiny-4")
+    assert code == 2 and "refusing to load" in err and len(err.strip().splitlines()) == 1, err
+    assert not marker.exists()

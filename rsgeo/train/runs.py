@@ -7,6 +7,7 @@ touches the folder under torchrun, and ``--resume`` needs a checkpoint to resume
 
 from __future__ import annotations
 
+import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +22,11 @@ def claim_run(out: Path, kind: str, *, resume: bool = False, overwrite: bool = F
               inputs: Iterable = ()) -> None:
     """Claim ``out`` as a ``kind`` run folder (rank 0 only; other ranks return at once).
 
-    ``inputs`` (the chip dataset): a run folder equal to or inside one is refused.
+    ``inputs`` (the chip dataset's folder): a run folder equal to or inside one is refused;
+    in-memory datasets are skipped.
     """
     out = Path(out)
+    inputs = [p for p in inputs if isinstance(p, (str, os.PathLike))]
     if env_info().rank != 0:
         return
     if resume and not (out / "checkpoints" / "last.pt").is_file():
