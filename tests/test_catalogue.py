@@ -438,3 +438,24 @@ def test_catalogue_is_large_and_covers_every_command():
     assert commands == {"synth", "prepare", "pretrain", "finetune", "predict-height", "damage-map",
                         "evaluate", "export", "demo"}
     assert len(C) >= 60 and len({c[0] for c in C}) == len(C)
+
+
+def test_sources_without_a_modality_are_left_out(tmp_path, caplog):
+    """A dataset extended with an unlabelled source still trains on the labelled ones."""
+    import pandas as pd
+
+    from rsgeo.data.dataset import ChipDataset
+
+    root = write_chips(tmp_path / "chips", n=4, size=32)                # source "city" has dsm
+    other = root / "shards" / "plain"
+    other.mkdir()
+    for name in ("rgb", "hog"):
+        shutil.copy(root / "shards" / "city" / f"{name}.npy", other / f"{name}.npy")
+    m = pd.read_parquet(root / "manifest.parquet")
+    extra = m.assign(source="plain", chip_id=m["chip_id"].str.replace("city", "plain"))
+    pd.concat([m, extra]).to_parquet(root / "manifest.parquet")
+    assert len(ChipDataset(root, modalities=("rgb",))) == 8
+    with caplog.at_level(logging.WARNING, logger="rsgeo"):
+        ds = ChipDataset(root, modalities=("rgb", "dsm"))
+    assert len(ds) == 4 and ds.sources == ["city"] and "plain" in caplog.text
+    assert ds.read(3, "dsm").shape[-2:] == (32, 32)

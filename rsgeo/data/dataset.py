@@ -8,6 +8,7 @@ once into numpy index arrays. See docs/chip-dataset.md for the format and dtypes
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -77,6 +78,7 @@ class ChipDataset(Dataset):
         m = m[m["status"] == "kept"]
         if split is not None:
             m = m[m["split"] == split]
+        m = self._with_every_modality(m)
         # index arrays, built once: no pandas per sample
         names = m["source"].astype(str).to_numpy()
         self.sources: list[str] = sorted(set(names))
@@ -92,6 +94,21 @@ class ChipDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def _with_every_modality(self, m):
+        """Manifest rows of sources that hold every requested modality (others: a warning).
+
+        A dataset extended with ``prepare --source`` may mix sources with and without
+        labels; a segmentation run uses the labelled ones instead of failing on the others.
+        """
+        names = sorted(set(m["source"].astype(str)))
+        lacking = [s for s in names if not all(
+            (self.root / "shards" / s / f"{x}.npy").is_file() for x in self.modalities)]
+        if lacking:
+            logging.getLogger("rsgeo").warning(
+                "%s: source(s) %s have no %s chips and are left out", self.root,
+                ", ".join(lacking), "/".join(self.modalities))
+        return m[~m["source"].astype(str).isin(lacking)]
 
     def _shard(self, source_id: int, modality: str) -> np.ndarray:
         key = (source_id, modality)
