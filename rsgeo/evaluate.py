@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rsgeo.errors import InputError
+from rsgeo.io.labels import parse_label_map, recode
 from rsgeo.io.raster import Grid, align_to, check_same_grid, open_raster, valid_mask
 from rsgeo.io.reader import read_strips
 
@@ -37,8 +38,12 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
              align: str | None = None, nodata: float | None = None, classes=None,
              ignore_index: int | None = None, iou: float = 0.5, min_area: float | None = None,
              confidence: str | None = None, by: str | None = None, strip_rows: int = 512,
-             absolute: bool = False, max_height: float = 1000.0) -> dict:
-    """Score ``pred`` against ``ref`` (paths); see the module docstring."""
+             absolute: bool = False, max_height: float = 1000.0, label_map=None) -> dict:
+    """Score ``pred`` against ``ref`` (paths); see the module docstring.
+
+    ``label_map`` (segmentation, change): ``{value: class id}`` or ``--label-map`` texts
+    recoding REF's mask values first (:mod:`rsgeo.io.labels`).
+    """
     from rsgeo.io.heights import check_max_height
 
     max_height = check_max_height(max_height)
@@ -52,6 +57,7 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
     if task == "height" and protocol == "synrs3d":
         return _synrs3d(pairs, align)
     names = load_classes(classes) if classes else None
+    lmap = parse_label_map(label_map) if task != "height" else None
     images, total = [], _accumulator(task, names, ignore_index)
     for p, r in pairs:
         acc = _accumulator(task, names, ignore_index)
@@ -60,6 +66,9 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
         for pv, rv, okp, okr in stream_pair(p, r, align, nodata, strip_rows,
                                             finite=task != "height", metres=task == "height",
                                             each=True):
+            if lmap:
+                rv, named = recode(rv, lmap)
+                okr = okr | named
             ok = okp & okr
             checks.add(pv, rv, okp, okr)
             n_valid += int(np.count_nonzero(ok))

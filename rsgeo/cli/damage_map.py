@@ -11,6 +11,7 @@ import typer
 from rsgeo.cli.app import app
 from rsgeo.cli.options import (Compress, CreationOpts, Json, MaxZError, OptionalOutput,
                                Overwrite)
+from rsgeo.cli.options import Bands, MaxPixels
 
 
 class Event(str, Enum):
@@ -43,6 +44,8 @@ def damage_map_cmd(
     min_height: Annotated[float, typer.Option("--min-height", help="Pre height (m) of a structure without footprints.")] = 2.5,
     min_area: Annotated[float, typer.Option("--min-area", help="Drop damaged regions smaller than this (m²).")] = 10.0,
     grades: Annotated[str, typer.Option("--grades", help="Loss thresholds, m or % of pre height.")] = "minor:10%,major:35%,destroyed:70%",
+    bands: Bands = None,
+    max_pixels: MaxPixels = None,
     co: CreationOpts = None,
     compress: Compress = None,
     max_z_error: MaxZError = None,
@@ -67,7 +70,7 @@ def damage_map_cmd(
                          grades=grades, model=model, heights=heights, overwrite=overwrite,
                          dtm=dtm, absolute=absolute, max_height=max_height,
                          co=parse_co(co), compress=compress.value if compress else None,
-                         max_z_error=max_z_error)
+                         max_z_error=max_z_error, **({"bands": bands} if bands else {}))
     if json_out:
         from rsgeo.jsonout import dumps
 

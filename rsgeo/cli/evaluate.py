@@ -10,6 +10,7 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.options import Nodata, OptionalOutput, Overwrite
+from rsgeo.cli.options import LabelMap, MaxPixels
 
 
 class Task(str, Enum):
@@ -53,6 +54,8 @@ def evaluate_cmd(
     by: Annotated[Optional[str], typer.Option("--by", help="Footprints: score per value of this field (e.g. an image id).")] = None,
     absolute: Annotated[bool, typer.Option("--absolute", help="Heights: accept values that look like absolute elevations (DSM/DTM).")] = False,
     max_height: Annotated[float, typer.Option("--max-height", metavar="M", help="Heights: refuse values above this (m).")] = 1000.0,
+    label_map: LabelMap = None,
+    max_pixels: MaxPixels = None,
     overwrite: Overwrite = False,
 ):
     """Score PRED against REF: F1^HE/MAE/RMSE/delta (height), IoU/mIoU/OA (segmentation),
@@ -77,7 +80,8 @@ def evaluate_cmd(
     r = evaluate(pred, ref, task=task.value, protocol=protocol.value,
                  align=align.value if align else None, nodata=nodata_value(nodata),
                  classes=classes, ignore_index=ignore_index, iou=iou, min_area=min_area,
-                 confidence=confidence, by=by, absolute=absolute, max_height=max_height)
+                 confidence=confidence, by=by, absolute=absolute, max_height=max_height,
+                 label_map=label_map)
     summary = r["summary"]
     if fmt is Format.json:
         text = dumps(summary) + "\n"

@@ -111,3 +111,51 @@ Scale = Annotated[
 def nodata_value(value: Optional[str]) -> Optional[float]:
     """The float of a ``--nodata`` string (None when not given)."""
     return _parse_nodata(value)
+
+# --- imagery and limits (issue 14): --bands, --label-map, --max-pixels ---------------------
+
+Bands = Annotated[
+    Optional[str],
+    typer.Option("--bands", metavar="B,G,R",
+                 help="Image bands to use, 1-based in order (GDAL style): 1,2,3 takes RGB "
+                      "from RGBA or RGBN, 3,2,1 reads BGR. Default: RGBA -> RGB with alpha "
+                      "as valid mask; 1 band (panchromatic) replicated with a warning."),
+]
+
+
+def _check_label_map(values: Optional[list[str]]) -> list[str]:
+    for item in values or []:
+        for pair in item.split(","):
+            a, sep, b = pair.partition(":")
+            if not sep or not a.strip().lstrip("-").isdigit() or not b.strip().isdigit():
+                raise typer.BadParameter(f"{pair!r} is not FROM:TO (integer mask value -> "
+                                         "class id), e.g. 255:1")
+    return values or []
+
+
+LabelMap = Annotated[
+    Optional[list[str]],
+    typer.Option("--label-map", metavar="FROM:TO", callback=_check_label_map,
+                 help="Recode mask values to class ids before anything else, repeatable or "
+                      "comma-separated, e.g. --label-map 0:0,255:1 keeps a 0/255 building "
+                      "mask's buildings (255 otherwise means ignore)."),
+]
+
+
+def _set_max_pixels(value: Optional[int]) -> Optional[int]:
+    if value is not None:
+        if value < 1:
+            raise typer.BadParameter(f"must be a positive pixel count, got {value}")
+        from rsgeo.io import limits  # lazy: keeps `rsgeo --help` free of library imports
+
+        limits.set_max_pixels(value)
+    return value
+
+
+MaxPixels = Annotated[
+    Optional[int],
+    typer.Option("--max-pixels", metavar="N", callback=_set_max_pixels,
+                 help="Refuse rasters (inputs, resampled grids, outputs) larger than N "
+                      "pixels (width x height). Default: RAM bytes / 4, i.e. one float32 "
+                      "band of the raster fits in memory; env RSGEO_MAX_PIXELS."),
+]

@@ -21,6 +21,7 @@ from rsgeo.cli.options import (
     Overwrite,
     Scale,
 )
+from rsgeo.cli.options import Bands, MaxPixels
 
 
 class Backend(str, Enum):
@@ -50,6 +51,8 @@ def predict_height_cmd(
     gsd: Annotated[str, typer.Option("--gsd", help="auto (resample to the model's GSD), native, or m/px.")] = "auto",
     nodata: Nodata = None,
     scale: Scale = "percentile",
+    bands: Bands = None,
+    max_pixels: MaxPixels = None,
     cog: Cog = False,
     compress: Compress = None,
     max_z_error: MaxZError = None,
@@ -89,7 +92,7 @@ def predict_height_cmd(
         batch_size=batch_size, device=device.value, backend=backend.value if backend else None,
         precision=precision.value, gsd=gsd, cog=cog, overwrite=overwrite, scale=scale,
         co=height_co(compress.value if compress else None, max_z_error, parse_co(co)),
-        nodata=nodata_value(nodata))
+        nodata=nodata_value(nodata), bands=bands)
     for f in r["files"]:
         if json_out:
             typer.echo(json.dumps(f))

@@ -9,6 +9,7 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.options import Json, Output, Overwrite, Scale, Workers
+from rsgeo.cli.options import Bands, LabelMap, MaxPixels
 
 
 def _path(help: str):
@@ -35,8 +36,10 @@ def prepare_cmd(
     dedup_distance: Annotated[int, typer.Option("--dedup-distance", min=0, help="Hamming bits of dHash (0 disables).")] = 4,
     split: Annotated[str, typer.Option("--split", help="train,val,test shares.")] = "0.9,0.1,0",
     gsd: Annotated[Optional[float], typer.Option("--gsd", help="Resample to this GSD (m) in the RGB's CRS.")] = None,
-    bands: Annotated[Optional[str], typer.Option("--bands", help="Pick R,G,B band indexes, e.g. 1,2,3.")] = None,
+    bands: Bands = None,
     scale: Scale = "percentile",
+    label_map: LabelMap = None,
+    max_pixels: MaxPixels = None,
     ndsm_from_dsm: Annotated[bool, typer.Option("--ndsm-from-dsm", help="Ground-filter the DSM (dsm2dtm) for the nDSM.")] = False,
     classes: Annotated[Optional[Path], typer.Option("--classes", help="JSON {id: name}; other label values are an error.")] = None,
     preview: Annotated[Optional[Path], typer.Option("--preview", help="PNG mosaic of random chips.")] = None,
@@ -47,17 +50,21 @@ def prepare_cmd(
 ):
     """Cut aligned training chips (RGB, nDSM, labels, change, footprints) with a manifest,
     per-source statistics, de-duplication and HOG scores into the dataset folder OUTPUT;
-    new sources are appended to an existing dataset."""
+    new sources are appended to an existing dataset. Without --rgb, --dsm or --ndsm alone
+    gives DSM-only chips (for finetune --modalities dsm/ndsm)."""
     import json
 
     from rsgeo.data.prepare import prepare
     from rsgeo.data.sources import SceneInput, from_pairs, from_synth_dir
     from rsgeo.errors import InputError
+    from rsgeo.io.bands import parse_bands
     from rsgeo.jsonout import dumps
 
-    given = [x for x in (synth_dir, rgb, pairs) if x is not None]
+    single = rgb or ndsm or dsm  # one scene: RGB, or DSM-only
+    given = [x for x in (synth_dir, single, pairs) if x is not None]
     if len(given) != 1:
-        raise InputError("give exactly one of: a synth folder, --rgb (one scene) or --pairs")
+        raise InputError("give exactly one of: a synth folder, --rgb or --dsm/--ndsm (one "
+                         "scene) or --pairs")
     class_map = None
     if classes:
         try:
@@ -76,20 +83,21 @@ def prepare_cmd(
     elif pairs is not None:
         scenes = from_pairs(pairs)
     else:
-        scenes = [SceneInput(rgb=rgb, source=source or rgb.stem, post_rgb=post_rgb, dsm=dsm,
+        scenes = [SceneInput(rgb=rgb, source=source or single.stem, post_rgb=post_rgb, dsm=dsm,
                              dtm=dtm, ndsm=ndsm, labels=labels, change=change,
                              footprints=footprints)]
+    band_idx = parse_bands(bands)
     try:
-        band_idx = tuple(int(b) for b in bands.split(",")) if bands else None
         shares = tuple(float(x) for x in split.split(","))
     except ValueError:
-        raise InputError("--bands and --split take comma-separated numbers") from None
-    if band_idx is not None and (len(band_idx) != 3 or min(band_idx) < 1):
-        raise InputError(f"--bands needs three 1-based band indexes, got {bands}")
+        raise InputError("--split takes comma-separated numbers") from None
+    if band_idx is not None and len(band_idx) != 3:
+        raise InputError(f"--bands needs three 1-based band indexes for RGB chips, got {bands}")
     summary = prepare(scenes, output, size=size, stride=stride, max_nodata=max_nodata,
                       dedup_distance=dedup_distance, split=shares, gsd=gsd, bands=band_idx,
                       ndsm_from_dsm=ndsm_from_dsm, classes=class_map, workers=workers,
-                      overwrite=overwrite, preview=preview, seed=seed, scale=scale)
+                      overwrite=overwrite, preview=preview, seed=seed, scale=scale,
+                      label_map=label_map)
     if json_out:
         typer.echo(dumps(summary))
         return

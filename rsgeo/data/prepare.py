@@ -28,6 +28,9 @@ from rsgeo.data.shards import ShardWriter
 from rsgeo.data.sources import SceneInput, check_source_name
 from rsgeo.data.stats import BandStats
 from rsgeo.errors import InputError
+from rsgeo.io.bands import choose_bands, open_image
+from rsgeo.io.labels import recode
+from rsgeo.io.limits import check_pixels
 from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, valid_mask
 
 log = logging.getLogger("rsgeo.prepare")
@@ -41,12 +44,19 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
             gsd: float | None = None, bands: tuple[int, int, int] | None = None,
             ndsm_from_dsm: bool = False, classes: dict[int, str] | None = None,
             workers: int = 0, overwrite: bool = False, preview=None, seed: int = 0,
-            scale="percentile") -> dict:
+            scale="percentile", label_map=None) -> dict:
     """Write (or extend) the chip dataset ``out``; returns a summary per source.
 
     ``scale``: how image values become 0-255 uint8 chips (:mod:`rsgeo.io.stretch`, the
     rule prediction uses too): ``percentile`` (default), ``bitdepth``, ``none``, or MIN,MAX.
+    ``bands``: image bands (1-based) for the RGB chips (:mod:`rsgeo.io.bands`: default RGBA
+    -> RGB with alpha as mask, 1 band replicated). ``label_map``: ``{value: class id}`` for
+    label and change masks (:mod:`rsgeo.io.labels`), e.g. ``{255: 1}`` for 0/255 masks.
+    Scenes without RGB (DSM-only) follow their nDSM's or DSM's grid.
     """
+    from rsgeo.io.labels import parse_label_map
+
+    label_map = parse_label_map(label_map)
     from rsgeo.io.stretch import parse_scale
 
     scale = parse_scale(scale) if isinstance(scale, (str, type(None))) else tuple(scale)
@@ -67,8 +77,7 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
     by_source: dict[str, list[SceneInput]] = {}
     for s in scenes:
         by_source.setdefault(check_source_name(s.source), []).append(s)
-    for src, group in by_source.items():
-        _validate(group, bands)
+    chosen = {src: _validate(group, bands) for src, group in by_source.items()}
     summary = {}
     for src, group in by_source.items():
         if manifest is not None and src in set(manifest["source"]):
@@ -80,14 +89,15 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
         with progress(None, f"prepare {src}", unit="chips") as bar:
             rows, stats, mods = _run_source(group, out, size, stride, max_nodata, dedup_distance,
                                             split, gsd, bands, ndsm_from_dsm, classes, workers,
-                                            seed, bar, scale)
+                                            seed, bar, scale, label_map)
         manifest = _append_rows(out, manifest, rows)
         _update_stats(out, src, stats)
         info = _update_info(out, info, src, mods, classes, size, group, gsd)
         counts = {}
         for r in rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
-        summary[src] = {"scenes": len(group), **counts}
+        summary[src] = {"scenes": len(group), **counts,
+                        **({"input_bands": chosen[src]} if chosen[src] else {})}
     if preview:
         from rsgeo.data.preview import save_mosaic
 
@@ -117,8 +127,11 @@ def _open_dataset(out: Path, size: int, overwrite: bool):
     return info, pd.read_parquet(out / "manifest.parquet")
 
 
-def _validate(group: list[SceneInput], bands) -> None:
+def _validate(group: list[SceneInput], bands) -> dict[str, str]:
+    """Check every file of ``group``; the band choice (tag) of each image kind."""
+    chosen: dict[str, str] = {}
     for s in group:
+        s.reference  # noqa: B018 - raises for a scene without RGB and heights
         for key, path in s.files().items():
             if key == "footprints":
                 if not Path(path).exists():
@@ -126,14 +139,10 @@ def _validate(group: list[SceneInput], bands) -> None:
                 continue
             with open_raster(path, purpose=f"{key} raster") as ds:
                 if key in IMAGES:
-                    if bands is None and ds.count != 3:
-                        raise InputError(
-                            f"{key} image has {ds.count} band(s); chips need RGB: pass --bands "
-                            "R,G,B to pick three (e.g. --bands 1,2,3 for RGBN)", path)
-                    if bands is not None and max(bands) > ds.count:
-                        raise InputError(f"--bands {bands} but the image has {ds.count} bands", path)
+                    chosen.setdefault(key, choose_bands(ds, path, 3, bands).tag())
                 elif ds.count != 1:
                     raise InputError(f"{key} raster must have 1 band, has {ds.count}", path)
+    return chosen
 
 
 class _Reader:
@@ -144,22 +153,25 @@ class _Reader:
     in the same thread.
     """
 
-    def __init__(self, scene: SceneInput, grid: Grid, files: dict, bands, scale="percentile"):
+    def __init__(self, scene: SceneInput, grid: Grid, files: dict, bands, scale="percentile",
+                 label_map=None):
         self.scene, self.grid, self.files, self.bands = scene, grid, files, bands
+        self.label_map = label_map
         self.stretches: dict = {}
         with ExitStack() as stack:  # input scaling from a decimated read, once per scene
             from rsgeo.io.stretch import image_stretch
 
             for key in IMAGES:
                 if key in files:
-                    self.stretches[key] = image_stretch(
-                        stack.enter_context(open_raster(files[key])), scale)
+                    self.stretches[key] = image_stretch(stack.enter_context(open_image(
+                        files[key], bands=bands, warn=False))[0], scale)
 
     def read(self, wins, fn) -> list:
         with ExitStack() as stack:
             ds = {}
             for key, path in self.files.items():
-                raw = stack.enter_context(open_raster(path))
+                raw = stack.enter_context(open_image(path, bands=self.bands, warn=False))[0] \
+                    if key in IMAGES else stack.enter_context(open_raster(path))
                 rs = "nearest" if key in LABELS else "bilinear"
                 ds[key] = stack.enter_context(align_to(raw, self.grid, rs))
             return [fn(ds, rc) for rc in wins]
@@ -190,20 +202,21 @@ def _ordered_map(fn, items, workers: int, batch: int = 16):
 def _scene_grid(scene: SceneInput, gsd: float | None) -> Grid:
     from rsgeo.infer.predict import ground_gsd, work_grid
 
-    with open_raster(scene.rgb, purpose="RGB image") as ds:
+    with open_raster(scene.reference, purpose="RGB image" if scene.rgb else "height raster") as ds:
         grid = Grid.of(ds)
     if gsd:
         grid = work_grid(grid, ground_gsd(grid), gsd)
+        check_pixels(grid.width, grid.height, scene.reference, f"grid at {gsd:g} m/px")
     for key, path in scene.files().items():
-        if key in ("rgb", "footprints"):
+        if key == "footprints" or Path(path) == scene.reference:
             continue
         with open_raster(path) as ds:
-            check_overlap(grid, Grid.of(ds), scene.rgb, path)
+            check_overlap(grid, Grid.of(ds), scene.reference, path)
     return grid
 
 
 def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd, bands,
-                ndsm_from_dsm, classes, workers, seed, bar, scale="percentile"):
+                ndsm_from_dsm, classes, workers, seed, bar, scale="percentile", label_map=None):
     from rsgeo.io.windows import offsets
 
     src = group[0].source
@@ -224,7 +237,7 @@ def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd
                 files = _scene_files(scene, ndsm_from_dsm, Path(work))
                 mods |= set(files) | ({"buildings"} if scene.footprints else set())
                 mods |= {"ndsm"} if "dtm" in files else set()
-                reader = _Reader(scene, grid, files, bands, scale)
+                reader = _Reader(scene, grid, files, bands, scale, label_map)
                 fp = _footprints(scene.footprints, grid) if scene.footprints else None
                 wins = [(r, c) for r in offsets(grid.height, size, stride)
                         for c in offsets(grid.width, size, stride)]
@@ -256,7 +269,7 @@ def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd
             w.finish()
         if not any(r["status"] == "kept" for r in rows):
             raise InputError("no chip kept (all nodata, too small or duplicates); check the "
-                             "inputs or --max-nodata", group[0].rgb)
+                             "inputs or --max-nodata", group[0].reference)
         shutil.rmtree(final_dir, ignore_errors=True)
         tmp_dir.rename(final_dir)
     except BaseException:
@@ -272,7 +285,7 @@ def _scene_files(scene: SceneInput, ndsm_from_dsm: bool, work: Path) -> dict:
     if "ndsm" not in files and "dsm" in files and "dtm" not in files and ndsm_from_dsm:
         from dsm2dtm import generate_dtm_file
 
-        dtm = work / f"{Path(scene.rgb).stem}_dtm.tif"
+        dtm = work / f"{scene.reference.stem}_dtm.tif"
         log.info("%s: ground filter (dsm2dtm) for the nDSM", files["dsm"])
         generate_dtm_file(files["dsm"], dtm)
         files["dtm"] = dtm
@@ -304,8 +317,7 @@ def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> 
     out = {}
     valid = np.ones((size, size), bool)
     for key, d in ds.items():
-        idx = list(reader.bands) if key in IMAGES and reader.bands else None
-        a = d.read(idx, window=win)
+        a = d.read(window=win)
         ok = valid_mask(a, d.nodata)
         if key in IMAGES:
             out[key] = reader.stretch(key).apply_uint8(a)
@@ -314,7 +326,8 @@ def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> 
         elif key in ("dsm", "dtm", "ndsm"):
             out[key] = np.where(ok, a[0], np.nan).astype(np.float32)[None]
         else:
-            lab = np.where(ok, a[0], 255).astype(np.uint8)
+            raw, named = recode(a[0], reader.label_map)
+            lab = np.where(ok | named, raw, 255).astype(np.uint8)
             if key == "labels" and classes is not None:
                 bad = np.setdiff1d(np.unique(lab), list(classes) + [255])
                 if bad.size:
@@ -334,9 +347,23 @@ def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> 
         out["buildings"] = burn[None]
     if "ndsm" in out:
         valid &= np.isfinite(out["ndsm"][0])
-    out["hog"] = hog_energy(out["rgb"]).numpy()
+    if "rgb" not in out and "dsm" in out:  # DSM-only: the heights decide what is valid
+        valid &= np.isfinite(out["dsm"][0])
+    base = out["rgb"] if "rgb" in out else _height_image(out.get("ndsm", out.get("dsm")))
+    out["hog"] = hog_energy(base).numpy()
     return {"arrays": out, "valid": valid, "nodata_fraction": float(1 - valid.mean()),
-            "hash": dhash(out["rgb"])}
+            "hash": dhash(base)}
+
+
+def _height_image(h: np.ndarray) -> np.ndarray:
+    """A ``[1, H, W]`` float32 height chip as a uint8 image (its own min..max -> 0..255,
+    nodata 0) for HOG scores and de-duplication of DSM-only chips."""
+    ok = np.isfinite(h)
+    if not ok.any():
+        return np.zeros(h.shape, np.uint8)
+    lo, hi = float(h[ok].min()), float(h[ok].max())
+    x = (np.where(ok, h, lo) - lo) * (255.0 / max(hi - lo, 1e-6))
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 def _box(b):
@@ -360,14 +387,14 @@ def _append(writers, stats, tmp_dir: Path, chip) -> int:
 def _row(scene: SceneInput, grid: Grid, r: int, c: int, size: int, split, seed) -> dict:
     from rasterio.windows import Window, bounds
 
-    chip_id = f"{scene.source}/{Path(scene.rgb).stem}/{r}_{c}"
+    chip_id = f"{scene.source}/{scene.reference.stem}/{r}_{c}"
     if scene.split:
         sp = scene.split
     else:
         u = zlib.crc32(f"{seed}:{chip_id}".encode()) / 2 ** 32
         sp = "train" if u < split[0] else ("val" if u < split[0] + split[1] else "test")
     b = bounds(Window(c, r, size, size), grid.transform)
-    return {"chip_id": chip_id, "source": scene.source, "split": sp, "scene": str(scene.rgb),
+    return {"chip_id": chip_id, "source": scene.source, "split": sp, "scene": str(scene.reference),
             "row_off": r, "col_off": c, "height": size, "width": size, "minx": b[0],
             "miny": b[1], "maxx": b[2], "maxy": b[3],
             "crs": grid.crs.to_string() if grid.crs else "", "index": -1}
@@ -411,7 +438,7 @@ def _update_info(out: Path, info, src, mods, classes, size, group, gsd) -> dict:
     if classes:
         info["classes"] = {str(k): v for k, v in classes.items()}
     if "gsd" not in info:
-        with open_raster(group[0].rgb) as ds:
+        with open_raster(group[0].reference) as ds:
             info["gsd"] = round(gsd or ground_gsd(Grid.of(ds)), 4)
     with atomic_path(out / "dataset.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps(info, indent=2))

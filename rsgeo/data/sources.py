@@ -19,7 +19,9 @@ COLUMNS = ("rgb", "post_rgb", "dsm", "dtm", "ndsm", "labels", "change", "footpri
 
 @dataclass
 class SceneInput:
-    rgb: Path
+    """One scene: an RGB image and/or heights (DSM-only scenes have no ``rgb``)."""
+
+    rgb: Path | None
     source: str
     split: str | None = None
     post_rgb: Path | None = None
@@ -29,6 +31,15 @@ class SceneInput:
     labels: Path | None = None
     change: Path | None = None
     footprints: Path | None = None
+
+    @property
+    def reference(self) -> Path:
+        """The raster whose grid the chips follow: the RGB, else the nDSM or DSM."""
+        ref = self.rgb or self.ndsm or self.dsm
+        if ref is None:
+            raise InputError(f"scene of source {self.source!r} has neither an RGB image nor "
+                             "heights (--rgb, --dsm or --ndsm)")
+        return Path(ref)
 
     def files(self) -> dict[str, Path]:
         return {f.name: getattr(self, f.name) for f in fields(self)
@@ -77,12 +88,13 @@ def from_pairs(path: Path) -> list[SceneInput]:
         if unknown:
             raise InputError(f"row {i}: unknown column(s) {', '.join(unknown)}; use "
                              f"{', '.join(COLUMNS)}", path)
-        if not row.get("rgb"):
-            raise InputError(f"row {i} has no rgb", path)
+        if not (row.get("rgb") or row.get("dsm") or row.get("ndsm")):
+            raise InputError(f"row {i} has no rgb (nor dsm/ndsm for DSM-only chips)", path)
         kw = {k: (path.parent / v if not os.path.isabs(v) else Path(v))
               for k, v in row.items() if v and k not in ("source", "split")}
-        rgb = kw.pop("rgb")
-        out.append(SceneInput(rgb=rgb, source=row.get("source") or rgb.stem,
+        rgb = kw.pop("rgb", None)
+        ref = rgb or kw.get("ndsm") or kw["dsm"]
+        out.append(SceneInput(rgb=rgb, source=row.get("source") or ref.stem,
                               split=row.get("split") or None, **kw))
     return out
 

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from rsgeo.errors import InputError
+from rsgeo.io.bands import open_image, parse_bands
+from rsgeo.io.limits import check_pixels
 from rsgeo.io.raster import Grid, align_to, open_raster, valid_mask
 from rsgeo.io.writer import HEIGHT_NODATA, open_output
 
@@ -170,7 +172,8 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
                          precision: str = "fp32", gsd="auto", cog: bool = False,
                          co: dict | None = None, overwrite: bool = False,
                          nodata: float | None = None, runner=None,
-                         workers: int | None = None, scale="percentile") -> dict:
+                         workers: int | None = None, scale="percentile",
+                         bands=None) -> dict:
     """Predict heights (m) for every image into the matching output, in one pipeline.
 
     One model load and one :class:`~rsgeo.infer.stream.Pipeline` serve every input: the
@@ -190,6 +193,9 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
         scale: how image values map onto the 0-255 training scale: ``percentile`` (2-98 %
             stretch for images wider than 8 bits), ``bitdepth``, ``none`` or ``(min, max)``;
             see :mod:`rsgeo.io.stretch`. Recorded per file (``input_stretch``) and in tags.
+        bands: which image bands feed the model (``"3,2,1"`` or a tuple, 1-based; default:
+            RGBA -> RGB, 1 band replicated); see :mod:`rsgeo.io.bands`. Recorded per file
+            (``input_bands``) and in tags.
         runner: an already loaded ``(runner, meta, config)`` (several calls, one model).
         workers: reader threads per file (default: the engine's, ``RSGEO_IO_THREADS`` or
             up to 8).
@@ -205,6 +211,7 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
 
     t0 = time.perf_counter()
     scale = parse_scale(scale) if isinstance(scale, (str, type(None))) else tuple(scale)
+    pick = parse_bands(bands) if isinstance(bands, (str, type(None))) else tuple(bands)
     images, outputs = list(images), [Path(o) for o in outputs]
     if len(images) != len(outputs):
         raise ValueError("one output per input")
@@ -232,7 +239,8 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
     if not 0 <= overlap < tile:
         raise InputError(f"--overlap must be in [0, tile), got {overlap} for tile {tile}")
     spec = dict(bands=bands, tile=tile, overlap=overlap, meta=meta, model_path=model_path,
-                gsd=gsd, cog=cog, co=co, overwrite=overwrite, nodata=nodata, scale=scale)
+                gsd=gsd, cog=cog, co=co, overwrite=overwrite, nodata=nodata, scale=scale,
+                pick=pick)
     backend_name = "onnx" if Path(model_path).suffix.lower() == ".onnx" else "torch"
     total_tiles = [0]
     with progress(None, "predict-height") as bar:
@@ -277,8 +285,8 @@ def _prepare(image_path, out_path, spec: dict):
     bands, tile, overlap, meta = spec["bands"], spec["tile"], spec["overlap"], spec["meta"]
     stack = ExitStack()
     try:
-        src = stack.enter_context(open_raster(image_path, bands=bands,
-                                              purpose=f"image for this {bands}-band model"))
+        src, choice = stack.enter_context(open_image(
+            image_path, want=bands, bands=spec["pick"], purpose=f"image for this {bands}-band model"))
         grid = Grid.of(src)
         stretch = image_stretch(src, spec["scale"])
         in_nodata = spec["nodata"] if spec["nodata"] is not None else src.nodata
@@ -289,6 +297,7 @@ def _prepare(image_path, out_path, spec: dict):
         if resample:  # model-GSD heights go to a temporary file, then back onto the input grid
             in_gsd = ground_gsd(grid)
             wgrid = work_grid(grid, in_gsd, target)
+            check_pixels(wgrid.width, wgrid.height, image_path, f"grid at {target:g} m/px")
             log.warning("%s: resampled from %.3f m to the model's %.3f m GSD and back",
                         image_path, in_gsd, target)
             work_out = Path(stack.enter_context(tempfile.TemporaryDirectory(
@@ -303,7 +312,8 @@ def _prepare(image_path, out_path, spec: dict):
                 tuple(float(s) for s in meta.get("std", [1.0] * bands)), 1)
     tags = {"model": Path(spec["model_path"]).name, "task": "height", "units": "metre",
             "tile": tile, "overlap": overlap, "input_stretch": stretch.mode,
-            "input_scale": repr(stretch.scale), "input_offset": repr(stretch.offset)}
+            "input_scale": repr(stretch.scale), "input_offset": repr(stretch.offset),
+            "input_bands": choice.tag()}
     co, cog, overwrite = spec["co"], spec["cog"], spec["overwrite"]
     out_stack = ExitStack()
     try:
@@ -330,7 +340,8 @@ def _prepare(image_path, out_path, spec: dict):
                 "mpx": round(mpx, 3), "mpx_per_s": round(mpx / max(seconds, 1e-9), 2),
                 "tiles": len(tiles), "tile": tile, "overlap": overlap, "resampled": resample,
                 "input_scale": float(np.float32(stretch.scale)),
-                "input_stretch": stretch.as_dict(), **height_stats(out_path)}
+                "input_stretch": stretch.as_dict(), "input_bands": choice.as_dict(),
+                **height_stats(out_path)}
 
     return Job(ds, tiles, panels, norm, dst, finish, stack, out_stack, nodata=in_nodata)
 

@@ -26,6 +26,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 
 from rsgeo.errors import GridMismatchError, InputError, first_line
+from rsgeo.io.limits import check_pixels
 
 SUPPORTED_DTYPES = {
     "uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64",
@@ -142,6 +143,7 @@ def validate_raster(ds, path, *, bands=None, purpose="raster", require_crs=True,
     """The checks of :func:`open_raster` on an already open dataset."""
     if ds.width == 0 or ds.height == 0:
         raise InputError(f"empty {purpose} ({ds.width}x{ds.height} px)", path)
+    check_pixels(ds.width, ds.height, path, purpose)
     if require_crs and ds.crs is None:
         raise InputError(f"{purpose} has no CRS (assign one, e.g. `gdal_edit -a_srs EPSG:32633`)",
                          path)

@@ -1,0 +1,62 @@
+"""Mask values -> class ids (``--label-map FROM:TO``), before nodata and ignore rules apply.
+
+Chips and metrics use 255 as "ignore", so a 0/255 building mask would lose its buildings;
+``--label-map 0:0,255:1`` recodes it first. Values not named in the map are kept as they
+are. A value the map names is a class even when the file declares it as nodata (the map
+is the user's explicit word).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rsgeo.errors import InputError
+
+IGNORE = 255
+
+
+def parse_label_map(items) -> dict[int, int] | None:
+    """``["0:0,255:1", "7:2"]`` (repeatable, comma lists) -> ``{0: 0, 255: 1, 7: 2}``.
+
+    A dict is returned as a checked copy; None or empty gives None. Targets are class ids
+    in 0..254 (255 is ignore); a source value given twice with different targets is an error.
+    """
+    if not items:
+        return None
+    pairs: list[tuple[int, int]] = []
+    if isinstance(items, dict):
+        pairs = [(int(k), int(v)) for k, v in items.items()]
+    else:
+        for item in [items] if isinstance(items, str) else items:
+            for pair in str(item).split(","):
+                a, sep, b = pair.partition(":")
+                try:
+                    if not sep:
+                        raise ValueError
+                    pairs.append((int(a), int(b)))
+                except ValueError:
+                    raise InputError(f"--label-map takes FROM:TO integer pairs, e.g. 255:1; "
+                                     f"got {pair!r}") from None
+    out: dict[int, int] = {}
+    for a, b in pairs:
+        if not 0 <= b < IGNORE:
+            raise InputError(f"--label-map {a}:{b}: class ids must be in 0..254 "
+                             "(255 means ignore)")
+        if out.get(a, b) != b:
+            raise InputError(f"--label-map maps {a} to both {out[a]} and {b}")
+        out[a] = b
+    return out
+
+
+def recode(a: np.ndarray, mapping: dict[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(recoded, named)``: ``a`` with mapped values replaced (same shape and dtype) and
+    a bool mask of the pixels the map named."""
+    if not mapping:
+        return a, np.zeros(a.shape, bool)
+    named = np.zeros(a.shape, bool)
+    out = a.copy()
+    for src, dst in mapping.items():
+        hit = a == src
+        out[hit] = dst
+        named |= hit
+    return out, named
