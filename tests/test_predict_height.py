@@ -183,7 +183,7 @@ def test_geographic_crs_works_with_a_warning(tmp_path, caplog):
 
 def test_cli_errors(tmp_path, cli, ckpt, onnx_model):
     src, _ = _rgb(tmp_path, 64, 64)
-    four = make_raster(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint8))
+    four = make_raster(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint16))  # RGBN
     cases = [
         (["predict-height", four, "-m", ckpt, "-o", tmp_path / "a.tif"], "4 band"),
         (["predict-height", src, "-m", onnx_model, "-o", tmp_path / "b.tif", "--device", "cuda"], "CUDA"),

@@ -143,12 +143,13 @@ LabelMap = Annotated[
 
 
 def _set_max_pixels(value: Optional[int]) -> Optional[int]:
-    if value is not None:
-        if value < 1:
-            raise typer.BadParameter(f"must be a positive pixel count, got {value}")
-        from rsgeo.io import limits  # lazy: keeps `rsgeo --help` free of library imports
+    """Set the process-wide budget for this command (reset to the default when not given,
+    so one in-process run never leaks its budget into the next)."""
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"must be a positive pixel count, got {value}")
+    from rsgeo.io import limits  # lazy: keeps `rsgeo --help` free of library imports
 
-        limits.set_max_pixels(value)
+    limits.set_max_pixels(value)
     return value
 
 
