@@ -41,7 +41,7 @@ def prepare_cmd(
     label_map: LabelMap = None,
     max_pixels: MaxPixels = None,
     ndsm_from_dsm: Annotated[bool, typer.Option("--ndsm-from-dsm", help="Ground-filter the DSM (dsm2dtm) for the nDSM.")] = False,
-    classes: Annotated[Optional[Path], typer.Option("--classes", help="JSON {id: name}; other label values are an error.")] = None,
+    classes: Annotated[Optional[Path], typer.Option("--classes", help="JSON {id: name} or {id: {name, values: [mask values]}}; other label values are an error.")] = None,
     preview: Annotated[Optional[Path], typer.Option("--preview", help="PNG mosaic of random chips.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     workers: Workers = 0,
@@ -58,6 +58,7 @@ def prepare_cmd(
     from rsgeo.data.sources import SceneInput, from_pairs, from_synth_dir
     from rsgeo.errors import InputError
     from rsgeo.io.bands import parse_bands
+    from rsgeo.io.labels import classes_and_values, parse_label_map
     from rsgeo.jsonout import dumps
 
     single = rgb or ndsm or dsm  # one scene: RGB, or DSM-only
@@ -68,10 +69,13 @@ def prepare_cmd(
     class_map = None
     if classes:
         try:
-            class_map = {int(k): str(v) for k, v in json.loads(classes.read_text()).items()}
+            obj = json.loads(classes.read_text())
         except (OSError, ValueError) as e:
             raise InputError(f"not a JSON object of class id -> name ({type(e).__name__})",
                              classes) from None
+        class_map, file_map = classes_and_values(obj, classes)
+        if file_map:  # --label-map entries win over the classes file's values
+            label_map = {**file_map, **(parse_label_map(label_map) or {})}
     if synth_dir is not None:
         if not synth_dir.is_dir():
             raise InputError("not a folder", synth_dir)

@@ -60,3 +60,26 @@ def recode(a: np.ndarray, mapping: dict[int, int] | None) -> tuple[np.ndarray, n
         out[hit] = dst
         named |= hit
     return out, named
+
+
+def classes_and_values(obj: dict, path=None) -> tuple[dict[int, str], dict[int, int] | None]:
+    """A classes file's JSON object -> ``({id: name}, label map or None)``.
+
+    Entries are ``"id": "name"`` or ``"id": {"name": ..., "values": [mask values]}``; the
+    values become the label map (e.g. ``{"1": {"name": "building", "values": [255]}}`` reads
+    a 0/255 mask's 255 as class 1).
+    """
+    names: dict[int, str] = {}
+    lmap: dict[int, int] = {}
+    try:
+        for k, v in obj.items():
+            cid = int(k)
+            if isinstance(v, dict):
+                names[cid] = str(v.get("name", k))
+                lmap.update({int(x): cid for x in v.get("values", [])})
+            else:
+                names[cid] = str(v)
+    except (TypeError, ValueError, AttributeError):
+        raise InputError('classes must map integer ids to names or {"name": ..., "values": '
+                         "[...]}", path) from None
+    return names, (parse_label_map(lmap) if lmap else None)
