@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rsgeo.errors import InputError
-from rsgeo.io.labels import parse_label_map, recode
+from rsgeo.io.labels import classes_and_values, parse_label_map, read_classes, recode
 from rsgeo.io.raster import Grid, align_to, check_same_grid, open_raster, valid_mask
 from rsgeo.io.reader import read_strips
 
@@ -57,7 +57,11 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
     if task == "height" and protocol == "synrs3d":
         return _synrs3d(pairs, align)
     names = load_classes(classes) if classes else None
-    lmap = parse_label_map(label_map) if task != "height" else None
+    lmap = None
+    if task != "height":  # --label-map, and the values of a JSON classes file
+        lmap = (read_classes(classes, label_map)[1]
+                if classes and Path(classes).suffix.lower() == ".json"
+                else parse_label_map(label_map))
     images, total = [], _accumulator(task, names, ignore_index)
     for p, r in pairs:
         acc = _accumulator(task, names, ignore_index)
@@ -213,8 +217,8 @@ def load_classes(path) -> dict[int, str]:
         raise InputError("no such classes file", p)
     text = p.read_text()
     try:
-        if p.suffix.lower() == ".json":
-            return {int(k): str(v) for k, v in json.loads(text).items()}
+        if p.suffix.lower() == ".json":  # {id: name} or {id: {name, values}}
+            return classes_and_values(json.loads(text), p)[0]
         out = {}
         for line in text.splitlines():
             if line.strip() and not line.startswith("#"):

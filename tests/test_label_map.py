@@ -91,3 +91,10 @@ def test_evaluate_recodes_the_reference_mask(tmp_path, cli):
     assert r["miou"] == pytest.approx(1.0) and r["oa"] == pytest.approx(1.0)
     code, out, err = cli("evaluate", pred, ref, "--task", "segmentation", "--format", "json")
     assert code == 0 and json.loads(out)["oa"] < 1.0
+    (tmp_path / "cv.json").write_text(json.dumps(
+        {"0": "background", "1": {"name": "building", "values": [255]}}))
+    code, out, err = cli("evaluate", pred, ref, "--task", "segmentation", "--classes",
+                         tmp_path / "cv.json", "--format", "json")
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["iou_building"] == pytest.approx(1.0) and r["miou"] == pytest.approx(1.0)

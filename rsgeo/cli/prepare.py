@@ -52,13 +52,11 @@ def prepare_cmd(
     per-source statistics, de-duplication and HOG scores into the dataset folder OUTPUT;
     new sources are appended to an existing dataset. Without --rgb, --dsm or --ndsm alone
     gives DSM-only chips (for finetune --modalities dsm/ndsm)."""
-    import json
-
     from rsgeo.data.prepare import prepare
     from rsgeo.data.sources import SceneInput, from_pairs, from_synth_dir
     from rsgeo.errors import InputError
     from rsgeo.io.bands import parse_bands
-    from rsgeo.io.labels import classes_and_values, parse_label_map
+    from rsgeo.io.labels import read_classes
     from rsgeo.jsonout import dumps
 
     single = rgb or ndsm or dsm  # one scene: RGB, or DSM-only
@@ -66,16 +64,7 @@ def prepare_cmd(
     if len(given) != 1:
         raise InputError("give exactly one of: a synth folder, --rgb or --dsm/--ndsm (one "
                          "scene) or --pairs")
-    class_map = None
-    if classes:
-        try:
-            obj = json.loads(classes.read_text())
-        except (OSError, ValueError) as e:
-            raise InputError(f"not a JSON object of class id -> name ({type(e).__name__})",
-                             classes) from None
-        class_map, file_map = classes_and_values(obj, classes)
-        if file_map:  # --label-map entries win over the classes file's values
-            label_map = {**file_map, **(parse_label_map(label_map) or {})}
+    class_map, label_map = read_classes(classes, label_map)
     if synth_dir is not None:
         if not synth_dir.is_dir():
             raise InputError("not a folder", synth_dir)
@@ -105,6 +94,10 @@ def prepare_cmd(
     if json_out:
         typer.echo(dumps(summary))
         return
+    _print_table(summary, output)
+
+
+def _print_table(summary: dict, output: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -83,3 +83,22 @@ def classes_and_values(obj: dict, path=None) -> tuple[dict[int, str], dict[int, 
         raise InputError('classes must map integer ids to names or {"name": ..., "values": '
                          "[...]}", path) from None
     return names, (parse_label_map(lmap) if lmap else None)
+
+
+def read_classes(path, label_map=None) -> tuple[dict[int, str] | None, dict[int, int] | None]:
+    """A classes JSON file (or None) and ``--label-map`` texts -> ``(names, label map)``;
+    ``--label-map`` entries win over the file's ``values``."""
+    import json
+    from pathlib import Path
+
+    user = parse_label_map(label_map)
+    if path is None:
+        return None, user
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"not a JSON object of class id -> name ({type(e).__name__})",
+                         path) from None
+    names, from_file = classes_and_values(obj, path)
+    merged = {**(from_file or {}), **(user or {})}
+    return names, (merged or None)
