@@ -146,21 +146,13 @@ def test_prepare_picks_bands_and_masks_alpha(tmp_path, cli):
                                   rgb[:, :, :64])
 
 
-def test_damage_map_passes_bands_to_the_height_model(tmp_path, cli, monkeypatch):
-    import rsgeo.damage.inputs as inputs
-
-    seen = []
-
-    def fake_predict(image, model, dst, **kw):
-        seen.append(kw.get("bands"))
-        make_raster(dst, np.full((1, 64, 64), 5.0, np.float32), nodata=-9999)
-
-    import rsgeo.infer.predict as predict
-
-    monkeypatch.setattr(predict, "predict_height_file", fake_predict)
-    pre = make_raster(tmp_path / "pre.tif", np.zeros((4, 64, 64), np.uint16) + 3)
-    post = make_raster(tmp_path / "post.tif", np.zeros((4, 64, 64), np.uint16) + 3)
-    code, _, err = cli("damage-map", pre, post, "-m", "m.onnx", "--bands", "3,2,1",
-                       "-o", tmp_path / "d.tif", "--json")
+def test_damage_map_takes_bands_for_its_images(tmp_path, cli, ckpt):  # noqa: F811
+    rgb = _img(64, 64)
+    pre = make_raster(tmp_path / "pre.tif", np.concatenate([rgb[::-1], rgb[:1]]).astype(np.uint16))
+    post = make_raster(tmp_path / "post.tif", np.concatenate([rgb[::-1], rgb[:1]]).astype(np.uint16))
+    code, _, err = cli("damage-map", pre, post, "-m", ckpt, "-o", tmp_path / "d.tif")
+    assert code == 2 and "--bands" in err and len(err.strip().splitlines()) == 1, err
+    code, out, err = cli("damage-map", pre, post, "-m", ckpt, "--bands", "3,2,1",
+                         "-o", tmp_path / "d.tif", "--json")
     assert code == 0, err
-    assert seen == ["3,2,1", "3,2,1"] and inputs is not None
+    assert [i["input_bands"] for i in json.loads(out)["inputs"]] == ["3,2,1", "3,2,1"]

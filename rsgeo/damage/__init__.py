@@ -132,10 +132,20 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
                       names=(str(pre), str(post)),
                       dtm=Path(dtm) if dtm is not None else None, absolute=absolute,
                       max_height=max_height, predicted=source == "predicted")
+        if source == "predicted":  # how the images fed the model (predict-height's tags)
+            summary["inputs"] = [_input_tags(p) for p in (pre_h, post_h)]
     summary.update(event=event, threshold_m=thr, grades=grades, heights_from=source,
                    outputs={"classes": str(out), "loss": str(loss_path(out)),
                             "footprints": str(fp_out)})
     return summary
+
+
+def _input_tags(path) -> dict:
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        tags = ds.tags()
+    return {k: tags.get(k) for k in ("input_bands", "input_stretch")}
 
 
 def _threshold(event: str, threshold: float | None) -> float:
