@@ -285,8 +285,9 @@ def _prepare(image_path, out_path, spec: dict):
     bands, tile, overlap, meta = spec["bands"], spec["tile"], spec["overlap"], spec["meta"]
     stack = ExitStack()
     try:
-        src, choice = stack.enter_context(open_image(
-            image_path, want=bands, bands=spec["pick"], purpose=f"image for this {bands}-band model"))
+        src, choice = stack.enter_context(open_image(  # --bands: rsgeo.io.bands
+            image_path, want=bands, bands=spec["pick"],
+            purpose=f"image for this {bands}-band model"))
         grid = Grid.of(src)
         stretch = image_stretch(src, spec["scale"])
         in_nodata = spec["nodata"] if spec["nodata"] is not None else src.nodata
