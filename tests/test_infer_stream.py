@@ -235,7 +235,7 @@ def test_read_failure_keeps_finished_files_and_discards_the_rest(tmp_path):
 
 def test_bad_second_input_fails_after_the_first_is_written(tmp_path):
     a = rgb(tmp_path / "a.tif", 50, 60)
-    four = make_raster(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint8))
+    four = make_raster(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint16))  # RGBN: --bands needed
     with pytest.raises(InputError, match="4 band"):
         predict_height_files([a, four], "m", [tmp_path / "a_h.tif", tmp_path / "f_h.tif"],
                              runner=runner(), tile=64, overlap=16)
