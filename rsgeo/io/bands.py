@@ -27,6 +27,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 from rasterio.enums import ColorInterp
+from rasterio.io import MemoryFile
 
 from rsgeo.errors import InputError
 from rsgeo.io.raster import open_raster
@@ -155,8 +156,6 @@ def open_image(path: str | os.PathLike, *, want: int | None = 3,
     differ from the file's, readable by name from any thread while the context is open).
     Other keyword arguments go to :func:`rsgeo.io.raster.open_raster`.
     """
-    from rasterio.io import MemoryFile
-
     p = Path(path)
     with open_raster(p, purpose=purpose, **kw) as src:
         choice = choose_bands(src, p, want, bands, warn)

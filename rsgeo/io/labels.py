@@ -8,6 +8,9 @@ is the user's explicit word).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from rsgeo.errors import InputError
@@ -88,9 +91,6 @@ def classes_and_values(obj: dict, path=None) -> tuple[dict[int, str], dict[int, 
 def read_classes(path, label_map=None) -> tuple[dict[int, str] | None, dict[int, int] | None]:
     """A classes JSON file (or None) and ``--label-map`` texts -> ``(names, label map)``;
     ``--label-map`` entries win over the file's ``values``."""
-    import json
-    from pathlib import Path
-
     user = parse_label_map(label_map)
     if path is None:
         return None, user
