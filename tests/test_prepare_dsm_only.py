@@ -3,8 +3,10 @@
 import json
 
 import numpy as np
+import pytest
 
 from rsgeo.data.dataset import ChipDataset
+from rsgeo.errors import InputError
 from rsgeo.finetune import finetune
 from tests.conftest import make_raster
 
@@ -45,3 +47,15 @@ def test_prepare_needs_an_image_or_heights(tmp_path, cli):
     _, lab, _ = _dsm_scene(tmp_path)
     code, _, err = cli("prepare", "--labels", lab, "-o", tmp_path / "x")
     assert code == 2 and "--dsm" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_pairs_rows_may_be_dsm_only(tmp_path):
+    from rsgeo.data.sources import from_pairs
+
+    (tmp_path / "p.csv").write_text("rgb,dsm,source\n,a_dsm.tif,\nb.tif,,\n")
+    a, b = from_pairs(tmp_path / "p.csv")
+    assert a.rgb is None and a.reference == tmp_path / "a_dsm.tif" and a.source == "a_dsm"
+    assert b.reference == tmp_path / "b.tif"
+    (tmp_path / "q.csv").write_text("rgb,labels\n,l.tif\n")
+    with pytest.raises(InputError, match="no rgb"):
+        from_pairs(tmp_path / "q.csv")
