@@ -99,6 +99,19 @@ def test_rgba_alpha_is_the_valid_mask(tmp_path):
     assert r["input_bands"] == {"indexes": [1, 2, 3], "alpha_mask": 4, "replicated": False}
 
 
+def test_rgba_alpha_and_a_user_nodata_both_mask(tmp_path):
+    rgb = _img()
+    rgb[:, 40:, 50:] = 0
+    alpha = np.full(rgb.shape[1:], 255, np.uint8)
+    alpha[:20, :30] = 0
+    src = _rgba(tmp_path / "rgba.tif", rgb, alpha)
+    predict_height_file(src, "x", tmp_path / "h.tif", runner=first_band_runner(), tile=64,
+                        overlap=16, nodata=0)
+    h = rasterio.open(tmp_path / "h.tif").read(1)
+    assert (h[:20, :30] == -9999).all() and (h[40:, 50:] == -9999).all()
+    assert (h[20:40] != -9999).all()
+
+
 def test_panchromatic_is_replicated_with_one_warning_line(tmp_path, cli, caplog):
     pan = _img()[:1]
     src = make_raster(tmp_path / "pan.tif", pan)

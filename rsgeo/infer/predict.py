@@ -286,11 +286,12 @@ def _prepare(image_path, out_path, spec: dict):
     stack = ExitStack()
     try:
         src, choice = stack.enter_context(open_image(  # --bands: rsgeo.io.bands
-            image_path, want=bands, bands=spec["pick"],
+            image_path, want=bands, bands=spec["pick"], nodata=spec["nodata"],
             purpose=f"image for this {bands}-band model"))
         grid = Grid.of(src)
         stretch = image_stretch(src, spec["scale"])
-        in_nodata = spec["nodata"] if spec["nodata"] is not None else src.nodata
+        in_nodata = spec["nodata"] if spec["nodata"] is not None and not choice.alpha \
+            else src.nodata  # an alpha-masked view holds both masks in its own nodata
         target = _target_gsd(spec["gsd"], meta.get("gsd"), grid)
         resample = target is not None
         wgrid = grid

@@ -117,8 +117,26 @@ def choose_bands(ds, path, want: int | None, bands: tuple[int, ...] | None,
                      f"(e.g. --bands 1,2,3 for RGB first, 3,2,1 for BGR)", path)
 
 
-def _vrt_xml(ds, path: Path, choice: BandChoice) -> str:
+def _mask_xml(ds, src_nodata, out_nodata) -> str:
+    """What a masked source writes: values where the alpha is non-zero, ``out_nodata``
+    for pixels equal to ``src_nodata`` (a LUT; integer images). GDAL's own rule applies
+    to a file that declares nodata: its nodata, not its alpha, is the mask."""
+    if ds.nodata is not None:
+        return f"<NODATA>{src_nodata!r}</NODATA>"
+    xml = "<UseMaskBand>true</UseMaskBand>"
+    if src_nodata is None or np.dtype(ds.dtypes[0]).kind == "f":
+        return xml
+    info = np.iinfo(ds.dtypes[0])
+    v = int(src_nodata)
+    points = {x: x for x in (info.min, v - 1, v + 1, info.max) if info.min <= x <= info.max}
+    points[v] = out_nodata  # identity elsewhere (linear between integer knots)
+    lut = ",".join(f"{x}:{int(points[x])}" for x in sorted(points))
+    return f"{xml}<LUT>{lut}</LUT>"
+
+
+def _vrt_xml(ds, path: Path, choice: BandChoice, src_nodata=None) -> str:
     dtype = ds.dtypes[0]
+    src_nodata = ds.nodata if src_nodata is None else src_nodata
     gtype, nodata = _GDAL_TYPES[dtype], ds.nodata
     if choice.alpha:
         gtype, nodata = _MASKED[dtype]
@@ -133,15 +151,15 @@ def _vrt_xml(ds, path: Path, choice: BandChoice) -> str:
            f"<GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>"]
     for k, i in enumerate(choice.indexes, start=1):
         colour = _COLOURS[k - 1] if len(choice.indexes) == 3 else "Undefined"
-        nd = "" if nodata is None else f"<NoDataValue>{'nan' if np.isnan(nodata) else repr(nodata)}</NoDataValue>"
-        kind, extra = ("ComplexSource", "<UseMaskBand>true</UseMaskBand>") if choice.alpha \
+        nd = "" if nodata is None else \
+            f"<NoDataValue>{'nan' if np.isnan(nodata) else repr(nodata)}</NoDataValue>"
+        kind, extra = ("ComplexSource", _mask_xml(ds, src_nodata, nodata)) if choice.alpha \
             else ("SimpleSource", "")
-        src_nd = "" if ds.nodata is None or kind == "SimpleSource" else f"<NODATA>{ds.nodata!r}</NODATA>"
         out.append(f'<VRTRasterBand dataType="{gtype}" band="{k}" blockXSize="{min(bw, 512)}" '
                    f'blockYSize="{min(bh, 512)}">{nd}<ColorInterp>{colour}</ColorInterp>'
                    f'<{kind}><SourceFilename relativeToVRT="0">{src}</SourceFilename>'
                    f"<SourceBand>{i}</SourceBand>{props}<SrcRect {rect}/><DstRect {rect}/>"
-                   f"{src_nd}{extra}</{kind}></VRTRasterBand>")
+                   f"{extra}</{kind}></VRTRasterBand>")
     out.append("</VRTDataset>")
     return "".join(out)
 
@@ -149,11 +167,14 @@ def _vrt_xml(ds, path: Path, choice: BandChoice) -> str:
 @contextmanager
 def open_image(path: str | os.PathLike, *, want: int | None = 3,
                bands: tuple[int, ...] | None = None, purpose: str = "image",
-               warn: bool = True, **kw) -> Iterator[tuple[object, BandChoice]]:
+               warn: bool = True, nodata: float | None = None,
+               **kw) -> Iterator[tuple[object, BandChoice]]:
     """Yield ``(dataset, choice)``: ``path`` seen through its :class:`BandChoice`.
 
     The dataset has exactly the chosen bands in order (a VRT in ``/vsimem`` when they
     differ from the file's, readable by name from any thread while the context is open).
+    With an alpha mask, the dataset's nodata marks both alpha-0 pixels and source pixels
+    equal to ``nodata`` (the user's ``--nodata``, else the file's): use ``ds.nodata`` then.
     Other keyword arguments go to :func:`rsgeo.io.raster.open_raster`.
     """
     p = Path(path)
@@ -162,6 +183,6 @@ def open_image(path: str | os.PathLike, *, want: int | None = 3,
         if choice.indexes == tuple(range(1, src.count + 1)) and not choice.alpha:
             yield src, choice
             return
-        xml = _vrt_xml(src, p, choice)
+        xml = _vrt_xml(src, p, choice, nodata)
     with MemoryFile(xml.encode(), ext=".vrt") as mem, mem.open() as vrt:
         yield vrt, choice
