@@ -169,3 +169,26 @@ def test_damage_map_takes_bands_for_its_images(tmp_path, cli, ckpt):  # noqa: F8
                          "-o", tmp_path / "d.tif", "--json")
     assert code == 0, err
     assert [i["input_bands"] for i in json.loads(out)["inputs"]] == ["3,2,1", "3,2,1"]
+
+
+@pytest.mark.parametrize("dtype,value", [("uint8", 0), ("uint8", 128), ("uint8", 255),
+                                         ("uint16", 3000)])
+def test_masked_view_holds_alpha_and_nodata_in_one_value(tmp_path, dtype, value):
+    from rasterio.enums import ColorInterp
+
+    rng = np.random.default_rng(1)
+    top = 255 if dtype == "uint8" else 5000
+    a = rng.integers(0, top + 1, (4, 32, 32)).astype(dtype)
+    a[3] = np.where(rng.random((32, 32)) < 0.3, 0, top)
+    a[:3, 0, :5] = value
+    p = make_raster(tmp_path / "m.tif", a)
+    with rasterio.open(p, "r+") as ds:
+        ds.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue,
+                          ColorInterp.alpha]
+    with open_image(p, nodata=value) as (ds, choice):
+        assert choice.alpha == 4
+        r = ds.read()
+        expected = np.where((a[3] > 0)[None] & (a[:3] != value), a[:3].astype(np.int64),
+                            ds.nodata)
+        np.testing.assert_array_equal(r, expected)
+        assert ds.nodata not in a[:3][(a[3] > 0)[None].repeat(3, 0) & (a[:3] != value)]
