@@ -95,14 +95,14 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         train_idx = train_idx[subset_indices(len(train_idx), train_size, seed)]
     first = TaskView(ds, task, inputs, [0], train=False).sample(0)["x"]
     in_chans, chip = int(first.shape[0]), int(min(first.shape[-2:]))
-    encoders, enc_meta, backbone = _encoders(encoder, backbone, inputs, chip)
+    encoders, enc_meta, backbone = _encoders(encoder, backbone, inputs, int(crop or chip))
     crop = int(crop or chip)
     if task in ("segmentation", "classification") or aux:
         num_classes = num_classes or _num_classes(dataset)
     config = {"task": task, "backbone": backbone, "in_chans": in_chans, "img_size": crop,
               "head": head or ("upernet" if task == "segmentation" else "dpt"),
               "head_features": head_features, "num_classes": num_classes,
-              "split": 3 if inputs.startswith("rgb+") else None,
+              "split": 3 if inputs.startswith("rgb+") and not (encoders and len(encoders) == 1) else None,
               "aux_classes": num_classes if aux else None}
     import random
 
@@ -138,7 +138,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
              "train_size": train_size, "freeze_encoder": freeze_encoder, "crop": crop,
              "dataset": label, "num_classes": num_classes, "head": config["head"],
              "aux_landcover": aux, "encoder_lr_scale": encoder_lr_scale,
-             "adapt_to": None if adapt_to is None else str(adapt_to), "adapt": adapt or None}
+             "adapt_to": None if adapt_to is None else str(adapt_to), "adapt": adapt or None,
+             "encoder_report": enc_meta.get("load_report")}
     cfg = TrainConfig(extra=extra, **settings)
     view = TaskView(ds, task, inputs, train_idx, crop=crop, seed=seed, train=True, aux=aux)
     if adapt_to is not None:
@@ -183,7 +184,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     summary = trainer.fit()
     return {**summary, "best": best["metrics"], "best_step": best["step"],
             "checkpoint": str(out / "best.ckpt"), "train_chips": int(len(train_idx)),
-            "val_chips": int(len(val_idx)), "config": config}
+            "val_chips": int(len(val_idx)), "config": config,
+            "encoder_report": enc_meta.get("load_report")}
 
 
 def _split(ds, dataset, val_dataset, mods, val_split, seed):
@@ -244,6 +246,7 @@ def _classes(dataset) -> dict | None:
 def _encoders(encoder: str, backbone: str | None, inputs: str, chip: int):
     """(list of encoders or None, encoder meta, backbone name)."""
     from rsgeo.models.backbones import check_backbone, load_encoder
+    from rsgeo.models.external import BANDS, is_rsgeo_encoder, open_encoder
 
     if encoder == "random":
         if not backbone:
@@ -257,26 +260,20 @@ def _encoders(encoder: str, backbone: str | None, inputs: str, chip: int):
         check_backbone(name)
         try:
             enc = timm.create_model(name, pretrained=True, num_classes=0, img_size=chip,
-                                    dynamic_img_size=True, in_chans=1 if inputs in ("dsm", "ndsm") else 3)
+                                    dynamic_img_size=True, in_chans=BANDS[inputs])
         except Exception as e:
             raise InputError(f"could not load timm's pretrained weights for {name} "
                              f"({type(e).__name__}); they must be in the local cache") from None
         return [enc], {"source": encoder}, name
     p = Path(encoder)
-    if inputs.startswith("rgb+"):
+    if inputs.startswith("rgb+") and (is_rsgeo_encoder(p) or (p / "encoder_rgb.safetensors").is_file()):
         if not p.is_dir():
             raise InputError("--modalities rgb+dsm needs a fusedmim run folder "
                              "(encoder_rgb.* and encoder_dsm.*)", p)
         a, ma = load_encoder(p / "encoder_rgb.safetensors")
         b, mb = load_encoder(p / "encoder_dsm.safetensors")
         return [a, b], {"rgb": ma, "dsm": mb}, ma["backbone"]
-    enc, meta = load_encoder(p)
-    want = 1 if inputs in ("dsm", "ndsm") else 3
-    if int(meta["in_chans"]) != want:
-        raise InputError(f"encoder has {meta['in_chans']} input band(s); --modalities {inputs} "
-                         f"needs {want}", p)
-    if backbone and backbone != meta["backbone"]:
-        raise InputError(f"--backbone {backbone} differs from the encoder's {meta['backbone']}", p)
+    enc, meta = open_encoder(p, backbone, inputs, chip)
     return [enc], meta, meta["backbone"]
 
 

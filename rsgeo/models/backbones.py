@@ -48,7 +48,9 @@ def backbone_names() -> list[str]:
 
 
 def check_backbone(name: str) -> None:
-    """InputError (listing close matches) unless ``name`` is a tiny config or a timm ViT/Swin."""
+    """InputError (listing close matches) unless ``name`` is a tiny config or a timm ViT/Swin
+    (``timm:NAME`` is accepted as NAME)."""
+    name = name.removeprefix("timm:")
     if name in TINY:
         return
     if not name.startswith(FAMILIES) or name not in timm.list_models():
@@ -63,7 +65,7 @@ def build_encoder(name: str, in_chans: int = 3, img_size: int = 224) -> nn.Modul
 
     Args:
         name: a tiny configuration (``vit-tiny-4``, ``vit-tiny-2``, ``swin-tiny-2``) or a
-            timm ViT/Swin name.
+            timm ViT/Swin name (optionally written ``timm:NAME``).
         in_chans: input bands (3 for RGB, 1 for a DSM).
         img_size: reference input size in pixels (position embeddings / attention windows
             are built for it; other multiples of the stride also work).
@@ -71,6 +73,7 @@ def build_encoder(name: str, in_chans: int = 3, img_size: int = 224) -> nn.Modul
     Raises:
         InputError: unknown name (the message lists close matches).
     """
+    name = name.removeprefix("timm:")
     if name in TINY:
         cfg = dict(TINY[name])
         kind = cfg.pop("kind")
