@@ -213,3 +213,72 @@ def test_wrong_architecture_is_a_one_line_error(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="cannot read the checkpoint"):
         open_external(tmp_path / "bad.pth", None, 3, 64)
+
+
+@pytest.fixture(scope="module")
+def chips():
+    from tests.test_finetune import SynthChips
+
+    return SynthChips(n_scenes=1, size=128)
+
+
+def test_finetune_rgb_dsm_from_one_external_rgb_encoder(chips, tmp_path):
+    from rsgeo.finetune import finetune
+    from rsgeo.models.task import load_task_model
+
+    src = tiny_vit()
+    torch.save({"model": sd(src)}, tmp_path / "a.pth")
+    s = finetune(chips, "height", tmp_path / "run", encoder=str(tmp_path / "a.pth"),
+                 inputs="rgb+dsm", steps=1, batch_size=2, head_features=16, freeze_encoder=True)
+    assert s["config"]["in_chans"] == 4 and s["config"]["split"] is None
+    assert s["config"]["backbone"] == "vit-tiny-4"
+    assert s["encoder_report"]["adapted"] == ["patch embedding 3 -> 4 bands"]
+    net, *_ = load_task_model(tmp_path / "run" / "best.ckpt")
+    w = net.encoder.encoders[0].state_dict()["patch_embed.proj.weight"]
+    torch.testing.assert_close(w[:, :3], src.state_dict()["patch_embed.proj.weight"])
+
+
+def test_finetune_from_a_timm_backbone_and_uncached_timm_weights(chips, tmp_path, monkeypatch):
+    import timm
+
+    from rsgeo.finetune import finetune
+
+    s = finetune(chips, "height", tmp_path / "t", backbone="timm:vit_tiny_patch16_224",
+                 steps=2, batch_size=2, head_features=16)
+    assert s["config"]["backbone"] == "timm:vit_tiny_patch16_224" and s["step"] == 2
+    create = timm.create_model
+
+    def offline(name, pretrained=False, **kw):  # no network in tests: as with an empty cache
+        if pretrained:
+            raise RuntimeError("cannot reach the hub")
+        return create(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(InputError, match="local cache"):
+        finetune(chips, "height", tmp_path / "u", encoder="timm:vit_tiny_patch16_224", steps=1)
+
+
+def test_cli_finetune_with_an_external_encoder(tmp_path, cli):
+    from rsgeo.cli.app import COMMANDS
+
+    if "prepare" not in COMMANDS:
+        pytest.skip("rsgeo prepare not in yet")
+    assert cli("synth", "-o", tmp_path / "city", "--size", 128, "--scenes", 2)[0] == 0
+    code, _, err = cli("prepare", tmp_path / "city", "-o", tmp_path / "chips", "--size", 64,
+                       "--stride", 64)
+    assert code == 0, err
+    src = tiny_vit(img=96, init_values=1.0)
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in dinov2_state(src, 4).items()}},
+               tmp_path / "dino.pth")
+    code, out, err = cli("finetune", tmp_path / "chips", "--task", "height", "--encoder",
+                         tmp_path / "dino.pth", "--steps", 2, "--batch-size", 2,
+                         "-o", tmp_path / "run", "--json")
+    assert code == 0, err
+    rep = json.loads(out)["encoder_report"]
+    assert rep["layout"] == "dinov2" and rep["backbone"] == "vit-tiny-4"
+    assert "loaded 54/54 tensors" in err and "pos_embed grid 6x6 -> 4x4" in err
+    assert "encoder_report:" in (tmp_path / "run" / "config.yaml").read_text()
+    code, _, err = cli("finetune", tmp_path / "chips", "--task", "height", "--encoder",
+                       tmp_path / "dino.pth", "--backbone", "vit-tiny-2", "-o", tmp_path / "bad")
+    assert code == 2 and "does not fit backbone vit-tiny-2" in err
+    assert len([l for l in err.splitlines() if l.strip()]) == 1
