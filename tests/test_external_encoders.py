@@ -195,6 +195,33 @@ def test_band_count_adaptation(tmp_path):
     assert adapt_bands(torch.ones(2, 3, 1, 1), 2).shape == (2, 2, 1, 1)
 
 
+def test_no_qkv_bias_swin_and_rsgeo_run_folders(tmp_path):
+    from rsgeo.models.backbones import save_encoder
+    from rsgeo.models.external import open_encoder
+
+    src = tiny_vit(qkv_bias=False)
+    torch.save(sd(src), tmp_path / "nobias.pth")
+    enc, meta = open_external(tmp_path / "nobias.pth", None, 3, 64)
+    assert "qkv bias absent, set to 0 (4 blocks)" in meta["load_report"]["adapted"]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x), src(x))
+    swin = build_encoder("swin-tiny-2", 3, 64)
+    torch.save(sd(swin), tmp_path / "swin.pth")
+    enc, meta = open_external(tmp_path / "swin.pth", "swin-tiny-2", 1, 64)
+    assert meta["load_report"]["loaded"] == meta["load_report"]["total"]
+    torch.testing.assert_close(enc.state_dict()["layers.1.blocks.0.attn.qkv.weight"],
+                               swin.state_dict()["layers.1.blocks.0.attn.qkv.weight"])
+    run = tmp_path / "pretrain_run"
+    run.mkdir()
+    save_encoder(build_encoder("vit-tiny-4", 3, 64), run / "encoder.safetensors",
+                 {"backbone": "vit-tiny-4", "in_chans": 3, "img_size": 64})
+    enc, meta = open_encoder(run, None, "rgb", 64)  # the run folder: rsgeo's own files
+    assert "load_report" not in meta and meta["backbone"] == "vit-tiny-4"
+    with pytest.raises(InputError, match="needs 1"):
+        open_encoder(run / "encoder.safetensors", None, "dsm", 64)
+
+
 def test_wrong_architecture_is_a_one_line_error(tmp_path):
     torch.save(sd(build_encoder("vit-tiny-2", 3, 64)), tmp_path / "small.pth")
     with pytest.raises(InputError) as e:

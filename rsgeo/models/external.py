@@ -50,10 +50,16 @@ BANDS = {"rgb": 3, "dsm": 1, "ndsm": 1, "rgb+dsm": 4, "rgb+ndsm": 4}
 
 
 def is_rsgeo_encoder(path: str | os.PathLike) -> bool:
-    """True for rsgeo's own encoder files (``NAME.safetensors`` with a ``NAME.json`` sidecar)."""
+    """True for rsgeo's own encoder files (``NAME.safetensors`` with a ``NAME.json`` sidecar
+    naming its backbone)."""
     p = Path(path)
-    return p.suffix in (".safetensors", ".json", "") and p.with_suffix(".json").is_file() \
-        and not p.is_dir()
+    side = p.with_suffix(".json")
+    if p.is_dir() or p.suffix not in (".safetensors", ".json", "") or not side.is_file():
+        return False
+    try:
+        return "backbone" in json.loads(side.read_text())
+    except (json.JSONDecodeError, TypeError):
+        return True  # load_encoder names the broken sidecar
 
 
 def _torch_load(path: Path) -> dict:
@@ -282,6 +288,8 @@ def open_encoder(path, backbone: str | None, inputs: str, img_size: int) -> tupl
     stderr (unless progress output is off, ``-q``).
     """
     want = BANDS[inputs]
+    if Path(path).is_dir() and is_rsgeo_encoder(Path(path) / "encoder.safetensors"):
+        path = Path(path) / "encoder.safetensors"  # a pretraining run folder
     if is_rsgeo_encoder(path):
         enc, meta = load_encoder(path)
         if int(meta["in_chans"]) != want:

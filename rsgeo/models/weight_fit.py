@@ -18,7 +18,8 @@ filled, plus a list of what was adapted. What is adapted:
 - LayerScale: a checkpoint's ``ls1.gamma`` / ``ls2.gamma`` is folded exactly into
   ``attn.proj`` / ``mlp.fc2`` when the target has none; a target's gamma with none in the
   checkpoint starts at 1;
-- register tokens the target lacks are dropped (reported).
+- register tokens the target lacks are dropped (reported);
+- a missing q/k/v bias (``qkv_bias=False`` models) becomes zeros.
 
 :func:`check_fit` then compares names and shapes with the target and raises
 :class:`~rsgeo.errors.InputError` (one line: counts and the first mismatches) unless
@@ -53,7 +54,8 @@ def grid_side(n: int, what: str) -> int:
 
 
 def fold_layer_scale(state: dict, encoder: nn.Module, notes: list[str]) -> None:
-    """Fold or fill LayerScale gammas so ``state`` matches the target's blocks (in place)."""
+    """Fold or fill LayerScale gammas so ``state`` matches the target's blocks, and give
+    blocks without a q/k/v bias a zero one (in place; both exact)."""
     target = encoder.state_dict()
     folded = filled = 0
     for key in [k for k in list(state) if re.match(r"blocks\.\d+\.ls[12]\.gamma$", k)]:
@@ -71,6 +73,13 @@ def fold_layer_scale(state: dict, encoder: nn.Module, notes: list[str]) -> None:
         if re.match(r"blocks\.\d+\.ls[12]\.gamma$", key) and key not in state:
             state[key] = torch.ones_like(v)
             filled += 1
+    zeros = 0
+    for key, v in target.items():  # checkpoints without q/k/v bias (HF qkv_bias=False)
+        if key.endswith("attn.qkv.bias") and key not in state and key[:-4] + "weight" in state:
+            state[key] = torch.zeros_like(v)
+            zeros += 1
+    if zeros:
+        notes.append(f"qkv bias absent, set to 0 ({zeros} blocks)")
     if folded:
         notes.append(f"LayerScale folded into attn.proj/mlp.fc2 ({folded} gammas)")
     if filled:
