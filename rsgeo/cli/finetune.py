@@ -36,7 +36,7 @@ def finetune_cmd(
     dataset: Annotated[Path, typer.Argument(help="Chip dataset folder (rsgeo prepare).")],
     task: Annotated[Task, typer.Option("--task", help="What to learn.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Run folder (best.ckpt, metrics).")],
-    encoder: Annotated[str, typer.Option("--encoder", help="RUN/encoder.safetensors, timm:NAME or random.")] = "random",
+    encoder: Annotated[str, typer.Option("--encoder", help="RUN/encoder.safetensors, a timm/HF/DINOv2/MAE checkpoint file or HF folder, timm:NAME or random.")] = "random",
     backbone: Annotated[Optional[str], typer.Option("--backbone", help="Architecture (needed with random).")] = None,
     head: Annotated[Optional[Head], typer.Option("--head", help="Dense head (default: dpt for height/change, upernet for segmentation).")] = None,
     modalities: Annotated[Inputs, typer.Option("--modalities", help="Input bands.")] = Inputs.rgb,

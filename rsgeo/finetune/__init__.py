@@ -47,7 +47,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
 
     Args:
         dataset: a chip folder (``rsgeo prepare``) or a Dataset of dict samples.
-        encoder: ``path/encoder.safetensors`` (or a fusedmim run folder for ``rgb+dsm``),
+        encoder: ``path/encoder.safetensors`` (or a fusedmim run folder for ``rgb+dsm``), a
+            timm / Hugging Face / DINOv2 / MAE checkpoint (:mod:`rsgeo.models.external`),
             ``timm:NAME`` (timm's pretrained weights, needs them cached), or ``random``
             (then ``backbone`` names the architecture).
         val_dataset: a chip folder or Dataset to validate on (default: the ``val`` split).
