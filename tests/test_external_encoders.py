@@ -208,6 +208,8 @@ def test_no_qkv_bias_swin_and_rsgeo_run_folders(tmp_path):
         torch.testing.assert_close(enc(x), src(x))
     swin = build_encoder("swin-tiny-2", 3, 64)
     torch.save(sd(swin), tmp_path / "swin.pth")
+    with pytest.raises(InputError, match="pass --backbone NAME"):
+        open_external(tmp_path / "swin.pth", None, 3, 64)
     enc, meta = open_external(tmp_path / "swin.pth", "swin-tiny-2", 1, 64)
     assert meta["load_report"]["loaded"] == meta["load_report"]["total"]
     torch.testing.assert_close(enc.state_dict()["layers.1.blocks.0.attn.qkv.weight"],

@@ -203,6 +203,9 @@ def describe(state: dict) -> dict:
 
 def infer_backbone(arch: dict, heads: int | None, source) -> str:
     """A backbone name for ``arch`` from :data:`KNOWN` (InputError when none fits)."""
+    if not arch["depth"]:
+        raise InputError("no ViT blocks (blocks.N.*) in the checkpoint to infer a backbone "
+                         "from; pass --backbone NAME (Swin and other timm models)", source)
     name, known_heads = KNOWN.get((arch["embed_dim"], arch["depth"]), (None, None))
     if name is None or (heads and heads != known_heads):
         h = f", {heads} heads" if heads else ""
