@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from rsgeo.synth.layout import Building, Layout
+from rsgeo.synth.layout import STYLES, Building, Layout
 
 LANDCOVER = {1: "bareland", 2: "rangeland", 3: "developed", 4: "road", 5: "trees", 6: "water",
              7: "agriculture", 8: "buildings"}
@@ -31,6 +31,20 @@ def terrain(size: int, gsd: float, rng: np.random.Generator) -> np.ndarray:
             + np.float32(rng.uniform(0, 2 * np.pi)))
     noise = ndimage.gaussian_filter(rng.standard_normal((size // 8 + 1,) * 2).astype(np.float32), 3)
     z += ndimage.zoom(noise, 8, order=1)[:size, :size] * np.float32(4.0)
+    return z
+
+
+def relief(size: int, gsd: float, waves: list[dict]) -> np.ndarray:
+    """Low-frequency terrain relief (m) ``[size, size]`` float32: a sum of plane waves
+    ``amplitude_m * sin(2 pi (x cos d + y sin d) / wavelength_m + phase_rad)`` with x east and
+    y south in metres from the top-left pixel centre, d = ``direction_deg``."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) * np.float32(gsd)
+    z = np.zeros((size, size), np.float32)
+    for w in waves:
+        d = np.radians(w["direction_deg"])
+        k = np.float32(2 * np.pi / w["wavelength_m"])
+        z += np.float32(w["amplitude_m"]) * np.sin(
+            k * (x * np.float32(np.cos(d)) + y * np.float32(np.sin(d))) + np.float32(w["phase_rad"]))
     return z
 
 
@@ -70,7 +84,7 @@ def rasterize(lay: Layout, U, V, style: str, rng: np.random.Generator):
         sl, m = window(lay, U, V, *box)
         if sl is not None:
             lc[sl][m] = 3
-    yard = {"low": 2, "mid": None, "high": 3}[style]
+    yard = STYLES[style]["yard"]
     for b in lay.buildings:  # yards around buildings: grass in suburbs, mixed in mid style
         pad = 6 / lay.gsd
         sl, m = window(lay, U, V, b.u0 - pad, b.u1 + pad, b.v0 - pad, b.v1 + pad)
