@@ -22,6 +22,7 @@ in the scene's ``meta["randomize"]``. Ranges (:data:`RANGES`):
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,11 +65,9 @@ class Domain:
     sensor_post: Sensor
 
     def to_meta(self) -> dict:
-        """JSON-ready dict of every drawn value (tuples become lists, class ids strings)."""
-        d = dataclasses.asdict(self)
-        d["ground_t"] = {str(k): v for k, v in self.ground_t.items()}
-        d["ground_colors"] = {str(k): list(v) for k, v in self.ground_colors.items()}
-        return d
+        """Every drawn value as it reads back from JSON (tuples as lists, class ids as
+        strings), so a scene's in-memory meta equals its ``_scene.json``."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 def _u(rng: np.random.Generator, key: str, nd: int = 3) -> float:
