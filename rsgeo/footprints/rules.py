@@ -51,7 +51,7 @@ class Rule:
             return hit, np.where(ok, np.clip(p, 0, 1), 0).astype(np.float32, copy=False)
         bad = v[(v != 0) & (v != 1) & (v != 255)]
         if bad.size:
-            raise InputError(f"holds the value {bad[0]!r}: not a 0/1 building mask; for a class "
+            raise InputError(f"holds the value {bad[0].item():g}: not a 0/1 building mask; for a class "
                              "raster give --class N (e.g. --class 8 for rsgeo synth's buildings)",
                              path)
         hit = ok & (a != 0)
