@@ -77,18 +77,45 @@ def _edges(ring: np.ndarray, traced: np.ndarray | None, border: np.ndarray) -> l
     return out
 
 
-def _traced_offsets(ring, traced, horiz, fallback) -> np.ndarray:
+def _runs(ring: np.ndarray, traced: np.ndarray) -> list[np.ndarray] | None:
+    """Per edge of the simplified ``ring``: indices of the ``traced`` vertices it replaced
+    (both ends included), or None when ``ring``'s vertices are not all traced vertices."""
     n = len(traced) - 1
     where = {tuple(p): i for i, p in enumerate(traced[:-1].tolist())}
     idx = [where.get(tuple(p)) for p in ring.tolist()]
     if any(i is None for i in idx):
+        return None
+    return [np.arange(i, j + 1 if j >= i else j + n + 1) % n for i, j in zip(idx, idx[1:])]
+
+
+def _traced_offsets(ring, traced, horiz, fallback) -> np.ndarray:
+    runs = _runs(ring, traced)
+    if runs is None:
         return fallback
-    out = fallback.copy()
-    for k in range(len(ring) - 1):
-        i, j = idx[k], idx[k + 1]
-        run = np.arange(i, j + 1 if j >= i else j + n + 1) % n
-        out[k] = traced[run, 1 if horiz[k] else 0].mean()
-    return out
+    return np.array([traced[run, 1 if h else 0].mean() for run, h in zip(runs, horiz)])
+
+
+def fitted_angle(simple: np.ndarray, traced: np.ndarray) -> float:
+    """Dominant wall direction (radians) from lines fitted to the traced vertices each
+    simplified edge replaced (a staircase's corners straddle the wall; the corners
+    Douglas-Peucker keeps tilt it by up to a pixel over the wall's length)."""
+    runs = _runs(simple, traced)
+    if runs is None:
+        return dominant_angle(simple)
+    num = den = 0.0
+    for run, (a, b) in zip(runs, zip(simple, simple[1:])):
+        length = float(np.hypot(*(b - a)))
+        pts = traced[run]
+        if len(pts) > 2:
+            c = pts - pts.mean(axis=0)
+            w, v = np.linalg.eigh(c.T @ c)
+            d = v[:, -1]
+        else:
+            d = b - a
+        ang = 4 * math.atan2(d[1], d[0])
+        num += length * math.sin(ang)
+        den += length * math.cos(ang)
+    return math.atan2(num, den) / 4
 
 
 def _merge_runs(edges: list) -> None:
@@ -181,14 +208,32 @@ def orthogonalise(poly: Polygon, tolerance: float, min_iou: float = MIN_IOU,
     """The right-angled version of ``poly`` (square units; ``tolerance`` in those units).
 
     ``size``: the raster's extent ``(0, 0) .. size`` in the same frame; edges along it are
-    where the data ends, not walls, and stay where they are.
+    where the data ends, not walls, and stay where they are. Two wall directions are
+    tried, lines fitted to the staircases of a coarser simplification and the minimum
+    rotated rectangle's, and the outline closer to the traced shape (IoU) is kept.
     """
     simple = shapely.simplify(poly, tolerance, preserve_topology=True)
     if simple.is_empty or simple.geom_type != "Polygon":
         return poly
     origin = np.asarray(simple.exterior.coords).mean(axis=0)
-    shell = np.asarray(simple.exterior.coords) - origin
-    angle = dominant_angle(shell)
+    traced = np.asarray(poly.exterior.coords) - origin
+    coarse = shapely.simplify(poly, 2 * tolerance, preserve_topology=True)
+    angles = [dominant_angle(np.asarray(shapely.minimum_rotated_rectangle(poly).exterior.coords))]
+    if coarse.geom_type == "Polygon" and not coarse.is_empty:
+        angles.insert(0, fitted_angle(np.asarray(coarse.exterior.coords) - origin, traced))
+    best, best_iou = None, -1.0
+    for angle in angles:
+        out = _snapped(poly, simple, origin, angle, tolerance, size)
+        iou = _iou(out, poly) if out is not None else -1.0
+        if iou > best_iou:
+            best, best_iou = out, iou
+    if best is None or best_iou < min_iou:
+        return _fallback(poly, simple, min_iou)
+    return best
+
+
+def _snapped(poly, simple, origin, angle, tolerance, size) -> Polygon | None:
+    """``simple``'s rings snapped to walls along ``angle`` (None when the shell collapses)."""
     rings = []
     pairs = [(simple.exterior, poly.exterior)] + list(zip(simple.interiors, _holes_of(poly, simple)))
     for k, (ring, traced) in enumerate(pairs):
@@ -200,16 +245,14 @@ def orthogonalise(poly: Polygon, tolerance: float, min_iou: float = MIN_IOU,
                             _rotate(traced, -angle) if traced is not None else None, border)
         if snapped is None:
             if k == 0:
-                return _fallback(poly, simple, min_iou)
+                return None
             continue                                  # a hole too small to keep its walls
         rings.append(_rotate(snapped, angle) + origin)
     out = Polygon(rings[0], [r for r in rings[1:] if LinearRing(r).is_valid])
     if not out.is_valid:
         out = shapely.make_valid(out)
         if out.geom_type != "Polygon":
-            return _fallback(poly, simple, min_iou)
-    if _iou(out, poly) < min_iou:
-        return _fallback(poly, simple, min_iou)
+            return None
     return out
 
 
