@@ -199,8 +199,9 @@ def _holes_of(poly: Polygon, simple: Polygon) -> list:
 
 
 def _iou(a, b) -> float:
-    union = shapely.area(shapely.union(a, b))
-    return float(shapely.area(shapely.intersection(a, b)) / union) if union > 0 else 0.0
+    inter = shapely.area(shapely.intersection(a, b))
+    union = a.area + b.area - inter
+    return float(inter / union) if union > 0 else 0.0
 
 
 def orthogonalise(poly: Polygon, tolerance: float, min_iou: float = MIN_IOU,
