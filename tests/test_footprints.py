@@ -194,3 +194,18 @@ def test_heights_on_another_grid_are_resampled(city, tmp_path):
     assert len(big) > 3 and big["height_m"].notna().all()
     assert (big["height_m"] <= ref.max() + 0.5).all()
     assert (big["height_median_m"] <= big["height_m"] + 1e-6).all()
+
+
+def test_real_drone_mask_in_degrees(realdata, tmp_path):
+    """A 2 cm drone mask (0/255) in EPSG:4326: one large roof, area in m² on the ellipsoid."""
+    src = realdata / "opencities-accra" / "665946_tile_920_mask.tif"
+    if not src.exists():
+        pytest.skip("Accra sample not present")
+    out = tmp_path / "accra.geojson"
+    s = footprints(src, out, min_area=1.0)
+    gdf = read_vector(out)
+    assert gdf.crs.to_epsg() == 4326 and len(gdf) == s["features"] >= 1
+    assert s["pixel_size_m"][0] == pytest.approx(0.02, rel=0.05)
+    # the traced roof area agrees with its pixel count at ~2 cm x 2 cm per pixel
+    px_m2 = s["pixel_size_m"][0] * s["pixel_size_m"][1]
+    assert gdf["area_m2"].sum() == pytest.approx(gdf["pixels"].sum() * px_m2, rel=0.05)
