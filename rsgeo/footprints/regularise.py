@@ -218,14 +218,14 @@ def orthogonalise(poly: Polygon, tolerance: float, min_iou: float = MIN_IOU,
         return poly
     origin = np.asarray(simple.exterior.coords).mean(axis=0)
     traced = np.asarray(poly.exterior.coords) - origin
-    coarse = shapely.simplify(poly, 2 * tolerance, preserve_topology=True)
+    coarse = shapely.simplify(poly, 2 * tolerance, preserve_topology=False)
     angles = [dominant_angle(np.asarray(shapely.minimum_rotated_rectangle(poly).exterior.coords))]
     if coarse.geom_type == "Polygon" and not coarse.is_empty:
         angles.insert(0, fitted_angle(np.asarray(coarse.exterior.coords) - origin, traced))
     best, best_iou = None, -1.0
     for angle in angles:
         out = _snapped(poly, simple, origin, angle, tolerance, size)
-        iou = _iou(out, poly) if out is not None else -1.0
+        iou = _iou(out, simple) if out is not None else -1.0
         if iou > best_iou:
             best, best_iou = out, iou
     if best is None or best_iou < min_iou:

@@ -143,7 +143,7 @@ def _finish(c: _Open, fill_holes: bool, with_heights: bool) -> Component:
         poly = max(getattr(poly, "geoms", [poly]), key=lambda g: g.area) if poly.area else poly
     if fill_holes:
         poly = Polygon(poly.exterior)
-    poly = shapely.normalize(shapely.simplify(poly, 0))
+    poly = shapely.normalize(shapely.simplify(poly, 0, preserve_topology=False))
     heights = (np.concatenate(c.heights) if c.heights else np.zeros(0, np.float32)
                ) if with_heights else None
     return Component(poly, c.first, c.pixels, c.score_sum, heights)
