@@ -92,6 +92,10 @@ def test_attributes_on_a_hand_made_raster(tmp_path):
     assert gdf["height_median_m"][0] == pytest.approx(np.median(roof), abs=0.01)
     assert gdf["height_m"][1] == pytest.approx(7.0)
     assert len(gdf.geometry[1].interiors) == 1
+    assert footprints(p, tmp_path / "r.geojson", min_area=2.0)["features"] == 2
+    reg = read_vector(tmp_path / "r.geojson")
+    assert len(reg.geometry[1].interiors) == 1                    # regularised: courtyard kept
+    assert reg["area_m2"][1] == pytest.approx(24.0, abs=0.5)
     filled = footprints(p, tmp_path / "f.geojson", fill_holes=True, regularise=False)
     assert filled["building_area_m2"] == pytest.approx(15 + 25 + 1)
     high = footprints(p, tmp_path / "t.geojson", threshold=0.7, regularise=False)
