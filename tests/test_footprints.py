@@ -112,6 +112,14 @@ def test_formats_by_extension_keep_the_crs(city, tmp_path, ext):
     assert {"id", "area_m2", "pixels", "score"} <= set(got.columns)
 
 
+def test_no_building_gives_an_empty_layer(cli, tmp_path):
+    src = make_raster(tmp_path / "zero.tif", np.zeros((10, 10), np.uint8))
+    code, out, _ = cli("footprints", src, "-o", tmp_path / "zero.gpkg", "--json")
+    assert code == 0 and '"features": 0' in out
+    got = read_vector(tmp_path / "zero.gpkg")
+    assert len(got) == 0 and got.crs == CRS.from_epsg(32633)
+
+
 def test_gpkg_bytes_are_deterministic(city, tmp_path):
     path, _ = city
     for run in ("a", "b"):                   # the layer is named after the file: same name

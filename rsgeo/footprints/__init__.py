@@ -89,6 +89,9 @@ def footprints(raster: str | os.PathLike, out: str | os.PathLike, *, threshold: 
     t_trace = time.perf_counter() - t0
     tol = tolerance if tolerance is not None else TOLERANCE_PX * max(sx, sy)
     gdf = frame(comps, grid, (sx, sy), tol if regularise else None, heights is not None)
+    if not len(gdf):
+        log.warning("%s: no building found (%s); the output holds no polygon", raster,
+                    rule.describe())
     write_vector(gdf, out, overwrite=overwrite)
     seconds = time.perf_counter() - t0
     return {"input": str(raster), "band": band, "rule": rule.describe(), "output": str(out),
