@@ -16,7 +16,7 @@
    the reference's extent are scored. Accra (2 cm drone mask in EPSG:4326): count and
    geodesic area only (geographic CRS handling; no independent reference).
 
-    python benchmarks/footprints.py [--size 2048] [--gsd 0.5] [--strip-rows 1024]
+    python benchmarks/footprints.py [--size 2048] [--gsd 0.5] [--strip-rows 1024] [--workers N]
 
 Footprints run on the CPU (no model); ``--device`` is accepted so one GPU script can pass
 it to every benchmark. The machine load (``uptime``) is printed before and after.
@@ -118,7 +118,7 @@ def synthetic(args, tmp: Path) -> None:
     pr = make_raster(tmp / "prob.tif", prob, crs=s.grid.crs, transform=s.grid.transform)
     ref = s.footprints
     tol = args.gsd
-    kw = dict(strip_rows=args.strip_rows)
+    kw = dict(strip_rows=args.strip_rows, workers=args.workers)
     print("from the true building mask (land cover 8):")
     raw = run(lc, tmp / "raw.gpkg", ref, "pixel outlines", classes=(8,), regularise=False, **kw)
     run(lc, tmp / "reg.gpkg", ref, "regularised (rsgeo)", classes=(8,), **kw)
@@ -190,6 +190,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--strip-rows", type=int, default=1024)
     ap.add_argument("--realdata", type=Path, default=ROOT.parent / "shared" / "realdata")
+    ap.add_argument("--workers", type=int, default=0, help="regularisation processes")
     ap.add_argument("--device", default="cpu", help="accepted; footprints need no device")
     args = ap.parse_args()
     print(uptime())

@@ -67,6 +67,18 @@ def test_strips_give_the_same_polygons_as_one_piece(city, tmp_path):
         assert all(shapely.equals_exact(a.geometry.to_numpy(), b.geometry.to_numpy(), 1e-9))
 
 
+def test_worker_processes_give_the_same_polygons(city, tmp_path, monkeypatch):
+    from rsgeo.footprints import regularise
+
+    path, _ = city
+    footprints(path, tmp_path / "one.gpkg", classes=(8,))
+    monkeypatch.setattr(regularise, "PARALLEL_MIN", 1)
+    footprints(path, tmp_path / "two.gpkg", classes=(8,), workers=2)
+    a, b = read_vector(tmp_path / "one.gpkg"), read_vector(tmp_path / "two.gpkg")
+    assert len(a) > 5 and a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+    assert all(shapely.equals_exact(a.geometry.to_numpy(), b.geometry.to_numpy(), 0))
+
+
 def test_attributes_on_a_hand_made_raster(tmp_path):
     prob = np.zeros((40, 40), np.float32)
     prob[2:8, 3:13] = 0.8                     # 60 px

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import Json, Output, Overwrite
+from rsgeo.cli.options import Json, Output, Overwrite, Workers
 
 
 @app.command("footprints")
@@ -27,6 +27,7 @@ def footprints_cmd(
         "--tolerance", metavar="M", help="Regularisation: deviation smoothed away (m; default one pixel).")] = None,
     heights: Annotated[Optional[Path], typer.Option(
         "--heights", help="nDSM (m): adds height_m (95th percentile of the roof) and height_median_m.")] = None,
+    workers: Workers = 0,
     json_out: Json = False,
     overwrite: Overwrite = False,
 ):
@@ -48,7 +49,7 @@ def footprints_cmd(
     summary = footprints(raster, output, threshold=threshold, classes=tuple(classes or ()),
                          band=band, min_area=min_area, fill_holes=fill_holes,
                          regularise=regularise, tolerance=tolerance, heights=heights,
-                         overwrite=overwrite)
+                         overwrite=overwrite, workers=workers)
     if json_out:
         from rsgeo.jsonout import dumps
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from rsgeo.errors import InputError
 from rsgeo.footprints.ground import area_m2, pixel_size_m, scale, to_crs
-from rsgeo.footprints.regularise import orthogonalise
+from rsgeo.footprints.regularise import orthogonalise_all
 from rsgeo.footprints.rules import rule_for
 from rsgeo.footprints.trace import Component, trace
 from rsgeo.io.atomic import check_output
@@ -41,7 +41,7 @@ def footprints(raster: str | os.PathLike, out: str | os.PathLike, *, threshold: 
                classes=(), band: int | None = None, min_area: float = 0.0,
                fill_holes: bool = False, regularise: bool = True,
                tolerance: float | None = None, heights: str | os.PathLike | None = None,
-               overwrite: bool = False, strip_rows: int = 1024) -> dict:
+               overwrite: bool = False, strip_rows: int = 1024, workers: int = 0) -> dict:
     """Trace building polygons of ``raster`` into the vector file ``out`` (format by extension).
 
     Args:
@@ -53,6 +53,8 @@ def footprints(raster: str | os.PathLike, out: str | os.PathLike, *, threshold: 
         regularise: right-angled outlines; ``tolerance`` (m, default one pixel) is the
             largest deviation from the traced outline that is smoothed away.
         heights: nDSM in metres (resampled onto the raster's grid when needed).
+        workers: processes for regularising (0: this process; pays off from a few
+            thousand buildings).
 
     Returns:
         A JSON-able summary (counts, areas, options, timings).
@@ -88,7 +90,8 @@ def footprints(raster: str | os.PathLike, out: str | os.PathLike, *, threshold: 
                                   advance=bar.advance)
     t_trace = time.perf_counter() - t0
     tol = tolerance if tolerance is not None else TOLERANCE_PX * max(sx, sy)
-    gdf = frame(comps, grid, (sx, sy), tol if regularise else None, heights is not None)
+    gdf = frame(comps, grid, (sx, sy), tol if regularise else None, heights is not None,
+                workers)
     if not len(gdf):
         log.warning("%s: no building found (%s); the output holds no polygon", raster,
                     rule.describe())
@@ -118,10 +121,11 @@ def _band(ds, band: int | None, path) -> int:
 
 
 def frame(comps: list[Component], grid: Grid, px_m: tuple[float, float],
-          tolerance: float | None, with_heights: bool):
+          tolerance: float | None, with_heights: bool, workers: int = 0):
     """The output GeoDataFrame of traced components (map coordinates of ``grid``).
 
-    ``tolerance`` (m) regularises outlines in the metric frame; None keeps pixel outlines.
+    ``tolerance`` (m) regularises outlines in the metric frame (on ``workers`` processes
+    when > 0); None keeps pixel outlines.
     """
     import geopandas as gpd
 
@@ -130,8 +134,7 @@ def frame(comps: list[Component], grid: Grid, px_m: tuple[float, float],
     if tolerance is not None and len(geoms):
         metric = scale(geoms, sx, sy)
         size = (grid.width * sx, grid.height * sy)
-        geoms = scale(np.array([orthogonalise(g, tolerance, size=size) for g in metric], dtype=object),
-                      1 / sx, 1 / sy)
+        geoms = scale(orthogonalise_all(metric, tolerance, size, workers), 1 / sx, 1 / sy)
         geoms = _inside(geoms, grid)
     geoms = to_crs(geoms, grid) if len(geoms) else geoms
     pixels = np.array([c.pixels for c in comps], np.int64)

@@ -24,12 +24,16 @@ pixel coordinates by the ground size of a pixel first (:mod:`rsgeo.footprints.po
 from __future__ import annotations
 
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 
 import numpy as np
 import shapely
 from shapely.geometry import LinearRing, Polygon
 
 MIN_IOU = 0.75
+PARALLEL_MIN = 512      # fewer polygons than this are regularised in the calling process
 
 
 def dominant_angle(ring: np.ndarray) -> float:
@@ -262,3 +266,20 @@ def _fallback(poly: Polygon, simple: Polygon, min_iou: float) -> Polygon:
     if rect.geom_type == "Polygon" and _iou(rect, poly) >= max(min_iou, _iou(simple, poly)):
         return rect
     return simple
+
+
+def orthogonalise_all(polys, tolerance: float, size: tuple[float, float] | None = None,
+                      workers: int = 0) -> np.ndarray:
+    """:func:`orthogonalise` over an array of polygons, in order (object array).
+
+    ``workers > 0`` spreads at least ``PARALLEL_MIN`` polygons over that many processes
+    (spawned: safe beside the reader threads); the result is the same as in one process.
+    """
+    fn = partial(orthogonalise, tolerance=tolerance, size=size)
+    if workers > 0 and len(polys) >= PARALLEL_MIN:
+        chunk = max(16, len(polys) // (8 * workers))
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+            out = list(ex.map(fn, polys, chunksize=chunk))
+    else:
+        out = [fn(p) for p in polys]
+    return np.array(out + [None], dtype=object)[:-1]     # never a 2-D array of coordinates
