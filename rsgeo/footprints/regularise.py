@@ -96,7 +96,10 @@ def _traced_offsets(ring, traced, horiz, fallback) -> np.ndarray:
     runs = _runs(ring, traced)
     if runs is None:
         return fallback
-    return np.array([traced[run, 1 if h else 0].mean() for run, h in zip(runs, horiz)])
+    lens = np.array([len(r) for r in runs])
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    means = np.add.reduceat(traced[np.concatenate(runs)], starts, axis=0) / lens[:, None]
+    return np.where(horiz, means[:, 1], means[:, 0])
 
 
 def fitted_angle(simple: np.ndarray, traced: np.ndarray) -> float:
