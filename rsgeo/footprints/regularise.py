@@ -3,14 +3,19 @@
 A footprint traced from a mask follows pixel edges: a staircase wherever a wall is not
 parallel to the pixel grid. :func:`orthogonalise` turns it into the outline a mapper draws:
 
-1. Douglas-Peucker (``tolerance``) removes the stairs;
-2. the dominant wall direction is the length-weighted circular mean of the edge angles
-   modulo 90° (angles times four, so walls at right angles vote together);
-3. in a frame rotated to that direction each edge becomes horizontal or vertical (whichever
-   is nearer), at the length-weighted mean offset of its end points; runs of the same
-   orientation merge, and edges shorter than ``tolerance`` are dropped (their neighbours
-   merge) while more than four remain;
-4. consecutive lines intersect in the new corners; the frame is rotated back.
+1. Douglas-Peucker (``tolerance``) removes most of the stairs;
+2. two candidate wall directions: the length-weighted circular mean (angles times four,
+   so walls at right angles vote together) of lines fitted to the traced corners each edge
+   of a coarser (2 x ``tolerance``) simplification replaced, and the direction of the
+   minimum rotated rectangle;
+3. for each, in a frame rotated to that direction, each simplified edge becomes horizontal
+   or vertical (whichever is nearer) at the mean cross coordinate of the traced corners it
+   replaced (a staircase's inner and outer corners straddle the true wall); runs of the
+   same orientation merge, and edges shorter than ``tolerance`` are dropped (their
+   neighbours merge) while more than four remain; edges along the raster's border are
+   kept where they are (the building goes on beyond the data);
+4. consecutive lines intersect in the new corners; the frame is rotated back, and the
+   candidate closer to the simplified outline (IoU) is kept.
 
 Holes get the same treatment with the outer ring's direction. When the result is not a
 valid polygon or strays from the traced shape (IoU < ``min_iou``), the minimum rotated
@@ -18,7 +23,7 @@ rectangle is used if it fits the shape as well, else the simplified outline: a f
 never lost or turned into something unrelated.
 
 Coordinates must be in a frame with square units (metres on the ground); callers convert
-pixel coordinates by the ground size of a pixel first (:mod:`rsgeo.footprints.polygonise`).
+pixel coordinates by the ground size of a pixel first (:mod:`rsgeo.footprints.ground`).
 """
 
 from __future__ import annotations
