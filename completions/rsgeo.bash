@@ -26,7 +26,7 @@ _rsgeo() {
     pretrain:--selection) COMPREPLY=($(compgen -W "hog random" -- "$cur")); return;;
     pretrain:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
     pretrain:--precision) COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return;;
-    synth:--style) COMPREPLY=($(compgen -W "low mid high" -- "$cur")); return;;
+    synth:--style) COMPREPLY=($(compgen -W "low mid high informal industrial courtyard" -- "$cur")); return;;
   esac
   case "$cmd" in
     "") COMPREPLY=($(compgen -W "completion damage-map demo evaluate export finetune footprints predict-height prepare pretrain synth -v --verbose -q --quiet --version --help" -- "$cur"));;
@@ -40,7 +40,7 @@ _rsgeo() {
     predict-height) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-m --model -o --output --tile --overlap --batch-size --device --backend --precision --gsd --nodata --scale --cog --compress --max-z-error --co --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     prepare) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --rgb --post-rgb --dsm --dtm --ndsm --labels --change --footprints --source --pairs --size --stride --max-nodata --dedup-distance --split --gsd --bands --scale --ndsm-from-dsm --classes --preview --seed --workers --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     pretrain) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --method --backbone --epochs --steps --batch-size --lr --mask-ratio --selection --rec-ratio --tau --alpha --modality --dsm-modality --crop --accum-steps --config --resume --device --precision --compile --no-compile --seed --workers --ckpt-every --log-every --preview-every --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-    synth) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --size --gsd --style --scenes --destroyed --seed --preview --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    synth) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --size --gsd --style --scenes --destroyed --seed --preview --randomize --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
   esac
 }
 complete -o filenames -F _rsgeo rsgeo

@@ -70,7 +70,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from export' -l help -d 'Show this 
 complete -c rsgeo -n '__fish_seen_subcommand_from export' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l task -xa 'height segmentation change classification' -d 'What to learn.'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -s o -l output -rF -d 'Run folder (best.ckpt, metrics).'
-complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l encoder -d 'RUN/encoder.safetensors, timm:NAME or random.'
+complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l encoder -d 'RUN/encoder.safetensors, a timm/HF/DINOv2/MAE checkpoint file or HF fo'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l backbone -d 'Architecture (needed with random).'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l head -xa 'dpt upernet' -d 'Dense head (default: dpt for height/change, upernet for segmentation).'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l modalities -xa 'rgb dsm ndsm rgb+dsm' -d 'Input bands.'
@@ -192,12 +192,13 @@ complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -l help -d 'Show thi
 complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -s o -l output -rF -d 'Output path.'
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l size -d 'Scene width and height in pixels.'
-complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l gsd -d 'Ground sampling distance, m/px.'
-complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l style -xa 'low mid high' -d 'Building density style.'
+complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l gsd -d 'Ground sampling distance, m/px (default 0.5; with --randomize drawn pe'
+complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l style -xa 'low mid high informal industrial courtyard' -d 'Building style (default mid; with --randomize drawn per scene).'
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l scenes -d 'Number of scenes (seeds seed, seed+1, ...).'
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l destroyed -d 'Share of buildings destroyed in the post scene.'
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l seed -d 'Random seed.'
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l preview -d 'Also write a PNG contact sheet per scene.'
+complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l randomize -d 'Domain randomisation: draw sun, roof/ground palettes, textures, terrai'
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l overwrite -d 'Replace existing outputs.'
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -F
