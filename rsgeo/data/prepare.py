@@ -28,7 +28,8 @@ from rsgeo.data.shards import ShardWriter
 from rsgeo.data.sources import SceneInput, check_source_name
 from rsgeo.data.stats import BandStats
 from rsgeo.errors import InputError
-from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, valid_mask
+from rsgeo.io.raster import (Grid, align_to, check_overlap, ground_gsd, open_raster, valid_mask,
+                             work_grid)
 
 log = logging.getLogger("rsgeo.prepare")
 IMAGES = ("rgb", "post_rgb")
@@ -188,7 +189,6 @@ def _ordered_map(fn, items, workers: int, batch: int = 16):
 
 
 def _scene_grid(scene: SceneInput, gsd: float | None) -> Grid:
-    from rsgeo.infer.predict import ground_gsd, work_grid
 
     with open_raster(scene.rgb, purpose="RGB image") as ds:
         grid = Grid.of(ds)
@@ -401,7 +401,6 @@ def _update_stats(out: Path, src: str, stats: dict) -> None:
 
 
 def _update_info(out: Path, info, src, mods, classes, size, group, gsd) -> dict:
-    from rsgeo.infer.predict import ground_gsd
     from rsgeo.io.atomic import atomic_path
 
     info = info or {"format": "rsgeo-chips", "version": 1, "chip_size": size, "hog_patch": 16,

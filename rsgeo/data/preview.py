@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from rsgeo.io.atomic import atomic_path
+from rsgeo.viz import colorize_heights
 
 
 def save_mosaic(root: Path, path: Path, n: int = 8, seed: int = 0, overwrite: bool = False) -> Path:
     from PIL import Image
 
     from rsgeo.data.dataset import ChipDataset
-    from rsgeo.synth.preview import colorize_heights
 
     import json
 

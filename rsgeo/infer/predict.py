@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from rsgeo.errors import InputError
-from rsgeo.io.raster import Grid, align_to, open_raster, valid_mask
+from rsgeo.io.raster import Grid, align_to, ground_gsd, open_raster, valid_mask, work_grid
 from rsgeo.io.writer import HEIGHT_NODATA, open_output
 
 log = logging.getLogger("rsgeo.infer")
@@ -129,31 +129,6 @@ def input_scale(ds) -> float:
     from rsgeo.io.stretch import image_stretch
 
     return image_stretch(ds, "bitdepth").scale
-
-
-def ground_gsd(grid: Grid) -> float:
-    """Pixel size in metres (geographic CRSs estimated at the scene centre, with a warning)."""
-    rx, ry = grid.res
-    if grid.crs is not None and grid.crs.is_geographic:
-        lat = math.radians((grid.bounds[1] + grid.bounds[3]) / 2)
-        gsd = math.sqrt(rx * 111320.0 * math.cos(lat) * ry * 110574.0)
-        log.warning("geographic CRS: GSD estimated as %.3f m at latitude %.2f; pass --gsd to "
-                    "override", gsd, math.degrees(lat))
-        return gsd
-    factor = grid.crs.linear_units_factor[1] if grid.crs is not None else 1.0
-    return math.sqrt(rx * ry) * factor
-
-
-def work_grid(grid: Grid, in_gsd: float, target_gsd: float) -> Grid:
-    """``grid``'s extent at ``target_gsd`` (same CRS and origin)."""
-    from affine import Affine
-
-    f = target_gsd / in_gsd
-    t = grid.transform
-    w = max(1, int(round(grid.width / f)))
-    h = max(1, int(round(grid.height / f)))
-    return Grid(grid.crs, Affine(t.a * grid.width / w, t.b, t.c, t.d, t.e * grid.height / h, t.f),
-                w, h)
 
 
 def predict_height_file(image_path, model_path, out_path, **kw) -> dict:

@@ -76,6 +76,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from rsgeo.device import resolve_device
 from rsgeo.errors import InputError, RsgeoError
 from rsgeo.train import distributed as D
 from rsgeo.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -84,17 +85,6 @@ from rsgeo.train.logging import MetricsLog, max_mem_mb
 from rsgeo.train.sampler import EpochBatches, EpochIndexed, ShardedSampler
 from rsgeo.train.schedule import WarmupCosine
 from rsgeo.train.workers import loader_options
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; ``cuda`` without CUDA is an InputError."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda: CUDA is not available on this machine (use --device cpu)")
-    if name == "cuda":
-        name = f"cuda:{D.env_info().local_rank}"
-    return torch.device(name)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
