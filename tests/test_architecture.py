@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +114,29 @@ def test_no_function_over_80_lines():
     assert not long, f"functions over {MAX_LINES} lines:\n" + "\n".join(long)
 
 
+def _says_lazy(lines: list[str], node) -> bool:
+    """A ``lazy:`` comment on the import's lines, or on the line above it or above the run
+    of import lines it closes (one comment may head a block of imports)."""
+    if any("lazy:" in line for line in lines[node.lineno - 1:node.end_lineno]):
+        return True
+    i = node.lineno - 2
+    while i >= 0:
+        text = lines[i].strip()
+        if "lazy:" in text:
+            return True
+        if not text.startswith(("from ", "import ", "#")):
+            return False
+        i -= 1
+    return False
+
+
+def test_lazy_comment_heads_a_block_of_imports():
+    src = ["def f():", "    # lazy: keep --help fast", "    from rsgeo import a", "    from rsgeo import b",
+           "", "    from rsgeo import c"]
+    nodes = [n for n in ast.walk(ast.parse("\n".join(src))) if isinstance(n, ast.ImportFrom)]
+    assert [_says_lazy(src, n) for n in sorted(nodes, key=lambda n: n.lineno)] == [True, True, False]
+
+
 def test_rsgeo_imports_inside_functions_say_why():
     bad = []
     for m in MODS.values():
@@ -126,8 +148,7 @@ def test_rsgeo_imports_inside_functions_say_why():
                 seen.add(id(node))
                 if not _targets(m, node, MODS):
                     continue
-                around = m.lines[max(node.lineno - 2, 0):node.end_lineno]
-                if not any("lazy:" in line for line in around):
+                if not _says_lazy(m.lines, node):
                     bad.append(f"{_where(m, node.lineno)} {m.lines[node.lineno - 1].strip()}")
     assert not bad, ("rsgeo imports inside functions without a `# lazy: <why>` comment "
                      "(import at module level instead):\n" + "\n".join(bad))
