@@ -19,7 +19,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from rsgeo import __version__
+from rsgeo import __version__, progress
+from rsgeo.errors import RsgeoError
 
 app = typer.Typer(
     name="rsgeo",
@@ -51,8 +52,6 @@ def main_callback(
     """rsgeo: chips, pretraining, fine-tuning, large-raster height inference, damage maps, metrics."""
     level = 1 + verbose - quiet  # 0 quiet, 1 default, 2 info, 3+ debug and tracebacks
     state["verbose"] = level
-    from rsgeo import progress
-
     progress.ENABLED = False if level <= 0 else None  # None: bars only on a terminal
     logging.basicConfig(format="rsgeo: %(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("rsgeo").setLevel(
@@ -137,8 +136,6 @@ def tidy_help(command) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (tests call this; ``run`` exits with it)."""
-    from rsgeo.errors import RsgeoError
-
     argv = hoist_global_flags(sys.argv[1:] if argv is None else list(argv))
 
     try:  # recent typer vendors click as typer._click; older releases use click itself

@@ -9,6 +9,7 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.options import Output, Overwrite, Seed
+from rsgeo.progress import progress
 
 
 class Style(str, Enum):
@@ -21,7 +22,7 @@ class Style(str, Enum):
 def synth(
     output: Output,
     size: Annotated[int, typer.Option("--size", help="Scene width and height in pixels.")] = 1024,
-    gsd: Annotated[float, typer.Option("--gsd", help="Ground sampling distance, m/px.")] = 0.5,
+    gsd: Annotated[float, typer.Option("--gsd", help="Ground sampling distance of the scenes, metres per pixel.")] = 0.5,
     style: Annotated[Style, typer.Option("--style", help="Building density style.")] = Style.mid,
     scenes: Annotated[int, typer.Option("--scenes", help="Number of scenes (seeds seed, seed+1, ...).")] = 1,
     destroyed: Annotated[float, typer.Option("--destroyed", help="Share of buildings destroyed in the post scene.")] = 0.3,
@@ -31,8 +32,7 @@ def synth(
 ):
     """Generate synthetic georeferenced pre/post-event cities (RGB, DSM/DTM/nDSM, land cover,
     change mask, footprints with damage grades) into the folder OUTPUT."""
-    from rsgeo.progress import progress
-    from rsgeo.synth import write_scenes
+    from rsgeo.synth import write_scenes  # lazy: keep rsgeo --help fast
 
     with progress(scenes, "synth", unit="scenes") as bar:
         written = write_scenes(output, size=size, gsd=gsd, style=style.value, scenes=scenes,
