@@ -3,9 +3,11 @@
 Exit codes: 0 ok, 1 runtime failure, 2 bad input or usage, 130 / 143 training stopped by
 SIGINT / SIGTERM after saving its checkpoint (``--resume`` continues it; 130 also for any
 other interruption). Errors print one line on stderr (``rsgeo: error: path: problem``);
-``-vv`` adds the traceback. Command modules
-import only typer at module level; torch, geopandas and onnxruntime are imported inside
-the commands, so ``rsgeo --help`` and ``rsgeo --version`` stay fast.
+``-vv`` adds the traceback. Command modules import typer and light rsgeo modules
+(``cli.options``, ``errors``, ``jsonout``, ``progress``, ``data.sources``) at module level;
+library modules that pull in torch, rasterio, geopandas or onnxruntime are imported inside
+the commands under a ``# lazy: keep rsgeo --help fast`` comment, so ``rsgeo --help`` and
+``rsgeo --version`` stay fast.
 """
 
 from __future__ import annotations
