@@ -157,3 +157,16 @@ def test_emit_and_typed_nodata(capsys):
     assert json.loads(out[0]) == {"a": 1.5, "b": None} and out[1:] == ["human line", "from a function"]
     assert nodata_value("-9999") == -9999.0 and math.isnan(nodata_value("nan"))
     assert nodata_value(None) is None and nodata_value(0.0) == 0.0
+
+
+def test_typed_callbacks_refuse_bad_values_in_one_line(tmp_path, cli):
+    cases = [(["prepare", "--rgb", tmp_path / "x.tif", "--split", "a,b"], "--split"),
+             (["prepare", "--rgb", tmp_path / "x.tif", "--bands", "1,2"], "--bands"),
+             (["prepare", "--rgb", tmp_path / "x.tif", "--bands", "0,1,2"], "1-based"),
+             (["predict-height", tmp_path / "x.tif", "-m", tmp_path / "m.onnx", "-o",
+               tmp_path / "h.tif", "--nodata", "abc"], "--nodata"),
+             (["damage-map", tmp_path / "a.tif", tmp_path / "b.tif", "--co", "ZLEVEL"],
+              "KEY=VALUE")]
+    for args, msg in cases:
+        code, _, err = cli(*args, "-o", tmp_path / "out") if args[0] == "prepare" else cli(*args)
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, (args, err)
