@@ -9,6 +9,7 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.options import Output, Overwrite, Seed
+from rsgeo.progress import progress
 
 
 class Style(str, Enum):
@@ -42,8 +43,7 @@ def synth(
 ):
     """Generate synthetic georeferenced pre/post-event cities (RGB, DSM/DTM/nDSM, land cover,
     change mask, footprints with damage grades) into the folder OUTPUT."""
-    from rsgeo.progress import progress
-    from rsgeo.synth import write_scenes
+    from rsgeo.synth import write_scenes  # lazy: keep rsgeo --help fast
 
     with progress(scenes, "synth", unit="scenes") as bar:
         written = write_scenes(output, size=size, gsd=gsd, style=style and style.value,

@@ -24,11 +24,19 @@ from pathlib import Path
 import numpy as np
 
 from rsgeo.data.dedup import HashIndex, dhash
+from rsgeo.data.hog import hog_energy
+from rsgeo.data.preview import save_mosaic
 from rsgeo.data.shards import ShardWriter
 from rsgeo.data.sources import SceneInput, check_source_name
 from rsgeo.data.stats import BandStats
 from rsgeo.errors import InputError
-from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, valid_mask
+from rsgeo.io.atomic import atomic_path, claim_folder
+from rsgeo.io.raster import (Grid, align_to, check_overlap, ground_gsd, open_raster, valid_mask,
+                             work_grid)
+from rsgeo.io.stretch import image_stretch, parse_scale
+from rsgeo.io.vector import read_vector
+from rsgeo.io.windows import offsets
+from rsgeo.progress import progress
 
 log = logging.getLogger("rsgeo.prepare")
 IMAGES = ("rgb", "post_rgb")
@@ -47,11 +55,7 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
     ``scale``: how image values become 0-255 uint8 chips (:mod:`rsgeo.io.stretch`, the
     rule prediction uses too): ``percentile`` (default), ``bitdepth``, ``none``, or MIN,MAX.
     """
-    from rsgeo.io.stretch import parse_scale
-
     scale = parse_scale(scale) if isinstance(scale, (str, type(None))) else tuple(scale)
-    from rsgeo.progress import progress
-
     stride = stride or size
     if size % 32 or size < 32:
         raise InputError(f"--size must be a positive multiple of 32 (HOG and encoders), got {size}")
@@ -89,8 +93,6 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
             counts[r["status"]] = counts.get(r["status"], 0) + 1
         summary[src] = {"scenes": len(group), **counts}
     if preview:
-        from rsgeo.data.preview import save_mosaic
-
         save_mosaic(out, Path(preview), seed=seed, overwrite=overwrite)
     return summary
 
@@ -104,8 +106,6 @@ def _check_split(split) -> tuple[float, float, float]:
 
 def _open_dataset(out: Path, size: int, overwrite: bool):
     import pandas as pd
-
-    from rsgeo.io.atomic import claim_folder
 
     if not (out / "dataset.json").is_file():
         # new, empty, or left by a killed run (its marker lets --overwrite start it afresh)
@@ -148,8 +148,6 @@ class _Reader:
         self.scene, self.grid, self.files, self.bands = scene, grid, files, bands
         self.stretches: dict = {}
         with ExitStack() as stack:  # input scaling from a decimated read, once per scene
-            from rsgeo.io.stretch import image_stretch
-
             for key in IMAGES:
                 if key in files:
                     self.stretches[key] = image_stretch(
@@ -188,7 +186,6 @@ def _ordered_map(fn, items, workers: int, batch: int = 16):
 
 
 def _scene_grid(scene: SceneInput, gsd: float | None) -> Grid:
-    from rsgeo.infer.predict import ground_gsd, work_grid
 
     with open_raster(scene.rgb, purpose="RGB image") as ds:
         grid = Grid.of(ds)
@@ -204,8 +201,6 @@ def _scene_grid(scene: SceneInput, gsd: float | None) -> Grid:
 
 def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd, bands,
                 ndsm_from_dsm, classes, workers, seed, bar, scale="percentile"):
-    from rsgeo.io.windows import offsets
-
     src = group[0].source
     tmp_dir = out / "shards" / f".{src}.tmp"
     final_dir = out / "shards" / src
@@ -282,8 +277,6 @@ def _scene_files(scene: SceneInput, ndsm_from_dsm: bool, work: Path) -> dict:
 def _footprints(path, grid: Grid):
     from shapely import STRtree
 
-    from rsgeo.io.vector import read_vector
-
     gdf = read_vector(path, "footprints file")
     if gdf.crs is None:
         raise InputError("footprints have no CRS", path)
@@ -296,8 +289,6 @@ def _footprints(path, grid: Grid):
 def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> dict:
     from rasterio import features
     from rasterio.windows import Window, bounds, transform
-
-    from rsgeo.data.hog import hog_energy
 
     r, c = rc
     win = Window(c, r, size, size)
@@ -376,8 +367,6 @@ def _row(scene: SceneInput, grid: Grid, r: int, c: int, size: int, split, seed) 
 def _append_rows(out: Path, manifest, rows):
     import pandas as pd
 
-    from rsgeo.io.atomic import atomic_path
-
     new = pd.DataFrame(rows)
     m = new if manifest is None else pd.concat([manifest, new], ignore_index=True)
     with atomic_path(out / "manifest.parquet", overwrite=True) as tmp:
@@ -391,8 +380,6 @@ def _drop_source(out: Path, manifest, src: str):
 
 
 def _update_stats(out: Path, src: str, stats: dict) -> None:
-    from rsgeo.io.atomic import atomic_path
-
     path = out / "stats.json"
     data = json.loads(path.read_text()) if path.is_file() else {"sources": {}}
     data["sources"][src] = stats
@@ -401,9 +388,6 @@ def _update_stats(out: Path, src: str, stats: dict) -> None:
 
 
 def _update_info(out: Path, info, src, mods, classes, size, group, gsd) -> dict:
-    from rsgeo.infer.predict import ground_gsd
-    from rsgeo.io.atomic import atomic_path
-
     info = info or {"format": "rsgeo-chips", "version": 1, "chip_size": size, "hog_patch": 16,
                     "modalities": [], "classes": None, "sources": []}
     info["modalities"] = sorted(set(info["modalities"]) | set(mods) | {"hog"})

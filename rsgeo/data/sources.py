@@ -7,6 +7,7 @@ row per scene, paths relative to the file), or a folder written by ``rsgeo synth
 from __future__ import annotations
 
 import csv
+import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -53,6 +54,59 @@ def from_synth_dir(folder: Path) -> list[SceneInput]:
     if not scenes:
         raise InputError("no *_scene.json here: not a folder written by `rsgeo synth`", folder)
     return scenes
+
+
+def synth_classes(folder: Path) -> dict[int, str]:
+    """The land-cover classes ``{id: name}`` a ``rsgeo synth`` folder declares (scene JSON)."""
+    for meta in sorted(Path(folder).glob("*_scene.json")):
+        classes = json.loads(meta.read_text()).get("landcover_classes")
+        if classes:
+            return {int(k): str(v) for k, v in classes.items()}
+    raise InputError("no *_scene.json with landcover_classes: not a folder written by "
+                     "`rsgeo synth`", folder)
+
+
+def read_classes(path) -> dict[int, str]:
+    """``{id: name}`` from a JSON object ``{"1": "bareland", ...}`` or a text/CSV file of
+    ``id,name`` lines (``#`` comments; a bare id names itself). ``--classes`` of prepare
+    and evaluate."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such classes file", p)
+    text = p.read_text()
+    try:
+        if p.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            return {int(k): str(v) for k, v in data.items()}
+        out = {}
+        for line in text.splitlines():
+            if line.strip() and not line.startswith("#"):
+                k, _, v = line.partition(",")
+                out[int(k)] = v.strip() or k.strip()
+        return out
+    except ValueError:
+        raise InputError("classes file must map integer ids to names (JSON {id: name} or "
+                         "id,name lines)", p) from None
+
+
+def gather_scenes(synth_dir: Path | None = None, rgb: Path | None = None,
+                  pairs: Path | None = None, *, source: str | None = None,
+                  **files) -> list[SceneInput]:
+    """The scenes of exactly one of: a synth folder, one ``rgb`` scene (with ``files``:
+    post_rgb, dsm, dtm, ndsm, labels, change, footprints; source default: the RGB's stem)
+    or a ``pairs`` CSV/YAML."""
+    given = [x for x in (synth_dir, rgb, pairs) if x is not None]
+    if len(given) != 1:
+        raise InputError("give exactly one of: a synth folder, --rgb (one scene) or --pairs")
+    if synth_dir is not None:
+        if not Path(synth_dir).is_dir():
+            raise InputError("not a folder", synth_dir)
+        return from_synth_dir(Path(synth_dir))
+    if pairs is not None:
+        return from_pairs(Path(pairs))
+    return [SceneInput(rgb=Path(rgb), source=source or Path(rgb).stem, **files)]
 
 
 def from_pairs(path: Path) -> list[SceneInput]:

@@ -27,6 +27,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from rsgeo.errors import InputError
+from rsgeo.io.atomic import atomic_path
 
 # Tiny named configurations (CPU tests and demos). ``kind`` selects the timm class.
 TINY = {
@@ -153,8 +154,6 @@ def save_encoder(encoder: nn.Module, path: str | os.PathLike, meta: dict) -> tup
     ``method``, ``modality``. Returns the two paths.
     """
     from safetensors.torch import save_file
-
-    from rsgeo.io.atomic import atomic_path
 
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:

@@ -10,14 +10,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from rsgeo.synth.layout import STYLES, Building, Layout
+from rsgeo.synth.layout import STYLES, Building, Layout, to_pixels
 
 LANDCOVER = {1: "bareland", 2: "rangeland", 3: "developed", 4: "road", 5: "trees", 6: "water",
              7: "agriculture", 8: "buildings"}
-# SynRS3D / OpenEarthMap colours
-LANDCOVER_COLORS = {0: (0, 0, 0), 1: (128, 0, 0), 2: (0, 255, 36), 3: (148, 148, 148),
-                    4: (255, 255, 255), 5: (34, 97, 38), 6: (0, 69, 255), 7: (75, 181, 73),
-                    8: (222, 31, 7)}
 
 
 def terrain(size: int, gsd: float, rng: np.random.Generator) -> np.ndarray:
@@ -50,8 +46,6 @@ def relief(size: int, gsd: float, waves: list[dict]) -> np.ndarray:
 
 def window(lay: Layout, U, V, u0, u1, v0, v1, pad: float = 1.0):
     """(slices, mask) of the pixels whose rotated coords fall in [u0,u1) x [v0,v1)."""
-    from rsgeo.synth.layout import to_pixels
-
     x, y = to_pixels(np.array([u0, u1, u0, u1]), np.array([v0, v0, v1, v1]), lay.size, lay.angle)
     r0, r1 = int(max(np.floor(y.min() - pad), 0)), int(min(np.ceil(y.max() + pad) + 1, lay.size))
     c0, c1 = int(max(np.floor(x.min() - pad), 0)), int(min(np.ceil(x.max() + pad) + 1, lay.size))

@@ -12,8 +12,9 @@ from rsgeo.errors import InputError
 from rsgeo.io.atomic import atomic_path, check_output
 from rsgeo.io.vector import write_vector
 from rsgeo.io.writer import write_array
+from rsgeo.synth.preview import save_preview
 from rsgeo.synth.scene import Scene, check_options, generate_scene
-from rsgeo.synth.surface import LANDCOVER_COLORS
+from rsgeo.viz import LANDCOVER_COLORS
 
 SUFFIXES = ("pre_rgb.tif", "post_rgb.tif", "pre_ndsm.tif", "post_ndsm.tif", "dsm.tif", "dtm.tif",
             "landcover.tif", "change.tif", "footprints.gpkg", "scene.json")
@@ -81,8 +82,6 @@ def write_scene(scene: Scene, out: Path, stem: str, overwrite: bool = False,
     with atomic_path(paths["scene"], overwrite) as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
     if preview:
-        from rsgeo.synth.preview import save_preview
-
         paths["preview"] = save_preview(scene, out / f"{stem}_preview.png", overwrite)
     return paths
 
