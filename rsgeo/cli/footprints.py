@@ -9,6 +9,7 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.options import Json, Output, Overwrite, Workers
+from rsgeo.jsonout import dumps
 
 
 @app.command("footprints")
@@ -51,8 +52,6 @@ def footprints_cmd(
                          regularise=regularise, tolerance=tolerance, heights=heights,
                          overwrite=overwrite, workers=workers)
     if json_out:
-        from rsgeo.jsonout import dumps
-
         typer.echo(dumps(summary))
         return
     typer.echo(f"{summary['features']} buildings ({summary['rule']}), "

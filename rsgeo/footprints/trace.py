@@ -2,7 +2,7 @@
 
 Two passes over full-width strips (memory bounded by a strip plus the open components):
 
-1. :class:`~rsgeo.damage.components.StripComponents` labels building pixels
+1. :class:`~rsgeo.io.components.StripComponents` labels building pixels
    (4-connectivity) and joins labels across strip borders, giving every component its
    size and last row;
 2. the strips are read again, relabelled to component roots (components under
@@ -27,7 +27,7 @@ from affine import Affine
 from rasterio import features
 from shapely.geometry import Polygon, shape
 
-from rsgeo.damage.components import StripComponents
+from rsgeo.io.components import StripComponents
 from rsgeo.errors import InputError
 from rsgeo.io.raster import valid_mask
 from rsgeo.io.reader import read_strips
