@@ -25,7 +25,7 @@ import numpy as np
 
 from rsgeo import __version__
 from rsgeo.errors import InputError, RsgeoError, first_line
-from rsgeo.infer.session import ort_session
+from rsgeo.infer import session
 from rsgeo.io.atomic import atomic_path, check_output
 from rsgeo.progress import progress
 from rsgeo.tasks import get_task
@@ -96,7 +96,7 @@ def verify(model, path: Path, bands: int, stride: int, atol: float, rtol: float)
     """Compare ORT with torch on random inputs of two shapes; raise if they differ."""
     import torch
 
-    sess = ort_session(path, "cpu")
+    sess = session.ort_session(path, "cpu")
     names = [i.name for i in sess.get_inputs()]
     rng = np.random.default_rng(0)
     worst = 0.0
