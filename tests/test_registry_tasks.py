@@ -166,3 +166,16 @@ def test_registry_refuses_malformed_specs():
     with pytest.raises(ValueError, match="one export input"):
         register(replace(BRIGHT, export_inputs=("a", "b")))
     assert BRIGHT.name not in task_names() and "rgb+ndsm" in INPUTS
+
+
+def test_build_task_model_refuses_a_head_the_task_does_not_take():
+    from rsgeo.errors import InputError
+    from rsgeo.models.task import build_task_model
+
+    cfg = {"task": "height", "backbone": "vit-tiny-2", "in_chans": 3, "img_size": 32,
+           "head_features": 8}
+    with pytest.raises(InputError, match=r"--task height \(allowed: dpt\)"):
+        build_task_model({**cfg, "head": "upernet"})
+    # classification checkpoints written before the registry record head "dpt": still load
+    net = build_task_model({**cfg, "task": "classification", "head": "dpt", "num_classes": 3})
+    assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,6 +11,7 @@ from typer.core import TyperCommand
 
 from rsgeo.cli.app import app
 from rsgeo.cli.options import DeviceChoice, Json, Overwrite, Precision
+from rsgeo.errors import InputError
 
 
 class FinetuneCommand(TyperCommand):
@@ -19,7 +21,7 @@ class FinetuneCommand(TyperCommand):
 
     def get_params(self, ctx):
         params = super().get_params(ctx)
-        from rsgeo.tasks import INPUTS, all_heads, get_task, task_names  # lazy: rsgeo --help stays fast
+        from rsgeo.tasks import INPUTS, all_heads, get_task, task_names  # lazy: numpy; rsgeo --help stays fast
 
         specs = [get_task(n) for n in task_names()]
         text = {
@@ -72,10 +74,7 @@ def finetune_cmd(
     """Fine-tune a task model (height, segmentation, change, classification, ...: see
     --task) from a pretrained (or random) encoder; the best validation checkpoint is
     OUTPUT/best.ckpt."""
-    import json
-
-    from rsgeo.errors import InputError
-    from rsgeo.finetune import finetune
+    from rsgeo.finetune import finetune  # lazy: torch + timm; `rsgeo --help` stays fast
 
     weights = None
     if class_weights:

@@ -1,4 +1,4 @@
-"""Validation batched on the training device, with the shared metric accumulators.
+"""Validation batched on the training device, scored by each task's accumulator (rsgeo.tasks).
 
 :class:`ValSet` collates the validation view once (its samples never change: centre crops,
 no flips) and keeps it on the device when it fits ``max_bytes``, so each validation is a
