@@ -14,8 +14,8 @@ _rsgeo() {
     evaluate:--format) COMPREPLY=($(compgen -W "table json csv" -- "$cur")); return;;
     evaluate:--align) COMPREPLY=($(compgen -W "nearest bilinear" -- "$cur")); return;;
     finetune:--task) COMPREPLY=($(compgen -W "height segmentation change classification" -- "$cur")); return;;
-    finetune:--head) COMPREPLY=($(compgen -W "dpt upernet" -- "$cur")); return;;
-    finetune:--modalities) COMPREPLY=($(compgen -W "rgb dsm ndsm rgb+dsm" -- "$cur")); return;;
+    finetune:--head) COMPREPLY=($(compgen -W "dpt upernet linear" -- "$cur")); return;;
+    finetune:--modalities|finetune:--inputs) COMPREPLY=($(compgen -W "rgb dsm ndsm rgb+dsm rgb+ndsm" -- "$cur")); return;;
     finetune:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
     finetune:--precision) COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return;;
     predict-height:--backend) COMPREPLY=($(compgen -W "onnx torch" -- "$cur")); return;;
@@ -35,7 +35,7 @@ _rsgeo() {
     demo) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --quick --device --seed --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     evaluate) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task --protocol --format -o --output --align --nodata --classes --ignore-index --iou --min-area --confidence --by --absolute --max-height --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --atol --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-    finetune) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task -o --output --encoder --backbone --head --modalities --freeze-encoder --train-size --num-classes --class-weights --epochs --steps --batch-size --lr --val-every --crop --aux-landcover --adapt-to --val-dataset --encoder-lr-scale --device --precision --seed --workers --log-every --ckpt-every --resume --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    finetune) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task -o --output --encoder --backbone --head --modalities --inputs --freeze-encoder --train-size --num-classes --class-weights --epochs --steps --batch-size --lr --val-every --crop --aux-landcover --adapt-to --val-dataset --encoder-lr-scale --device --precision --seed --workers --log-every --ckpt-every --resume --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     footprints) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --threshold --class --value --band --min-area --fill-holes --regularise --no-regularise --tolerance --heights --workers --json --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     predict-height) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-m --model -o --output --tile --overlap --batch-size --backend --gsd --nodata --scale --device --precision --cog --compress --max-z-error --co --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     prepare) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --rgb --post-rgb --dsm --dtm --ndsm --labels --change --footprints --source --pairs --size --stride --max-nodata --dedup-distance --split --gsd --bands --scale --ndsm-from-dsm --classes --preview --seed --workers --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;

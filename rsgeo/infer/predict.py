@@ -42,9 +42,11 @@ from rsgeo.io.stretch import image_stretch, parse_scale
 from rsgeo.io.windows import TileGrid, plan_panels, strips
 from rsgeo.io.writer import HEIGHT_NODATA, open_output
 from rsgeo.progress import progress
+from rsgeo.tasks import get_task
 
 log = logging.getLogger("rsgeo.infer")
 PANEL_WIDTH = 4096  # rasters wider than this are swept in vertical panels (memory bound)
+HEIGHT_LAYER = get_task("height").writer.layers[0]  # what this module writes: float32 metres
 
 
 def load_model(model_path, backend: str | None = None, device: str = "auto",
@@ -319,7 +321,7 @@ def _prepare(image_path, out_path, spec: dict):
     norm = Norm(float(np.float32(stretch.scale)),
                 tuple(float(m) + stretch.offset for m in meta.get("mean", [0.0] * bands)),
                 tuple(float(s) for s in meta.get("std", [1.0] * bands)), 1)
-    tags = {"model": Path(spec["model_path"]).name, "task": "height", "units": "metre",
+    tags = {"model": Path(spec["model_path"]).name, "task": "height", "units": HEIGHT_LAYER.units,
             "tile": tile, "overlap": overlap, "input_stretch": stretch.mode,
             "input_scale": repr(stretch.scale), "input_offset": repr(stretch.offset)}
     co, cog, overwrite = spec["co"], spec["cog"], spec["overwrite"]
@@ -330,8 +332,8 @@ def _prepare(image_path, out_path, spec: dict):
         dst = out_stack.enter_context(open_output(  # a resampled run's work file: lossless
             work_out, wgrid, nodata=HEIGHT_NODATA, co=None if resample else co,
             overwrite=overwrite,
-            cog=cog and not resample, tags=tags, units="metre",
-            band_descriptions=["height above ground (m)"]))
+            cog=cog and not resample, tags=tags, units=HEIGHT_LAYER.units,
+            band_descriptions=[HEIGHT_LAYER.description]))
     except BaseException:
         out_stack.close()
         stack.close()
@@ -356,8 +358,8 @@ def _prepare(image_path, out_path, spec: dict):
 def _warp_back(work: Path, out, grid: Grid, src, in_nodata, co, overwrite, cog, tags) -> None:
     with open_raster(work) as w, align_to(w, grid, "bilinear", nodata=HEIGHT_NODATA) as vrt, \
             open_output(out, grid, nodata=HEIGHT_NODATA, co=co, overwrite=overwrite, cog=cog,
-                        tags=tags, units="metre",
-                        band_descriptions=["height above ground (m)"]) as dst:
+                        tags=tags, units=HEIGHT_LAYER.units,
+                        band_descriptions=[HEIGHT_LAYER.description]) as dst:
         for win in strips(grid.height, grid.width, 512):
             h = vrt.read(1, window=win)
             ok = valid_mask(src.read(window=win), in_nodata)
