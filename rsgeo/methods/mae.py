@@ -22,9 +22,9 @@ from rsgeo.models.backbones import encoder_kind, patch_size
 class MAE(PretrainMethod):
     name = "mae"
 
-    def __init__(self, encoder, in_chans: int, modality: str = "rgb", mask_ratio: float = 0.75,
-                 decoder_dim: int = 512, decoder_depth: int = 8, decoder_heads: int = 16,
-                 norm_pix_loss: bool = True):
+    def __init__(self, encoder, in_chans: int, modality: str = "rgb", *, mask_ratio: float,
+                 decoder_dim: int, decoder_depth: int, decoder_heads: int, norm_pix_loss: bool):
+        """Options (defaults in :mod:`rsgeo.methods.catalog`): see ``MAEOptions``."""
         super().__init__()
         if encoder_kind(encoder) != "vit":
             raise InputError(f"{self.name} drops tokens and needs a ViT backbone (use simmim, "

@@ -34,15 +34,14 @@ from rsgeo.models.backbones import encoder_kind, patch_size
 class SelectiveMAE(PretrainMethod):
     name = "selectivemae"
 
-    def __init__(self, encoder, in_chans: int, modality: str = "rgb", mask_ratio: float = 0.85,
-                 rec_ratio: float = 0.25, selection: str = "hog",
-                 psts_bounds=psts.DEFAULT_BOUNDS, sub_steps: int = 2, decoder_dim: int = 512,
-                 decoder_depth: int = 8, decoder_heads: int = 16, norm_pix_loss: bool = True):
+    def __init__(self, encoder, in_chans: int, modality: str = "rgb", *, mask_ratio: float,
+                 rec_ratio: float, selection: str, psts_bounds: tuple[float, ...],
+                 sub_steps: int, decoder_dim: int, decoder_depth: int, decoder_heads: int,
+                 norm_pix_loss: bool):
+        """Options (defaults in :mod:`rsgeo.methods.catalog`): see ``SelectiveMAEOptions``."""
         super().__init__()
         if encoder_kind(encoder) != "vit":
             raise InputError("selectivemae drops tokens and needs a ViT backbone")
-        if selection not in ("hog", "random"):
-            raise InputError(f"--selection {selection!r}: use hog or random")
         if (1 - mask_ratio) + rec_ratio > 1:
             raise InputError(f"visible share {1 - mask_ratio:g} + reconstructed share "
                              f"{rec_ratio:g} exceed all patches")
