@@ -89,8 +89,9 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
     """
     cfg = resolve(settings, config)
     spec = registry.get(method)
-    options = {k: cfg[k] for k in registry.option_names() if cfg[k] is not None}
-    spec.parse(options)  # unknown or bad method options fail before anything is written
+    given = {k: cfg[k] for k in registry.option_names() if cfg[k] is not None}
+    spec.parse(given)  # unknown or bad method options fail before anything is written
+    options = {o.name: given[o.name] for o in spec.fields() if o.name in given}
     resolve_device(cfg["device"])  # fail early on --device cuda without CUDA
     check_backbone(backbone)
     mods = registry.required_modalities(method, cfg["modality"], cfg["dsm_modality"])

@@ -37,7 +37,7 @@ class SimMIMOptions:
 
 
 @dataclass
-class SelectiveMAEOptions(MAEOptions):
+class SelectiveMAEOptions:   # MAE's decoder options, defaults taken from MAEOptions
     mask_ratio: float = option(0.85, "Share of patches masked.", min=0.0, max=0.99)
     rec_ratio: float = option(0.25, "Share of patches reconstructed.", min=0.0, max=1.0)
     selection: Literal["hog", "random"] = option(
@@ -45,6 +45,11 @@ class SelectiveMAEOptions(MAEOptions):
     psts_bounds: tuple[float, ...] = option(
         PSTS_BOUNDS, "PSTS stage bounds, fractions of the run (4 values).", cli=False)
     sub_steps: int = option(2, "PSTS sub-steps growing the visible set.", min=1)
+    decoder_dim: int = option(MAEOptions.decoder_dim, "Decoder width.", min=1)
+    decoder_depth: int = option(MAEOptions.decoder_depth, "Decoder blocks.", min=1)
+    decoder_heads: int = option(MAEOptions.decoder_heads, "Decoder attention heads.", min=1)
+    norm_pix_loss: bool = option(MAEOptions.norm_pix_loss,
+                                 "Normalise each target patch (mean, std).")
 
 
 @dataclass
