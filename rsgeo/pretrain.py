@@ -67,15 +67,19 @@ def resolve(explicit: dict, config: str | os.PathLike | None) -> dict:
     return out
 
 
-def learning_rate(cfg: dict, method: registry.Method, options: dict) -> float:
+def learning_rate(cfg: dict, method: registry.Method, options: dict) -> tuple[float, str]:
     """``--lr``, else blr x batch / 256 x the method's scale (MAE's linear scaling rule).
 
-    ``blr``: ``--blr`` or the method's base learning rate per 256 samples.
+    ``blr``: ``--blr`` or the method's base learning rate per 256 samples. Returns the
+    rate and how it was found (printed in the run summary).
     """
     if cfg["lr"] is not None:
-        return cfg["lr"]
+        return cfg["lr"], "--lr"
     blr = cfg["blr"] or method.blr
-    return blr * cfg["batch_size"] / 256 * method.scale(method.parse(options))
+    scale = method.scale(method.parse(options))
+    rule = f"base {blr:.3g} x batch {cfg['batch_size']}/256" + (
+        f" x {method.name} {scale:.3g}" if scale != 1 else "")
+    return blr * cfg["batch_size"] / 256 * scale, rule
 
 
 def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
@@ -83,7 +87,8 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
              overwrite: bool = False, on_step_end=None, **settings) -> dict:
     """Pretrain ``backbone`` on ``dataset`` (a chip folder or a Dataset of dict samples).
 
-    Returns a summary: ``run_dir``, ``step``, ``loss``, ``encoders`` (paths), ``config``.
+    Returns a summary: ``run_dir``, ``step``, ``loss``, ``encoders`` (paths), ``config``,
+    ``lr`` (the peak learning rate) and ``lr_rule`` (how it was found).
     Raises InputError for anything the user can fix (missing modality, unknown backbone,
     batch larger than the dataset, --resume with a different config, CUDA absent).
     """
@@ -114,7 +119,7 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
     if crop > chip or crop % unit:
         raise InputError(f"crop {crop} px must be a multiple of {unit} and at most the chip "
                          f"size {chip} (use --crop)", label)
-    lr = learning_rate(cfg, spec, options)
+    lr, lr_rule = learning_rate(cfg, spec, options)
     extra = {"method": method, "backbone": backbone, "dataset": label, "crop": crop,
              "modality": cfg["modality"], "dsm_modality": cfg["dsm_modality"],
              "split": cfg["split"], **options}
@@ -133,4 +138,5 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
                     "method_options": options, "steps": summary["step"], "dataset": label,
                     **pooled_stats(stats, modality)}
             encoders[stem] = str(save_encoder(enc, out / f"{stem}.safetensors", meta)[0])
-    return {**summary, "encoders": encoders, "config": train_cfg.extra, "lr": lr}
+    return {**summary, "encoders": encoders, "config": train_cfg.extra, "lr": lr,
+            "lr_rule": lr_rule}

@@ -99,7 +99,8 @@ def pretrain_command(
     else:
         files = ", ".join(summary["encoders"].values())
         loss = "n/a" if summary["loss"] is None else f"{summary['loss']:.4f}"
-        typer.echo(f"{output}: {summary['step']} steps, loss {loss}; encoder(s): {files}")
+        typer.echo(f"{output}: {summary['step']} steps, loss {loss}, lr {summary['lr']:.3g} "
+                   f"({summary['lr_rule']}); encoder(s): {files}")
 
 
 def _default_text(uses: list[tuple[str, registry.Option]]) -> str:
@@ -122,15 +123,16 @@ def method_params() -> list[inspect.Parameter]:
     uses: dict[str, list[tuple[str, registry.Option]]] = {}
     for m in registry.methods():
         for o in m.fields():
-            if o.cli and get_origin(o.type) is not tuple:
+            if o.cli and get_origin(o.base) is not tuple:
                 uses.setdefault(o.name, []).append((m.name, o))
     params = []
     for name, used in uses.items():
         o = used[0][1]
         owners = [m for m, _ in used]
         prefix = "" if len(owners) == len(registry.names()) else f"{', '.join(owners)}: "
-        text = f"{prefix}{o.help.rstrip('.')} ({_default_text(used)})."
-        kind = str if o.choices() is not None else o.type
+        default = "" if all(u.default is None for _, u in used) else f" ({_default_text(used)})"
+        text = f"{prefix}{o.help.rstrip('.')}{default}."
+        kind = str if o.choices() is not None else o.base
         params.append(option_param(name, kind, text, choices=o.choices(), min=o.min, max=o.max))
     return params
 

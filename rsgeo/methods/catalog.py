@@ -9,11 +9,14 @@ every method and option without importing torch and timm. Defaults are written o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 from rsgeo.methods.registry import Method, option, register, single_encoder
 
 PSTS_BOUNDS = (0.35, 0.375, 0.725, 0.75)   # rsgeo.methods.psts: SelectiveMAE's stage bounds
+# None: sized to the encoder (rsgeo.methods.decoders.decoder_size)
+DECODER_DIM = "Decoder width (default 512 for ViTs of 12+ blocks, else the encoder's width)."
+DECODER_DEPTH = "Decoder blocks (default 8 for ViTs of 12+ blocks, else half the encoder's)."
 
 
 def rgb_and_height(modality: str, dsm_modality: str) -> tuple[str, ...]:
@@ -24,9 +27,9 @@ def rgb_and_height(modality: str, dsm_modality: str) -> tuple[str, ...]:
 @dataclass
 class MAEOptions:
     mask_ratio: float = option(0.75, "Share of patches masked.", min=0.0, max=0.99)
-    decoder_dim: int = option(512, "Decoder width.", min=1)
-    decoder_depth: int = option(8, "Decoder blocks.", min=1)
-    decoder_heads: int = option(16, "Decoder attention heads.", min=1)
+    decoder_dim: Optional[int] = option(None, DECODER_DIM, min=1)
+    decoder_depth: Optional[int] = option(None, DECODER_DEPTH, min=1)
+    decoder_heads: Optional[int] = option(None, "Decoder attention heads (default width / 32).", min=1)
     norm_pix_loss: bool = option(True, "Normalise each target patch (mean, std).")
 
 
@@ -45,9 +48,10 @@ class SelectiveMAEOptions:   # MAE's decoder options, defaults taken from MAEOpt
     psts_bounds: tuple[float, ...] = option(
         PSTS_BOUNDS, "PSTS stage bounds, fractions of the run (4 values).", cli=False)
     sub_steps: int = option(2, "PSTS sub-steps growing the visible set.", min=1)
-    decoder_dim: int = option(MAEOptions.decoder_dim, "Decoder width.", min=1)
-    decoder_depth: int = option(MAEOptions.decoder_depth, "Decoder blocks.", min=1)
-    decoder_heads: int = option(MAEOptions.decoder_heads, "Decoder attention heads.", min=1)
+    decoder_dim: Optional[int] = option(MAEOptions.decoder_dim, DECODER_DIM, min=1)
+    decoder_depth: Optional[int] = option(MAEOptions.decoder_depth, DECODER_DEPTH, min=1)
+    decoder_heads: Optional[int] = option(MAEOptions.decoder_heads,
+                                          "Decoder attention heads (default width / 32).", min=1)
     norm_pix_loss: bool = option(MAEOptions.norm_pix_loss,
                                  "Normalise each target patch (mean, std).")
 

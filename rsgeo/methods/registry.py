@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type_hints
 
 from rsgeo.errors import InputError
 
@@ -38,7 +38,7 @@ class Option:
     """One option of one method, as read from its dataclass field."""
 
     name: str
-    type: Any          # float, int, bool, str, Literal[...] or tuple[float, ...]
+    type: Any          # float, int, bool, str, Literal[...], tuple[float, ...]; or Optional[...]
     default: Any
     help: str
     min: float | None = None
@@ -49,12 +49,21 @@ class Option:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def base(self) -> Any:
+        """The type without ``Optional`` (None: a default decided at build time)."""
+        if get_origin(self.type) is Union and type(None) in get_args(self.type):
+            return next(a for a in get_args(self.type) if a is not type(None))
+        return self.type
+
     def choices(self) -> tuple | None:
-        return get_args(self.type) if get_origin(self.type) is Literal else None
+        return get_args(self.base) if get_origin(self.base) is Literal else None
 
     def coerce(self, value: Any) -> Any:
         """``value`` (from YAML, the CLI or a keyword) as this option's type, or InputError."""
-        choices, t = self.choices(), self.type
+        choices, t = self.choices(), self.base
+        if value is None and t is not self.type:
+            return None
         if choices is not None:
             if value not in choices:
                 raise InputError(f"{self.flag} {value!r}: use {' or '.join(map(str, choices))}")

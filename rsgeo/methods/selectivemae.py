@@ -24,7 +24,7 @@ from rsgeo.data.hog import hog_energy
 from rsgeo.errors import InputError
 from rsgeo.methods import psts
 from rsgeo.methods.base import PretrainMethod, denormalise_patches, normalised_patch_mse
-from rsgeo.methods.decoders import CrossDecoder
+from rsgeo.methods.decoders import CrossDecoder, decoder_size
 from rsgeo.methods.masking import gather_tokens, index_mask, top_k, uniform
 from rsgeo.methods.tokens import (freeze_sincos_pos, grid_of, patchify, unpatchify, vit_embed,
                                   vit_encode)
@@ -36,8 +36,8 @@ class SelectiveMAE(PretrainMethod):
 
     def __init__(self, encoder, in_chans: int, modality: str = "rgb", *, mask_ratio: float,
                  rec_ratio: float, selection: str, psts_bounds: tuple[float, ...],
-                 sub_steps: int, decoder_dim: int, decoder_depth: int, decoder_heads: int,
-                 norm_pix_loss: bool):
+                 sub_steps: int, decoder_dim: int | None, decoder_depth: int | None,
+                 decoder_heads: int | None, norm_pix_loss: bool):
         """Options (defaults in :mod:`rsgeo.methods.catalog`): see ``SelectiveMAEOptions``."""
         super().__init__()
         if encoder_kind(encoder) != "vit":
@@ -50,8 +50,8 @@ class SelectiveMAE(PretrainMethod):
         self.selection, self.bounds, self.sub_steps = selection, tuple(psts_bounds), sub_steps
         self.norm_pix, self.patch, self.progress = norm_pix_loss, patch_size(encoder), 0.0
         freeze_sincos_pos(encoder)
-        self.decoder = CrossDecoder(encoder.embed_dim, self.patch, in_chans, decoder_dim,
-                                    decoder_depth, decoder_heads)
+        self.decoder = CrossDecoder(encoder.embed_dim, self.patch, in_chans,
+                                    *decoder_size(encoder, decoder_dim, decoder_depth, decoder_heads))
 
     def counts(self, L: int) -> tuple[int, int, int]:
         """``(initial, visible, reconstructed)`` token counts for ``L`` patches."""
