@@ -22,6 +22,7 @@ import time
 
 
 def measure(method: str, backbone: str, args) -> dict:
+    # lazy: torch (and rsgeo modules that import it); `--help` stays fast
     import torch
 
     from rsgeo.data.hog import hog_energy
