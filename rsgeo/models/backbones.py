@@ -92,6 +92,13 @@ def build_encoder(name: str, in_chans: int = 3, img_size: int = 224) -> nn.Modul
     return encoder
 
 
+def backbone_kind(name: str) -> str | None:
+    """``"vit"`` or ``"swin"`` for a backbone name (None if it is neither)."""
+    if name in TINY:
+        return TINY[name]["kind"]
+    return "vit" if name.startswith("vit_") else "swin" if name.startswith("swin") else None
+
+
 def encoder_kind(encoder: nn.Module) -> str:
     """``"vit"`` or ``"swin"``."""
     if isinstance(encoder, VisionTransformer):
