@@ -40,6 +40,9 @@ def test_height_round_trip_dynamic_batch_and_size(tmp_path, cli):
     from rsgeo import __version__
 
     assert meta["rsgeo_version"] == __version__ and meta["config"]["aux_classes"] == 9
+    height = meta["writer"]["layers"][0]                  # what prediction writes (rsgeo.tasks)
+    assert meta["writer"]["kind"] == "raster" and height["dtype"] == "float32"
+    assert height["units"] == "metre" and height["nodata"] == meta["nodata"] == -9999
     from rsgeo.models.task import load_task_model
 
     model, *_ = load_task_model(ckpt)

@@ -44,13 +44,20 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
+from rsgeo.damage.inputs import resolve_heights
+from rsgeo.damage.stats import parse_grades
+from rsgeo.damage.sweep import loss_path, run
 from rsgeo.errors import InputError
+from rsgeo.io.atomic import check_output
+from rsgeo.io.heights import check_max_height
+from rsgeo.io.vector import driver_for
+from rsgeo.io.writer import height_co
+from rsgeo.viz import DAMAGE_COLORS
 
 EVENTS = {"earthquake": 3.0, "wildfire": 1.0}
 DEFAULT_GRADES = "minor:10%,major:35%,destroyed:70%"
 CLASS_NAMES = {0: "no structure", 1: "intact", 2: "minor", 3: "major", 4: "destroyed", 255: "nodata"}
-CLASS_COLORS = {0: (0, 0, 0, 0), 1: (46, 139, 87, 255), 2: (255, 215, 0, 255),
-                3: (255, 140, 0, 255), 4: (200, 0, 0, 255), 255: (0, 0, 0, 0)}
+CLASS_COLORS = DAMAGE_COLORS  # the colour table of OUT.tif (rsgeo.viz)
 log = logging.getLogger("rsgeo.damage")
 
 
@@ -60,10 +67,6 @@ def default_outputs(pre: str | os.PathLike, out=None, footprints_out=None) -> tu
     out = Path(out) if out else Path(f"{stem}_damage.tif")
     fp = Path(footprints_out) if footprints_out else out.with_suffix(".gpkg")
     return out, fp
-
-
-def loss_path(out: Path) -> Path:
-    return out.with_name(f"{out.stem}_loss{out.suffix}")
 
 
 def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
@@ -92,11 +95,6 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
     Returns:
         The summary dict (also what ``--json`` prints).
     """
-    from rsgeo.damage.stats import parse_grades
-    from rsgeo.io.atomic import check_output
-    from rsgeo.io.heights import check_max_height
-    from rsgeo.io.writer import height_co
-
     loss_co = height_co(compress, max_z_error, co)
     thr = _threshold(event, threshold)
     grade_table = parse_grades(grades)
@@ -115,17 +113,11 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
     out, fp_out = default_outputs(pre, out, footprints_out)
     for p in (out, loss_path(out), fp_out):
         check_output(p, overwrite, inputs=(pre, post, buildings, model, dtm))
-    from rsgeo.io.vector import driver_for
-
     driver_for(fp_out)
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rsgeo-damage-")))
-        from rsgeo.damage.inputs import resolve_heights
-
         pre_h, post_h, source = resolve_heights(Path(pre), Path(post), model, heights, work,
                                                 stack, **predict_kw)
-        from rsgeo.damage.sweep import run
-
         summary = run(pre_h, post_h, out, fp_out, buildings=buildings, threshold=thr,
                       min_height=min_height, min_area=min_area, grades=grade_table,
                       overwrite=overwrite, strip_rows=strip_rows, co=co, loss_co=loss_co,

@@ -24,14 +24,22 @@ from pathlib import Path
 import numpy as np
 
 from rsgeo.data.dedup import HashIndex, dhash
+from rsgeo.data.hog import hog_energy
+from rsgeo.data.preview import save_mosaic
 from rsgeo.data.shards import ShardWriter
 from rsgeo.data.sources import SceneInput, check_source_name
 from rsgeo.data.stats import BandStats
 from rsgeo.errors import InputError
-from rsgeo.io.bands import choose_bands, open_image
-from rsgeo.io.labels import recode
+from rsgeo.io.atomic import atomic_path, claim_folder
+from rsgeo.io.bands import choose_bands, open_image, parse_bands
+from rsgeo.io.labels import parse_label_map, recode
 from rsgeo.io.limits import check_pixels
-from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, valid_mask
+from rsgeo.io.raster import (Grid, align_to, check_overlap, ground_gsd, open_raster, valid_mask,
+                             work_grid)
+from rsgeo.io.stretch import image_stretch, parse_scale
+from rsgeo.io.vector import read_vector
+from rsgeo.io.windows import offsets
+from rsgeo.progress import progress
 
 log = logging.getLogger("rsgeo.prepare")
 IMAGES = ("rgb", "post_rgb")
@@ -41,7 +49,7 @@ LABELS = ("labels", "change")
 
 def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | None = None,
             max_nodata: float = 0.1, dedup_distance: int = 4, split=(0.9, 0.1, 0.0),
-            gsd: float | None = None, bands: tuple[int, int, int] | None = None,
+            gsd: float | None = None, bands: tuple[int, int, int] | str | None = None,
             ndsm_from_dsm: bool = False, classes: dict[int, str] | None = None,
             workers: int = 0, overwrite: bool = False, preview=None, seed: int = 0,
             scale="percentile", label_map=None) -> dict:
@@ -54,14 +62,12 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
     label and change masks (:mod:`rsgeo.io.labels`), e.g. ``{255: 1}`` for 0/255 masks.
     Scenes without RGB (DSM-only) follow their nDSM's or DSM's grid.
     """
-    from rsgeo.io.labels import parse_label_map
-
     label_map = parse_label_map(label_map)
-    from rsgeo.io.stretch import parse_scale
-
+    bands = parse_bands(bands)
+    if bands is not None and len(bands) != 3:
+        raise InputError(f"--bands needs three 1-based band indexes for RGB chips, got "
+                         f"{','.join(map(str, bands))}")
     scale = parse_scale(scale) if isinstance(scale, (str, type(None))) else tuple(scale)
-    from rsgeo.progress import progress
-
     stride = stride or size
     if size % 32 or size < 32:
         raise InputError(f"--size must be a positive multiple of 32 (HOG and encoders), got {size}")
@@ -99,8 +105,6 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
         summary[src] = {"scenes": len(group), **counts,
                         **({"input_bands": chosen[src]} if chosen[src] else {})}
     if preview:
-        from rsgeo.data.preview import save_mosaic
-
         save_mosaic(out, Path(preview), seed=seed, overwrite=overwrite)
     return summary
 
@@ -114,8 +118,6 @@ def _check_split(split) -> tuple[float, float, float]:
 
 def _open_dataset(out: Path, size: int, overwrite: bool):
     import pandas as pd
-
-    from rsgeo.io.atomic import claim_folder
 
     if not (out / "dataset.json").is_file():
         # new, empty, or left by a killed run (its marker lets --overwrite start it afresh)
@@ -159,8 +161,6 @@ class _Reader:
         self.label_map = label_map
         self.stretches: dict = {}
         with ExitStack() as stack:  # input scaling from a decimated read, once per scene
-            from rsgeo.io.stretch import image_stretch
-
             for key in IMAGES:
                 if key in files:
                     self.stretches[key] = image_stretch(stack.enter_context(open_image(
@@ -200,8 +200,6 @@ def _ordered_map(fn, items, workers: int, batch: int = 16):
 
 
 def _scene_grid(scene: SceneInput, gsd: float | None) -> Grid:
-    from rsgeo.infer.predict import ground_gsd, work_grid
-
     with open_raster(scene.reference, purpose="RGB image" if scene.rgb else "height raster") as ds:
         grid = Grid.of(ds)
     if gsd:
@@ -217,8 +215,6 @@ def _scene_grid(scene: SceneInput, gsd: float | None) -> Grid:
 
 def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd, bands,
                 ndsm_from_dsm, classes, workers, seed, bar, scale="percentile", label_map=None):
-    from rsgeo.io.windows import offsets
-
     src = group[0].source
     tmp_dir = out / "shards" / f".{src}.tmp"
     final_dir = out / "shards" / src
@@ -295,8 +291,6 @@ def _scene_files(scene: SceneInput, ndsm_from_dsm: bool, work: Path) -> dict:
 def _footprints(path, grid: Grid):
     from shapely import STRtree
 
-    from rsgeo.io.vector import read_vector
-
     gdf = read_vector(path, "footprints file")
     if gdf.crs is None:
         raise InputError("footprints have no CRS", path)
@@ -309,8 +303,6 @@ def _footprints(path, grid: Grid):
 def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> dict:
     from rasterio import features
     from rasterio.windows import Window, bounds, transform
-
-    from rsgeo.data.hog import hog_energy
 
     r, c = rc
     win = Window(c, r, size, size)
@@ -403,8 +395,6 @@ def _row(scene: SceneInput, grid: Grid, r: int, c: int, size: int, split, seed) 
 def _append_rows(out: Path, manifest, rows):
     import pandas as pd
 
-    from rsgeo.io.atomic import atomic_path
-
     new = pd.DataFrame(rows)
     m = new if manifest is None else pd.concat([manifest, new], ignore_index=True)
     with atomic_path(out / "manifest.parquet", overwrite=True) as tmp:
@@ -418,8 +408,6 @@ def _drop_source(out: Path, manifest, src: str):
 
 
 def _update_stats(out: Path, src: str, stats: dict) -> None:
-    from rsgeo.io.atomic import atomic_path
-
     path = out / "stats.json"
     data = json.loads(path.read_text()) if path.is_file() else {"sources": {}}
     data["sources"][src] = stats
@@ -428,9 +416,6 @@ def _update_stats(out: Path, src: str, stats: dict) -> None:
 
 
 def _update_info(out: Path, info, src, mods, classes, size, group, gsd) -> dict:
-    from rsgeo.infer.predict import ground_gsd
-    from rsgeo.io.atomic import atomic_path
-
     info = info or {"format": "rsgeo-chips", "version": 1, "chip_size": size, "hog_patch": 16,
                     "modalities": [], "classes": None, "sources": []}
     info["modalities"] = sorted(set(info["modalities"]) | set(mods) | {"hog"})

@@ -41,8 +41,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from rsgeo.data.batch import SourceNorm
-from rsgeo.finetune.tasks import AUX_WEIGHT, IGNORE, TaskModule, class_loss, height_loss
 from rsgeo.data.dataset import cut
+from rsgeo.finetune.tasks import TaskModule
+from rsgeo.tasks.losses import AUX_WEIGHT, IGNORE, class_loss, height_loss
 from rsgeo.train.seeds import draw, mix64, sample_seed
 
 

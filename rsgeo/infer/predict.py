@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import tempfile
 import threading
 import time
@@ -31,13 +32,23 @@ from pathlib import Path
 import numpy as np
 
 from rsgeo.errors import InputError
+from rsgeo.infer.export import read_metadata, stride_of
+from rsgeo.infer.session import Norm, OrtRunner, TorchRunner
+from rsgeo.infer.stream import Job, Pipeline
+from rsgeo.io.atomic import check_output
 from rsgeo.io.bands import open_image, parse_bands
 from rsgeo.io.limits import check_pixels
-from rsgeo.io.raster import Grid, align_to, open_raster, valid_mask
+from rsgeo.io.raster import Grid, align_to, ground_gsd, open_raster, valid_mask, work_grid
+from rsgeo.io.reader import block_shape
+from rsgeo.io.stretch import image_stretch, parse_scale
+from rsgeo.io.windows import TileGrid, plan_panels, strips
 from rsgeo.io.writer import HEIGHT_NODATA, open_output
+from rsgeo.progress import progress
+from rsgeo.tasks import get_task
 
 log = logging.getLogger("rsgeo.infer")
 PANEL_WIDTH = 4096  # rasters wider than this are swept in vertical panels (memory bound)
+HEIGHT_LAYER = get_task("height").writer.layers[0]  # what this module writes: float32 metres
 
 
 def load_model(model_path, backend: str | None = None, device: str = "auto",
@@ -82,23 +93,19 @@ def start_loading(model_path, backend: str | None = None, device: str = "auto",
     meta_f: Future = Future()
     runner_f: Future = Future()
     if backend == "onnx":
-        from rsgeo.infer.export import read_metadata
-
         if precision != "fp32":
-            raise InputError("--precision bf16 needs --backend torch (ONNX models run in fp32)")
+            raise InputError(f"--precision {precision} needs --backend torch (ONNX models run "
+                             "in fp32)")
         meta = read_metadata(p)
         if meta.get("format") != "rsgeo-onnx":
             raise InputError("ONNX file has no rsgeo metadata (export it with `rsgeo export`)", p)
         meta_f.set_result((meta, meta["config"]))
 
         def load():
-            from rsgeo.infer.session import OrtRunner
-
             return OrtRunner(p, device)
     else:
         def load():
-            from rsgeo.infer.session import TorchRunner
-            from rsgeo.models.task import load_task_model
+            from rsgeo.models.task import load_task_model  # lazy: imports torch; ONNX runs without
 
             try:
                 model, config, meta = load_task_model(p)
@@ -128,34 +135,48 @@ def start_loading(model_path, backend: str | None = None, device: str = "auto",
 
 def input_scale(ds) -> float:
     """The bit-depth factor onto 0-255 (``--scale bitdepth``; see :mod:`rsgeo.io.stretch`)."""
-    from rsgeo.io.stretch import image_stretch
 
     return image_stretch(ds, "bitdepth").scale
 
 
-def ground_gsd(grid: Grid) -> float:
-    """Pixel size in metres (geographic CRSs estimated at the scene centre, with a warning)."""
-    rx, ry = grid.res
-    if grid.crs is not None and grid.crs.is_geographic:
-        lat = math.radians((grid.bounds[1] + grid.bounds[3]) / 2)
-        gsd = math.sqrt(rx * 111320.0 * math.cos(lat) * ry * 110574.0)
-        log.warning("geographic CRS: GSD estimated as %.3f m at latitude %.2f; pass --gsd to "
-                    "override", gsd, math.degrees(lat))
-        return gsd
-    factor = grid.crs.linear_units_factor[1] if grid.crs is not None else 1.0
-    return math.sqrt(rx * ry) * factor
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 
 
-def work_grid(grid: Grid, in_gsd: float, target_gsd: float) -> Grid:
-    """``grid``'s extent at ``target_gsd`` (same CRS and origin)."""
-    from affine import Affine
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Files as given; folders replaced by their raster files (sorted by name)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir()
+                           if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
+            if not found:
+                raise InputError(f"folder holds no rasters ({', '.join(RASTER_SUFFIXES)})", p)
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
 
-    f = target_gsd / in_gsd
-    t = grid.transform
-    w = max(1, int(round(grid.width / f)))
-    h = max(1, int(round(grid.height / f)))
-    return Grid(grid.crs, Affine(t.a * grid.width / w, t.b, t.c, t.d, t.e * grid.height / h, t.f),
-                w, h)
+
+def plan_outputs(images: list[Path], output: Path) -> list[tuple[Path, Path]]:
+    """``(input, output)`` pairs for ``predict-height IMAGE... -o OUTPUT``, this process's
+    share under torchrun (every ``WORLD_SIZE``-th pair from ``RANK``).
+
+    One input file and an OUTPUT that is not a folder: OUTPUT itself. Otherwise OUTPUT is
+    a folder (created) of ``<stem>_height.tif``; colliding names are an InputError.
+    """
+    images, output = [Path(p) for p in images], Path(output)
+    inputs = expand_inputs(images)
+    if len(inputs) > 1 or output.is_dir() or any(p.is_dir() for p in images):
+        if output.exists() and not output.is_dir():
+            raise InputError("several inputs need an output folder", output)
+        output.mkdir(parents=True, exist_ok=True)
+        targets = [output / f"{p.stem}_height.tif" for p in inputs]
+        if len(set(targets)) < len(targets):
+            raise InputError("inputs share a file name, so their outputs would collide", output)
+    else:
+        targets = [output]
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return list(zip(inputs, targets))[rank::world]
 
 
 def predict_height_file(image_path, model_path, out_path, **kw) -> dict:
@@ -204,14 +225,9 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
         ``{"files": [per-file summary], "total": {files, mpx, seconds, mpx_per_s, outputs}}``;
         a file's ``seconds`` run from its preparation to its closed output (files overlap).
     """
-    from rsgeo.infer.stream import Pipeline
-    from rsgeo.io.atomic import check_output
-    from rsgeo.io.stretch import parse_scale
-    from rsgeo.progress import progress
-
     t0 = time.perf_counter()
     scale = parse_scale(scale) if isinstance(scale, (str, type(None))) else tuple(scale)
-    pick = parse_bands(bands) if isinstance(bands, (str, type(None))) else tuple(bands)
+    pick = parse_bands(bands)
     images, outputs = list(images), [Path(o) for o in outputs]
     if len(images) != len(outputs):
         raise ValueError("one output per input")
@@ -226,21 +242,9 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
             _warmup_shape, tile=tile, batch_size=batch_size))
         meta, config = loading.meta()
         run_future = loading.runner
-    task = meta.get("task", config.get("task"))
-    if task != "height":
-        raise InputError(f"a {task} model, not a height model (predict-height needs a model "
-                         "from `rsgeo finetune --task height`)", model_path)
-    bands = int(config.get("in_chans", len(meta.get("mean", [0, 0, 0]))))
-    stride = int(meta.get("stride") or _stride(config))
-    tile = _round_up(int(tile or meta.get("tile", 512)), stride)
-    if overlap is None:  # the model's recommendation, kept below the tile the user chose
-        overlap = min(int(meta.get("overlap", tile // 8)), tile // 4)
-    overlap = int(overlap)
-    if not 0 <= overlap < tile:
-        raise InputError(f"--overlap must be in [0, tile), got {overlap} for tile {tile}")
-    spec = dict(bands=bands, tile=tile, overlap=overlap, meta=meta, model_path=model_path,
-                gsd=gsd, cog=cog, co=co, overwrite=overwrite, nodata=nodata, scale=scale,
-                pick=pick)
+    spec = dict(model_spec(meta, config, model_path, tile, overlap), meta=meta,
+                model_path=model_path, gsd=gsd, cog=cog, co=co, overwrite=overwrite,
+                nodata=nodata, scale=scale, pick=pick)
     backend_name = "onnx" if Path(model_path).suffix.lower() == ".onnx" else "torch"
     total_tiles = [0]
     with progress(None, "predict-height") as bar:
@@ -263,6 +267,26 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
     return {"files": files, "total": total}
 
 
+def model_spec(meta: dict, config: dict, model_path, tile: int | None,
+               overlap: int | None) -> dict:
+    """``{bands, tile, overlap}`` a height model runs with: the tile rounded up to the
+    encoder stride (default: the model's), the overlap below it (default: the model's,
+    at most a quarter tile). A model of another task is an InputError."""
+    task = meta.get("task", config.get("task"))
+    if task != "height":
+        raise InputError(f"a {task} model, not a height model (predict-height needs a model "
+                         "from `rsgeo finetune --task height`)", model_path)
+    bands = int(config.get("in_chans", len(meta.get("mean", [0, 0, 0]))))
+    stride = int(meta.get("stride") or _stride(config))
+    tile = _round_up(int(tile or meta.get("tile", 512)), stride)
+    if overlap is None:  # the model's recommendation, kept below the tile the user chose
+        overlap = min(int(meta.get("overlap", tile // 8)), tile // 4)
+    overlap = int(overlap)
+    if not 0 <= overlap < tile:
+        raise InputError(f"--overlap must be in [0, tile), got {overlap} for tile {tile}")
+    return {"bands": bands, "tile": tile, "overlap": overlap}
+
+
 def _warmup_shape(meta: dict, config: dict, *, tile, batch_size) -> tuple | None:
     """The first batch's shape, so CUDA kernels are ready before the first tiles arrive."""
     if batch_size is None:  # the batch-size probe warms up instead
@@ -275,11 +299,6 @@ def _warmup_shape(meta: dict, config: dict, *, tile, batch_size) -> tuple | None
 
 def _prepare(image_path, out_path, spec: dict):
     """The :class:`~rsgeo.infer.stream.Job` for one input (opened, checked, GSD decided)."""
-    from rsgeo.infer.session import Norm
-    from rsgeo.infer.stream import Job
-    from rsgeo.io.reader import block_shape
-    from rsgeo.io.stretch import image_stretch
-    from rsgeo.io.windows import TileGrid, plan_panels
 
     t0 = time.perf_counter()
     bands, tile, overlap, meta = spec["bands"], spec["tile"], spec["overlap"], spec["meta"]
@@ -312,7 +331,7 @@ def _prepare(image_path, out_path, spec: dict):
     norm = Norm(float(np.float32(stretch.scale)),
                 tuple(float(m) + stretch.offset for m in meta.get("mean", [0.0] * bands)),
                 tuple(float(s) for s in meta.get("std", [1.0] * bands)), 1)
-    tags = {"model": Path(spec["model_path"]).name, "task": "height", "units": "metre",
+    tags = {"model": Path(spec["model_path"]).name, "task": "height", "units": HEIGHT_LAYER.units,
             "tile": tile, "overlap": overlap, "input_stretch": stretch.mode,
             "input_scale": repr(stretch.scale), "input_offset": repr(stretch.offset),
             "input_bands": choice.tag()}
@@ -324,8 +343,8 @@ def _prepare(image_path, out_path, spec: dict):
         dst = out_stack.enter_context(open_output(  # a resampled run's work file: lossless
             work_out, wgrid, nodata=HEIGHT_NODATA, co=None if resample else co,
             overwrite=overwrite,
-            cog=cog and not resample, tags=tags, units="metre",
-            band_descriptions=["height above ground (m)"]))
+            cog=cog and not resample, tags=tags, units=HEIGHT_LAYER.units,
+            band_descriptions=[HEIGHT_LAYER.description]))
     except BaseException:
         out_stack.close()
         stack.close()
@@ -349,12 +368,10 @@ def _prepare(image_path, out_path, spec: dict):
 
 
 def _warp_back(work: Path, out, grid: Grid, src, in_nodata, co, overwrite, cog, tags) -> None:
-    from rsgeo.io.windows import strips
-
     with open_raster(work) as w, align_to(w, grid, "bilinear", nodata=HEIGHT_NODATA) as vrt, \
             open_output(out, grid, nodata=HEIGHT_NODATA, co=co, overwrite=overwrite, cog=cog,
-                        tags=tags, units="metre",
-                        band_descriptions=["height above ground (m)"]) as dst:
+                        tags=tags, units=HEIGHT_LAYER.units,
+                        band_descriptions=[HEIGHT_LAYER.description]) as dst:
         for win in strips(grid.height, grid.width, 512):
             h = vrt.read(1, window=win)
             ok = valid_mask(src.read(window=win), in_nodata)
@@ -406,6 +423,4 @@ def _round_up(x: int, m: int) -> int:
 
 
 def _stride(config: dict) -> int:
-    from rsgeo.infer.export import stride_of
-
     return stride_of(config)

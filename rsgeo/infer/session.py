@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rsgeo.device import resolve_device
 from rsgeo.errors import InputError
 
 log = logging.getLogger("rsgeo.infer")
@@ -242,11 +243,7 @@ class TorchRunner:
     """A torch model on CPU or CUDA, optional bf16 autocast (CUDA, or CPUs with AMX)."""
 
     def __init__(self, model, device="auto", precision="fp32", depth: int = 2):
-        import torch
-
-        if device == "cuda" and not torch.cuda.is_available():
-            raise InputError("CUDA was requested but torch sees no CUDA device; use --device cpu")
-        self.device = "cuda" if device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
+        self.device = resolve_device(device, local_rank=False).type  # "cuda" or "cpu"
         if precision not in ("fp32", "bf16"):
             raise InputError(f"--precision must be fp32 or bf16, got {precision!r}")
         self.precision = precision

@@ -33,10 +33,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from rsgeo.infer.batching import auto_batch_size
 from rsgeo.infer.session import Norm, as_runner
 from rsgeo.io.pipeline import TiledRun, iter_batches
 from rsgeo.io.windows import TileGrid
-from rsgeo.io.writer import HEIGHT_NODATA, BlendedWriter
+from rsgeo.io.writer import BlendedWriter, HEIGHT_NODATA
 
 FINISHERS = 4  # files closed (last rows, rename, statistics) at once
 
@@ -162,8 +163,6 @@ class Pipeline:
             r = self._runner_src
             self.runner = as_runner(r.result() if isinstance(r, Future) else r)
         if self.batch_size is None:
-            from rsgeo.infer.batching import auto_batch_size
-
             self.batch_size = auto_batch_size(self.runner, job.tiles.tile, len(job.norm.mean))
 
     # -- reads ------------------------------------------------------------------------

@@ -46,16 +46,18 @@ _COLOURS = ("Red", "Green", "Blue")
 
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
-    """``"3,2,1"`` -> ``(3, 2, 1)`` (1-based band indexes); None for None or empty text."""
-    if text is None or not str(text).strip():
+    """``"3,2,1"`` (or a sequence of ints) -> ``(3, 2, 1)`` (1-based band indexes); None
+    for None or empty text."""
+    if text is None or not str(text).strip() or (isinstance(text, (tuple, list)) and not text):
         return None
     try:
-        idx = tuple(int(v) for v in str(text).split(","))
+        items = text if isinstance(text, (tuple, list)) else str(text).split(",")
+        idx = tuple(int(v) for v in items)
     except ValueError:
         raise InputError(f"--bands takes comma-separated 1-based band numbers, e.g. 1,2,3; "
                          f"got {text!r}") from None
     if min(idx) < 1:
-        raise InputError(f"--bands numbers start at 1 (GDAL style), got {text!r}")
+        raise InputError(f"--bands numbers are 1-based (GDAL style), got {text!r}")
     return idx
 
 

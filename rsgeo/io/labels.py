@@ -88,17 +88,40 @@ def classes_and_values(obj: dict, path=None) -> tuple[dict[int, str], dict[int, 
     return names, (parse_label_map(lmap) if lmap else None)
 
 
+def _class_lines(text: str) -> dict[int, str]:
+    """``id,name`` lines (``#`` comments; a bare id names itself) -> ``{id: name}``."""
+    out = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            k, _, v = line.partition(",")
+            out[int(k)] = v.strip() or k.strip()
+    return out
+
+
 def read_classes(path, label_map=None) -> tuple[dict[int, str] | None, dict[int, int] | None]:
-    """A classes JSON file (or None) and ``--label-map`` texts -> ``(names, label map)``;
-    ``--label-map`` entries win over the file's ``values``."""
+    """A classes file (or None) and ``--label-map`` texts -> ``(names, label map)``.
+
+    The file (``--classes`` of prepare and evaluate) is a JSON object (``{"1": "roof"}`` or
+    ``{"1": {"name": "roof", "values": [255]}}``, see :func:`classes_and_values`) or text/CSV
+    ``id,name`` lines. ``--label-map`` entries win over the file's ``values``.
+    """
     user = parse_label_map(label_map)
     if path is None:
         return None, user
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such classes file", p)
+    text = p.read_text()
     try:
-        obj = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(f"not a JSON object of class id -> name ({type(e).__name__})",
-                         path) from None
-    names, from_file = classes_and_values(obj, path)
+        if p.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+            obj = json.loads(text)
+            if not isinstance(obj, dict):
+                raise ValueError("not an object")
+            names, from_file = classes_and_values(obj, p)
+        else:
+            names, from_file = _class_lines(text), None
+    except ValueError:
+        raise InputError("classes file must map integer ids to names (JSON {id: name} or "
+                         "id,name lines)", p) from None
     merged = {**(from_file or {}), **(user or {})}
     return names, (merged or None)
