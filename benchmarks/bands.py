@@ -80,7 +80,7 @@ def predict_rate(path: Path, bands, model: Path, out: Path, args) -> float:
 def make_model(folder: Path, backbone: str) -> Path:
     import torch
 
-    from rsgeo.models.task import build_task_model, save_task_model
+    from rsgeo.tasks.bundle import build_task_model, save_task_model
 
     cfg = {"task": "height", "backbone": backbone, "in_chans": 3, "img_size": 64,
            "head": "dpt", "head_features": 32}

@@ -6,7 +6,7 @@ import torch
 
 from rsgeo.errors import InputError, RsgeoError
 from rsgeo.infer.export import export_onnx, read_metadata
-from rsgeo.models.task import build_task_model, save_task_model
+from rsgeo.tasks.bundle import build_task_model, save_task_model
 from tests.conftest import make_raster
 
 META = {"bands": ["red", "green", "blue"], "mean": [110.0, 115.0, 120.0],
@@ -43,7 +43,7 @@ def test_height_round_trip_dynamic_batch_and_size(tmp_path, cli):
     height = meta["writer"]["layers"][0]                  # what prediction writes (rsgeo.tasks)
     assert meta["writer"]["kind"] == "raster" and height["dtype"] == "float32"
     assert height["units"] == "metre" and height["nodata"] == meta["nodata"] == -9999
-    from rsgeo.models.task import load_task_model
+    from rsgeo.tasks.bundle import load_task_model
 
     model, *_ = load_task_model(ckpt)
     sess = ort(tmp_path / "h.onnx")

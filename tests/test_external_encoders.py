@@ -253,7 +253,7 @@ def chips():
 
 def test_finetune_rgb_dsm_from_one_external_rgb_encoder(chips, tmp_path):
     from rsgeo.finetune import finetune
-    from rsgeo.models.task import load_task_model
+    from rsgeo.tasks.bundle import load_task_model
 
     src = tiny_vit()
     torch.save({"model": sd(src)}, tmp_path / "a.pth")

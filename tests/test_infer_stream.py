@@ -109,7 +109,7 @@ def test_torch_runner_on_raw_tiles_equals_the_old_float_call(tmp_path):
     import torch
 
     from rsgeo.infer.session import TorchRunner
-    from rsgeo.models.task import build_task_model
+    from rsgeo.tasks.bundle import build_task_model
 
     torch.manual_seed(0)
     r = TorchRunner(build_task_model(CFG), "cpu")
@@ -321,7 +321,7 @@ def test_cuda_streams_match_cpu_with_batches_in_flight():
     import torch
 
     from rsgeo.infer.session import TorchRunner
-    from rsgeo.models.task import build_task_model
+    from rsgeo.tasks.bundle import build_task_model
 
     torch.manual_seed(0)
     model = build_task_model(CFG)
@@ -344,7 +344,7 @@ def test_cuda_streams_match_cpu_with_batches_in_flight():
 def test_predict_height_on_cuda_matches_cpu(tmp_path):
     import torch
 
-    from rsgeo.models.task import build_task_model, save_task_model
+    from rsgeo.tasks.bundle import build_task_model, save_task_model
 
     torch.manual_seed(0)
     ckpt = tmp_path / "m.ckpt"

@@ -8,7 +8,7 @@ import torch
 from rasterio.crs import CRS
 
 from rsgeo.infer.predict import input_scale, predict_height_file
-from rsgeo.models.task import build_task_model, load_task_model, save_task_model
+from rsgeo.tasks.bundle import build_task_model, load_task_model, save_task_model
 from tests.conftest import make_raster
 
 CFG = {"task": "height", "backbone": "vit-tiny-2", "in_chans": 3, "img_size": 64,

@@ -108,7 +108,7 @@ def test_a_registered_toy_task_is_listed_and_trains_through_the_cli(bright_task,
     s = json.loads(out)
     assert s["step"] == 2 and s["config"]["task"] == "bright-roof"
     assert s["config"]["head"] == "dpt" and 0 <= s["best"]["bright_iou"] <= 1
-    from rsgeo.models.task import load_task_model
+    from rsgeo.tasks.bundle import load_task_model
 
     net, cfg, meta = load_task_model(tmp_path / "run" / "best.ckpt")
     assert meta["task"] == "bright-roof" and meta["units"] == "class"
@@ -150,7 +150,7 @@ def test_rgb_ndsm_inputs(chips, tmp_path, cli):
     s = json.loads(out)
     assert s["config"]["in_chans"] == 4 and s["config"]["split"] == 3
     assert s["config"]["head"] == "dpt" and s["config"]["num_classes"] == 4
-    from rsgeo.models.task import load_task_model
+    from rsgeo.tasks.bundle import load_task_model
 
     net, cfg, meta = load_task_model(tmp_path / "s" / "best.ckpt")
     assert meta["bands"] == ["red", "green", "blue", "ndsm"] and len(net.encoder.encoders) == 2
@@ -170,7 +170,7 @@ def test_registry_refuses_malformed_specs():
 
 def test_build_task_model_refuses_a_head_the_task_does_not_take():
     from rsgeo.errors import InputError
-    from rsgeo.models.task import build_task_model
+    from rsgeo.tasks.bundle import build_task_model
 
     cfg = {"task": "height", "backbone": "vit-tiny-2", "in_chans": 3, "img_size": 32,
            "head_features": 8}

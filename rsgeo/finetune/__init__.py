@@ -14,7 +14,7 @@ last step, batched on the training device (:mod:`rsgeo.finetune.validate`), on
 ``val_dataset``, else the dataset's ``val`` split, else 10 % of the training chips held
 out with the seed; the summary reports its share of the wall time (``val_share``). The best
 checkpoint by F1^HE (height), mIoU (segmentation), change F1 or accuracy is
-``RUN/best.ckpt`` (a task checkpoint :mod:`rsgeo.models.task`; ``rsgeo export`` turns it
+``RUN/best.ckpt`` (a task checkpoint :mod:`rsgeo.tasks.bundle`; ``rsgeo export`` turns it
 into ONNX), with ``best.json`` and a validation preview PNG beside it. ``train_size=N`` draws a fixed,
 seeded subset of N labelled chips (the low-resource protocol: 10/50/200/450).
 """
@@ -40,7 +40,7 @@ from rsgeo.finetune.tasks import TaskModule
 from rsgeo.finetune.validate import ValSet, evaluate_view, save_val_preview
 from rsgeo.models.backbones import check_backbone, load_encoder
 from rsgeo.models.external import BANDS, is_rsgeo_encoder, open_encoder
-from rsgeo.models.task import build_task_model, save_task_model
+from rsgeo.tasks.bundle import build_task_model, save_task_model
 from rsgeo.tasks import INPUTS, TaskSpec, get_task
 from rsgeo.train.config import TrainConfig
 from rsgeo.train.engine import Trainer, param_groups, resolve_device
@@ -339,7 +339,7 @@ def _num_classes(dataset) -> int:
 
 
 def _bundle_meta(spec: TaskSpec, inputs, stats, dataset, crop, enc_meta, num_classes) -> dict:
-    """What prediction needs to feed the model and read its output (see rsgeo.models.task)."""
+    """What prediction needs to feed the model and read its output (see rsgeo.tasks.bundle)."""
     mean, std, bands = [], [], []
     for m in INPUTS[inputs]:
         if m == "rgb":

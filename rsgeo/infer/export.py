@@ -49,7 +49,7 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, overwr
     import onnx
     import torch
 
-    from rsgeo.models.task import load_task_model  # lazy: torch + timm (read_metadata needs neither)
+    from rsgeo.tasks.bundle import load_task_model  # lazy: torch + timm (read_metadata needs neither)
 
     check_output(out, overwrite, inputs=(checkpoint,))  # before the slow load and export
     model, config, meta = load_task_model(checkpoint)
