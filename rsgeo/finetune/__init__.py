@@ -56,7 +56,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         adapt_to: height only: unlabelled target chips (folder or Dataset with ``rgb``) for
             RS3DAda-style adaptation (:mod:`rsgeo.finetune.adapt`; implies the aux head).
         adapt: adaptation options (``tau``, ``eta``, ``ema``, ``target_weight``,
-            ``feat_weight``, ``feat_threshold``, ``ground_classes``).
+            ``feat_weight``, ``feat_threshold``, ``ground_classes``; source style transfer
+            ``style`` fda/hm/both/none, ``style_p``, ``fda_beta``, ``hm_blend``).
         encoder_lr_scale: encoder learning rate / head learning rate (RS3DAda: 0.1).
         train: engine settings (steps, epochs, batch_size, lr, device, precision, seed,
             workers, val_every: steps between validations, default about ten a run, ...).
@@ -117,9 +118,10 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
             p.requires_grad_(False)
     weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
     if adapt_to is not None:
-        from rsgeo.finetune.adapt import AdaptModule, structure_classes
+        from rsgeo.finetune.adapt import AdaptModule, split_style, structure_classes
 
-        opts = {"feat_weight": 0.0 if encoder == "random" else 1.0, **(adapt or {})}
+        opts, style = split_style({"feat_weight": 0.0 if encoder == "random" else 1.0,
+                                   **(adapt or {})})
         ground = opts.pop("ground_classes", None) or structure_classes(_classes(dataset))
         if not ground:
             raise InputError("--adapt-to needs the tree and building class ids of the source "
@@ -146,7 +148,7 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     if adapt_to is not None:
         from rsgeo.finetune.adapt import AdaptView
 
-        view = AdaptView(view, _target_chips(adapt_to), crop, seed)
+        view = AdaptView(view, _target_chips(adapt_to), crop, seed, style)
     val_view = TaskView(val_ds, task, inputs, val_idx, crop=crop, seed=seed, train=False,
                         aux=aux)
     best = {"score": -np.inf, "metrics": None, "step": None}
