@@ -90,6 +90,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l val-every -d 'Ste
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l crop -d 'Training crop px (multiple of 32).'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l aux-landcover -d 'Height: also learn land cover with a second head (RS3DAda multi-task).'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l adapt-to -rF -d 'Height: unlabelled target chip dataset for RS3DAda-style adaptation (E'
+complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l style -d 'With --adapt-to: source style transfer toward the target, fda, hm (his'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l val-dataset -rF -d 'Chip dataset to validate on (default: DATASETs val split).'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l encoder-lr-scale -d 'Encoder lr / head lr (RS3DAda uses 0.1).'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l device -xa 'auto cpu cuda' -d ''

@@ -34,7 +34,7 @@ import torch
 
 from rsgeo.data.dataset import open_chips, pooled_stats
 from rsgeo.errors import InputError
-from rsgeo.finetune.adapt import AdaptModule, AdaptView, structure_classes
+from rsgeo.finetune.adapt import AdaptModule, AdaptView, split_style, structure_classes
 from rsgeo.finetune.data import TaskView, needed_modalities, subset_indices
 from rsgeo.finetune.tasks import TaskModule
 from rsgeo.finetune.validate import ValSet, evaluate_view, save_val_preview
@@ -45,6 +45,7 @@ from rsgeo.tasks import INPUTS, TaskSpec, get_task
 from rsgeo.train.config import TrainConfig
 from rsgeo.train.engine import Trainer, param_groups, resolve_device
 from rsgeo.train.runs import claim_run
+from rsgeo.train.style import StyleTransfer
 
 log = logging.getLogger("rsgeo.finetune")
 
@@ -74,7 +75,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         adapt_to: height only: unlabelled target chips (folder or Dataset with ``rgb``) for
             RS3DAda-style adaptation (:mod:`rsgeo.finetune.adapt`; implies the aux head).
         adapt: adaptation options (``tau``, ``eta``, ``ema``, ``target_weight``,
-            ``feat_weight``, ``feat_threshold``, ``ground_classes``).
+            ``feat_weight``, ``feat_threshold``, ``ground_classes``; source style transfer
+            ``style`` fda/hm/both/none, ``style_p``, ``fda_beta``, ``hm_blend``).
         encoder_lr_scale: encoder learning rate / head learning rate (RS3DAda: 0.1).
         train: engine settings (steps, epochs, batch_size, lr, device, precision, seed,
             workers, val_every: steps between validations, default about ten a run, ...).
@@ -96,8 +98,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         for p in model.net.encoder.parameters():
             p.requires_grad_(False)
     weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
-    module = _adapt_module(model.net, encoder, dataset, adapt, data.label) \
-        if adapt_to is not None else TaskModule(model.net, task, weights)
+    module, style = _adapt_module(model.net, encoder, dataset, adapt, data.label) \
+        if adapt_to is not None else (TaskModule(model.net, task, weights), None)
     out = Path(out)
     claim_run(out, "finetune", resume=resume, overwrite=overwrite)
     extra = {"task": task, "encoder": str(encoder), "backbone": model.config["backbone"],
@@ -109,7 +111,7 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     view = TaskView(data.ds, task, inputs, data.train_idx, crop=model.crop, seed=seed,
                     train=True, aux=aux)
     if adapt_to is not None:
-        view = AdaptView(view, _target_chips(adapt_to), model.crop, seed)
+        view = AdaptView(view, _target_chips(adapt_to), model.crop, seed, style)
     val_view = TaskView(data.val_ds, task, inputs, data.val_idx, crop=model.crop, seed=seed,
                         train=False, aux=aux)
     keeper = BestKeeper(spec, val_view, out, model, resume)
@@ -187,14 +189,16 @@ def _build_model(spec: TaskSpec, data: _Data, *, encoder, backbone, head, inputs
     return _Model(net, config, meta, crop, num_classes, enc_meta.get("load_report"))
 
 
-def _adapt_module(net, encoder, dataset, adapt, label) -> AdaptModule:
-    """RS3DAda-style adaptation around a height network with the land-cover head."""
-    opts = {"feat_weight": 0.0 if encoder == "random" else 1.0, **(adapt or {})}
+def _adapt_module(net, encoder, dataset, adapt, label) -> tuple[AdaptModule, StyleTransfer | None]:
+    """RS3DAda-style adaptation around a height network with the land-cover head, and the
+    source style transfer (FDA / histogram matching) its options ask for."""
+    opts, style = split_style({"feat_weight": 0.0 if encoder == "random" else 1.0,
+                               **(adapt or {})})
     ground = opts.pop("ground_classes", None) or structure_classes(_classes(dataset))
     if not ground:
         raise InputError("--adapt-to needs the tree and building class ids of the source "
                          "land cover (dataset.json classes, or adapt ground_classes)", label)
-    return AdaptModule(net, ground, **opts)
+    return AdaptModule(net, ground, **opts), style
 
 
 def _train(module, view, out: Path, train: dict, extra: dict, keeper, encoder_lr_scale: float,
