@@ -46,7 +46,7 @@ def batches(data, b=8):
     ("simmim", "vit-tiny-2", {}, 2e-3, 30),
     ("simmim", "swin-tiny-2", {}, 5e-3, 40),
     ("ctxmim", "vit-tiny-2", {}, 2e-3, 30),
-    ("fusedmim", "swin-tiny-2", {}, 5e-3, 40),
+    pytest.param("fusedmim", "swin-tiny-2", {}, 5e-3, 40, marks=pytest.mark.slow),
 ])
 def test_loss_falls(method, backbone, opts, lr, steps):
     torch.manual_seed(0)
