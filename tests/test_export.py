@@ -28,6 +28,7 @@ def ort(path):
     return ort_session(path, "cpu")
 
 
+@pytest.mark.slow
 def test_height_round_trip_dynamic_batch_and_size(tmp_path, cli):
     ckpt = checkpoint(tmp_path / "h.ckpt", aux_classes=9)
     code, out, err = cli("export", ckpt, "-o", tmp_path / "h.onnx", "--json")
@@ -62,6 +63,7 @@ def test_height_round_trip_dynamic_batch_and_size(tmp_path, cli):
     assert not (tmp_path / "j.onnx").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["segmentation", "change", "classification"])
 def test_other_tasks_export(tmp_path, task):
     s = export_onnx(checkpoint(tmp_path / "m.ckpt", task), tmp_path / "m.onnx")
@@ -75,6 +77,7 @@ def test_other_tasks_export(tmp_path, task):
     assert read_metadata(tmp_path / "m.onnx")["task"] == task
 
 
+@pytest.mark.slow
 def test_parity_failure_fails_the_export_and_leaves_no_file(tmp_path, monkeypatch):
     import rsgeo.infer.session as session
 

@@ -43,6 +43,7 @@ def chips():
     return SynthChips()
 
 
+@pytest.mark.slow
 def test_height_finetune_learns_and_beats_zero(chips, tmp_path):
     torch.manual_seed(0)
     s = finetune(chips, "height", tmp_path / "run", backbone="vit-tiny-2", steps=60,
@@ -134,6 +135,7 @@ def test_bad_inputs(chips, tmp_path):
         finetune(chips, "height", tmp_path / "d", backbone="vit-tiny-2", device="cuda")
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_on_a_prepared_dataset(tmp_path, cli):
     """synth -> prepare -> finetune -> export -> predict-height, through the CLI."""
     from rsgeo.cli.app import COMMANDS

@@ -312,11 +312,7 @@ def test_cpu_batch_size_from_the_tile():
     assert auto_batch_size(r, 1024, 3) == 1
 
 
-cuda = pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs CUDA")
-
-
 @pytest.mark.cuda
-@cuda
 def test_cuda_streams_match_cpu_with_batches_in_flight():
     import torch
 
@@ -340,7 +336,6 @@ def test_cuda_streams_match_cpu_with_batches_in_flight():
 
 
 @pytest.mark.cuda
-@cuda
 def test_predict_height_on_cuda_matches_cpu(tmp_path):
     import torch
 

@@ -44,9 +44,9 @@ def batches(data, b=8):
     ("mae", "vit-tiny-2", SMALL, 2e-3, 30),
     ("selectivemae", "vit-tiny-2", dict(SMALL, mask_ratio=0.75), 2e-3, 30),
     ("simmim", "vit-tiny-2", {}, 2e-3, 30),
-    ("simmim", "swin-tiny-2", {}, 5e-3, 40),
+    pytest.param("simmim", "swin-tiny-2", {}, 5e-3, 40, marks=pytest.mark.slow),
     ("ctxmim", "vit-tiny-2", {}, 2e-3, 30),
-    ("fusedmim", "swin-tiny-2", {}, 5e-3, 40),
+    pytest.param("fusedmim", "swin-tiny-2", {}, 5e-3, 40, marks=pytest.mark.slow),
 ])
 def test_loss_falls(method, backbone, opts, lr, steps):
     torch.manual_seed(0)
