@@ -262,7 +262,7 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
     seconds = time.perf_counter() - t0
     mpx = sum(f["mpx"] for f in files)
     total = {"files": len(files), "mpx": round(mpx, 3), "seconds": round(seconds, 3),
-             "mpx_per_s": round(mpx / max(seconds, 1e-9), 2),
+             "mpx_per_s": float(f"{mpx / max(seconds, 1e-9):.3g}"),
              "outputs": [f["output"] for f in files]}
     return {"files": files, "total": total}
 
@@ -358,7 +358,7 @@ def _prepare(image_path, out_path, spec: dict):
         seconds = time.perf_counter() - t0
         mpx = grid.width * grid.height / 1e6
         return {"input": str(image_path), "output": str(out_path), "seconds": round(seconds, 3),
-                "mpx": round(mpx, 3), "mpx_per_s": round(mpx / max(seconds, 1e-9), 2),
+                "mpx": round(mpx, 3), "mpx_per_s": float(f"{mpx / max(seconds, 1e-9):.3g}"),
                 "tiles": len(tiles), "tile": tile, "overlap": overlap, "resampled": resample,
                 "input_scale": float(np.float32(stretch.scale)),
                 "input_stretch": stretch.as_dict(), "input_bands": choice.as_dict(),
