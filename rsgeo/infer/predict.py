@@ -277,10 +277,46 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
     return {"files": files, "total": total}
 
 
+def predict_paths(images, model_path, output, *, backend: str | None = None,
+                  device: str = "auto", precision: str = "fp32", tile: int | None = None,
+                  batch_size: int | None = None, **kw) -> dict:
+    """``rsgeo predict IMAGE... -m MODEL -o OUTPUT``: plan the outputs from the model's task,
+    then :func:`predict_files`.
+
+    - height, segmentation: OUTPUT for one input file, else a folder of ``<stem>_height.tif``
+      / ``<stem>_classes.tif`` (as :func:`plan_outputs`);
+    - change: exactly two image files, PRE POST, into OUTPUT;
+    - classification: every input's rows into the one table OUTPUT.
+    """
+    loading = start_loading(model_path, backend, device, precision, warmup=functools.partial(
+        _warmup_shape, tile=tile, batch_size=batch_size))
+    meta, config = loading.meta()
+    task = meta.get("task", config.get("task"))
+    writer = writer_for(task, model_path)
+    images = [Path(p) for p in images]
+    if task == "change":
+        if len(images) != 2 or any(p.is_dir() for p in images):
+            raise InputError(f"holds a change model: give two image files, PRE POST (got "
+                             f"{len(images)} input{'s' if len(images) != 1 else ''})", model_path)
+        items, outs = [(images[0], images[1])], [Path(output)]
+    elif writer.table:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        items = expand_inputs(images)[rank::world]
+        outs = [Path(output)] * len(items)
+    else:
+        planned = plan_outputs(images, output, writer.suffix)
+        items, outs = [i for i, _ in planned], [o for _, o in planned]
+    return predict_files(items, model_path, outs, runner=(loading.runner, meta, config),
+                         tile=tile, batch_size=batch_size, **kw)
+
+
 def _load(runner, model_path, backend, device, precision, tile, batch_size):
-    """``(runner future, meta, config)``: a given runner, or the model loading."""
+    """``(runner future, meta, config)``: a given runner (or its Future), or the model
+    loading."""
     if runner is not None:
         run, meta, config = runner
+        if isinstance(run, Future):
+            return run, meta, config
         run_future: Future = Future()
         run_future.set_result(run)
         return run_future, meta, config

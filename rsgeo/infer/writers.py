@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from rsgeo.errors import InputError
+from rsgeo.io.atomic import atomic_path
+from rsgeo.io.vector import write_vector
 from rsgeo.io.writer import HEIGHT_NODATA, open_output
 from rsgeo.viz import LANDCOVER_COLORS
 
@@ -309,9 +311,6 @@ class ClassificationWriter:
         """Write every input's rows (in ``inputs`` order) to ``path``; returns the count."""
         import geopandas as gpd  # lazy: geopandas is heavy
         import pandas as pd
-
-        from rsgeo.io.atomic import atomic_path
-        from rsgeo.io.vector import write_vector
 
         rows = [r for name in inputs for r in self.rows.get(name, [])]
         crss = {str(self.crs[name]) for name in inputs if name in self.crs}
