@@ -184,3 +184,40 @@ def test_bad_models_and_outputs_exit_2_naming_the_model(tmp_path, cli, models):
     assert code == 2 and "segmentation.ckpt" in err and "holds a segmentation model" in err
     with pytest.raises(InputError, match="not a segmentation model"):
         predict_files([src], models["height"], [tmp_path / "s.tif"], expect="segmentation")
+
+
+
+def _pair_onnx(path: Path) -> Path:
+    """A tiny two-input ONNX 'change model' with rsgeo metadata: logit = mean over bands
+    of (post - pre), pixel by pixel (so the expected probability is exact)."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = ["b", 3, "h", "w"]
+    graph = helper.make_graph(
+        [helper.make_node("Sub", ["post", "pre"], ["d"]),
+         helper.make_node("ReduceMean", ["d"], ["output"], axes=[1], keepdims=1)],
+        "pair", [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
+                 for n in ("pre", "post")],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["b", 1, "h", "w"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    props = {**META, "task": "change", "format": "rsgeo-onnx", "stride": 16,
+             "config": {**BASE, "task": "change"}, "inputs": ["pre", "post"]}
+    helper.set_model_props(model, {k: json.dumps(v) for k, v in props.items()})
+    onnx.save(model, str(path))
+    return path
+
+
+def test_change_onnx_feeds_pre_and_post_inputs(tmp_path):
+    onnx_path = _pair_onnx(tmp_path / "pair.onnx")
+    pre, a = _rgb(tmp_path / "pre.tif", 64, 80)
+    post, b = _rgb(tmp_path / "post.tif", 64, 80, seed=5)
+    r = predict_files([(pre, post)], onnx_path, [tmp_path / "c.tif"], tile=32, overlap=8,
+                      device="cpu")
+    assert r["files"][0]["backend"] == "onnx" and r["files"][0]["post"] == str(post)
+    want = 1 / (1 + np.exp(-((b.astype(np.float32) - a) / 50).mean(0)))
+    with rasterio.open(tmp_path / "c_probability.tif") as ds:
+        np.testing.assert_allclose(ds.read(1), want, atol=1e-5)
