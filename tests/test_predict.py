@@ -221,3 +221,69 @@ def test_change_onnx_feeds_pre_and_post_inputs(tmp_path):
     want = 1 / (1 + np.exp(-((b.astype(np.float32) - a) / 50).mean(0)))
     with rasterio.open(tmp_path / "c_probability.tif") as ds:
         np.testing.assert_allclose(ds.read(1), want, atol=1e-5)
+
+
+def _bright_building_onnx(path: Path) -> Path:
+    """A tiny ONNX segmentation 'model' (classes ground, tree, building): the building
+    logit is 5 x the normalised red band, the others 0 (bright red = building)."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(v, dtype), n) for n, v, dtype in (
+        ("s", [0], np.int64), ("e", [1], np.int64), ("ax", [1], np.int64),
+        ("five", 5.0, np.float32), ("zero", 0.0, np.float32))]
+    graph = helper.make_graph(
+        [helper.make_node("Slice", ["image", "s", "e", "ax"], ["r"]),
+         helper.make_node("Mul", ["r", "five"], ["b"]),
+         helper.make_node("Mul", ["r", "zero"], ["z"]),
+         helper.make_node("Concat", ["z", "z", "b"], ["output"], axis=1)],
+        "bright", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 3, "h", "w"])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    props = {**META, "task": "segmentation", "num_classes": 3, "classes": NAMES,
+             "format": "rsgeo-onnx", "stride": 16, "inputs": ["image"],
+             "config": {**BASE, "task": "segmentation", "num_classes": 3}}
+    helper.set_model_props(model, {k: json.dumps(v) for k, v in props.items()})
+    onnx.save(model, str(path))
+    return path
+
+
+def _scene(path, seed=0):
+    img = np.full((3, 72, 96), 60, np.uint8) + np.random.default_rng(seed).integers(
+        0, 20, (3, 72, 96)).astype(np.uint8)
+    img[0, 20:40, 30:60] = 250                   # 20 x 30 px at 0.5 m: 150 m²
+    return make_raster(path, img)
+
+
+def test_footprints_from_an_image_with_a_segmentation_model(tmp_path, cli, models):
+    import json
+
+    import geopandas as gpd
+
+    seg = _bright_building_onnx(tmp_path / "bright.onnx")
+    img = _scene(tmp_path / "img.tif")
+    code, out, err = cli("footprints", img, "-m", seg, "-o", tmp_path / "b.gpkg", "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["buildings_from"]["class"] == "building" and s["features"] == 1
+    g = gpd.read_file(tmp_path / "b.gpkg")
+    assert g.area.iloc[0] == pytest.approx(150.0, rel=0.02) and g.crs.to_epsg() == 32633
+    code, _, err = cli("footprints", img, "-m", models["height"], "-o", tmp_path / "h.gpkg")
+    assert code == 2 and "height.ckpt" in err and "holds a height model" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "h.gpkg").exists()
+
+
+def test_damage_map_grades_buildings_found_by_a_model(tmp_path, cli, models):
+    import json
+
+    seg = _bright_building_onnx(tmp_path / "bright.onnx")
+    pre, post = _scene(tmp_path / "pre.tif"), _scene(tmp_path / "post.tif", seed=1)
+    code, out, err = cli("damage-map", pre, post, "-m", models["height"], "--buildings-model",
+                         seg, "-o", tmp_path / "d.tif", "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["mode"] == "buildings" and s["features"] == 1
+    assert s["buildings_from"]["model"] == str(seg) and s["buildings_from"]["buildings"] == 1
