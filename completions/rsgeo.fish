@@ -26,6 +26,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l dtm -rF -d 'Ter
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l absolute -d 'Accept heights that look like absolute elevations.'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l max-height -d 'Refuse heights above this (m).'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l buildings -rF -d 'Input pre-event building polygons: one output record per building.'
+complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l buildings-model -rF -d 'Segmentation model: grade the buildings it finds on the PRE image (ins'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l event -xa 'earthquake wildfire custom' -d 'Threshold preset: earthquake 3 m, wildfire 1 m.'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l threshold -d 'Height loss (m) that counts as damaged.'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l min-height -d 'Pre height (m) of a structure without footprints.'
@@ -101,6 +102,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l json -d 'Print a 
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -s o -l output -rF -d 'Output path.'
+complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -s m -l model -rF -d 'Segmentation model (.onnx or .ckpt): RASTER is an image, buildings are'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l threshold -d 'Probability rasters: building where >= this.'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l class -l value -d 'Class rasters: the value(s) that are building (repeatable), e.g. --cla'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l band -d 'Band to read (required for multi-band rasters).'
