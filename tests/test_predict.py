@@ -287,3 +287,31 @@ def test_damage_map_grades_buildings_found_by_a_model(tmp_path, cli, models):
     s = json.loads(out)
     assert s["mode"] == "buildings" and s["features"] == 1
     assert s["buildings_from"]["model"] == str(seg) and s["buildings_from"]["buildings"] == 1
+
+
+cuda = pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs CUDA")
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("task", ["segmentation", "change", "classification"])
+def test_cuda_matches_cpu_for_every_task(tmp_path, models, task):
+    """CUDA streams with (B, K) outputs (classification) and stacked PRE+POST (change)."""
+    import pandas as pd
+
+    a, _ = _rgb(tmp_path / "a.tif", 96, 112)
+    b, _ = _rgb(tmp_path / "b.tif", 96, 112, seed=4)
+    item = (a, b) if task == "change" else a
+    name = "t.csv" if task == "classification" else "t.tif"
+    for dev in ("cpu", "cuda"):
+        predict_files([item], models[task], [tmp_path / dev / name], device=dev, tile=64,
+                      overlap=16 if task != "classification" else 0,
+                      options={"probabilities": True})
+    if task == "classification":
+        cols = ["p_ground", "p_tree", "p_building"]
+        np.testing.assert_allclose(pd.read_csv(tmp_path / "cuda" / name)[cols],
+                                   pd.read_csv(tmp_path / "cpu" / name)[cols], atol=2e-2)
+        return
+    prob = "t_probability.tif" if task == "change" else "t_probabilities.tif"
+    with rasterio.open(tmp_path / "cpu" / prob) as c, rasterio.open(tmp_path / "cuda" / prob) as g:
+        np.testing.assert_allclose(g.read(), c.read(), atol=2e-2)  # cuDNN TF32 convs

@@ -287,6 +287,9 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
       / ``<stem>_classes.tif`` (as :func:`plan_outputs`);
     - change: exactly two image files, PRE POST, into OUTPUT;
     - classification: every input's rows into the one table OUTPUT.
+
+    Under torchrun, height and segmentation inputs are shared among the ranks; change and
+    classification (one output file) run on rank 0 only.
     """
     loading = start_loading(model_path, backend, device, precision, warmup=functools.partial(
         _warmup_shape, tile=tile, batch_size=batch_size))
@@ -294,14 +297,14 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
     task = meta.get("task", config.get("task"))
     writer = writer_for(task, model_path)
     images = [Path(p) for p in images]
+    first = int(os.environ.get("RANK", 0)) == 0  # one output file: written by rank 0 only
     if task == "change":
         if len(images) != 2 or any(p.is_dir() for p in images):
             raise InputError(f"holds a change model: give two image files, PRE POST (got "
                              f"{len(images)} input{'s' if len(images) != 1 else ''})", model_path)
-        items, outs = [(images[0], images[1])], [Path(output)]
+        items, outs = [(images[0], images[1])][:int(first)], [Path(output)][:int(first)]
     elif writer.table:
-        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-        items = expand_inputs(images)[rank::world]
+        items = expand_inputs(images) if first else []
         outs = [Path(output)] * len(items)
     else:
         planned = plan_outputs(images, output, writer.suffix)
