@@ -14,7 +14,9 @@ A writer says:
 - ``spatial``: whether the model returns maps ``(B, K, h, w)`` (else ``(B, K)``);
 - ``scores(out)``: per-tile output -> what is blended (None: as it is);
 - ``open(path, grid, meta, ctx, stack)``: open the outputs, return the sink
-  (``block_shapes``, ``dtypes``, ``write(array, window)``);
+  (``block_shapes``, ``dtypes``, ``write(array, window)``); table writers
+  (``table = True``) return a row collector instead and write the table once at the end
+  (``write_table``);
 - ``summary(path, sink)``: the per-file numbers for the summary / ``--json``;
 - ``outputs(path)``: every file it writes for ``path`` (overwrite checks).
 """
@@ -133,8 +135,9 @@ class ClassSink:
     """Blended probabilities -> uint8 argmax raster (255 nodata), optionally the
     probabilities too; counts pixels per class."""
 
-    def __init__(self, classes, probabilities, k: int, threshold: float | None = None):
-        self.classes, self.probabilities, self.k = classes, probabilities, k
+    def __init__(self, classes, probabilities, names: list[str], threshold: float | None = None):
+        self.classes, self.probabilities, self.names = classes, probabilities, names
+        k = self.k = len(names)
         self.threshold = threshold  # one-band (change) scores: class 1 where >= threshold
         self.block_shapes = classes.block_shapes
         self.dtypes = ("float32",) * k
@@ -189,9 +192,7 @@ class SegmentationWriter:
                 co=ctx.float_co, overwrite=ctx.overwrite, cog=ctx.cog,
                 tags={**ctx.tags, "units": "probability"},
                 band_descriptions=[f"probability of {n}" for n in names]))
-        sink = ClassSink(cls, prob, k)
-        sink.names = names
-        return sink
+        return ClassSink(cls, prob, names)
 
     def summary(self, path, sink) -> dict:
         out = {"class_fractions": {n: round(float(f), 4)
@@ -234,7 +235,7 @@ class ChangeWriter:
             sibling(path, "_probability.tif"), grid, nodata=HEIGHT_NODATA, co=ctx.float_co,
             overwrite=ctx.overwrite, cog=ctx.cog, tags={**ctx.tags, "units": "probability"},
             band_descriptions=["change probability"]))
-        return ClassSink(mask, prob, 1, threshold=self.threshold)
+        return ClassSink(mask, prob, ["change probability"], threshold=self.threshold)
 
     def summary(self, path, sink) -> dict:
         return {"changed_fraction": round(float(sink.fractions()[1]), 4),
@@ -248,8 +249,8 @@ class TileRows:
     """Collects one row per tile from ``(B, K)`` probabilities (stands in for the blending
     of map outputs: ``put``, ``join``, ``abort``)."""
 
-    def __init__(self, grid, tile: int, input_name: str):
-        self.grid, self.tile, self.input = grid, tile, input_name
+    def __init__(self, grid, tile: int, input_name: str, names: list[str]):
+        self.grid, self.tile, self.input, self.names = grid, tile, input_name, names
         self.rows: list[tuple] = []  # (row, col, h, w, valid fraction, probabilities)
 
     def put(self, windows, probs, valid) -> None:
@@ -294,9 +295,7 @@ class ClassificationWriter:
 
     def open(self, path, grid, meta: dict, ctx: OutputContext, stack, *, input_name="",
              tile: int = 0):
-        rows = TileRows(grid, tile, input_name)
-        rows.names = class_names(meta, num_classes(meta, meta))
-        return rows
+        return TileRows(grid, tile, input_name, class_names(meta, num_classes(meta, meta)))
 
     def summary(self, path, sink) -> dict:
         rows = _tile_rows(sink) if not self.per_input else _input_row(sink)
