@@ -1,4 +1,4 @@
-"""``predict-height``: heights in metres for rasters of any size, with bounded memory.
+"""``predict`` and ``predict-height``: any task model over rasters of any size, bounded memory.
 
 Every input streams through one :class:`rsgeo.infer.stream.Pipeline` on the io engine
 (overlapping tiles read in parallel in the raster's dtype, reflect padding, raised-cosine
@@ -14,6 +14,12 @@ stretch (default), by their bit depth, not at all, or from given MIN,MAX.
 Input at another GSD is resampled to the model's (``gsd="auto"``, tolerance 5 %), and the
 heights are resampled back onto the input grid, so the output always shares the input's
 CRS, transform and shape. Input nodata becomes -9999 in the output.
+
+What is blended and written follows the model's task (:mod:`rsgeo.infer.writers`):
+heights, softmax class probabilities (classes = argmax of the blended probabilities),
+the change probability of a PRE/POST pair (:mod:`rsgeo.infer.pairs`), or one row per
+tile for classification models. ``predict-height`` is :func:`predict_files` with
+``expect="height"``.
 """
 
 from __future__ import annotations
