@@ -251,6 +251,10 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
     images, outputs = list(images), [Path(o) for o in outputs]
     if len(images) != len(outputs):
         raise ValueError("one output per input")
+    flat = [p for item in images for p in (item if isinstance(item, tuple) else (item,))]
+    if expect is not None:  # outputs known before the model loads: refuse early
+        _check_outputs(writer_for(expect, model_path, **(options or {})), outputs, overwrite,
+                       (*flat, model_path))
     run_future, meta, config = _load(runner, model_path, backend, device, precision, tile,
                                      batch_size)
     spec = dict(model_spec(meta, config, model_path, tile, overlap, expect=expect, check=False),
@@ -259,11 +263,8 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
     writer = spec["writer"] = writer_for(spec["task"], model_path, **(options or {}))
     spec["channels"] = writer.channels(meta, config)
     spec["meta"] = {**meta, "num_classes": meta.get("num_classes") or config.get("num_classes")}
-    flat = [p for item in images for p in (item if isinstance(item, tuple) else (item,))]
     _check_inputs(images, spec["task"], model_path)
-    for out in dict.fromkeys(outputs):
-        for p in writer.outputs(out):
-            check_output(p, overwrite, inputs=(*flat, model_path))
+    _check_outputs(writer, outputs, overwrite, (*flat, model_path))
     spec["ctx"] = OutputContext(float_co=co, co=class_co, cog=cog, overwrite=overwrite)
     files, pipe = _run(run_future, spec, images, outputs, batch_size, workers, label)
     if writer.table:
@@ -333,6 +334,14 @@ def _load(runner, model_path, backend, device, precision, tile, batch_size):
         _warmup_shape, tile=tile, batch_size=batch_size))
     meta, config = loading.meta()
     return loading.runner, meta, config
+
+
+def _check_outputs(writer, outputs, overwrite: bool, inputs: tuple) -> None:
+    """Every file the writer would write for ``outputs``: refused if it exists (without
+    ``overwrite``) or is one of the inputs."""
+    for out in dict.fromkeys(outputs):
+        for p in writer.outputs(out):
+            check_output(p, overwrite, inputs=inputs)
 
 
 def _check_inputs(images, task: str, model_path) -> None:
