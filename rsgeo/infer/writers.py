@@ -18,7 +18,11 @@ A writer says:
   (``table = True``) return a row collector instead and write the table once at the end
   (``write_table``);
 - ``summary(path, sink)``: the per-file numbers for the summary / ``--json``;
-- ``outputs(path)``: every file it writes for ``path`` (overwrite checks).
+- ``outputs(path)``: every file it writes for ``path`` (overwrite checks);
+- ``suffix``: the output name ``<stem><suffix>`` in an output folder.
+
+``WRITERS[task](**options)`` makes one (options: ``probabilities``, ``threshold``,
+``per_input``; a writer ignores the others).
 """
 
 from __future__ import annotations
