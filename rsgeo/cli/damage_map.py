@@ -40,6 +40,8 @@ def damage_map_cmd(
         "--max-height", metavar="M", help="Refuse heights above this (m).")] = 1000.0,
     buildings: Annotated[Optional[Path], typer.Option(
         "--buildings", help="Input pre-event building polygons: one output record per building.")] = None,
+    buildings_model: Annotated[Optional[Path], typer.Option(
+        "--buildings-model", help="Segmentation model: grade the buildings it finds on the PRE image (instead of --buildings).")] = None,
     event: Annotated[Event, typer.Option("--event", help="Threshold preset: earthquake 3 m, wildfire 1 m.")] = Event.earthquake,
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="Height loss (m) that counts as damaged.")] = None,
     min_height: Annotated[float, typer.Option("--min-height", help="Pre height (m) of a structure without footprints.")] = 2.5,
@@ -57,6 +59,10 @@ def damage_map_cmd(
 
     Heights honour band scale/offset and units (cm, mm, ft).
 
+    Buildings: --buildings FILE, or --buildings-model SEG_MODEL (found on the PRE image),
+    else every pixel whose PRE height exceeds --min-height; the JSON says which
+    (buildings_from).
+
     Refused (exit 2): an input without a valid pixel, absolute elevations
     (give --dtm or --absolute), heights above --max-height, non-polygon footprints.
     """
@@ -67,7 +73,8 @@ def damage_map_cmd(
                          grades=grades, model=model, heights=heights, overwrite=out.overwrite,
                          dtm=dtm, absolute=absolute, max_height=max_height,
                          co=out.creation_options, compress=out.codec,
-                         max_z_error=out.max_z_error, **({"bands": bands} if bands else {}))
+                         max_z_error=out.max_z_error, buildings_model=buildings_model,
+                         **({"bands": bands} if bands else {}))
     emit(summary, json_out, lambda: print_summary(summary))
 
 
@@ -87,5 +94,8 @@ def print_summary(summary: dict) -> None:
                 f"{n} {k.replace('_', ' ')}" for k, n in skipped.items() if k != "partly_outside")
                 + (f"; {skipped['partly_outside']} partly outside (graded on the part inside)"
                    if "partly_outside" in skipped else ""))
+    b = summary.get("buildings_from", {})
+    if "model" in b:
+        typer.echo(f"{b['buildings']} buildings found by {b['model']} (class {b['class']!r})")
     for k, v in summary["outputs"].items():
         typer.echo(f"{k}: {v}")

@@ -9,13 +9,16 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.options import Json, Output, Overwrite, Workers
+from rsgeo.errors import InputError
 from rsgeo.jsonout import dumps
 
 
 @app.command("footprints")
 def footprints_cmd(
-    raster: Annotated[Path, typer.Argument(help="Building probability (float 0..1), class or 0/1 mask raster.")],
+    raster: Annotated[Path, typer.Argument(help="Building probability (float 0..1), class or 0/1 mask raster; with -m an image.")],
     output: Output,
+    model: Annotated[Optional[Path], typer.Option(
+        "-m", "--model", help="Segmentation model (.onnx or .ckpt): RASTER is an image, buildings are its building class (the class named building, or --class ID).")] = None,
     threshold: Annotated[float, typer.Option("--threshold", help="Probability rasters: building where >= this.")] = 0.5,
     classes: Annotated[Optional[list[float]], typer.Option(
         "--class", "--value", metavar="V",
@@ -41,16 +44,29 @@ def footprints_cmd(
     must be 0/1 (or 0/255) masks. Outlines are regularised to right angles along each
     building's dominant direction unless --no-regularise.
 
-    Refused (exit 2): no CRS, several bands without --band, no valid pixel, values that are
+    With -m MODEL (a segmentation model) RASTER is an image: `rsgeo predict` gives the
+    building class's probability, which is traced as above (the summary's buildings_from
+    names the model and class).
+
+    Refused (exit 2): a model of another task, no CRS, several bands without --band, no valid pixel, values that are
     neither probabilities nor a mask, an unknown output extension, an existing output
     without --overwrite.
     """
-    from rsgeo.footprints import footprints  # lazy: keeps `rsgeo --help` fast
+    # lazy: keeps `rsgeo --help` fast
+    from rsgeo.damage.buildings import predicted_footprints
+    from rsgeo.footprints import footprints
 
-    summary = footprints(raster, output, threshold=threshold, classes=tuple(classes or ()),
-                         band=band, min_area=min_area, fill_holes=fill_holes,
-                         regularise=regularise, tolerance=tolerance, heights=heights,
-                         overwrite=overwrite, workers=workers)
+    common = dict(min_area=min_area, fill_holes=fill_holes, regularise=regularise,
+                  tolerance=tolerance, heights=heights, overwrite=overwrite, workers=workers)
+    if model is not None:
+        if band is not None or len(classes or ()) > 1:
+            raise InputError("with -m give at most one --class (the model's building class id) "
+                             "and no --band", model)
+        summary = predicted_footprints(raster, model, output, threshold=threshold,
+                                       building=int(classes[0]) if classes else None, **common)
+    else:
+        summary = footprints(raster, output, threshold=threshold, classes=tuple(classes or ()),
+                             band=band, **common)
     if json_out:
         typer.echo(dumps(summary))
         return
@@ -59,4 +75,7 @@ def footprints_cmd(
                + (f"; {summary['dropped_small']} under {summary['min_area_m2']:g} m² dropped"
                   if summary["dropped_small"] else "")
                + f"; {summary['megapixels']:.1f} Mpx in {summary['seconds']:.1f} s")
+    if "buildings_from" in summary:
+        b = summary["buildings_from"]
+        typer.echo(f"buildings from {b['model']} (class {b['class']!r})")
     typer.echo(f"footprints: {summary['output']}")
