@@ -11,7 +11,7 @@ from rsgeo.errors import InputError
 from rsgeo.infer.predict import predict_files
 from rsgeo.infer.writers import WRITERS, class_palette, softmax
 from rsgeo.io.windows import TileGrid
-from rsgeo.models.task import build_task_model, save_task_model
+from rsgeo.tasks.bundle import build_task_model, save_task_model
 from rsgeo.viz import LANDCOVER_COLORS
 from tests.conftest import make_raster
 
@@ -64,7 +64,7 @@ def _seg_runner():
 
 
 def test_writers_cover_every_task():
-    from rsgeo.models.task import TASKS
+    from rsgeo.tasks.bundle import TASKS
 
     assert set(WRITERS) == set(TASKS)
 

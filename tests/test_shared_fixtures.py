@@ -29,7 +29,7 @@ def test_trained_models_chain(synth_chips, pretrained_encoder, height_bundle, he
                               synth_city, tmp_path):
     from rsgeo.infer.export import read_metadata
     from rsgeo.infer.predict import predict_height_file
-    from rsgeo.models.task import load_task_model
+    from rsgeo.tasks.bundle import load_task_model
 
     assert pretrained_encoder["step"] == 4 and pretrained_encoder["encoders"]["encoder"]
     _, config, meta = load_task_model(height_bundle)

@@ -112,7 +112,7 @@ def start_loading(model_path, backend: str | None = None, device: str = "auto",
             return OrtRunner(p, device)
     else:
         def load():
-            from rsgeo.models.task import load_task_model  # lazy: imports torch; ONNX runs without
+            from rsgeo.tasks.bundle import load_task_model  # lazy: imports torch; ONNX runs without
 
             try:
                 model, config, meta = load_task_model(p)
