@@ -1,10 +1,11 @@
-# Two commands a newcomer needs: `make demo` and `make test` (both set up .venv first).
+# Two commands a newcomer needs: `make demo` and `make test` (both set up .venv first);
+# `make test-fast` is the quick loop while editing (everything but tests marked slow).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +20,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow" $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/raster_pipeline.py

@@ -74,7 +74,7 @@ def make_model(d: Path, backbone: str, tile: int, head_features: int | None,
                onnx: bool) -> tuple[Path, Path | None]:
     import torch
 
-    from rsgeo.models.task import build_task_model, save_task_model
+    from rsgeo.tasks.bundle import build_task_model, save_task_model
 
     torch.manual_seed(0)
     cfg = {"task": "height", "backbone": backbone, "in_chans": 3, "img_size": tile,

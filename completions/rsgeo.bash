@@ -14,32 +14,38 @@ _rsgeo() {
     evaluate:--format) COMPREPLY=($(compgen -W "table json csv" -- "$cur")); return;;
     evaluate:--align) COMPREPLY=($(compgen -W "nearest bilinear" -- "$cur")); return;;
     finetune:--task) COMPREPLY=($(compgen -W "height segmentation change classification" -- "$cur")); return;;
-    finetune:--head) COMPREPLY=($(compgen -W "dpt upernet" -- "$cur")); return;;
-    finetune:--modalities) COMPREPLY=($(compgen -W "rgb dsm ndsm rgb+dsm" -- "$cur")); return;;
+    finetune:--head) COMPREPLY=($(compgen -W "dpt upernet linear" -- "$cur")); return;;
+    finetune:--modalities|finetune:--inputs) COMPREPLY=($(compgen -W "rgb dsm ndsm rgb+dsm rgb+ndsm" -- "$cur")); return;;
     finetune:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
     finetune:--precision) COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return;;
-    predict-height:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
+    predict:--backend) COMPREPLY=($(compgen -W "onnx torch" -- "$cur")); return;;
+    predict:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
+    predict:--precision) COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return;;
+    predict:--compress) COMPREPLY=($(compgen -W "zstd deflate lerc_zstd" -- "$cur")); return;;
     predict-height:--backend) COMPREPLY=($(compgen -W "onnx torch" -- "$cur")); return;;
-    predict-height:--precision) COMPREPLY=($(compgen -W "fp32 bf16" -- "$cur")); return;;
+    predict-height:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
+    predict-height:--precision) COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return;;
     predict-height:--compress) COMPREPLY=($(compgen -W "zstd deflate lerc_zstd" -- "$cur")); return;;
     pretrain:--method) COMPREPLY=($(compgen -W "mae simmim selectivemae ctxmim fusedmim" -- "$cur")); return;;
     pretrain:--selection) COMPREPLY=($(compgen -W "hog random" -- "$cur")); return;;
     pretrain:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
     pretrain:--precision) COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return;;
-    synth:--style) COMPREPLY=($(compgen -W "low mid high" -- "$cur")); return;;
+    synth:--style) COMPREPLY=($(compgen -W "low mid high informal industrial courtyard" -- "$cur")); return;;
   esac
   case "$cmd" in
-    "") COMPREPLY=($(compgen -W "completion damage-map demo evaluate export finetune predict-height prepare pretrain synth -v --verbose -q --quiet --version --help" -- "$cur"));;
+    "") COMPREPLY=($(compgen -W "completion damage-map demo evaluate export finetune footprints predict predict-height prepare pretrain synth -v --verbose -q --quiet --version --help" -- "$cur"));;
     completion) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-    damage-map) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --footprints -m --model --heights --dtm --absolute --max-height --buildings --event --threshold --min-height --min-area --grades --co --compress --max-z-error --json --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    damage-map) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --footprints -m --model --heights --dtm --absolute --max-height --buildings --buildings-model --event --threshold --min-height --min-area --grades --bands --max-pixels --compress --max-z-error --co --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     demo) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --quick --device --seed --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-    evaluate) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task --protocol --format -o --output --align --nodata --classes --ignore-index --iou --min-area --confidence --by --absolute --max-height --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    evaluate) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task --protocol --format -o --output --align --nodata --classes --ignore-index --iou --min-area --confidence --by --absolute --max-height --label-map --max-pixels --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --atol --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-    finetune) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task -o --output --encoder --backbone --head --modalities --freeze-encoder --train-size --num-classes --class-weights --epochs --steps --batch-size --lr --val-every --crop --aux-landcover --adapt-to --val-dataset --encoder-lr-scale --device --precision --seed --workers --log-every --ckpt-every --resume --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-    predict-height) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-m --model -o --output --tile --overlap --batch-size --device --backend --precision --gsd --nodata --scale --cog --compress --max-z-error --co --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-    prepare) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --rgb --post-rgb --dsm --dtm --ndsm --labels --change --footprints --source --pairs --size --stride --max-nodata --dedup-distance --split --gsd --bands --scale --ndsm-from-dsm --classes --preview --seed --workers --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-    pretrain) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --method --backbone --epochs --steps --batch-size --lr --mask-ratio --selection --rec-ratio --tau --alpha --modality --dsm-modality --crop --accum-steps --config --resume --device --precision --compile --no-compile --seed --workers --ckpt-every --log-every --preview-every --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-    synth) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --size --gsd --style --scenes --destroyed --seed --preview --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    finetune) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task -o --output --encoder --backbone --head --modalities --inputs --freeze-encoder --train-size --num-classes --class-weights --epochs --steps --batch-size --lr --val-every --crop --aux-landcover --adapt-to --style --val-dataset --encoder-lr-scale --device --precision --seed --workers --log-every --ckpt-every --resume --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    footprints) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output -m --model --threshold --class --value --band --min-area --fill-holes --regularise --no-regularise --tolerance --heights --workers --json --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    predict) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-m --model -o --output --probabilities --threshold --per-input --tile --overlap --batch-size --backend --gsd --nodata --scale --bands --max-pixels --device --precision --cog --compress --max-z-error --co --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    predict-height) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-m --model -o --output --tile --overlap --batch-size --backend --gsd --nodata --scale --bands --max-pixels --device --precision --cog --compress --max-z-error --co --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    prepare) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --rgb --post-rgb --dsm --dtm --ndsm --labels --change --footprints --source --pairs --size --stride --max-nodata --dedup-distance --split --gsd --bands --scale --label-map --max-pixels --ndsm-from-dsm --classes --preview --seed --workers --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    pretrain) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --method --backbone --epochs --steps --batch-size --lr --mask-ratio --decoder-dim --decoder-depth --decoder-heads --norm-pix-loss --no-norm-pix-loss --mask-unit --rec-ratio --selection --sub-steps --alpha --tau --proj-dim --modality --dsm-modality --crop --accum-steps --config --resume --device --precision --compile --no-compile --seed --workers --ckpt-every --log-every --preview-every --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    synth) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --size --gsd --style --scenes --destroyed --seed --preview --randomize --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
   esac
 }
 complete -o filenames -F _rsgeo rsgeo

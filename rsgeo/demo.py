@@ -9,112 +9,119 @@ vs the true grades). Every step is the library function its command calls.
 
 from __future__ import annotations
 
-from rsgeo.jsonout import dumps
+import html
 import time
 from pathlib import Path
 
 import numpy as np
 
+from rsgeo.damage import damage_map
+from rsgeo.data.prepare import prepare
+from rsgeo.data.sources import from_synth_dir
+from rsgeo.device import resolve_device
+from rsgeo.finetune import finetune
+from rsgeo.infer.export import export_onnx
+from rsgeo.infer.predict import load_model, predict_height_file
+from rsgeo.io.atomic import claim_folder
+from rsgeo.jsonout import dumps
+from rsgeo.metrics.counts import precision_recall_f1
+from rsgeo.metrics.height import HeightAccumulator
+from rsgeo.pretrain import pretrain
+from rsgeo.synth import LANDCOVER, write_scenes
+from rsgeo.viz import DAMAGE_COLORS, colorize_classes, colorize_heights
+
 QUICK = dict(train_scenes=2, size=512, chip=64, pretrain_steps=100, finetune_steps=250,
              train_size=50, batch=8, test_size=384)
 FULL = dict(train_scenes=4, size=768, chip=64, pretrain_steps=600, finetune_steps=800,
             train_size=200, batch=16, test_size=768)
+N_STEPS = 9
+
+
+def demo_sizes(quick: bool, device: str) -> dict:
+    """QUICK or FULL; on a GPU 4x the pretraining steps and batch, 2x the fine-tuning steps."""
+    p = dict(QUICK if quick else FULL)
+    if resolve_device(device).type == "cuda":  # a GPU: bigger defaults
+        p.update(pretrain_steps=p["pretrain_steps"] * 4, finetune_steps=p["finetune_steps"] * 2,
+                 batch=p["batch"] * 4)
+    return p
+
+
+class Steps:
+    """Runs named steps, timing each and logging ``[i/9] name: seconds``."""
+
+    def __init__(self, log):
+        self.log, self.records = log, []
+
+    def __call__(self, name: str, fn):
+        t0 = time.perf_counter()
+        result = fn()
+        dt = time.perf_counter() - t0
+        self.records.append({"step": name, "seconds": round(dt, 2)})
+        note = ""
+        if isinstance(result, dict) and "best" in result:  # fine-tuning
+            self.records[-1]["val_share"] = round(result["val_share"], 3)
+            note = (f" ({result['step']} steps, {100 * result['val_share']:.0f} % validating, "
+                    f"{result['threads']} torch threads)")
+        self.log(f"[{len(self.records)}/{N_STEPS}] {name}: {dt:.1f} s{note}")
+        return result
 
 
 def run_demo(out, quick: bool = False, device: str = "auto", seed: int = 0,
              overwrite: bool = False, log=print) -> dict:
     """Run every step into ``out``; returns the summary (step times, metrics, files)."""
-    from rsgeo.io.atomic import claim_folder
-
-    import torch
-
-    from rsgeo.train.engine import resolve_device  # lazy: imports torch
-
-    resolve_device(device)  # --device cuda without CUDA: refused before anything is written
+    p = demo_sizes(quick, device)  # --device cuda without CUDA: refused before anything is written
     out = claim_folder(out, "demo", overwrite=overwrite)
-    p = dict(QUICK if quick else FULL)
-
-    if device != "cpu" and torch.cuda.is_available():  # a GPU: bigger defaults
-        p.update(pretrain_steps=p["pretrain_steps"] * 4, finetune_steps=p["finetune_steps"] * 2,
-                 batch=p["batch"] * 4)
-    steps, files = [], {}
-
-    def step(name, fn):
-        t0 = time.perf_counter()
-        result = fn()
-        dt = time.perf_counter() - t0
-        steps.append({"step": name, "seconds": round(dt, 2)})
-        note = ""
-        if isinstance(result, dict) and "best" in result:  # fine-tuning
-            steps[-1]["val_share"] = round(result["val_share"], 3)
-            note = (f" ({result['step']} steps, {100 * result['val_share']:.0f} % validating, "
-                    f"{result['threads']} torch threads)")
-        log(f"[{len(steps)}/9] {name}: {dt:.1f} s{note}")
-        return result
-
-    from rsgeo.synth import write_scenes
-
-    step("synth city", lambda: (
-        write_scenes(out / "city", size=p["size"], scenes=p["train_scenes"], seed=seed),
-        write_scenes(out / "heldout", size=p["test_size"], scenes=1, seed=seed + 100,
-                     prefix="test")))
-    test = {k: out / "heldout" / f"test_{seed + 100:03d}_{k}" for k in (
-        "pre_rgb.tif", "post_rgb.tif", "pre_ndsm.tif", "post_ndsm.tif", "footprints.gpkg")}
-
-    from rsgeo.data.prepare import prepare
-    from rsgeo.data.sources import from_synth_dir
-    from rsgeo.synth import LANDCOVER
-
+    step = Steps(log)
+    test = step("synth city", lambda: synth_cities(out, p, seed))
     chips = out / "chips"
     step("prepare chips", lambda: prepare(from_synth_dir(out / "city"), chips, size=p["chip"],
                                           classes=dict(LANDCOVER), seed=seed))
-    from rsgeo.pretrain import pretrain
-
     pre = step("pretrain selectivemae", lambda: pretrain(
         chips, "selectivemae", "vit-tiny-4", out / "pretrain", steps=p["pretrain_steps"],
         batch_size=p["batch"] * 2, device=device, seed=seed, log_every=10,
         decoder_dim=128, decoder_depth=2, decoder_heads=4))
     encoder = pre["encoders"]["encoder"]
-    from rsgeo.finetune import finetune
-
     ft = step("finetune heights", lambda: finetune(
         chips, "height", out / "finetune", encoder=encoder, steps=p["finetune_steps"],
         batch_size=p["batch"], lr=5e-4, train_size=p["train_size"], device=device, seed=seed,
         head_features=32, log_every=10))
-    from rsgeo.infer.export import export_onnx
-
     onnx = out / "height.onnx"
     step("export ONNX", lambda: export_onnx(ft["checkpoint"], onnx))
-    from rsgeo.infer.predict import load_model, predict_height_file
-
     runner = load_model(onnx, device=device)
     h_pre, h_post = out / "pred_pre_height.tif", out / "pred_post_height.tif"
     step("predict heights", lambda: [predict_height_file(
         img, onnx, dst, runner=runner, tile=p["chip"] * 2, overlap=p["chip"] // 2)
         for img, dst in ((test["pre_rgb.tif"], h_pre), (test["post_rgb.tif"], h_post))])
-    from rsgeo.damage import damage_map
-
     dmg = step("damage map", lambda: damage_map(
         h_pre, h_post, out / "damage.tif", buildings=test["footprints.gpkg"]))
     metrics = step("evaluate", lambda: evaluate_demo(h_pre, test["pre_ndsm.tif"], out / "damage.gpkg",
                                                     test["footprints.gpkg"], dmg))
-    step("report", lambda: write_report(out, test, h_pre, metrics, steps))
+    step("report", lambda: write_report(out, test, h_pre, metrics, step.records))
     files = {"report": str(out / "report.html"), "report_png": str(out / "report.png"),
              "heights_pre": str(h_pre), "heights_post": str(h_post),
              "damage": str(out / "damage.tif"), "damage_buildings": str(out / "damage.gpkg"),
              "model": str(onnx), "encoder": encoder, "checkpoint": ft["checkpoint"],
              "chips": str(chips)}
-    summary = {"steps": steps, "total_seconds": round(sum(s["seconds"] for s in steps), 1),
+    summary = {"steps": step.records,
+               "total_seconds": round(sum(s["seconds"] for s in step.records), 1),
                "metrics": metrics, "files": files, "quick": quick}
     (out / "summary.json").write_text(dumps(summary, indent=2))
     return summary
 
 
+def synth_cities(out: Path, p: dict, seed: int) -> dict:
+    """The training city (``out/city``) and a held-out pre/post pair; returns the held-out
+    files by suffix (``pre_rgb.tif``, ``post_rgb.tif``, ``pre_ndsm.tif``, ...)."""
+    write_scenes(out / "city", size=p["size"], scenes=p["train_scenes"], seed=seed)
+    write_scenes(out / "heldout", size=p["test_size"], scenes=1, seed=seed + 100, prefix="test")
+    return {k: out / "heldout" / f"test_{seed + 100:03d}_{k}" for k in (
+        "pre_rgb.tif", "post_rgb.tif", "pre_ndsm.tif", "post_ndsm.tif", "footprints.gpkg")}
+
+
 def evaluate_demo(pred_h, true_h, damage_gpkg, truth_gpkg, dmg_summary) -> dict:
+    """Height metrics of the predicted pre-event nDSM and building-level damage F1."""
     import geopandas as gpd
     import rasterio
-
-    from rsgeo.metrics.height import HeightAccumulator
 
     acc = HeightAccumulator()
     with rasterio.open(pred_h) as a, rasterio.open(true_h) as b:
@@ -125,8 +132,7 @@ def evaluate_demo(pred_h, true_h, damage_gpkg, truth_gpkg, dmg_summary) -> dict:
     truth = gpd.read_file(truth_gpkg)
 
     def f1(p, t):
-        tp, fp, fn = (p & t).sum(), (p & ~t).sum(), (~p & t).sum()
-        return float(2 * tp / max(2 * tp + fp + fn, 1))
+        return precision_recall_f1(int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum()))[2]
 
     g = pred["grade"].to_numpy()
     d = truth["damage"].to_numpy()
@@ -139,14 +145,9 @@ def evaluate_demo(pred_h, true_h, damage_gpkg, truth_gpkg, dmg_summary) -> dict:
 
 def write_report(out: Path, test: dict, pred_h: Path, metrics: dict, steps: list) -> None:
     """report.png (pre RGB, true vs predicted nDSM, damage classes with footprints) + report.html."""
-    import html
-
     import geopandas as gpd
     import rasterio
     from PIL import Image, ImageDraw
-
-    from rsgeo.damage import CLASS_COLORS
-    from rsgeo.synth.preview import colorize_heights
 
     with rasterio.open(test["pre_rgb.tif"]) as ds:
         rgb = ds.read().transpose(1, 2, 0)
@@ -155,10 +156,8 @@ def write_report(out: Path, test: dict, pred_h: Path, metrics: dict, steps: list
     ph = rasterio.open(pred_h).read(1)
     cls = rasterio.open(out / "damage.tif").read(1)
     vmax = max(float(np.percentile(true_h, 99.5)), 1.0)
-    lut = np.zeros((256, 3), np.uint8)
-    for k, c in CLASS_COLORS.items():
-        lut[k] = c[:3]
-    dmg = np.where(cls[..., None] > 1, lut[cls], (rgb * 0.5).astype(np.uint8))
+    dmg = np.where(cls[..., None] > 1, colorize_classes(cls, DAMAGE_COLORS),
+                   (rgb * 0.5).astype(np.uint8))
     panels = [rgb, colorize_heights(true_h, vmax), colorize_heights(np.where(ph == -9999, 0, ph), vmax), dmg]
     h, w = rgb.shape[:2]
     sheet = Image.new("RGB", (4 * w + 30, h + 24), "white")

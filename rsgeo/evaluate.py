@@ -19,14 +19,25 @@ Returns ``{"summary": {...flat keys...}, "images": [{"image": name, ...}, ...]}`
 
 from __future__ import annotations
 
-import json
+import csv
+import io
 from pathlib import Path
 
 import numpy as np
 
 from rsgeo.errors import InputError
+from rsgeo.io.heights import (HeightUnits, STREAM_SAMPLE, check_heights, check_max_height,
+                              predicted_by_rsgeo, units_of)
+from rsgeo.io.labels import read_classes, recode
+from rsgeo.io.polygons import require_polygons
 from rsgeo.io.raster import Grid, align_to, check_same_grid, open_raster, valid_mask
 from rsgeo.io.reader import read_strips
+from rsgeo.io.vector import read_vector
+from rsgeo.jsonout import dumps
+from rsgeo.metrics.footprints import read_spacenet_csv, score_footprints
+from rsgeo.metrics.height import HeightAccumulator
+from rsgeo.metrics.segmentation import ConfusionMatrix
+from rsgeo.metrics.synrs3d import Synrs3dAverager
 
 TASKS = ("height", "segmentation", "change", "footprints")
 CHUNK = 65536  # pixels per metric update (cache-sized)
@@ -37,9 +48,14 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
              align: str | None = None, nodata: float | None = None, classes=None,
              ignore_index: int | None = None, iou: float = 0.5, min_area: float | None = None,
              confidence: str | None = None, by: str | None = None, strip_rows: int = 512,
-             absolute: bool = False, max_height: float = 1000.0) -> dict:
-    """Score ``pred`` against ``ref`` (paths); see the module docstring."""
-    from rsgeo.io.heights import check_max_height
+             absolute: bool = False, max_height: float = 1000.0, label_map=None) -> dict:
+    """Score ``pred`` against ``ref`` (paths); see the module docstring.
+
+    ``classes``: a classes file (:func:`rsgeo.io.labels.read_classes`: JSON or ``id,name``
+    lines; a JSON entry's ``values`` recode REF's mask values). ``label_map``
+    (segmentation, change): ``{value: class id}`` or ``--label-map`` texts recoding REF's
+    mask values first, over the file's ``values`` (:mod:`rsgeo.io.labels`).
+    """
 
     max_height = check_max_height(max_height)
     if task not in TASKS:
@@ -51,7 +67,9 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
     pairs = pair_rasters(Path(pred), Path(ref))
     if task == "height" and protocol == "synrs3d":
         return _synrs3d(pairs, align)
-    names = load_classes(classes) if classes else None
+    names, lmap = read_classes(classes, label_map)
+    if task == "height":  # --label-map and a classes file's values recode masks only
+        lmap = None
     images, total = [], _accumulator(task, names, ignore_index)
     for p, r in pairs:
         acc = _accumulator(task, names, ignore_index)
@@ -60,6 +78,9 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
         for pv, rv, okp, okr in stream_pair(p, r, align, nodata, strip_rows,
                                             finite=task != "height", metres=task == "height",
                                             each=True):
+            if lmap:
+                rv, named = recode(rv, lmap)
+                okr = okr | named
             ok = okp & okr
             checks.add(pv, rv, okp, okr)
             n_valid += int(np.count_nonzero(ok))
@@ -75,6 +96,23 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
         images.append({"image": p.name, **_result(acc, task, names)})
     return {"summary": {"n_images": len(pairs), **_result(total, task, names)},
             "images": images}
+
+
+def render(result: dict, fmt: str) -> str:
+    """An :func:`evaluate` result as text: ``json`` (the flat summary, one line) or ``csv``
+    (one row per image, then ``ALL`` with the summary)."""
+    summary = result["summary"]
+    if fmt == "json":
+        return dumps(summary) + "\n"
+    if fmt != "csv":
+        raise ValueError(f"format {fmt!r}: json or csv")
+    rows = result["images"] + [{"image": "ALL", **summary}]
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
 
 
 def pair_rasters(pred: Path, ref: Path) -> list[tuple[Path, Path]]:
@@ -110,18 +148,16 @@ class PairCheck:
     """
 
     def __init__(self, pred: Path, ref: Path, *, heights: bool, aligned: bool):
-        from rsgeo.io import heights as h
-
         self.paths, self.heights, self.aligned = (pred, ref), heights, aligned
         self.any, self.offset = [False, False], 0
         self.kept: list[list[np.ndarray]] = [[], []]
         self.predicted = [False, False]
         with open_raster(ref, require_crs=False) as ds:
-            self.step = max(1, -(-ds.height * ds.width // h.STREAM_SAMPLE))
+            self.step = max(1, -(-ds.height * ds.width // STREAM_SAMPLE))
         if heights:
             for i, path in enumerate(self.paths):
                 with open_raster(path, require_crs=False) as ds:
-                    self.predicted[i] = h.predicted_by_rsgeo(ds)
+                    self.predicted[i] = predicted_by_rsgeo(ds)
 
     def add(self, pv, rv, okp, okr) -> None:
         """One streamed piece (2-D, in stream order): values (metres for heights) and each
@@ -139,7 +175,6 @@ class PairCheck:
 
     def finish(self, *, absolute: bool, max_height: float) -> None:
         """Raise ``InputError`` naming the file that has no valid pixel or implausible heights."""
-        from rsgeo.io.heights import check_heights
 
         for i, path in enumerate(self.paths):
             if not self.any[i]:
@@ -163,7 +198,6 @@ def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, 
     converted with each file's band scale/offset and units (float32, or float64 as read).
     With ``each``, yields (pred, ref, pred valid, ref valid) instead.
     """
-    from rsgeo.io.heights import HeightUnits, units_of
 
     with open_raster(pred, bands=1, purpose="prediction raster", require_crs=False) as pds, \
             open_raster(ref, bands=1, purpose="reference raster", require_crs=False) as rds:
@@ -197,29 +231,7 @@ def _valid(a: np.ndarray, nodata, finite: bool) -> np.ndarray:
     return a != nodata
 
 
-def load_classes(path) -> dict[int, str]:
-    """``{id: name}`` from a JSON object or a CSV/text file of ``id,name`` lines."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("no such classes file", p)
-    text = p.read_text()
-    try:
-        if p.suffix.lower() == ".json":
-            return {int(k): str(v) for k, v in json.loads(text).items()}
-        out = {}
-        for line in text.splitlines():
-            if line.strip() and not line.startswith("#"):
-                k, _, v = line.partition(",")
-                out[int(k)] = v.strip() or k.strip()
-        return out
-    except ValueError:
-        raise InputError("classes file must map integer ids to names", p) from None
-
-
 def _accumulator(task, names, ignore_index):
-    from rsgeo.metrics.height import HeightAccumulator
-    from rsgeo.metrics.segmentation import ConfusionMatrix
-
     if task == "height":
         return HeightAccumulator()
     if task == "change":
@@ -254,7 +266,6 @@ def _result(acc, task, names) -> dict:
         return acc.result()
     if task == "change":
         return acc.change_result()
-    from rsgeo.metrics.segmentation import ConfusionMatrix
 
     m = acc.matrix
     if names is None:  # the classes present in reference or prediction
@@ -269,8 +280,6 @@ def _result(acc, task, names) -> dict:
 
 
 def _synrs3d(pairs, align) -> dict:
-    from rsgeo.metrics.synrs3d import Synrs3dAverager
-
     avg = Synrs3dAverager()
     images = []
     for p, r in pairs:
@@ -286,10 +295,6 @@ def _synrs3d(pairs, align) -> dict:
 
 
 def _footprints(pred: Path, ref: Path, iou, min_area, confidence, by) -> dict:
-    from rsgeo.io.polygons import require_polygons
-    from rsgeo.io.vector import read_vector
-    from rsgeo.metrics.footprints import read_spacenet_csv, score_footprints
-
     if not 0 < iou < 1:
         raise InputError(f"--iou must be in (0, 1), got {iou}")
     csv = [p.suffix.lower() == ".csv" for p in (pred, ref)]

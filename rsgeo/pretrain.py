@@ -1,4 +1,4 @@
-"""``pretrain``: chips -> encoder weights with one of five masked-image-modelling methods.
+"""``pretrain``: chips -> encoder weights with a registered masked-image-modelling method.
 
     from rsgeo.pretrain import pretrain
     summary = pretrain("chips/", "selectivemae", "vit-tiny-4", "runs/sel", steps=2000,
@@ -9,7 +9,9 @@ writes ``RUN/config.yaml``, ``RUN/metrics.jsonl``, ``RUN/checkpoints/last.pt``,
 ``RUN/encoder.json`` (fusedmim: ``encoder_rgb.*`` and ``encoder_dsm.*``), loadable with
 :func:`rsgeo.models.backbones.load_encoder`.
 
-Settings resolve as: explicit keyword (not None) > ``config`` YAML > :data:`DEFAULTS`.
+Settings resolve as: explicit keyword (not None) > ``config`` YAML > :func:`defaults`
+(:data:`DEFAULTS` for training; each method's options default to its own, see
+:mod:`rsgeo.methods.registry`).
 """
 
 from __future__ import annotations
@@ -18,41 +20,66 @@ import os
 import random
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from rsgeo.data.dataset import open_chips, pooled_stats
 from rsgeo.errors import InputError
+from rsgeo.methods import registry
+from rsgeo.models.backbones import check_backbone, save_encoder
+from rsgeo.train.augment import PretrainView
+from rsgeo.train.config import TrainConfig, read_yaml
+from rsgeo.train.distributed import env_info
+from rsgeo.train.engine import Trainer, resolve_device
 from rsgeo.train.runs import claim_run
 
+# Training settings; each method's options (mask_ratio, ...) come from rsgeo.methods.registry
+# and default to None here (None: the method's own default).
 DEFAULTS = dict(
     epochs=None, steps=None, batch_size=64, lr=None, blr=None, min_lr=0.0, warmup=0.05,
     weight_decay=0.05, clip_grad=3.0, accum_steps=1, precision="fp32", compile=False,
     device="auto", seed=0, workers=0, ckpt_every=500, log_every=10, preview_every=0,
     crop=None, modality="rgb", dsm_modality="dsm", split="train",
-    # method options (None: the method's default)
-    mask_ratio=None, mask_unit=None, rec_ratio=None, selection=None, psts_bounds=None,
-    decoder_dim=None, decoder_depth=None, decoder_heads=None, alpha=None, tau=None,
 )
-# Base learning rate per 256 samples (linear scaling rule, as MAE's main_pretrain.py).
-BLR = {"mae": 1.5e-4, "selectivemae": 1.5e-4, "simmim": 1e-4, "ctxmim": 1e-4, "fusedmim": 1.25e-4}
 TRAIN_KEYS = ("epochs", "steps", "batch_size", "accum_steps", "min_lr", "warmup", "weight_decay",
               "clip_grad", "precision", "compile", "device", "seed", "workers", "ckpt_every",
               "log_every", "preview_every")
-METHOD_KEYS = ("mask_ratio", "mask_unit", "rec_ratio", "selection", "psts_bounds", "decoder_dim",
-               "decoder_depth", "decoder_heads", "alpha", "tau")
+
+
+def defaults() -> dict:
+    """:data:`DEFAULTS` plus every registered method option (None)."""
+    clash = set(DEFAULTS) & set(registry.option_names())
+    if clash:
+        raise ValueError(f"method option(s) {', '.join(sorted(clash))} shadow training settings")
+    return {**DEFAULTS, **dict.fromkeys(registry.option_names())}
 
 
 def resolve(explicit: dict, config: str | os.PathLike | None) -> dict:
     """Merge explicit settings over the YAML file over the defaults (unknown keys refused)."""
-    from rsgeo.train.config import read_yaml
-
     file = read_yaml(config) if config else {}
     file = {k.replace("-", "_"): v for k, v in file.items()}
-    allowed = set(DEFAULTS) | {"method", "backbone", "dataset"}
-    unknown = sorted(set(file) - allowed)
+    base = defaults()
+    unknown = sorted(set(file) - set(base) - {"method", "backbone", "dataset"})
     if unknown:
         raise InputError(f"unknown setting(s) {', '.join(unknown)}", config)
-    out = {**DEFAULTS, **file}
+    out = {**base, **file}
     out.update({k: v for k, v in explicit.items() if v is not None})
     return out
+
+
+def learning_rate(cfg: dict, method: registry.Method, options: dict) -> tuple[float, str]:
+    """``--lr``, else blr x batch / 256 x the method's scale (MAE's linear scaling rule).
+
+    ``blr``: ``--blr`` or the method's base learning rate per 256 samples. Returns the
+    rate and how it was found (printed in the run summary).
+    """
+    if cfg["lr"] is not None:
+        return cfg["lr"], "--lr"
+    blr = cfg["blr"] or method.blr
+    scale = method.scale(method.parse(options))
+    rule = f"base {blr:.3g} x batch {cfg['batch_size']}/256" + (
+        f" x {method.name} {scale:.3g}" if scale != 1 else "")
+    return blr * cfg["batch_size"] / 256 * scale, rule
 
 
 def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
@@ -60,26 +87,19 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
              overwrite: bool = False, on_step_end=None, **settings) -> dict:
     """Pretrain ``backbone`` on ``dataset`` (a chip folder or a Dataset of dict samples).
 
-    Returns a summary: ``run_dir``, ``step``, ``loss``, ``encoders`` (paths), ``config``.
+    Returns a summary: ``run_dir``, ``step``, ``loss``, ``encoders`` (paths), ``config``,
+    ``lr`` (the peak learning rate) and ``lr_rule`` (how it was found).
     Raises InputError for anything the user can fix (missing modality, unknown backbone,
     batch larger than the dataset, --resume with a different config, CUDA absent).
     """
-    import numpy as np
-    import torch
-
-    from rsgeo.methods import METHODS, build_method, required_modalities
-    from rsgeo.models.backbones import check_backbone, save_encoder
-    from rsgeo.train.augment import PretrainView
-    from rsgeo.train.config import TrainConfig
-    from rsgeo.train.distributed import env_info
-    from rsgeo.train.engine import Trainer, resolve_device
-
     cfg = resolve(settings, config)
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    spec = registry.get(method)
+    given = {k: cfg[k] for k in registry.option_names() if cfg[k] is not None}
+    spec.parse(given)  # unknown or bad method options fail before anything is written
+    options = {o.name: given[o.name] for o in spec.fields() if o.name in given}
     resolve_device(cfg["device"])  # fail early on --device cuda without CUDA
     check_backbone(backbone)
-    mods = required_modalities(method, cfg["modality"], cfg["dsm_modality"])
+    mods = registry.required_modalities(method, cfg["modality"], cfg["dsm_modality"])
     ds, stats, have, label = open_chips(dataset, mods, cfg["split"])
     missing = [m for m in mods if m not in have]
     if missing:
@@ -92,20 +112,14 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
 
     random.seed(cfg["seed"]), np.random.seed(cfg["seed"]), torch.manual_seed(cfg["seed"])
     in_chans = 3 if mods[0] == "rgb" else int(first.shape[0])
-    options = {k: cfg[k] for k in METHOD_KEYS if cfg[k] is not None}
     crop = cfg["crop"] or chip
-    model = build_method(method, backbone, crop, modality=mods[0], in_chans=in_chans,
-                         dsm_modality=cfg["dsm_modality"], **options)
+    model = registry.build_method(method, backbone, crop, modality=mods[0], in_chans=in_chans,
+                                  dsm_modality=cfg["dsm_modality"], **options)
     unit = model.size_multiple()
     if crop > chip or crop % unit:
         raise InputError(f"crop {crop} px must be a multiple of {unit} and at most the chip "
                          f"size {chip} (use --crop)", label)
-    lr = cfg["lr"]
-    if lr is None:
-        blr = cfg["blr"] or BLR[method]
-        scale = (getattr(model, "rec_ratio", 1.0) / getattr(model, "mask_ratio", 1.0)
-                 if method == "selectivemae" else 1.0)
-        lr = blr * cfg["batch_size"] / 256 * scale
+    lr, lr_rule = learning_rate(cfg, spec, options)
     extra = {"method": method, "backbone": backbone, "dataset": label, "crop": crop,
              "modality": cfg["modality"], "dsm_modality": cfg["dsm_modality"],
              "split": cfg["split"], **options}
@@ -124,4 +138,5 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
                     "method_options": options, "steps": summary["step"], "dataset": label,
                     **pooled_stats(stats, modality)}
             encoders[stem] = str(save_encoder(enc, out / f"{stem}.safetensors", meta)[0])
-    return {**summary, "encoders": encoders, "config": train_cfg.extra, "lr": lr}
+    return {**summary, "encoders": encoders, "config": train_cfg.extra, "lr": lr,
+            "lr_rule": lr_rule}

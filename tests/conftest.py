@@ -1,4 +1,15 @@
-"""Shared fixtures: small georeferenced rasters made on the fly, the CLI runner, realdata."""
+"""Shared fixtures and the marker rules (CONTRIBUTING.md, "Tests").
+
+Per test: small georeferenced rasters made on the fly, the CLI runner, realdata.
+Per test run (session scope, so once per xdist worker, and only if a test asks): the synthetic
+city, its prepared chips, a pretrained encoder, a fine-tuned height bundle and its ONNX export.
+Session artifacts are shared: a test that changes files copies them first (``private_copy``);
+their teardown fails the run if a test changed them anyway.
+
+Markers: ``realdata`` is added here to every test that uses the ``realdata`` fixture; ``cuda``
+tests are skipped here when torch sees no CUDA device; ``slow`` is set by hand on tests that take
+more than about 5 s on two idle cores (``make test-fast`` leaves them out).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +20,9 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
+import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -68,3 +81,126 @@ def realdata():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects, so `-m "not realdata"` sees the marker
+def pytest_collection_modifyitems(config, items):
+    """``realdata`` on every test using the fixture; ``cuda`` tests skipped without CUDA."""
+    cuda = []
+    for item in items:
+        if "realdata" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realdata)
+        if item.get_closest_marker("cuda") is not None:
+            cuda.append(item)
+    if cuda:
+        import torch  # lazy: only runs that collect a cuda test pay for importing torch
+
+        if not torch.cuda.is_available():
+            for item in cuda:
+                item.add_marker(pytest.mark.skip(reason="needs CUDA"))
+
+
+# ---- artifacts built once per test run (per xdist worker), only when a test asks --------------
+
+class City(NamedTuple):
+    """``rsgeo synth`` output: ``folder`` and, per scene, ``write_scenes``' dict of file paths
+    (pre_rgb, post_rgb, pre_ndsm, post_ndsm, dsm, landcover, change, footprints, ...)."""
+
+    folder: Path
+    scenes: list
+
+
+def _snapshot(root: Path) -> list:
+    """(relative path, size, mtime) of every file under ``root``: what a test may not change."""
+    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in root.rglob("*") if p.is_file())
+
+
+def _unchanged(root: Path, before: list, name: str) -> None:
+    if _snapshot(root) != before:
+        pytest.fail(f"a test changed the shared `{name}` files under {root}; copy them first "
+                    f"(the private_copy fixture)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def synth_city(tmp_path_factory):
+    """Two 256 x 256 px synthetic scenes at 0.5 m (seeds 0 and 1, style mid, 30 % destroyed)."""
+    from rsgeo.synth import write_scenes  # lazy: heavy (torch, rasterio); paid only on request
+
+    folder = tmp_path_factory.mktemp("shared") / "city"
+    city = City(folder, write_scenes(folder, size=256, gsd=0.5, scenes=2, seed=0))
+    before = _snapshot(folder)
+    yield city
+    _unchanged(folder, before, "synth_city")
+
+
+@pytest.fixture(scope="session")
+def synth_chips(synth_city, tmp_path_factory):
+    """``synth_city`` prepared into 64-px chips (rgb, post_rgb, dsm, ndsm, labels, change, hog;
+    32 chips, 90/10 train/val split, land-cover class names): the chip folder's Path."""
+    from rsgeo.data.prepare import prepare  # lazy: heavy (torch, rasterio); paid only on request
+    from rsgeo.data.sources import from_synth_dir
+    from rsgeo.synth import LANDCOVER
+
+    chips = tmp_path_factory.mktemp("shared") / "chips"
+    prepare(from_synth_dir(synth_city.folder), chips, size=64, classes=dict(LANDCOVER), seed=0)
+    before = _snapshot(chips)
+    yield chips
+    _unchanged(chips, before, "synth_chips")
+
+
+@pytest.fixture(scope="session")
+def pretrained_encoder(synth_chips, tmp_path_factory):
+    """A vit-tiny-2 encoder pretrained with MAE for 4 steps on ``synth_chips``: the summary
+    ``rsgeo.pretrain.pretrain`` returns (``run_dir``, ``encoders["encoder"]``, ``config``)."""
+    from rsgeo.pretrain import pretrain  # lazy: heavy (torch, rasterio); paid only on request
+
+    run = tmp_path_factory.mktemp("shared") / "pretrain"
+    summary = pretrain(synth_chips, "mae", "vit-tiny-2", run, steps=4, batch_size=8, seed=0,
+                       log_every=1, decoder_dim=32, decoder_depth=1, decoder_heads=2)
+    before = _snapshot(run)
+    yield summary
+    _unchanged(run, before, "pretrained_encoder")
+
+
+@pytest.fixture(scope="session")
+def height_bundle(synth_chips, pretrained_encoder, tmp_path_factory):
+    """A height model fine-tuned for 4 steps from ``pretrained_encoder`` (DPT head, 16
+    features): the Path of its ``best.ckpt`` bundle (the run folder is its parent)."""
+    from rsgeo.finetune import finetune  # lazy: heavy (torch, rasterio); paid only on request
+
+    run = tmp_path_factory.mktemp("shared") / "finetune"
+    encoder = pretrained_encoder["encoders"]["encoder"]
+    summary = finetune(synth_chips, "height", run, encoder=encoder, steps=4, batch_size=8,
+                       head_features=16, seed=0, log_every=1)
+    before = _snapshot(run)
+    yield Path(summary["checkpoint"])
+    _unchanged(run, before, "height_bundle")
+
+
+@pytest.fixture(scope="session")
+def height_onnx(height_bundle, tmp_path_factory):
+    """``height_bundle`` exported by ``rsgeo.infer.export.export_onnx`` (parity-checked): Path."""
+    from rsgeo.infer.export import export_onnx  # lazy: heavy (torch, onnx); paid on request
+
+    folder = tmp_path_factory.mktemp("shared")
+    export_onnx(height_bundle, folder / "height.onnx")
+    before = _snapshot(folder)
+    yield folder / "height.onnx"
+    _unchanged(folder, before, "height_onnx")
+
+
+@pytest.fixture
+def private_copy(tmp_path):
+    """``private_copy(path)``: a copy of a shared file or folder under this test's tmp_path."""
+    def copy(src):
+        src = Path(src)
+        dst = tmp_path / "copies" / src.name
+        dst.parent.mkdir(exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy2(src, dst)
+        return dst
+
+    return copy

@@ -27,8 +27,9 @@ import rasterio
 import torch
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 
-from rsgeo.models.task import build_task_model, save_task_model
+from rsgeo.tasks.bundle import build_task_model, save_task_model
 from tests.conftest import UTM, make_raster
 from tests.test_pretrain_cli import write_chips
 
@@ -83,7 +84,10 @@ def _rasters(root: Path) -> None:
     make_raster(root / "wgs.tif", ndsm, crs=CRS.from_epsg(4326), nodata=-9999,
                 transform=Affine(1e-5, 0, 10, 0, -1e-5, 45))
     make_raster(root / "dsm_abs.tif", ndsm + 120.0, nodata=-9999)           # elevations a.s.l.
-    make_raster(root / "four.tif", np.concatenate([rgb, rgb[:1]]))
+    four = make_raster(root / "four.tif", np.concatenate([rgb, rgb[:1]]))
+    with rasterio.open(four, "r+") as ds:  # RGB + NIR: GDAL's default would call band 4 alpha
+        ds.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue,
+                          ColorInterp.undefined]
     make_raster(root / "two.tif", np.stack([ndsm, ndsm]), nodata=-9999)
     make_raster(root / "labels.tif", (ndsm > 0).astype(np.uint8))
     with warnings.catch_warnings():  # a plain picture: no CRS, no geotransform at all
@@ -223,7 +227,9 @@ C = [
      ["nowhere"], "."),
     ("finetune-negative-lr", ["finetune", "chips", "--task", "height", "-o", "f", *FT, "--lr", "-1"], 2,
      ["--lr"], "."),
-    ("finetune-bad-task", ["finetune", "chips", "--task", "volume", "-o", "f", *FT], 2, ["--task"], "."),
+    # the task registry's message: the unknown name and the registered ones
+    ("finetune-bad-task", ["finetune", "chips", "--task", "volume", "-o", "f", *FT], 2,
+     ["volume", "height"], "."),
     ("finetune-missing-encoder", ["finetune", "chips", "--task", "height", "-o", "f", "--encoder",
                                   "none.safetensors"], 2, ["none.safetensors"], "."),
     ("finetune-corrupt-encoder", ["finetune", "chips", "--task", "height", "-o", "f", "--encoder",
@@ -266,8 +272,10 @@ C = [
      ["text.tif"], "."),
     ("predict-four-bands", ["predict-height", "four.tif", "-m", "model.ckpt", "-o", "h.tif"], 2,
      ["four.tif", "band"], "."),
-    ("predict-dsm-as-image", ["predict-height", "pre.tif", "-m", "model.ckpt", "-o", "h.tif"], 2,
-     ["pre.tif"], "."),
+    # a 1-band raster (e.g. a DSM) is now a panchromatic image, replicated with a warning
+    # (--bands rules); a 2-band one is still refused
+    ("predict-two-bands", ["predict-height", "two.tif", "-m", "model.ckpt", "-o", "h.tif"], 2,
+     ["two.tif", "band"], "."),
     ("predict-all-nodata", ["predict-height", "nodata_rgb.tif", "-m", "model.ckpt", "-o", "h.tif"], 2,
      ["nodata_rgb.tif", "valid"], "."),
     ("predict-corrupt-onnx", ["predict-height", "rgb.tif", "-m", "corrupt.onnx", "-o", "h.tif"], 2,

@@ -8,7 +8,7 @@ from rasterio.crs import CRS
 from shapely.geometry import box
 
 from rsgeo.damage import damage_map
-from rsgeo.damage.components import StripComponents
+from rsgeo.io.components import StripComponents
 from rsgeo.damage.stats import grouped_median, parse_grades
 from rsgeo.errors import InputError
 from rsgeo.synth import write_scenes

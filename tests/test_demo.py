@@ -3,9 +3,11 @@
 import json
 
 import geopandas as gpd
+import pytest
 import rasterio
 
 
+@pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path, cli):
     out = tmp_path / "demo"
     code, stdout, err = cli("demo", "-o", out, "--quick", "--json")

@@ -22,6 +22,7 @@ def test_examples_parse(script):
     subprocess.run(["bash", "-n", str(EXAMPLES / script)], check=True)
 
 
+@pytest.mark.slow
 def test_train_then_damage_pipeline(tmp_path):
     if shutil.which("jq") is None:
         pytest.skip("jq not installed")

@@ -6,7 +6,7 @@ import torch
 
 from rsgeo.errors import InputError, RsgeoError
 from rsgeo.infer.export import export_onnx, read_metadata
-from rsgeo.models.task import build_task_model, save_task_model
+from rsgeo.tasks.bundle import build_task_model, save_task_model
 from tests.conftest import make_raster
 
 META = {"bands": ["red", "green", "blue"], "mean": [110.0, 115.0, 120.0],
@@ -28,6 +28,7 @@ def ort(path):
     return ort_session(path, "cpu")
 
 
+@pytest.mark.slow
 def test_height_round_trip_dynamic_batch_and_size(tmp_path, cli):
     ckpt = checkpoint(tmp_path / "h.ckpt", aux_classes=9)
     code, out, err = cli("export", ckpt, "-o", tmp_path / "h.onnx", "--json")
@@ -40,7 +41,10 @@ def test_height_round_trip_dynamic_batch_and_size(tmp_path, cli):
     from rsgeo import __version__
 
     assert meta["rsgeo_version"] == __version__ and meta["config"]["aux_classes"] == 9
-    from rsgeo.models.task import load_task_model
+    height = meta["writer"]["layers"][0]                  # what prediction writes (rsgeo.tasks)
+    assert meta["writer"]["kind"] == "raster" and height["dtype"] == "float32"
+    assert height["units"] == "metre" and height["nodata"] == meta["nodata"] == -9999
+    from rsgeo.tasks.bundle import load_task_model
 
     model, *_ = load_task_model(ckpt)
     sess = ort(tmp_path / "h.onnx")
@@ -59,6 +63,7 @@ def test_height_round_trip_dynamic_batch_and_size(tmp_path, cli):
     assert not (tmp_path / "j.onnx").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["segmentation", "change", "classification"])
 def test_other_tasks_export(tmp_path, task):
     s = export_onnx(checkpoint(tmp_path / "m.ckpt", task), tmp_path / "m.onnx")
@@ -72,6 +77,7 @@ def test_other_tasks_export(tmp_path, task):
     assert read_metadata(tmp_path / "m.onnx")["task"] == task
 
 
+@pytest.mark.slow
 def test_parity_failure_fails_the_export_and_leaves_no_file(tmp_path, monkeypatch):
     import rsgeo.infer.session as session
 

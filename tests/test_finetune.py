@@ -43,6 +43,7 @@ def chips():
     return SynthChips()
 
 
+@pytest.mark.slow
 def test_height_finetune_learns_and_beats_zero(chips, tmp_path):
     torch.manual_seed(0)
     s = finetune(chips, "height", tmp_path / "run", backbone="vit-tiny-2", steps=60,
@@ -64,7 +65,7 @@ def test_height_finetune_learns_and_beats_zero(chips, tmp_path):
     assert (tmp_path / "run" / "best.ckpt").is_file() and (tmp_path / "run" / "val_preview.png").is_file()
     best = json.loads((tmp_path / "run" / "best.json").read_text())
     assert best["f1he_1"] == pytest.approx(s["best"]["f1he_1"]) and best["step"] == s["best_step"]
-    from rsgeo.models.task import load_task_model
+    from rsgeo.tasks.bundle import load_task_model
 
     net, cfg, meta = load_task_model(tmp_path / "run" / "best.ckpt")
     assert cfg["task"] == "height" and meta["units"] == "m" and "val" in meta
@@ -112,7 +113,7 @@ def test_elevation_only_and_dual_encoder_from_a_fusedmim_run(chips, tmp_path):
                  steps=1, batch_size=2, head_features=16, freeze_encoder=True)
     assert s["config"]["in_chans"] == 4 and s["config"]["split"] == 3
     from rsgeo.models.backbones import load_encoder
-    from rsgeo.models.task import load_task_model
+    from rsgeo.tasks.bundle import load_task_model
 
     net, *_ = load_task_model(tmp_path / "rgbdsm" / "best.ckpt")
     dsm_enc, _ = load_encoder(run / "encoder_dsm.safetensors")
@@ -134,6 +135,7 @@ def test_bad_inputs(chips, tmp_path):
         finetune(chips, "height", tmp_path / "d", backbone="vit-tiny-2", device="cuda")
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_on_a_prepared_dataset(tmp_path, cli):
     """synth -> prepare -> finetune -> export -> predict-height, through the CLI."""
     from rsgeo.cli.app import COMMANDS
@@ -172,7 +174,7 @@ def test_land_cover_auxiliary_head(chips, tmp_path):
 
 def test_adaptation_parts():
     from rsgeo.finetune.adapt import AdaptModule, class_mix_mask, photometric, structure_classes
-    from rsgeo.models.task import build_task_model
+    from rsgeo.tasks.bundle import build_task_model
 
     assert structure_classes({"1": "bareland", "5": "trees", "8": "buildings"}) == [5, 8]
     g = torch.Generator().manual_seed(0)
@@ -225,7 +227,7 @@ def test_adapt_to_unlabelled_target(chips, tmp_path):
     train = [r for r in recs if r.get("kind") != "val"]
     assert len(train) == 4 and all(np.isfinite(r["loss"]) for r in train)
     assert all(0 <= r["w_h"] <= 1 and 0 <= r["w_s"] <= 1 and "target_loss" in r for r in train)
-    from rsgeo.models.task import load_task_model
+    from rsgeo.tasks.bundle import load_task_model
 
     net, cfg, _ = load_task_model(tmp_path / "ada" / "best.ckpt")
     assert cfg["aux_classes"] == 9 and s["config"]["aux_classes"] == 9

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rsgeo.models.heads import ChangeHead, DPTHead, LinearHead, UperNetHead
-from rsgeo.models.task import build_task_model
+from rsgeo.tasks.bundle import build_task_model
 
 
 def feats(channels, strides, h, w, batch=2, seed=0):

@@ -109,7 +109,7 @@ def test_torch_runner_on_raw_tiles_equals_the_old_float_call(tmp_path):
     import torch
 
     from rsgeo.infer.session import TorchRunner
-    from rsgeo.models.task import build_task_model
+    from rsgeo.tasks.bundle import build_task_model
 
     torch.manual_seed(0)
     r = TorchRunner(build_task_model(CFG), "cpu")
@@ -235,7 +235,7 @@ def test_read_failure_keeps_finished_files_and_discards_the_rest(tmp_path):
 
 def test_bad_second_input_fails_after_the_first_is_written(tmp_path):
     a = rgb(tmp_path / "a.tif", 50, 60)
-    four = make_raster(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint8))
+    four = make_raster(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint16))  # RGBN: --bands needed
     with pytest.raises(InputError, match="4 band"):
         predict_height_files([a, four], "m", [tmp_path / "a_h.tif", tmp_path / "f_h.tif"],
                              runner=runner(), tile=64, overlap=16)
@@ -312,16 +312,12 @@ def test_cpu_batch_size_from_the_tile():
     assert auto_batch_size(r, 1024, 3) == 1
 
 
-cuda = pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs CUDA")
-
-
 @pytest.mark.cuda
-@cuda
 def test_cuda_streams_match_cpu_with_batches_in_flight():
     import torch
 
     from rsgeo.infer.session import TorchRunner
-    from rsgeo.models.task import build_task_model
+    from rsgeo.tasks.bundle import build_task_model
 
     torch.manual_seed(0)
     model = build_task_model(CFG)
@@ -340,11 +336,10 @@ def test_cuda_streams_match_cpu_with_batches_in_flight():
 
 
 @pytest.mark.cuda
-@cuda
 def test_predict_height_on_cuda_matches_cpu(tmp_path):
     import torch
 
-    from rsgeo.models.task import build_task_model, save_task_model
+    from rsgeo.tasks.bundle import build_task_model, save_task_model
 
     torch.manual_seed(0)
     ckpt = tmp_path / "m.ckpt"

@@ -189,7 +189,6 @@ def test_views_and_masks_are_the_same_for_any_workers_epochs_and_resume(chips, t
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_batch_stage_and_masks_on_cuda_match_the_cpu(chips, tmp_path):
     view = PretrainView(ChipDataset(chips, modalities=("rgb", "ndsm", "hog")), ("rgb", "ndsm"),
                         crop=32, seed=3)

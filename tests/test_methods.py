@@ -44,9 +44,9 @@ def batches(data, b=8):
     ("mae", "vit-tiny-2", SMALL, 2e-3, 30),
     ("selectivemae", "vit-tiny-2", dict(SMALL, mask_ratio=0.75), 2e-3, 30),
     ("simmim", "vit-tiny-2", {}, 2e-3, 30),
-    ("simmim", "swin-tiny-2", {}, 5e-3, 40),
+    pytest.param("simmim", "swin-tiny-2", {}, 5e-3, 40, marks=pytest.mark.slow),
     ("ctxmim", "vit-tiny-2", {}, 2e-3, 30),
-    ("fusedmim", "swin-tiny-2", {}, 5e-3, 40),
+    pytest.param("fusedmim", "swin-tiny-2", {}, 5e-3, 40, marks=pytest.mark.slow),
 ])
 def test_loss_falls(method, backbone, opts, lr, steps):
     torch.manual_seed(0)
@@ -223,3 +223,21 @@ def test_fusedmim_two_encoders_and_nodata_is_ignored():
     batch["dsm"][:, :, :32] = 0                          # ... zero-filled as the data view does
     loss, logs = model(batch)
     assert torch.isfinite(loss) and 0 < logs["l_infonce"] < 10
+
+
+def test_default_decoder_is_sized_to_the_encoder():
+    from types import SimpleNamespace
+
+    from rsgeo.methods.decoders import decoder_size
+
+    vit_b = SimpleNamespace(blocks=[None] * 12, embed_dim=768)
+    assert decoder_size(vit_b) == (512, 8, 16)                   # MAE's decoder, unchanged
+    tiny4 = SimpleNamespace(blocks=[None] * 4, embed_dim=192)
+    assert decoder_size(tiny4) == (192, 2, 6)
+    assert decoder_size(tiny4, dim=100) == (100, 2, 2)          # heads divide the width
+    assert decoder_size(tiny4, 64, 3, 4) == (64, 3, 4)          # given values win
+    for method in ("mae", "selectivemae"):                      # was 512 x 8: 13x the encoder
+        model = build_method(method, "vit-tiny-4", 64)
+        enc = sum(p.numel() for p in model.encoder.parameters())
+        dec = sum(p.numel() for p in model.decoder.parameters())
+        assert dec < enc, (method, dec, enc)

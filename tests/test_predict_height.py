@@ -8,7 +8,7 @@ import torch
 from rasterio.crs import CRS
 
 from rsgeo.infer.predict import input_scale, predict_height_file
-from rsgeo.models.task import build_task_model, load_task_model, save_task_model
+from rsgeo.tasks.bundle import build_task_model, load_task_model, save_task_model
 from tests.conftest import make_raster
 
 CFG = {"task": "height", "backbone": "vit-tiny-2", "in_chans": 3, "img_size": 64,
@@ -183,7 +183,7 @@ def test_geographic_crs_works_with_a_warning(tmp_path, caplog):
 
 def test_cli_errors(tmp_path, cli, ckpt, onnx_model):
     src, _ = _rgb(tmp_path, 64, 64)
-    four = make_raster(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint8))
+    four = make_raster(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint16))  # RGBN
     cases = [
         (["predict-height", four, "-m", ckpt, "-o", tmp_path / "a.tif"], "4 band"),
         (["predict-height", src, "-m", onnx_model, "-o", tmp_path / "b.tif", "--device", "cuda"], "CUDA"),

@@ -90,6 +90,7 @@ def train_losses(run: Path):
     return [(r["step"], r["loss"]) for r in read_metrics(run / "metrics.jsonl") if "kind" not in r]
 
 
+@pytest.mark.slow
 def test_sigterm_during_pretrain_saves_exits_143_and_resumes(tmp_path, cli):
     chips = write_chips(tmp_path / "chips", n_val=0)
     small = tmp_path / "small.yaml"  # a small decoder keeps the test fast
@@ -114,6 +115,7 @@ def test_sigterm_during_pretrain_saves_exits_143_and_resumes(tmp_path, cli):
     assert [v for _, v in cut] == pytest.approx([v for _, v in full], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_sigterm_to_finetune_with_workers_stops_cleanly_and_resumes(tmp_path, cli):
     """SIGTERM to the whole process group (as a scheduler sends it): workers ignore it."""
     chips = write_chips(tmp_path / "chips")

@@ -119,8 +119,8 @@ def test_manifest_round_trip_and_append_source(tmp_path):
 
 
 def test_bad_inputs(tmp_path, cli):
-    one = make_raster(tmp_path / "one.tif", np.zeros((1, 64, 64), np.uint8))
-    four = make_raster(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint8) + 9)
+    two = make_raster(tmp_path / "two.tif", np.zeros((2, 64, 64), np.uint8))
+    four = make_raster(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint16) + 9)  # RGBN
     rgb = make_raster(tmp_path / "rgb.tif", _rgb(64, 64))
     far = make_raster(tmp_path / "far.tif", np.zeros((64, 64), np.float32), origin=(9e5, 1e5))
     far_crs = make_raster(tmp_path / "far3857.tif", np.zeros((64, 64), np.float32),
@@ -131,7 +131,8 @@ def test_bad_inputs(tmp_path, cli):
     (tmp_path / "notds").mkdir()
     (tmp_path / "notds" / "x.txt").write_text("mine")
     cases = [
-        (["--rgb", one], "--bands"), (["--rgb", four], "--bands"),
+        (["--rgb", two], "--bands"), (["--rgb", four], "--bands"),
+        (["--rgb", rgb, "--bands", "1,2,5"], "has 3 band(s)"),
         (["--rgb", rgb, "--dsm", far], "does not overlap"),
         (["--rgb", rgb, "--dsm", far_crs], "does not overlap"),
         (["--rgb", blank], "no valid pixel"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rsgeo.errors import InputError
-from rsgeo.models.task import load_task_model
+from rsgeo.tasks.bundle import load_task_model
 from rsgeo.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
@@ -65,7 +65,7 @@ def test_numpy_values_in_bundles_are_saved_loadable(tmp_path):
 
     import numpy as np
 
-    from rsgeo.models.task import save_task_model
+    from rsgeo.tasks.bundle import save_task_model
 
     net = torch.nn.Linear(2, 2)
     save_checkpoint(tmp_path / "c.pt", score=np.float64(0.5), arr=np.arange(3), nodata=math.nan)

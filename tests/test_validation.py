@@ -61,7 +61,6 @@ def test_valset_resident_or_streamed_gives_the_same_batches():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_counts_on_cuda_match_cpu(rng):
     ref = torch.from_numpy(rng.gamma(1.0, 3.0, (4, 32, 32)).astype(np.float32))
     pred = ref * 1.1 + 0.3

@@ -3,9 +3,11 @@
 Exit codes: 0 ok, 1 runtime failure, 2 bad input or usage, 130 / 143 training stopped by
 SIGINT / SIGTERM after saving its checkpoint (``--resume`` continues it; 130 also for any
 other interruption). Errors print one line on stderr (``rsgeo: error: path: problem``);
-``-vv`` adds the traceback. Command modules
-import only typer at module level; torch, geopandas and onnxruntime are imported inside
-the commands, so ``rsgeo --help`` and ``rsgeo --version`` stay fast.
+``-vv`` adds the traceback. Command modules import typer and light rsgeo modules
+(``cli.options``, ``errors``, ``jsonout``, ``progress``, ``data.sources``) at module level;
+library modules that pull in torch, rasterio, geopandas or onnxruntime are imported inside
+the commands under a ``# lazy: keep rsgeo --help fast`` comment, so ``rsgeo --help`` and
+``rsgeo --version`` stay fast.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from rsgeo import __version__
+from rsgeo import __version__, progress
+from rsgeo.errors import RsgeoError
 
 app = typer.Typer(
     name="rsgeo",
@@ -51,15 +54,13 @@ def main_callback(
     """rsgeo: chips, pretraining, fine-tuning, large-raster height inference, damage maps, metrics."""
     level = 1 + verbose - quiet  # 0 quiet, 1 default, 2 info, 3+ debug and tracebacks
     state["verbose"] = level
-    from rsgeo import progress
-
     progress.ENABLED = False if level <= 0 else None  # None: bars only on a terminal
     logging.basicConfig(format="rsgeo: %(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("rsgeo").setLevel(
         [logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG][max(min(level, 3), 0)])
 
 
-COMMANDS: list[str] = ["synth", "prepare", "pretrain", "finetune", "export", "predict_height", "damage_map", "evaluate", "demo", "completion"]
+COMMANDS: list[str] = ["synth", "prepare", "pretrain", "finetune", "export", "predict", "predict_height", "damage_map", "footprints", "evaluate", "demo", "completion"]
 
 
 def _register() -> None:
@@ -137,8 +138,6 @@ def tidy_help(command) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (tests call this; ``run`` exits with it)."""
-    from rsgeo.errors import RsgeoError
-
     argv = hoist_global_flags(sys.argv[1:] if argv is None else list(argv))
 
     try:  # recent typer vendors click as typer._click; older releases use click itself

@@ -36,7 +36,7 @@ def _tree() -> tuple[list[str], dict[str, list[tuple[list[str], str, list[str], 
             names = [n for n in list(p.opts) + list(p.secondary_opts)]
             base = _base_type(p)
             choices = [c.value for c in base] if isinstance(base, type) and issubclass(
-                base, Enum) else []
+                base, Enum) else list(getattr(p, "completion_choices", ()))  # registry names
             is_path = base is Path
             help_ = " ".join((getattr(p, "help", "") or "").split())[:70]
             out.append((names, help_, choices, is_path))

@@ -8,12 +8,13 @@ from typing import Annotated
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import Device, DeviceChoice, Json, Overwrite, Seed
+from rsgeo.cli.options import (Device, DeviceChoice, Json, Overwrite, Seed, emit, output_option,
+                               print_table)
 
 
 @app.command("demo")
 def demo_cmd(
-    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for every output.")] = Path("rsgeo-demo"),
+    output: output_option("Folder for every output.") = Path("rsgeo-demo"),
     quick: Annotated[bool, typer.Option("--quick", help="Small and fast (about 40 s on 2 idle CPU cores).")] = False,
     device: Device = DeviceChoice.auto,
     seed: Seed = 0,
@@ -22,24 +23,17 @@ def demo_cmd(
 ):
     """Run the main job end to end on a synthetic city and write a report: heights predicted
     from RGB by a freshly pretrained and fine-tuned model, a damage map, and their scores."""
-    from rsgeo.jsonout import dumps
-
-    from rsgeo.demo import run_demo
+    from rsgeo.demo import run_demo  # lazy: keep rsgeo --help fast
 
     echo = (lambda *_: None) if json_out else typer.echo
     s = run_demo(output, quick=quick, device=device.value, seed=seed, overwrite=overwrite,
                  log=echo)
-    if json_out:
-        typer.echo(dumps(s))
-        return
-    from rich.console import Console
-    from rich.table import Table
 
-    t = Table(title=f"rsgeo demo ({s['total_seconds']:.0f} s)")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    for k, v in s["metrics"].items():
-        t.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
-    Console().print(t)
-    for k, v in s["files"].items():
-        typer.echo(f"{k}: {v}")
+    def human():
+        print_table(f"rsgeo demo ({s['total_seconds']:.0f} s)", ("metric", "value"),
+                    [(k, f"{v:.3f}" if isinstance(v, float) else v)
+                     for k, v in s["metrics"].items()])
+        for k, v in s["files"].items():
+            typer.echo(f"{k}: {v}")
+
+    emit(s, json_out, human)

@@ -9,7 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import Nodata, OptionalOutput, Overwrite
+from rsgeo.cli.options import (LabelMap, MaxPixels, Nodata, OptionalOutput, Overwrite,
+                               print_table)
+from rsgeo.jsonout import dumps
 
 
 class Task(str, Enum):
@@ -39,20 +41,22 @@ class Align(str, Enum):
 def evaluate_cmd(
     pred: Annotated[Path, typer.Argument(help="Prediction: raster, folder of rasters, or vectors.")],
     ref: Annotated[Path, typer.Argument(help="Reference, same kind as PRED.")],
-    task: Annotated[Task, typer.Option("--task")] = Task.height,
+    task: Annotated[Task, typer.Option("--task", help="What PRED and REF hold: height rasters, class rasters, change masks, or building polygons (footprints).")] = Task.height,
     protocol: Annotated[Protocol, typer.Option("--protocol", help="rsgeo (nodata-aware, pooled) or synrs3d (the published code's numbers).")] = Protocol.rsgeo,
     fmt: Annotated[Format, typer.Option("--format", help="table, json (flat keys) or csv (one row per image + ALL).")] = Format.table,
     output: OptionalOutput = None,
     align: Annotated[Optional[Align], typer.Option("--align", help="Resample PRED onto REF's grid.")] = None,
     nodata: Nodata = None,
-    classes: Annotated[Optional[Path], typer.Option("--classes", help="Class names: JSON {id: name} or id,name lines.")] = None,
+    classes: Annotated[Optional[Path], typer.Option("--classes", help="Segmentation: names of REF's class ids, JSON {id: name} or {id: {name, values: [mask values]}}, or id,name lines (the file prepare --classes reads).")] = None,
     ignore_index: Annotated[Optional[int], typer.Option("--ignore-index", help="Reference value to skip.")] = None,
     iou: Annotated[float, typer.Option("--iou", help="Footprints: a match needs IoU > this.")] = 0.5,
-    min_area: Annotated[Optional[float], typer.Option("--min-area", help="Footprints: drop smaller polygons (CRS units², SpaceNet CSV: 20 px²).")] = None,
+    min_area: Annotated[Optional[float], typer.Option("--min-area", help="Footprints: drop polygons smaller than this area, in CRS units² (m² in a metric CRS; default 0) or, for SpaceNet CSVs, pixels² (default 20).")] = None,
     confidence: Annotated[Optional[str], typer.Option("--confidence", help="Footprints: visit predictions by this field, descending.")] = None,
     by: Annotated[Optional[str], typer.Option("--by", help="Footprints: score per value of this field (e.g. an image id).")] = None,
     absolute: Annotated[bool, typer.Option("--absolute", help="Heights: accept values that look like absolute elevations (DSM/DTM).")] = False,
     max_height: Annotated[float, typer.Option("--max-height", metavar="M", help="Heights: refuse values above this (m).")] = 1000.0,
+    label_map: LabelMap = None,
+    max_pixels: MaxPixels = None,
     overwrite: Overwrite = False,
 ):
     """Score PRED against REF: F1^HE/MAE/RMSE/delta (height), IoU/mIoU/OA (segmentation),
@@ -63,49 +67,24 @@ def evaluate_cmd(
     Refused (exit 2): a raster without a valid pixel, heights that look like
     absolute elevations (--absolute accepts them) or exceed --max-height,
     footprints that are not polygons."""
-    import csv
-    import io
-    from rsgeo.jsonout import dumps
-
-    from rsgeo.cli.options import nodata_value
-    from rsgeo.evaluate import evaluate
+    # lazy: keep rsgeo --help fast
+    from rsgeo.evaluate import evaluate, render
+    from rsgeo.io.atomic import atomic_path, check_output
 
     if output is not None:  # refuse a bad output before the work, not after
-        from rsgeo.io.atomic import check_output
-
         check_output(output, overwrite, inputs=(pred, ref))
     r = evaluate(pred, ref, task=task.value, protocol=protocol.value,
-                 align=align.value if align else None, nodata=nodata_value(nodata),
+                 align=align.value if align else None, nodata=nodata,
                  classes=classes, ignore_index=ignore_index, iou=iou, min_area=min_area,
-                 confidence=confidence, by=by, absolute=absolute, max_height=max_height)
+                 confidence=confidence, by=by, absolute=absolute, max_height=max_height,
+                 label_map=label_map)
     summary = r["summary"]
-    if fmt is Format.json:
-        text = dumps(summary) + "\n"
-    elif fmt is Format.csv:
-        rows = r["images"] + [{"image": "ALL", **summary}]
-        keys = list(dict.fromkeys(k for row in rows for k in row))
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-        text = buf.getvalue()
-    else:
-        text = None
+    text = render(r, fmt.value) if fmt is not Format.table else None
     if output is not None:
-        from rsgeo.io.atomic import atomic_path
-
         with atomic_path(output, overwrite, inputs=(pred, ref)) as tmp:
             tmp.write_text(text if text is not None else dumps(summary, indent=2))
-        return
-    if text is not None:
+    elif text is not None:
         typer.echo(text, nl=False)
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"{task.value} ({protocol.value} protocol)")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    for k, v in summary.items():
-        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
-    Console().print(t)
+    else:
+        print_table(f"{task.value} ({protocol.value} protocol)", ("metric", "value"),
+                    [(k, f"{v:.4f}" if isinstance(v, float) else v) for k, v in summary.items()])

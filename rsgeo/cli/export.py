@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import Json, Output, Overwrite
+from rsgeo.cli.options import Json, Output, Overwrite, emit
 
 
 @app.command("export")
@@ -21,11 +21,8 @@ def export_cmd(
 ):
     """Export a task model to ONNX (dynamic batch and size, metadata inside), checked against
     torch with ONNX Runtime before the file is written."""
-    from rsgeo.jsonout import dumps
-
-    from rsgeo.infer.export import export_onnx
+    from rsgeo.infer.export import export_onnx  # lazy: keep rsgeo --help fast
 
     r = export_onnx(checkpoint, output, overwrite=overwrite, atol=atol)
-    typer.echo(dumps(r) if json_out else
-               f"{r['output']}: {r['task']} model, {r['bands']} bands, ORT vs torch max diff "
-               f"{r['max_abs_diff']:.2e}")
+    emit(r, json_out, f"{r['output']}: {r['task']} model, {r['bands']} bands, ORT vs torch max "
+                      f"diff {r['max_abs_diff']:.2e}")

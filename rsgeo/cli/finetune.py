@@ -2,44 +2,51 @@
 
 from __future__ import annotations
 
-from enum import Enum
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from rsgeo.cli.app import app
 from rsgeo.cli.options import DeviceChoice, Json, Overwrite, Precision
+from rsgeo.errors import InputError
 
 
-class Task(str, Enum):
-    height = "height"
-    segmentation = "segmentation"
-    change = "change"
-    classification = "classification"
+class FinetuneCommand(TyperCommand):
+    """``rsgeo finetune`` whose --task/--head/--modalities help and choices are read from the
+    task registry (:mod:`rsgeo.tasks`) when the command is used, so tasks registered at run
+    time appear too; the values are checked by the library (exit 2, one line)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        from rsgeo.tasks import INPUTS, all_heads, get_task, task_names  # lazy: numpy; rsgeo --help stays fast
+
+        specs = [get_task(n) for n in task_names()]
+        text = {
+            "task": ("What to learn: " + ", ".join(task_names()) + ".", list(task_names())),
+            "head": ("Head per task (default: the first): " + "; ".join(
+                f"{s.name}: {', '.join(s.heads)}" for s in specs) + ".", list(all_heads())),
+            "modalities": ("Input bands per task: " + "; ".join(
+                f"{s.name}: {', '.join(s.inputs)}" for s in specs) + ".", list(INPUTS))}
+        for p in params:
+            if p.name in text:
+                p.help, choices = text[p.name]
+                p.metavar = "<name>"
+                p.completion_choices = choices  # read by rsgeo.cli.completion
+        return params
 
 
-class Head(str, Enum):
-    dpt = "dpt"
-    upernet = "upernet"
-
-
-class Inputs(str, Enum):
-    rgb = "rgb"
-    dsm = "dsm"
-    ndsm = "ndsm"
-    rgb_dsm = "rgb+dsm"
-
-
-@app.command("finetune")
+@app.command("finetune", cls=FinetuneCommand)
 def finetune_cmd(
     dataset: Annotated[Path, typer.Argument(help="Chip dataset folder (rsgeo prepare).")],
-    task: Annotated[Task, typer.Option("--task", help="What to learn.")],
+    task: Annotated[str, typer.Option("--task", help="What to learn (a registered task).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Run folder (best.ckpt, metrics).")],
-    encoder: Annotated[str, typer.Option("--encoder", help="RUN/encoder.safetensors, timm:NAME or random.")] = "random",
+    encoder: Annotated[str, typer.Option("--encoder", help="RUN/encoder.safetensors, a timm/HF/DINOv2/MAE checkpoint file or HF folder, timm:NAME or random.")] = "random",
     backbone: Annotated[Optional[str], typer.Option("--backbone", help="Architecture (needed with random).")] = None,
-    head: Annotated[Optional[Head], typer.Option("--head", help="Dense head (default: dpt for height/change, upernet for segmentation).")] = None,
-    modalities: Annotated[Inputs, typer.Option("--modalities", help="Input bands.")] = Inputs.rgb,
+    head: Annotated[Optional[str], typer.Option("--head", help="Head (default: the task's first).")] = None,
+    modalities: Annotated[str, typer.Option("--modalities", "--inputs", help="Input bands.")] = "rgb",
     freeze_encoder: Annotated[bool, typer.Option("--freeze-encoder", help="Train the head only (linear probing).")] = False,
     train_size: Annotated[Optional[int], typer.Option("--train-size", min=1, help="A fixed, seeded subset of N labelled chips.")] = None,
     num_classes: Annotated[Optional[int], typer.Option("--num-classes", min=2, help="Classes (default: from dataset.json).")] = None,
@@ -52,6 +59,7 @@ def finetune_cmd(
     crop: Annotated[Optional[int], typer.Option("--crop", min=32, help="Training crop px (multiple of 32).")] = None,
     aux_landcover: Annotated[bool, typer.Option("--aux-landcover", help="Height: also learn land cover with a second head (RS3DAda multi-task).")] = False,
     adapt_to: Annotated[Optional[Path], typer.Option("--adapt-to", help="Height: unlabelled target chip dataset for RS3DAda-style adaptation (EMA teacher, ground-masked pseudo heights, ClassMix).")] = None,
+    style: Annotated[str, typer.Option("--style", help="With --adapt-to: source style transfer toward the target, fda, hm (histogram matching), both (RS3DAda: one of them, p 0.8) or none.")] = "both",
     val_dataset: Annotated[Optional[Path], typer.Option("--val-dataset", help="Chip dataset to validate on (default: DATASET's val split).")] = None,
     encoder_lr_scale: Annotated[float, typer.Option("--encoder-lr-scale", min=0.0, help="Encoder lr / head lr (RS3DAda uses 0.1).")] = 1.0,
     device: Annotated[DeviceChoice, typer.Option("--device")] = DeviceChoice.auto,
@@ -64,11 +72,10 @@ def finetune_cmd(
     overwrite: Overwrite = False,
     json_out: Json = False,
 ):
-    """Fine-tune a height, segmentation, change or classification model from a pretrained
-    (or random) encoder; the best validation checkpoint is OUTPUT/best.ckpt."""
-    import json
-
-    from rsgeo.errors import InputError
+    """Fine-tune a task model (height, segmentation, change, classification, ...: see
+    --task) from a pretrained (or random) encoder; the best validation checkpoint is
+    OUTPUT/best.ckpt."""
+    # lazy: torch + timm; `rsgeo --help` stays fast
     from rsgeo.finetune import finetune
     from rsgeo.train.runs import removed_if_refused
 
@@ -79,11 +86,12 @@ def finetune_cmd(
         except ValueError:
             raise InputError(f"--class-weights {class_weights!r} is not a list of numbers") from None
     with removed_if_refused(output):
-        s = finetune(dataset, task.value, output, encoder=encoder, backbone=backbone,
-                     head=head.value if head else None, inputs=modalities.value,
+        s = finetune(dataset, task, output, encoder=encoder, backbone=backbone,
+                     head=head, inputs=modalities,
                      freeze_encoder=freeze_encoder, train_size=train_size, num_classes=num_classes,
                      class_weights=weights, crop=crop, aux_landcover=aux_landcover,
-                     adapt_to=adapt_to, val_dataset=val_dataset, encoder_lr_scale=encoder_lr_scale,
+                     adapt_to=adapt_to, adapt={"style": style} if adapt_to else None,
+                     val_dataset=val_dataset, encoder_lr_scale=encoder_lr_scale,
                      resume=resume, overwrite=overwrite,
                      epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, device=device.value,
                      precision=precision.value, seed=seed, workers=workers, val_every=val_every,

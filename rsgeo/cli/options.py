@@ -2,7 +2,8 @@
 
 Options (``Annotated`` aliases to use as parameter types):
 
-- ``Output``       ``-o/--output PATH``       where to write (file or folder)
+- ``Output``       ``-o/--output PATH``       where to write (file or folder);
+  :func:`output_option` gives it a command's own help
 - ``Overwrite``    ``--overwrite``            replace an existing output (refused otherwise)
 - ``CreationOpts`` ``--co KEY=VALUE``         GDAL creation options, repeatable
 - ``Nodata``       ``--nodata V``             override the input's nodata value (``nan`` ok)
@@ -13,20 +14,43 @@ Options (``Annotated`` aliases to use as parameter types):
 - ``Cog``          ``--cog``                  copy raster outputs to Cloud Optimized GeoTIFF
 - ``Compress``     ``--compress CODEC``       height outputs: zstd (default), deflate, lerc_zstd
 - ``MaxZError``    ``--max-z-error M``        lerc_zstd: largest height error in metres
+- ``Precision``    ``--precision fp32|bf16|fp16`` autocast precision (the one enum)
+- ``Bands``        ``--bands B,G,R``          image bands to use, 1-based (rsgeo.io.bands)
+- ``LabelMap``     ``--label-map FROM:TO``    recode mask values to class ids, repeatable
+- ``MaxPixels``    ``--max-pixels N``         refuse larger rasters (rsgeo.io.limits)
 
-This module imports only typer, so ``rsgeo --help`` stays fast.
+Option groups (one parameter of a dataclass type, expanded into its options by
+:func:`with_groups`, shown under their own heading in ``--help``):
+
+- :class:`RasterOutput` ``--compress --max-z-error --co --overwrite`` (raster writers)
+- :class:`Compute`      ``--device --precision`` (commands that run a model)
+
+Callbacks return typed values: ``--nodata`` a float or None; ``--bands`` a tuple of
+1-based band indexes or None; ``--max-pixels`` also sets the process-wide budget; ``--co``
+is checked as given (typer keeps list options lists) and
+:attr:`RasterOutput.creation_options` is the ``{KEY: value}`` dict. :func:`emit` is the
+``--json``/table epilogue.
+
+This module imports only typer and rsgeo.jsonout (rich when printing; the --bands and
+--max-pixels callbacks import their rsgeo.io module when the option is given), so
+``rsgeo --help`` stays fast.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
+import inspect
 import math
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional, get_type_hints
 
 import typer
 
 from rsgeo.errors import InputError
+from rsgeo.jsonout import dumps
 
 
 class DeviceChoice(str, Enum):
@@ -44,16 +68,17 @@ class Codec(str, Enum):
 
 
 class Precision(str, Enum):
-    """Training autocast precision (fp16: CUDA only)."""
+    """Autocast precision: training takes all three (fp16: CUDA only), predict-height fp32
+    and bf16 (torch backend)."""
 
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
 
 
-def _parse_nodata(value: Optional[str]) -> Optional[float]:
-    if value is None:
-        return None
+def _parse_nodata(value) -> Optional[float]:
+    if value is None or isinstance(value, float):
+        return value
     try:
         v = float(value)
     except ValueError:
@@ -61,15 +86,30 @@ def _parse_nodata(value: Optional[str]) -> Optional[float]:
     return v if not math.isnan(v) else float("nan")
 
 
-def _check_co(values: Optional[list[str]]) -> list[str]:
+def parse_co(values) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` -> ``{"KEY": "VALUE"}`` (keys upper-cased, as GDAL reads them)."""
+    out: dict[str, str] = {}
     for item in values or []:
-        if "=" not in item or not item.split("=", 1)[0].strip():
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
             raise typer.BadParameter(f"{item!r} is not KEY=VALUE")
+        out[key.strip().upper()] = value.strip()
+    return out
+
+
+def _check_co(values: Optional[list[str]]) -> list[str]:
+    parse_co(values)  # typer turns a list option's value back into a list: check, keep
     return values or []
 
 
-Output = Annotated[Path, typer.Option("-o", "--output", help="Output path.")]
-OptionalOutput = Annotated[Optional[Path], typer.Option("-o", "--output", help="Output path.")]
+def output_option(help: str = "Output path.", *, optional: bool = False):
+    """``-o/--output PATH`` with a command's own help (``optional``: may be omitted)."""
+    return Annotated[Optional[Path] if optional else Path,
+                     typer.Option("-o", "--output", help=help)]
+
+
+Output = output_option()
+OptionalOutput = output_option(optional=True)
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 CreationOpts = Annotated[
     Optional[list[str]],
@@ -79,7 +119,8 @@ CreationOpts = Annotated[
 ]
 Nodata = Annotated[
     Optional[str],
-    typer.Option("--nodata", metavar="V", help="Override the input nodata value (number or nan)."),
+    typer.Option("--nodata", metavar="V", callback=_parse_nodata,
+                 help="Override the input nodata value (number or nan)."),
 ]
 Device = Annotated[
     DeviceChoice,
@@ -110,9 +151,179 @@ Scale = Annotated[
 ]
 
 
-def nodata_value(value: Optional[str]) -> Optional[float]:
-    """The float of a ``--nodata`` string (None when not given); InputError naming --nodata."""
+def nodata_value(value) -> Optional[float]:
+    """The float of a ``--nodata`` value (None when not given; the option's callback
+    already gives a float, so this is the identity on it); a bad string (a library caller)
+    is an InputError naming --nodata."""
     try:
         return _parse_nodata(value)
     except typer.BadParameter as e:
         raise InputError(f"--nodata: {e.message}") from None
+
+
+# ---- option groups --------------------------------------------------------------------
+
+def in_panel(name: str, alias):
+    """``alias`` (an ``Annotated`` option) shown under the help heading ``name``."""
+    info = copy.copy(alias.__metadata__[0])
+    info.rich_help_panel = name
+    return Annotated[alias.__origin__, info]
+
+
+@dataclasses.dataclass(frozen=True)
+class RasterOutput:
+    """Raster output options: ``--compress --max-z-error --co --overwrite``."""
+
+    compress: in_panel("Raster output", Compress) = None
+    max_z_error: in_panel("Raster output", MaxZError) = None
+    co: in_panel("Raster output", CreationOpts) = None
+    overwrite: in_panel("Raster output", Overwrite) = False
+
+    @property
+    def codec(self) -> Optional[str]:
+        """``--compress`` as a string (None: the writer's default)."""
+        return self.compress.value if self.compress else None
+
+    @property
+    def creation_options(self) -> dict[str, str]:
+        """``--co`` as ``{KEY: value}``."""
+        return parse_co(self.co)
+
+
+@dataclasses.dataclass(frozen=True)
+class Compute:
+    """Where and how a model runs: ``--device --precision``."""
+
+    device: in_panel("Compute", Device) = DeviceChoice.auto
+    precision: in_panel("Compute", Annotated[
+        Precision, typer.Option("--precision", help="Autocast precision: fp32, bf16 (CUDA, or "
+                                                    "CPUs with AMX / AVX512-BF16), fp16 "
+                                                    "(training on CUDA only).")]) = Precision.fp32
+
+
+GROUPS = (RasterOutput, Compute)
+
+
+def with_groups(func: Callable) -> Callable:
+    """Expand each parameter typed with an option group (:data:`GROUPS`) into the group's
+    options; the command receives one instance of the group.
+
+    Use below ``@app.command``::
+
+        @app.command("x")
+        @with_groups
+        def x(..., out: RasterOutput = RasterOutput()): ...
+    """
+    hints = get_type_hints(func, include_extras=True)
+    params, groups = [], {}
+    for p in inspect.signature(func).parameters.values():
+        group = hints.get(p.name)
+        if group in GROUPS:
+            fields = dataclasses.fields(group)
+            g_hints = get_type_hints(group, include_extras=True)
+            groups[p.name] = (group, [f.name for f in fields])
+            params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                         default=f.default, annotation=g_hints[f.name])
+                       for f in fields]
+        else:
+            params.append(p.replace(annotation=hints.get(p.name, p.annotation),
+                                    kind=inspect.Parameter.KEYWORD_ONLY))
+
+    @functools.wraps(func)
+    def command(**kwargs):
+        for name, (group, names) in groups.items():
+            kwargs[name] = group(**{n: kwargs.pop(n) for n in names})
+        return func(**kwargs)
+
+    del command.__wrapped__  # typer reads the expanded signature below, not func's
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
+
+
+# ---- the --json / table epilogue ------------------------------------------------------
+
+def emit(summary, as_json: bool, human: Callable[[], None] | str | None = None, *,
+         indent: int | None = None) -> None:
+    """Print ``summary`` as one JSON document (``--json``), else ``human``: a line of text
+    or a function that prints tables (see :func:`print_table`)."""
+    if as_json:
+        typer.echo(dumps(summary, indent=indent))
+    elif callable(human):
+        human()
+    elif human is not None:
+        typer.echo(human)
+
+
+def print_table(title: str, columns, rows) -> None:
+    """A rich table on stdout: ``columns`` (the first left-aligned, the others right) and
+    ``rows`` of cells (printed with ``str``)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*(str(c) for c in row))
+    Console().print(table)
+
+
+# --- imagery and limits (issue 14): --bands, --label-map, --max-pixels ---------------------
+
+def _parse_bands(value):
+    """``"3,2,1"`` -> ``(3, 2, 1)`` (None when not given); bad text is an InputError naming
+    --bands (rsgeo.io.bands.parse_bands, the one rule every command shares)."""
+    if value is None or isinstance(value, tuple):
+        return value
+    from rsgeo.io.bands import parse_bands  # lazy: keeps `rsgeo --help` free of library imports
+
+    return parse_bands(value)
+
+
+Bands = Annotated[
+    Optional[str],
+    typer.Option("--bands", metavar="B,G,R", callback=_parse_bands,
+                 help="Image bands to use, 1-based in order (GDAL style): 1,2,3 takes RGB "
+                      "from RGBA or RGBN, 3,2,1 reads BGR. Default: RGBA -> RGB with alpha "
+                      "as valid mask; 1 band (panchromatic) replicated with a warning."),
+]
+
+
+def _check_label_map(values: Optional[list[str]]) -> list[str]:
+    for item in values or []:
+        for pair in item.split(","):
+            a, sep, b = pair.partition(":")
+            if not sep or not a.strip().lstrip("-").isdigit() or not b.strip().isdigit():
+                raise typer.BadParameter(f"{pair!r} is not FROM:TO (integer mask value -> "
+                                         "class id), e.g. 255:1")
+    return values or []
+
+
+LabelMap = Annotated[
+    Optional[list[str]],
+    typer.Option("--label-map", metavar="FROM:TO", callback=_check_label_map,
+                 help="Recode mask values to class ids before anything else, repeatable or "
+                      "comma-separated, e.g. --label-map 0:0,255:1 keeps a 0/255 building "
+                      "mask's buildings (255 otherwise means ignore)."),
+]
+
+
+def _set_max_pixels(value: Optional[int]) -> Optional[int]:
+    """Set the process-wide budget for this command (reset to the default when not given,
+    so one in-process run never leaks its budget into the next)."""
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"must be a positive pixel count, got {value}")
+    from rsgeo.io import limits  # lazy: keeps `rsgeo --help` free of library imports
+
+    limits.set_max_pixels(value)
+    return value
+
+
+MaxPixels = Annotated[
+    Optional[int],
+    typer.Option("--max-pixels", metavar="N", callback=_set_max_pixels,
+                 help="Refuse rasters (inputs, resampled grids, outputs) larger than N "
+                      "pixels (width x height). Default: RAM bytes / 4, i.e. one float32 "
+                      "band of the raster fits in memory; env RSGEO_MAX_PIXELS."),
+]

@@ -8,11 +8,25 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import Json, Output, Overwrite, Scale, Workers
+from rsgeo.cli.options import (Bands, Json, LabelMap, MaxPixels, Output, Overwrite, Scale, Seed,
+                               Workers, emit, print_table)
+from rsgeo.data.sources import gather_scenes, synth_classes
+from rsgeo.io.labels import read_classes
 
 
-def _path(help: str):
-    return typer.Option(help=help)
+def _numbers(kind, count: int | None = None):
+    """A callback: ``"a,b,c"`` -> a tuple of ``kind`` (``count`` of them when given)."""
+    def parse(value: Optional[str]):
+        if value is None:
+            return None
+        try:
+            out = tuple(kind(x) for x in value.split(","))
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not comma-separated numbers") from None
+        if count is not None and len(out) != count:
+            raise typer.BadParameter(f"{value!r}: give {count} numbers")
+        return out
+    return parse
 
 
 @app.command("prepare")
@@ -26,83 +40,46 @@ def prepare_cmd(
     ndsm: Annotated[Optional[Path], typer.Option("--ndsm", help="Height above ground (m).")] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Land-cover class raster.")] = None,
     change: Annotated[Optional[Path], typer.Option("--change", help="Building change mask.")] = None,
-    footprints: Annotated[Optional[Path], typer.Option("--footprints", help="Building polygons (rasterised).")] = None,
+    footprints: Annotated[Optional[Path], typer.Option("--footprints", help="Input building polygons (any OGR format), rasterised into a buildings chip band.")] = None,
     source: Annotated[Optional[str], typer.Option("--source", help="Source name (city); default: the RGB stem.")] = None,
     pairs: Annotated[Optional[Path], typer.Option("--pairs", help="CSV/YAML, one row per scene.")] = None,
     size: Annotated[int, typer.Option("--size", help="Chip size px (multiple of 32).")] = 224,
     stride: Annotated[Optional[int], typer.Option("--stride", help="Chip stride px (default: size).")] = None,
     max_nodata: Annotated[float, typer.Option("--max-nodata", help="Drop chips with more nodata.")] = 0.1,
     dedup_distance: Annotated[int, typer.Option("--dedup-distance", min=0, help="Hamming bits of dHash (0 disables).")] = 4,
-    split: Annotated[str, typer.Option("--split", help="train,val,test shares.")] = "0.9,0.1,0",
-    gsd: Annotated[Optional[float], typer.Option("--gsd", help="Resample to this GSD (m) in the RGB's CRS.")] = None,
-    bands: Annotated[Optional[str], typer.Option("--bands", help="Pick R,G,B band indexes, e.g. 1,2,3.")] = None,
+    split: Annotated[str, typer.Option("--split", callback=_numbers(float), help="train,val,test shares.")] = "0.9,0.1,0",
+    gsd: Annotated[Optional[float], typer.Option("--gsd", help="Ground sampling distance of the chips in metres per pixel: every raster is resampled to it in the CRS of the RGB (else the nDSM or DSM) (default: its own).")] = None,
+    bands: Bands = None,
     scale: Scale = "percentile",
+    label_map: LabelMap = None,
+    max_pixels: MaxPixels = None,
     ndsm_from_dsm: Annotated[bool, typer.Option("--ndsm-from-dsm", help="Ground-filter the DSM (dsm2dtm) for the nDSM.")] = False,
-    classes: Annotated[Optional[Path], typer.Option("--classes", help="JSON {id: name}; other label values are an error.")] = None,
+    classes: Annotated[Optional[Path], typer.Option("--classes", help="Land-cover class names of --labels: JSON {id: name} or {id: {name, values: [mask values]}}, or id,name lines; other label values are an error (default for a synth folder: its classes).")] = None,
     preview: Annotated[Optional[Path], typer.Option("--preview", help="PNG mosaic of random chips.")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Seed = 0,
     workers: Workers = 0,
     overwrite: Overwrite = False,
     json_out: Json = False,
 ):
     """Cut aligned training chips (RGB, nDSM, labels, change, footprints) with a manifest,
     per-source statistics, de-duplication and HOG scores into the dataset folder OUTPUT;
-    new sources are appended to an existing dataset."""
-    import json
+    new sources are appended to an existing dataset. Without --rgb, --dsm or --ndsm alone
+    gives DSM-only chips (for finetune --modalities dsm/ndsm)."""
+    from rsgeo.data.prepare import prepare  # lazy: keep rsgeo --help fast
 
-    from rsgeo.data.prepare import prepare
-    from rsgeo.data.sources import SceneInput, from_pairs, from_synth_dir
-    from rsgeo.errors import InputError
-    from rsgeo.jsonout import dumps
-
-    given = [x for x in (synth_dir, rgb, pairs) if x is not None]
-    if len(given) != 1:
-        raise InputError("give exactly one of: a synth folder, --rgb (one scene) or --pairs")
-    class_map = None
-    if classes:
-        try:
-            class_map = {int(k): str(v) for k, v in json.loads(classes.read_text()).items()}
-        except (OSError, ValueError) as e:
-            raise InputError(f"not a JSON object of class id -> name ({type(e).__name__})",
-                             classes) from None
-    if synth_dir is not None:
-        if not synth_dir.is_dir():
-            raise InputError("not a folder", synth_dir)
-        scenes = from_synth_dir(synth_dir)
-        if class_map is None:
-            from rsgeo.synth import LANDCOVER
-
-            class_map = dict(LANDCOVER)
-    elif pairs is not None:
-        scenes = from_pairs(pairs)
-    else:
-        scenes = [SceneInput(rgb=rgb, source=source or rgb.stem, post_rgb=post_rgb, dsm=dsm,
-                             dtm=dtm, ndsm=ndsm, labels=labels, change=change,
-                             footprints=footprints)]
-    try:
-        band_idx = tuple(int(b) for b in bands.split(",")) if bands else None
-        shares = tuple(float(x) for x in split.split(","))
-    except ValueError:
-        raise InputError("--bands and --split take comma-separated numbers") from None
-    if band_idx is not None and (len(band_idx) != 3 or min(band_idx) < 1):
-        raise InputError(f"--bands needs three 1-based band indexes, got {bands}")
+    scenes = gather_scenes(synth_dir, rgb, pairs, source=source, post_rgb=post_rgb, dsm=dsm,
+                           dtm=dtm, ndsm=ndsm, labels=labels, change=change,
+                           footprints=footprints)
+    class_map, label_map = read_classes(classes, label_map)
+    if class_map is None and synth_dir is not None:
+        class_map = synth_classes(synth_dir)
     summary = prepare(scenes, output, size=size, stride=stride, max_nodata=max_nodata,
-                      dedup_distance=dedup_distance, split=shares, gsd=gsd, bands=band_idx,
+                      dedup_distance=dedup_distance, split=split, gsd=gsd, bands=bands,
                       ndsm_from_dsm=ndsm_from_dsm, classes=class_map, workers=workers,
-                      overwrite=overwrite, preview=preview, seed=seed, scale=scale)
-    if json_out:
-        typer.echo(dumps(summary))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"chips in {output}")
-    for col in ("source", "scenes", "kept", "nodata", "duplicate", "small"):
-        table.add_column(col, justify="right" if col != "source" else "left")
-    for src, s in summary.items():
-        if s.get("skipped"):
-            table.add_row(src, "already in the dataset: skipped (--overwrite redoes it)")
-            continue
-        table.add_row(src, *(str(s.get(k, 0)) for k in ("scenes", "kept", "nodata", "duplicate",
-                                                         "small")))
-    Console().print(table)
+                      overwrite=overwrite, preview=preview, seed=seed, scale=scale,
+                      label_map=label_map)
+    emit(summary, json_out, lambda: print_table(
+        f"chips in {output}", ("source", "scenes", "kept", "nodata", "duplicate", "small"),
+        [(src, "already in the dataset: skipped (--overwrite redoes it)") if s.get("skipped")
+         else (src, *(s.get(k, 0) for k in ("scenes", "kept", "nodata", "duplicate", "small")))
+         for src, s in summary.items()]))

@@ -1,44 +1,40 @@
 """``rsgeo pretrain DATASET --method M --backbone B -o RUN/``: masked-image pretraining.
 
 Thin: parses options and calls :func:`rsgeo.pretrain.pretrain`. Options left unset fall
-back to ``--config run.yaml`` (keys = option names), then to the defaults.
+back to ``--config run.yaml`` (keys = option names), then to the defaults. ``--method``
+choices and the per-method flags (``--mask-ratio``, ``--rec-ratio``, ...) are generated
+from :mod:`rsgeo.methods.registry` each time the command is built, so a method registered
+at run time shows up with its options.
 """
 
 from __future__ import annotations
 
-from enum import Enum
+import inspect
+import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, get_origin
 
 import typer
 
+from rsgeo import progress
 from rsgeo.cli.app import app, state
+from rsgeo.cli.generated import DynamicCommand, choice_enum, keyword_params, option_param, plain
 from rsgeo.cli.options import DeviceChoice, Json, Overwrite, Precision
-
-
-class Method(str, Enum):
-    mae = "mae"
-    simmim = "simmim"
-    selectivemae = "selectivemae"
-    ctxmim = "ctxmim"
-    fusedmim = "fusedmim"
-
-
-class Selection(str, Enum):
-    hog = "hog"
-    random = "random"
+from rsgeo.errors import InputError
+from rsgeo.jsonout import dumps
+from rsgeo.methods import registry
+from rsgeo.train.config import read_yaml
 
 
 def _opt(*names, help: str, **kw):
     return typer.Option(*names, help=help, **kw)
 
 
-@app.command("pretrain")
 def pretrain_command(
     dataset: Annotated[Path, typer.Argument(help="Chip dataset folder (from rsgeo prepare).")],
     output: Annotated[Path, _opt("-o", "--output", help="Run folder (checkpoints, metrics, "
                                  "previews, encoder weights).")],
-    method: Annotated[Optional[Method], _opt("--method", help="Pretraining method.")] = None,
+    method: Annotated[Optional[str], _opt("--method", help="Pretraining method.")] = None,
     backbone: Annotated[Optional[str], _opt("--backbone", help="Encoder: vit-tiny-4, swin-tiny-2 "
                                             "or a timm ViT/Swin name.")] = None,
     epochs: Annotated[Optional[int], _opt("--epochs", min=1, help="Run length in epochs.")] = None,
@@ -47,20 +43,12 @@ def pretrain_command(
     batch_size: Annotated[Optional[int], _opt("--batch-size", min=1, help="Global batch (all "
                                               "processes) per optimiser step (default 64).")] = None,
     lr: Annotated[Optional[float], _opt("--lr", help="Peak learning rate (default base lr x batch/256).")] = None,
-    mask_ratio: Annotated[Optional[float], _opt("--mask-ratio", min=0.0, max=0.99,
-                                                help="Share of patches masked (default method's).")] = None,
-    selection: Annotated[Optional[Selection], _opt("--selection", help="selectivemae: rank "
-                                                   "patches by HOG energy or at random.")] = None,
-    rec_ratio: Annotated[Optional[float], _opt("--rec-ratio", help="selectivemae: share of "
-                                               "patches reconstructed (default 0.25).")] = None,
-    tau: Annotated[Optional[float], _opt("--tau", help="fusedmim: InfoNCE temperature (default 0.07).")] = None,
-    alpha: Annotated[Optional[float], _opt("--alpha", help="fusedmim: InfoNCE weight (default 0.05).")] = None,
     modality: Annotated[Optional[str], _opt("--modality", help="Bands a single-encoder method "
                                             "trains on: rgb, dsm or ndsm (default rgb).")] = None,
     dsm_modality: Annotated[Optional[str], _opt("--dsm-modality", help="fusedmim: height "
                                                 "modality, dsm or ndsm (default dsm).")] = None,
     crop: Annotated[Optional[int], _opt("--crop", min=16, help="Random-crop size in px "
-                                        "[chip size].")] = None,
+                                        "(default the chip size).")] = None,
     accum_steps: Annotated[Optional[int], _opt("--accum-steps", min=1,
                                                help="Gradient accumulation steps (default 1).")] = None,
     config: Annotated[Optional[Path], _opt("--config", help="YAML file of option: value.")] = None,
@@ -82,36 +70,23 @@ def pretrain_command(
                                                  "preview PNGs (0: at the end only) (default 0).")] = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
+    **method_options: Any,
 ):
-    """Pretrain an encoder on chips (mae, simmim, selectivemae, ctxmim, fusedmim).
-
-    Runs on CPU or CUDA; for several GPUs or nodes launch it with torchrun, e.g.
-    [bold]torchrun --nproc_per_node 4 -m rsgeo pretrain chips/ --method mae ...[/bold]
-    """
-    from rsgeo.jsonout import dumps
-    import os
-
-    from rsgeo import progress
-    from rsgeo.errors import InputError
+    """Pretrain an encoder on chips (the methods are listed below)."""
+    # lazy: rsgeo.pretrain imports torch and timm; `rsgeo --help` stays fast without them
     from rsgeo.pretrain import pretrain
     from rsgeo.train.runs import removed_if_refused
 
     if state.get("verbose", 1) <= 0:
         progress.ENABLED = False
-    settings = dict(epochs=epochs, steps=steps, batch_size=batch_size, lr=lr,
-                    mask_ratio=mask_ratio, rec_ratio=rec_ratio, tau=tau, alpha=alpha,
-                    selection=selection.value if selection else None, modality=modality,
+    settings = dict(epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, modality=modality,
                     dsm_modality=dsm_modality, crop=crop, accum_steps=accum_steps,
-                    device=device.value if device else None,
-                    precision=precision.value if precision else None, compile=compile,
+                    device=plain(device), precision=plain(precision), compile=compile,
                     seed=seed, workers=workers, ckpt_every=ckpt_every, log_every=log_every,
                     preview_every=preview_every)
-    file = {}
-    if config is not None:
-        from rsgeo.train.config import read_yaml
-
-        file = read_yaml(config)
-    method_name = method.value if method else file.get("method")
+    settings.update({k: plain(v) for k, v in method_options.items()})
+    file = read_yaml(config) if config is not None else {}
+    method_name = plain(method) or file.get("method")
     backbone_name = backbone or file.get("backbone")
     if not method_name or not backbone_name:
         raise InputError("--method and --backbone are required (on the command line or in "
@@ -126,4 +101,63 @@ def pretrain_command(
     else:
         files = ", ".join(summary["encoders"].values())
         loss = "n/a" if summary["loss"] is None else f"{summary['loss']:.4f}"
-        typer.echo(f"{output}: {summary['step']} steps, loss {loss}; encoder(s): {files}")
+        typer.echo(f"{output}: {summary['step']} steps, loss {loss}, lr {summary['lr']:.3g} "
+                   f"({summary['lr_rule']}); encoder(s): {files}")
+
+
+def _default_text(uses: list[tuple[str, registry.Option]]) -> str:
+    """``default 0.25`` or, when methods differ, ``default mae 0.75, simmim/ctxmim 0.6``."""
+    def fmt(o: registry.Option) -> str:
+        d = o.default
+        return (o.flag if d else "--no-" + o.flag[2:]) if isinstance(d, bool) else f"{d:g}" \
+            if isinstance(d, float) else str(d)
+
+    groups: dict[str, list[str]] = {}
+    for name, o in uses:
+        groups.setdefault(fmt(o), []).append(name)
+    if len(groups) == 1:
+        return f"default {next(iter(groups))}"
+    return "default " + ", ".join(f"{'/'.join(ms)} {d}" for d, ms in groups.items())
+
+
+def method_params() -> list[inspect.Parameter]:
+    """One ``--flag`` per option of the registered methods (help: owners and defaults)."""
+    uses: dict[str, list[tuple[str, registry.Option]]] = {}
+    for m in registry.methods():
+        for o in m.fields():
+            if o.cli and get_origin(o.base) is not tuple:
+                uses.setdefault(o.name, []).append((m.name, o))
+    params = []
+    for name, used in uses.items():
+        o = used[0][1]
+        owners = [m for m, _ in used]
+        prefix = "" if len(owners) == len(registry.names()) else f"{', '.join(owners)}: "
+        default = "" if all(u.default is None for _, u in used) else f" ({_default_text(used)})"
+        text = f"{prefix}{o.help.rstrip('.')}{default}."
+        kind = str if o.choices() is not None else o.base
+        params.append(option_param(name, kind, text, choices=o.choices(), min=o.min, max=o.max))
+    return params
+
+
+def signature() -> inspect.Signature:
+    """``pretrain_command``'s parameters, ``--method`` choices and method flags after ``--lr``."""
+    core = keyword_params(pretrain_command)
+    names = [p.name for p in core]
+    at, i = names.index("lr") + 1, names.index("method")
+    choices = choice_enum("Method", registry.names())
+    core[i] = core[i].replace(annotation=Annotated[Optional[choices],
+                                                   core[i].annotation.__metadata__[0]])
+    return inspect.Signature(core[:at] + method_params() + core[at:])
+
+
+def doc() -> str:
+    """The command's help: one line per registered method."""
+    lines = [f"[bold]{m.name}[/bold] ({', '.join(registry.KINDS.get(k, k) for k in m.backbones)}): "
+             f"{m.summary}" for m in registry.methods()]
+    return ("Pretrain an encoder on chips with a masked-image-modelling method.\n\n"
+            + "\n\n".join(lines) + "\n\nRuns on CPU or CUDA; for several GPUs or nodes launch it "
+            "with torchrun, e.g. [bold]torchrun --nproc_per_node 4 -m rsgeo pretrain chips/ "
+            "--method mae ...[/bold]")
+
+
+app.command("pretrain")(DynamicCommand(pretrain_command, signature, doc))

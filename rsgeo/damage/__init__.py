@@ -44,13 +44,21 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
+from rsgeo.damage.buildings import predicted_footprints
+from rsgeo.damage.inputs import kind_of, resolve_heights
+from rsgeo.damage.stats import parse_grades
+from rsgeo.damage.sweep import loss_path, run
 from rsgeo.errors import InputError
+from rsgeo.io.atomic import check_output
+from rsgeo.io.heights import check_max_height
+from rsgeo.io.vector import driver_for
+from rsgeo.io.writer import height_co
+from rsgeo.viz import DAMAGE_COLORS
 
 EVENTS = {"earthquake": 3.0, "wildfire": 1.0}
 DEFAULT_GRADES = "minor:10%,major:35%,destroyed:70%"
 CLASS_NAMES = {0: "no structure", 1: "intact", 2: "minor", 3: "major", 4: "destroyed", 255: "nodata"}
-CLASS_COLORS = {0: (0, 0, 0, 0), 1: (46, 139, 87, 255), 2: (255, 215, 0, 255),
-                3: (255, 140, 0, 255), 4: (200, 0, 0, 255), 255: (0, 0, 0, 0)}
+CLASS_COLORS = DAMAGE_COLORS  # the colour table of OUT.tif (rsgeo.viz)
 log = logging.getLogger("rsgeo.damage")
 
 
@@ -62,17 +70,13 @@ def default_outputs(pre: str | os.PathLike, out=None, footprints_out=None) -> tu
     return out, fp
 
 
-def loss_path(out: Path) -> Path:
-    return out.with_name(f"{out.stem}_loss{out.suffix}")
-
-
 def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
                event: str = "earthquake", threshold: float | None = None,
                min_height: float = 2.5, min_area: float = 10.0, grades: str = DEFAULT_GRADES,
                model: str | None = None, heights: bool = False, overwrite: bool = False,
                dtm=None, absolute: bool = False, max_height: float = 1000.0,
                strip_rows: int = 512, co: dict | None = None, compress: str | None = None,
-               max_z_error: float | None = None, **predict_kw) -> dict:
+               max_z_error: float | None = None, buildings_model=None, **predict_kw) -> dict:
     """Map damage from PRE and POST (height rasters, or images with ``model``).
 
     Args:
@@ -88,15 +92,12 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
         max_height: largest plausible height above ground (m).
         co: GDAL creation options for both rasters; compress, max_z_error: codec of the
             float height-loss raster (see :func:`rsgeo.io.writer.codec_co`).
+        buildings_model: a segmentation model: the buildings it finds on the PRE image
+            (:func:`rsgeo.damage.buildings.predicted_footprints`) are graded, as ``buildings``.
 
     Returns:
         The summary dict (also what ``--json`` prints).
     """
-    from rsgeo.damage.stats import parse_grades
-    from rsgeo.io.atomic import check_output
-    from rsgeo.io.heights import check_max_height
-    from rsgeo.io.writer import height_co
-
     loss_co = height_co(compress, max_z_error, co)
     thr = _threshold(event, threshold)
     grade_table = parse_grades(grades)
@@ -114,28 +115,51 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
                     "%g m counts as a structure", min_height)
     out, fp_out = default_outputs(pre, out, footprints_out)
     for p in (out, loss_path(out), fp_out):
-        check_output(p, overwrite, inputs=(pre, post, buildings, model, dtm))
-    from rsgeo.io.vector import driver_for
-
+        check_output(p, overwrite, inputs=(pre, post, buildings, model, dtm, buildings_model))
     driver_for(fp_out)
+    if buildings_model is not None and buildings is not None:
+        raise InputError("--buildings and --buildings-model exclude each other", buildings_model)
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rsgeo-damage-")))
-        from rsgeo.damage.inputs import resolve_heights
-
+        found = None
+        if buildings_model is not None:
+            buildings, found = _model_buildings(pre, buildings_model, work, min_area, predict_kw)
         pre_h, post_h, source = resolve_heights(Path(pre), Path(post), model, heights, work,
                                                 stack, **predict_kw)
-        from rsgeo.damage.sweep import run
-
         summary = run(pre_h, post_h, out, fp_out, buildings=buildings, threshold=thr,
                       min_height=min_height, min_area=min_area, grades=grade_table,
                       overwrite=overwrite, strip_rows=strip_rows, co=co, loss_co=loss_co,
                       names=(str(pre), str(post)),
                       dtm=Path(dtm) if dtm is not None else None, absolute=absolute,
                       max_height=max_height, predicted=source == "predicted")
+        if source == "predicted":  # how the images fed the model (predict-height's tags)
+            summary["inputs"] = [_input_tags(p) for p in (pre_h, post_h)]
     summary.update(event=event, threshold_m=thr, grades=grades, heights_from=source,
+                   buildings_from=found or ({"file": str(buildings)} if buildings is not None
+                                            else {"pre_height_above_m": min_height}),
                    outputs={"classes": str(out), "loss": str(loss_path(out)),
                             "footprints": str(fp_out)})
     return summary
+
+
+def _input_tags(path) -> dict:
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        tags = ds.tags()
+    return {k: tags.get(k) for k in ("input_bands", "input_stretch")}
+
+
+def _model_buildings(pre, model, work: Path, min_area: float, predict_kw: dict):
+    """``(footprints file, where they came from)``: buildings the segmentation ``model``
+    finds on the PRE image, traced into ``work``."""
+    if kind_of(pre) != "image":
+        raise InputError("--buildings-model finds buildings on the PRE image, but PRE holds "
+                         "heights", pre)
+    out = work / "buildings.gpkg"
+    kw = {k: predict_kw[k] for k in ("device", "precision", "backend") if k in predict_kw}
+    s = predicted_footprints(pre, model, out, min_area=min_area, predict_kw=kw)
+    return out, {**s["buildings_from"], "buildings": s["features"]}
 
 
 def _threshold(event: str, threshold: float | None) -> float:

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from rsgeo.errors import InputError, RsgeoError
+from rsgeo.errors import InputError
+from rsgeo.infer.predict import predict_height_file
+from rsgeo.io.heights import declares_heights
 from rsgeo.io.raster import open_raster
 
 
 def kind_of(path: str | os.PathLike, force_heights: bool = False) -> str:
     """``"heights"`` (single-band float, single-band with a length unit or a scale/offset,
     or forced) or ``"image"`` (anything else)."""
-    from rsgeo.io.heights import declares_heights
-
     with open_raster(path, purpose="pre/post raster") as ds:
         if force_heights:
             if ds.count != 1:
@@ -43,11 +43,6 @@ def resolve_heights(pre: Path, post: Path, model: str | None, force_heights: boo
         raise InputError("is an image (multi-band or integer): heights must be predicted; "
                          "pass -m MODEL (or set RSGEO_MODEL), or --heights if it holds heights",
                          pre)
-    try:
-        from rsgeo.infer.predict import predict_height_file
-    except ImportError:
-        raise RsgeoError("height prediction from images needs rsgeo.infer, which is not "
-                         "available in this installation") from None
     out = []
     for p in (pre, post):
         dst = workdir / f"{Path(p).stem}_height.tif"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rsgeo.errors import InputError
+
 GRADE_NAMES = ("none", "minor", "major", "destroyed")
 
 
@@ -18,8 +20,6 @@ def parse_grades(text: str) -> dict[str, tuple[float, bool]]:
     Returns ``{grade: (threshold, relative)}``; relative thresholds are fractions of the
     pre-event height. Thresholds must increase from minor to destroyed.
     """
-    from rsgeo.errors import InputError
-
     out: dict[str, tuple[float, bool]] = {}
     for part in (p.strip() for p in text.split(",") if p.strip()):
         name, _, val = part.partition(":")

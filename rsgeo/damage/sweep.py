@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,18 +13,77 @@ from rasterio import features
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from rsgeo.damage.components import StripComponents
+from rsgeo.io.components import StripComponents
 from rsgeo.damage.stats import GRADE_NAMES, ObjectStats, grade_index
 from rsgeo.errors import InputError
 from rsgeo.io.heights import (MAX_HEIGHT_M, check_heights, predicted_by_rsgeo, require_valid,
                               sample, sample_plan, units_of)
-from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, valid_mask
+from rsgeo.io.raster import (Grid, align_to, check_overlap, open_raster, pixel_area_m2,
+                             valid_mask)
+from rsgeo.io.polygons import require_polygons
 from rsgeo.io.reader import read_strips
+from rsgeo.io.vector import read_vector, write_vector
 from rsgeo.io.windows import strips
 from rsgeo.io.writer import HEIGHT_NODATA, open_output
 from rsgeo.progress import progress
+from rsgeo.viz import DAMAGE_COLORS
 
 log = logging.getLogger("rsgeo.damage")
+
+
+def loss_path(out: Path) -> Path:
+    """``OUT_loss.tif`` next to the class raster ``OUT.tif``: the float32 height loss."""
+    return out.with_name(f"{out.stem}_loss{out.suffix}")
+
+
+@dataclass
+class HeightInputs:
+    """PRE, POST[, DTM] opened, on PRE's grid, with their units (see :func:`open_inputs`)."""
+
+    grid: Grid
+    raws: list           # as given (POST and DTM on their own grids)
+    aligned: list        # on PRE's grid
+    units: list          # HeightUnits, same order
+    names: list[str]
+    resampled: bool      # POST was resampled onto PRE's grid
+
+    def strips(self, strip_rows: int):
+        """``(window, pre, post, valid)`` strip by strip: float32 metres above ground (the
+        DTM subtracted when given), every raster read in parallel."""
+        for win, arrs in read_strips(self.aligned, strip_rows):
+            ok = valid_mask(arrs[0], self.aligned[0].nodata)
+            for a, ds in zip(arrs[1:], self.aligned[1:]):
+                ok &= valid_mask(a, ds.nodata)
+            pre, post = (u.to_metres(a).astype(np.float32, copy=False)
+                         for u, a in zip(self.units[:2], arrs[:2]))
+            if len(arrs) == 3:
+                ground = self.units[2].to_metres(arrs[2]).astype(np.float32, copy=False)
+                pre, post = pre - ground, post - ground
+            yield win, pre, post, ok
+
+
+def open_inputs(es: ExitStack, pre_h: Path, post_h: Path, dtm: Path | None,
+                names: tuple[str, str]) -> HeightInputs:
+    """Open the height rasters into ``es``; POST and DTM are resampled (bilinear) onto
+    PRE's grid when they differ, with a warning; no overlap is an InputError."""
+    raws = [es.enter_context(open_raster(pre_h, bands=1, purpose="pre-event height raster")),
+            es.enter_context(open_raster(post_h, bands=1, purpose="post-event height raster"))]
+    all_names = list(names)
+    if dtm is not None:
+        raws.append(es.enter_context(open_raster(dtm, bands=1, purpose="terrain model (DTM)")))
+        all_names.append(str(dtm))
+    grid = Grid.of(raws[0])
+    aligned = [raws[0]]
+    for raw, name in zip(raws[1:], all_names[1:]):
+        check_overlap(grid, Grid.of(raw), names[0], name)
+    units = [units_of(raw, name) for raw, name in zip(raws, all_names)]
+    for raw, name in zip(raws[1:], all_names[1:]):
+        if not Grid.of(raw).same_as(grid):
+            log.warning("%s: resampled (bilinear) onto the grid of %s (%s)", name, names[0],
+                        grid.describe())
+        aligned.append(es.enter_context(align_to(raw, grid, "bilinear")))
+    return HeightInputs(grid, raws, aligned, units, all_names,
+                        resampled=not Grid.of(raws[1]).same_as(grid))
 
 
 def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, threshold: float,
@@ -36,128 +96,110 @@ def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, thresh
     Heights are read in metres (:func:`rsgeo.io.heights.units_of`) and checked first
     (:func:`check_inputs`); ``predicted`` heights skip the absolute-elevation test.
     """
-    from rsgeo.damage import CLASS_COLORS, loss_path
-
     with ExitStack() as es:
-        pre_ds = es.enter_context(open_raster(pre_h, bands=1, purpose="pre-event height raster"))
-        post_raw = es.enter_context(open_raster(post_h, bands=1,
-                                                purpose="post-event height raster"))
-        dtm_raw = (es.enter_context(open_raster(dtm, bands=1, purpose="terrain model (DTM)"))
-                   if dtm is not None else None)
-        grid = Grid.of(pre_ds)
-        check_overlap(grid, Grid.of(post_raw), names[0], names[1])
-        if dtm_raw is not None:
-            check_overlap(grid, Grid.of(dtm_raw), names[0], str(dtm))
-        units = [units_of(pre_ds, names[0]), units_of(post_raw, names[1])]
-        if dtm_raw is not None:
-            units.append(units_of(dtm_raw, dtm))
-        resampled = not Grid.of(post_raw).same_as(grid)
-        if resampled:
-            log.warning("%s: resampled (bilinear) onto the grid of %s (%s)", names[1], names[0],
-                        grid.describe())
-        post_ds = es.enter_context(align_to(post_raw, grid, "bilinear"))
-        dsets = [pre_ds, post_ds]
-        if dtm_raw is not None:
-            if not Grid.of(dtm_raw).same_as(grid):
-                log.warning("%s: resampled (bilinear) onto the grid of %s", dtm, names[0])
-            dsets.append(es.enter_context(align_to(dtm_raw, grid, "bilinear")))
-        all_names = [names[0], names[1]] + ([str(dtm)] if dtm is not None else [])
-        checks = check_inputs([pre_ds, post_raw] + ([dtm_raw] if dtm_raw is not None else []),
-                              dsets, units, all_names, absolute=absolute or predicted,
-                              max_height=max_height, has_dtm=dtm is not None)
+        hin = open_inputs(es, pre_h, post_h, dtm, names)
+        checks = check_inputs(hin.raws, hin.aligned, hin.units, hin.names,
+                              absolute=absolute or predicted, max_height=max_height,
+                              has_dtm=dtm is not None)
+        grid = hin.grid
         px_area = pixel_area_m2(grid)
         bld = load_buildings(buildings, grid) if buildings is not None else None
-        windows = list(strips(grid.height, grid.width, strip_rows))
-
-        def sweep():
-            """(window, pre, post, valid) strip by strip in metres above ground, all
-            rasters read in parallel."""
-            for win, arrs in read_strips(dsets, strip_rows):
-                ok = valid_mask(arrs[0], dsets[0].nodata)
-                for a, ds in zip(arrs[1:], dsets[1:]):
-                    ok &= valid_mask(a, ds.nodata)
-                pre, post = (u.to_metres(a).astype(np.float32, copy=False)
-                             for u, a in zip(units[:2], arrs[:2]))
-                if len(arrs) == 3:
-                    ground = units[2].to_metres(arrs[2]).astype(np.float32, copy=False)
-                    pre, post = pre - ground, post - ground
-                yield win, pre, post, ok
-
-        def structure(win, pre, ok):
-            if bld is None:
-                return None, ok & (pre > min_height)
-            ids = bld.rasterize(win, window_transform(win, grid.transform))
-            return ids, ok & (ids > 0)
-
-        comps = None
-        min_px = int(math.ceil(min_area / px_area)) if min_area > 0 else 0
-        if bld is None:  # pass 1: connected damaged regions across strips
-            comps = StripComponents()
-            with progress(len(windows), "damage: regions", unit="strips") as bar:
-                for win, pre, post, ok in sweep():
-                    _, struct = structure(win, pre, ok)
-                    comps.add(struct & (pre - post > threshold), int(win.row_off))
-                    bar.advance()
-            comps.finish()
-            last_row = comps.root_last_row
-        else:
-            last_row = bld.last_row
-        stats = ObjectStats(last_row, px_area, threshold, grades)
-        pieces: dict[int, list] = {}
-        lost_volume = damaged_px = structure_px = 0.0
+        sweep = Sweep(hin, bld, strip_rows, threshold, min_height, grades, px_area)
+        if bld is None:
+            sweep.find_regions(math.ceil(min_area / px_area) if min_area > 0 else 0)
         meta = dict(co=co, overwrite=overwrite, tags={"threshold_m": threshold})
         with open_output(out, grid, dtype="uint8", nodata=255,
                          band_descriptions=["damage class"], **meta) as cls_dst, \
                 open_output(loss_path(out), grid, dtype="float32", nodata=HEIGHT_NODATA,
                             units="metre", band_descriptions=["height loss (pre - post)"],
-                            **{**meta, "co": loss_co or co}) as loss_dst, \
-                progress(len(windows), "damage: map", unit="strips") as bar:
-            cls_dst.write_colormap(1, CLASS_COLORS)
-            for win, pre, post, ok in sweep():
-                ids, struct = structure(win, pre, ok)
-                loss = pre - post
-                damaged = struct & (loss > threshold)
-                classes = np.zeros(loss.shape, np.uint8)   # grades only where structures are
-                classes[struct] = 1 + grade_index(loss[struct], pre[struct], grades)
-                classes[~ok] = 255
-                cls_dst.write(classes[None], window=win)
-                loss[~ok] = HEIGHT_NODATA
-                loss_dst.write(loss[None], window=win)
-                structure_px += np.count_nonzero(struct)
-                lost_volume += float(np.maximum(loss[struct], 0).sum()) * px_area
-                end = int(win.row_off + win.height)
-                if comps is not None:
-                    regions = comps.relabel(damaged, min_px)
-                    sel = regions > 0
-                    damaged_px += np.count_nonzero(sel)
-                    stats.add(regions[sel], pre[sel], post[sel], end)
-                    _polygonise(regions, win, grid, pieces)
-                else:
-                    damaged_px += np.count_nonzero(damaged)
-                    sel = ids > 0
-                    sel &= ok
-                    stats.add(ids[sel].astype(np.int64), pre[sel], post[sel], end)
-                bar.advance()
-    table = stats.finish()
+                            **{**meta, "co": loss_co or co}) as loss_dst:
+            cls_dst.write_colormap(1, DAMAGE_COLORS)
+            sweep.write_maps(cls_dst, loss_dst)
+    table = sweep.stats.finish()
     gdf = (bld.with_stats(table) if bld is not None
-           else regions_frame(pieces, table, grid.crs))
-    from rsgeo.io.vector import write_vector
-
+           else regions_frame(sweep.pieces, table, grid.crs))
     write_vector(gdf, fp_out, overwrite=overwrite)
     graded = gdf["grade"].value_counts().to_dict()   # ungraded buildings hold no grade
     coverage = bld.coverage_counts(gdf) if bld is not None else {}
     return {
-        "pre": names[0], "post": names[1], "post_resampled": bool(resampled),
+        "pre": names[0], "post": names[1], "post_resampled": bool(hin.resampled),
         "dtm": str(dtm) if dtm is not None else None,
         "heights": checks,
         "mode": "buildings" if bld is not None else "regions", "features": int(len(gdf)),
         "by_grade": {g: int(graded.get(g, 0)) for g in GRADE_NAMES},
         **coverage,
-        "damaged_area_m2": round(float(damaged_px) * px_area, 2),
-        "structure_area_m2": round(float(structure_px) * px_area, 2),
-        "lost_volume_m3": round(lost_volume, 1),
+        "damaged_area_m2": round(float(sweep.damaged_px) * px_area, 2),
+        "structure_area_m2": round(float(sweep.structure_px) * px_area, 2),
+        "lost_volume_m3": round(sweep.lost_volume, 1),
         "pixel_area_m2": px_area,
     }
+
+
+class Sweep:
+    """The two passes over the strips: damaged regions (without footprints), then the
+    class and loss rasters with per-object statistics."""
+
+    def __init__(self, hin: HeightInputs, bld, strip_rows: int, threshold: float,
+                 min_height: float, grades: dict, px_area: float):
+        self.hin, self.bld, self.strip_rows = hin, bld, strip_rows
+        self.threshold, self.min_height, self.grades = threshold, min_height, grades
+        self.px_area = px_area
+        self.n_strips = len(list(strips(hin.grid.height, hin.grid.width, strip_rows)))
+        self.comps, self.min_px = None, 0
+        self.pieces: dict[int, list] = {}
+        self.lost_volume = self.damaged_px = self.structure_px = 0.0
+        self.stats = None if bld is None else ObjectStats(bld.last_row, px_area, threshold,
+                                                          grades)
+
+    def structure(self, win, pre, ok):
+        """(building ids or None, structure mask) of a strip."""
+        if self.bld is None:
+            return None, ok & (pre > self.min_height)
+        ids = self.bld.rasterize(win, window_transform(win, self.hin.grid.transform))
+        return ids, ok & (ids > 0)
+
+    def find_regions(self, min_px: int) -> None:
+        """Pass 1: connected damaged regions across strips (regions below ``min_px`` pixels
+        are dropped in pass 2)."""
+        self.comps, self.min_px = StripComponents(), min_px
+        with progress(self.n_strips, "damage: regions", unit="strips") as bar:
+            for win, pre, post, ok in self.hin.strips(self.strip_rows):
+                _, struct = self.structure(win, pre, ok)
+                self.comps.add(struct & (pre - post > self.threshold), int(win.row_off))
+                bar.advance()
+        self.comps.finish()
+        self.stats = ObjectStats(self.comps.root_last_row, self.px_area, self.threshold,
+                                 self.grades)
+
+    def write_maps(self, cls_dst, loss_dst) -> None:
+        """Pass 2: classes and loss strip by strip; statistics of buildings or regions."""
+        with progress(self.n_strips, "damage: map", unit="strips") as bar:
+            for win, pre, post, ok in self.hin.strips(self.strip_rows):
+                ids, struct = self.structure(win, pre, ok)
+                loss = pre - post
+                classes = np.zeros(loss.shape, np.uint8)   # grades only where structures are
+                classes[struct] = 1 + grade_index(loss[struct], pre[struct], self.grades)
+                classes[~ok] = 255
+                cls_dst.write(classes[None], window=win)
+                loss[~ok] = HEIGHT_NODATA
+                loss_dst.write(loss[None], window=win)
+                self.structure_px += np.count_nonzero(struct)
+                self.lost_volume += float(np.maximum(loss[struct], 0).sum()) * self.px_area
+                self._add_objects(win, ids, struct & (loss > self.threshold), ok, pre, post)
+                bar.advance()
+
+    def _add_objects(self, win, ids, damaged, ok, pre, post) -> None:
+        end = int(win.row_off + win.height)
+        if self.comps is not None:
+            regions = self.comps.relabel(damaged, self.min_px)
+            sel = regions > 0
+            self.damaged_px += np.count_nonzero(sel)
+            self.stats.add(regions[sel], pre[sel], post[sel], end)
+            _polygonise(regions, win, self.hin.grid, self.pieces)
+        else:
+            self.damaged_px += np.count_nonzero(damaged)
+            sel = (ids > 0) & ok
+            self.stats.add(ids[sel].astype(np.int64), pre[sel], post[sel], end)
 
 
 def check_inputs(raws, aligned, units, names, *, absolute: bool, max_height: float,
@@ -194,17 +236,6 @@ def check_inputs(raws, aligned, units, names, *, absolute: bool, max_height: flo
         out[role].update(check_heights(v[ok], name, absolute=exempt, max_height=max_height,
                                        way_through=hint))
     return {**out, "absolute": bool(absolute), "max_height_m": max_height}
-
-
-def pixel_area_m2(grid: Grid) -> float:
-    """Ground area of one pixel in m² (geographic CRSs approximated at the scene centre)."""
-    rx, ry = grid.res
-    if grid.crs is not None and grid.crs.is_geographic:
-        lat = math.radians((grid.bounds[1] + grid.bounds[3]) / 2)
-        log.warning("geographic CRS: pixel area estimated at latitude %.3f", math.degrees(lat))
-        return rx * ry * 111320.0 ** 2 * math.cos(lat)
-    factor = grid.crs.linear_units_factor[1] if grid.crs is not None else 1.0
-    return rx * ry * factor ** 2
 
 
 def _polygonise(regions: np.ndarray, win: Window, grid: Grid, pieces: dict) -> None:
@@ -314,9 +345,6 @@ def load_buildings(path, grid: Grid) -> Footprints:
     Raises:
         InputError: no CRS, an empty layer, or a geometry that is not a (multi)polygon.
     """
-    from rsgeo.io.polygons import require_polygons
-    from rsgeo.io.vector import read_vector
-
     gdf = read_vector(path, "footprints file")
     if gdf.crs is None:
         raise InputError("footprints have no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:...)", path)

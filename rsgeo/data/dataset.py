@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rsgeo.data.batch import SourceNorm
 from rsgeo.errors import InputError
 
 HEIGHTS = ("dsm", "ndsm")
@@ -124,7 +125,6 @@ class ChipDataset(Dataset):
 
     def source_norm(self):
         """Per-batch image normalisation for raw samples (identity when ``normalize``)."""
-        from rsgeo.data.batch import SourceNorm
 
         return SourceNorm({} if self.normalize else self.stats, self.sources)
 

@@ -24,14 +24,23 @@ from pathlib import Path
 import numpy as np
 
 from rsgeo.data.dedup import HashIndex, dhash
+from rsgeo.data.hog import hog_energy
+from rsgeo.data.preview import save_mosaic
 from rsgeo.data.shards import ShardWriter
 from rsgeo.data.sources import SceneInput, check_source_name
 from rsgeo.data.stats import BandStats
 from rsgeo.errors import InputError, first_line
+from rsgeo.io.atomic import atomic_path, claim_folder
+from rsgeo.io.bands import choose_bands, open_image, parse_bands
 from rsgeo.io.heights import require_valid, sample, sample_plan
+from rsgeo.io.labels import parse_label_map, recode
+from rsgeo.io.limits import check_pixels
 from rsgeo.io.polygons import require_polygons
-from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, valid_mask
+from rsgeo.io.raster import (Grid, align_to, check_overlap, ground_gsd, open_raster, valid_mask,
+                             work_grid)
+from rsgeo.io.stretch import image_stretch, parse_scale
 from rsgeo.io.vector import read_vector
+from rsgeo.io.windows import offsets
 from rsgeo.progress import progress
 
 log = logging.getLogger("rsgeo.prepare")
@@ -42,17 +51,24 @@ LABELS = ("labels", "change")
 
 def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | None = None,
             max_nodata: float = 0.1, dedup_distance: int = 4, split=(0.9, 0.1, 0.0),
-            gsd: float | None = None, bands: tuple[int, int, int] | None = None,
+            gsd: float | None = None, bands: tuple[int, int, int] | str | None = None,
             ndsm_from_dsm: bool = False, classes: dict[int, str] | None = None,
             workers: int = 0, overwrite: bool = False, preview=None, seed: int = 0,
-            scale="percentile") -> dict:
+            scale="percentile", label_map=None) -> dict:
     """Write (or extend) the chip dataset ``out``; returns a summary per source.
 
     ``scale``: how image values become 0-255 uint8 chips (:mod:`rsgeo.io.stretch`, the
     rule prediction uses too): ``percentile`` (default), ``bitdepth``, ``none``, or MIN,MAX.
+    ``bands``: image bands (1-based) for the RGB chips (:mod:`rsgeo.io.bands`: default RGBA
+    -> RGB with alpha as mask, 1 band replicated). ``label_map``: ``{value: class id}`` for
+    label and change masks (:mod:`rsgeo.io.labels`), e.g. ``{255: 1}`` for 0/255 masks.
+    Scenes without RGB (DSM-only) follow their nDSM's or DSM's grid.
     """
-    from rsgeo.io.stretch import parse_scale
-
+    label_map = parse_label_map(label_map)
+    bands = parse_bands(bands)
+    if bands is not None and len(bands) != 3:
+        raise InputError(f"--bands needs three 1-based band indexes for RGB chips, got "
+                         f"{','.join(map(str, bands))}")
     scale = parse_scale(scale) if isinstance(scale, (str, type(None))) else tuple(scale)
     stride = stride or size
     if size % 32 or size < 32:
@@ -68,12 +84,12 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
     by_source: dict[str, list[SceneInput]] = {}
     for s in scenes:
         by_source.setdefault(check_source_name(s.source), []).append(s)
-    for src, group in by_source.items():  # before the output folder is made
-        _validate(group, bands)
+    # every input checked before the output folder is made
+    chosen = {src: _validate(group, bands) for src, group in by_source.items()}
     with _removed_on_input_error(out):
-        return _prepare_sources(by_source, out, size, stride, max_nodata, dedup_distance, split,
-                                gsd, bands, ndsm_from_dsm, classes, workers, overwrite, preview,
-                                seed, scale)
+        return _prepare_sources(by_source, chosen, out, size, stride, max_nodata, dedup_distance,
+                                split, gsd, bands, ndsm_from_dsm, classes, workers, overwrite,
+                                preview, seed, scale, label_map)
 
 
 @contextmanager
@@ -91,9 +107,11 @@ def _removed_on_input_error(out: Path):
         raise
 
 
-def _prepare_sources(by_source, out, size, stride, max_nodata, dedup_distance, split, gsd,
-                     bands, ndsm_from_dsm, classes, workers, overwrite, preview, seed,
-                     scale) -> dict:
+def _prepare_sources(by_source, chosen, out, size, stride, max_nodata, dedup_distance, split,
+                     gsd, bands, ndsm_from_dsm, classes, workers, overwrite, preview, seed,
+                     scale, label_map) -> dict:
+    """The chips of every source into ``out`` (created or extended); ``chosen``: each
+    source's band choice from :func:`_validate`."""
     info, manifest = _open_dataset(out, size, overwrite)
     summary = {}
     for src, group in by_source.items():
@@ -106,17 +124,16 @@ def _prepare_sources(by_source, out, size, stride, max_nodata, dedup_distance, s
         with progress(None, f"prepare {src}", unit="chips") as bar:
             rows, stats, mods = _run_source(group, out, size, stride, max_nodata, dedup_distance,
                                             split, gsd, bands, ndsm_from_dsm, classes, workers,
-                                            seed, bar, scale)
+                                            seed, bar, scale, label_map)
         manifest = _append_rows(out, manifest, rows)
         _update_stats(out, src, stats)
         info = _update_info(out, info, src, mods, classes, size, group, gsd)
         counts = {}
         for r in rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
-        summary[src] = {"scenes": len(group), **counts}
+        summary[src] = {"scenes": len(group), **counts,
+                        **({"input_bands": chosen[src]} if chosen[src] else {})}
     if preview:
-        from rsgeo.data.preview import save_mosaic
-
         save_mosaic(out, Path(preview), seed=seed, overwrite=overwrite)
     return summary
 
@@ -131,8 +148,6 @@ def _check_split(split) -> tuple[float, float, float]:
 def _open_dataset(out: Path, size: int, overwrite: bool):
     import pandas as pd
 
-    from rsgeo.io.atomic import claim_folder
-
     if not (out / "dataset.json").is_file():
         # new, empty, or left by a killed run (its marker lets --overwrite start it afresh)
         claim_folder(out, "chips", overwrite=overwrite)
@@ -143,25 +158,24 @@ def _open_dataset(out: Path, size: int, overwrite: bool):
     return info, pd.read_parquet(out / "manifest.parquet")
 
 
-def _validate(group: list[SceneInput], bands) -> None:
+def _validate(group: list[SceneInput], bands) -> dict[str, str]:
+    """Check every file of ``group``; the band choice (tag) of each image kind."""
+    chosen: dict[str, str] = {}
     for s in group:
+        s.reference  # noqa: B018 - raises for a scene without RGB and heights
         for key, path in s.files().items():
             if key == "footprints":
                 require_polygons(read_vector(path, "footprints file"), path, "footprints")
                 continue
             with open_raster(path, purpose=f"{key} raster") as ds:
                 if key in IMAGES:
-                    if bands is None and ds.count != 3:
-                        raise InputError(
-                            f"{key} image has {ds.count} band(s); chips need RGB: pass --bands "
-                            "R,G,B to pick three (e.g. --bands 1,2,3 for RGBN)", path)
-                    if bands is not None and max(bands) > ds.count:
-                        raise InputError(f"--bands {bands} but the image has {ds.count} bands", path)
+                    chosen.setdefault(key, choose_bands(ds, path, 3, bands).tag())
                 elif ds.count != 1:
                     raise InputError(f"{key} raster must have 1 band, has {ds.count}", path)
                 if ds.nodata is not None or ds.dtypes[0].startswith("float"):
                     _, ok = sample(ds, ds.nodata, sample_plan(ds), path)  # all nodata: an error
                     require_valid(ds, ds.nodata, path, ok)
+    return chosen
 
 
 class _Reader:
@@ -172,19 +186,19 @@ class _Reader:
     in the same thread.
     """
 
-    def __init__(self, scene: SceneInput, grid: Grid, files: dict, bands, scale="percentile"):
+    def __init__(self, scene: SceneInput, grid: Grid, files: dict, bands, scale="percentile",
+                 label_map=None):
         self.scene, self.grid, self.files, self.bands = scene, grid, files, bands
+        self.label_map = label_map
         self.stretches: dict = {}
         from rasterio.errors import RasterioIOError
-
-        from rsgeo.io.stretch import image_stretch
 
         try:
             with ExitStack() as stack:  # input scaling from a decimated read, once per scene
                 for key in IMAGES:
                     if key in files:
-                        self.stretches[key] = image_stretch(
-                            stack.enter_context(open_raster(files[key])), scale)
+                        self.stretches[key] = image_stretch(stack.enter_context(open_image(
+                            files[key], bands=bands, warn=False))[0], scale)
         except RasterioIOError as e:
             raise _read_error(e, files) from None
 
@@ -195,7 +209,8 @@ class _Reader:
             with ExitStack() as stack:
                 ds = {}
                 for key, path in self.files.items():
-                    raw = stack.enter_context(open_raster(path))
+                    raw = stack.enter_context(open_image(path, bands=self.bands, warn=False))[0] \
+                        if key in IMAGES else stack.enter_context(open_raster(path))
                     rs = "nearest" if key in LABELS else "bilinear"
                     ds[key] = stack.enter_context(align_to(raw, self.grid, rs))
                 return [fn(ds, rc) for rc in wins]
@@ -234,24 +249,21 @@ def _ordered_map(fn, items, workers: int, batch: int = 16):
 
 
 def _scene_grid(scene: SceneInput, gsd: float | None) -> Grid:
-    from rsgeo.infer.predict import ground_gsd, work_grid
-
-    with open_raster(scene.rgb, purpose="RGB image") as ds:
+    with open_raster(scene.reference, purpose="RGB image" if scene.rgb else "height raster") as ds:
         grid = Grid.of(ds)
     if gsd:
         grid = work_grid(grid, ground_gsd(grid), gsd)
+        check_pixels(grid.width, grid.height, scene.reference, f"grid at {gsd:g} m/px")
     for key, path in scene.files().items():
-        if key in ("rgb", "footprints"):
+        if key == "footprints" or Path(path) == scene.reference:
             continue
         with open_raster(path) as ds:
-            check_overlap(grid, Grid.of(ds), scene.rgb, path)
+            check_overlap(grid, Grid.of(ds), scene.reference, path)
     return grid
 
 
 def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd, bands,
-                ndsm_from_dsm, classes, workers, seed, bar, scale="percentile"):
-    from rsgeo.io.windows import offsets
-
+                ndsm_from_dsm, classes, workers, seed, bar, scale="percentile", label_map=None):
     src = group[0].source
     tmp_dir = out / "shards" / f".{src}.tmp"
     final_dir = out / "shards" / src
@@ -270,7 +282,7 @@ def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd
                 files = _scene_files(scene, ndsm_from_dsm, Path(work))
                 mods |= set(files) | ({"buildings"} if scene.footprints else set())
                 mods |= {"ndsm"} if "dtm" in files else set()
-                reader = _Reader(scene, grid, files, bands, scale)
+                reader = _Reader(scene, grid, files, bands, scale, label_map)
                 fp = _footprints(scene.footprints, grid) if scene.footprints else None
                 wins = [(r, c) for r in offsets(grid.height, size, stride)
                         for c in offsets(grid.width, size, stride)]
@@ -302,7 +314,7 @@ def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd
             w.finish()
         if not any(r["status"] == "kept" for r in rows):
             raise InputError("no chip kept (all nodata, too small or duplicates); check the "
-                             "inputs or --max-nodata", group[0].rgb)
+                             "inputs or --max-nodata", group[0].reference)
         shutil.rmtree(final_dir, ignore_errors=True)
         tmp_dir.rename(final_dir)
     except BaseException:
@@ -318,7 +330,7 @@ def _scene_files(scene: SceneInput, ndsm_from_dsm: bool, work: Path) -> dict:
     if "ndsm" not in files and "dsm" in files and "dtm" not in files and ndsm_from_dsm:
         from dsm2dtm import generate_dtm_file
 
-        dtm = work / f"{Path(scene.rgb).stem}_dtm.tif"
+        dtm = work / f"{scene.reference.stem}_dtm.tif"
         log.info("%s: ground filter (dsm2dtm) for the nDSM", files["dsm"])
         generate_dtm_file(files["dsm"], dtm)
         files["dtm"] = dtm
@@ -341,15 +353,12 @@ def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> 
     from rasterio import features
     from rasterio.windows import Window, bounds, transform
 
-    from rsgeo.data.hog import hog_energy
-
     r, c = rc
     win = Window(c, r, size, size)
     out = {}
     valid = np.ones((size, size), bool)
     for key, d in ds.items():
-        idx = list(reader.bands) if key in IMAGES and reader.bands else None
-        a = d.read(idx, window=win)
+        a = d.read(window=win)
         ok = valid_mask(a, d.nodata)
         if key in IMAGES:
             out[key] = reader.stretch(key).apply_uint8(a)
@@ -358,7 +367,8 @@ def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> 
         elif key in ("dsm", "dtm", "ndsm"):
             out[key] = np.where(ok, a[0], np.nan).astype(np.float32)[None]
         else:
-            lab = np.where(ok, a[0], 255).astype(np.uint8)
+            raw, named = recode(a[0], reader.label_map)
+            lab = np.where(ok | named, raw, 255).astype(np.uint8)
             if key == "labels" and classes is not None:
                 bad = np.setdiff1d(np.unique(lab), list(classes) + [255])
                 if bad.size:
@@ -378,9 +388,23 @@ def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> 
         out["buildings"] = burn[None]
     if "ndsm" in out:
         valid &= np.isfinite(out["ndsm"][0])
-    out["hog"] = hog_energy(out["rgb"]).numpy()
+    if "rgb" not in out and "dsm" in out:  # DSM-only: the heights decide what is valid
+        valid &= np.isfinite(out["dsm"][0])
+    base = out["rgb"] if "rgb" in out else _height_image(out.get("ndsm", out.get("dsm")))
+    out["hog"] = hog_energy(base).numpy()
     return {"arrays": out, "valid": valid, "nodata_fraction": float(1 - valid.mean()),
-            "hash": dhash(out["rgb"])}
+            "hash": dhash(base)}
+
+
+def _height_image(h: np.ndarray) -> np.ndarray:
+    """A ``[1, H, W]`` float32 height chip as a uint8 image (its own min..max -> 0..255,
+    nodata 0) for HOG scores and de-duplication of DSM-only chips."""
+    ok = np.isfinite(h)
+    if not ok.any():
+        return np.zeros(h.shape, np.uint8)
+    lo, hi = float(h[ok].min()), float(h[ok].max())
+    x = (np.where(ok, h, lo) - lo) * (255.0 / max(hi - lo, 1e-6))
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 def _box(b):
@@ -404,14 +428,14 @@ def _append(writers, stats, tmp_dir: Path, chip) -> int:
 def _row(scene: SceneInput, grid: Grid, r: int, c: int, size: int, split, seed) -> dict:
     from rasterio.windows import Window, bounds
 
-    chip_id = f"{scene.source}/{Path(scene.rgb).stem}/{r}_{c}"
+    chip_id = f"{scene.source}/{scene.reference.stem}/{r}_{c}"
     if scene.split:
         sp = scene.split
     else:
         u = zlib.crc32(f"{seed}:{chip_id}".encode()) / 2 ** 32
         sp = "train" if u < split[0] else ("val" if u < split[0] + split[1] else "test")
     b = bounds(Window(c, r, size, size), grid.transform)
-    return {"chip_id": chip_id, "source": scene.source, "split": sp, "scene": str(scene.rgb),
+    return {"chip_id": chip_id, "source": scene.source, "split": sp, "scene": str(scene.reference),
             "row_off": r, "col_off": c, "height": size, "width": size, "minx": b[0],
             "miny": b[1], "maxx": b[2], "maxy": b[3],
             "crs": grid.crs.to_string() if grid.crs else "", "index": -1}
@@ -419,8 +443,6 @@ def _row(scene: SceneInput, grid: Grid, r: int, c: int, size: int, split, seed) 
 
 def _append_rows(out: Path, manifest, rows):
     import pandas as pd
-
-    from rsgeo.io.atomic import atomic_path
 
     new = pd.DataFrame(rows)
     m = new if manifest is None else pd.concat([manifest, new], ignore_index=True)
@@ -435,8 +457,6 @@ def _drop_source(out: Path, manifest, src: str):
 
 
 def _update_stats(out: Path, src: str, stats: dict) -> None:
-    from rsgeo.io.atomic import atomic_path
-
     path = out / "stats.json"
     data = json.loads(path.read_text()) if path.is_file() else {"sources": {}}
     data["sources"][src] = stats
@@ -445,9 +465,6 @@ def _update_stats(out: Path, src: str, stats: dict) -> None:
 
 
 def _update_info(out: Path, info, src, mods, classes, size, group, gsd) -> dict:
-    from rsgeo.infer.predict import ground_gsd
-    from rsgeo.io.atomic import atomic_path
-
     info = info or {"format": "rsgeo-chips", "version": 1, "chip_size": size, "hog_patch": 16,
                     "modalities": [], "classes": None, "sources": []}
     info["modalities"] = sorted(set(info["modalities"]) | set(mods) | {"hog"})
@@ -455,7 +472,7 @@ def _update_info(out: Path, info, src, mods, classes, size, group, gsd) -> dict:
     if classes:
         info["classes"] = {str(k): v for k, v in classes.items()}
     if "gsd" not in info:
-        with open_raster(group[0].rgb) as ds:
+        with open_raster(group[0].reference) as ds:
             info["gsd"] = round(gsd or ground_gsd(Grid.of(ds)), 4)
     with atomic_path(out / "dataset.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps(info, indent=2))

@@ -14,7 +14,7 @@ last step, batched on the training device (:mod:`rsgeo.finetune.validate`), on
 ``val_dataset``, else the dataset's ``val`` split, else 10 % of the training chips held
 out with the seed; the summary reports its share of the wall time (``val_share``). The best
 checkpoint by F1^HE (height), mIoU (segmentation), change F1 or accuracy is
-``RUN/best.ckpt`` (a task checkpoint :mod:`rsgeo.models.task`; ``rsgeo export`` turns it
+``RUN/best.ckpt`` (a task checkpoint :mod:`rsgeo.tasks.bundle`; ``rsgeo export`` turns it
 into ONNX), with ``best.json`` and a validation preview PNG beside it. ``train_size=N`` draws a fixed,
 seeded subset of N labelled chips (the low-resource protocol: 10/50/200/450).
 """
@@ -24,15 +24,30 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import timm
+import torch
 
+from rsgeo.data.dataset import open_chips, pooled_stats
 from rsgeo.errors import InputError
+from rsgeo.finetune.adapt import AdaptModule, AdaptView, split_style, structure_classes
+from rsgeo.finetune.data import TaskView, needed_modalities, subset_indices
+from rsgeo.finetune.tasks import TaskModule
+from rsgeo.finetune.validate import ValSet, evaluate_view, save_val_preview
+from rsgeo.models.backbones import check_backbone, load_encoder
+from rsgeo.models.external import BANDS, is_rsgeo_encoder, open_encoder
+from rsgeo.tasks.bundle import build_task_model, save_task_model
+from rsgeo.tasks import INPUTS, TaskSpec, get_task
+from rsgeo.train.config import TrainConfig
+from rsgeo.train.engine import Trainer, param_groups, resolve_device
+from rsgeo.train.runs import claim_run
+from rsgeo.train.style import StyleTransfer
 
 log = logging.getLogger("rsgeo.finetune")
-SCORE = {"height": "f1he_1", "segmentation": "miou", "change": "change_f1",
-         "classification": "accuracy"}
 
 
 def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "random",
@@ -47,7 +62,12 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
 
     Args:
         dataset: a chip folder (``rsgeo prepare``) or a Dataset of dict samples.
-        encoder: ``path/encoder.safetensors`` (or a fusedmim run folder for ``rgb+dsm``),
+        task: a registered task (:mod:`rsgeo.tasks`): height, segmentation, change,
+            classification, or one registered at run time.
+        head: one of the task's heads (default: its first).
+        inputs: one of the task's input sets (rgb, dsm, ndsm, rgb+dsm, rgb+ndsm).
+        encoder: ``path/encoder.safetensors`` (or a fusedmim run folder for ``rgb+dsm``), a
+            timm / Hugging Face / DINOv2 / MAE checkpoint (:mod:`rsgeo.models.external`),
             ``timm:NAME`` (timm's pretrained weights, needs them cached), or ``random``
             (then ``backbone`` names the architecture).
         val_dataset: a chip folder or Dataset to validate on (default: the ``val`` split).
@@ -55,37 +75,87 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         adapt_to: height only: unlabelled target chips (folder or Dataset with ``rgb``) for
             RS3DAda-style adaptation (:mod:`rsgeo.finetune.adapt`; implies the aux head).
         adapt: adaptation options (``tau``, ``eta``, ``ema``, ``target_weight``,
-            ``feat_weight``, ``feat_threshold``, ``ground_classes``).
+            ``feat_weight``, ``feat_threshold``, ``ground_classes``; source style transfer
+            ``style`` fda/hm/both/none, ``style_p``, ``fda_beta``, ``hm_blend``).
         encoder_lr_scale: encoder learning rate / head learning rate (RS3DAda: 0.1).
         train: engine settings (steps, epochs, batch_size, lr, device, precision, seed,
             workers, val_every: steps between validations, default about ten a run, ...).
     """
-    import torch
-
-    from rsgeo.finetune.data import TaskView, needed_modalities, subset_indices
-    from rsgeo.finetune.tasks import TaskModule
-    from rsgeo.models.task import TASKS, build_task_model
-    from rsgeo.data.dataset import open_chips
-    from rsgeo.train.runs import claim_run
-    from rsgeo.train.config import TrainConfig
-    from rsgeo.train.engine import Trainer, resolve_device
-
-    if task not in TASKS:
-        raise InputError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
-    from rsgeo.finetune.data import INPUTS
-
-    if inputs not in INPUTS:
-        raise InputError(f"--modalities must be one of {', '.join(INPUTS)}, got {inputs!r}")
+    spec = get_task(task)
+    head = spec.check_head(head)
+    spec.check_inputs(inputs)
     seed = int(train.get("seed", 0))
     resolve_device(train.get("device", "auto"))
     aux = bool(aux_landcover or adapt_to is not None)
-    if aux and task != "height":
-        raise InputError("--aux-landcover and --adapt-to are for --task height")
-    mods = needed_modalities(task, inputs, aux)
+    if aux and not spec.aux_landcover:
+        raise InputError(f"--aux-landcover and --adapt-to are not available for --task {task} "
+                         "(use --task height)")
+    data = _open_data(dataset, val_dataset, spec, inputs, aux, val_split, train_size, seed)
+    model = _build_model(spec, data, encoder=encoder, backbone=backbone, head=head,
+                         inputs=inputs, crop=crop, num_classes=num_classes,
+                         head_features=head_features, aux=aux, seed=seed)
+    if freeze_encoder:
+        for p in model.net.encoder.parameters():
+            p.requires_grad_(False)
+    weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+    module, style = _adapt_module(model.net, encoder, dataset, adapt, data.label) \
+        if adapt_to is not None else (TaskModule(model.net, task, weights), None)
+    out = Path(out)
+    claim_run(out, "finetune", resume=resume, overwrite=overwrite, inputs=(dataset,))
+    extra = {"task": task, "encoder": str(encoder), "backbone": model.config["backbone"],
+             "inputs": inputs, "train_size": train_size, "freeze_encoder": freeze_encoder,
+             "crop": model.crop, "dataset": data.label, "num_classes": model.num_classes,
+             "head": head, "aux_landcover": aux, "encoder_lr_scale": encoder_lr_scale,
+             "adapt_to": None if adapt_to is None else str(adapt_to), "adapt": adapt or None,
+             "encoder_report": model.report}
+    view = TaskView(data.ds, task, inputs, data.train_idx, crop=model.crop, seed=seed,
+                    train=True, aux=aux)
+    if adapt_to is not None:
+        view = AdaptView(view, _target_chips(adapt_to), model.crop, seed, style)
+    val_view = TaskView(data.val_ds, task, inputs, data.val_idx, crop=model.crop, seed=seed,
+                        train=False, aux=aux)
+    keeper = BestKeeper(spec, val_view, out, model, resume)
+    summary = _train(module, view, out, train, extra, keeper, encoder_lr_scale, resume,
+                     len(data.train_idx))
+    return {**summary, "best": keeper.metrics, "best_step": keeper.step,
+            "checkpoint": str(out / "best.ckpt"), "train_chips": int(len(data.train_idx)),
+            "val_chips": int(len(data.val_idx)), "config": model.config,
+            "encoder_report": model.report}
+
+
+@dataclass
+class _Data:
+    """Opened chips: training set and indices, validation set and indices, stats, label."""
+
+    ds: object
+    stats: dict
+    label: str
+    train_idx: np.ndarray
+    val_ds: object
+    val_idx: np.ndarray
+    dataset: object
+
+
+@dataclass
+class _Model:
+    """The network to train, its config and checkpoint meta, crop and class count."""
+
+    net: torch.nn.Module
+    config: dict
+    meta: dict
+    crop: int
+    num_classes: int | None
+    report: dict | None = None  # the external encoder's load report (rsgeo.models.external)
+
+
+def _open_data(dataset, val_dataset, spec: TaskSpec, inputs: str, aux: bool, val_split: str,
+               train_size: int | None, seed: int) -> _Data:
+    """Open the chips a task needs (one-line errors for missing modalities or sizes)."""
+    mods = needed_modalities(spec.name, inputs, aux)
     ds, stats, have, label = open_chips(dataset, mods, "train")
     missing = [m for m in mods if m not in have]
     if missing:
-        raise InputError(f"{task} needs {', '.join(missing)} chips; the dataset has "
+        raise InputError(f"{spec.name} needs {', '.join(missing)} chips; the dataset has "
                          f"{', '.join(sorted(have))}", label)
     train_idx, val_ds, val_idx = _split(ds, dataset, val_dataset, mods, val_split, seed)
     if train_size is not None:
@@ -93,102 +163,96 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
             raise InputError(f"--train-size {train_size} must be in 1..{len(train_idx)} "
                              "(labelled training chips)", label)
         train_idx = train_idx[subset_indices(len(train_idx), train_size, seed)]
-    first = TaskView(ds, task, inputs, [0], train=False).sample(0)["x"]
-    in_chans, chip = int(first.shape[0]), int(min(first.shape[-2:]))
-    encoders, enc_meta, backbone = _encoders(encoder, backbone, inputs, chip)
-    crop = int(crop or chip)
-    if task in ("segmentation", "classification") or aux:
-        num_classes = num_classes or _num_classes(dataset)
-    config = {"task": task, "backbone": backbone, "in_chans": in_chans, "img_size": crop,
-              "head": head or ("upernet" if task == "segmentation" else "dpt"),
-              "head_features": head_features, "num_classes": num_classes,
-              "split": 3 if inputs.startswith("rgb+") else None,
-              "aux_classes": num_classes if aux else None}
-    import random
+    return _Data(ds, stats, label, train_idx, val_ds, val_idx, dataset)
 
+
+def _build_model(spec: TaskSpec, data: _Data, *, encoder, backbone, head, inputs, crop,
+                 num_classes, head_features, aux, seed) -> _Model:
+    """Encoders, config, network (seeded) and the checkpoint meta."""
+    first = TaskView(data.ds, spec.name, inputs, [0], train=False).sample(0)["x"]
+    in_chans, chip = int(first.shape[0]), int(min(first.shape[-2:]))
+    encoders, enc_meta, backbone = _encoders(encoder, backbone, inputs, int(crop or chip))
+    crop = int(crop or chip)
+    if spec.needs_classes or aux:
+        num_classes = num_classes or _num_classes(data.dataset)
+    config = {"task": spec.name, "backbone": backbone, "in_chans": in_chans, "img_size": crop,
+              "head": head, "head_features": head_features, "num_classes": num_classes,
+              "split": 3 if len(INPUTS[inputs]) > 1 and not (encoders and len(encoders) == 1)
+              else None,
+              "aux_classes": num_classes if aux else None}
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)  # --seed: same run twice
     net = build_task_model(config, encoders)
     if crop % 32 or crop > chip:
         raise InputError(f"crop {crop} px must be a multiple of 32 and at most the chip size "
-                         f"{chip} (use --crop)", label)
-    if freeze_encoder:
-        for p in net.encoder.parameters():
-            p.requires_grad_(False)
-    weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
-    if adapt_to is not None:
-        from rsgeo.finetune.adapt import AdaptModule, structure_classes
+                         f"{chip} (use --crop)", data.label)
+    meta = _bundle_meta(spec, inputs, data.stats, data.dataset, crop, enc_meta, num_classes)
+    return _Model(net, config, meta, crop, num_classes, enc_meta.get("load_report"))
 
-        opts = {"feat_weight": 0.0 if encoder == "random" else 1.0, **(adapt or {})}
-        ground = opts.pop("ground_classes", None) or structure_classes(_classes(dataset))
-        if not ground:
-            raise InputError("--adapt-to needs the tree and building class ids of the source "
-                             "land cover (dataset.json classes, or adapt ground_classes)", label)
-        model = AdaptModule(net, ground, **opts)
-    else:
-        model = TaskModule(net, task, weights)
-    meta = _bundle_meta(task, inputs, stats, dataset, crop, config, enc_meta, num_classes)
 
-    out = Path(out)
-    claim_run(out, "finetune", resume=resume, overwrite=overwrite, inputs=(dataset,))
+def _adapt_module(net, encoder, dataset, adapt, label) -> tuple[AdaptModule, StyleTransfer | None]:
+    """RS3DAda-style adaptation around a height network with the land-cover head, and the
+    source style transfer (FDA / histogram matching) its options ask for."""
+    opts, style = split_style({"feat_weight": 0.0 if encoder == "random" else 1.0,
+                               **(adapt or {})})
+    ground = opts.pop("ground_classes", None) or structure_classes(_classes(dataset))
+    if not ground:
+        raise InputError("--adapt-to needs the tree and building class ids of the source "
+                         "land cover (dataset.json classes, or adapt ground_classes)", label)
+    return AdaptModule(net, ground, **opts), style
+
+
+def _train(module, view, out: Path, train: dict, extra: dict, keeper, encoder_lr_scale: float,
+           resume: bool, n_train: int) -> dict:
+    """Run the engine with the fine-tuning defaults; validation goes through ``keeper``."""
     settings = {k: v for k, v in train.items() if v is not None}
     settings.setdefault("lr", 1e-4)
     settings.setdefault("weight_decay", 0.05)
-    settings.setdefault("batch_size", min(16, len(train_idx)))
-    extra = {"task": task, "encoder": str(encoder), "backbone": backbone, "inputs": inputs,
-             "train_size": train_size, "freeze_encoder": freeze_encoder, "crop": crop,
-             "dataset": label, "num_classes": num_classes, "head": config["head"],
-             "aux_landcover": aux, "encoder_lr_scale": encoder_lr_scale,
-             "adapt_to": None if adapt_to is None else str(adapt_to), "adapt": adapt or None}
+    settings.setdefault("batch_size", min(16, n_train))
     cfg = TrainConfig(extra=extra, **settings)
-    view = TaskView(ds, task, inputs, train_idx, crop=crop, seed=seed, train=True, aux=aux)
-    if adapt_to is not None:
-        from rsgeo.finetune.adapt import AdaptView
+    groups = _param_groups(module, float(settings["weight_decay"]), encoder_lr_scale)
+    trainer = Trainer(module, view, cfg, out, resume=resume, on_validate=keeper,
+                      param_groups=groups, job=f"finetune {extra['task']}")
+    return trainer.fit()
 
-        view = AdaptView(view, _target_chips(adapt_to), crop, seed)
-    val_view = TaskView(val_ds, task, inputs, val_idx, crop=crop, seed=seed, train=False,
-                        aux=aux)
-    best = {"score": -np.inf, "metrics": None, "step": None}
-    if resume and (out / "best.json").is_file():  # keep the best of the interrupted part
-        prev = json.loads((out / "best.json").read_text())
-        best.update(score=prev.get(SCORE[task], -np.inf), step=prev.pop("step", None),
-                    metrics=prev)
 
-    cache = {}
+class BestKeeper:
+    """The engine's ``on_validate`` hook: score the validation chips (rank 0 only) with the
+    task's accumulator and keep the best model (by the spec's score and direction) as
+    ``best.ckpt``, ``best.json`` and ``val_preview.png``. With ``resume`` the best of the
+    interrupted part (``best.json``) is the one to beat."""
 
-    def validate(trainer):
-        """Score the model on the validation chips (rank 0 only); keep the best."""
-        from rsgeo.finetune.validate import ValSet, evaluate_view, save_val_preview
+    def __init__(self, spec: TaskSpec, val_view, out: Path, model: _Model, resume: bool):
+        self.spec, self.val_view, self.out, self.model = spec, val_view, Path(out), model
+        self.metrics, self.step, self.cache = None, None, None
+        self.sign = 1.0 if spec.higher_is_better else -1.0
+        self.score = -np.inf
+        if resume and (self.out / "best.json").is_file():
+            prev = json.loads((self.out / "best.json").read_text())
+            self.step = prev.pop("step", None)
+            self.metrics = prev
+            self.score = self.sign * prev.get(spec.score, self.sign * -np.inf)
 
+    def __call__(self, trainer):
         if not trainer.info.is_main:
             return None
-        if "val" not in cache:  # collated once, resident on the training device
-            cache["val"] = ValSet(val_view, trainer.device, max(8, 2 * trainer.micro))
-        metrics = evaluate_view(trainer.model, cache["val"], task, num_classes=num_classes)
-        score = metrics[SCORE[task]]
-        if score > best["score"] or best["metrics"] is None:
-            best.update(score=score, metrics=metrics, step=trainer.step)
-            from rsgeo.models.task import save_task_model
-
-            save_task_model(trainer.model.net, config, {**meta, "val": metrics,
-                                                        "step": trainer.step}, out / "best.ckpt")
-            save_val_preview(trainer.model, cache["val"], task, trainer.device,
-                             out / "val_preview.png")
-            (out / "best.json").write_text(json.dumps({"step": trainer.step, **metrics},
-                                                      indent=2, default=float))
+        if self.cache is None:  # collated once, resident on the training device
+            self.cache = ValSet(self.val_view, trainer.device, max(8, 2 * trainer.micro))
+        metrics = evaluate_view(trainer.model, self.cache, self.spec.name,
+                                num_classes=self.model.num_classes)
+        score = self.sign * metrics[self.spec.score]
+        if score > self.score or self.metrics is None:
+            self.score, self.metrics, self.step = score, metrics, trainer.step
+            save_task_model(trainer.model.net, self.model.config,
+                            {**self.model.meta, "val": metrics, "step": trainer.step},
+                            self.out / "best.ckpt")
+            save_val_preview(trainer.model, self.cache, self.spec.name, trainer.device,
+                             self.out / "val_preview.png")
+            (self.out / "best.json").write_text(json.dumps({"step": trainer.step, **metrics},
+                                                           indent=2, default=float))
         return metrics
-
-    groups = _param_groups(model, float(settings["weight_decay"]), encoder_lr_scale)
-    trainer = Trainer(model, view, cfg, out, resume=resume, on_validate=validate,
-                      param_groups=groups, job=f"finetune {task}")
-    summary = trainer.fit()
-    return {**summary, "best": best["metrics"], "best_step": best["step"],
-            "checkpoint": str(out / "best.ckpt"), "train_chips": int(len(train_idx)),
-            "val_chips": int(len(val_idx)), "config": config}
 
 
 def _split(ds, dataset, val_dataset, mods, val_split, seed):
-    from rsgeo.data.dataset import open_chips
-
     n = len(ds)
     if val_dataset is not None:
         if isinstance(val_dataset, (str, os.PathLike)):
@@ -209,8 +273,6 @@ def _split(ds, dataset, val_dataset, mods, val_split, seed):
 
 def _target_chips(target):
     """Unlabelled target chips for --adapt-to: the train split, else every kept chip."""
-    from rsgeo.data.dataset import open_chips
-
     if not isinstance(target, (str, os.PathLike)):
         return target
     try:
@@ -223,8 +285,6 @@ def _target_chips(target):
 
 def _param_groups(model, weight_decay: float, encoder_lr_scale: float) -> list[dict]:
     """The engine's AdamW groups, split so the encoder learns at ``encoder_lr_scale`` x lr."""
-    from rsgeo.train.engine import param_groups
-
     enc = {id(p) for p in model.net.encoder.parameters()}
     groups = []
     for g in param_groups(model, weight_decay):
@@ -243,40 +303,30 @@ def _classes(dataset) -> dict | None:
 
 def _encoders(encoder: str, backbone: str | None, inputs: str, chip: int):
     """(list of encoders or None, encoder meta, backbone name)."""
-    from rsgeo.models.backbones import check_backbone, load_encoder
-
     if encoder == "random":
         if not backbone:
             raise InputError("--encoder random needs --backbone NAME")
         check_backbone(backbone)
         return None, {}, backbone
     if encoder.startswith("timm:"):
-        import timm
-
         name = encoder[5:]
         check_backbone(name)
         try:
             enc = timm.create_model(name, pretrained=True, num_classes=0, img_size=chip,
-                                    dynamic_img_size=True, in_chans=1 if inputs in ("dsm", "ndsm") else 3)
+                                    dynamic_img_size=True, in_chans=BANDS[inputs])
         except Exception as e:
             raise InputError(f"could not load timm's pretrained weights for {name} "
                              f"({type(e).__name__}); they must be in the local cache") from None
         return [enc], {"source": encoder}, name
     p = Path(encoder)
-    if inputs.startswith("rgb+"):
+    if len(INPUTS[inputs]) > 1 and (is_rsgeo_encoder(p) or (p / "encoder_rgb.safetensors").is_file()):
         if not p.is_dir():
-            raise InputError("--modalities rgb+dsm needs a fusedmim run folder "
+            raise InputError(f"--modalities {inputs} needs a fusedmim run folder "
                              "(encoder_rgb.* and encoder_dsm.*)", p)
         a, ma = load_encoder(p / "encoder_rgb.safetensors")
         b, mb = load_encoder(p / "encoder_dsm.safetensors")
         return [a, b], {"rgb": ma, "dsm": mb}, ma["backbone"]
-    enc, meta = load_encoder(p)
-    want = 1 if inputs in ("dsm", "ndsm") else 3
-    if int(meta["in_chans"]) != want:
-        raise InputError(f"encoder has {meta['in_chans']} input band(s); --modalities {inputs} "
-                         f"needs {want}", p)
-    if backbone and backbone != meta["backbone"]:
-        raise InputError(f"--backbone {backbone} differs from the encoder's {meta['backbone']}", p)
+    enc, meta = open_encoder(p, backbone, inputs, chip)
     return [enc], meta, meta["backbone"]
 
 
@@ -292,11 +342,8 @@ def _num_classes(dataset) -> int:
     raise InputError("the dataset does not list its classes; pass --num-classes")
 
 
-def _bundle_meta(task, inputs, stats, dataset, crop, config, enc_meta, num_classes) -> dict:
-    """What predict-height needs to feed the model (see rsgeo.models.task)."""
-    from rsgeo.finetune.data import INPUTS
-    from rsgeo.data.dataset import pooled_stats
-
+def _bundle_meta(spec: TaskSpec, inputs, stats, dataset, crop, enc_meta, num_classes) -> dict:
+    """What prediction needs to feed the model and read its output (see rsgeo.tasks.bundle)."""
     mean, std, bands = [], [], []
     for m in INPUTS[inputs]:
         if m == "rgb":
@@ -306,16 +353,13 @@ def _bundle_meta(task, inputs, stats, dataset, crop, config, enc_meta, num_class
             bands += ["red", "green", "blue"]
         else:  # ChipDataset feeds heights in metres, unnormalised: record exactly that
             mean, std, bands = mean + [0.0], std + [1.0], bands + [m]
-    gsd = None
-    if isinstance(dataset, (str, os.PathLike)):
-        info = json.loads((Path(dataset) / "dataset.json").read_text())
-        gsd = info.get("gsd")
-    classes = None
-    if isinstance(dataset, (str, os.PathLike)) and task in ("segmentation", "classification"):
-        classes = json.loads((Path(dataset) / "dataset.json").read_text()).get("classes")
-    return {"task": task, "bands": bands, "mean": mean, "std": std, "input_range": [0, 255],
-            "gsd": gsd, "tile": max(crop, 256) // 32 * 32, "overlap": max(crop, 256) // 8,
-            "units": "m" if task == "height" else "class", "nodata": -9999,
-            "num_classes": num_classes, "classes": classes,
+    info = json.loads((Path(dataset) / "dataset.json").read_text()) \
+        if isinstance(dataset, (str, os.PathLike)) else {}
+    classes = info.get("classes") if spec.needs_classes else None
+    return {"task": spec.name, "bands": bands, "mean": mean, "std": std,
+            "input_range": [0, 255], "gsd": info.get("gsd"),
+            "tile": max(crop, 256) // 32 * 32, "overlap": max(crop, 256) // 8,
+            "units": spec.units, "nodata": -9999, "num_classes": num_classes,
+            "classes": classes,
             "encoder": {k: v for k, v in enc_meta.items() if k in ("backbone", "method", "steps")}
             if isinstance(enc_meta, dict) else None}

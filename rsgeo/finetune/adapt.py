@@ -26,8 +26,14 @@ student (not a fresh network with random heads) and its buffers follow the stude
 (the reference teacher's BatchNorm statistics never leave 0/1); the consistency ratio
 is taken on heights clamped at ``1e-3`` m (the reference takes it on raw outputs, so
 negative pairs can count as consistent); photometric augmentations act on the
-normalised tensors (no albumentations dependency). Style-transfer augmentation of the
-source (FDA / histogram matching) is not implemented.
+normalised tensors (no albumentations dependency).
+
+Source style transfer (RS3DAda's ``OneOf([FDA, HistogramMatching, PDA], p=0.8)``): before
+normalisation, each source chip is restyled with probability ``style_p`` (0.8) toward
+a random target chip of its batch, by FDA (low-frequency amplitude swap, window ratio
+drawn in ``[0, fda_beta]``, 0.01) or histogram matching (blend drawn in ``hm_blend``,
+0.8-1), :mod:`rsgeo.train.style`. ``style`` picks ``both`` (default), ``fda``, ``hm`` or
+``none``; pixel-distribution adaptation, RS3DAda's third choice, is not implemented.
 """
 
 from __future__ import annotations
@@ -41,9 +47,29 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from rsgeo.data.batch import SourceNorm
-from rsgeo.finetune.tasks import AUX_WEIGHT, IGNORE, TaskModule, class_loss, height_loss
 from rsgeo.data.dataset import cut
+from rsgeo.errors import InputError
+from rsgeo.finetune.tasks import TaskModule
+from rsgeo.tasks.losses import AUX_WEIGHT, IGNORE, class_loss, height_loss
 from rsgeo.train.seeds import draw, mix64, sample_seed
+from rsgeo.train.style import StyleTransfer
+
+STYLE_DEFAULTS = {"style": "both", "style_p": 0.8, "fda_beta": 0.01, "hm_blend": (0.8, 1.0)}
+
+
+def split_style(opts: dict) -> tuple[dict, StyleTransfer | None]:
+    """Adaptation options -> (:class:`AdaptModule` options, source style transfer or None).
+
+    Style keys (defaults: RS3DAda's): ``style`` (fda, hm, both, none), ``style_p``,
+    ``fda_beta``, ``hm_blend`` (low, high).
+    """
+    rest = {k: v for k, v in opts.items() if k not in STYLE_DEFAULTS}
+    s = {**STYLE_DEFAULTS, **{k: v for k, v in opts.items() if k in STYLE_DEFAULTS}}
+    try:
+        st = StyleTransfer(s["style"], s["style_p"], s["fda_beta"], tuple(s["hm_blend"]))
+    except (ValueError, TypeError) as e:
+        raise InputError(f"--style / adapt options: {e}") from None
+    return rest, (None if st.style == "none" else st)
 
 
 class AdaptView(Dataset):
@@ -52,11 +78,15 @@ class AdaptView(Dataset):
     The target chip and its crop/flips are a hash of ``(seed, epoch, i)`` (a stream apart
     from the source's), so pairs are the same on any worker, rank or resumed run. Workers
     hand over the target crop as stored (uint8); :meth:`on_device` normalises it with the
-    target dataset's per-source statistics after the source's own batch stage.
+    target dataset's per-source statistics after the source's own batch stage. With a
+    ``style`` (:func:`split_style`), the source images (``in_rgb``, as stored) are first
+    restyled toward the batch's target chips.
     """
 
-    def __init__(self, source: Dataset, target: Dataset, crop: int, seed: int = 0):
+    def __init__(self, source: Dataset, target: Dataset, crop: int, seed: int = 0,
+                 style: StyleTransfer | None = None):
         self.source, self.target, self.crop, self.seed, self.epoch = source, target, crop, seed, 0
+        self.style = style
         self.fast = hasattr(target, "read") and hasattr(target, "source_ids")
         self.norm = target.source_norm() if hasattr(target, "source_norm") else SourceNorm({})
 
@@ -88,6 +118,8 @@ class AdaptView(Dataset):
         return out
 
     def on_device(self, batch: dict) -> dict:
+        if self.style is not None and "in_rgb" in batch:
+            batch["in_rgb"] = self.style(batch["in_rgb"], batch["x_target"], batch["seed"])
         batch = self.source.on_device(batch)
         x = self.norm(batch["x_target"], "rgb", batch.pop("x_target_source_id"))
         batch["x_target"] = torch.nan_to_num(x, nan=0.0)

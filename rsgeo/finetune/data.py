@@ -29,19 +29,14 @@ from torch.utils.data import Dataset, default_collate
 
 from rsgeo.data.batch import IMAGES, SourceNorm, heights
 from rsgeo.data.dataset import cut
+from rsgeo.tasks import INPUTS, get_task
 from rsgeo.train.seeds import draw, sample_seed
-
-IGNORE = 255
-INPUTS = {"rgb": ("rgb",), "dsm": ("dsm",), "ndsm": ("ndsm",), "rgb+dsm": ("rgb", "dsm"),
-          "rgb+ndsm": ("rgb", "ndsm")}
-TARGETS = {"height": "ndsm", "segmentation": "labels", "change": "change",
-           "classification": "labels"}
 
 
 def needed_modalities(task: str, inputs: str, aux: bool = False) -> tuple[str, ...]:
-    mods = list(INPUTS[inputs]) + [TARGETS[task]]
-    if task == "change":
-        mods.append("post_rgb")
+    """Chip modalities a task view reads: inputs, the task's target and extras, aux labels."""
+    spec = get_task(task)
+    mods = list(INPUTS[inputs]) + [spec.target, *spec.extra_modalities]
     if aux:
         mods.append("labels")
     return tuple(dict.fromkeys(mods))
@@ -57,6 +52,7 @@ class TaskView(Dataset):
     def __init__(self, base: Dataset, task: str, inputs: str, indices=None, crop: int | None = None,
                  seed: int = 0, train: bool = True, aux: bool = False):
         self.base, self.task, self.inputs, self.aux = base, task, INPUTS[inputs], aux
+        self.spec = get_task(task)
         self.indices = np.arange(len(base)) if indices is None else np.asarray(indices)
         self.crop, self.seed, self.train, self.epoch = crop, seed, train, 0
         self.fast = hasattr(base, "read") and hasattr(base, "source_ids")
@@ -92,19 +88,12 @@ class TaskView(Dataset):
             return cut(sample[m], win, hflip, vflip)
 
         out = {f"in_{m}": torch.from_numpy(get(m)) for m in self.inputs}
-        if self.task == "change":
-            out["post_rgb"] = torch.from_numpy(get("post_rgb"))
-        target = get(TARGETS[self.task])
-        if self.task == "height":
-            out["target"] = torch.from_numpy(target.reshape(1, c, c))
-            if self.aux:
-                out["labels"] = torch.from_numpy(get("labels").reshape(c, c))
-        elif self.task == "classification":
-            lab = target.reshape(-1)
-            counts = np.bincount(lab[lab != IGNORE].astype(np.int64), minlength=1)
-            out["target"] = int(counts.argmax()) if counts.sum() else 0
-        else:
-            out["target"] = torch.from_numpy(target.reshape(c, c))
+        for m in self.spec.extra_modalities:
+            out[m] = torch.from_numpy(get(m))
+        target = self.spec.make_target(get(self.spec.target), c)
+        out["target"] = torch.from_numpy(target) if isinstance(target, np.ndarray) else target
+        if self.aux:
+            out["labels"] = torch.from_numpy(get("labels").reshape(c, c))
         out["source_id"] = int(self.base.source_ids[j]) if self.fast \
             else int(sample.get("source_id", -1))
         out["seed"] = s
@@ -123,7 +112,7 @@ class TaskView(Dataset):
         if "post_rgb" in batch:
             batch["x_post"] = self._input(batch.pop("post_rgb"), "post_rgb", sid)
         t = batch["target"]
-        batch["target"] = t.float() if self.task == "height" else t.long()
+        batch["target"] = t.float() if self.spec.target_float else t.long()
         if "labels" in batch:
             batch["labels"] = batch["labels"].long()
         return batch

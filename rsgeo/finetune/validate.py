@@ -1,4 +1,4 @@
-"""Validation batched on the training device, with the shared metric accumulators.
+"""Validation batched on the training device, scored by each task's accumulator (rsgeo.tasks).
 
 :class:`ValSet` collates the validation view once (its samples never change: centre crops,
 no flips) and keeps it on the device when it fits ``max_bytes``, so each validation is a
@@ -13,7 +13,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, default_collate
 
+from rsgeo.io.atomic import atomic_path
+from rsgeo.synth.preview import colorize_classes, colorize_heights
+from rsgeo.tasks import get_task
+from rsgeo.tasks.scores import confusion_update, height_update
 from rsgeo.train.engine import to_device
+
+__all__ = ["ValSet", "confusion_update", "evaluate_view", "height_update", "save_val_preview"]
 
 
 class ValSet:
@@ -60,98 +66,19 @@ class ValSet:
             yield prepare(to_device(batch, self.device))
 
 
-def height_update(acc, pred: torch.Tensor, ref: torch.Tensor) -> None:
-    """Add a batch of images to a HeightAccumulator, counting on the tensors' device.
-
-    ``pred, ref [B, H, W]`` metres (NaN = nodata); each of the B images is one image of
-    :meth:`HeightAccumulator.update` (same counts; sums may differ in the last bits).
-    """
-    from rsgeo.metrics.height import ETAS
-
-    p, g = pred.float(), ref.float()
-    ok = torch.isfinite(p) & torch.isfinite(g)
-    p, g = torch.where(ok, p, 0.0), torch.where(ok, g, 0.0)
-    d = p - g
-    acc.n_images += int(p.shape[0])
-    acc.n += int(ok.sum())
-    acc.abs_sum += float(d.abs().sum(dtype=torch.float64))
-    acc.sq_sum += float((d * d).sum(dtype=torch.float64))
-    pc, gc = p.clamp_min(acc.floor), g.clamp_min(acc.floor)
-    ratio = torch.maximum(pc / gc, gc / pc)
-    sp, sg = (p > acc.threshold) & ok, (g > acc.threshold) & ok
-    both = sp & sg
-    fp, fn = (sp & ~sg).sum((1, 2)), (sg & ~sp).sum((1, 2))
-    has_ref = (fn > 0) | both.any(2).any(1)        # images that count for F1^HE
-    rows = []
-    for eta in ETAS:
-        good = (ratio < eta) & ok
-        tp = (good & both).sum((1, 2))
-        rows.append(torch.stack([good.sum(), (tp * has_ref).sum(), (fp * has_ref).sum(),
-                                 (fn * has_ref).sum()]))
-    counts = torch.stack(rows).cpu().numpy().astype(np.int64)   # one transfer
-    acc.delta += counts[:, 0]
-    acc.f1_counts += counts[:, 1:]
-
-
-def confusion_update(acc, pred: torch.Tensor, ref: torch.Tensor) -> None:
-    """Add label tensors (any equal shape, on any device) to a ConfusionMatrix."""
-    k = acc.k
-    p, r = pred.reshape(-1).long(), ref.reshape(-1).long()
-    if acc.ignore_index is not None:
-        keep = r != acc.ignore_index
-        p, r = p[keep], r[keep]
-    if p.numel():
-        lo, hi = torch.stack([torch.minimum(p.min(), r.min()),
-                              torch.maximum(p.max(), r.max())]).tolist()
-        if lo < 0 or hi >= k:
-            raise ValueError(f"class ids outside 0..{k - 1}")
-    acc.matrix += torch.bincount(r * k + p, minlength=k * k).reshape(k, k).cpu().numpy()
-
-
 @torch.no_grad()
 def evaluate_view(model, view, task: str, device=None, num_classes: int | None = None,
                   batch_size: int = 32) -> dict:
     """Metrics of ``model`` (a TaskModule) over ``view`` (a ValSet, or a Dataset batched
-    here): a flat dict for metrics.jsonl."""
-    from rsgeo.metrics.height import HeightAccumulator
-    from rsgeo.metrics.segmentation import ConfusionMatrix
-
+    here): a flat dict for metrics.jsonl, from the task spec's accumulator."""
     vs = view if isinstance(view, ValSet) else ValSet(view, device or "cpu", batch_size, 0)
     was_training = model.training
     model.eval()
-    if task == "height":
-        acc = HeightAccumulator()
-    elif task == "change":
-        acc = ConfusionMatrix(2, ignore_index=255)
-    else:
-        acc = ConfusionMatrix(int(num_classes), ignore_index=255)
-    aux = getattr(model.net, "aux", None) if task == "height" else None
-    lc_acc = ConfusionMatrix(aux.out[-1].out_channels, ignore_index=255) \
-        if aux is not None else None
+    acc = get_task(task).accumulator(num_classes, model.net)
     for batch in vs.batches():
-        if task == "height":
-            if lc_acc is not None:
-                h, lc = model.net.forward_all(batch["x"])
-                pred = h[:, 0]
-                confusion_update(lc_acc, lc.argmax(1), batch["labels"])
-            else:
-                pred = model.predict(batch)
-            height_update(acc, pred, batch["target"][:, 0])
-        else:
-            confusion_update(acc, model.predict(batch), batch["target"])
+        acc.update(model.net, batch)
     model.train(was_training)
-    if task == "height":
-        r = acc.result()
-        out = {k: r[k] for k in ("mae", "rmse", "delta1", "f1he_1", "f1he_2", "f1he_3")}
-        if lc_acc is not None:
-            out["landcover_miou"] = lc_acc.result()["miou"]
-        return out
-    if task == "change":
-        return acc.change_result()
-    r = acc.result()
-    if task == "classification":
-        return {"accuracy": r["oa"], "miou": r["miou"]}
-    return {"miou": r["miou"], "oa": r["oa"]}
+    return acc.result()
 
 
 @torch.no_grad()
@@ -162,10 +89,8 @@ def save_val_preview(model, view, task: str, device, path, n: int = 4) -> None:
     """
     from PIL import Image
 
-    from rsgeo.io.atomic import atomic_path
-    from rsgeo.synth.preview import colorize_classes, colorize_heights
-
-    if task == "classification" or len(view) == 0:
+    kind = get_task(task).preview
+    if kind is None or len(view) == 0:
         return
     vs = view if isinstance(view, ValSet) else ValSet(view, device or "cpu", n, 0)
     was = model.training
@@ -182,7 +107,7 @@ def save_val_preview(model, view, task: str, device, path, n: int = 4) -> None:
         lo, hi = np.percentile(img, 1), np.percentile(img, 99)
         rgb = (np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
         rgb = np.repeat(rgb, 3, 0)[:3] if rgb.shape[0] == 1 else rgb
-        if task == "height":
+        if kind == "heights":
             vmax = max(float(np.nanmax(t[i])) if np.isfinite(t[i]).any() else 1.0, 1.0)
             ref, prd = colorize_heights(t[i, 0], vmax), colorize_heights(pred[i], vmax)
         else:

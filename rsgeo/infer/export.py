@@ -6,8 +6,9 @@ dynamic batch and spatial size (H, W multiples of the encoder stride), and retur
 ``output``: ``[B, K, H, W]`` (heights in metres for ``task=height``, class or change
 logits otherwise) or ``[B, K]`` class logits for ``task=classification``.
 ``metadata_props`` hold every key of the checkpoint's ``meta`` (JSON values) plus
-``rsgeo_version``, ``config``, ``stride`` and ``inputs``, so predict-height needs nothing
-else.
+``rsgeo_version``, ``config``, ``stride``, ``inputs`` and ``writer`` (what prediction writes
+for the task: :class:`rsgeo.tasks.Writer`), so prediction needs nothing else. The graph
+inputs are the task spec's ``export_inputs`` (:mod:`rsgeo.tasks`).
 Before the file appears, ONNX Runtime's output is compared with torch's on a random batch
 of two sizes; a difference beyond tolerance fails the export.
 """
@@ -22,13 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
+from rsgeo import __version__
 from rsgeo.errors import InputError, RsgeoError, first_line
+from rsgeo.infer import session
+from rsgeo.io.atomic import atomic_path, check_output
+from rsgeo.progress import progress
+from rsgeo.tasks import get_task
 
 log = logging.getLogger("rsgeo.infer")
 
 
 def stride_of(config: dict) -> int:
-    from rsgeo.models.backbones import TINY
+    from rsgeo.models.backbones import TINY  # lazy: torch + timm; prediction from ONNX reads this
 
     name = config["backbone"]
     if name in TINY:
@@ -43,22 +49,19 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, overwr
     import onnx
     import torch
 
-    from rsgeo import __version__
-    from rsgeo.io.atomic import atomic_path, check_output
-    from rsgeo.models.task import load_task_model
+    from rsgeo.tasks.bundle import load_task_model  # lazy: torch + timm (read_metadata needs neither)
 
     check_output(out, overwrite, inputs=(checkpoint,))  # before the slow load and export
     model, config, meta = load_task_model(checkpoint)
     stride = stride_of(config)
     bands = int(config.get("in_chans", 3))
-    inputs = ["pre", "post"] if config.get("task") == "change" else ["image"]
+    spec = get_task(config.get("task", "height"))
+    inputs = list(spec.export_inputs)
     size = max(int(meta.get("tile", 2 * stride)) // 4 // stride * stride, 2 * stride)
     example = tuple(torch.randn(2, bands, size, size) for _ in inputs)
     batch = torch.export.Dim("batch", min=1, max=4096)
     h, w = torch.export.Dim("h", min=1, max=4096), torch.export.Dim("w", min=1, max=4096)
     dims = tuple({0: batch, 2: stride * h, 3: stride * w} for _ in inputs)
-    from rsgeo.progress import progress
-
     with atomic_path(out, overwrite, inputs=(checkpoint,)) as tmp, \
             progress(3, "export: tracing", unit="stages") as bar:
         kw = {"opset_version": opset} if opset else {}
@@ -78,7 +81,7 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, overwr
         props = {k: json.dumps(v) for k, v in meta.items()}
         props.update(rsgeo_version=json.dumps(__version__), config=json.dumps(config),
                      stride=json.dumps(stride), format=json.dumps("rsgeo-onnx"),
-                     inputs=json.dumps(inputs))
+                     inputs=json.dumps(inputs), writer=json.dumps(spec.writer.describe()))
         onnx.helper.set_model_props(proto, props)
         onnx.save(proto, str(tmp))
         bar.advance(1)
@@ -93,9 +96,7 @@ def verify(model, path: Path, bands: int, stride: int, atol: float, rtol: float)
     """Compare ORT with torch on random inputs of two shapes; raise if they differ."""
     import torch
 
-    from rsgeo.infer.session import ort_session
-
-    sess = ort_session(path, "cpu")
+    sess = session.ort_session(path, "cpu")
     names = [i.name for i in sess.get_inputs()]
     rng = np.random.default_rng(0)
     worst = 0.0

@@ -1,4 +1,4 @@
-"""``predict-height``: heights in metres for rasters of any size, with bounded memory.
+"""``predict`` and ``predict-height``: any task model over rasters of any size, bounded memory.
 
 Every input streams through one :class:`rsgeo.infer.stream.Pipeline` on the io engine
 (overlapping tiles read in parallel in the raster's dtype, reflect padding, raised-cosine
@@ -14,6 +14,12 @@ stretch (default), by their bit depth, not at all, or from given MIN,MAX.
 Input at another GSD is resampled to the model's (``gsd="auto"``, tolerance 5 %), and the
 heights are resampled back onto the input grid, so the output always shares the input's
 CRS, transform and shape. Input nodata becomes -9999 in the output.
+
+What is blended and written follows the model's task (:mod:`rsgeo.infer.writers`):
+heights, softmax class probabilities (classes = argmax of the blended probabilities),
+the change probability of a PRE/POST pair (:mod:`rsgeo.infer.pairs`), or one row per
+tile for classification models. ``predict-height`` is :func:`predict_files` with
+``expect="height"``.
 """
 
 from __future__ import annotations
@@ -21,19 +27,33 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import tempfile
 import threading
 import time
 from concurrent.futures import Future
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from rsgeo.errors import InputError
+from rsgeo.infer.export import read_metadata, stride_of
+from rsgeo.infer.session import Norm, OrtRunner, TorchRunner, pair_model
+from rsgeo.infer.stream import Job, Pipeline
+from rsgeo.infer.pairs import pair_nodata, stack_pair
+from rsgeo.infer.writers import OutputContext, height_stats, writer_for  # noqa: F401 (height_stats: re-exported)
+from rsgeo.io.atomic import check_output, make_parents
+from rsgeo.io.bands import open_image, parse_bands
 from rsgeo.io.heights import require_valid, sample, sample_plan
-from rsgeo.io.raster import Grid, align_to, open_raster, valid_mask
+from rsgeo.io.limits import check_pixels
+from rsgeo.io.raster import Grid, align_to, ground_gsd, open_raster, valid_mask, work_grid
+from rsgeo.io.reader import block_shape
+from rsgeo.io.stretch import image_stretch, parse_scale
+from rsgeo.io.windows import TileGrid, plan_panels, strips
 from rsgeo.io.writer import HEIGHT_NODATA, open_output
+from rsgeo.progress import progress
 
 log = logging.getLogger("rsgeo.infer")
 PANEL_WIDTH = 4096  # rasters wider than this are swept in vertical panels (memory bound)
@@ -81,23 +101,19 @@ def start_loading(model_path, backend: str | None = None, device: str = "auto",
     meta_f: Future = Future()
     runner_f: Future = Future()
     if backend == "onnx":
-        from rsgeo.infer.export import read_metadata
-
         if precision != "fp32":
-            raise InputError("--precision bf16 needs --backend torch (ONNX models run in fp32)")
+            raise InputError(f"--precision {precision} needs --backend torch (ONNX models run "
+                             "in fp32)")
         meta = read_metadata(p)
         if meta.get("format") != "rsgeo-onnx":
             raise InputError("ONNX file has no rsgeo metadata (export it with `rsgeo export`)", p)
         meta_f.set_result((meta, meta["config"]))
 
         def load():
-            from rsgeo.infer.session import OrtRunner
-
             return OrtRunner(p, device)
     else:
         def load():
-            from rsgeo.infer.session import TorchRunner
-            from rsgeo.models.task import load_task_model
+            from rsgeo.tasks.bundle import load_task_model  # lazy: imports torch; ONNX runs without
 
             try:
                 model, config, meta = load_task_model(p)
@@ -105,6 +121,8 @@ def start_loading(model_path, backend: str | None = None, device: str = "auto",
                 meta_f.set_exception(e)
                 raise
             meta_f.set_result((meta, config))
+            if config.get("task") == "change":  # one stacked PRE+POST input (rsgeo.infer.pairs)
+                model = pair_model(model)
             runner = TorchRunner(model, device, precision)
             shape = warmup(meta, config) if warmup else None
             if shape and runner.device == "cuda":
@@ -127,34 +145,53 @@ def start_loading(model_path, backend: str | None = None, device: str = "auto",
 
 def input_scale(ds) -> float:
     """The bit-depth factor onto 0-255 (``--scale bitdepth``; see :mod:`rsgeo.io.stretch`)."""
-    from rsgeo.io.stretch import image_stretch
 
     return image_stretch(ds, "bitdepth").scale
 
 
-def ground_gsd(grid: Grid) -> float:
-    """Pixel size in metres (geographic CRSs estimated at the scene centre, with a warning)."""
-    rx, ry = grid.res
-    if grid.crs is not None and grid.crs.is_geographic:
-        lat = math.radians((grid.bounds[1] + grid.bounds[3]) / 2)
-        gsd = math.sqrt(rx * 111320.0 * math.cos(lat) * ry * 110574.0)
-        log.warning("geographic CRS: GSD estimated as %.3f m at latitude %.2f; pass --gsd to "
-                    "override", gsd, math.degrees(lat))
-        return gsd
-    factor = grid.crs.linear_units_factor[1] if grid.crs is not None else 1.0
-    return math.sqrt(rx * ry) * factor
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 
 
-def work_grid(grid: Grid, in_gsd: float, target_gsd: float) -> Grid:
-    """``grid``'s extent at ``target_gsd`` (same CRS and origin)."""
-    from affine import Affine
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Files as given; folders replaced by their raster files (sorted by name)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir()
+                           if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
+            if not found:
+                raise InputError(f"folder holds no rasters ({', '.join(RASTER_SUFFIXES)})", p)
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
 
-    f = target_gsd / in_gsd
-    t = grid.transform
-    w = max(1, int(round(grid.width / f)))
-    h = max(1, int(round(grid.height / f)))
-    return Grid(grid.crs, Affine(t.a * grid.width / w, t.b, t.c, t.d, t.e * grid.height / h, t.f),
-                w, h)
+
+def plan_outputs(images: list[Path], output: Path, suffix: str = "_height.tif"
+                 ) -> list[tuple[Path, Path]]:
+    """``(input, output)`` pairs for ``predict IMAGE... -o OUTPUT``, this process's share
+    under torchrun (every ``WORLD_SIZE``-th pair from ``RANK``).
+
+    One input file and an OUTPUT that is not a folder: OUTPUT itself. Otherwise OUTPUT is
+    a folder of ``<stem><suffix>`` (made by :func:`predict_files`, after every input was
+    opened here, so a missing or unreadable one leaves nothing behind); colliding names
+    are an InputError.
+    """
+    images, output = [Path(p) for p in images], Path(output)
+    inputs = expand_inputs(images)
+    if len(inputs) > 1 or output.is_dir() or any(p.is_dir() for p in images):
+        if output.exists() and not output.is_dir():
+            raise InputError("several inputs need an output folder", output)
+        targets = [output / f"{p.stem}{suffix}" for p in inputs]
+        if len(set(targets)) < len(targets):
+            raise InputError("inputs share a file name, so their outputs would collide", output)
+        for p in inputs:
+            with open_raster(p, purpose="image"):
+                pass
+    else:
+        targets = [output]
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return list(zip(inputs, targets))[rank::world]
 
 
 def predict_height_file(image_path, model_path, out_path, **kw) -> dict:
@@ -165,28 +202,45 @@ def predict_height_file(image_path, model_path, out_path, **kw) -> dict:
     return predict_height_files([image_path], model_path, [out_path], **kw)["files"][0]
 
 
-def predict_height_files(images, model_path, outputs, *, tile: int | None = None,
-                         overlap: int | None = None, batch_size: int | None = None,
-                         device: str = "auto", backend: str | None = None,
-                         precision: str = "fp32", gsd="auto", cog: bool = False,
-                         co: dict | None = None, overwrite: bool = False,
-                         nodata: float | None = None, runner=None,
-                         workers: int | None = None, scale="percentile") -> dict:
-    """Predict heights (m) for every image into the matching output, in one pipeline.
+def predict_height_files(images, model_path, outputs, **kw) -> dict:
+    """Predict heights (m) for every image into the matching output, in one pipeline:
+    :func:`predict_files` for a height model (any other model is an InputError).
+
+    ``co``: creation options of the height rasters (:func:`rsgeo.io.writer.height_co`).
+    """
+    return predict_files(images, model_path, outputs, expect="height", label="predict-height",
+                         **kw)
+
+
+def predict_files(images, model_path, outputs, *, expect: str | None = None,
+                  options: dict | None = None, tile: int | None = None,
+                  overlap: int | None = None, batch_size: int | None = None,
+                  device: str = "auto", backend: str | None = None, precision: str = "fp32",
+                  gsd="auto", cog: bool = False, co: dict | None = None,
+                  class_co: dict | None = None, overwrite: bool = False,
+                  nodata: float | None = None, runner=None, workers: int | None = None,
+                  scale="percentile", bands=None, label: str = "predict") -> dict:
+    """Apply a task model to every input, writing what its task writes
+    (:mod:`rsgeo.infer.writers`), in one pipeline.
 
     One model load and one :class:`~rsgeo.infer.stream.Pipeline` serve every input: the
     next file's reads start while the last one's strips are written, and small files
     share model batches. The model loads in the background while the first file is read.
 
     Args:
-        images, outputs: input rasters and their output GeoTIFFs (same length).
+        images: input rasters; for change models ``(pre, post)`` pairs.
+        outputs: one output per input (classification: the same table for all).
         model_path: .onnx (ONNX Runtime) or task checkpoint (torch).
+        expect: the task the model must hold (None: any task with a writer).
+        options: the writer's options (``probabilities``, ``threshold``, ``per_input``).
         tile, overlap: window size and overlap in pixels (default: the model's recommendation;
-            rounded up to the encoder stride).
+            rounded up to the encoder stride; classification overlaps 0 by default).
         batch_size: tiles per model call (default: from the tile size and, on a GPU, its
             free memory; see :mod:`rsgeo.infer.batching`).
         gsd: ``"auto"`` (resample to the model's GSD when off by > 5 %), ``"native"`` (never
             resample), or metres per pixel to run the model at.
+        co: creation options of float rasters (heights, probabilities); ``class_co``: of
+            uint8 class rasters (default: ``co`` for height models' callers, else none).
         nodata: override the input's nodata value.
         scale: how image values map onto the 0-255 training scale: ``percentile`` (2-98 %
             stretch for images wider than 8 bits), ``bitdepth``, ``none`` or ``(min, max)``;
@@ -199,44 +253,131 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
         ``{"files": [per-file summary], "total": {files, mpx, seconds, mpx_per_s, outputs}}``;
         a file's ``seconds`` run from its preparation to its closed output (files overlap).
     """
-    from rsgeo.infer.stream import Pipeline
-    from rsgeo.io.atomic import check_output
-    from rsgeo.io.stretch import parse_scale
-    from rsgeo.progress import progress
-
     t0 = time.perf_counter()
+    _gsd_value(gsd)  # a bad --gsd is refused before the model loads
     scale = parse_scale(scale) if isinstance(scale, (str, type(None))) else tuple(scale)
+    pick = parse_bands(bands)
     images, outputs = list(images), [Path(o) for o in outputs]
     if len(images) != len(outputs):
         raise ValueError("one output per input")
-    for out in outputs:
-        check_output(out, overwrite, inputs=(*images, model_path))
+    flat = [p for item in images for p in (item if isinstance(item, tuple) else (item,))]
+    if expect is not None:  # outputs known before the model loads: refuse early
+        _check_outputs(writer_for(expect, model_path, **(options or {})), outputs, overwrite,
+                       (*flat, model_path))
+    run_future, meta, config = _load(runner, model_path, backend, device, precision, tile,
+                                     batch_size)
+    spec = dict(model_spec(meta, config, model_path, tile, overlap, expect=expect, check=False),
+                meta=meta, config=config, model_path=model_path, gsd=gsd, nodata=nodata,
+                scale=scale, pick=pick)
+    writer = spec["writer"] = writer_for(spec["task"], model_path, **(options or {}))
+    spec["channels"] = writer.channels(meta, config)
+    spec["meta"] = {**meta, "num_classes": meta.get("num_classes") or config.get("num_classes")}
+    _check_inputs(images, spec["task"], model_path)
+    _check_outputs(writer, outputs, overwrite, (*flat, model_path))
+    spec["ctx"] = OutputContext(float_co=co, co=class_co, cog=cog, overwrite=overwrite)
+    files, pipe = _run(run_future, spec, images, outputs, batch_size, workers, label)
+    if writer.table:
+        names = [str(i[0] if isinstance(i, tuple) else i) for i in images]
+        for out in dict.fromkeys(outputs):
+            writer.write_table(out, names, overwrite)
+    device_used = getattr(pipe.runner, "device", "cpu")
+    backend_name = "onnx" if Path(model_path).suffix.lower() == ".onnx" else "torch"
+    for f in files:
+        f.update(task=spec["task"], device=device_used, backend=backend_name,
+                 batch_size=pipe.batch_size)
+    seconds = time.perf_counter() - t0
+    mpx = sum(f["mpx"] for f in files)
+    total = {"files": len(files), "mpx": round(mpx, 3), "seconds": round(seconds, 3),
+             "mpx_per_s": float(f"{mpx / max(seconds, 1e-9):.3g}"),
+             "outputs": list(dict.fromkeys(f["output"] for f in files))}
+    return {"files": files, "total": total}
+
+
+def predict_paths(images, model_path, output, *, backend: str | None = None,
+                  device: str = "auto", precision: str = "fp32", tile: int | None = None,
+                  batch_size: int | None = None, **kw) -> dict:
+    """``rsgeo predict IMAGE... -m MODEL -o OUTPUT``: plan the outputs from the model's task,
+    then :func:`predict_files`.
+
+    - height, segmentation: OUTPUT for one input file, else a folder of ``<stem>_height.tif``
+      / ``<stem>_classes.tif`` (as :func:`plan_outputs`);
+    - change: exactly two image files, PRE POST, into OUTPUT;
+    - classification: every input's rows into the one table OUTPUT.
+
+    Under torchrun, height and segmentation inputs are shared among the ranks; change and
+    classification (one output file) run on rank 0 only.
+    """
+    loading = start_loading(model_path, backend, device, precision, warmup=functools.partial(
+        _warmup_shape, tile=tile, batch_size=batch_size))
+    meta, config = loading.meta()
+    task = meta.get("task", config.get("task"))
+    writer = writer_for(task, model_path)
+    images = [Path(p) for p in images]
+    first = int(os.environ.get("RANK", 0)) == 0  # one output file: written by rank 0 only
+    if task == "change":
+        if len(images) != 2 or any(p.is_dir() for p in images):
+            raise InputError(f"holds a change model: give two image files, PRE POST (got "
+                             f"{len(images)} input{'s' if len(images) != 1 else ''})", model_path)
+        items, outs = [(images[0], images[1])][:int(first)], [Path(output)][:int(first)]
+    elif writer.table:
+        items = expand_inputs(images) if first else []
+        outs = [Path(output)] * len(items)
+    else:
+        planned = plan_outputs(images, output, writer.suffix)
+        items, outs = [i for i, _ in planned], [o for _, o in planned]
+    return predict_files(items, model_path, outs, runner=(loading.runner, meta, config),
+                         tile=tile, batch_size=batch_size, **kw)
+
+
+def _load(runner, model_path, backend, device, precision, tile, batch_size):
+    """``(runner future, meta, config)``: a given runner (or its Future), or the model
+    loading."""
     if runner is not None:
         run, meta, config = runner
+        if isinstance(run, Future):
+            return run, meta, config
         run_future: Future = Future()
         run_future.set_result(run)
-    else:
-        loading = start_loading(model_path, backend, device, precision, warmup=functools.partial(
-            _warmup_shape, tile=tile, batch_size=batch_size))
-        meta, config = loading.meta()
-        run_future = loading.runner
-    task = meta.get("task", config.get("task"))
-    if task != "height":
-        raise InputError(f"a {task} model, not a height model (predict-height needs a model "
-                         "from `rsgeo finetune --task height`)", model_path)
-    bands = int(config.get("in_chans", len(meta.get("mean", [0, 0, 0]))))
-    stride = int(meta.get("stride") or _stride(config))
-    tile = _round_up(int(tile or meta.get("tile", 512)), stride)
-    if overlap is None:  # the model's recommendation, kept below the tile the user chose
-        overlap = min(int(meta.get("overlap", tile // 8)), tile // 4)
-    overlap = int(overlap)
-    if not 0 <= overlap < tile:
-        raise InputError(f"--overlap must be in [0, tile), got {overlap} for tile {tile}")
-    spec = dict(bands=bands, tile=tile, overlap=overlap, meta=meta, model_path=model_path,
-                gsd=gsd, cog=cog, co=co, overwrite=overwrite, nodata=nodata, scale=scale)
-    backend_name = "onnx" if Path(model_path).suffix.lower() == ".onnx" else "torch"
+        return run_future, meta, config
+    loading = start_loading(model_path, backend, device, precision, warmup=functools.partial(
+        _warmup_shape, tile=tile, batch_size=batch_size))
+    meta, config = loading.meta()
+    return loading.runner, meta, config
+
+
+def _check_outputs(writer, outputs, overwrite: bool, inputs: tuple) -> None:
+    """Every file the writer would write for ``outputs``: refused if it exists (without
+    ``overwrite``) or is one of the inputs."""
+    for out in dict.fromkeys(outputs):
+        for p in writer.outputs(out):
+            check_output(p, overwrite, inputs=inputs)
+
+
+def _check_inputs(images, task: str, model_path) -> None:
+    pairs = [isinstance(i, tuple) for i in images]
+    if task == "change" and not all(pairs):
+        raise InputError("a change model needs two images, PRE and POST", model_path)
+    if task != "change" and any(pairs):
+        raise InputError(f"a {task} model takes one image per output, not PRE POST pairs",
+                         model_path)
+
+
+def _run(run_future, spec: dict, images, outputs, batch_size, workers, label):
+    """``(per-file summaries, pipeline)``; the output folders are made here, after every
+    check, and removed again if the run fails before writing into them."""
+    created = [d for out in dict.fromkeys(outputs) for d in make_parents(Path(out))]
+    try:
+        return _sweep(run_future, spec, images, outputs, batch_size, workers, label)
+    except BaseException:
+        for d in reversed(created):  # folders this run made, if they stayed empty
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        raise
+
+
+def _sweep(run_future, spec: dict, images, outputs, batch_size, workers, label):
     total_tiles = [0]
-    with progress(None, "predict-height") as bar:
+    with progress(None, label) as bar:
         def on_job(job):
             total_tiles[0] += len(job.tiles)
             bar.update(total=total_tiles[0])
@@ -245,15 +386,32 @@ def predict_height_files(images, model_path, outputs, *, tile: int | None = None
                         on_tiles=bar.advance, on_job=on_job)
         files = pipe.run(functools.partial(_prepare, img, out, spec)
                          for img, out in zip(images, outputs))
-    device_used = getattr(pipe.runner, "device", "cpu")
-    for f in files:
-        f.update(device=device_used, backend=backend_name, batch_size=pipe.batch_size)
-    seconds = time.perf_counter() - t0
-    mpx = sum(f["mpx"] for f in files)
-    total = {"files": len(files), "mpx": round(mpx, 3), "seconds": round(seconds, 3),
-             "mpx_per_s": round(mpx / max(seconds, 1e-9), 2),
-             "outputs": [f["output"] for f in files]}
-    return {"files": files, "total": total}
+    return files, pipe
+
+
+def model_spec(meta: dict, config: dict, model_path, tile: int | None,
+               overlap: int | None, *, expect: str | None = "height",
+               check: bool = True) -> dict:
+    """``{task, bands, tile, overlap}`` a model runs with: the tile rounded up to the
+    encoder stride (default: the model's), the overlap below it (default: the model's,
+    at most a quarter tile; 0 for classification). A model of another task than
+    ``expect`` is an InputError naming the model and the task it holds."""
+    task = meta.get("task", config.get("task"))
+    if expect is not None and task != expect:
+        raise InputError(f"holds a {task} model, not a {expect} model (this needs a model "
+                         f"from `rsgeo finetune --task {expect}`)", model_path)
+    if check:
+        writer_for(task, model_path)
+    bands = int(config.get("in_chans", len(meta.get("mean", [0, 0, 0]))))
+    stride = int(meta.get("stride") or _stride(config))
+    tile = _round_up(int(tile or meta.get("tile", 512)), stride)
+    if overlap is None:  # the model's recommendation, kept below the tile the user chose
+        overlap = 0 if task == "classification" else min(int(meta.get("overlap", tile // 8)),
+                                                         tile // 4)
+    overlap = int(overlap)
+    if not 0 <= overlap < tile:
+        raise InputError(f"--overlap must be in [0, tile), got {overlap} for tile {tile}")
+    return {"task": task, "bands": bands, "tile": tile, "overlap": overlap}
 
 
 def _warmup_shape(meta: dict, config: dict, *, tile, batch_size) -> tuple | None:
@@ -261,118 +419,131 @@ def _warmup_shape(meta: dict, config: dict, *, tile, batch_size) -> tuple | None
     if batch_size is None:  # the batch-size probe warms up instead
         return None
     bands = int(config.get("in_chans", len(meta.get("mean", [0, 0, 0]))))
+    if config.get("task") == "change":
+        bands *= 2
     stride = int(meta.get("stride") or _stride(config))
     t = _round_up(int(tile or meta.get("tile", 512)), stride)
     return (batch_size, bands, t, t)
 
 
-def _prepare(image_path, out_path, spec: dict):
-    """The :class:`~rsgeo.infer.stream.Job` for one input (opened, checked, GSD decided)."""
-    from rsgeo.infer.session import Norm
-    from rsgeo.infer.stream import Job
-    from rsgeo.io.reader import block_shape
-    from rsgeo.io.stretch import image_stretch
-    from rsgeo.io.windows import TileGrid, plan_panels
-
-    t0 = time.perf_counter()
-    bands, tile, overlap, meta = spec["bands"], spec["tile"], spec["overlap"], spec["meta"]
-    stack = ExitStack()
-    try:
-        src = stack.enter_context(open_raster(image_path, bands=bands,
-                                              purpose=f"image for this {bands}-band model"))
-        grid = Grid.of(src)
+def _open_input(item, spec: dict, stack: ExitStack, out_path):
+    """``(dataset, grid, norm, stretch, nodata, band choice)`` for one input (a PRE/POST
+    pair: stacked; its band choice is None)."""
+    bands, meta = spec["bands"], spec["meta"]
+    mean = [float(m) for m in meta.get("mean", [0.0] * bands)]
+    std = [float(s) for s in meta.get("std", [1.0] * bands)]
+    if not isinstance(item, tuple):
+        src, choice = stack.enter_context(open_image(  # --bands: rsgeo.io.bands
+            item, want=bands, bands=spec["pick"], nodata=spec["nodata"],
+            purpose=f"image for this {bands}-band model"))
         stretch = image_stretch(src, spec["scale"])
-        in_nodata = spec["nodata"] if spec["nodata"] is not None else src.nodata
-        if in_nodata is not None:  # all nodata: an error, never a raster of -9999
-            _, ok = sample(src, in_nodata, sample_plan(src), image_path)
-            require_valid(src, in_nodata, image_path, ok)
-        target = _target_gsd(spec["gsd"], meta.get("gsd"), grid)
-        resample = target is not None
-        wgrid = grid
-        work_out = Path(out_path)
-        if resample:  # model-GSD heights go to a temporary file, then back onto the input grid
+        nodata = spec["nodata"] if spec["nodata"] is not None and not choice.alpha \
+            else src.nodata  # an alpha-masked view holds both masks in its own nodata
+        if nodata is not None:  # all nodata: an error, never a raster of nodata only
+            _, ok = sample(src, nodata, sample_plan(src), item)
+            require_valid(src, nodata, item, ok)
+        # x * scale - offset on 0-255, then (. - mean) / std: the offset folds into the mean
+        norm = Norm(float(np.float32(stretch.scale)), tuple(m + stretch.offset for m in mean),
+                    tuple(std), spec["channels"], spec["writer"].spatial)
+        return src, Grid.of(src), norm, stretch, nodata, choice
+    pre, post = item
+    with open_raster(pre, bands=bands, purpose="PRE image") as a, \
+            open_raster(post, bands=bands, purpose="POST image") as b:
+        s1, s2 = image_stretch(a, spec["scale"]), image_stretch(b, spec["scale"])
+        nodata = pair_nodata(a, b, spec["nodata"])
+    work = Path(stack.enter_context(tempfile.TemporaryDirectory(
+        prefix=".rsgeo-", dir=Path(out_path).parent)))
+    src = stack.enter_context(open_raster(stack_pair(pre, post, bands, work, nodata)))
+    # POST's own scale k2 under PRE's k1: (x*k2 - o2 - m)/s == (x*k1 - (o2+m)*k1/k2)/(s*k1/k2)
+    r = float(np.float32(s1.scale)) / float(np.float32(s2.scale))
+    norm = Norm(float(np.float32(s1.scale)),
+                tuple([m + s1.offset for m in mean] + [(m + s2.offset) * r for m in mean]),
+                tuple(std + [s * r for s in std]), spec["channels"], True)
+    return src, Grid.of(src), norm, s1, nodata, None
+
+
+def _prepare(item, out_path, spec: dict):
+    """The :class:`~rsgeo.infer.stream.Job` for one input (opened, checked, GSD decided)."""
+    t0 = time.perf_counter()
+    tile, overlap, writer = spec["tile"], spec["overlap"], spec["writer"]
+    stack, out_stack = ExitStack(), ExitStack()
+    try:
+        src, grid, norm, stretch, in_nodata, choice = _open_input(item, spec, stack, out_path)
+        target = _target_gsd(spec["gsd"], spec["meta"].get("gsd"), grid)
+        wgrid, work_out = grid, Path(out_path)
+        if target is not None:  # model-GSD scores go to a temporary file, then onto the input grid
             in_gsd = ground_gsd(grid)
             wgrid = work_grid(grid, in_gsd, target)
+            check_pixels(wgrid.width, wgrid.height, item, f"grid at {target:g} m/px")
             log.warning("%s: resampled from %.3f m to the model's %.3f m GSD and back",
-                        image_path, in_gsd, target)
+                        item, in_gsd, target)
             work_out = Path(stack.enter_context(tempfile.TemporaryDirectory(
                 prefix=".rsgeo-", dir=Path(out_path).parent))) / "work.tif"
-    except BaseException:
-        stack.close()
-        raise
-    tiles = TileGrid(wgrid.height, wgrid.width, tile, overlap)
-    # x * scale - offset on 0-255, then (. - mean) / std: the offset folds into the mean
-    norm = Norm(float(np.float32(stretch.scale)),
-                tuple(float(m) + stretch.offset for m in meta.get("mean", [0.0] * bands)),
-                tuple(float(s) for s in meta.get("std", [1.0] * bands)), 1)
-    tags = {"model": Path(spec["model_path"]).name, "task": "height", "units": "metre",
-            "tile": tile, "overlap": overlap, "input_stretch": stretch.mode,
-            "input_scale": repr(stretch.scale), "input_offset": repr(stretch.offset)}
-    co, cog, overwrite = spec["co"], spec["cog"], spec["overwrite"]
-    out_stack = ExitStack()
-    try:
+        tags = {"model": Path(spec["model_path"]).name, "task": spec["task"], "tile": tile,
+                "overlap": overlap, "input_stretch": stretch.mode,
+                "input_scale": repr(stretch.scale), "input_offset": repr(stretch.offset),
+                **({"input_bands": choice.tag()} if choice is not None else {})}
+        ctx = replace(spec["ctx"], tags=tags)
         ds = stack.enter_context(align_to(src, wgrid, "bilinear", nodata=in_nodata)) \
-            if resample else src
-        dst = out_stack.enter_context(open_output(  # a resampled run's work file: lossless
-            work_out, wgrid, nodata=HEIGHT_NODATA, co=None if resample else co,
-            overwrite=overwrite,
-            cog=cog and not resample, tags=tags, units="metre",
-            band_descriptions=["height above ground (m)"]))
+            if target is not None else src
+        tiles = TileGrid(wgrid.height, wgrid.width, tile, overlap)
+        dst, collect = _open_work(writer, out_path, work_out, wgrid, spec, ctx, out_stack, item)
     except BaseException:
         out_stack.close()
         stack.close()
         raise
-    panels = plan_panels(tiles, int(dst.block_shapes[0][1]),
+    panels = plan_panels(tiles, int(dst.block_shapes[0][1]) if dst is not None else tiles.width,
                          PANEL_WIDTH if block_shape(ds)[1] < ds.width else None)
+    resample = target is not None and not writer.table
 
     def finish() -> dict:
+        sink = collect() if collect is not None else dst
         if resample:
-            _warp_back(work_out, out_path, grid, src, in_nodata, co, overwrite, cog, tags)
+            sink = _warp_back(work_out, out_path, grid, src, in_nodata, spec, ctx)
         seconds = time.perf_counter() - t0
         mpx = grid.width * grid.height / 1e6
-        return {"input": str(image_path), "output": str(out_path), "seconds": round(seconds, 3),
-                "mpx": round(mpx, 3), "mpx_per_s": round(mpx / max(seconds, 1e-9), 2),
-                "tiles": len(tiles), "tile": tile, "overlap": overlap, "resampled": resample,
+        pair = {"post": str(item[1])} if isinstance(item, tuple) else {}
+        return {"input": str(item[0] if pair else item), **pair, "output": str(out_path),
+                "seconds": round(seconds, 3), "mpx": round(mpx, 3),
+                "mpx_per_s": float(f"{mpx / max(seconds, 1e-9):.3g}"), "tiles": len(tiles),
+                "tile": tile, "overlap": overlap, "resampled": target is not None,
                 "input_scale": float(np.float32(stretch.scale)),
-                "input_stretch": stretch.as_dict(), **height_stats(out_path)}
+                "input_stretch": stretch.as_dict(),
+                **({"input_bands": choice.as_dict()} if choice is not None else {}),
+                **writer.summary(out_path, sink)}
 
-    return Job(ds, tiles, panels, norm, dst, finish, stack, out_stack, nodata=in_nodata)
+    return Job(ds, tiles, panels, norm, dst, finish, stack, out_stack, nodata=in_nodata,
+               scores=writer.scores, collect=collect)
 
 
-def _warp_back(work: Path, out, grid: Grid, src, in_nodata, co, overwrite, cog, tags) -> None:
-    from rsgeo.io.windows import strips
+def _open_work(writer, out_path, work_out, wgrid, spec, ctx, out_stack, item):
+    """``(dst, collect)``: the open output the blending writes (a resampled run's lossless
+    work file of scores, else the writer's sink), or for tables a row collector."""
+    if writer.table:
+        name = str(item[0] if isinstance(item, tuple) else item)
+        rows = writer.open(out_path, wgrid, spec["meta"], ctx, out_stack, input_name=name,
+                           tile=spec["tile"])
+        return None, lambda: rows
+    if work_out != Path(out_path):
+        return out_stack.enter_context(open_output(
+            work_out, wgrid, count=spec["channels"], nodata=HEIGHT_NODATA)), None
+    return writer.open(out_path, wgrid, spec["meta"], ctx, out_stack), None
 
-    with open_raster(work) as w, align_to(w, grid, "bilinear", nodata=HEIGHT_NODATA) as vrt, \
-            open_output(out, grid, nodata=HEIGHT_NODATA, co=co, overwrite=overwrite, cog=cog,
-                        tags=tags, units="metre",
-                        band_descriptions=["height above ground (m)"]) as dst:
+
+def _warp_back(work: Path, out, grid: Grid, src, in_nodata, spec: dict, ctx):
+    """Resample the work file's scores (bilinear) onto the input grid into the writer's
+    outputs; returns the writer's sink (closed)."""
+    writer = spec["writer"]
+    with ExitStack() as es:
+        w = es.enter_context(open_raster(work))
+        vrt = es.enter_context(align_to(w, grid, "bilinear", nodata=HEIGHT_NODATA))
+        sink = writer.open(out, grid, spec["meta"], ctx, es)
         for win in strips(grid.height, grid.width, 512):
-            h = vrt.read(1, window=win)
+            a = vrt.read(window=win)
             ok = valid_mask(src.read(window=win), in_nodata)
-            dst.write(np.where(ok & (h != HEIGHT_NODATA), h, HEIGHT_NODATA)[None], window=win)
-
-
-def height_stats(path, sample: int = 2048) -> dict:
-    """min/median/max of valid heights: exact up to ``sample``² px, else from an 8 x 8 grid
-    of ``sample // 8``-px windows spread over the raster (a few Mpx, whatever the size)."""
-    import rasterio
-    from rasterio.windows import Window
-
-    with rasterio.open(path) as ds:
-        if max(ds.width, ds.height) <= sample:
-            h = ds.read(1)
-        else:
-            n, k = 8, sample // 8
-            wk, hk = min(k, ds.width), min(k, ds.height)
-            rows = np.linspace(0, ds.height - hk, n).astype(int)
-            cols = np.linspace(0, ds.width - wk, n).astype(int)
-            h = np.concatenate([ds.read(1, window=Window(int(c), int(r), wk, hk)).ravel()
-                                for r in rows for c in cols])
-    v = h[h != HEIGHT_NODATA]
-    if v.size == 0:
-        return {"height_min": None, "height_median": None, "height_max": None}
-    return {"height_min": round(float(v.min()), 3), "height_median": round(float(np.median(v)), 3),
-            "height_max": round(float(v.max()), 3)}
+            a[:, ~(ok & (a[0] != HEIGHT_NODATA))] = HEIGHT_NODATA
+            sink.write(a, window=win)
+    return sink
 
 
 def _target_gsd(gsd, model_gsd, grid: Grid) -> float | None:
@@ -383,13 +554,22 @@ def _target_gsd(gsd, model_gsd, grid: Grid) -> float | None:
             return None
         here = ground_gsd(grid)
         return float(model_gsd) if abs(here / float(model_gsd) - 1) > 0.05 else None
+    value = _gsd_value(gsd)
+    return value if abs(ground_gsd(grid) / value - 1) > 1e-6 else None
+
+
+def _gsd_value(gsd):
+    """``gsd`` as given (None, "auto", "native") or its metres per pixel; InputError when
+    it is neither or outside [0.005, 1000] m."""
+    if gsd in (None, "auto", "native"):
+        return gsd
     try:
         value = float(gsd)
     except (TypeError, ValueError):
         raise InputError(f"--gsd must be auto, native or metres per pixel, got {gsd!r}") from None
     if not 0.005 <= value <= 1000:  # the bounds prepare uses; 0.0001 m would be 10^4x the pixels
         raise InputError(f"--gsd must be in [0.005, 1000] metres per pixel, got {value}")
-    return value if abs(ground_gsd(grid) / value - 1) > 1e-6 else None
+    return value
 
 
 def _round_up(x: int, m: int) -> int:
@@ -397,6 +577,4 @@ def _round_up(x: int, m: int) -> int:
 
 
 def _stride(config: dict) -> int:
-    from rsgeo.infer.export import stride_of
-
     return stride_of(config)

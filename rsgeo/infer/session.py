@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rsgeo.device import resolve_device
 from rsgeo.errors import InputError
 
 log = logging.getLogger("rsgeo.infer")
@@ -41,13 +42,19 @@ class Norm:
     """Model input = ``(float32(raw) * scale - mean[band]) / std[band]``; keep ``out_bands``.
 
     ``mean`` and ``std`` are per band on the 0-255 scale; ``scale`` maps the raster's
-    values onto 0-255 (1 for uint8).
+    values onto 0-255 (1 for uint8). ``spatial``: the model returns ``(B, K, h, w)`` maps
+    (False: ``(B, K)`` scores, classification).
     """
 
     scale: float
     mean: tuple[float, ...]
     std: tuple[float, ...]
     out_bands: int = 1
+    spatial: bool = True
+
+    def out_shape(self, b: int, h: int, w: int) -> tuple[int, ...]:
+        """The shape of a batch of ``b`` results for ``h x w`` tiles."""
+        return (b, self.out_bands, h, w) if self.spatial else (b, self.out_bands)
 
     def host(self, raw) -> np.ndarray:
         """Normalise ``raw (B, C, h, w)`` (or a list of such parts, concatenated along B) on
@@ -158,6 +165,9 @@ def cpu_has_bf16() -> bool:
 class OrtRunner:
     """ONNX Runtime: ``run(batch [B, C, H, W] float32) -> [B, K, H, W]``.
 
+    A model with two inputs (change: ``pre``, ``post``) gets the first half of the bands
+    as the first input and the second half as the second (see :func:`split_pair`).
+
     On CPU ``submit`` normalises in place on the host and runs the session. On CUDA it uses
     I/O binding: with torch's CUDA available the raw batch is copied to the GPU, normalised
     there and bound by pointer, and the output is bound to a GPU tensor (no host round trip
@@ -166,7 +176,8 @@ class OrtRunner:
 
     def __init__(self, path, device="auto"):
         self.session = ort_session(path, device)
-        self.input = self.session.get_inputs()[0].name
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.input = self.inputs[0]
         self.output = self.session.get_outputs()[0].name
         self.device = "cuda" if CUDA in self.session.get_providers() else "cpu"
         self._torch = None
@@ -180,7 +191,9 @@ class OrtRunner:
                 pass
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: np.ascontiguousarray(batch, np.float32)})[0]
+        parts = split_pair(np.asarray(batch, np.float32), len(self.inputs))
+        return self.session.run(None, {n: np.ascontiguousarray(x)
+                                       for n, x in zip(self.inputs, parts)})[0]
 
     def submit(self, raw, norm: Norm) -> Done:
         if self.device == "cpu":
@@ -193,7 +206,8 @@ class OrtRunner:
         binding = self.session.io_binding()
         torch = self._torch
         if torch is None:
-            binding.bind_cpu_input(self.input, norm.host(raw))
+            for n, x in zip(self.inputs, split_pair(norm.host(raw), len(self.inputs))):
+                binding.bind_cpu_input(n, np.ascontiguousarray(x))
             binding.bind_output(self.output, "cuda", 0)
             self.session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0][:, :norm.out_bands]
@@ -201,12 +215,39 @@ class OrtRunner:
         b, _, h, w = x.shape
         k = self.session.get_outputs()[0].shape[1]
         k = k if isinstance(k, int) else norm.out_bands
-        y = torch.empty((b, k, h, w), dtype=torch.float32, device="cuda")
+        y = torch.empty((b, k, h, w) if norm.spatial else (b, k), dtype=torch.float32,
+                        device="cuda")
+        xs = [p.contiguous() for p in split_pair(x, len(self.inputs))]
         torch.cuda.current_stream().synchronize()
-        binding.bind_input(self.input, "cuda", 0, np.float32, tuple(x.shape), x.data_ptr())
+        for n, p in zip(self.inputs, xs):
+            binding.bind_input(n, "cuda", 0, np.float32, tuple(p.shape), p.data_ptr())
         binding.bind_output(self.output, "cuda", 0, np.float32, tuple(y.shape), y.data_ptr())
         self.session.run_with_iobinding(binding)
         return y[:, :norm.out_bands].cpu().numpy()
+
+
+def split_pair(x, n: int) -> list:
+    """``[x]`` for one-input models; for two (change: pre, post) the two halves of the
+    band axis (``x``: ``(B, 2C, h, w)`` array or tensor)."""
+    if n == 1:
+        return [x]
+    c = x.shape[1] // 2
+    return [x[:, :c], x[:, c:]]
+
+
+def pair_model(model):
+    """A torch module running ``model(pre, post)`` on one ``(B, 2C, h, w)`` input."""
+    from torch import nn  # lazy: torch is heavy; ONNX inference runs without it
+
+    class Pair(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(*split_pair(x, 2))
+
+    return Pair(model)
 
 
 def device_normalise(torch, raw: np.ndarray, norm: Norm, device, dev_in=None):
@@ -242,11 +283,7 @@ class TorchRunner:
     """A torch model on CPU or CUDA, optional bf16 autocast (CUDA, or CPUs with AMX)."""
 
     def __init__(self, model, device="auto", precision="fp32", depth: int = 2):
-        import torch
-
-        if device == "cuda" and not torch.cuda.is_available():
-            raise InputError("CUDA was requested but torch sees no CUDA device; use --device cpu")
-        self.device = "cuda" if device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
+        self.device = resolve_device(device, local_rank=False).type  # "cuda" or "cpu"
         if precision not in ("fp32", "bf16"):
             raise InputError(f"--precision must be fp32 or bf16, got {precision!r}")
         self.precision = precision
@@ -327,7 +364,7 @@ class CudaStreams:
         i = self.free.get()
         slot = self.slots[i]
         try:
-            out_shape = (b, norm.out_bands, *parts[0].shape[2:])
+            out_shape = norm.out_shape(b, *parts[0].shape[2:])
             self._buffers(slot, b, parts[0], out_shape)
             pin = slot["pin_in"].numpy()
             j = 0

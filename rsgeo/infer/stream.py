@@ -33,10 +33,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from rsgeo.infer.batching import auto_batch_size
 from rsgeo.infer.session import Norm, as_runner
 from rsgeo.io.pipeline import TiledRun, iter_batches
 from rsgeo.io.windows import TileGrid
-from rsgeo.io.writer import HEIGHT_NODATA, BlendedWriter
+from rsgeo.io.writer import BlendedWriter, HEIGHT_NODATA
 
 FINISHERS = 4  # files closed (last rows, rename, statistics) at once
 
@@ -53,6 +54,11 @@ class Job:
         finish: ``finish() -> dict`` after the output is closed (finisher thread).
         stack: what else the job holds open (inputs, a temporary folder); closed last.
         nodata: input nodata for the valid masks (None: the dataset's own).
+        scores: ``scores(out) -> array`` applied to each batch's model output before it is
+            blended (e.g. softmax; None: blended as it is).
+        collect: ``collect() -> run`` replacing the blending for outputs that are not maps
+            (classification rows): ``run.put(windows, scores, valid)``, ``join()``,
+            ``abort()`` as :class:`~rsgeo.io.pipeline.TiledRun`.
     """
 
     ds: object
@@ -66,6 +72,8 @@ class Job:
     nodata: float | None = None
     pad: str = "reflect"
     out_nodata: float = HEIGHT_NODATA
+    scores: Callable | None = None
+    collect: Callable | None = None
     index: int = -1
     run: TiledRun | None = None
 
@@ -162,8 +170,6 @@ class Pipeline:
             r = self._runner_src
             self.runner = as_runner(r.result() if isinstance(r, Future) else r)
         if self.batch_size is None:
-            from rsgeo.infer.batching import auto_batch_size
-
             self.batch_size = auto_batch_size(self.runner, job.tiles.tile, len(job.norm.mean))
 
     # -- reads ------------------------------------------------------------------------
@@ -294,12 +300,15 @@ class Pipeline:
         """Blend one batch's predictions ``out`` into the files of ``parts``; returns tiles."""
         k = 0
         for job, wins, _, valid in parts:
-            if job.run is None:  # blends in this thread, straight from the runner's buffer
+            if job.run is None and job.collect is not None:
+                job.run = job.collect()
+            elif job.run is None:  # blends in this thread, straight from the runner's buffer
                 writer = BlendedWriter(job.dst, job.tiles, bands=out.shape[1],
                                        nodata=job.out_nodata, dtype=job.dst.dtypes[0],
                                        panels=job.panels)
                 job.run = TiledRun(job.tiles, writer, threaded=False)
-            job.run.put(wins, out[k:k + len(wins)], valid)
+            mine = out[k:k + len(wins)]
+            job.run.put(wins, job.scores(mine) if job.scores else mine, valid)
             k += len(wins)
             done[job.index] = done.get(job.index, 0) + len(wins)
             if done[job.index] == len(job.tiles):

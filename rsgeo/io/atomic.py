@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from rsgeo import __version__
 from rsgeo.errors import InputError, OutputExistsError, RsgeoError, first_line
 
 MARKER = ".rsgeo.json"   # {"kind": ...} in every folder rsgeo creates as an output
@@ -190,8 +191,6 @@ def marker_kind(folder: Path) -> str | None:
 
 
 def write_marker(folder: Path, kind: str) -> None:
-    from rsgeo import __version__
-
     (Path(folder) / MARKER).write_text(json.dumps({"kind": kind, "rsgeo": __version__}) + "\n")
 
 

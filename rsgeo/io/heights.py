@@ -34,6 +34,7 @@ from rasterio.enums import Resampling
 
 from rsgeo.errors import InputError
 from rsgeo.io.raster import valid_mask
+from rsgeo.io.reader import read_strips
 
 ABSOLUTE_P2_M = 5.0
 MAX_HEIGHT_M = 1000.0
@@ -156,8 +157,6 @@ def sample(ds, nodata, plan: list | None, path=None) -> tuple[np.ndarray, np.nda
     ``path`` either way.
     """
     if plan is None:
-        from rsgeo.io.reader import read_strips
-
         if ds.height == 0 or ds.width == 0:
             a = np.zeros((ds.height, ds.width), ds.dtypes[0])
         else:
@@ -175,7 +174,6 @@ def sample(ds, nodata, plan: list | None, path=None) -> tuple[np.ndarray, np.nda
 
 def any_valid(ds, nodata, rows: int = 512) -> bool:
     """Whether band 1 of ``ds`` holds any pixel that is not nodata and finite (full scan)."""
-    from rsgeo.io.reader import read_strips
 
     for _, (a,) in read_strips([ds], rows):
         if valid_mask(a, nodata).any():

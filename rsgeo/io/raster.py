@@ -5,11 +5,13 @@ corrupt file, a raster without CRS or geotransform, a wrong band count or an
 unsupported dtype gives the same one-line :class:`~rsgeo.errors.InputError`
 (``path: problem``) everywhere. Grids are compared with :func:`check_same_grid`
 and aligned only on request with :func:`align_to` (a WarpedVRT with an explicit
-resampling), never silently.
+resampling), never silently. Ground sizes in metres (:func:`ground_gsd`,
+:func:`pixel_area_m2`) and resampled grids (:func:`work_grid`) live here too.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
@@ -27,6 +29,13 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 
 from rsgeo.errors import GridMismatchError, InputError, first_line
+from rsgeo.io.limits import check_pixels
+
+log = logging.getLogger("rsgeo.io")
+
+# metres along one degree of a great circle on a sphere of the WGS84 mean radius
+# R1 = (2a + b) / 3 = 6 371 008.8 m: the one estimate for rasters in a geographic CRS
+METRES_PER_DEGREE = math.pi * 6_371_008.8 / 180.0   # about 111 195 m
 
 SUPPORTED_DTYPES = {
     "uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64",
@@ -145,6 +154,7 @@ def validate_raster(ds, path, *, bands=None, purpose="raster", require_crs=True,
     """The checks of :func:`open_raster` on an already open dataset."""
     if ds.width == 0 or ds.height == 0:
         raise InputError(f"empty {purpose} ({ds.width}x{ds.height} px)", path)
+    check_pixels(ds.width, ds.height, path, purpose)
     if require_crs and ds.crs is None:
         raise InputError(f"{purpose} has no CRS (assign one, e.g. `gdal_edit -a_srs EPSG:32633`)",
                          path)
@@ -233,3 +243,47 @@ def align_to(ds, target: Grid, resampling: str = "bilinear", nodata: float | Non
         kwargs["nodata"] = float("nan")
     with WarpedVRT(ds, **kwargs) as vrt:
         yield vrt
+
+
+def _centre_latitude(grid: Grid) -> float:
+    return math.radians((grid.bounds[1] + grid.bounds[3]) / 2)
+
+
+def ground_gsd(grid: Grid) -> float:
+    """Pixel size in metres (the geometric mean of x and y).
+
+    Projected CRSs use their linear unit; geographic CRSs are estimated at the scene
+    centre's latitude (:data:`METRES_PER_DEGREE`, x shrunk by its cosine), with a warning.
+    """
+    rx, ry = grid.res
+    if grid.crs is not None and grid.crs.is_geographic:
+        lat = _centre_latitude(grid)
+        gsd = math.sqrt(rx * ry * math.cos(lat)) * METRES_PER_DEGREE
+        log.warning("geographic CRS: GSD estimated as %.3f m at latitude %.2f; pass --gsd to "
+                    "override", gsd, math.degrees(lat))
+        return gsd
+    factor = grid.crs.linear_units_factor[1] if grid.crs is not None else 1.0
+    return math.sqrt(rx * ry) * factor
+
+
+def pixel_area_m2(grid: Grid) -> float:
+    """Ground area of one pixel in m² (geographic CRSs estimated at the scene centre's
+    latitude, with a warning)."""
+    rx, ry = grid.res
+    if grid.crs is not None and grid.crs.is_geographic:
+        lat = _centre_latitude(grid)
+        log.warning("geographic CRS: pixel area estimated at latitude %.3f", math.degrees(lat))
+        return rx * ry * METRES_PER_DEGREE ** 2 * math.cos(lat)
+    factor = grid.crs.linear_units_factor[1] if grid.crs is not None else 1.0
+    return rx * ry * factor ** 2
+
+
+def work_grid(grid: Grid, in_gsd: float, target_gsd: float) -> Grid:
+    """``grid``'s extent at ``target_gsd`` (same CRS and origin; ``in_gsd``: its own GSD,
+    both in metres)."""
+    f = target_gsd / in_gsd
+    t = grid.transform
+    w = max(1, int(round(grid.width / f)))
+    h = max(1, int(round(grid.height / f)))
+    return Grid(grid.crs, Affine(t.a * grid.width / w, t.b, t.c, t.d, t.e * grid.height / h, t.f),
+                w, h)

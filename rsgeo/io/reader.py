@@ -179,15 +179,18 @@ def wait_all(futs: Sequence[Future]) -> None:
 
 
 def read_strips(datasets: Sequence, rows: int, *, threads: int | None = None,
-                ahead: int = 2) -> Iterator[tuple[Window, list[np.ndarray]]]:
-    """Yield ``(window, [band-1 array of each dataset])`` for full-width strips, in order.
+                ahead: int = 2, bands: Sequence[int] | None = None
+                ) -> Iterator[tuple[Window, list[np.ndarray]]]:
+    """Yield ``(window, [band array of each dataset])`` for full-width strips, in order.
 
     All ``datasets`` share one grid (height, width). Strips of ``rows`` rows are read by a
     :class:`ParallelReader` per dataset, ``ahead`` strips ahead of the consumer, each strip
     cut into block-aligned column pieces decoded at once. Arrays are ``(h, width)`` in each
-    dataset's dtype, fresh for every strip.
+    dataset's dtype, fresh for every strip. ``bands``: the (1-based) band to read of each
+    dataset, band 1 of all by default.
     """
     h, w = datasets[0].height, datasets[0].width
+    bands = list(bands) if bands is not None else [1] * len(datasets)
     wins = [Window(0, r, w, min(rows, h - r)) for r in range(0, h, rows)]
     per = max(1, (threads or default_threads()) // len(datasets))
     readers = [ParallelReader(ds, per) for ds in datasets]
@@ -196,9 +199,9 @@ def read_strips(datasets: Sequence, rows: int, *, threads: int | None = None,
     def submit(win: Window):
         arrs, futs = [], []
         r0, n = int(win.row_off), int(win.height)
-        for rd, ds in zip(readers, datasets):
-            a = np.empty((1, n, w), dtype=ds.dtypes[0])
-            futs += rd.read_into(a, r0, r0 + n, 0, w, indexes=1)
+        for rd, ds, b in zip(readers, datasets, bands):
+            a = np.empty((1, n, w), dtype=ds.dtypes[b - 1])
+            futs += rd.read_into(a, r0, r0 + n, 0, w, indexes=b)
             arrs.append(a)
         pending.append((win, arrs, futs))
 

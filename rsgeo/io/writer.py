@@ -29,10 +29,10 @@ import rasterio.shutil
 from rasterio.windows import Window
 
 from rsgeo.errors import InputError
-from rsgeo.io.buffers import ArrayPool
 from rsgeo.io.atomic import atomic_path, remove, temp_name
+from rsgeo.io.buffers import ArrayPool
 from rsgeo.io.raster import Grid
-from rsgeo.io.windows import TileGrid
+from rsgeo.io.windows import TileGrid, plan_panels
 
 HEIGHT_NODATA = -9999.0
 BLOCK = 256
@@ -399,8 +399,6 @@ class BlendedWriter:
 
     def __init__(self, dst, tiles: TileGrid, bands: int = 1, nodata: float = HEIGHT_NODATA,
                  dtype: str = "float32", panels: list | None = None, write_depth: int = 2):
-        from rsgeo.io.windows import plan_panels
-
         self.dst, self.tiles, self.bands, self.nodata = dst, tiles, bands, nodata
         self.dtype = dtype
         self.panels = panels or plan_panels(tiles, tiles.width, None)

@@ -16,6 +16,8 @@ import math
 import torch
 from torch import nn
 
+from rsgeo.models.backbones import encoder_stride
+
 
 class PretrainMethod(nn.Module):
     name = "base"
@@ -31,8 +33,6 @@ class PretrainMethod(nn.Module):
 
     def size_multiple(self) -> int:
         """Training crops must be multiples of this (encoder strides, mask units), in px."""
-        from rsgeo.models.backbones import encoder_stride
-
         m = 1
         for enc, _ in self.encoders().values():
             m = math.lcm(m, encoder_stride(enc))

@@ -18,6 +18,27 @@ from torch import nn
 from rsgeo.methods.tokens import sincos_pos_embed
 
 
+def decoder_size(encoder: nn.Module, dim: int | None = None, depth: int | None = None,
+                 heads: int | None = None) -> tuple[int, int, int]:
+    """``(width, blocks, heads)`` of a MAE-style decoder for a ViT ``encoder``; given values win.
+
+    ViTs of 12 or more blocks get MAE's lightweight decoder: 512 wide, 8 blocks. Smaller
+    encoders get one as wide as the encoder (at most 512) and half as deep (at least one
+    block), so the decoder does not outweigh them (vit-tiny-4: 192 x 2 instead of
+    512 x 8, ~13x fewer decoder parameters). Heads: width / 32 (MAE's 32-wide heads),
+    lowered to a divisor of the width, at least 1.
+    """
+    blocks = len(encoder.blocks)
+    big = blocks >= 12
+    dim = dim or (512 if big else min(512, encoder.embed_dim))
+    depth = depth or (8 if big else max(1, blocks // 2))
+    if not heads:
+        heads = max(1, dim // 32)
+        while dim % heads:
+            heads -= 1
+    return dim, depth, heads
+
+
 def _init(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.Linear):

@@ -25,7 +25,7 @@ from torch import nn
 
 from rsgeo.methods.base import PretrainMethod, masked_l1, valid_weight
 from rsgeo.methods.simmim import MaskedBranch
-from rsgeo.models.backbones import out_channels
+from rsgeo.models.backbones import build_encoder, out_channels
 from rsgeo.train.distributed import gather_with_grad
 
 
@@ -51,9 +51,9 @@ class Projection(nn.Sequential):
 class FusedMIM(PretrainMethod):
     name = "fusedmim"
 
-    def __init__(self, rgb_encoder, dsm_encoder, mask_ratio: float = 0.6, mask_unit: int = 32,
-                 alpha: float = 0.05, tau: float = 0.07, dsm_modality: str = "dsm",
-                 proj_dim: int = 128):
+    def __init__(self, rgb_encoder, dsm_encoder, *, mask_ratio: float, mask_unit: int,
+                 alpha: float, tau: float, proj_dim: int, dsm_modality: str = "dsm"):
+        """Options (defaults in :mod:`rsgeo.methods.catalog`): see ``FusedMIMOptions``."""
         super().__init__()
         self.modalities = ("rgb", dsm_modality)
         self.alpha, self.tau = alpha, tau
@@ -97,3 +97,11 @@ class FusedMIM(PretrainMethod):
             out[name] = {"input": x[0], "masked": (x * (1 - m))[0],
                          "reconstruction": (x * (1 - m) + r * m)[0]}
         return out
+
+
+def build(backbone: str, img_size: int, modality: str = "rgb", in_chans: int = 3,
+          dsm_modality: str = "dsm", **options) -> FusedMIM:
+    """The registry's ``build``: an RGB (3-band) and a height (1-band) encoder of ``backbone``."""
+    rgb = build_encoder(backbone, 3, img_size)
+    dsm = build_encoder(backbone, 1, img_size)
+    return FusedMIM(rgb, dsm, dsm_modality=dsm_modality, **options)

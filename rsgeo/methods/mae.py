@@ -12,7 +12,7 @@ import torch
 
 from rsgeo.errors import InputError
 from rsgeo.methods.base import PretrainMethod, denormalise_patches, normalised_patch_mse
-from rsgeo.methods.decoders import MAEDecoder
+from rsgeo.methods.decoders import MAEDecoder, decoder_size
 from rsgeo.methods.masking import gather_tokens, random_masking, uniform
 from rsgeo.methods.tokens import (freeze_sincos_pos, grid_of, patchify, unpatchify, vit_embed,
                                   vit_encode)
@@ -22,9 +22,10 @@ from rsgeo.models.backbones import encoder_kind, patch_size
 class MAE(PretrainMethod):
     name = "mae"
 
-    def __init__(self, encoder, in_chans: int, modality: str = "rgb", mask_ratio: float = 0.75,
-                 decoder_dim: int = 512, decoder_depth: int = 8, decoder_heads: int = 16,
-                 norm_pix_loss: bool = True):
+    def __init__(self, encoder, in_chans: int, modality: str = "rgb", *, mask_ratio: float,
+                 decoder_dim: int | None, decoder_depth: int | None,
+                 decoder_heads: int | None, norm_pix_loss: bool):
+        """Options (defaults in :mod:`rsgeo.methods.catalog`): see ``MAEOptions``."""
         super().__init__()
         if encoder_kind(encoder) != "vit":
             raise InputError(f"{self.name} drops tokens and needs a ViT backbone (use simmim, "
@@ -33,8 +34,8 @@ class MAE(PretrainMethod):
         self.in_chans, self.mask_ratio, self.norm_pix = in_chans, mask_ratio, norm_pix_loss
         self.patch = patch_size(encoder)
         freeze_sincos_pos(encoder)
-        self.decoder = MAEDecoder(encoder.embed_dim, self.patch, in_chans, decoder_dim,
-                                  decoder_depth, decoder_heads)
+        self.decoder = MAEDecoder(encoder.embed_dim, self.patch, in_chans,
+                                  *decoder_size(encoder, decoder_dim, decoder_depth, decoder_heads))
 
     def run(self, batch: dict):
         """Returns ``pred [B, L, p*p*C]``, ``mask [B, L]`` (1 = masked), target patches."""

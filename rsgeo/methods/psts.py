@@ -23,9 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from rsgeo.methods.catalog import PSTS_BOUNDS as DEFAULT_BOUNDS
 from rsgeo.methods.masking import gather_tokens, index_mask
-
-DEFAULT_BOUNDS = (0.35, 0.375, 0.725, 0.75)
 
 
 @dataclass(frozen=True)

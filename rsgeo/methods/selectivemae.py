@@ -24,7 +24,7 @@ from rsgeo.data.hog import hog_energy
 from rsgeo.errors import InputError
 from rsgeo.methods import psts
 from rsgeo.methods.base import PretrainMethod, denormalise_patches, normalised_patch_mse
-from rsgeo.methods.decoders import CrossDecoder
+from rsgeo.methods.decoders import CrossDecoder, decoder_size
 from rsgeo.methods.masking import gather_tokens, index_mask, top_k, uniform
 from rsgeo.methods.tokens import (freeze_sincos_pos, grid_of, patchify, unpatchify, vit_embed,
                                   vit_encode)
@@ -34,15 +34,14 @@ from rsgeo.models.backbones import encoder_kind, patch_size
 class SelectiveMAE(PretrainMethod):
     name = "selectivemae"
 
-    def __init__(self, encoder, in_chans: int, modality: str = "rgb", mask_ratio: float = 0.85,
-                 rec_ratio: float = 0.25, selection: str = "hog",
-                 psts_bounds=psts.DEFAULT_BOUNDS, sub_steps: int = 2, decoder_dim: int = 512,
-                 decoder_depth: int = 8, decoder_heads: int = 16, norm_pix_loss: bool = True):
+    def __init__(self, encoder, in_chans: int, modality: str = "rgb", *, mask_ratio: float,
+                 rec_ratio: float, selection: str, psts_bounds: tuple[float, ...],
+                 sub_steps: int, decoder_dim: int | None, decoder_depth: int | None,
+                 decoder_heads: int | None, norm_pix_loss: bool):
+        """Options (defaults in :mod:`rsgeo.methods.catalog`): see ``SelectiveMAEOptions``."""
         super().__init__()
         if encoder_kind(encoder) != "vit":
             raise InputError("selectivemae drops tokens and needs a ViT backbone")
-        if selection not in ("hog", "random"):
-            raise InputError(f"--selection {selection!r}: use hog or random")
         if (1 - mask_ratio) + rec_ratio > 1:
             raise InputError(f"visible share {1 - mask_ratio:g} + reconstructed share "
                              f"{rec_ratio:g} exceed all patches")
@@ -51,8 +50,8 @@ class SelectiveMAE(PretrainMethod):
         self.selection, self.bounds, self.sub_steps = selection, tuple(psts_bounds), sub_steps
         self.norm_pix, self.patch, self.progress = norm_pix_loss, patch_size(encoder), 0.0
         freeze_sincos_pos(encoder)
-        self.decoder = CrossDecoder(encoder.embed_dim, self.patch, in_chans, decoder_dim,
-                                    decoder_depth, decoder_heads)
+        self.decoder = CrossDecoder(encoder.embed_dim, self.patch, in_chans,
+                                    *decoder_size(encoder, decoder_dim, decoder_depth, decoder_heads))
 
     def counts(self, L: int) -> tuple[int, int, int]:
         """``(initial, visible, reconstructed)`` token counts for ``L`` patches."""

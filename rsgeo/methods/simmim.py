@@ -23,7 +23,7 @@ from rsgeo.models.backbones import encoder_stride, out_channels, patch_size
 class MaskedBranch(nn.Module):
     """One encoder + mask token + pixel decoder: the SimMIM unit, reused by CtxMIM/FusedMIM."""
 
-    def __init__(self, encoder, in_chans: int, mask_ratio: float = 0.6, mask_unit: int = 32,
+    def __init__(self, encoder, in_chans: int, mask_ratio: float, mask_unit: int,
                  decoder_in: int | None = None):
         super().__init__()
         self.encoder, self.in_chans = encoder, in_chans
@@ -57,8 +57,9 @@ class MaskedBranch(nn.Module):
 class SimMIM(PretrainMethod):
     name = "simmim"
 
-    def __init__(self, encoder, in_chans: int, modality: str = "rgb", mask_ratio: float = 0.6,
-                 mask_unit: int = 32):
+    def __init__(self, encoder, in_chans: int, modality: str = "rgb", *, mask_ratio: float,
+                 mask_unit: int):
+        """Options (defaults in :mod:`rsgeo.methods.catalog`): see ``SimMIMOptions``."""
         super().__init__()
         self.modalities = (modality,)
         self.branch = MaskedBranch(encoder, in_chans, mask_ratio, mask_unit)

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from rsgeo.metrics.counts import precision_recall_f1
+
 
 def _prf(tp: int, fp: int, fn: int) -> dict:
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    return {"tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": r,
-            "f1": 2 * p * r / (p + r) if p + r else 0.0}
+    p, r, f1 = precision_recall_f1(tp, fp, fn)
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": r, "f1": f1}
 
 
 def match(pred_geoms, ref_geoms, iou: float = 0.5, min_area: float = 0.0,

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rsgeo.metrics.counts import precision_recall_f1
+
 T = 1.0
 FLOOR = 0.1
 ETAS = (1.25, 1.25 ** 2, 1.25 ** 3)
@@ -123,10 +125,8 @@ class HeightAccumulator:
         for k in range(3):
             out[f"delta{k + 1}"] = self.delta[k] / n if self.n else float("nan")
         for k in range(3):
-            tp, fp, fn = (int(v) for v in self.f1_counts[k])
-            prec = tp / (tp + fp) if tp + fp else 0.0
-            rec = tp / (tp + fn) if tp + fn else 0.0
+            prec, rec, f1 = precision_recall_f1(*(int(v) for v in self.f1_counts[k]))
             out[f"precision_{k + 1}"] = prec
             out[f"recall_{k + 1}"] = rec
-            out[f"f1he_{k + 1}"] = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+            out[f"f1he_{k + 1}"] = f1
         return out

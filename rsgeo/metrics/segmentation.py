@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rsgeo.metrics.counts import precision_recall_f1
+
 
 class ConfusionMatrix:
     def __init__(self, num_classes: int, ignore_index: int | None = None):
@@ -37,9 +39,8 @@ class ConfusionMatrix:
         def div(a, b):
             return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
 
-        prec, rec = div(tp, tp + fp), div(tp, tp + fn)
-        return {"iou": div(tp, tp + fp + fn), "precision": prec, "recall": rec,
-                "f1": div(2 * prec * rec, prec + rec)}
+        prec, rec, f1 = precision_recall_f1(tp, fp, fn)
+        return {"iou": div(tp, tp + fp + fn), "precision": prec, "recall": rec, "f1": f1}
 
     def result(self, class_names: dict[int, str] | list[str] | None = None) -> dict:
         """Flat dict: miou, oa, iou_<class>, f1_<class>, precision_<class>, recall_<class>."""

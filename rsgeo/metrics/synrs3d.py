@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rsgeo.metrics.counts import precision_recall_f1
+
 GROUPS = {"whole": 0.0, "low": 1.0, "mid": 2.0, "high": 3.0}
 ETAS = (1.25, 1.25 ** 2, 1.25 ** 3)
 
@@ -51,10 +53,8 @@ def synrs3d_image_metrics(pred, ref) -> dict[str, dict]:
             fp, fn = int((sp & ~sg).sum()), int((~sp & sg).sum())
             for k, eta in enumerate(ETAS, start=1):
                 tp = int((sp & sg & (ratio < eta)).sum())
-                prec = tp / (tp + fp) if tp + fp else 0.0
-                rec = tp / (tp + fn) if tp + fn else 0.0
-                m[f"precision_{k}"], m[f"recall_{k}"] = prec, rec
-                m[f"f1he_{k}"] = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+                m[f"precision_{k}"], m[f"recall_{k}"], m[f"f1he_{k}"] = precision_recall_f1(
+                    tp, fp, fn)
         out[name] = m
     return out
 

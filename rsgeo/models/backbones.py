@@ -27,6 +27,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from rsgeo.errors import InputError, first_line
+from rsgeo.io.atomic import atomic_path
 
 # Tiny named configurations (CPU tests and demos). ``kind`` selects the timm class.
 TINY = {
@@ -48,7 +49,9 @@ def backbone_names() -> list[str]:
 
 
 def check_backbone(name: str) -> None:
-    """InputError (listing close matches) unless ``name`` is a tiny config or a timm ViT/Swin."""
+    """InputError (listing close matches) unless ``name`` is a tiny config or a timm ViT/Swin
+    (``timm:NAME`` is accepted as NAME)."""
+    name = name.removeprefix("timm:")
     if name in TINY:
         return
     if not name.startswith(FAMILIES) or name not in timm.list_models():
@@ -63,7 +66,7 @@ def build_encoder(name: str, in_chans: int = 3, img_size: int = 224) -> nn.Modul
 
     Args:
         name: a tiny configuration (``vit-tiny-4``, ``vit-tiny-2``, ``swin-tiny-2``) or a
-            timm ViT/Swin name.
+            timm ViT/Swin name (optionally written ``timm:NAME``).
         in_chans: input bands (3 for RGB, 1 for a DSM).
         img_size: reference input size in pixels (position embeddings / attention windows
             are built for it; other multiples of the stride also work).
@@ -71,6 +74,7 @@ def build_encoder(name: str, in_chans: int = 3, img_size: int = 224) -> nn.Modul
     Raises:
         InputError: unknown name (the message lists close matches).
     """
+    name = name.removeprefix("timm:")
     if name in TINY:
         cfg = dict(TINY[name])
         kind = cfg.pop("kind")
@@ -86,6 +90,13 @@ def build_encoder(name: str, in_chans: int = 3, img_size: int = 224) -> nn.Modul
         raise InputError(f"is a timm {type(encoder).__name__}; rsgeo adapts VisionTransformer "
                          "and SwinTransformer (v1) models", name)
     return encoder
+
+
+def backbone_kind(name: str) -> str | None:
+    """``"vit"`` or ``"swin"`` for a backbone name (None if it is neither)."""
+    if name in TINY:
+        return TINY[name]["kind"]
+    return "vit" if name.startswith("vit_") else "swin" if name.startswith("swin") else None
 
 
 def encoder_kind(encoder: nn.Module) -> str:
@@ -150,8 +161,6 @@ def save_encoder(encoder: nn.Module, path: str | os.PathLike, meta: dict) -> tup
     ``method``, ``modality``. Returns the two paths.
     """
     from safetensors.torch import save_file
-
-    from rsgeo.io.atomic import atomic_path
 
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:

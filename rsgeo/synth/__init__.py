@@ -5,7 +5,8 @@
 """
 
 from rsgeo.synth.scene import Scene, generate_scene
-from rsgeo.synth.surface import LANDCOVER, LANDCOVER_COLORS
+from rsgeo.synth.surface import LANDCOVER
 from rsgeo.synth.write import write_scenes
+from rsgeo.viz import LANDCOVER_COLORS
 
 __all__ = ["LANDCOVER", "LANDCOVER_COLORS", "Scene", "generate_scene", "write_scenes"]

@@ -11,6 +11,7 @@ footprints (what a 3 m earthquake threshold is meant to find).
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 GRADES = ("none", "minor", "major", "destroyed")
 
@@ -45,31 +46,34 @@ def post_heights(ndsm: np.ndarray, bid: np.ndarray, grades: np.ndarray, U: np.nd
     gone = pix_grade == "destroyed"
     post[gone] = noise[gone]
     rubble |= gone
+    boxes = ndimage.find_objects(bid, max_label=len(grades))  # work inside each footprint's box
     for i in ids[grades == "major"]:
-        b = buildings[i - 1]
-        m = bid == i
+        b, sl = buildings[i - 1], boxes[i - 1]
+        m = bid[sl] == i
         long_u = (b.u1 - b.u0) >= (b.v1 - b.v0)
         frac = rng.uniform(0.4, 0.7)
         cut = (b.u0 + frac * (b.u1 - b.u0)) if long_u else (b.v0 + frac * (b.v1 - b.v0))
-        side = (U < cut) if long_u else (V < cut)
+        side = (U[sl] < cut) if long_u else (V[sl] < cut)
         if rng.random() < 0.5:
             side = ~side
         part = m & side
         standing = m & ~side
+        p = post[sl]  # a view: writes land in ``post``
         if standing.any():  # upper storeys gone: a flat broken top at 40-70 % of the height
-            top = np.float32(rng.uniform(0.4, 0.7) * ndsm[m].max())
-            post[standing] = np.minimum(post[standing], top)
-        post[part] = noise[part]
-        rubble |= part
+            top = np.float32(rng.uniform(0.4, 0.7) * ndsm[sl][m].max())
+            p[standing] = np.minimum(p[standing], top)
+        p[part] = noise[sl][part]
+        rubble[sl] |= part
     for i in ids[grades == "minor"]:  # a rectangular tarp over a roof hole
-        b = buildings[i - 1]
-        m = bid == i
+        b, sl = buildings[i - 1], boxes[i - 1]
+        m = bid[sl] == i
         su, sv = (b.u1 - b.u0) * rng.uniform(0.15, 0.35), (b.v1 - b.v0) * rng.uniform(0.15, 0.35)
         cu = rng.uniform(b.u0 + su, b.u1 - su)
         cv = rng.uniform(b.v0 + sv, b.v1 - sv)
-        hole = m & (np.abs(U - cu) < su) & (np.abs(V - cv) < sv)
-        post[hole] = np.maximum(post[hole] - rng.uniform(0.5, 1.5), 0)
-        tarps |= hole
+        hole = m & (np.abs(U[sl] - cu) < su) & (np.abs(V[sl] - cv) < sv)
+        p = post[sl]
+        p[hole] = np.maximum(p[hole] - rng.uniform(0.5, 1.5), 0)
+        tarps[sl] |= hole
     damaged = (pix_grade == "destroyed") | (pix_grade == "major")
     change[damaged] = 1
     return post, rubble, tarps, change

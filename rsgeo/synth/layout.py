@@ -4,7 +4,11 @@ Everything is in *pixel* coordinates of the scene (x = column, y = row, float). 
 road grid is axis-aligned in a frame rotated by ``angle`` about the scene centre; a
 building is a rectangle in that frame (``u0, u1, v0, v1``), so its roof is a simple
 function of the rotated coordinates. Densities follow SynRS3D's three styles:
-``low`` (suburban houses, farmland), ``mid`` (mixed city blocks), ``high`` (downtown).
+``low`` (suburban houses, farmland), ``mid`` (mixed city blocks), ``high`` (downtown),
+and three from other parts of the world: ``informal`` (dense low-rise settlements: small
+flat roofs, alleys of a few metres, many rows of houses per block), ``industrial`` (large
+flat or shed-roofed halls on paved lots) and ``courtyard`` (European perimeter blocks:
+a ring of joined buildings of similar height around an inner yard).
 """
 
 from __future__ import annotations
@@ -14,14 +18,25 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # per style: block size (m), road width (m), building footprint range (m),
-# wall (eave) height range (m), share of blocks that are parks, farmland at the edges
+# wall (eave) height range (m), share of blocks that are parks, farmland at the edges,
+# setback from the parcel edge (m), roof shares (flat, gable, hip), yard land cover around
+# buildings (None: grass or paving at random). Optional: sidewalk (m, default 2),
+# dense (as many parcel rows as fit a block), courtyard (perimeter blocks).
 STYLES = {
     "low": dict(block=(70, 110), road=(7, 10), side=(8, 16), eave=(3.0, 7.0),
-                park=0.15, farm=0.35, setback=(3, 6), roofs=(0.2, 0.45, 0.35)),
+                park=0.15, farm=0.35, setback=(3, 6), roofs=(0.2, 0.45, 0.35), yard=2),
     "mid": dict(block=(60, 95), road=(9, 14), side=(10, 28), eave=(6.0, 22.0),
-                park=0.12, farm=0.0, setback=(1.5, 4), roofs=(0.5, 0.25, 0.25)),
+                park=0.12, farm=0.0, setback=(1.5, 4), roofs=(0.5, 0.25, 0.25), yard=None),
     "high": dict(block=(70, 120), road=(12, 18), side=(18, 45), eave=(15.0, 70.0),
-                 park=0.08, farm=0.0, setback=(1, 3), roofs=(0.85, 0.05, 0.1)),
+                 park=0.08, farm=0.0, setback=(1, 3), roofs=(0.85, 0.05, 0.1), yard=3),
+    "informal": dict(block=(30, 60), road=(2.5, 5), side=(4, 9), eave=(2.5, 6.0),
+                     park=0.03, farm=0.0, setback=(0.2, 0.8), roofs=(0.9, 0.1, 0.0), yard=1,
+                     sidewalk=0.5, dense=True),
+    "industrial": dict(block=(120, 220), road=(12, 20), side=(30, 90), eave=(6.0, 14.0),
+                       park=0.05, farm=0.0, setback=(4, 12), roofs=(0.8, 0.2, 0.0), yard=3),
+    "courtyard": dict(block=(60, 110), road=(8, 14), side=(10, 16), eave=(12.0, 22.0),
+                      park=0.08, farm=0.0, setback=(0, 0), roofs=(0.35, 0.45, 0.2), yard=None,
+                      courtyard=True),
 }
 ROOFS = ("flat", "gable", "hip")
 
@@ -54,6 +69,7 @@ class Layout:
     bare: list[tuple[float, float, float, float]] = field(default_factory=list)
     trees: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # x, y, radius px, height m
     water: np.ndarray | None = None  # (cx, cy, rx, ry) ellipse in pixels, or None
+    palette: list[tuple[int, int, int]] | None = None  # roof colours (None: ROOF_COLORS)
 
 
 ROOF_COLORS = [(172, 88, 64), (150, 76, 58), (118, 118, 124), (86, 86, 92), (196, 196, 188),
@@ -91,12 +107,14 @@ def _bands(rng, extent: float, block: tuple, road: tuple, px: float) -> list[tup
     return out
 
 
-def make_layout(size: int, gsd: float, style: str, rng: np.random.Generator) -> Layout:
-    """Draw a city layout for a ``size x size`` px scene at ``gsd`` m/px."""
+def make_layout(size: int, gsd: float, style: str, rng: np.random.Generator,
+                palette: list[tuple[int, int, int]] | None = None) -> Layout:
+    """Draw a city layout for a ``size x size`` px scene at ``gsd`` m/px; roof colours are
+    drawn uniformly from ``palette`` (default :data:`ROOF_COLORS`)."""
     st = STYLES[style]
     angle = float(rng.uniform(-0.45, 0.45)) if rng.random() < 0.7 else 0.0
     lay = Layout(size, gsd, angle, _bands(rng, size, st["block"], st["road"], gsd),
-                 _bands(rng, size, st["block"], st["road"], gsd))
+                 _bands(rng, size, st["block"], st["road"], gsd), palette=palette)
     c = (size - 1) / 2
     blocks = [(a[1], b[0], d[1], e[0]) for a, b in zip(lay.roads_u, lay.roads_u[1:])
               for d, e in zip(lay.roads_v, lay.roads_v[1:])]
@@ -105,7 +123,8 @@ def make_layout(size: int, gsd: float, style: str, rng: np.random.Generator) -> 
         near = [b for b in blocks if _inside(b, size, angle)]
         if near:
             water_block = near[rng.integers(len(near))]
-    sidewalk = 2.0 / gsd
+    sidewalk = st.get("sidewalk", 2.0) / gsd
+    fill = _perimeter_in if st.get("courtyard") else _buildings_in
     for blk in blocks:
         u0, u1, v0, v1 = blk[0] + sidewalk, blk[1] - sidewalk, blk[2] + sidewalk, blk[3] - sidewalk
         if u1 - u0 < 4 or v1 - v0 < 4 or not _near_scene((u0, u1, v0, v1), size, angle):
@@ -124,7 +143,7 @@ def make_layout(size: int, gsd: float, style: str, rng: np.random.Generator) -> 
             lay.parks.append((u0, u1, v0, v1))
             _trees_in(lay, rng, (u0, u1, v0, v1), density=1.0)
         else:
-            _buildings_in(lay, rng, (u0, u1, v0, v1), st)
+            fill(lay, rng, (u0, u1, v0, v1), st)
     return lay
 
 
@@ -146,7 +165,10 @@ def _buildings_in(lay: Layout, rng, blk, st) -> None:
     px = lay.gsd
     long_u = (u1 - u0) >= (v1 - v0)
     a0, a1, b0, b1 = (u0, u1, v0, v1) if long_u else (v0, v1, u0, u1)
-    rows = 2 if (b1 - b0) * px > 2 * st["side"][0] + 4 else 1
+    if st.get("dense"):   # as many rows of houses as fit: informal settlements
+        rows = max(1, int((b1 - b0) * px // (st["side"][1] + 2 * st["setback"][1])))
+    else:
+        rows = 2 if (b1 - b0) * px > 2 * st["side"][0] + 4 else 1
     depth = (b1 - b0) / rows
     for r in range(rows):
         rb0, rb1 = b0 + r * depth, b0 + (r + 1) * depth
@@ -166,22 +188,58 @@ def _buildings_in(lay: Layout, rng, blk, st) -> None:
                     _trees_in(lay, rng, (pa0, pa1, pb0, pb1), density=1.2)
                 continue
             bu = (pa0, pa1, pb0, pb1) if long_u else (pb0, pb1, pa0, pa1)
-            lay.buildings.append(_building(rng, bu, st, px))
+            lay.buildings.append(_building(rng, bu, st, px, lay.palette))
             if st["setback"][0] >= 3 and rng.random() < 0.6:  # garden trees in suburbs
                 _trees_in(lay, rng, (pos - width, pos, rb0, rb1) if long_u else (rb0, rb1, pos - width, pos),
                           density=0.5, avoid=bu)
 
 
-def _building(rng, box, st, px) -> Building:
+def _building(rng, box, st, px, palette=None) -> Building:
     roof = ROOFS[rng.choice(3, p=st["roofs"])]
     eave = float(rng.uniform(*st["eave"]))
+    return _make_building(rng, box, roof, eave, px, palette)
+
+
+def _make_building(rng, box, roof: str, eave: float, px: float, palette=None) -> Building:
+    """Roof height from the roof type (flat: a parapet half the time; pitched: 25-45 deg)
+    and a roof colour from ``palette``."""
     short = min(box[1] - box[0], box[3] - box[2]) * px
     if roof == "flat":
         height = eave + (float(rng.uniform(0.3, 1.2)) if rng.random() < 0.5 else 0.0)
     else:  # pitched: rise over half the short side at 25-45 degrees
         height = eave + 0.5 * short * float(np.tan(np.radians(rng.uniform(25, 45))))
-    color = ROOF_COLORS[rng.integers(len(ROOF_COLORS))]
+    colors = ROOF_COLORS if palette is None else palette
+    color = colors[rng.integers(len(colors))]
     return Building(*box, roof=roof, eave=eave, height=round(height, 2), color=color)
+
+
+def _perimeter_in(lay: Layout, rng, blk, st) -> None:
+    """A perimeter block: wings of one depth along the four edges, split into joined
+    buildings of 12-30 m frontage with eaves near one height per block, around an inner
+    yard with a few trees. Blocks too small for a yard get ordinary parcels."""
+    u0, u1, v0, v1 = blk
+    px = lay.gsd
+    depth = rng.uniform(*st["side"]) / px
+    if min(u1 - u0, v1 - v0) < 3 * depth:
+        _buildings_in(lay, rng, blk, st)
+        return
+    eave = float(rng.uniform(*st["eave"]))
+    roof = ROOFS[rng.choice(3, p=st["roofs"])]
+    # two wings run the block's full length along u, two fit between them along v
+    for w in ((u0, u1, v0, v0 + depth), (u0, u1, v1 - depth, v1),
+              (u0, u0 + depth, v0 + depth, v1 - depth), (u1 - depth, u1, v0 + depth, v1 - depth)):
+        along_u = (w[1] - w[0]) >= (w[3] - w[2])
+        a0, a1 = (w[0], w[1]) if along_u else (w[2], w[3])
+        pos = a0
+        while pos < a1:
+            end = pos + rng.uniform(12, 30) / px
+            end = a1 if a1 - end < 8 / px else end
+            box = (pos, end, w[2], w[3]) if along_u else (w[0], w[1], pos, end)
+            e = max(eave + float(rng.uniform(-1.5, 1.5)), 3.0)
+            lay.buildings.append(_make_building(rng, box, roof, e, px, lay.palette))
+            pos = end
+    _trees_in(lay, rng, (u0 + depth + 1, u1 - depth - 1, v0 + depth + 1, v1 - depth - 1),
+              density=0.6)
 
 
 def _trees_in(lay: Layout, rng, box, density: float, avoid=None, avoid_water=False) -> None:

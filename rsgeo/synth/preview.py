@@ -7,27 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from rsgeo.io.atomic import atomic_path
-from rsgeo.synth.surface import LANDCOVER_COLORS
+from rsgeo.viz import colorize_classes, colorize_heights
 
-# a perceptual-ish ramp for heights (dark blue -> teal -> yellow -> white)
-_RAMP = np.array([[20, 24, 60], [30, 90, 140], [40, 160, 140], [180, 210, 60], [250, 240, 200]],
-                 np.float32)
-
-
-def colorize_heights(h: np.ndarray, vmax: float | None = None) -> np.ndarray:
-    """``[H, W]`` metres -> ``[H, W, 3]`` uint8 with a fixed ramp from 0 to ``vmax``."""
-    vmax = float(vmax or max(np.nanpercentile(h, 99.5), 1.0))
-    t = np.clip(np.nan_to_num(h) / vmax, 0, 1) * (len(_RAMP) - 1)
-    i = np.minimum(t.astype(int), len(_RAMP) - 2)
-    f = (t - i)[..., None]
-    return (_RAMP[i] * (1 - f) + _RAMP[i + 1] * f).astype(np.uint8)
-
-
-def colorize_classes(lc: np.ndarray) -> np.ndarray:
-    lut = np.zeros((256, 3), np.uint8)
-    for k, v in LANDCOVER_COLORS.items():
-        lut[k] = v
-    return lut[lc]
+# colorize_* are re-exported for callers that still import them from here
+__all__ = ["colorize_classes", "colorize_heights", "save_preview"]
 
 
 def save_preview(scene, path: Path, overwrite: bool = False, max_side: int = 512) -> Path:

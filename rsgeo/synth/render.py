@@ -57,18 +57,21 @@ def cast_shadows(dsm: np.ndarray, gsd: float, azimuth: float, elevation: float,
 
 def render(lc: np.ndarray, dsm: np.ndarray, ndsm: np.ndarray, bid: np.ndarray,
            roof_colors: np.ndarray, gsd: float, rng: np.random.Generator,
-           sun=(135.0, 50.0), rubble: np.ndarray | None = None, tarps: np.ndarray | None = None
-           ) -> np.ndarray:
+           sun=(135.0, 50.0), rubble: np.ndarray | None = None, tarps: np.ndarray | None = None,
+           colors: dict[int, tuple[int, int, int]] | None = None,
+           gains: tuple[float, float] | None = None) -> np.ndarray:
     """RGB uint8 ``[3, H, W]``.
 
     Args:
         lc: land cover ids; dsm/ndsm: metres; bid: building ids (0 none) indexing
         ``roof_colors`` ``[n+1, 3]``; sun: (azimuth, elevation) degrees;
-        rubble: bool mask of debris (post-event); tarps: bool mask of blue roof tarps.
+        rubble: bool mask of debris (post-event); tarps: bool mask of blue roof tarps;
+        colors: base colour per land-cover id replacing those of :data:`BASE`;
+        gains: (texture, grain) amplitude factors (None: 1, 1).
     """
     H, W = lc.shape
     base = np.zeros((3, H, W), np.float32)
-    for cls, col in BASE.items():
+    for cls, col in (BASE if colors is None else {**BASE, **colors}).items():
         m = lc == cls
         for c in range(3):
             base[c][m] = col[c]
@@ -77,6 +80,8 @@ def render(lc: np.ndarray, dsm: np.ndarray, ndsm: np.ndarray, bid: np.ndarray,
         base[c][roof] = roof_colors[bid[roof], c]
     tex = texture((H, W), rng)
     grain = texture((H, W), rng, scales=(0.6,), amps=(10.0,))
+    if gains is not None:
+        tex, grain = tex * np.float32(gains[0]), grain * np.float32(gains[1])
     field_stripes = (np.sin(np.arange(W, dtype=np.float32) / 3.0)[None, :] * 10).repeat(H, 0)
     base += tex[None] * np.where(lc == 5, 1.6, np.where(lc == 6, 0.3, 1.0))[None]
     base += grain[None] * np.where(roof, 0.5, 1.0)[None]

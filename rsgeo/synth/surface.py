@@ -10,14 +10,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from rsgeo.synth.layout import Building, Layout
+from rsgeo.synth.layout import STYLES, Building, Layout, to_pixels
 
 LANDCOVER = {1: "bareland", 2: "rangeland", 3: "developed", 4: "road", 5: "trees", 6: "water",
              7: "agriculture", 8: "buildings"}
-# SynRS3D / OpenEarthMap colours
-LANDCOVER_COLORS = {0: (0, 0, 0), 1: (128, 0, 0), 2: (0, 255, 36), 3: (148, 148, 148),
-                    4: (255, 255, 255), 5: (34, 97, 38), 6: (0, 69, 255), 7: (75, 181, 73),
-                    8: (222, 31, 7)}
 
 
 def terrain(size: int, gsd: float, rng: np.random.Generator) -> np.ndarray:
@@ -34,10 +30,22 @@ def terrain(size: int, gsd: float, rng: np.random.Generator) -> np.ndarray:
     return z
 
 
+def relief(size: int, gsd: float, waves: list[dict]) -> np.ndarray:
+    """Low-frequency terrain relief (m) ``[size, size]`` float32: a sum of plane waves
+    ``amplitude_m * sin(2 pi (x cos d + y sin d) / wavelength_m + phase_rad)`` with x east and
+    y south in metres from the top-left pixel centre, d = ``direction_deg``."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) * np.float32(gsd)
+    z = np.zeros((size, size), np.float32)
+    for w in waves:
+        d = np.radians(w["direction_deg"])
+        k = np.float32(2 * np.pi / w["wavelength_m"])
+        z += np.float32(w["amplitude_m"]) * np.sin(
+            k * (x * np.float32(np.cos(d)) + y * np.float32(np.sin(d))) + np.float32(w["phase_rad"]))
+    return z
+
+
 def window(lay: Layout, U, V, u0, u1, v0, v1, pad: float = 1.0):
     """(slices, mask) of the pixels whose rotated coords fall in [u0,u1) x [v0,v1)."""
-    from rsgeo.synth.layout import to_pixels
-
     x, y = to_pixels(np.array([u0, u1, u0, u1]), np.array([v0, v0, v1, v1]), lay.size, lay.angle)
     r0, r1 = int(max(np.floor(y.min() - pad), 0)), int(min(np.ceil(y.max() + pad) + 1, lay.size))
     c0, c1 = int(max(np.floor(x.min() - pad), 0)), int(min(np.ceil(x.max() + pad) + 1, lay.size))
@@ -70,7 +78,7 @@ def rasterize(lay: Layout, U, V, style: str, rng: np.random.Generator):
         sl, m = window(lay, U, V, *box)
         if sl is not None:
             lc[sl][m] = 3
-    yard = {"low": 2, "mid": None, "high": 3}[style]
+    yard = STYLES[style]["yard"]
     for b in lay.buildings:  # yards around buildings: grass in suburbs, mixed in mid style
         pad = 6 / lay.gsd
         sl, m = window(lay, U, V, b.u0 - pad, b.u1 + pad, b.v0 - pad, b.v1 + pad)

@@ -12,18 +12,23 @@ from rsgeo.errors import InputError
 from rsgeo.io.atomic import atomic_path, check_output
 from rsgeo.io.vector import write_vector
 from rsgeo.io.writer import write_array
+from rsgeo.synth.preview import save_preview
 from rsgeo.synth.scene import Scene, check_options, generate_scene
-from rsgeo.synth.surface import LANDCOVER_COLORS
+from rsgeo.viz import LANDCOVER_COLORS
 
 SUFFIXES = ("pre_rgb.tif", "post_rgb.tif", "pre_ndsm.tif", "post_ndsm.tif", "dsm.tif", "dtm.tif",
             "landcover.tif", "change.tif", "footprints.gpkg", "scene.json")
 
 
-def write_scenes(out_dir: str | os.PathLike, size: int = 1024, gsd: float = 0.5,
-                 style: str = "mid", scenes: int = 1, destroyed: float = 0.3, seed: int = 0,
+def write_scenes(out_dir: str | os.PathLike, size: int = 1024, gsd: float | None = None,
+                 style: str | None = None, scenes: int = 1, destroyed: float = 0.3, seed: int = 0,
                  preview: bool = False, overwrite: bool = False, prefix: str = "city",
-                 progress=None, footprints: bool = True) -> list[dict[str, Path]]:
+                 progress=None, footprints: bool = True,
+                 randomize: bool = False) -> list[dict[str, Path]]:
     """Generate ``scenes`` scenes (seeds ``seed``, ``seed+1``, ...) into ``out_dir``.
+
+    ``gsd`` / ``style`` / ``randomize``: as in :func:`rsgeo.synth.generate_scene` (defaults
+    0.5 m and ``"mid"``; with ``randomize`` each scene draws the ones not given).
 
     Returns one dict per scene mapping a kind (``pre_rgb``, ``footprints``, ...) to its path.
     Existing files are refused unless ``overwrite`` (checked before any work).
@@ -43,7 +48,7 @@ def write_scenes(out_dir: str | os.PathLike, size: int = 1024, gsd: float = 0.5,
                 check_output(out / f"{stem}_{suf}", overwrite)
     written = []
     for i, stem in enumerate(stems):
-        scene = generate_scene(size, gsd, style, destroyed, seed + i)
+        scene = generate_scene(size, gsd, style, destroyed, seed + i, randomize=randomize)
         written.append(write_scene(scene, out, stem, overwrite=overwrite, preview=preview,
                                    footprints=footprints))
         if progress:
@@ -77,8 +82,6 @@ def write_scene(scene: Scene, out: Path, stem: str, overwrite: bool = False,
     with atomic_path(paths["scene"], overwrite) as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
     if preview:
-        from rsgeo.synth.preview import save_preview
-
         paths["preview"] = save_preview(scene, out / f"{stem}_preview.png", overwrite)
     return paths
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from rsgeo.errors import InputError, first_line
+from rsgeo.io.atomic import atomic_path
 
 
 def rng_state() -> dict:
@@ -62,7 +63,6 @@ def loadable(obj):
 
 def save_checkpoint(path: str | os.PathLike, **state) -> Path:
     """Write ``state`` (tensors, state dicts, plain values) to ``path`` atomically."""
-    from rsgeo.io.atomic import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

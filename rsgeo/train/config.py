@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rsgeo.errors import InputError
+from rsgeo.io.atomic import atomic_path
 
 
 @dataclass
@@ -98,8 +99,6 @@ def read_yaml(path: str | os.PathLike) -> dict:
 
 def write_yaml(path: str | os.PathLike, data: dict) -> None:
     import yaml
-
-    from rsgeo.io.atomic import atomic_path
 
     with atomic_path(path, overwrite=True) as tmp:
         Path(tmp).write_text(yaml.safe_dump(data, sort_keys=False))

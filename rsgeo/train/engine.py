@@ -76,25 +76,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from rsgeo.device import resolve_device
 from rsgeo.errors import InputError, RsgeoError
+from rsgeo.progress import progress
 from rsgeo.train import distributed as D
 from rsgeo.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from rsgeo.train.config import TrainConfig, differences, to_dict, write_yaml
 from rsgeo.train.logging import MetricsLog, max_mem_mb
+from rsgeo.train.preview import save_preview
 from rsgeo.train.sampler import EpochBatches, EpochIndexed, ShardedSampler
 from rsgeo.train.schedule import WarmupCosine
+from rsgeo.train.stop import StopSignals, TrainingInterrupted, stop_group
+from rsgeo.train.threads import plan_threads, torch_threads
 from rsgeo.train.workers import loader_options
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; ``cuda`` without CUDA is an InputError."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda: CUDA is not available on this machine (use --device cpu)")
-    if name == "cuda":
-        name = f"cuda:{D.env_info().local_rank}"
-    return torch.device(name)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -151,7 +145,6 @@ class Trainer:
             raise InputError(f"--batch-size {cfg.batch_size} must be a multiple of processes x "
                              f"accumulation steps ({ws} x {cfg.accum_steps})")
         self.micro = cfg.batch_size // (ws * cfg.accum_steps)
-        from rsgeo.train.threads import plan_threads
 
         self.threads = plan_threads(cfg.workers)  # torch threads + workers <= cores
         self.dataset, self.collate_fn = dataset, collate_fn
@@ -186,7 +179,6 @@ class Trainer:
         self.last_val_step = self.saved_step = -1
         self.val_seconds = 0.0
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl", enabled=self.info.is_main)
-        from rsgeo.train.stop import stop_group
 
         self._stop_group = stop_group()  # collective: every rank builds it here
 
@@ -313,7 +305,6 @@ class Trainer:
         Raises :class:`~rsgeo.train.stop.TrainingInterrupted` (exit 130/143) after saving
         ``checkpoints/last.pt`` when SIGINT/SIGTERM arrived during the run.
         """
-        from rsgeo.train.threads import torch_threads
 
         with torch_threads(self.threads):
             try:
@@ -322,9 +313,6 @@ class Trainer:
                 self.close_loader()  # worker processes end with the run, also when it stops
 
     def _fit(self) -> dict:
-        from rsgeo.progress import progress
-        from rsgeo.train.stop import StopSignals
-
         t_start = time.perf_counter()
         self.val_seconds = 0.0
         self._start()
@@ -435,8 +423,6 @@ class Trainer:
         """Save (unless this step is saved) and raise TrainingInterrupted."""
         import signal as _signal
 
-        from rsgeo.train.stop import TrainingInterrupted
-
         if self.saved_step != self.step:
             self.save()
         name = _signal.Signals(signum).name
@@ -459,7 +445,6 @@ class Trainer:
     def write_preview(self, batch) -> None:
         if not (self.info.is_main and hasattr(self.model, "preview")):
             return
-        from rsgeo.train.preview import save_preview
 
         self.model.eval()
         with torch.no_grad(), self._autocast():

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rsgeo.io.atomic import atomic_path
+
 
 def _stretch(img: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> np.ndarray:
     x = (img.float() - lo[:, None, None]) / (hi - lo).clamp_min(1e-6)[:, None, None]
@@ -45,8 +47,6 @@ def preview_image(panels: dict[str, dict[str, torch.Tensor]], gap: int = 4) -> n
 def save_preview(path: str | os.PathLike, panels: dict[str, dict[str, torch.Tensor]]) -> Path:
     """Write the preview grid of ``panels`` as a PNG (atomically)."""
     from PIL import Image
-
-    from rsgeo.io.atomic import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

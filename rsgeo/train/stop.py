@@ -32,6 +32,7 @@ import threading
 import torch
 
 from rsgeo.errors import RsgeoError
+from rsgeo.train import distributed as D
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -102,7 +103,6 @@ def stop_group():
 
     Collective: every rank must call it, in the same order as its other groups.
     """
-    from rsgeo.train import distributed as D
 
     if not D.is_distributed():
         return None

@@ -1,0 +1,86 @@
+"""``rsgeo predict IMAGE... -m MODEL -o OUT``: any task model over rasters of any size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rsgeo.cli.app import app
+from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale, in_panel,
+                               output_option, with_groups)
+from rsgeo.cli.predict_height import Backend
+
+
+@app.command("predict")
+@with_groups
+def predict_cmd(
+    images: Annotated[list[Path], typer.Argument(help="Input image(s) or folder(s); change models: PRE POST.")],
+    model: Annotated[Path, typer.Option("-m", "--model", help="model.onnx or a task checkpoint (.ckpt) of any task.")],
+    output: output_option("Output .tif (one input; change), folder (several inputs), or table .csv/.parquet (classification)."),
+    probabilities: Annotated[bool, typer.Option("--probabilities", help="Segmentation: also <stem>_probabilities.tif, one float band per class.")] = False,
+    threshold: Annotated[float, typer.Option("--threshold", help="Change: change where the blended probability >= this.")] = 0.5,
+    per_input: Annotated[bool, typer.Option("--per-input", help="Classification: one row per input (tile probabilities averaged) instead of one per tile.")] = False,
+    tile: Annotated[Optional[int], typer.Option("--tile", min=16, help="Tile size px (default: the model's).")] = None,
+    overlap: Annotated[Optional[int], typer.Option("--overlap", min=0, help="Tile overlap px (default: the model's; classification 0).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Tiles per model call (default: from the tile and free GPU memory).")] = None,
+    backend: Annotated[Optional[Backend], typer.Option("--backend", help="Default: onnx for .onnx, torch for .ckpt.")] = None,
+    gsd: Annotated[str, typer.Option("--gsd", help="Ground sampling distance the model runs at: auto (the model's training GSD; inputs more than 5 % off are resampled to it and back), native (never resample), or metres per pixel.")] = "auto",
+    nodata: Nodata = None,
+    scale: Scale = "percentile",
+    bands: Bands = None,
+    max_pixels: MaxPixels = None,
+    compute: Compute = Compute(),
+    cog: in_panel("Raster output", Cog) = False,
+    out: RasterOutput = RasterOutput(),
+    json_out: Json = False,
+):
+    """Apply a fine-tuned model of any task; what is written follows the model's task.
+
+    height: heights above ground (float32 m, nodata -9999), as predict-height.
+
+    segmentation: <stem>_classes.tif, uint8 classes (255 nodata) with the model's class names (tags class_<i>) and a colour table: the argmax of the softmax probabilities blended across overlapping tiles; --probabilities adds one float band per class.
+
+    change: two images PRE POST (POST resampled onto PRE's grid when they differ): a uint8 change mask (1 change, 0 none, 255 nodata) and <stem>_probability.tif.
+
+    classification: a table (.csv with WKT geometry, or .parquet/.gpkg/.geojson/.fgb) with one row per tile (per input with --per-input): footprint, class, class_name, probability, p_<class>.
+
+    --compress/--max-z-error apply to float rasters, --co to every raster.
+    """
+    # lazy: keep rsgeo --help fast
+    from rsgeo.infer.predict import predict_paths
+    from rsgeo.io.writer import height_co
+
+    r = predict_paths(
+        images, model, output, options={"probabilities": probabilities, "threshold": threshold,
+                                        "per_input": per_input},
+        tile=tile, overlap=overlap, batch_size=batch_size, device=compute.device.value,
+        backend=backend.value if backend else None, precision=compute.precision.value,
+        gsd=gsd, cog=cog, overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands,
+        co=height_co(out.codec, out.max_z_error, out.creation_options),
+        class_co=out.creation_options)
+    for f in r["files"]:
+        typer.echo(json.dumps(f) if json_out else f"{f['output']}: {_human(f)} "
+                   f"({f['mpx_per_s']:.1f} Mpx/s, {f['tiles']} tiles, {f['backend']} on "
+                   f"{f['device']})")
+    t = r["total"]
+    if json_out:
+        typer.echo(json.dumps({"total": True, **t}))
+    elif t["files"] > 1:
+        typer.echo(f"{t['files']} files, {t['mpx']:.1f} Mpx in {t['seconds']:.1f} s: "
+                   f"{t['mpx_per_s']:.1f} Mpx/s")
+
+
+def _human(f: dict) -> str:
+    """One file's result in words, by task."""
+    if f["task"] == "height":
+        return (f"heights min {f['height_min']} / median {f['height_median']} / max "
+                f"{f['height_max']} m")
+    if f["task"] == "segmentation":
+        top = sorted(f["class_fractions"].items(), key=lambda kv: -kv[1])[:3]
+        return "classes " + ", ".join(f"{n} {v:.0%}" for n, v in top)
+    if f["task"] == "change":
+        return f"{f['changed_fraction']:.1%} changed"
+    return f"{f['rows']} rows"

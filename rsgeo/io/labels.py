@@ -1,0 +1,127 @@
+"""Mask values -> class ids (``--label-map FROM:TO``), before nodata and ignore rules apply.
+
+Chips and metrics use 255 as "ignore", so a 0/255 building mask would lose its buildings;
+``--label-map 0:0,255:1`` recodes it first. Values not named in the map are kept as they
+are. A value the map names is a class even when the file declares it as nodata (the map
+is the user's explicit word).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rsgeo.errors import InputError
+
+IGNORE = 255
+
+
+def parse_label_map(items) -> dict[int, int] | None:
+    """``["0:0,255:1", "7:2"]`` (repeatable, comma lists) -> ``{0: 0, 255: 1, 7: 2}``.
+
+    A dict is returned as a checked copy; None or empty gives None. Targets are class ids
+    in 0..254 (255 is ignore); a source value given twice with different targets is an error.
+    """
+    if not items:
+        return None
+    pairs: list[tuple[int, int]] = []
+    if isinstance(items, dict):
+        pairs = [(int(k), int(v)) for k, v in items.items()]
+    else:
+        for item in [items] if isinstance(items, str) else items:
+            for pair in str(item).split(","):
+                a, sep, b = pair.partition(":")
+                try:
+                    if not sep:
+                        raise ValueError
+                    pairs.append((int(a), int(b)))
+                except ValueError:
+                    raise InputError(f"--label-map takes FROM:TO integer pairs, e.g. 255:1; "
+                                     f"got {pair!r}") from None
+    out: dict[int, int] = {}
+    for a, b in pairs:
+        if not 0 <= b < IGNORE:
+            raise InputError(f"--label-map {a}:{b}: class ids must be in 0..254 "
+                             "(255 means ignore)")
+        if out.get(a, b) != b:
+            raise InputError(f"--label-map maps {a} to both {out[a]} and {b}")
+        out[a] = b
+    return out
+
+
+def recode(a: np.ndarray, mapping: dict[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(recoded, named)``: ``a`` with mapped values replaced (same shape and dtype) and
+    a bool mask of the pixels the map named."""
+    if not mapping:
+        return a, np.zeros(a.shape, bool)
+    named = np.zeros(a.shape, bool)
+    out = a.copy()
+    for src, dst in mapping.items():
+        hit = a == src
+        out[hit] = dst
+        named |= hit
+    return out, named
+
+
+def classes_and_values(obj: dict, path=None) -> tuple[dict[int, str], dict[int, int] | None]:
+    """A classes file's JSON object -> ``({id: name}, label map or None)``.
+
+    Entries are ``"id": "name"`` or ``"id": {"name": ..., "values": [mask values]}``; the
+    values become the label map (e.g. ``{"1": {"name": "building", "values": [255]}}`` reads
+    a 0/255 mask's 255 as class 1).
+    """
+    names: dict[int, str] = {}
+    lmap: dict[int, int] = {}
+    try:
+        for k, v in obj.items():
+            cid = int(k)
+            if isinstance(v, dict):
+                names[cid] = str(v.get("name", k))
+                lmap.update({int(x): cid for x in v.get("values", [])})
+            else:
+                names[cid] = str(v)
+    except (TypeError, ValueError, AttributeError):
+        raise InputError('classes must map integer ids to names or {"name": ..., "values": '
+                         "[...]}", path) from None
+    return names, (parse_label_map(lmap) if lmap else None)
+
+
+def _class_lines(text: str) -> dict[int, str]:
+    """``id,name`` lines (``#`` comments; a bare id names itself) -> ``{id: name}``."""
+    out = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            k, _, v = line.partition(",")
+            out[int(k)] = v.strip() or k.strip()
+    return out
+
+
+def read_classes(path, label_map=None) -> tuple[dict[int, str] | None, dict[int, int] | None]:
+    """A classes file (or None) and ``--label-map`` texts -> ``(names, label map)``.
+
+    The file (``--classes`` of prepare and evaluate) is a JSON object (``{"1": "roof"}`` or
+    ``{"1": {"name": "roof", "values": [255]}}``, see :func:`classes_and_values`) or text/CSV
+    ``id,name`` lines. ``--label-map`` entries win over the file's ``values``.
+    """
+    user = parse_label_map(label_map)
+    if path is None:
+        return None, user
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such classes file", p)
+    text = p.read_text()
+    try:
+        if p.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+            obj = json.loads(text)
+            if not isinstance(obj, dict):
+                raise ValueError("not an object")
+            names, from_file = classes_and_values(obj, p)
+        else:
+            names, from_file = _class_lines(text), None
+    except ValueError:
+        raise InputError("classes file must map integer ids to names (JSON {id: name} or "
+                         "id,name lines)", p) from None
+    merged = {**(from_file or {}), **(user or {})}
+    return names, (merged or None)

@@ -1,0 +1,317 @@
+"""``rsgeo predict`` for every task: segmentation, change, classification (tiny models)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from rsgeo.errors import InputError
+from rsgeo.infer.predict import predict_files
+from rsgeo.infer.writers import WRITERS, class_palette, softmax
+from rsgeo.io.windows import TileGrid
+from rsgeo.tasks.bundle import build_task_model, save_task_model
+from rsgeo.viz import LANDCOVER_COLORS
+from tests.conftest import make_raster
+
+NAMES = {"0": "ground", "1": "tree", "2": "building"}
+BASE = {"backbone": "vit-tiny-2", "in_chans": 3, "img_size": 64, "head": "dpt",
+        "head_features": 16}
+META = {"bands": ["red", "green", "blue"], "mean": [120.0] * 3, "std": [50.0] * 3,
+        "gsd": 0.5, "tile": 64, "overlap": 16, "nodata": -9999}
+
+
+def _ckpt(path: Path, task: str) -> Path:
+    torch.manual_seed(0)
+    cfg = {**BASE, "task": task}
+    meta = {**META, "task": task}
+    if task in ("segmentation", "classification"):
+        cfg["num_classes"] = 3
+        meta.update(num_classes=3, classes=NAMES)
+    save_task_model(build_task_model(cfg), cfg, meta, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    return {t: _ckpt(d / f"{t}.ckpt", t) for t in ("height", "segmentation", "change",
+                                                     "classification")}
+
+
+def _rgb(path, h, w, seed=0, **kw):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 120 + 60 * np.sin(yy / 9.0) * np.cos(xx / 7.0)
+    img = np.clip(base[None] + rng.integers(0, 30, (3, h, w)), 1, 255).astype(np.uint8)
+    return make_raster(path, img, **kw), img
+
+
+class PixelLogits:
+    """A tile-independent 'model': class logits from the normalised bands of each pixel,
+    so blending changes nothing and the expected probabilities are exact."""
+
+    device = "cpu"
+
+    def __call__(self, batch):
+        return np.stack([batch[:, 0], batch[:, 1] - 0.2, 0.5 * batch[:, 2]], axis=1)
+
+
+def _seg_runner():
+    return PixelLogits(), {**META, "task": "segmentation", "classes": NAMES, "num_classes": 3}, \
+        {**BASE, "task": "segmentation", "num_classes": 3}
+
+
+def test_writers_cover_every_task():
+    from rsgeo.tasks import task_names
+
+    assert set(WRITERS) == set(task_names())  # every registered (built-in) task has a writer
+
+
+def test_segmentation_classes_are_the_argmax_of_blended_probabilities(tmp_path):
+    src, img = _rgb(tmp_path / "img.tif", 100, 130)
+    out = tmp_path / "cls.tif"
+    r = predict_files([src], "seg.ckpt", [out], runner=_seg_runner(), tile=64, overlap=16,
+                      options={"probabilities": True})
+    assert r["files"][0]["task"] == "segmentation"
+    x = (img.astype(np.float32) - 120) / 50
+    want = softmax(PixelLogits()(x[None]))[0]
+    with rasterio.open(out) as ds, rasterio.open(tmp_path / "cls_probabilities.tif") as pr:
+        cls, probs = ds.read(1), pr.read()
+        assert ds.dtypes[0] == "uint8" and ds.nodata == 255 and pr.count == 3
+        assert ds.tags()["class_2"] == "building"
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)   # sum to 1
+    np.testing.assert_allclose(probs, want, atol=1e-5)          # blending kept them
+    np.testing.assert_array_equal(cls, probs.argmax(0))         # argmax of blended scores
+
+
+def test_segmentation_nodata_and_other_gsd(tmp_path):
+    rng = np.random.default_rng(1)
+    img = rng.integers(1, 255, (3, 80, 90)).astype(np.uint8)
+    img[:, 10:20, 30:50] = 0
+    src = make_raster(tmp_path / "img.tif", img, nodata=0, gsd=0.7)  # model GSD 0.5: resampled
+    out = tmp_path / "cls.tif"
+    r = predict_files([src], "seg.ckpt", [out], runner=_seg_runner(), tile=64, overlap=16,
+                      options={"probabilities": True})
+    assert r["files"][0]["resampled"]
+    with rasterio.open(out) as ds, rasterio.open(tmp_path / "cls_probabilities.tif") as pr:
+        cls, probs = ds.read(1), pr.read()
+        assert (ds.width, ds.height) == (90, 80)
+        assert ds.colormap(1)[1] == (*LANDCOVER_COLORS[1], 255)
+    assert (cls[10:20, 30:50] == 255).all() and (probs[:, 10:20, 30:50] == -9999).all()
+    ok = cls != 255
+    np.testing.assert_allclose(probs[:, ok].sum(0), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(cls[ok], probs[:, ok].argmax(0))
+
+
+def test_cli_segmentation_names_colour_table_and_folder(tmp_path, cli, models):
+    a, _ = _rgb(tmp_path / "a.tif", 70, 90)
+    b, _ = _rgb(tmp_path / "b.tif", 64, 64, seed=2)
+    code, out, err = cli("predict", a, b, "-m", models["segmentation"], "-o", tmp_path / "o",
+                         "--probabilities", "--json")
+    assert code == 0, err
+    with rasterio.open(tmp_path / "o" / "a_classes.tif") as ds:
+        assert ds.colormap(1)[2] == class_palette(3)[2] == (*LANDCOVER_COLORS[2], 255)
+        assert ds.tags()["class_0"] == "ground" and ds.tags()["task"] == "segmentation"
+        assert set(np.unique(ds.read(1))) <= {0, 1, 2}
+    with rasterio.open(tmp_path / "o" / "b_classes_probabilities.tif") as pr:
+        np.testing.assert_allclose(pr.read().sum(0), 1.0, atol=1e-5)
+    assert '"class_fractions"' in out
+
+
+def test_cli_change_aligns_post_onto_pre(tmp_path, cli, models, caplog):
+    pre, _ = _rgb(tmp_path / "pre.tif", 72, 80)
+    post, _ = _rgb(tmp_path / "post.tif", 72, 80, seed=3, origin=(500004.0, 4100000.0))
+    code, out, err = cli("predict", pre, post, "-m", models["change"], "-o", tmp_path / "c.tif",
+                         "--json")
+    assert code == 0, err
+    with rasterio.open(tmp_path / "c.tif") as m, rasterio.open(pre) as p, \
+            rasterio.open(tmp_path / "c_probability.tif") as pr:
+        assert m.transform == p.transform and m.shape == p.shape and m.dtypes[0] == "uint8"
+        mask, prob = m.read(1), pr.read(1)
+    assert (mask[:, :8] == 255).all()          # 4 m = 8 px left of POST: no POST data
+    v = mask != 255
+    assert set(np.unique(mask[v])) <= {0, 1}
+    assert ((prob[v] >= 0) & (prob[v] <= 1)).all()
+    np.testing.assert_array_equal(mask[v], (prob[v] >= 0.5).astype(np.uint8))
+    assert '"changed_fraction"' in out
+
+
+def test_change_pairs_refused_in_one_line(tmp_path, cli, models):
+    pre, _ = _rgb(tmp_path / "pre.tif", 64, 64)
+    far, _ = _rgb(tmp_path / "far.tif", 64, 64, origin=(600000.0, 4100000.0))
+    wide = make_raster(tmp_path / "u16.tif", np.full((3, 64, 64), 300, np.uint16))
+    for post, words in ((far, "does not overlap"), (wide, "same data type")):
+        code, _, err = cli("predict", pre, post, "-m", models["change"], "-o", tmp_path / "x.tif")
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = cli("predict", pre, "-m", models["change"], "-o", tmp_path / "x.tif")
+    assert code == 2 and "change.ckpt" in err and "holds a change model" in err
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_cli_classification_rows_with_footprints(tmp_path, cli, models):
+    import pandas as pd
+    from shapely import wkt
+
+    src, _ = _rgb(tmp_path / "img.tif", 100, 140)
+    code, _, err = cli("predict", src, "-m", models["classification"], "-o", tmp_path / "t.csv")
+    assert code == 0, err
+    rows = pd.read_csv(tmp_path / "t.csv")
+    assert len(rows) == len(TileGrid(100, 140, 64, 0))      # overlap 0 for classification
+    assert set(rows["class_name"]) <= set(NAMES.values())
+    np.testing.assert_allclose(rows[["p_ground", "p_tree", "p_building"]].sum(axis=1), 1, atol=1e-5)
+    with rasterio.open(src) as ds:
+        left, bottom, right, top = ds.bounds
+    first = wkt.loads(rows["geometry"][0])
+    assert first.bounds == pytest.approx((left, top - 32.0, left + 32.0, top))  # 64 px at 0.5 m
+    code, _, err = cli("predict", src, "-m", models["classification"], "-o",
+                       tmp_path / "t.parquet", "--per-input")
+    assert code == 0, err
+    import geopandas as gpd
+
+    g = gpd.read_parquet(tmp_path / "t.parquet")
+    assert len(g) == 1 and g.crs.to_epsg() == 32633
+    assert g.geometry[0].bounds == pytest.approx((left, bottom, right, top))
+
+
+def test_bad_models_and_outputs_exit_2_naming_the_model(tmp_path, cli, models):
+    src, _ = _rgb(tmp_path / "img.tif", 64, 64)
+    code, _, err = cli("predict", src, "-m", models["classification"], "-o", tmp_path / "t.tif")
+    assert code == 2 and "table" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("predict-height", src, "-m", models["segmentation"], "-o",
+                       tmp_path / "h.tif")
+    assert code == 2 and "segmentation.ckpt" in err and "holds a segmentation model" in err
+    with pytest.raises(InputError, match="not a segmentation model"):
+        predict_files([src], models["height"], [tmp_path / "s.tif"], expect="segmentation")
+
+
+
+def _pair_onnx(path: Path) -> Path:
+    """A tiny two-input ONNX 'change model' with rsgeo metadata: logit = mean over bands
+    of (post - pre), pixel by pixel (so the expected probability is exact)."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = ["b", 3, "h", "w"]
+    graph = helper.make_graph(
+        [helper.make_node("Sub", ["post", "pre"], ["d"]),
+         helper.make_node("ReduceMean", ["d"], ["output"], axes=[1], keepdims=1)],
+        "pair", [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
+                 for n in ("pre", "post")],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["b", 1, "h", "w"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    props = {**META, "task": "change", "format": "rsgeo-onnx", "stride": 16,
+             "config": {**BASE, "task": "change"}, "inputs": ["pre", "post"]}
+    helper.set_model_props(model, {k: json.dumps(v) for k, v in props.items()})
+    onnx.save(model, str(path))
+    return path
+
+
+def test_change_onnx_feeds_pre_and_post_inputs(tmp_path):
+    onnx_path = _pair_onnx(tmp_path / "pair.onnx")
+    pre, a = _rgb(tmp_path / "pre.tif", 64, 80)
+    post, b = _rgb(tmp_path / "post.tif", 64, 80, seed=5)
+    r = predict_files([(pre, post)], onnx_path, [tmp_path / "c.tif"], tile=32, overlap=8,
+                      device="cpu")
+    assert r["files"][0]["backend"] == "onnx" and r["files"][0]["post"] == str(post)
+    want = 1 / (1 + np.exp(-((b.astype(np.float32) - a) / 50).mean(0)))
+    with rasterio.open(tmp_path / "c_probability.tif") as ds:
+        np.testing.assert_allclose(ds.read(1), want, atol=1e-5)
+
+
+def _bright_building_onnx(path: Path) -> Path:
+    """A tiny ONNX segmentation 'model' (classes ground, tree, building): the building
+    logit is 5 x the normalised red band, the others 0 (bright red = building)."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(v, dtype), n) for n, v, dtype in (
+        ("s", [0], np.int64), ("e", [1], np.int64), ("ax", [1], np.int64),
+        ("five", 5.0, np.float32), ("zero", 0.0, np.float32))]
+    graph = helper.make_graph(
+        [helper.make_node("Slice", ["image", "s", "e", "ax"], ["r"]),
+         helper.make_node("Mul", ["r", "five"], ["b"]),
+         helper.make_node("Mul", ["r", "zero"], ["z"]),
+         helper.make_node("Concat", ["z", "z", "b"], ["output"], axis=1)],
+        "bright", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 3, "h", "w"])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    props = {**META, "task": "segmentation", "num_classes": 3, "classes": NAMES,
+             "format": "rsgeo-onnx", "stride": 16, "inputs": ["image"],
+             "config": {**BASE, "task": "segmentation", "num_classes": 3}}
+    helper.set_model_props(model, {k: json.dumps(v) for k, v in props.items()})
+    onnx.save(model, str(path))
+    return path
+
+
+def _scene(path, seed=0):
+    img = np.full((3, 72, 96), 60, np.uint8) + np.random.default_rng(seed).integers(
+        0, 20, (3, 72, 96)).astype(np.uint8)
+    img[0, 20:40, 30:60] = 250                   # 20 x 30 px at 0.5 m: 150 m²
+    return make_raster(path, img)
+
+
+def test_footprints_from_an_image_with_a_segmentation_model(tmp_path, cli, models):
+    import json
+
+    import geopandas as gpd
+
+    seg = _bright_building_onnx(tmp_path / "bright.onnx")
+    img = _scene(tmp_path / "img.tif")
+    code, out, err = cli("footprints", img, "-m", seg, "-o", tmp_path / "b.gpkg", "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["buildings_from"]["class"] == "building" and s["features"] == 1
+    g = gpd.read_file(tmp_path / "b.gpkg")
+    assert g.area.iloc[0] == pytest.approx(150.0, rel=0.02) and g.crs.to_epsg() == 32633
+    code, _, err = cli("footprints", img, "-m", models["height"], "-o", tmp_path / "h.gpkg")
+    assert code == 2 and "height.ckpt" in err and "holds a height model" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "h.gpkg").exists()
+
+
+def test_damage_map_grades_buildings_found_by_a_model(tmp_path, cli, models):
+    import json
+
+    seg = _bright_building_onnx(tmp_path / "bright.onnx")
+    pre, post = _scene(tmp_path / "pre.tif"), _scene(tmp_path / "post.tif", seed=1)
+    code, out, err = cli("damage-map", pre, post, "-m", models["height"], "--buildings-model",
+                         seg, "-o", tmp_path / "d.tif", "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["mode"] == "buildings" and s["features"] == 1
+    assert s["buildings_from"]["model"] == str(seg) and s["buildings_from"]["buildings"] == 1
+
+
+cuda = pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs CUDA")
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("task", ["segmentation", "change", "classification"])
+def test_cuda_matches_cpu_for_every_task(tmp_path, models, task):
+    """CUDA streams with (B, K) outputs (classification) and stacked PRE+POST (change)."""
+    import pandas as pd
+
+    a, _ = _rgb(tmp_path / "a.tif", 96, 112)
+    b, _ = _rgb(tmp_path / "b.tif", 96, 112, seed=4)
+    item = (a, b) if task == "change" else a
+    name = "t.csv" if task == "classification" else "t.tif"
+    for dev in ("cpu", "cuda"):
+        predict_files([item], models[task], [tmp_path / dev / name], device=dev, tile=64,
+                      overlap=16 if task != "classification" else 0,
+                      options={"probabilities": True})
+    if task == "classification":
+        cols = ["p_ground", "p_tree", "p_building"]
+        np.testing.assert_allclose(pd.read_csv(tmp_path / "cuda" / name)[cols],
+                                   pd.read_csv(tmp_path / "cpu" / name)[cols], atol=2e-2)
+        return
+    prob = "t_probability.tif" if task == "change" else "t_probabilities.tif"
+    with rasterio.open(tmp_path / "cpu" / prob) as c, rasterio.open(tmp_path / "cuda" / prob) as g:
+        np.testing.assert_allclose(g.read(), c.read(), atol=2e-2)  # cuDNN TF32 convs
