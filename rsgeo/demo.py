@@ -18,7 +18,7 @@ import numpy as np
 
 from rsgeo.damage import damage_map
 from rsgeo.data.prepare import prepare
-from rsgeo.data.sources import from_synth_dir
+from rsgeo.data.sources import SceneInput, from_synth_dir
 from rsgeo.device import resolve_device
 from rsgeo.errors import RsgeoError
 from rsgeo.finetune import finetune
@@ -84,7 +84,7 @@ def run_demo(out, quick: bool = False, device: str = "auto", seed: int = 0,
     step = Steps(log, total=11 if p["baseline"] else 9)
     test = step("synth city", lambda: synth_cities(out, p, seed))
     chips = out / "chips"
-    step("prepare chips", lambda: prepare(from_synth_dir(out / "city"), chips, size=p["chip"],
+    step("prepare chips", lambda: prepare(training_scenes(out / "city"), chips, size=p["chip"],
                                           classes=dict(LANDCOVER), seed=seed))
     pre = step("pretrain selectivemae", lambda: pretrain(
         chips, "selectivemae", "vit-tiny-4", out / "pretrain", steps=p["pretrain_steps"],
@@ -143,6 +143,17 @@ def loss_curve(metrics_jsonl: Path, n: int = 3) -> dict:
         raise RsgeoError(f"{metrics_jsonl}: no loss was logged")
     k = max(1, min(n, len(losses) // 2))
     return {"start": float(np.mean(losses[:k])), "end": float(np.mean(losses[-k:]))}
+
+
+def training_scenes(city: Path) -> list[SceneInput]:
+    """The training city's scenes before the event and, as a second source (``city-post``),
+    after it: post-event RGB with the post-event nDSM. The damage step predicts heights on
+    post-event images, so the height model must see rubble (a model trained on pre-event
+    images only learns to give any bounded patch, rubble included, a building's height)."""
+    pre = from_synth_dir(city)
+    post = [SceneInput(rgb=s.post_rgb, ndsm=s.ndsm.with_name(s.ndsm.name.replace("_pre_", "_post_")),
+                       source=f"{s.source}-post") for s in pre]
+    return pre + post
 
 
 def synth_cities(out: Path, p: dict, seed: int) -> dict:
