@@ -1,10 +1,13 @@
 """``rsgeo demo``: the main job end to end on a synthetic city, with a report.
 
-synth (training city + a held-out pre/post pair) -> prepare -> pretrain (selectivemae, tiny
-ViT) -> finetune heights on few labels -> export ONNX -> predict-height on the held-out
+synth (training city + a held-out pre/post pair) -> prepare (the training city's pre- and
+post-event images with their nDSMs) -> pretrain (selectivemae, tiny ViT; start and end loss
+reported) -> finetune heights on few labels -> export ONNX -> predict-height on the held-out
 pre and post images -> damage-map from the predicted heights with the pre-event
 footprints -> evaluate heights (F1^HE, MAE, RMSE vs the true nDSM) and damage (building F1
-vs the true grades). Every step is the library function its command calls.
+vs the true grades). The full demo (not ``--quick``) also fine-tunes a random-init model
+with the same budget and reports its held-out F1^HE beside the pretrained one. Every step
+is the library function its command calls.
 """
 
 from __future__ import annotations
