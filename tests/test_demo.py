@@ -6,6 +6,9 @@ import geopandas as gpd
 import pytest
 import rasterio
 
+from rsgeo import demo
+from rsgeo.errors import RsgeoError
+
 
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path, cli):
@@ -19,6 +22,9 @@ def test_quick_demo_end_to_end(tmp_path, cli):
     m = s["metrics"]
     assert 0 <= m["height_f1he_1"] <= 1 and 0 <= m["damaged_building_f1"] <= 1
     assert 0 < m["height_mae"] < 20 and m["buildings"] > 5
+    assert m["pretrain_loss_end"] < m["pretrain_loss_start"]       # pretraining trains
+    assert m["pretrain_lr"] == demo.PRETRAIN["lr"]
+    assert "baseline_height_f1he_1" not in m                      # full demo only
     for key in ("heights_pre", "heights_post", "damage"):
         with rasterio.open(s["files"][key]) as ds:
             assert ds.crs is not None and ds.width > 0 and ds.read(1).size
@@ -30,5 +36,39 @@ def test_quick_demo_end_to_end(tmp_path, cli):
     assert (out / "report.png").stat().st_size > 10_000
     html = (out / "report.html").read_text()
     assert "report.png" in html and "height_f1he_1" in html
+    assert f"start {m['pretrain_loss_start']:.3f}, end {m['pretrain_loss_end']:.3f}" in html
     code, _, err = cli("demo", "-o", out, "--quick")
     assert code == 2 and "--overwrite" in err
+
+
+def test_full_demo_adds_a_random_init_baseline(tmp_path, monkeypatch):
+    """The full demo's branch (sizes shrunk to seconds): a random-init model tuned with the
+    same budget, scored on the same held-out city, side by side in the report."""
+    tiny = dict(demo.QUICK, train_scenes=1, size=256, pretrain_steps=4, finetune_steps=4,
+                train_size=8, batch=4, test_size=128, baseline=True)
+    monkeypatch.setattr(demo, "demo_sizes", lambda quick, device: tiny)
+    lines = []
+    s = demo.run_demo(tmp_path / "d", device="cpu", log=lines.append)
+    m = s["metrics"]
+    assert [x["step"] for x in s["steps"]][-3:] == [
+        "finetune random init", "predict baseline heights", "report"]
+    assert 0 <= m["baseline_height_f1he_1"] <= 1 and m["baseline_height_mae"] > 0
+    assert (tmp_path / "d" / "baseline" / "best.ckpt").is_file()
+    html = (tmp_path / "d" / "report.html").read_text()
+    assert f"<td>random init</td><td>{m['baseline_height_f1he_1']:.3f}</td>" in html
+    assert f"<td>{m['height_f1he_1']:.3f}</td>" in html
+    assert any("random init" in x and "pretrained" in x for x in lines)
+    assert any(x.startswith("[11/11] report") for x in lines)
+
+
+def test_loss_curve_means_first_and_last_records(tmp_path):
+    f = tmp_path / "metrics.jsonl"
+    f.write_text("".join(json.dumps({"step": 10 * i, "loss": v}) + "\n"
+                         for i, v in enumerate([1.3, 1.2, 1.1, 0.9, 0.7, 0.6, 0.5], 1)))
+    c = demo.loss_curve(f)
+    assert c["start"] == pytest.approx(1.2) and c["end"] == pytest.approx(0.6)
+    f.write_text(json.dumps({"step": 1, "loss": 0.8}) + "\n")
+    assert demo.loss_curve(f) == {"start": 0.8, "end": 0.8}
+    f.write_text("")
+    with pytest.raises(RsgeoError, match="no loss"):
+        demo.loss_curve(f)
