@@ -7,7 +7,8 @@ for twice as many; each is mapped over a *held-out* synthetic city (another seed
 building probability band (land-cover class 8) is traced with ``rsgeo footprints``.
 Printed per model: building IoU of the class raster (class 8 vs the true land cover),
 SpaceNet footprint F1 at IoU 0.5 against the true footprints, predict Mpx/s, and the
-machine load (``uptime``) before and after. Everything runs through the CLI, as a user would.
+machine load (``uptime``) before and after; then a table with the two models side by side
+(one column per budget). Everything runs through the CLI, as a user would.
 
     python benchmarks/predict_segmentation.py [--size 512] [--steps 150] [--device cpu|cuda]
         [--batch-size 8] [--backbone vit-tiny-4] [--work DIR]
@@ -102,6 +103,7 @@ def main(argv=None) -> None:
         city = {k: next((work / "test").glob(f"*_{s}")) for k, s in (
             ("rgb", "pre_rgb.tif"), ("landcover", "landcover.tif"),
             ("footprints", "footprints.gpkg"))}
+        rows = []
         for steps in (a.steps, 2 * a.steps):
             run = work / f"seg_{steps}"
             t0 = time.perf_counter()
@@ -110,10 +112,23 @@ def main(argv=None) -> None:
                   "--device", a.device, "-o", run, "--overwrite")
             train_s = time.perf_counter() - t0
             r = evaluate_model(run, city, work, a.device)
-            print(json.dumps({"steps": steps, "train_seconds": round(train_s, 1), **r,
-                              "size": a.size, "backbone": a.backbone, "device": a.device}),
-                  flush=True)
+            rows.append({"steps": steps, "train_seconds": round(train_s, 1), **r,
+                         "size": a.size, "backbone": a.backbone, "device": a.device})
+            print(json.dumps(rows[-1]), flush=True)
+    print()
+    print_table(rows)
     print(f"after: {uptime()}", flush=True)
+
+
+def print_table(rows: list[dict]) -> None:
+    """The models side by side: one column per training budget (N and 2N steps)."""
+    metrics = (("building IoU", "building_iou", ".3f"), ("footprint F1 (IoU 0.5)", "f1", ".3f"),
+               ("precision", "precision", ".3f"), ("recall", "recall", ".3f"),
+               ("train s", "train_seconds", ".0f"), ("predict Mpx/s", "predict_mpx_per_s", ".3g"))
+    cols = [f"{r['steps']} steps" for r in rows]
+    print(f"{'held-out synthetic city':24s}" + "".join(f"{c:>14s}" for c in cols))
+    for label, key, fmt in metrics:
+        print(f"{label:24s}" + "".join(f"{format(r[key], fmt):>14s}" for r in rows))
 
 
 if __name__ == "__main__":
