@@ -201,7 +201,37 @@ class Compute:
                                                     "(training on CUDA only).")]) = Precision.fp32
 
 
-GROUPS = (RasterOutput, Compute)
+class Backend(str, Enum):
+    onnx = "onnx"
+    torch = "torch"
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiling:
+    """How a model is swept over a raster: ``--tile --overlap --batch-size --backend --gsd``
+    (predict, predict-height)."""
+
+    tile: in_panel("Tiling", Annotated[Optional[int], typer.Option(
+        "--tile", min=16, help="Tile size px (default: the model's).")]) = None
+    overlap: in_panel("Tiling", Annotated[Optional[int], typer.Option(
+        "--overlap", min=0, help="Tile overlap px (default: the model's; classification 0).")]) = None
+    batch_size: in_panel("Tiling", Annotated[Optional[int], typer.Option(
+        "--batch-size", min=1,
+        help="Tiles per model call (default: from the tile and free GPU memory).")]) = None
+    backend: in_panel("Tiling", Annotated[Optional[Backend], typer.Option(
+        "--backend", help="Default: onnx for .onnx, torch for .ckpt.")]) = None
+    gsd: in_panel("Tiling", Annotated[str, typer.Option(
+        "--gsd", help="Ground sampling distance the model runs at: auto (the model's training "
+                      "GSD; inputs more than 5 % off are resampled to it and back), native "
+                      "(never resample), or metres per pixel.")]) = "auto"
+
+    def kwargs(self) -> dict:
+        """The library's keywords (``tile, overlap, batch_size, backend, gsd``)."""
+        return {"tile": self.tile, "overlap": self.overlap, "batch_size": self.batch_size,
+                "backend": self.backend.value if self.backend else None, "gsd": self.gsd}
+
+
+GROUPS = (RasterOutput, Compute, Tiling)
 
 
 def with_groups(func: Callable) -> Callable:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale, in_panel,
+from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale, Tiling, in_panel,
                                output_option, with_groups)
-from rsgeo.cli.predict_height import Backend
 
 
 @app.command("predict")
@@ -23,11 +22,7 @@ def predict_cmd(
     probabilities: Annotated[bool, typer.Option("--probabilities", help="Segmentation: also <stem>_probabilities.tif, one float band per class.")] = False,
     threshold: Annotated[float, typer.Option("--threshold", help="Change: change where the blended probability >= this.")] = 0.5,
     per_input: Annotated[bool, typer.Option("--per-input", help="Classification: one row per input (tile probabilities averaged) instead of one per tile.")] = False,
-    tile: Annotated[Optional[int], typer.Option("--tile", min=16, help="Tile size px (default: the model's).")] = None,
-    overlap: Annotated[Optional[int], typer.Option("--overlap", min=0, help="Tile overlap px (default: the model's; classification 0).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Tiles per model call (default: from the tile and free GPU memory).")] = None,
-    backend: Annotated[Optional[Backend], typer.Option("--backend", help="Default: onnx for .onnx, torch for .ckpt.")] = None,
-    gsd: Annotated[str, typer.Option("--gsd", help="Ground sampling distance the model runs at: auto (the model's training GSD; inputs more than 5 % off are resampled to it and back), native (never resample), or metres per pixel.")] = "auto",
+    tiling: Tiling = Tiling(),
     nodata: Nodata = None,
     scale: Scale = "percentile",
     bands: Bands = None,
@@ -56,9 +51,8 @@ def predict_cmd(
     r = predict_paths(
         images, model, output, options={"probabilities": probabilities, "threshold": threshold,
                                         "per_input": per_input},
-        tile=tile, overlap=overlap, batch_size=batch_size, device=compute.device.value,
-        backend=backend.value if backend else None, precision=compute.precision.value,
-        gsd=gsd, cog=cog, overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands,
+        **tiling.kwargs(), device=compute.device.value, precision=compute.precision.value,
+        cog=cog, overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands,
         co=height_co(out.codec, out.max_z_error, out.creation_options),
         class_co=out.creation_options)
     for f in r["files"]:

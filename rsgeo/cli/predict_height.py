@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale,
+from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale, Tiling,
                                in_panel, output_option, with_groups)
-
-
-class Backend(str, Enum):
-    onnx = "onnx"
-    torch = "torch"
 
 
 @app.command("predict-height")
@@ -25,11 +19,7 @@ def predict_height_cmd(
     images: Annotated[list[Path], typer.Argument(help="Input image(s) or folder(s) of images.")],
     model: Annotated[Path, typer.Option("-m", "--model", help="model.onnx or a task checkpoint (.ckpt).")],
     output: output_option("Output .tif (one input) or folder."),
-    tile: Annotated[Optional[int], typer.Option("--tile", min=16, help="Tile size px (default: the model's).")] = None,
-    overlap: Annotated[Optional[int], typer.Option("--overlap", min=0, help="Tile overlap px (default: the model's).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Tiles per model call (default: from the tile and free GPU memory).")] = None,
-    backend: Annotated[Optional[Backend], typer.Option("--backend", help="Default: onnx for .onnx, torch for .ckpt.")] = None,
-    gsd: Annotated[str, typer.Option("--gsd", help="Ground sampling distance the model runs at: auto (the model's training GSD; inputs more than 5 % off are resampled to it and back), native (never resample), or metres per pixel.")] = "auto",
+    tiling: Tiling = Tiling(),
     nodata: Nodata = None,
     scale: Scale = "percentile",
     bands: Bands = None,
@@ -52,10 +42,8 @@ def predict_height_cmd(
 
     mine = plan_outputs(images, output)
     r = predict_height_files(
-        [i for i, _ in mine], model, [t for _, t in mine], tile=tile, overlap=overlap,
-        batch_size=batch_size, device=compute.device.value,
-        backend=backend.value if backend else None, precision=compute.precision.value,
-        gsd=gsd, cog=cog, overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands,
+        [i for i, _ in mine], model, [t for _, t in mine], **tiling.kwargs(),
+        device=compute.device.value, precision=compute.precision.value, cog=cog, overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands,
         co=height_co(out.codec, out.max_z_error, out.creation_options))
     for f in r["files"]:
         typer.echo(json.dumps(f) if json_out else
