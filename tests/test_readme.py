@@ -3,8 +3,9 @@
 The commands run in order, in one temporary folder, through the installed ``rsgeo`` with
 this checkout first on ``PYTHONPATH``. Commands that name the reader's own files
 (``big_ortho.tif``, ``scenes.csv``, ``proposal.csv`` ...) get those files made from the
-city the README's own ``rsgeo synth`` line writes (see :func:`stage`); the commands
-themselves are not changed. The few that cannot run here are in :data:`SKIP`, each with
+city the README's first ``rsgeo synth`` line writes (see :func:`stage`); models and all
+other inputs come from the README's own earlier commands, and outputs do not collide. The
+commands themselves are not changed. The few that cannot run here are in :data:`SKIP`, each with
 the reason.
 """
 
@@ -117,7 +118,9 @@ def stage(work: Path) -> None:
 
 def test_readme_commands_are_found():
     cmds = readme_commands((ROOT / "README.md").read_text())
-    assert any(c.startswith("rsgeo synth") for c in cmds) and len(cmds) > 20
+    assert cmds[[c.startswith("rsgeo ") for c in cmds].index(True)].startswith(
+        "rsgeo synth -o data/synth"), "stage() runs after this line: it must come first"
+    assert len(cmds) > 20
     skipped = [c for c in cmds if skip_reason(c)]
     assert len(skipped) <= 12, skipped              # a small, explained allow-list
     assert not any(c.endswith("\\") for c in cmds)  # continuation lines are joined
