@@ -289,6 +289,19 @@ def test_damage_map_grades_buildings_found_by_a_model(tmp_path, cli, models):
     assert s["buildings_from"]["model"] == str(seg) and s["buildings_from"]["buildings"] == 1
 
 
+
+def test_damage_map_refuses_a_model_that_finds_no_building(tmp_path, cli, models):
+    """Not a temporary file's "footprints layer is empty": the model and the image, exit 2."""
+    seg = _bright_building_onnx(tmp_path / "bright.onnx")
+    pre, post = _scene(tmp_path / "pre.tif"), _scene(tmp_path / "post.tif", seed=1)
+    code, _, err = cli("damage-map", pre, post, "-m", models["height"], "--buildings-model",
+                       seg, "--min-area", "1000", "-o", tmp_path / "d.tif")
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and "bright.onnx" in last and "found no building on" in last, err
+    assert "pre.tif" in last and "--min-area 1000" in last and "rsgeo-damage-" not in last
+    assert not (tmp_path / "d.tif").exists() and not (tmp_path / "d.gpkg").exists()
+
+
 cuda = pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs CUDA")
 
 

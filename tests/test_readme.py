@@ -3,8 +3,9 @@
 The commands run in order, in one temporary folder, through the installed ``rsgeo`` with
 this checkout first on ``PYTHONPATH``. Commands that name the reader's own files
 (``big_ortho.tif``, ``scenes.csv``, ``proposal.csv`` ...) get those files made from the
-city the README's own ``rsgeo synth`` line writes (see :func:`stage`); the commands
-themselves are not changed. The few that cannot run here are in :data:`SKIP`, each with
+city the README's first ``rsgeo synth`` line writes (see :func:`stage`); models and all
+other inputs come from the README's own earlier commands, and outputs do not collide. The
+commands themselves are not changed. The few that cannot run here are in :data:`SKIP`, each with
 the reason.
 """
 
@@ -61,7 +62,9 @@ def skip_reason(cmd: str) -> str | None:
 
 
 def stage(work: Path) -> None:
-    """The reader's own files the README names, made from the synthetic city."""
+    """The reader's own files the README names (their imagery, surface models, labels,
+    reference footprints, probability rasters from elsewhere), made from the synthetic city.
+    Models and every other output are made by the README's own commands."""
     import geopandas as gpd
     import numpy as np
     import rasterio
@@ -76,7 +79,9 @@ def stage(work: Path) -> None:
                      "footprints.gpkg": a("footprints.gpkg"), "pre_dsm.tif": a("dsm.tif"),
                      "dtm.tif": a("dtm.tif"), "lidar_ndsm.tif": a("pre_ndsm.tif"),
                      "preds/c0.tif": a("post_ndsm.tif"), "refs/c0.tif": a("pre_ndsm.tif"),
-                     "seg.tif": a("landcover.tif"), "landcover.tif": a("landcover.tif")}.items():
+                     "landcover.tif": a("landcover.tif"), "dsm.tif": b("dsm.tif"),
+                     "pre_rgb.tif": a("pre_rgb.tif"), "post_rgb.tif": a("post_rgb.tif"),
+                     "reference.gpkg": a("footprints.gpkg")}.items():
         (work / dst).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src, work / dst)
     with rasterio.open(a("dtm.tif")) as dtm, rasterio.open(a("post_ndsm.tif")) as post:
@@ -84,14 +89,26 @@ def stage(work: Path) -> None:
         profile = dtm.profile
     with rasterio.open(work / "post_dsm.tif", "w", **profile) as dst:
         dst.write(np.where(h == -9999, -9999, z + h).astype(np.float32), 1)
+    with rasterio.open(b("landcover.tif")) as lc:  # a 0/255 roof mask for the DSM-only chips
+        building = lc.read(1) == 8
+        profile = dict(lc.profile, nodata=None)
+    with rasterio.open(work / "roofs.tif", "w", **profile) as dst:
+        dst.write(np.where(building, 255, 0).astype(np.uint8), 1)
+    with rasterio.open(a("landcover.tif")) as lc:  # probabilities from some other classifier
+        c = lc.read(1)
+        profile = dict(lc.profile, dtype="float32", nodata=None, count=3)
+    road, building = (c == 4).astype(np.float32), (c == 8).astype(np.float32)
+    bands = np.stack([1 - road - building, road, building]) * 0.8 + 0.1  # background, road, building
+    with rasterio.open(work / "seg_probs.tif", "w", **profile) as dst:
+        dst.write(bands)
+    with rasterio.open(work / "building_prob.tif", "w", **dict(profile, count=1)) as dst:
+        dst.write(bands[2], 1)
     (work / "scenes.csv").write_text(f"rgb,ndsm,source\n{b('post_rgb.tif')},{b('post_ndsm.tif')},"
                                      "after\n")
     names = ["bareland", "rangeland", "developed", "road", "trees", "water", "agriculture",
              "buildings"]
     (work / "classes.json").write_text(json.dumps({str(i + 1): n for i, n in enumerate(names)}))
-    fp = gpd.read_file(a("footprints.gpkg"))
-    fp.assign(score=np.linspace(1, 0.5, len(fp))).to_file(work / "buildings.gpkg")
-    fp.to_file(work / "reference.geojson")
+    gpd.read_file(a("footprints.gpkg")).to_file(work / "reference.geojson")
     rows = ["ImageId,BuildingId,PolygonWKT_Pix,Confidence",
             'img1,1,"POLYGON ((0 0, 20 0, 20 20, 0 20, 0 0))",0.9',
             'img1,2,"POLYGON ((40 40, 60 40, 60 60, 40 60, 40 40))",0.8']
@@ -101,7 +118,9 @@ def stage(work: Path) -> None:
 
 def test_readme_commands_are_found():
     cmds = readme_commands((ROOT / "README.md").read_text())
-    assert any(c.startswith("rsgeo synth") for c in cmds) and len(cmds) > 20
+    assert cmds[[c.startswith("rsgeo ") for c in cmds].index(True)].startswith(
+        "rsgeo synth -o data/synth"), "stage() runs after this line: it must come first"
+    assert len(cmds) > 20
     skipped = [c for c in cmds if skip_reason(c)]
     assert len(skipped) <= 12, skipped              # a small, explained allow-list
     assert not any(c.endswith("\\") for c in cmds)  # continuation lines are joined
@@ -124,7 +143,7 @@ def test_readme_commands_run_as_written(tmp_path):
                            capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, f"{cmd}\n{r.stderr[-2000:]}"
         ran.append(f"{time.perf_counter() - t0:6.1f} s  {cmd}")
-        if cmd.startswith("rsgeo synth"):
+        if cmd.startswith("rsgeo synth -o data/synth"):  # the README's first synth line
             stage(tmp_path)
     print("ran:\n  " + "\n  ".join(ran) + "\nskipped:\n  " + "\n  ".join(skipped))
     assert len(ran) >= 20, ran

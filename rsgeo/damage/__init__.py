@@ -159,6 +159,11 @@ def _model_buildings(pre, model, work: Path, min_area: float, predict_kw: dict):
     out = work / "buildings.gpkg"
     kw = {k: predict_kw[k] for k in ("device", "precision", "backend") if k in predict_kw}
     s = predicted_footprints(pre, model, out, min_area=min_area, predict_kw=kw)
+    if not s["features"]:  # an empty layer is no footprints file to grade: say why, and ways on
+        raise InputError(f"found no building on {pre} (class {s['buildings_from']['class']!r}, "
+                         f"probability >= 0.5, at least --min-area {min_area:g} m²); give "
+                         "--buildings FILE, or neither option to grade every pixel higher than "
+                         "--min-height", model)
     return out, {**s["buildings_from"], "buildings": s["features"]}
 
 
