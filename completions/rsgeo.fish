@@ -148,7 +148,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from predict' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -s m -l model -rF -d 'model.onnx or a task checkpoint (.ckpt).'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -s o -l output -rF -d 'Output .tif (one input) or folder.'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l tile -d 'Tile size px (default: the models).'
-complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l overlap -d 'Tile overlap px (default: the models).'
+complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l overlap -d 'Tile overlap px (default: the models; classification 0).'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l batch-size -d 'Tiles per model call (default: from the tile and free GPU memory).'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l backend -xa 'onnx torch' -d 'Default: onnx for .onnx, torch for .ckpt.'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l gsd -d 'Ground sampling distance the model runs at: auto (the models training'
