@@ -118,6 +118,8 @@ complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l tolerance -d 'R
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l heights -rF -d 'nDSM (m): adds height_m (95th percentile of the roof) and height_media'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l workers -d 'Parallel workers.'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l json -d 'Print a JSON summary on stdout.'
+complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l bands -d 'Image bands to use, 1-based in order (GDAL style): 1,2,3 takes RGB fro'
+complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l scale -d 'Image values -> the 0-255 training scale: percentile (2-98 % stretch o'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l overwrite -d 'Replace existing outputs.'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -F

@@ -276,6 +276,28 @@ def test_footprints_from_an_image_with_a_segmentation_model(tmp_path, cli, model
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "h.gpkg").exists()
 
 
+def test_footprints_from_a_bgr_image_take_bands(tmp_path, cli):
+    """--bands reaches the model through footprints -m: a BGR image read as 3,2,1 finds the
+    bright-red building that the band order as stored hides; --bands without -m is refused."""
+    import json
+
+    seg = _bright_building_onnx(tmp_path / "bright.onnx")
+    rgb = _scene(tmp_path / "rgb.tif")
+    with rasterio.open(rgb) as ds:
+        bgr = make_raster(tmp_path / "bgr.tif", ds.read()[::-1].copy())
+    code, out, err = cli("footprints", bgr, "-m", seg, "-o", tmp_path / "stored.gpkg", "--json")
+    assert code == 0, err
+    assert json.loads(out)["features"] == 0
+    code, out, err = cli("footprints", bgr, "-m", seg, "--bands", "3,2,1", "-o",
+                         tmp_path / "b.gpkg", "--json")
+    assert code == 0, err
+    assert json.loads(out)["features"] == 1
+    code, _, err = cli("footprints", tmp_path / "rgb.tif", "--bands", "1,2,3", "-o",
+                       tmp_path / "x.gpkg")
+    assert code == 2 and "--band" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.gpkg").exists()
+
+
 def test_damage_map_grades_buildings_found_by_a_model(tmp_path, cli, models):
     import json
 

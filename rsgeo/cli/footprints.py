@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import Json, Output, Overwrite, Workers
+from rsgeo.cli.options import Bands, Json, Output, Overwrite, Scale, Workers
 from rsgeo.errors import InputError
 from rsgeo.jsonout import dumps
 
@@ -33,6 +33,8 @@ def footprints_cmd(
         "--heights", help="nDSM (m): adds height_m (95th percentile of the roof) and height_median_m.")] = None,
     workers: Workers = 0,
     json_out: Json = False,
+    bands: Bands = None,
+    scale: Scale = "percentile",
     overwrite: Overwrite = False,
 ):
     """Trace one polygon per building (id, area_m2, pixels, score = mean probability;
@@ -63,8 +65,12 @@ def footprints_cmd(
             raise InputError("with -m give at most one --class (the model's building class id) "
                              "and no --band", model)
         summary = predicted_footprints(raster, model, output, threshold=threshold,
-                                       building=int(classes[0]) if classes else None, **common)
+                                       building=int(classes[0]) if classes else None,
+                                       predict_kw={"bands": bands, "scale": scale}, **common)
     else:
+        if bands is not None:
+            raise InputError("--bands chooses image bands for -m MODEL; for a probability, "
+                             "class or mask raster use --band", raster)
         summary = footprints(raster, output, threshold=threshold, classes=tuple(classes or ()),
                              band=band, **common)
     if json_out:

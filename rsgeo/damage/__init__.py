@@ -157,7 +157,8 @@ def _model_buildings(pre, model, work: Path, min_area: float, predict_kw: dict):
         raise InputError("--buildings-model finds buildings on the PRE image, but PRE holds "
                          "heights", pre)
     out = work / "buildings.gpkg"
-    kw = {k: predict_kw[k] for k in ("device", "precision", "backend") if k in predict_kw}
+    kw = {k: predict_kw[k] for k in ("device", "precision", "backend", "bands", "scale")
+          if k in predict_kw}
     s = predicted_footprints(pre, model, out, min_area=min_area, predict_kw=kw)
     if not s["features"]:  # an empty layer is no footprints file to grade: say why, and ways on
         raise InputError(f"found no building on {pre} (class {s['buildings_from']['class']!r}, "
