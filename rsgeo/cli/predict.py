@@ -59,7 +59,12 @@ def predict_cmd(
         typer.echo(json.dumps(f) if json_out else f"{f['output']}: {_human(f)} "
                    f"({f['mpx_per_s']:.1f} Mpx/s, {f['tiles']} tiles, {f['backend']} on "
                    f"{f['device']})")
-    t = r["total"]
+    echo_total(r["total"], json_out)
+
+
+def echo_total(t: dict, json_out: bool) -> None:
+    """The last line of a prediction run (predict, predict-height): the totals as JSON
+    (``"total": true``), or in words when there was more than one file."""
     if json_out:
         typer.echo(json.dumps({"total": True, **t}))
     elif t["files"] > 1:

@@ -11,6 +11,7 @@ import typer
 from rsgeo.cli.app import app
 from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale, Tiling,
                                in_panel, output_option, with_groups)
+from rsgeo.cli.predict import echo_total
 
 
 @app.command("predict-height")
@@ -43,16 +44,12 @@ def predict_height_cmd(
     mine = plan_outputs(images, output)
     r = predict_height_files(
         [i for i, _ in mine], model, [t for _, t in mine], **tiling.kwargs(),
-        device=compute.device.value, precision=compute.precision.value, cog=cog, overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands,
+        device=compute.device.value, precision=compute.precision.value, cog=cog,
+        overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands,
         co=height_co(out.codec, out.max_z_error, out.creation_options))
     for f in r["files"]:
         typer.echo(json.dumps(f) if json_out else
                    f"{f['output']}: {f['mpx_per_s']:.1f} Mpx/s, heights min "
                    f"{f['height_min']} / median {f['height_median']} / max {f['height_max']} m"
                    f" ({f['tiles']} tiles, {f['backend']} on {f['device']})")
-    t = r["total"]
-    if json_out:
-        typer.echo(json.dumps({"total": True, **t}))
-    elif t["files"] > 1:
-        typer.echo(f"{t['files']} files, {t['mpx']:.1f} Mpx in {t['seconds']:.1f} s: "
-                   f"{t['mpx_per_s']:.1f} Mpx/s")
+    echo_total(r["total"], json_out)
