@@ -205,7 +205,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -l backbone -d 'Enco
 complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -l epochs -d 'Run length in epochs.'
 complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -l steps -d 'Run length in optimiser steps (wins over --epochs).'
 complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -l batch-size -d 'Global batch (all processes) per optimiser step (default 64).'
-complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -l lr -d 'Peak learning rate (default base lr x batch/256).'
+complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -l lr -d 'Peak learning rate (default: the methods base lr x batch/256 from bat'
 complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -l mask-ratio -d 'Share of patches masked (default mae 0.75, simmim/ctxmim/fusedmim 0.6,'
 complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -l decoder-dim -d 'mae, selectivemae: Decoder width (default 512 for ViTs of 12+ blocks, '
 complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -l decoder-depth -d 'mae, selectivemae: Decoder blocks (default 8 for ViTs of 12+ blocks, e'
