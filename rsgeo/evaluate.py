@@ -83,7 +83,8 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
                 okr = okr | named
             ok = okp & okr
             checks.add(pv, rv, okp, okr)
-            n_valid += int(np.count_nonzero(ok))
+            if n_valid == 0:  # only whether there is one is needed: stop counting then
+                n_valid = int(np.count_nonzero(ok))
             _update(acc, task, pv, rv, ok, ignore_index)
         checks.finish(absolute=absolute, max_height=max_height)
         if n_valid == 0:

@@ -42,6 +42,7 @@ class HeightAccumulator:
         self._img_counts = np.zeros((3, 3), np.int64)
         self._img_has_ref = False
         self._img_open = False
+        self._bufs: dict[str, np.ndarray] = {}
 
     def update_window(self, pred, ref, valid=None) -> None:
         """Add one window of the current image (call :meth:`end_image` after its last window).
@@ -59,34 +60,60 @@ class HeightAccumulator:
             self._update(p[i:i + CHUNK], g[i:i + CHUNK], None if v is None else v[i:i + CHUNK])
 
     def _update(self, p, g, valid) -> None:
-        ok = np.isfinite(p)
-        ok &= np.isfinite(g)
-        if valid is not None:
-            ok &= valid
-        if not ok.all():
-            p, g = p[ok], g[ok]
+        """One piece (1-D float32 views). Values are exactly those of the plain formulas:
+        the fast path only skips the masking when every pixel is valid and finite (a finite
+        float64 sum of ``|p - g|`` proves it: ``inf - x``, ``nan - x`` are not finite)."""
+        d = np.subtract(p, g, out=self._scratch("d", p.size))
+        abs_sum = float(np.abs(d, out=self._scratch("a", p.size)).sum(dtype=np.float64))
+        if not np.isfinite(abs_sum) or (valid is not None and not valid.all()):
+            ok = np.isfinite(p)
+            ok &= np.isfinite(g)
+            if valid is not None:
+                ok &= valid
+            if not ok.all():
+                p, g = p[ok], g[ok]
+                d = p - g
+                abs_sum = float(np.abs(d).sum(dtype=np.float64))
         self._img_open = True
         if p.size == 0:
             return
-        d = p - g
         self.n += p.size
-        self.abs_sum += float(np.abs(d).sum(dtype=np.float64))
+        self.abs_sum += abs_sum
         np.square(d, out=d)
         self.sq_sum += float(d.sum(dtype=np.float64))
-        floor = np.float32(self.floor)
-        pc, gc = np.maximum(p, floor), np.maximum(g, floor)
-        ratio = np.maximum(pc, gc)  # max(pc/gc, gc/pc) == max/min exactly, one division
-        ratio /= np.minimum(pc, gc, out=pc)
+        # max(pc/gc, gc/pc) with pc, gc = p, g floored: max/min of the floored pair, exactly
+        floor = self._floor(p.size)
+        hi = np.maximum(p, g, out=self._scratch("hi", p.size))
+        lo = np.minimum(p, g, out=self._scratch("lo", p.size))
+        np.maximum(hi, floor, out=hi)
+        np.maximum(lo, floor, out=lo)
+        ratio = np.divide(hi, lo, out=hi)
         sp, sg = p > self.threshold, g > self.threshold
-        both = sp & sg
-        fp = int(np.count_nonzero(sp & ~sg))
-        fn = int(np.count_nonzero(sg & ~sp))
+        n_sp, n_sg = int(np.count_nonzero(sp)), int(np.count_nonzero(sg))
+        both = np.logical_and(sp, sg, out=sp)
+        n_both = int(np.count_nonzero(both))
+        fp, fn = n_sp - n_both, n_sg - n_both   # sp & ~sg, sg & ~sp
+        good = self._scratch("good", p.size, bool)
         for k, eta in enumerate(ETAS):
-            good = ratio < np.float32(eta)
+            np.less(ratio, np.float32(eta), out=good)
             self.delta[k] += int(np.count_nonzero(good))
             good &= both
             self._img_counts[k] += (int(np.count_nonzero(good)), fp, fn)
-        self._img_has_ref |= bool(fn or np.any(both))
+        self._img_has_ref |= bool(fn or n_both)
+
+    def _scratch(self, name: str, n: int, dtype=np.float32) -> np.ndarray:
+        """A reused 1-D work buffer of ``n`` elements (no allocation per piece)."""
+        buf = self._bufs.get(name)
+        if buf is None or buf.size < n:
+            buf = self._bufs[name] = np.empty(max(n, CHUNK), dtype)
+        return buf[:n]
+
+    def _floor(self, n: int) -> np.ndarray:
+        """``n`` copies of the floor (float32): an array operand is faster than a scalar."""
+        buf = self._bufs.get("floor")
+        if buf is None or buf.size < n:
+            buf = self._bufs["floor"] = np.full(max(n, CHUNK), np.float32(self.floor))
+        return buf[:n]
 
     def merge(self, other: "HeightAccumulator") -> "HeightAccumulator":
         """Add the closed images of ``other`` (e.g. per-image accumulators into a total)."""
