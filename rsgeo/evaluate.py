@@ -35,6 +35,7 @@ from rsgeo.io.heights import (HeightUnits, STREAM_SAMPLE, check_heights, check_m
 from rsgeo.io.labels import read_classes, recode
 from rsgeo.io.polygons import require_polygons
 from rsgeo.io.raster import Grid, align_to, check_same_grid, open_raster, valid_mask
+from rsgeo.io.buffers import ArrayPool
 from rsgeo.io.reader import default_threads, read_strips
 from rsgeo.io.vector import read_vector
 from rsgeo.jsonout import dumps
@@ -230,12 +231,13 @@ class Prep:
 
 
 def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, rows: int,
-                finite: bool = True, metres: bool = False):
+                finite: bool = True, metres: bool = False, pool: ArrayPool | None = None):
     """Yield ``(offset, pred strip, ref strip, prep)``: full-width raw strips on REF's grid.
 
     ``offset`` is the index of the strip's first pixel; ``prep`` (a :class:`Prep`) turns
     pieces of the strips into values and valid masks. Both rasters are decoded in parallel
-    pieces, a few strips ahead of the consumer (:func:`rsgeo.io.reader.read_strips`).
+    pieces, a few strips ahead of the consumer (:func:`rsgeo.io.reader.read_strips`; with
+    ``pool``, give the strips back to it when done).
     """
 
     with open_raster(pred, bands=1, purpose="prediction raster", require_crs=False) as pds, \
@@ -250,7 +252,7 @@ def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, 
         with align_to(pds, grid, align or "nearest") as src:
             prep = Prep(nodata if nodata is not None else src.nodata,
                         nodata if nodata is not None else rds.nodata, pu, ru, finite, metres)
-            for win, (pv, rv) in read_strips([src, rds], rows):
+            for win, (pv, rv) in read_strips([src, rds], rows, pool=pool):
                 yield int(win.row_off) * grid.width, pv, rv, prep
 
 
@@ -313,24 +315,35 @@ def _scored(pred: Path, ref: Path, align, nodata, rows: int, spec: _Spec):
     Adding the parts in order gives the same totals, bit for bit, for any thread count.
     """
     threads = default_threads()
-    pending: deque = deque()
+    pending: deque = deque()  # (future, strips to give back once it is done)
+    strips = ArrayPool(keep=8)  # strip buffers reused: no fresh pages for every strip
+
+    def done():
+        fut, arrays = pending.popleft()
+        part = fut.result()
+        for a in arrays:
+            strips.give(a)
+        return part
+
     with ThreadPoolExecutor(threads, thread_name_prefix="rsgeo-metrics") as pool:
         try:
             for offset, pv, rv, prep in stream_pair(pred, ref, align, nodata, rows,
                                                     finite=spec.task != "height",
-                                                    metres=spec.task == "height"):
+                                                    metres=spec.task == "height", pool=strips):
                 width = pv.shape[1]
                 sub = max(1, CHUNK // width)
                 pieces = [(offset + a * width, pv[a:a + sub], rv[a:a + sub])
                           for a in range(0, pv.shape[0], sub)]
                 for i in range(0, len(pieces), GROUP):
-                    pending.append(pool.submit(_score_group, pieces[i:i + GROUP], prep, spec))
+                    last = i + GROUP >= len(pieces)
+                    pending.append((pool.submit(_score_group, pieces[i:i + GROUP], prep, spec),
+                                    (pv, rv) if last else ()))
                     while len(pending) > 2 * threads:
-                        yield pending.popleft().result()
+                        yield done()
             while pending:
-                yield pending.popleft().result()
+                yield done()
         finally:
-            for fut in pending:
+            for fut, _ in pending:
                 fut.cancel()
 
 

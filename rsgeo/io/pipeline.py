@@ -102,8 +102,8 @@ class TileReader:
         self.native = np.dtype(ds.dtypes[0])
         self.dtype = self.native if dtype is None else np.dtype(dtype)
         # integers without nodata: every pixel inside the raster is valid (no mask to compute)
-        self.no_mask = self.native.kind in "iub" and (
-            self.nodata is None or (isinstance(self.nodata, float) and np.isnan(self.nodata)))
+        self.no_mask = bool(self.native.kind in "iub" and (
+            self.nodata is None or (isinstance(self.nodata, float) and np.isnan(self.nodata))))
         self.threads = threads or default_threads()
         bh = block_shape(ds)[0]
         self.rows = bh * max(1, round(256 / bh)) if bh <= 256 else bh
