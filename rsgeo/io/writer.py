@@ -36,6 +36,7 @@ from rsgeo.io.windows import TileGrid, plan_panels
 
 HEIGHT_NODATA = -9999.0
 BLOCK = 256
+CHUNK_ROWS = 512  # most rows in one blend buffer chunk (a multiple of the block height)
 
 
 def parse_co(items: list[str] | tuple[str, ...] | None) -> dict[str, str]:
@@ -413,6 +414,9 @@ class BlendedWriter:
         H, W, t, o = tiles.height, tiles.width, tiles.tile, tiles.overlap
         bh = int(dst.block_shapes[0][0]) if hasattr(dst, "block_shapes") else BLOCK
         self.block = bh * max(1, round(BLOCK / bh)) if bh < BLOCK else bh
+        # buffered row chunks at least a tile high (up to CHUNK_ROWS): a tile then spans at
+        # most two of them, so it is blended in fewer, larger numpy calls
+        self.block *= max(1, min(CHUNK_ROWS // self.block, -(-t // self.block)))
         self.wy = weight_sums(H, tiles.row_offsets, t, o)
         self.wx = weight_sums(W, tiles.col_offsets, t, o)
         self._weights: dict = {}
