@@ -107,6 +107,8 @@ class TileReader:
         self.threads = threads or default_threads()
         bh = block_shape(ds)[0]
         self.rows = bh * max(1, round(256 / bh)) if bh <= 256 else bh
+        # strips at least a tile high (up to 512 rows): a tile is cut from at most two
+        self.rows *= max(1, min(512 // self.rows, -(-tiles.tile // self.rows)))
         H, W = tiles.height, tiles.width
         self.jobs = [(pi, r, min(r + self.rows, H)) for pi, p in enumerate(panels)
                      for r in range(0, H, self.rows)]
