@@ -259,6 +259,17 @@ def test_batches_of_integer_rasters_without_nodata_are_all_valid(tmp_path, nodat
     assert not small[0].valid.all()
 
 
+def test_model_returning_a_view_of_its_input(tmp_path):
+    """Batch arrays are reused only once blended: a model may return a view of its input."""
+    data = np.random.default_rng(8).normal(5, 2, (1, 150, 200)).astype(np.float32)
+    src = write_tiled(tmp_path / "in.tif", data)
+    with open_raster(src, require_crs=False) as ds:
+        ref = reference(ds, lambda b: b[:, :1].copy(), 32, 8)
+        got = engine(tmp_path, ds, lambda b: b[:, :1], 32, 8, threads=2, prefetch=1)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(got, data[0], rtol=1e-5)
+
+
 def test_normalise_into_a_buffer_equals_in_place():
     from rsgeo.io.writer import _normalise, weight_sums
 
