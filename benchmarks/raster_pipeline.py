@@ -12,10 +12,12 @@ without noise), two child processes run side by side on the same SIZE² uint8 RG
   heights (the pipeline's output, memory-mapped from a raw .npy: the very same numbers,
   blending rounding included) with the same codec and ``NUM_THREADS``.
 
-It prints Mpx/s of both, their ratio (goal >= 0.8), the ratio of their CPU times (ceiling
-/ pipeline: what the ratio would be on idle cores when both are CPU-bound, a check when
-other work shares the machine), the output size, then the peak RSS of
-the pipeline at two sizes (goal: largest / smallest <= 1.25). Every run is a fresh process
+Each configuration runs ``--repeat`` times (default 3), pipeline and ceiling alternating,
+so both see the same load; it prints the median Mpx/s of both, the median of the per-pair
+ratios (goal >= 0.8) with their range, and the median ratio of their CPU times (ceiling /
+pipeline: what the ratio would be on idle cores when both are CPU-bound, the number to
+trust when other work shares the machine), the output size, then the peak RSS of the
+pipeline at two sizes (goal: largest / smallest <= 1.25). Every run is a fresh process
 (its own peak RSS); ``uptime`` load is printed next to the numbers.
 
     python benchmarks/raster_pipeline.py                       # 8192², 3 codecs x 2 contents
@@ -164,6 +166,29 @@ def load() -> str:
     return "load " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def compare(src: Path, tmp: Path, content: str, codec: str, mpx: float, args) -> dict:
+    """``--repeat`` pipeline/ceiling pairs, alternating; prints and returns the medians."""
+    heights = tmp / "heights.npy"
+    runs = []
+    for i in range(args.repeat):  # the first pipeline run keeps its output for the ceiling
+        p = spawn("pipeline", src, tmp / "pipeline.tif", codec, args, heights if i == 0 else None)
+        c = spawn("ceiling", src, tmp / "ceiling.tif", codec, args, heights)
+        runs.append((p, c))
+    heights.unlink()
+    ratios = [c["seconds"] / p["seconds"] for p, c in runs]
+    cpu = float(np.median([c["cpu_seconds"] / p["cpu_seconds"] for p, c in runs]))
+    p_rate = float(np.median([p["mpx_per_s"] for p, _ in runs]))
+    c_rate = float(np.median([c["mpx_per_s"] for _, c in runs]))
+    p, c = runs[0]
+    med = float(np.median(ratios))
+    print(f"{args.size}² {content:6s} {codec:9s}: ceiling {c_rate:6.1f} Mpx/s, pipeline "
+          f"{p_rate:6.1f} Mpx/s, ratio {med:.2f} (median of {len(ratios)}, "
+          f"{min(ratios):.2f}-{max(ratios):.2f}; CPU time ratio {cpu:.2f}); output "
+          f"{p['bytes'] / mpx / 1e6 * 8:.2f} bit/px ({p['bytes'] / 2 ** 20:.0f} MB, "
+          f"ceiling's {c['bytes'] / 2 ** 20:.0f} MB); {load()}", flush=True)
+    return {"ratio": med, "cpu_ratio": cpu, "pipeline": p_rate, "ceiling": c_rate}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=8192, help="pipeline vs ceiling size (px)")
@@ -173,7 +198,8 @@ def main() -> None:
     ap.add_argument("--skip-rss", action="store_true")
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="reader threads and GDAL compression/decoding threads")
-    ap.add_argument("--repeat", type=int, default=1, help="best of N for each timing")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="pipeline/ceiling pairs per configuration (median reported)")
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--overlap", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -195,22 +221,7 @@ def main() -> None:
             src = tmp / f"rgb_{content}.tif"
             make_rgb(src, args.size, content == "noisy")
             for codec in args.codecs:
-                best = {}
-                heights = tmp / "heights.npy"
-                for _ in range(args.repeat):
-                    for kind in ("pipeline", "ceiling"):
-                        r = spawn(kind, src, tmp / f"{kind}.tif", codec, args, heights)
-                        if kind not in best or r["seconds"] < best[kind]["seconds"]:
-                            best[kind] = r
-                heights.unlink()
-                c, p = best["ceiling"], best["pipeline"]
-                print(f"{args.size}² {content:6s} {codec:9s}: ceiling {c['mpx_per_s']:6.1f} "
-                      f"Mpx/s, pipeline {p['mpx_per_s']:6.1f} Mpx/s, ratio "
-                      f"{p['mpx_per_s'] / c['mpx_per_s']:.2f} (CPU time ratio "
-                      f"{c['cpu_seconds'] / p['cpu_seconds']:.2f}); output "
-                      f"{p['bytes'] / mpx / 1e6 * 8:.2f} bit/px "
-                      f"({p['bytes'] / 2 ** 20:.0f} MB, ceiling's "
-                      f"{c['bytes'] / 2 ** 20:.0f} MB); {load()}", flush=True)
+                compare(src, tmp, content, codec, mpx, args)
             src.unlink()
         if args.skip_rss:
             return

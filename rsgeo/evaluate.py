@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +35,8 @@ from rsgeo.io.heights import (HeightUnits, STREAM_SAMPLE, check_heights, check_m
 from rsgeo.io.labels import read_classes, recode
 from rsgeo.io.polygons import require_polygons
 from rsgeo.io.raster import Grid, align_to, check_same_grid, open_raster, valid_mask
-from rsgeo.io.reader import read_strips
+from rsgeo.io.buffers import ArrayPool
+from rsgeo.io.reader import default_threads, read_strips
 from rsgeo.io.vector import read_vector
 from rsgeo.jsonout import dumps
 from rsgeo.metrics.footprints import read_spacenet_csv, score_footprints
@@ -41,6 +46,7 @@ from rsgeo.metrics.synrs3d import Synrs3dAverager
 
 TASKS = ("height", "segmentation", "change", "footprints")
 CHUNK = 65536  # pixels per metric update (cache-sized)
+GROUP = 8      # pieces per metrics job (about 0.5 Mpx): several jobs per strip
 RASTER_EXT = {".tif", ".tiff", ".vrt", ".img", ".png", ".jpg", ".jp2"}
 
 
@@ -75,16 +81,15 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
         acc = _accumulator(task, names, ignore_index)
         n_valid = 0
         checks = PairCheck(p, r, heights=task == "height", aligned=align is not None)
-        for pv, rv, okp, okr in stream_pair(p, r, align, nodata, strip_rows,
-                                            finite=task != "height", metres=task == "height",
-                                            each=True):
-            if lmap:
-                rv, named = recode(rv, lmap)
-                okr = okr | named
-            ok = okp & okr
-            checks.add(pv, rv, okp, okr)
-            n_valid += int(np.count_nonzero(ok))
-            _update(acc, task, pv, rv, ok, ignore_index)
+        spec = _Spec(task, names, ignore_index, lmap, checks)
+        for part in _scored(p, r, align, nodata, strip_rows, spec):  # in stream order
+            checks.merge(part.samples)
+            n_valid += part.n_valid
+            if task == "height":
+                for stats in part.stats:
+                    acc.add_stats(stats)
+            else:
+                acc.matrix += part.stats.matrix
         checks.finish(absolute=absolute, max_height=max_height)
         if n_valid == 0:
             raise InputError(f"no valid pixel in common with {r} (nodata everywhere?)", p)
@@ -149,7 +154,7 @@ class PairCheck:
 
     def __init__(self, pred: Path, ref: Path, *, heights: bool, aligned: bool):
         self.paths, self.heights, self.aligned = (pred, ref), heights, aligned
-        self.any, self.offset = [False, False], 0
+        self.any = [False, False]
         self.kept: list[list[np.ndarray]] = [[], []]
         self.predicted = [False, False]
         with open_raster(ref, require_crs=False) as ds:
@@ -159,19 +164,30 @@ class PairCheck:
                 with open_raster(path, require_crs=False) as ds:
                     self.predicted[i] = predicted_by_rsgeo(ds)
 
-    def add(self, pv, rv, okp, okr) -> None:
-        """One streamed piece (2-D, in stream order): values (metres for heights) and each
-        raster's valid mask."""
-        start = (-self.offset) % self.step
-        self.offset += pv.size
+    def sample(self, pv, rv, okp, okr, offset: int) -> list[tuple]:
+        """What :meth:`merge` needs of one streamed piece (2-D values, metres for heights,
+        and each raster's valid mask) starting at pixel ``offset`` of the stream. Changes
+        nothing: pieces may be sampled in any thread, in any order."""
+        start = (-offset) % self.step
+        out = []
         for i, (v, ok) in enumerate(((pv, okp), (rv, okr))):
-            if not self.any[i]:
-                self.any[i] = bool((ok & np.isfinite(v)).any() if v.dtype.kind == "f"
-                                   else ok.any())
+            found = self.any[i] or bool((ok & np.isfinite(v)).any() if v.dtype.kind == "f"
+                                        else ok.any())
+            vals = None
             if self.heights:
                 sub, keep = v.reshape(-1)[start::self.step], ok.reshape(-1)[start::self.step]
                 vals = sub[keep]
-                self.kept[i].append(vals[np.isfinite(vals)] if vals.dtype.kind == "f" else vals)
+                vals = vals[np.isfinite(vals)] if vals.dtype.kind == "f" else vals
+            out.append((found, vals))
+        return out
+
+    def merge(self, samples: list[list[tuple]]) -> None:
+        """Add the :meth:`sample` of each piece, in stream order."""
+        for piece in samples:
+            for i, (found, vals) in enumerate(piece):
+                self.any[i] = self.any[i] or found
+                if vals is not None:
+                    self.kept[i].append(vals)
 
     def finish(self, *, absolute: bool, max_height: float) -> None:
         """Raise ``InputError`` naming the file that has no valid pixel or implausible heights."""
@@ -189,14 +205,39 @@ class PairCheck:
                           way_through="--absolute")
 
 
-def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, rows: int,
-                finite: bool = True, metres: bool = False, each: bool = False):
-    """Yield (pred, ref, valid) arrays piece by piece on REF's grid.
+@dataclass(frozen=True)
+class Prep:
+    """How a piece of a streamed pair becomes values and valid masks.
 
-    ``valid`` excludes nodata in either raster, and non-finite values unless ``finite`` is
-    False (the height accumulator drops those itself). With ``metres``, values are heights
-    converted with each file's band scale/offset and units (float32, or float64 as read).
-    With ``each``, yields (pred, ref, pred valid, ref valid) instead.
+    ``valid`` excludes nodata, and non-finite values unless ``finite`` is False (the height
+    accumulator drops those itself). With ``metres``, values are heights converted with
+    each file's band scale/offset and units (float32, or float64 as read).
+    """
+
+    pred_nodata: float | None
+    ref_nodata: float | None
+    pred_units: HeightUnits
+    ref_units: HeightUnits
+    finite: bool
+    metres: bool
+
+    def piece(self, p: np.ndarray, r: np.ndarray) -> tuple:
+        """``(pred, ref, pred valid, ref valid)`` of 2-D raw pieces."""
+        okp, okr = _valid(p, self.pred_nodata, self.finite), _valid(r, self.ref_nodata,
+                                                                     self.finite)
+        if self.metres:
+            p, r = self.pred_units.to_metres(p), self.ref_units.to_metres(r)
+        return p, r, okp, okr
+
+
+def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, rows: int,
+                finite: bool = True, metres: bool = False, pool: ArrayPool | None = None):
+    """Yield ``(offset, pred strip, ref strip, prep)``: full-width raw strips on REF's grid.
+
+    ``offset`` is the index of the strip's first pixel; ``prep`` (a :class:`Prep`) turns
+    pieces of the strips into values and valid masks. Both rasters are decoded in parallel
+    pieces, a few strips ahead of the consumer (:func:`rsgeo.io.reader.read_strips`; with
+    ``pool``, give the strips back to it when done).
     """
 
     with open_raster(pred, bands=1, purpose="prediction raster", require_crs=False) as pds, \
@@ -209,17 +250,101 @@ def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, 
         pu, ru = ((units_of(pds, pred), units_of(rds, ref)) if metres
                   else (HeightUnits(), HeightUnits()))
         with align_to(pds, grid, align or "nearest") as src:
-            pn = nodata if nodata is not None else src.nodata
-            rn = nodata if nodata is not None else rds.nodata
-            # both rasters decoded in parallel pieces, a few strips ahead of the metrics
-            sub = max(1, CHUNK // grid.width)  # metrics run on cache-sized pieces
-            for _, (pv, rv) in read_strips([src, rds], rows):
-                for a in range(0, pv.shape[0], sub):
-                    p, r = pv[a:a + sub], rv[a:a + sub]
-                    okp, okr = _valid(p, pn, finite), _valid(r, rn, finite)
-                    if metres:
-                        p, r = pu.to_metres(p), ru.to_metres(r)
-                    yield (p, r, okp, okr) if each else (p, r, okp & okr)
+            prep = Prep(nodata if nodata is not None else src.nodata,
+                        nodata if nodata is not None else rds.nodata, pu, ru, finite, metres)
+            for win, (pv, rv) in read_strips([src, rds], rows, pool=pool):
+                yield int(win.row_off) * grid.width, pv, rv, prep
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What scoring a piece needs besides its pixels."""
+
+    task: str
+    names: dict | None
+    ignore_index: int | None
+    lmap: dict | None
+    checks: PairCheck
+
+
+@dataclass
+class _Part:
+    """A group of pieces scored: ``stats`` (height: :meth:`HeightAccumulator.window_stats`
+    tuples in order; else a confusion matrix), pixels valid in both, the checks' samples."""
+
+    stats: object
+    n_valid: int
+    samples: list
+
+
+_calc = threading.local()  # each metrics thread's accumulator (work buffers only)
+
+
+def _score_group(pieces: list, prep: Prep, spec: _Spec) -> _Part:
+    """Score ``[(offset, pred piece, ref piece)]`` (raw 2-D pieces) in a metrics thread."""
+    height = spec.task == "height"
+    if height:
+        calc = getattr(_calc, "acc", None)
+        if calc is None:
+            calc = _calc.acc = HeightAccumulator()
+        stats: object = []
+    else:
+        stats = _accumulator(spec.task, spec.names, spec.ignore_index)
+    n_valid, samples = 0, []
+    for offset, pv, rv in pieces:
+        pv, rv, okp, okr = prep.piece(pv, rv)
+        if spec.lmap:
+            rv, named = recode(rv, spec.lmap)
+            okr = okr | named
+        ok = okp & okr
+        samples.append(spec.checks.sample(pv, rv, okp, okr, offset))
+        n_valid += int(np.count_nonzero(ok))
+        if height:
+            stats.extend(calc.window_stats(pv, rv, ok))
+        else:
+            _update(stats, spec.task, pv, rv, ok, spec.ignore_index)
+    return _Part(stats, n_valid, samples)
+
+
+def _scored(pred: Path, ref: Path, align, nodata, rows: int, spec: _Spec):
+    """Yield the :class:`_Part` of each group of pieces of the pair, in stream order.
+
+    Pieces are cache-sized (:data:`CHUNK` pixels); groups of :data:`GROUP` pieces are
+    scored by a pool of :func:`~rsgeo.io.reader.default_threads` threads while the next
+    strips are decoded, at most two groups per thread ahead (memory stays a few strips).
+    Adding the parts in order gives the same totals, bit for bit, for any thread count.
+    """
+    threads = default_threads()
+    pending: deque = deque()  # (future, strips to give back once it is done)
+    strips = ArrayPool(keep=8)  # strip buffers reused: no fresh pages for every strip
+
+    def done():
+        fut, arrays = pending.popleft()
+        part = fut.result()
+        for a in arrays:
+            strips.give(a)
+        return part
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="rsgeo-metrics") as pool:
+        try:
+            for offset, pv, rv, prep in stream_pair(pred, ref, align, nodata, rows,
+                                                    finite=spec.task != "height",
+                                                    metres=spec.task == "height", pool=strips):
+                width = pv.shape[1]
+                sub = max(1, CHUNK // width)
+                pieces = [(offset + a * width, pv[a:a + sub], rv[a:a + sub])
+                          for a in range(0, pv.shape[0], sub)]
+                for i in range(0, len(pieces), GROUP):
+                    last = i + GROUP >= len(pieces)
+                    pending.append((pool.submit(_score_group, pieces[i:i + GROUP], prep, spec),
+                                    (pv, rv) if last else ()))
+                    while len(pending) > 2 * threads:
+                        yield done()
+            while pending:
+                yield done()
+        finally:
+            for fut, _ in pending:
+                fut.cancel()
 
 
 def _valid(a: np.ndarray, nodata, finite: bool) -> np.ndarray:

@@ -174,3 +174,29 @@ def test_malformed_spacenet_csv_names_the_file_and_line(tmp_path, cli):
         code, _, err = cli("evaluate", *args, "--task", "footprints")
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert "bad.csv" in err and "line 3" in err, err
+
+
+@pytest.mark.parametrize("task", ["height", "segmentation"])
+def test_evaluate_same_numbers_for_any_thread_count(tmp_path, monkeypatch, task):
+    """Metrics run on a thread pool beside the reads; totals are added in stream order."""
+    rng = np.random.default_rng(3)
+    if task == "height":
+        ref = np.where(rng.random((150, 260)) < 0.5, 0, rng.uniform(0, 20, (150, 260)))
+        pred = np.clip(ref + rng.normal(0, 2, ref.shape), 0, None).astype(np.float32)
+        pred[rng.random(ref.shape) < 0.05] = np.nan
+        ref, nodata = ref.astype(np.float32), -9999.0
+        ref[:9, :30] = nodata
+    else:
+        ref = rng.integers(0, 4, (150, 260)).astype(np.uint8)
+        pred = np.where(rng.random(ref.shape) < 0.7, ref, 3).astype(np.uint8)
+        nodata = None
+    p = make_raster(tmp_path / "p.tif", pred)
+    r = make_raster(tmp_path / "r.tif", ref, nodata=nodata)
+    results = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("RSGEO_IO_THREADS", threads)
+        results.append(evaluate(p, r, task=task, strip_rows=40))
+    assert results[0] == results[1]
+    one = evaluate(p, r, task=task, strip_rows=10_000)  # one strip: a different grouping
+    for k, v in results[0]["summary"].items():
+        assert v == pytest.approx(one["summary"][k], rel=1e-12, nan_ok=True), k

@@ -229,6 +229,62 @@ def test_read_strips_and_pieces(tmp_path):
     assert all(p[0] % 16 == 0 for p in pieces[1:])  # cut on block edges
 
 
+def test_read_strips_pool_reuses_buffers(tmp_path):
+    """With a pool, strips come from it and go back to it; the values are unchanged."""
+    from rsgeo.io.buffers import ArrayPool
+
+    a = np.arange(64 * 40, dtype=np.float32).reshape(64, 40)
+    src = write_tiled(tmp_path / "a.tif", a)
+    pool = ArrayPool(keep=4)
+    seen, rows = set(), []
+    with rasterio.open(src) as ds:
+        for _, (x,) in read_strips([ds], 16, threads=2, ahead=1, pool=pool):
+            seen.add(id(x))
+            rows.append(x.copy())
+            pool.give(x)
+    np.testing.assert_array_equal(np.concatenate(rows), a)
+    assert len(seen) < 4   # 4 strips of one shape, buffers recycled
+
+
+@pytest.mark.parametrize("nodata,expect", [(None, True), (7, False)])
+def test_batches_of_integer_rasters_without_nodata_are_all_valid(tmp_path, nodata, expect):
+    data = np.random.default_rng(6).integers(0, 255, (3, 70, 90), dtype=np.uint8)
+    src = write_tiled(tmp_path / "in.tif", data, nodata=nodata)
+    with open_raster(src, require_crs=False) as ds:
+        inside = list(iter_batches(ds, TileGrid(70, 90, 32, 8), 2, dtype=None))
+        small = list(iter_batches(ds, TileGrid(70, 90, 100, 8), 1, dtype=None))  # padded
+    assert all(b.all_valid is expect for b in inside)
+    assert all(b.valid.all() for b in inside) or not expect
+    assert [b.all_valid for b in small] == [False]   # the padding is not valid
+    assert not small[0].valid.all()
+
+
+def test_model_returning_a_view_of_its_input(tmp_path):
+    """Batch arrays are reused only once blended: a model may return a view of its input."""
+    data = np.random.default_rng(8).normal(5, 2, (1, 150, 200)).astype(np.float32)
+    src = write_tiled(tmp_path / "in.tif", data)
+    with open_raster(src, require_crs=False) as ds:
+        ref = reference(ds, lambda b: b[:, :1].copy(), 32, 8)
+        got = engine(tmp_path, ds, lambda b: b[:, :1], 32, 8, threads=2, prefetch=1)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(got, data[0], rtol=1e-5)
+
+
+def test_normalise_into_a_buffer_equals_in_place():
+    from rsgeo.io.writer import _normalise, weight_sums
+
+    rng = np.random.default_rng(0)
+    acc = rng.random((2, 40, 75)).astype(np.float32)
+    den_y = weight_sums(40, [0, 12, 24], 16, 6)
+    den_x = weight_sums(60, [0, 14, 28, 44], 16, 6)
+    view = acc[:, :, :60]                      # strided, like a panel's block row
+    out = np.empty((2, 40, 60), np.float32)
+    _normalise(out, den_y, den_x, view)
+    same = np.ascontiguousarray(view)
+    _normalise(same, den_y, den_x)
+    assert np.array_equal(out, same) and np.array_equal(view, acc[:, :, :60])
+
+
 def test_read_strips_failure_is_one_line(tmp_path):
     data = np.ones((160, 64), np.float32)
     src = write_tiled(tmp_path / "in.tif", data)

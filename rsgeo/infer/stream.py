@@ -211,7 +211,10 @@ class Pipeline:
             nxt = prepare_next()  # its reads overlap this file's
             try:
                 for b in reader:
-                    yield job, b.windows, b.data, b.valid
+                    # maps skip the mask of tiles known valid (tile tables use it as is)
+                    valid = ([None] * len(b.windows) if b.all_valid and job.collect is None
+                             else b.valid)
+                    yield job, b.windows, b.data, valid
             except Exception as e:  # a read failed: earlier files still finish
                 yield _Failed(e), None, None, None
                 return

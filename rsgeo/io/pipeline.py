@@ -60,11 +60,16 @@ STRIP_BYTES_MAX = 256 * 2 ** 20  # strips read ahead are capped to this many byt
 
 @dataclass
 class Batch:
-    """A batch of tiles: data ``(B, bands, t, t)``, valid ``(B, t, t)`` and their windows."""
+    """A batch of tiles: data ``(B, bands, t, t)``, valid ``(B, t, t)`` and their windows.
+
+    ``all_valid``: every pixel of every tile is valid (inside the raster, an integer raster
+    without nodata): consumers may skip the mask.
+    """
 
     windows: list[Window]
     data: np.ndarray
     valid: np.ndarray
+    all_valid: bool = False
 
 
 class _Done:
@@ -96,9 +101,14 @@ class TileReader:
         self.bands = n_bands
         self.native = np.dtype(ds.dtypes[0])
         self.dtype = self.native if dtype is None else np.dtype(dtype)
+        # integers without nodata: every pixel inside the raster is valid (no mask to compute)
+        self.no_mask = bool(self.native.kind in "iub" and (
+            self.nodata is None or (isinstance(self.nodata, float) and np.isnan(self.nodata))))
         self.threads = threads or default_threads()
         bh = block_shape(ds)[0]
         self.rows = bh * max(1, round(256 / bh)) if bh <= 256 else bh
+        # strips at least a tile high (up to 512 rows): a tile is cut from at most two
+        self.rows *= max(1, min(512 // self.rows, -(-tiles.tile // self.rows)))
         H, W = tiles.height, tiles.width
         self.jobs = [(pi, r, min(r + self.rows, H)) for pi, p in enumerate(panels)
                      for r in range(0, H, self.rows)]
@@ -154,9 +164,10 @@ class TileReader:
                         if batch is None:
                             n = min(batch_size, total - done)
                             batch = Batch([], np.empty((n, self.bands, t, t), self.dtype),
-                                          np.empty((n, t, t), bool))
+                                          np.empty((n, t, t), bool), self.no_mask)
                         i = len(batch.windows)
-                        self._cut(live, r, c, p.c0, batch.data[i], batch.valid[i])
+                        full = self._cut(live, r, c, p.c0, batch.data[i], batch.valid[i])
+                        batch.all_valid &= full
                         batch.windows.append(Window(c, r, t, t))
                         if len(batch.windows) == len(batch.data):
                             done += len(batch.windows)
@@ -166,8 +177,10 @@ class TileReader:
                     pool.give(held.pop(k)[2])
                 job += 1
 
-    def _cut(self, live, r: int, c: int, c0: int, data: np.ndarray, valid: np.ndarray) -> None:
-        """Fill ``data`` (bands, t, t) and ``valid`` (t, t) with the tile at (r, c)."""
+    def _cut(self, live, r: int, c: int, c0: int, data: np.ndarray, valid: np.ndarray) -> bool:
+        """Fill ``data`` (bands, t, t) and ``valid`` (t, t) with the tile at (r, c).
+
+        Returns whether the tile lies wholly inside the raster (no padding)."""
         t, H, W = self.tiles.tile, self.tiles.height, self.tiles.width
         h, w = min(t, H - r), min(t, W - c)
         inner = data[:, :h, :w]
@@ -177,12 +190,16 @@ class TileReader:
                 np.copyto(inner[:, a - r:b - r], arr[:, a - r0:b - r0, c - c0:c - c0 + w],
                           casting="unsafe")
         if h == t and w == t:
-            valid[...] = valid_mask(data, self.nodata)
-            return
+            if self.no_mask:
+                valid.fill(True)
+            else:
+                valid[...] = valid_mask(data, self.nodata)
+            return True
         pads = ((0, t - h), (0, t - w))
         v = valid_mask(inner, self.nodata)
         data[...] = pad_array(np.ascontiguousarray(inner), pads, self.pad, 0)
         valid[...] = np.pad(v, pads, mode="constant", constant_values=False)
+        return False
 
 
 def iter_batches(ds, tiles: TileGrid, batch_size: int, *, pad: str = "reflect",
@@ -362,7 +379,9 @@ def run_tiled(ds, dst, fn: Callable[[np.ndarray], np.ndarray], *, tile: int, ove
             out = np.asarray(fn(batch.data), dtype=np.float32)
             if out.shape[0] != len(batch.windows) or out.shape[-2:] != batch.data.shape[-2:]:
                 raise ValueError(f"model returned shape {out.shape} for input {batch.data.shape}")
-            run.put(batch.windows, out, batch.valid)
+            # all valid: no mask for the blend to test (the same weights, the same values)
+            run.put(batch.windows, out,
+                    [None] * len(batch.windows) if batch.all_valid else batch.valid)
             if on_batch:
                 on_batch(len(batch.windows))
     except BaseException:

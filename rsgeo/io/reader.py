@@ -29,6 +29,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from rsgeo.errors import InputError, RsgeoError, first_line
+from rsgeo.io.buffers import ArrayPool
 
 
 def default_threads() -> int:
@@ -179,15 +180,18 @@ def wait_all(futs: Sequence[Future]) -> None:
 
 
 def read_strips(datasets: Sequence, rows: int, *, threads: int | None = None,
-                ahead: int = 2, bands: Sequence[int] | None = None
+                ahead: int = 2, bands: Sequence[int] | None = None,
+                pool: ArrayPool | None = None
                 ) -> Iterator[tuple[Window, list[np.ndarray]]]:
     """Yield ``(window, [band array of each dataset])`` for full-width strips, in order.
 
     All ``datasets`` share one grid (height, width). Strips of ``rows`` rows are read by a
     :class:`ParallelReader` per dataset, ``ahead`` strips ahead of the consumer, each strip
     cut into block-aligned column pieces decoded at once. Arrays are ``(h, width)`` in each
-    dataset's dtype, fresh for every strip. ``bands``: the (1-based) band to read of each
-    dataset, band 1 of all by default.
+    dataset's dtype, fresh for every strip -- or, with ``pool``, taken from it: the consumer
+    gives each array back (``pool.give``) once done with it, so a long sweep reuses a few
+    buffers instead of faulting in new memory for every strip. ``bands``: the (1-based)
+    band to read of each dataset, band 1 of all by default.
     """
     h, w = datasets[0].height, datasets[0].width
     bands = list(bands) if bands is not None else [1] * len(datasets)
@@ -200,8 +204,9 @@ def read_strips(datasets: Sequence, rows: int, *, threads: int | None = None,
         arrs, futs = [], []
         r0, n = int(win.row_off), int(win.height)
         for rd, ds, b in zip(readers, datasets, bands):
-            a = np.empty((1, n, w), dtype=ds.dtypes[b - 1])
-            futs += rd.read_into(a, r0, r0 + n, 0, w, indexes=b)
+            dt = ds.dtypes[b - 1]
+            a = np.empty((n, w), dtype=dt) if pool is None else pool.take((n, w), dt)
+            futs += rd.read_into(a[None], r0, r0 + n, 0, w, indexes=b)
             arrs.append(a)
         pending.append((win, arrs, futs))
 
@@ -216,7 +221,7 @@ def read_strips(datasets: Sequence, rows: int, *, threads: int | None = None,
             if nxt < len(wins):
                 submit(wins[nxt])
                 nxt += 1
-            yield win, [a[0] for a in arrs]
+            yield win, arrs
     finally:
         for rd in readers:
             rd.close()

@@ -36,6 +36,7 @@ from rsgeo.io.windows import TileGrid, plan_panels
 
 HEIGHT_NODATA = -9999.0
 BLOCK = 256
+CHUNK_ROWS = 512  # most rows in one blend buffer chunk (a multiple of the block height)
 
 
 def parse_co(items: list[str] | tuple[str, ...] | None) -> dict[str, str]:
@@ -368,15 +369,23 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
 
 
-def _normalise(out: np.ndarray, den_y: np.ndarray, den_x: np.ndarray) -> None:
-    """``out /= den_y[:, None] * den_x[None, :]`` in place, only where the product is not 1."""
+def _normalise(out: np.ndarray, den_y: np.ndarray, den_x: np.ndarray,
+               src: np.ndarray | None = None) -> None:
+    """``out = src / (den_y[:, None] * den_x[None, :])``, dividing only where that is not 1.
+
+    ``src`` defaults to ``out`` (in place); another array of the same shape (a strided view
+    of the blend buffer) is read once, so ``out`` can be a contiguous buffer for GDAL.
+    """
+    src = out if src is None else src
     rows = _runs(den_y != 1)
     cols = _runs(den_x != 1)
     for a, b in rows:
-        np.divide(out[:, a:b], np.multiply.outer(den_y[a:b], den_x), out=out[:, a:b])
+        np.divide(src[:, a:b], np.multiply.outer(den_y[a:b], den_x), out=out[:, a:b])
     edges = [0] + [x for ab in rows for x in ab] + [len(den_y)]
     for a, b in zip(edges[::2], edges[1::2]):  # rows where den_y == 1: den is den_x
         if b > a:
+            if src is not out:
+                np.copyto(out[:, a:b], src[:, a:b])
             for c, d in cols:
                 np.divide(out[:, a:b, c:d], den_x[c:d], out=out[:, a:b, c:d])
 
@@ -405,6 +414,9 @@ class BlendedWriter:
         H, W, t, o = tiles.height, tiles.width, tiles.tile, tiles.overlap
         bh = int(dst.block_shapes[0][0]) if hasattr(dst, "block_shapes") else BLOCK
         self.block = bh * max(1, round(BLOCK / bh)) if bh < BLOCK else bh
+        # buffered row chunks at least a tile high (up to CHUNK_ROWS): a tile then spans at
+        # most two of them, so it is blended in fewer, larger numpy calls
+        self.block *= max(1, min(CHUNK_ROWS // self.block, -(-t // self.block)))
         self.wy = weight_sums(H, tiles.row_offsets, t, o)
         self.wx = weight_sums(W, tiles.col_offsets, t, o)
         self._weights: dict = {}
@@ -535,16 +547,21 @@ class BlendedWriter:
                 if cout[1] is None:
                     cout[1] = np.zeros(cout[0].shape[1:], bool)
                 cout[1][y0:y0 + n] = bad[:, ow:]
-        out = acc[:, :, :ow]
+        view = acc[:, :, :ow]
         mask = None if bad is None else bad[:, :ow]
         den_y, den_x = self.wy[y0:y0 + n], self.wx[p.x0:p.x1]
         window = Window(p.x0, y0, ow, n)
 
         def job():
-            _normalise(out, den_y, den_x)
+            # a strided view (the next panel's columns follow) is normalised into a pooled
+            # contiguous buffer: GDAL gets it as is, without rasterio copying it first
+            out = view if view.flags.c_contiguous else self._pool.take(view.shape, np.float32)
+            _normalise(out, den_y, den_x, view)
             if mask is not None:
                 out[:, mask] = self.nodata
             self.dst.write(out.astype(self.dtype, copy=False), window=window)
+            if out is not view:
+                self._pool.give(out)
             self._pool.give(acc)
 
         self._writer.submit(job)

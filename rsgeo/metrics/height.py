@@ -42,6 +42,7 @@ class HeightAccumulator:
         self._img_counts = np.zeros((3, 3), np.int64)
         self._img_has_ref = False
         self._img_open = False
+        self._bufs: dict[str, np.ndarray] = {}
 
     def update_window(self, pred, ref, valid=None) -> None:
         """Add one window of the current image (call :meth:`end_image` after its last window).
@@ -49,44 +50,93 @@ class HeightAccumulator:
         Large windows are processed in pieces of :data:`CHUNK` pixels, so the twenty-odd
         numpy passes run in cache instead of streaming from memory (about 3x faster).
         """
+        for stats in self.window_stats(pred, ref, valid):
+            self.add_stats(stats)
+
+    def window_stats(self, pred, ref, valid=None) -> list[tuple]:
+        """The statistics of each :data:`CHUNK`-pixel piece of a window, not yet added.
+
+        Only this accumulator's work buffers are used, not its totals: accumulators in
+        several threads may compute pieces at once, and :meth:`add_stats` of every piece in
+        order gives the totals of :meth:`update_window`, bit for bit.
+        """
         p = np.asarray(pred, np.float32).ravel()
         g = np.asarray(ref, np.float32).ravel()
         v = None if valid is None else np.asarray(valid, bool).ravel()
         if p.size <= CHUNK:
-            self._update(p, g, v)
-            return
-        for i in range(0, p.size, CHUNK):
-            self._update(p[i:i + CHUNK], g[i:i + CHUNK], None if v is None else v[i:i + CHUNK])
+            return [self._stats(p, g, v)]
+        return [self._stats(p[i:i + CHUNK], g[i:i + CHUNK], None if v is None else v[i:i + CHUNK])
+                for i in range(0, p.size, CHUNK)]
 
-    def _update(self, p, g, valid) -> None:
-        ok = np.isfinite(p)
-        ok &= np.isfinite(g)
-        if valid is not None:
-            ok &= valid
-        if not ok.all():
-            p, g = p[ok], g[ok]
+    def add_stats(self, stats: tuple) -> None:
+        """Add one piece's statistics (from :meth:`window_stats`) to the current image."""
+        n, abs_sum, sq_sum, delta, tp, fp, fn, has_ref = stats
         self._img_open = True
-        if p.size == 0:
+        if n == 0:
             return
-        d = p - g
-        self.n += p.size
-        self.abs_sum += float(np.abs(d).sum(dtype=np.float64))
+        self.n += n
+        self.abs_sum += abs_sum
+        self.sq_sum += sq_sum
+        for k in range(3):
+            self.delta[k] += delta[k]
+            self._img_counts[k] += (tp[k], fp, fn)
+        self._img_has_ref |= has_ref
+
+    def _stats(self, p, g, valid) -> tuple:
+        """One piece (1-D float32 views): ``(n, sum |d|, sum d^2, delta counts, tp, fp, fn,
+        reference has a pixel > T)``. Values are exactly those of the plain formulas: the fast
+        path only skips the masking when every pixel is valid and finite (a finite float64
+        sum of ``|p - g|`` proves it: ``inf - x``, ``nan - x`` are not finite)."""
+        d = np.subtract(p, g, out=self._scratch("d", p.size))
+        abs_sum = float(np.abs(d, out=self._scratch("a", p.size)).sum(dtype=np.float64))
+        if not np.isfinite(abs_sum) or (valid is not None and not valid.all()):
+            ok = np.isfinite(p)
+            ok &= np.isfinite(g)
+            if valid is not None:
+                ok &= valid
+            if not ok.all():
+                p, g = p[ok], g[ok]
+                d = p - g
+                abs_sum = float(np.abs(d).sum(dtype=np.float64))
+        if p.size == 0:
+            return 0, 0.0, 0.0, (0, 0, 0), (0, 0, 0), 0, 0, False
         np.square(d, out=d)
-        self.sq_sum += float(d.sum(dtype=np.float64))
-        floor = np.float32(self.floor)
-        pc, gc = np.maximum(p, floor), np.maximum(g, floor)
-        ratio = np.maximum(pc, gc)  # max(pc/gc, gc/pc) == max/min exactly, one division
-        ratio /= np.minimum(pc, gc, out=pc)
+        sq_sum = float(d.sum(dtype=np.float64))
+        # max(pc/gc, gc/pc) with pc, gc = p, g floored: max/min of the floored pair, exactly
+        floor = self._floor(p.size)
+        hi = np.maximum(p, g, out=self._scratch("hi", p.size))
+        lo = np.minimum(p, g, out=self._scratch("lo", p.size))
+        np.maximum(hi, floor, out=hi)
+        np.maximum(lo, floor, out=lo)
+        ratio = np.divide(hi, lo, out=hi)
         sp, sg = p > self.threshold, g > self.threshold
-        both = sp & sg
-        fp = int(np.count_nonzero(sp & ~sg))
-        fn = int(np.count_nonzero(sg & ~sp))
-        for k, eta in enumerate(ETAS):
-            good = ratio < np.float32(eta)
-            self.delta[k] += int(np.count_nonzero(good))
+        n_sp, n_sg = int(np.count_nonzero(sp)), int(np.count_nonzero(sg))
+        both = np.logical_and(sp, sg, out=sp)
+        n_both = int(np.count_nonzero(both))
+        good = self._scratch("good", p.size, bool)
+        delta, tp = [], []
+        for eta in ETAS:
+            np.less(ratio, np.float32(eta), out=good)
+            delta.append(int(np.count_nonzero(good)))
             good &= both
-            self._img_counts[k] += (int(np.count_nonzero(good)), fp, fn)
-        self._img_has_ref |= bool(fn or np.any(both))
+            tp.append(int(np.count_nonzero(good)))
+        fn = n_sg - n_both  # sg & ~sp; fp: sp & ~sg
+        return (int(p.size), abs_sum, sq_sum, tuple(delta), tuple(tp), n_sp - n_both, fn,
+                bool(fn or n_both))
+
+    def _scratch(self, name: str, n: int, dtype=np.float32) -> np.ndarray:
+        """A reused 1-D work buffer of ``n`` elements (no allocation per piece)."""
+        buf = self._bufs.get(name)
+        if buf is None or buf.size < n:
+            buf = self._bufs[name] = np.empty(max(n, CHUNK), dtype)
+        return buf[:n]
+
+    def _floor(self, n: int) -> np.ndarray:
+        """``n`` copies of the floor (float32): an array operand is faster than a scalar."""
+        buf = self._bufs.get("floor")
+        if buf is None or buf.size < n:
+            buf = self._bufs["floor"] = np.full(max(n, CHUNK), np.float32(self.floor))
+        return buf[:n]
 
     def merge(self, other: "HeightAccumulator") -> "HeightAccumulator":
         """Add the closed images of ``other`` (e.g. per-image accumulators into a total)."""
