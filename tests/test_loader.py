@@ -16,7 +16,7 @@ from rsgeo.methods.masking import random_masking, uniform
 from rsgeo.train.augment import PretrainView
 from rsgeo.train.config import TrainConfig
 from rsgeo.train.engine import Trainer
-from rsgeo.train.sampler import EpochBatches, ShardedSampler
+from rsgeo.train.sampler import EpochBatched, EpochBatches, ShardedSampler, whole_batch
 from rsgeo.train.seeds import mix64, sample_seed, uniform_from_seeds
 from rsgeo.train.workers import loader_options
 
@@ -124,6 +124,25 @@ def test_pretrain_view_batch_stage(chips):
     assert torch.allclose(ref["rgb"], batch["rgb"], atol=1e-4)
     assert torch.equal(ref["hog"], batch["hog"]) and torch.equal(ref["seed"], batch["seed"])
     assert torch.equal(ref["ndsm"], batch["ndsm"])
+
+
+def test_whole_batches_equal_collated_samples_also_in_a_worker(chips):
+    mods = ("rgb", "ndsm", "labels")
+    view = PretrainView(ChipDataset(chips, modalities=mods + ("hog",)), mods, crop=32, seed=4)
+    keys = [(1, i) for i in (5, 0, 11, 7, 7)]
+    view.set_epoch(1)
+    want = default_collate([view[i] for _, i in keys])
+    loader = DataLoader(EpochBatched(view), batch_sampler=[keys], collate_fn=whole_batch,
+                        num_workers=1)
+    view.set_epoch(0)  # the epoch travels with the keys
+    for got in (EpochBatched(view).__getitems__(keys), next(iter(loader))):
+        assert got.keys() == want.keys()
+        for k, v in want.items():
+            assert got[k].dtype == v.dtype and got[k].shape == v.shape, k
+            assert torch.equal(got[k].nan_to_num(), v.nan_to_num()), k
+    assert got["rgb"].is_shared() and got["labels"].shape == (5, 32, 32)
+    with pytest.raises(ValueError, match="mixes epochs"):
+        EpochBatched(view).__getitems__([(0, 1), (1, 2)])
 
 
 def test_task_view_batch_stage(chips):

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
-from rsgeo.data.batch import IMAGES, SourceNorm, heights
-from rsgeo.data.dataset import cut
+from rsgeo.data.batch import IMAGES, SourceNorm, batch_array, heights
+from rsgeo.data.dataset import cut, window_view
 from rsgeo.train.seeds import draw, sample_seed
 
 
@@ -51,22 +51,33 @@ class PretrainView(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _plan(self, i: int, H: int, W: int) -> tuple[int, tuple[int, int, int, int], bool, bool]:
+        """Sample ``i``'s ``(seed, window (row, col, h, w), hflip, vflip)`` for an ``H x W``
+        chip: a function of ``(seed, epoch, i)`` only."""
+        s = sample_seed(self.seed, self.epoch, i)
+        c = self.crop or min(H, W)
+        p = self.hog_patch
+        oy = draw(s, 0, (H - c) // p + 1) * p
+        ox = draw(s, 1, (W - c) // p + 1) * p
+        return s, (oy, ox, c, c), self.flips and draw(s, 2, 2) == 1, \
+            self.flips and draw(s, 3, 2) == 1
+
+    def _hog_window(self, H: int, W: int, win) -> tuple[int, int, int, int] | None:
+        """The crop on the HOG patch grid, None when the chip or crop is off that grid."""
+        p, (oy, ox, c, _) = self.hog_patch, win
+        if H % p or W % p or c % p:
+            return None
+        return oy // p, ox // p, c // p, c // p
+
     def __getitem__(self, i: int) -> dict:
         i = int(i)
-        s = sample_seed(self.seed, self.epoch, i)
         sample = None
         if self.fast:
             H, W = self.base.chip_shape(i)
         else:
             sample = self.base[i]
             H, W = sample[self.modalities[0]].shape[-2:]
-        c = self.crop or min(H, W)
-        p = self.hog_patch
-        oy = draw(s, 0, (H - c) // p + 1) * p
-        ox = draw(s, 1, (W - c) // p + 1) * p
-        hflip = self.flips and draw(s, 2, 2) == 1
-        vflip = self.flips and draw(s, 3, 2) == 1
-        win = (oy, ox, c, c)
+        s, win, hflip, vflip = self._plan(i, H, W)
         out = {}
         if self.fast:
             for m in self.modalities:
@@ -78,12 +89,47 @@ class PretrainView(Dataset):
                 out[m] = torch.from_numpy(cut(sample[m], win, hflip, vflip))
             hog = sample.get("hog")
             out["source_id"] = int(sample.get("source_id", -1))
-        if hog is not None and H % p == 0 and W % p == 0 and c % p == 0:
+        hwin = self._hog_window(H, W, win)
+        if hog is not None and hwin is not None:
             grid = (hog.numpy() if isinstance(hog, torch.Tensor) else np.asarray(hog))
-            grid = grid.reshape(H // p, W // p)
-            g = cut(grid, (oy // p, ox // p, c // p, c // p), hflip, vflip)
+            g = cut(grid.reshape(H // self.hog_patch, W // self.hog_patch), hwin, hflip, vflip)
             out["hog"] = torch.from_numpy(g.reshape(-1).astype(np.float32, copy=False))
         out["seed"] = s
+        return out
+
+    def get_batch(self, indices) -> dict:
+        """The collated batch of samples ``indices``: equal to
+        ``default_collate([self[i] for i in indices])``, but built in place.
+
+        Over a :class:`~rsgeo.data.dataset.ChipDataset` each modality's batch is allocated
+        once (in shared memory inside a DataLoader worker) and every crop is copied
+        straight from the memory-mapped shard into its row, flipped on the way: one copy
+        of the pixels, no per-sample tensors, no collation. The engine's DataLoader asks
+        for whole batches this way (one call per batch in a worker).
+        """
+        if not self.fast:
+            return default_collate([self[i] for i in indices])
+        idx = [int(i) for i in indices]
+        B, base = len(idx), self.base
+        shapes = [base.chip_shape(i) for i in idx]
+        plans = [self._plan(i, H, W) for i, (H, W) in zip(idx, shapes)]
+        c = plans[0][1][2]
+        out = {m: batch_array((B, *base.sample_shape(m, c)), base.stored_dtype(m))
+               for m in self.modalities}
+        rows = {m: t.numpy() for m, t in out.items()}
+        hwins = [self._hog_window(H, W, win) for (H, W), (_, win, _, _) in zip(shapes, plans)]
+        with_hog = self.with_hog and all(w is not None for w in hwins)
+        if with_hog:
+            out["hog"] = batch_array((B, (c // self.hog_patch) ** 2), np.float32)
+            hog = out["hog"].numpy().reshape(B, c // self.hog_patch, c // self.hog_patch)
+        for k, (i, (H, W), (_, win, hf, vf)) in enumerate(zip(idx, shapes, plans)):
+            for m in self.modalities:
+                base.read_into(rows[m][k], i, m, win, hf, vf)
+            if with_hog:
+                grid = base.read(i, "hog").reshape(H // self.hog_patch, W // self.hog_patch)
+                hog[k] = window_view(grid, hwins[k], hf, vf)
+        out["source_id"] = torch.from_numpy(base.source_ids[idx])
+        out["seed"] = torch.tensor([p[0] for p in plans], dtype=torch.int64)
         return out
 
     def on_device(self, batch: dict) -> dict:

@@ -84,7 +84,8 @@ from rsgeo.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, 
 from rsgeo.train.config import TrainConfig, differences, to_dict, write_yaml
 from rsgeo.train.logging import MetricsLog, max_mem_mb
 from rsgeo.train.preview import save_preview
-from rsgeo.train.sampler import EpochBatches, EpochIndexed, ShardedSampler
+from rsgeo.train.sampler import (EpochBatched, EpochBatches, EpochIndexed, ShardedSampler,
+                                 whole_batch)
 from rsgeo.train.schedule import WarmupCosine
 from rsgeo.train.stop import StopSignals, TrainingInterrupted, stop_group
 from rsgeo.train.threads import plan_threads, torch_threads
@@ -250,8 +251,12 @@ class Trainer:
                                self.samples_done, (self.total_steps - self.step) * accum)
         # its own generator: starting the iterator (here, or mid-run after --resume) must
         # not draw from the global RNG that dropout and drop-path use
-        loader = DataLoader(EpochIndexed(self.dataset), batch_sampler=batches,
-                            collate_fn=self.collate_fn,
+        # whole batches built in place by the dataset (PretrainView.get_batch) unless a
+        # custom collate_fn wants the samples
+        whole = self.collate_fn is None and hasattr(self.dataset, "get_batch")
+        loader = DataLoader(EpochBatched(self.dataset) if whole else EpochIndexed(self.dataset),
+                            batch_sampler=batches,
+                            collate_fn=whole_batch if whole else self.collate_fn,
                             generator=torch.Generator().manual_seed(self.cfg.seed),
                             **loader_options(self.cfg.workers, self.device.type == "cuda"))
         it = iter(loader)
