@@ -49,7 +49,7 @@ def prepare_chips(root: Path, scenes: int, scene_size: int) -> Path:
     from rsgeo.data.sources import SceneInput
     from rsgeo.synth.write import write_scenes
 
-    ds = root / f"chips-v2-{scenes}x{scene_size}"
+    ds = root / f"chips-v3-{scenes}x{scene_size}"  # v3: float16 nDSM (prepare default)
     if (ds / "dataset.json").is_file():
         return ds
     t0 = time.perf_counter()

@@ -12,26 +12,9 @@ the batch is on the device (``PretrainView.on_device``, ``TaskView.on_device``):
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
-from torch.utils.data import get_worker_info
 
 IMAGES = ("rgb", "post_rgb")
-
-
-def batch_array(shape: tuple[int, ...], dtype) -> torch.Tensor:
-    """An uninitialised tensor for a batch that a view fills in place (numpy ``dtype``).
-
-    Inside a DataLoader worker it lives in shared memory, as ``default_collate``'s output
-    does, so it reaches the main process without another copy.
-    """
-    dtype = torch.from_numpy(np.empty(0, dtype)).dtype
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
-    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
 
 
 class SourceNorm:

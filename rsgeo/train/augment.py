@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from rsgeo.data.batch import IMAGES, SourceNorm, batch_array, heights
+from rsgeo.data.batch import IMAGES, SourceNorm, heights
 from rsgeo.data.dataset import cut, window_view
+from rsgeo.data.pool import BatchPool
 from rsgeo.train.seeds import draw, sample_seed
 
 
@@ -44,6 +45,7 @@ class PretrainView(Dataset):
         self.fast = hasattr(base, "read") and hasattr(base, "source_ids")
         self.with_hog = self.fast and "hog" in getattr(base, "modalities", ())
         self.norm = base.source_norm() if hasattr(base, "source_norm") else SourceNorm({})
+        self.pool = BatchPool() if self.fast else None
 
     def __len__(self) -> int:
         return len(self.base)
@@ -101,11 +103,12 @@ class PretrainView(Dataset):
         """The collated batch of samples ``indices``: equal to
         ``default_collate([self[i] for i in indices])``, but built in place.
 
-        Over a :class:`~rsgeo.data.dataset.ChipDataset` each modality's batch is allocated
-        once (in shared memory inside a DataLoader worker) and every crop is copied
-        straight from the memory-mapped shard into its row, flipped on the way: one copy
-        of the pixels, no per-sample tensors, no collation. The engine's DataLoader asks
-        for whole batches this way (one call per batch in a worker).
+        Over a :class:`~rsgeo.data.dataset.ChipDataset` the batch is one buffer of
+        :attr:`pool` (:mod:`rsgeo.data.pool`: reused, in shared memory inside a DataLoader
+        worker) and every crop is copied straight from the memory-mapped shard into its
+        row, flipped on the way: one copy of the pixels, no per-sample tensors, no
+        collation, no fresh memory. The engine's DataLoader asks for whole batches this
+        way (one call per batch in a worker).
         """
         if not self.fast:
             return default_collate([self[i] for i in indices])
@@ -113,23 +116,26 @@ class PretrainView(Dataset):
         B, base = len(idx), self.base
         shapes = [base.chip_shape(i) for i in idx]
         plans = [self._plan(i, H, W) for i, (H, W) in zip(idx, shapes)]
-        c = plans[0][1][2]
-        out = {m: batch_array((B, *base.sample_shape(m, c)), base.stored_dtype(m))
-               for m in self.modalities}
-        rows = {m: t.numpy() for m, t in out.items()}
+        c, g = plans[0][1][2], plans[0][1][2] // self.hog_patch
         hwins = [self._hog_window(H, W, win) for (H, W), (_, win, _, _) in zip(shapes, plans)]
         with_hog = self.with_hog and all(w is not None for w in hwins)
+        arrays = {m: ((B, *base.sample_shape(m, c)), base.stored_dtype(m))
+                  for m in self.modalities}
         if with_hog:
-            out["hog"] = batch_array((B, (c // self.hog_patch) ** 2), np.float32)
-            hog = out["hog"].numpy().reshape(B, c // self.hog_patch, c // self.hog_patch)
+            arrays["hog"] = ((B, g * g), np.float32)
+        arrays.update(source_id=((B,), np.int64), seed=((B,), np.int64))
+        out = self.pool.batch(arrays)
+        rows = {m: out[m].numpy() for m in self.modalities}
+        if with_hog:
+            hog = out["hog"].numpy().reshape(B, g, g)
         for k, (i, (H, W), (_, win, hf, vf)) in enumerate(zip(idx, shapes, plans)):
             for m in self.modalities:
                 base.read_into(rows[m][k], i, m, win, hf, vf)
             if with_hog:
                 grid = base.read(i, "hog").reshape(H // self.hog_patch, W // self.hog_patch)
                 hog[k] = window_view(grid, hwins[k], hf, vf)
-        out["source_id"] = torch.from_numpy(base.source_ids[idx])
-        out["seed"] = torch.tensor([p[0] for p in plans], dtype=torch.int64)
+        out["source_id"].numpy()[:] = base.source_ids[idx]
+        out["seed"].numpy()[:] = [p[0] for p in plans]
         return out
 
     def on_device(self, batch: dict) -> dict:
