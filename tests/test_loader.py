@@ -83,6 +83,12 @@ def test_chip_dataset_returns_samples_as_stored(chips):
     assert old["labels"].dtype == torch.int64
     win = ds.read(7, "rgb", (8, 16, 32, 32), hflip=True, vflip=True)
     assert np.array_equal(win, s["rgb"].numpy()[:, 8:40, 16:48][:, ::-1, ::-1])
+    for mod, flips in (("rgb", (True, False)), ("ndsm", (True, True)), ("labels", (True, False))):
+        out = np.empty(ds.sample_shape(mod, 24), ds.stored_dtype(mod))
+        ds.read_into(out, 7, mod, (16, 8, 24, 24), *flips)
+        assert np.array_equal(out, ds.read(7, mod, (16, 8, 24, 24), *flips), equal_nan=True)
+        assert np.array_equal(out[..., ::-1], s[mod].numpy()[..., 16:40, 8:32][
+            ..., ::-1 if flips[1] else 1, :], equal_nan=True)
 
 
 class AsStored(torch.utils.data.Dataset):

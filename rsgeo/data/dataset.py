@@ -38,6 +38,23 @@ def window_view(a, window: tuple[int, int, int, int] | None, hflip: bool,
     return a
 
 
+def copy_mirrored(out: np.ndarray, a: np.ndarray) -> None:
+    """``out[...] = a[..., ::-1]`` (``out`` C-contiguous).
+
+    numpy copies a reversed axis one element at a time; uint8 rows whose length is a
+    multiple of 8 bytes are instead reversed as 64-bit words, then byte-swapped in place
+    (the same bytes, about 1.5x faster for image crops).
+    """
+    w = a.shape[-1]
+    if a.dtype == np.uint8 and w % 8 == 0 and a.strides[-1] == 1 and out.flags.c_contiguous:
+        src = a.view(np.uint64)
+        dst = out.view(np.uint64)
+        dst[...] = src[..., ::-1]
+        dst.byteswap(inplace=True)
+    else:
+        out[...] = a[..., ::-1]
+
+
 def cut(a, window: tuple[int, int, int, int] | None, hflip: bool, vflip: bool) -> np.ndarray:
     """:func:`window_view` as one contiguous numpy copy."""
     return np.array(window_view(a, window, hflip, vflip), order="C")  # also when contiguous
@@ -121,7 +138,8 @@ class ChipDataset(Dataset):
         key = (source_id, modality)
         if key not in self._maps:
             path = self.root / "shards" / self.sources[source_id] / f"{modality}.npy"
-            self._maps[key] = np.load(path, mmap_mode="r")
+            # a plain ndarray over the map: slicing an np.memmap runs Python code per slice
+            self._maps[key] = np.asarray(np.load(path, mmap_mode="r"))
         return self._maps[key]
 
     def chip_shape(self, i: int) -> tuple[int, int]:
@@ -167,8 +185,13 @@ class ChipDataset(Dataset):
         """:meth:`read` written into ``out`` (``[C, h, w]``, label maps ``[h, w]``; the
         stored dtype), e.g. one row of a preallocated batch: the only copy of the pixels."""
         a = self._shard(int(self.source_ids[i]), modality)[int(self.indices[i])]
-        a = window_view(a, window, hflip, vflip)
-        out[...] = a[0] if a.ndim == out.ndim + 1 else a  # [1, h, w] label chips -> [h, w]
+        if a.ndim == out.ndim + 1:  # [1, H, W] label chips -> [h, w]
+            a = a[0]
+        a = window_view(a, window, False, vflip)
+        if hflip:
+            copy_mirrored(out, a)
+        else:
+            out[...] = a
 
     def __getitem__(self, i: int) -> dict:
         i = int(i)
