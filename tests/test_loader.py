@@ -17,7 +17,8 @@ from rsgeo.train.augment import PretrainView
 from rsgeo.train.config import TrainConfig
 from rsgeo.train.engine import Trainer
 from rsgeo.train.sampler import EpochBatched, EpochBatches, ShardedSampler, whole_batch
-from rsgeo.train.seeds import mix64, sample_seed, uniform_from_seeds
+from rsgeo.train.seeds import (draw, draws, mix64, sample_seed, sample_seeds,
+                               uniform_from_seeds)
 from rsgeo.train.workers import loader_options
 
 
@@ -64,6 +65,12 @@ def test_python_and_torch_hashes_agree():
         want = [(mix64(key + j * G) >> 40) / 2**24 for j in range(1, 6)]
         assert got[b].tolist() == want
     assert 0 <= sample_seed(1, 2, 3) < 2**62 and sample_seed(1, 2, 3) != sample_seed(1, 3, 2)
+    idx = np.array([0, 3, 11, 2**40 + 5])                       # the numpy (batch) version
+    for seed, epoch in ((0, 0), (7, 3), (2**61, 99)):
+        s = sample_seeds(seed, epoch, idx)
+        assert s.tolist() == [sample_seed(seed, epoch, int(i)) for i in idx]
+        n = np.array([1, 2, 5, 9])
+        assert draws(s, 2, n).tolist() == [draw(int(x), 2, int(m)) for x, m in zip(s, n)]
 
 
 def test_chip_dataset_returns_samples_as_stored(chips):

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, default_collate
 from rsgeo.data.batch import IMAGES, SourceNorm, heights
 from rsgeo.data.dataset import cut, window_view
 from rsgeo.data.pool import BatchPool
-from rsgeo.train.seeds import draw, sample_seed
+from rsgeo.train.seeds import draw, draws, sample_seed, sample_seeds
 
 
 class PretrainView(Dataset):
@@ -110,15 +110,13 @@ class PretrainView(Dataset):
         collation, no fresh memory. The engine's DataLoader asks for whole batches this
         way (one call per batch in a worker).
         """
-        if not self.fast:
+        plan = self._batch_plan(indices) if self.fast else None
+        if plan is None:
             return default_collate([self[i] for i in indices])
-        idx = [int(i) for i in indices]
-        B, base = len(idx), self.base
-        shapes = [base.chip_shape(i) for i in idx]
-        plans = [self._plan(i, H, W) for i, (H, W) in zip(idx, shapes)]
-        c, g = plans[0][1][2], plans[0][1][2] // self.hog_patch
-        hwins = [self._hog_window(H, W, win) for (H, W), (_, win, _, _) in zip(shapes, plans)]
-        with_hog = self.with_hog and all(w is not None for w in hwins)
+        idx, seeds, H, W, oy, ox, hf, vf, c = plan
+        B, base, p = len(idx), self.base, self.hog_patch
+        g = c // p
+        with_hog = self.with_hog and not (H % p).any() and not (W % p).any() and c % p == 0
         arrays = {m: ((B, *base.sample_shape(m, c)), base.stored_dtype(m))
                   for m in self.modalities}
         if with_hog:
@@ -126,17 +124,39 @@ class PretrainView(Dataset):
         arrays.update(source_id=((B,), np.int64), seed=((B,), np.int64))
         out = self.pool.batch(arrays)
         rows = {m: out[m].numpy() for m in self.modalities}
-        if with_hog:
-            hog = out["hog"].numpy().reshape(B, g, g)
-        for k, (i, (H, W), (_, win, hf, vf)) in enumerate(zip(idx, shapes, plans)):
+        hog = out["hog"].numpy().reshape(B, g, g) if with_hog else None
+        for k, i in enumerate(idx.tolist()):
+            win, h, v = (int(oy[k]), int(ox[k]), c, c), bool(hf[k]), bool(vf[k])
             for m in self.modalities:
-                base.read_into(rows[m][k], i, m, win, hf, vf)
+                base.read_into(rows[m][k], i, m, win, h, v)
             if with_hog:
-                grid = base.read(i, "hog").reshape(H // self.hog_patch, W // self.hog_patch)
-                hog[k] = window_view(grid, hwins[k], hf, vf)
+                grid = base.read(i, "hog").reshape(int(H[k]) // p, int(W[k]) // p)
+                hog[k] = window_view(grid, (win[0] // p, win[1] // p, g, g), h, v)
         out["source_id"].numpy()[:] = base.source_ids[idx]
-        out["seed"].numpy()[:] = [p[0] for p in plans]
+        out["seed"].numpy()[:] = seeds
         return out
+
+    def _batch_plan(self, indices):
+        """:meth:`_plan` for a whole batch at once (numpy, the same numbers): ``(indices,
+        seeds, H, W, row, col, hflip, vflip, crop)``, arrays of ``[B]``; None when the
+        chips do not share one crop size that fits them all (the per-sample path then
+        behaves as it always did)."""
+        idx = np.asarray(indices, np.int64).reshape(-1)
+        sids = self.base.source_ids[idx]
+        first = dict(zip(*np.unique(sids, return_index=True)))
+        shape = {s: self.base.chip_shape(int(idx[k])) for s, k in first.items()}
+        H = np.array([shape[s][0] for s in sids], np.int64)
+        W = np.array([shape[s][1] for s in sids], np.int64)
+        sizes = {self.crop or int(min(h, w)) for h, w in zip(H, W)}
+        if len(idx) == 0 or len(sizes) != 1 or (H < min(sizes)).any() or (W < min(sizes)).any():
+            return None
+        c, p = sizes.pop(), self.hog_patch
+        seeds = sample_seeds(self.seed, self.epoch, idx)
+        oy = draws(seeds, 0, (H - c) // p + 1) * p
+        ox = draws(seeds, 1, (W - c) // p + 1) * p
+        hf = self.flips & (draws(seeds, 2, 2) == 1)
+        vf = self.flips & (draws(seeds, 3, 2) == 1)
+        return idx, seeds, H, W, oy, ox, hf, vf, c
 
     def on_device(self, batch: dict) -> dict:
         """The collated batch (on the training device) -> model inputs (see module doc)."""
