@@ -23,7 +23,9 @@ plus a dict of floats/0-d tensors to log. Optional hooks on the model:
 workers too (per-sample augmentation seeds). If it has ``on_device(batch) -> batch`` (or
 ``batch_transform=`` is given), that runs on each collated batch after the copy to the
 device: the per-batch stage (float conversion, normalisation, valid masks), so workers
-only slice stored chips. One DataLoader iterator serves the whole run (persistent workers
+only slice stored chips. If it has ``get_batch(indices) -> batch`` (and no ``collate_fn``
+is given), each worker builds a whole collated batch in one call
+(:meth:`rsgeo.train.augment.PretrainView.get_batch`) instead of one sample at a time. One DataLoader iterator serves the whole run (persistent workers
 with one torch thread each, SIGINT/SIGTERM ignored there, pinned memory and non-blocking
 copies on CUDA): epochs never tear the workers down.
 
