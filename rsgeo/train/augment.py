@@ -6,7 +6,9 @@ the method for its masks. Samples are thus identical whichever DataLoader worker
 or resumed run draws them.
 
 Workers do only what costs next to nothing: cut the crop out of the memory-mapped chip
-and flip it by numpy slicing (one copy), in the stored dtypes. :meth:`PretrainView.on_device`
+and flip it by numpy slicing (one copy), in the stored dtypes, a whole batch at a time
+into a reused shared-memory buffer (:meth:`PretrainView.get_batch`,
+:mod:`rsgeo.data.pool`). :meth:`PretrainView.on_device`
 then turns the batch into model inputs on the training device (the engine calls it after
 the host-to-device copy): images float32, normalised with their source's statistics;
 height modalities (1 band) float32 metres with NaN (nodata) set to 0 and
@@ -45,7 +47,9 @@ class PretrainView(Dataset):
         self.fast = hasattr(base, "read") and hasattr(base, "source_ids")
         self.with_hog = self.fast and "hog" in getattr(base, "modalities", ())
         self.norm = base.source_norm() if hasattr(base, "source_norm") else SourceNorm({})
-        self.pool = BatchPool() if self.fast else None
+        self.batched = self.fast and all(hasattr(base, a) for a in (
+            "read_into", "sample_shape", "stored_dtype", "chip_shape"))
+        self.pool = BatchPool() if self.batched else None
 
     def __len__(self) -> int:
         return len(self.base)
@@ -110,7 +114,7 @@ class PretrainView(Dataset):
         collation, no fresh memory. The engine's DataLoader asks for whole batches this
         way (one call per batch in a worker).
         """
-        plan = self._batch_plan(indices) if self.fast else None
+        plan = self._batch_plan(indices) if self.batched else None
         if plan is None:
             return default_collate([self[i] for i in indices])
         idx, seeds, H, W, oy, ox, hf, vf, c = plan
