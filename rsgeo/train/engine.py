@@ -25,9 +25,10 @@ workers too (per-sample augmentation seeds). If it has ``on_device(batch) -> bat
 device: the per-batch stage (float conversion, normalisation, valid masks), so workers
 only slice stored chips. If it has ``get_batch(indices) -> batch`` (and no ``collate_fn``
 is given), each worker builds a whole collated batch in one call
-(:meth:`rsgeo.train.augment.PretrainView.get_batch`) instead of one sample at a time. One DataLoader iterator serves the whole run (persistent workers
-with one torch thread each, SIGINT/SIGTERM ignored there, pinned memory and non-blocking
-copies on CUDA): epochs never tear the workers down.
+(:meth:`rsgeo.train.augment.PretrainView.get_batch`) instead of one sample at a time.
+One DataLoader iterator serves the whole run (persistent workers with one torch thread
+each, SIGINT/SIGTERM ignored there, pinned memory and non-blocking copies on CUDA):
+epochs never tear the workers down.
 
 What the engine does: AdamW (no weight decay on biases, norms, tokens and position
 embeddings; pass ``param_groups`` to override, an ``lr_scale`` key scales a group's
