@@ -81,7 +81,8 @@ def main() -> None:
         cells = "   ".join(f"{a[k]:.4f} / {b[k]:.4f}" for k in KEYS)
         print(f"{name[:36]:36s} {np.nanmax(ref):7.1f} {100 * err.max():10.2f} "
               f"{100 * np.sqrt((err ** 2).mean()):10.3f}   {cells}")
-    print("largest metric change f32 -> f16: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))
+    print("largest metric change f32 -> f16: "
+          + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))
 
 
 if __name__ == "__main__":

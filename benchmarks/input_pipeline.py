@@ -18,8 +18,9 @@ sampling; the DataLoader workers build whole batches into reused shared-memory b
 Each is measured for the current pipeline and for "today's" (the pipeline before issue
 11, kept in this file: pandas row lookup and float normalisation per sample, torch flips,
 a torch.Generator per sample for masks), through the same Trainer. Prints img/s over the
-steps after ``--warmup`` but the last (which also stops the workers and saves), with the machine's load average (before, then 1/5/15 min after),
-and the CPU time per image of all processes (main + workers) over the whole run.
+steps after ``--warmup`` but the last (which also stops the workers and saves), with the
+machine's load average (before, then 1/5/15 min after), and the CPU time per image of all
+processes (main + workers) over the whole run.
 On a CPU-only machine the per-batch stage (float conversion and normalisation of the whole
 batch) runs on the CPU too and is memory-bound; the "to device" column leaves it out,
 which is what the host pays when a GPU trains.
