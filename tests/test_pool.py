@@ -46,17 +46,27 @@ def test_main_process_slots_are_reused_only_when_released():
 
 
 def run_loader(view, batches, hold):
-    keys = [[(0, (3 * k + j) % len(view)) for j in range(5)] for k in range(batches)]
+    keys = [[(k, (3 * k + j) % len(view)) for j in range(5)] for k in range(batches)]
     loader = DataLoader(EpochBatched(view), batch_sampler=keys, collate_fn=whole_batch,
                         num_workers=1, prefetch_factor=2)
     held, ok = [], True
     for k, batch in zip(keys, loader):
+        view.set_epoch(k[0][0])  # a new epoch each batch: no two batches alike
         want = default_collate([view[i] for _, i in k])
         ok &= all(torch.equal(batch[m].nan_to_num(), want[m].nan_to_num()) for m in want)
-        if hold:
+        if hold == "all":
             held.append((batch, want))
+        elif hold:  # only the storage object of one tensor: the least a consumer can hold
+            x = batch[hold]
+            held.append(((x.untyped_storage(), x.storage_offset(), x.shape, x.dtype), want[hold]))
+            del batch, x
     for batch, want in held:  # nothing a consumer still holds was rewritten
-        ok &= all(torch.equal(batch[m].nan_to_num(), want[m].nan_to_num()) for m in want)
+        if isinstance(batch, tuple):
+            storage, offset, shape, dtype = batch
+            got = torch.empty(0, dtype=dtype).set_(storage, offset, shape)
+            ok &= torch.equal(got, want)
+        else:
+            ok &= all(torch.equal(batch[m].nan_to_num(), want[m].nan_to_num()) for m in want)
     return ok
 
 
@@ -68,4 +78,6 @@ def test_worker_slots_are_reused_after_release_and_never_while_held(chips):
     assert (released >= 0).sum() >= 1        # the main process gave slots back ...
     view = PretrainView(ChipDataset(chips, modalities=mods + ("hog",)), mods, crop=32, seed=2)
     view.pool.slots = 3                      # ... and holding every batch never corrupts one
-    assert run_loader(view, 12, hold=True)
+    assert run_loader(view, 12, hold="all")
+    view = PretrainView(ChipDataset(chips, modalities=mods + ("hog",)), mods, crop=32, seed=2)
+    assert run_loader(view, 12, hold="seed")
