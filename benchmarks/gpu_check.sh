@@ -35,7 +35,8 @@ step pretrain 190 $PY benchmarks/pretrain_speed.py --device cuda --steps 20 --wa
 step predict 150 $PY benchmarks/predict_height.py --device cuda --backend torch
 step tests 60 $PY -m pytest -q -p no:cacheprovider -p no:xdist -m cuda tests/test_loader.py \
     tests/test_validation.py tests/test_infer_stream.py
-step input 50 $PY benchmarks/input_pipeline.py --device cuda --workers 12 --scenes 8 --skip-old
+step input 50 $PY benchmarks/input_pipeline.py --device cuda --workers 12 --scenes 8 --skip-old \
+    --steps 12
 step finetune 70 $PY benchmarks/finetune_speed.py --device cuda --train-size 50 --steps 300 \
     --batch-size 32 --workers 4 --precision bf16
 cat "$OUT/steps.txt"

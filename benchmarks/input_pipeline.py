@@ -8,7 +8,8 @@ on chips it prepares itself (``rsgeo synth`` scenes -> ``rsgeo prepare``, 256-px
 cached under ``--data``, default a folder in the temp dir), with a model that costs next
 to nothing but draws the masks a method draws: so what is timed is reading, cropping,
 flipping, collation, transfer, the per-batch stage (normalisation, valid masks) and mask
-sampling. Two workloads:
+sampling; the DataLoader workers build whole batches into reused shared-memory buffers
+(``PretrainView.get_batch``, :mod:`rsgeo.data.pool`). Two workloads:
 
 - ``rgb``: MAE's random masking of the RGB crops;
 - ``rgb+ndsm+hog``: RGB + nDSM (valid mask) + stored HOG scores, SelectiveMAE's selection
@@ -17,8 +18,9 @@ sampling. Two workloads:
 Each is measured for the current pipeline and for "today's" (the pipeline before issue
 11, kept in this file: pandas row lookup and float normalisation per sample, torch flips,
 a torch.Generator per sample for masks), through the same Trainer. Prints img/s over the
-steps after ``--warmup``, with the machine's load average (before, then 1/5/15 min after),
-and the CPU time per image of all processes (main + workers) over the whole run.
+steps after ``--warmup`` but the last (which also stops the workers and saves), with the
+machine's load average (before, then 1/5/15 min after), and the CPU time per image of all
+processes (main + workers) over the whole run.
 On a CPU-only machine the per-batch stage (float conversion and normalisation of the whole
 batch) runs on the CPU too and is memory-bound; the "to device" column leaves it out,
 which is what the host pays when a GPU trains.
@@ -49,7 +51,7 @@ def prepare_chips(root: Path, scenes: int, scene_size: int) -> Path:
     from rsgeo.data.sources import SceneInput
     from rsgeo.synth.write import write_scenes
 
-    ds = root / f"chips-v2-{scenes}x{scene_size}"
+    ds = root / f"chips-v3-{scenes}x{scene_size}"  # v3: float16 nDSM (prepare default)
     if (ds / "dataset.json").is_file():
         return ds
     t0 = time.perf_counter()
@@ -209,7 +211,9 @@ def run(args, data: Path, workload: str, old: bool, stage: bool = True) -> float
         trainer.fit()
         trainer.close_loader()   # workers joined: their CPU time is in RUSAGE_CHILDREN
     cpu = _cpu_seconds() - cpu0
-    return (args.batch * args.steps / (times[-1] - times[args.warmup - 1]),
+    # the last step also shuts the workers down and writes the checkpoint: not timed
+    timed = args.steps - 1
+    return (args.batch * timed / (times[args.warmup + timed - 1] - times[args.warmup - 1]),
             cpu / (args.batch * (args.warmup + args.steps)) * 1e6)
 
 
@@ -229,7 +233,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--crop", type=int, default=224)
-    ap.add_argument("--steps", type=int, default=12, help="timed steps (after --warmup)")
+    ap.add_argument("--steps", type=int, default=20, help="steps after --warmup (all but the "
+                    "last timed)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "rsgeo-bench-input")
@@ -243,8 +248,8 @@ def main() -> None:
                          "take cores from the workers)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if args.warmup < 1:
-        ap.error("--warmup must be at least 1")
+    if args.warmup < 1 or args.steps < 2:
+        ap.error("--warmup must be at least 1 and --steps at least 2")
     args.data.mkdir(parents=True, exist_ok=True)
     data = prepare_chips(args.data, args.scenes, args.scene_size)
     n = len(json.loads((data / "stats.json").read_text())["sources"])
@@ -258,7 +263,7 @@ def main() -> None:
           "which depends less on other load than img/s does")
     print(f"{'workload':14s} {'now':>13s} {'to device':>13s} {'today':>13s} {'now/today':>10s}"
           f"  load (1/5/15 min)")
-    small = argparse.Namespace(**{**vars(args), "batch": 8, "steps": 1, "warmup": 1, "workers": 0})
+    small = argparse.Namespace(**{**vars(args), "batch": 8, "steps": 2, "warmup": 1, "workers": 0})
     for old in (False, True):  # imports and first-touch costs outside the measurements
         run(small, data, args.workloads[-1], old=old)
     for w in args.workloads:

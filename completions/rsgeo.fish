@@ -191,6 +191,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l scale -d 'Image va
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l label-map -d 'Recode mask values to class ids before anything else, repeatable or co'
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l max-pixels -d 'Refuse rasters (inputs, resampled grids, outputs) larger than N pixels'
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l ndsm-from-dsm -d 'Ground-filter the DSM (dsm2dtm) for the nDSM.'
+complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l ndsm-dtype -d 'Storage of nDSM chips: float16 (half the bytes per training sample; un'
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l classes -rF -d 'Land-cover class names of --labels: JSON {id: name} or {id: {name, val'
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l preview -rF -d 'PNG mosaic of random chips.'
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l seed -d 'Random seed.'

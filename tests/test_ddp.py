@@ -62,3 +62,54 @@ def test_two_processes_match_one(tmp_path, method, backbone):
     assert (tmp_path / "two" / "checkpoints" / "last.pt").is_file()
     meta = json.loads(next((tmp_path / "two").glob("encoder*.json")).read_text())
     assert meta["backbone"] == backbone and meta["steps"] == 4
+
+
+VIEW_SCRIPT = textwrap.dedent('''
+    import json, os, sys, torch
+    from rsgeo.data.dataset import ChipDataset
+    from rsgeo.methods.masking import random_masking, uniform
+    from rsgeo.train.augment import PretrainView
+    from rsgeo.train.config import TrainConfig
+    from rsgeo.train.engine import Trainer
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.seen = torch.nn.Parameter(torch.zeros(())), []
+        def forward(self, batch):
+            x = batch["rgb"]
+            _, mask, _ = random_masking(uniform(batch, 4, 0, x), 1)
+            for k in range(len(x)):
+                self.seen.append([int(batch["seed"][k]), float(x[k].double().sum()),
+                                  mask[k].tolist(), batch["hog"][k].tolist()])
+            return (self.w * x.mean()) ** 2, {}
+
+    chips, out, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    view = PretrainView(ChipDataset(chips, modalities=("rgb", "hog")), ("rgb",), crop=32, seed=5)
+    model = Recorder()
+    Trainer(model, view, TrainConfig(steps=4, batch_size=4, lr=1e-3, workers=workers, warmup=0,
+                                     device="cpu", log_every=1, ckpt_every=100), out).fit()
+    with open(os.path.join(out, f"seen{os.environ.get('RANK', 0)}.json"), "w") as f:
+        json.dump(model.seen, f)
+''')
+
+
+@pytest.mark.slow
+def test_two_processes_see_the_same_chip_views_and_masks(tmp_path):
+    """ChipDataset through the whole-batch loader: crops, flips, HOG and masks of every
+    sample are those of one process, under torchrun with a worker per rank."""
+    from tests.test_loader import write_chips
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not installed")
+    chips = write_chips(tmp_path / "chips")
+    script = tmp_path / "views.py"
+    script.write_text(VIEW_SCRIPT)
+    run([sys.executable, str(script), str(chips), str(tmp_path / "one"), "0"], tmp_path)
+    run([torchrun, "--standalone", "--nproc_per_node", "2", str(script), str(chips),
+         str(tmp_path / "two"), "1"], tmp_path)
+    one = json.loads((tmp_path / "one" / "seen0.json").read_text())
+    two = [s for r in (0, 1) for s in json.loads((tmp_path / "two" / f"seen{r}.json").read_text())]
+    assert len(one) == 16 and len({s[0] for s in one}) == 16
+    assert sorted(two) == sorted(one)

@@ -16,8 +16,9 @@ from rsgeo.methods.masking import random_masking, uniform
 from rsgeo.train.augment import PretrainView
 from rsgeo.train.config import TrainConfig
 from rsgeo.train.engine import Trainer
-from rsgeo.train.sampler import EpochBatches, ShardedSampler
-from rsgeo.train.seeds import mix64, sample_seed, uniform_from_seeds
+from rsgeo.train.sampler import EpochBatched, EpochBatches, ShardedSampler, whole_batch
+from rsgeo.train.seeds import (draw, draws, mix64, sample_seed, sample_seeds,
+                               uniform_from_seeds)
 from rsgeo.train.workers import loader_options
 
 
@@ -64,6 +65,12 @@ def test_python_and_torch_hashes_agree():
         want = [(mix64(key + j * G) >> 40) / 2**24 for j in range(1, 6)]
         assert got[b].tolist() == want
     assert 0 <= sample_seed(1, 2, 3) < 2**62 and sample_seed(1, 2, 3) != sample_seed(1, 3, 2)
+    idx = np.array([0, 3, 11, 2**40 + 5])                       # the numpy (batch) version
+    for seed, epoch in ((0, 0), (7, 3), (2**61, 99)):
+        s = sample_seeds(seed, epoch, idx)
+        assert s.tolist() == [sample_seed(seed, epoch, int(i)) for i in idx]
+        n = np.array([1, 2, 5, 9])
+        assert draws(s, 2, n).tolist() == [draw(int(x), 2, int(m)) for x, m in zip(s, n)]
 
 
 def test_chip_dataset_returns_samples_as_stored(chips):
@@ -83,6 +90,12 @@ def test_chip_dataset_returns_samples_as_stored(chips):
     assert old["labels"].dtype == torch.int64
     win = ds.read(7, "rgb", (8, 16, 32, 32), hflip=True, vflip=True)
     assert np.array_equal(win, s["rgb"].numpy()[:, 8:40, 16:48][:, ::-1, ::-1])
+    for mod, flips in (("rgb", (True, False)), ("ndsm", (True, True)), ("labels", (True, False))):
+        out = np.empty(ds.sample_shape(mod, 24), ds.stored_dtype(mod))
+        ds.read_into(out, 7, mod, (16, 8, 24, 24), *flips)
+        assert np.array_equal(out, ds.read(7, mod, (16, 8, 24, 24), *flips), equal_nan=True)
+        assert np.array_equal(out[..., ::-1], s[mod].numpy()[..., 16:40, 8:32][
+            ..., ::-1 if flips[1] else 1, :], equal_nan=True)
 
 
 class AsStored(torch.utils.data.Dataset):
@@ -124,6 +137,25 @@ def test_pretrain_view_batch_stage(chips):
     assert torch.allclose(ref["rgb"], batch["rgb"], atol=1e-4)
     assert torch.equal(ref["hog"], batch["hog"]) and torch.equal(ref["seed"], batch["seed"])
     assert torch.equal(ref["ndsm"], batch["ndsm"])
+
+
+def test_whole_batches_equal_collated_samples_also_in_a_worker(chips):
+    mods = ("rgb", "ndsm", "labels")
+    view = PretrainView(ChipDataset(chips, modalities=mods + ("hog",)), mods, crop=32, seed=4)
+    keys = [(1, i) for i in (5, 0, 11, 7, 7)]
+    view.set_epoch(1)
+    want = default_collate([view[i] for _, i in keys])
+    loader = DataLoader(EpochBatched(view), batch_sampler=[keys], collate_fn=whole_batch,
+                        num_workers=1)
+    view.set_epoch(0)  # the epoch travels with the keys
+    for got in (EpochBatched(view).__getitems__(keys), next(iter(loader))):
+        assert got.keys() == want.keys()
+        for k, v in want.items():
+            assert got[k].dtype == v.dtype and got[k].shape == v.shape, k
+            assert torch.equal(got[k].nan_to_num(), v.nan_to_num()), k
+    assert got["rgb"].is_shared() and got["labels"].shape == (5, 32, 32)
+    with pytest.raises(ValueError, match="mixes epochs"):
+        EpochBatched(view).__getitems__([(0, 1), (1, 2)])
 
 
 def test_task_view_batch_stage(chips):

@@ -2,7 +2,9 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import rasterio
+import torch
 from affine import Affine
 from rasterio.crs import CRS
 
@@ -149,3 +151,47 @@ def test_bad_inputs(tmp_path, cli):
     assert code == 2 and "not an rsgeo chips folder" in err
     code, _, err = cli("prepare", "--rgb", four, "--bands", "3,2,1", "-o", tmp_path / "ok", "--size", 64)
     assert code == 0, err
+
+
+def test_ndsm_stored_as_float16_by_default_float32_datasets_keep_theirs(tmp_path):
+    from rsgeo.data.prepare import stored_heights
+    from rsgeo.errors import InputError
+
+    heights = np.zeros((64, 128), np.float32)
+    heights[5:20, 10:40] = 12.345
+    heights[30:50, 70:100] = 47.891
+    heights[0, :4] = np.nan
+    rgb = make_raster(tmp_path / "rgb.tif", _rgb(64, 128))
+    nd = make_raster(tmp_path / "ndsm.tif", heights, nodata=np.nan)
+    dsm = make_raster(tmp_path / "dsm.tif", heights + 850.25, nodata=np.nan)
+    scene = SceneInput(rgb=rgb, ndsm=nd, dsm=dsm, source="a")
+    prepare([scene], tmp_path / "new", size=64, max_nodata=1.0, split=(1, 0, 0), dedup_distance=0)
+    info = json.loads((tmp_path / "new" / "dataset.json").read_text())
+    assert info["dtypes"] == {"dsm": "float32", "hog": "float32", "ndsm": "float16",
+                              "rgb": "uint8"}
+    ds = ChipDataset(tmp_path / "new", modalities=("ndsm", "dsm"))
+    got = np.concatenate([ds[i]["ndsm"][0].numpy() for i in range(2)], 1)
+    assert ds[0]["ndsm"].dtype == torch.float16 and ds[0]["dsm"].dtype == torch.float32
+    assert np.array_equal(np.isnan(got), np.isnan(heights))
+    err = np.abs(got.astype(np.float32) - heights)[~np.isnan(heights)]
+    assert 0 < err.max() <= 2.0 ** -6 and err.max() <= heights[~np.isnan(heights)].max() * 2 ** -11
+    # an older dataset with float32 nDSM (no dtypes record) keeps float32 when extended
+    prepare([scene], tmp_path / "old", size=64, max_nodata=1.0, split=(1, 0, 0),
+            ndsm_dtype="float32")
+    p = tmp_path / "old" / "dataset.json"
+    old = json.loads(p.read_text())
+    del old["dtypes"]
+    p.write_text(json.dumps(old))
+    prepare([SceneInput(rgb=rgb, ndsm=nd, source="b")], tmp_path / "old", size=64,
+            max_nodata=1.0, split=(1, 0, 0))
+    ds = ChipDataset(tmp_path / "old", modalities=("ndsm",))
+    assert {ds[i]["ndsm"].dtype for i in range(len(ds))} == {torch.float32}
+    assert ds.stored_dtype("ndsm") == np.float32
+    assert json.loads(p.read_text())["dtypes"]["ndsm"] == "float32"
+    with pytest.raises(InputError, match="stores nDSM chips as float32"):
+        prepare([SceneInput(rgb=rgb, ndsm=nd, source="c")], tmp_path / "old", size=64,
+                ndsm_dtype="float16")
+    with pytest.raises(InputError, match="--ndsm-dtype"):
+        prepare([scene], tmp_path / "x", size=64, ndsm_dtype="int8")
+    big = stored_heights(np.array([1.0, -70000.0, 7e4, np.nan], np.float32), "float16")
+    assert big.dtype == np.float16 and big[0] == 1 and np.isnan(big[1:]).all()

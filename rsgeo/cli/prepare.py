@@ -54,6 +54,7 @@ def prepare_cmd(
     label_map: LabelMap = None,
     max_pixels: MaxPixels = None,
     ndsm_from_dsm: Annotated[bool, typer.Option("--ndsm-from-dsm", help="Ground-filter the DSM (dsm2dtm) for the nDSM.")] = False,
+    ndsm_dtype: Annotated[Optional[str], typer.Option("--ndsm-dtype", help="Storage of nDSM chips: float16 (half the bytes per training sample; under 1 cm rounding below 32 m) or float32 (default: float16 for a new dataset, the dataset's own when extending one).")] = None,
     classes: Annotated[Optional[Path], typer.Option("--classes", help="Land-cover class names of --labels: JSON {id: name} or {id: {name, values: [mask values]}}, or id,name lines; other label values are an error (default for a synth folder: its classes).")] = None,
     preview: Annotated[Optional[Path], typer.Option("--preview", help="PNG mosaic of random chips.")] = None,
     seed: Seed = 0,
@@ -77,7 +78,7 @@ def prepare_cmd(
                       dedup_distance=dedup_distance, split=split, gsd=gsd, bands=bands,
                       ndsm_from_dsm=ndsm_from_dsm, classes=class_map, workers=workers,
                       overwrite=overwrite, preview=preview, seed=seed, scale=scale,
-                      label_map=label_map)
+                      label_map=label_map, ndsm_dtype=ndsm_dtype)
     emit(summary, json_out, lambda: print_table(
         f"chips in {output}", ("source", "scenes", "kept", "nodata", "duplicate", "small"),
         [(src, "already in the dataset: skipped (--overwrite redoes it)") if s.get("skipped")

@@ -47,6 +47,8 @@ log = logging.getLogger("rsgeo.prepare")
 IMAGES = ("rgb", "post_rgb")
 HEIGHTS = ("dsm", "ndsm")
 LABELS = ("labels", "change")
+HEIGHT_DTYPES = ("float16", "float32")
+STORED = {"dsm": "float32", "ndsm": "float32", "hog": "float32"}  # others: uint8
 
 
 def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | None = None,
@@ -54,7 +56,7 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
             gsd: float | None = None, bands: tuple[int, int, int] | str | None = None,
             ndsm_from_dsm: bool = False, classes: dict[int, str] | None = None,
             workers: int = 0, overwrite: bool = False, preview=None, seed: int = 0,
-            scale="percentile", label_map=None) -> dict:
+            scale="percentile", label_map=None, ndsm_dtype: str | None = None) -> dict:
     """Write (or extend) the chip dataset ``out``; returns a summary per source.
 
     ``scale``: how image values become 0-255 uint8 chips (:mod:`rsgeo.io.stretch`, the
@@ -63,7 +65,14 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
     -> RGB with alpha as mask, 1 band replicated). ``label_map``: ``{value: class id}`` for
     label and change masks (:mod:`rsgeo.io.labels`), e.g. ``{255: 1}`` for 0/255 masks.
     Scenes without RGB (DSM-only) follow their nDSM's or DSM's grid.
+    ``ndsm_dtype``: how nDSM chips are stored, ``float16`` (half the bytes to read per
+    training sample; at most 0.8 cm rounding below 32 m, 1.6 cm below 64 m, see
+    docs/chip-dataset.md) or ``float32``; default: float16 for a new dataset, the dataset's
+    own for one being extended (recorded in ``dataset.json``'s ``dtypes``). DSM chips
+    (absolute elevations) stay float32.
     """
+    if ndsm_dtype not in (None, *HEIGHT_DTYPES):
+        raise InputError(f"--ndsm-dtype must be {' or '.join(HEIGHT_DTYPES)}, got {ndsm_dtype}")
     label_map = parse_label_map(label_map)
     bands = parse_bands(bands)
     if bands is not None and len(bands) != 3:
@@ -89,7 +98,7 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
     with _removed_on_input_error(out):
         return _prepare_sources(by_source, chosen, out, size, stride, max_nodata, dedup_distance,
                                 split, gsd, bands, ndsm_from_dsm, classes, workers, overwrite,
-                                preview, seed, scale, label_map)
+                                preview, seed, scale, label_map, ndsm_dtype)
 
 
 @contextmanager
@@ -109,10 +118,11 @@ def _removed_on_input_error(out: Path):
 
 def _prepare_sources(by_source, chosen, out, size, stride, max_nodata, dedup_distance, split,
                      gsd, bands, ndsm_from_dsm, classes, workers, overwrite, preview, seed,
-                     scale, label_map) -> dict:
+                     scale, label_map, ndsm_dtype=None) -> dict:
     """The chips of every source into ``out`` (created or extended); ``chosen``: each
     source's band choice from :func:`_validate`."""
     info, manifest = _open_dataset(out, size, overwrite)
+    dtypes = {"ndsm": _ndsm_dtype(out, info, ndsm_dtype)}
     summary = {}
     for src, group in by_source.items():
         if manifest is not None and src in set(manifest["source"]):
@@ -124,10 +134,10 @@ def _prepare_sources(by_source, chosen, out, size, stride, max_nodata, dedup_dis
         with progress(None, f"prepare {src}", unit="chips") as bar:
             rows, stats, mods = _run_source(group, out, size, stride, max_nodata, dedup_distance,
                                             split, gsd, bands, ndsm_from_dsm, classes, workers,
-                                            seed, bar, scale, label_map)
+                                            seed, bar, scale, label_map, dtypes)
         manifest = _append_rows(out, manifest, rows)
         _update_stats(out, src, stats)
-        info = _update_info(out, info, src, mods, classes, size, group, gsd)
+        info = _update_info(out, info, src, mods, classes, size, group, gsd, dtypes)
         counts = {}
         for r in rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -143,6 +153,18 @@ def _check_split(split) -> tuple[float, float, float]:
     if len(s) != 3 or min(s) < 0 or abs(sum(s) - 1) > 1e-6:
         raise InputError(f"--split needs train,val,test shares summing to 1, got {split}")
     return s
+
+
+def _ndsm_dtype(out: Path, info: dict | None, asked: str | None) -> str:
+    """The nDSM storage dtype: ``asked`` (default float16) for a new dataset; an existing
+    dataset keeps its own (float32 when it predates the ``dtypes`` record)."""
+    if info is None:
+        return asked or "float16"
+    have = info.get("dtypes", {}).get("ndsm", "float32")
+    if asked is not None and asked != have:
+        raise InputError(f"the dataset stores nDSM chips as {have}; extend it with "
+                         f"--ndsm-dtype {have} (or write a new dataset)", out)
+    return have
 
 
 def _open_dataset(out: Path, size: int, overwrite: bool):
@@ -263,7 +285,8 @@ def _scene_grid(scene: SceneInput, gsd: float | None) -> Grid:
 
 
 def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd, bands,
-                ndsm_from_dsm, classes, workers, seed, bar, scale="percentile", label_map=None):
+                ndsm_from_dsm, classes, workers, seed, bar, scale="percentile", label_map=None,
+                dtypes=None):
     src = group[0].source
     tmp_dir = out / "shards" / f".{src}.tmp"
     final_dir = out / "shards" / src
@@ -307,7 +330,7 @@ def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd
                     else:
                         index.add(chip["hash"])
                         row["status"] = "kept"
-                        row["index"] = _append(writers, stats, tmp_dir, chip)
+                        row["index"] = _append(writers, stats, tmp_dir, chip, dtypes or {})
                     rows.append(row)
                     bar.advance(1)
         for w in writers.values():
@@ -413,9 +436,24 @@ def _box(b):
     return box(*b)
 
 
-def _append(writers, stats, tmp_dir: Path, chip) -> int:
+def stored_heights(a: np.ndarray, dtype) -> np.ndarray:
+    """A float32 height chip in its storage ``dtype``; float16 keeps 11 significant bits
+    (rounding error at most 2**-12 of the value) and holds +-65,504 m: heights beyond
+    that become NaN (nodata) instead of infinity."""
+    dtype = np.dtype(dtype)
+    if dtype == a.dtype:
+        return a
+    big = np.abs(a) > np.finfo(dtype).max
+    return np.where(big, np.nan, a).astype(dtype) if big.any() else a.astype(dtype)
+
+
+def _append(writers, stats, tmp_dir: Path, chip, dtypes: dict) -> int:
+    """Append one kept chip to its source's shards (heights in ``dtypes[key]``, default
+    float32) and to the statistics (of the stored values); returns its shard index."""
     idx = None
     for key, a in chip["arrays"].items():
+        if key in dtypes:
+            a = stored_heights(a, dtypes[key])
         if key not in writers:
             writers[key] = ShardWriter(tmp_dir / f"{key}.npy", a.shape, a.dtype)
         idx = writers[key].append(a)
@@ -464,10 +502,14 @@ def _update_stats(out: Path, src: str, stats: dict) -> None:
         tmp.write_text(json.dumps(data, indent=2))
 
 
-def _update_info(out: Path, info, src, mods, classes, size, group, gsd) -> dict:
+def _update_info(out: Path, info, src, mods, classes, size, group, gsd, dtypes=None) -> dict:
     info = info or {"format": "rsgeo-chips", "version": 1, "chip_size": size, "hog_patch": 16,
                     "modalities": [], "classes": None, "sources": []}
     info["modalities"] = sorted(set(info["modalities"]) | set(mods) | {"hog"})
+    info["dtypes"] = {**{m: STORED.get(m, "uint8") for m in info["modalities"]},
+                      **{m: d for m, d in (dtypes or {}).items() if m in info["modalities"]},
+                      **{m: d for m, d in info.get("dtypes", {}).items()
+                         if m in info["modalities"]}}
     info["sources"] = sorted(set(info["sources"]) | {src})
     if classes:
         info["classes"] = {str(k): v for k, v in classes.items()}

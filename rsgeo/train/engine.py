@@ -23,9 +23,12 @@ plus a dict of floats/0-d tensors to log. Optional hooks on the model:
 workers too (per-sample augmentation seeds). If it has ``on_device(batch) -> batch`` (or
 ``batch_transform=`` is given), that runs on each collated batch after the copy to the
 device: the per-batch stage (float conversion, normalisation, valid masks), so workers
-only slice stored chips. One DataLoader iterator serves the whole run (persistent workers
-with one torch thread each, SIGINT/SIGTERM ignored there, pinned memory and non-blocking
-copies on CUDA): epochs never tear the workers down.
+only slice stored chips. If it has ``get_batch(indices) -> batch`` (and no ``collate_fn``
+is given), each worker builds a whole collated batch in one call
+(:meth:`rsgeo.train.augment.PretrainView.get_batch`) instead of one sample at a time.
+One DataLoader iterator serves the whole run (persistent workers with one torch thread
+each, SIGINT/SIGTERM ignored there, pinned memory and non-blocking copies on CUDA):
+epochs never tear the workers down.
 
 What the engine does: AdamW (no weight decay on biases, norms, tokens and position
 embeddings; pass ``param_groups`` to override, an ``lr_scale`` key scales a group's
@@ -84,7 +87,8 @@ from rsgeo.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, 
 from rsgeo.train.config import TrainConfig, differences, to_dict, write_yaml
 from rsgeo.train.logging import MetricsLog, max_mem_mb
 from rsgeo.train.preview import save_preview
-from rsgeo.train.sampler import EpochBatches, EpochIndexed, ShardedSampler
+from rsgeo.train.sampler import (EpochBatched, EpochBatches, EpochIndexed, ShardedSampler,
+                                 whole_batch)
 from rsgeo.train.schedule import WarmupCosine
 from rsgeo.train.stop import StopSignals, TrainingInterrupted, stop_group
 from rsgeo.train.threads import plan_threads, torch_threads
@@ -250,8 +254,12 @@ class Trainer:
                                self.samples_done, (self.total_steps - self.step) * accum)
         # its own generator: starting the iterator (here, or mid-run after --resume) must
         # not draw from the global RNG that dropout and drop-path use
-        loader = DataLoader(EpochIndexed(self.dataset), batch_sampler=batches,
-                            collate_fn=self.collate_fn,
+        # whole batches built in place by the dataset (PretrainView.get_batch) unless a
+        # custom collate_fn wants the samples
+        whole = self.collate_fn is None and hasattr(self.dataset, "get_batch")
+        loader = DataLoader(EpochBatched(self.dataset) if whole else EpochIndexed(self.dataset),
+                            batch_sampler=batches,
+                            collate_fn=whole_batch if whole else self.collate_fn,
                             generator=torch.Generator().manual_seed(self.cfg.seed),
                             **loader_options(self.cfg.workers, self.device.type == "cuda"))
         it = iter(loader)

@@ -101,3 +101,25 @@ class EpochIndexed(Dataset):
             self.dataset.set_epoch(epoch)
             self.epoch = epoch
         return self.dataset[i]
+
+
+class EpochBatched(EpochIndexed):
+    """:class:`EpochIndexed` that builds whole batches: the DataLoader's fetcher calls
+    ``__getitems__(keys)`` once per batch, which returns ``dataset.get_batch(indices)``
+    (already collated; pair it with :func:`whole_batch` as ``collate_fn``). The keys of
+    one batch share an epoch (:class:`EpochBatches` never mixes epochs in a batch)."""
+
+    def __getitems__(self, keys):
+        epochs = {e for e, _ in keys}
+        if len(epochs) != 1:
+            raise ValueError(f"a batch mixes epochs {sorted(epochs)}")
+        epoch = epochs.pop()
+        if self.has_epoch and epoch != self.epoch:
+            self.dataset.set_epoch(epoch)
+            self.epoch = epoch
+        return self.dataset.get_batch([i for _, i in keys])
+
+
+def whole_batch(batch):
+    """``collate_fn`` for :class:`EpochBatched`: the batch is collated already."""
+    return batch

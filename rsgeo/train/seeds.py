@@ -13,6 +13,7 @@ ints for the per-sample choices in DataLoader workers (:func:`sample_seed`,
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 _M64 = (1 << 64) - 1
@@ -39,6 +40,31 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 def draw(sample: int, k: int, n: int) -> int:
     """The ``k``-th integer in ``[0, n)`` drawn for a sample seed (``n`` >= 1)."""
     return mix64(sample + (k + 1) * _GAMMA) % n
+
+
+# -------------------------------------------------------------------- numpy (uint64) version
+def mix64_np(x: np.ndarray) -> np.ndarray:
+    """:func:`mix64` on a uint64 array (wrapping arithmetic)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(_C1)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(_C2)
+    return x ^ (x >> np.uint64(31))
+
+
+def sample_seeds(seed: int, epoch: int, indices) -> np.ndarray:
+    """:func:`sample_seed` of many ``indices`` at once (uint64 array, values < 2**62)."""
+    g = np.uint64(_GAMMA)
+    h = mix64(mix64(int(seed) + _GAMMA) + int(epoch) + _GAMMA)
+    return mix64_np(np.uint64(h) + np.asarray(indices, np.int64).astype(np.uint64) + g) \
+        >> np.uint64(2)
+
+
+def draws(seeds: np.ndarray, k: int, n) -> np.ndarray:
+    """:func:`draw` for an array of sample seeds (``n``: an int or an array like ``seeds``);
+    int64 values in ``[0, n)``."""
+    step = np.uint64(((k + 1) * _GAMMA) & _M64)
+    return (mix64_np(seeds + step) % np.asarray(n, np.uint64)).astype(np.int64)
 
 
 # -------------------------------------------------------------------- torch (int64) version
