@@ -57,7 +57,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
              crop: int | None = None, val_dataset=None, val_split: str = "val",
              head_features: int = 64, aux_landcover: bool = False, adapt_to=None,
              adapt: dict | None = None, encoder_lr_scale: float = 1.0,
-             resume: bool = False, overwrite: bool = False, **train) -> dict:
+             feature_norm: bool = True, resume: bool = False, overwrite: bool = False,
+             **train) -> dict:
     """Fine-tune a task model; returns a summary (best score, paths, steps).
 
     Args:
@@ -78,6 +79,10 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
             ``feat_weight``, ``feat_threshold``, ``ground_classes``; source style transfer
             ``style`` fda/hm/both/none, ``style_p``, ``fda_beta``, ``hm_blend``).
         encoder_lr_scale: encoder learning rate / head learning rate (RS3DAda: 0.1).
+        feature_norm: ViT feature levels pass through the encoder's final LayerNorm before
+            the head (DINOv2's DPT does the same). Pretrained ViTs' levels are 10-30x larger
+            than a random ViT's; without it a pretrained start scored below a random one
+            (``benchmarks/low_label.py``). False: the layout of models from before it.
         train: engine settings (steps, epochs, batch_size, lr, device, precision, seed,
             workers, val_every: steps between validations, default about ten a run, ...).
     """
@@ -93,7 +98,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     data = _open_data(dataset, val_dataset, spec, inputs, aux, val_split, train_size, seed)
     model = _build_model(spec, data, encoder=encoder, backbone=backbone, head=head,
                          inputs=inputs, crop=crop, num_classes=num_classes,
-                         head_features=head_features, aux=aux, seed=seed)
+                         head_features=head_features, aux=aux, seed=seed,
+                         feature_norm=feature_norm)
     if freeze_encoder:
         for p in model.net.encoder.parameters():
             p.requires_grad_(False)
@@ -167,7 +173,7 @@ def _open_data(dataset, val_dataset, spec: TaskSpec, inputs: str, aux: bool, val
 
 
 def _build_model(spec: TaskSpec, data: _Data, *, encoder, backbone, head, inputs, crop,
-                 num_classes, head_features, aux, seed) -> _Model:
+                 num_classes, head_features, aux, seed, feature_norm=True) -> _Model:
     """Encoders, config, network (seeded) and the checkpoint meta."""
     first = TaskView(data.ds, spec.name, inputs, [0], train=False).sample(0)["x"]
     in_chans, chip = int(first.shape[0]), int(min(first.shape[-2:]))
@@ -179,7 +185,7 @@ def _build_model(spec: TaskSpec, data: _Data, *, encoder, backbone, head, inputs
               "head": head, "head_features": head_features, "num_classes": num_classes,
               "split": 3 if len(INPUTS[inputs]) > 1 and not (encoders and len(encoders) == 1)
               else None,
-              "aux_classes": num_classes if aux else None}
+              "aux_classes": num_classes if aux else None, "feature_norm": bool(feature_norm)}
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)  # --seed: same run twice
     net = build_task_model(config, encoders)
     if crop % 32 or crop > chip:
