@@ -18,14 +18,14 @@ import argparse
 import io
 import json
 import os
-import time
+
+from step_timer import random_pretrain_batch, time_steps
 
 
 def measure(method: str, backbone: str, args) -> dict:
     # lazy: torch (and rsgeo modules that import it); `--help` stays fast
     import torch
 
-    from rsgeo.data.hog import hog_energy
     from rsgeo.methods import build_method
 
     torch.manual_seed(0)
@@ -33,26 +33,8 @@ def measure(method: str, backbone: str, args) -> dict:
     model = build_method(method, backbone, args.size).to(device)
     enc = sum(p.numel() for p in model.encoder.parameters())
     dec = sum(p.numel() for p in model.decoder.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(args.batch, 3, args.size, args.size).cumsum(-1) / 10
-    batch = {"rgb": x.to(device), "hog": hog_energy(x).to(device),
-             "seed": torch.arange(args.batch, dtype=torch.int64)}
-
-    def step():
-        loss, _ = model(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
+    batch = random_pretrain_batch(args.batch, args.size, device)
+    dt, opt = time_steps(model, batch, args.steps, warmup=1)
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, buf)
     return {"backbone": backbone, "method": method, "decoder_dim": model.decoder.norm.normalized_shape[0],

@@ -36,39 +36,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from step_timer import random_pretrain_batch, time_steps
+
 
 def run_one(args) -> dict:
     import torch
 
-    from rsgeo.data.hog import hog_energy
     from rsgeo.methods import build_method
     from rsgeo.train.logging import max_mem_mb
 
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = build_method(args.only, args.backbone, args.size).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(args.batch, 3, args.size, args.size).cumsum(-1) / 10
-    batch = {"rgb": x.to(device), "hog": hog_energy(x).to(device),
-             "seed": torch.arange(args.batch, dtype=torch.int64)}
-
-    def step():
-        loss, _ = model(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(args.warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    dt = time.perf_counter() - t0
+    batch = random_pretrain_batch(args.batch, args.size, device)
+    dt, _ = time_steps(model, batch, args.steps, warmup=args.warmup)
     return {"method": args.only, "img_per_s": args.batch * args.steps / dt,
             "s_per_step": dt / args.steps, "peak_mem_mb": max_mem_mb(device)}
 

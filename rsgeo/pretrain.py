@@ -16,6 +16,7 @@ Settings resolve as: explicit keyword (not None) > ``config`` YAML > :func:`defa
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from pathlib import Path
@@ -67,19 +68,38 @@ def resolve(explicit: dict, config: str | os.PathLike | None) -> dict:
     return out
 
 
+REFERENCE_BATCH = 256  # the batch base learning rates are quoted for (MAE: per 256 samples)
+
+
+def batch_scaled_lr(blr: float, batch: int) -> tuple[float, str]:
+    """Peak learning rate for a global ``batch`` from the base rate ``blr`` per 256 samples.
+
+    At 256 and above the linear rule (MAE, Goyal et al.): ``blr x batch / 256``. Below 256
+    the square-root rule, ``blr x sqrt(batch / 256)`` (the usual scaling for Adam-type
+    optimisers, whose step size does not shrink with the gradient noise the way SGD's
+    does): the linear rule would give blr / 16 at batch 16 and the loss hardly moves.
+    Returns the rate and the rule as text.
+    """
+    if batch >= REFERENCE_BATCH:
+        return blr * batch / REFERENCE_BATCH, f"base {blr:.3g} x {batch}/{REFERENCE_BATCH} (linear rule)"
+    return (blr * math.sqrt(batch / REFERENCE_BATCH),
+            f"base {blr:.3g} x sqrt({batch}/{REFERENCE_BATCH}) (square-root rule below "
+            f"{REFERENCE_BATCH})")
+
+
 def learning_rate(cfg: dict, method: registry.Method, options: dict) -> tuple[float, str]:
-    """``--lr``, else blr x batch / 256 x the method's scale (MAE's linear scaling rule).
+    """``--lr``, else :func:`batch_scaled_lr` of the base rate x the method's scale.
 
     ``blr``: ``--blr`` or the method's base learning rate per 256 samples. Returns the
     rate and how it was found (printed in the run summary).
     """
     if cfg["lr"] is not None:
         return cfg["lr"], "--lr"
-    blr = cfg["blr"] or method.blr
+    lr, rule = batch_scaled_lr(cfg["blr"] or method.blr, int(cfg["batch_size"]))
     scale = method.scale(method.parse(options))
-    rule = f"base {blr:.3g} x batch {cfg['batch_size']}/256" + (
-        f" x {method.name} {scale:.3g}" if scale != 1 else "")
-    return blr * cfg["batch_size"] / 256 * scale, rule
+    if scale != 1:
+        rule += f" x {method.name} {scale:.3g}"
+    return lr * scale, rule
 
 
 def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,

@@ -13,6 +13,7 @@ more than about 5 s on two idle cores (``make test-fast`` leaves them out).
 
 from __future__ import annotations
 
+import json
 import os
 
 # Before anything loads torch: OpenMP threads sleep while they wait (rsgeo.train.threads);
@@ -45,6 +46,45 @@ def make_raster(path, data, *, crs=UTM, transform=None, nodata=None, gsd=0.5,
                        nodata=nodata) as dst:
         dst.write(arr)
     return Path(path)
+
+
+def write_chip_dataset(root, arrays: dict, *, classes: dict | None = None,
+                       gsd: float | None = None) -> Path:
+    """A chip folder in the documented format (docs/chip-dataset.md), one source ``city``.
+
+    ``arrays``: modality -> ``[N, C, H, W]`` (``labels``: ``[N, H, W]``) array, saved as that
+    source's shards; ``hog`` (if given) is stored but not listed as a modality. ``stats.json``
+    gets the per-band mean/std of ``rgb`` and (NaN-aware) ``dsm``; every chip is a kept
+    ``train`` chip. Returns ``root``.
+    """
+    import pandas as pd  # lazy: only the tests that write chips pay for it
+
+    root = Path(root)
+    shard = root / "shards" / "city"
+    shard.mkdir(parents=True)
+    for name, arr in arrays.items():
+        np.save(shard / f"{name}.npy", arr)
+    n, size = arrays["rgb"].shape[0], arrays["rgb"].shape[-1]
+    stats = {}
+    for m in ("rgb", "dsm"):
+        if m in arrays:
+            a = arrays[m].astype(np.float64)
+            stats[m] = {"mean": np.nanmean(a, (0, 2, 3)).tolist(),
+                        "std": np.nanstd(a, (0, 2, 3)).tolist(),
+                        "count": int(np.isfinite(a[:, 0]).sum())}
+    (root / "stats.json").write_text(json.dumps({"sources": {"city": stats}}))
+    info = {"format": "rsgeo-chips", "version": 1, "chip_size": size,
+            **({"gsd": gsd} if gsd is not None else {}),
+            **({"hog_patch": 16} if "hog" in arrays else {}),
+            "modalities": [m for m in arrays if m != "hog"], "classes": classes,
+            "sources": ["city"]}
+    (root / "dataset.json").write_text(json.dumps(info))
+    rows = [dict(chip_id=f"city_{i}", source="city", split="train", scene="city.tif",
+                 row_off=0, col_off=i * size, height=size, width=size, minx=0.0, miny=0.0,
+                 maxx=1.0, maxy=1.0, crs="EPSG:32633", nodata_fraction=0.0, hash=i,
+                 status="kept", index=i) for i in range(n)]
+    pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
+    return root
 
 
 @pytest.fixture

@@ -243,6 +243,13 @@ C = [
     ("finetune-into-user-folder", ["finetune", "chips", "--task", "height", "-o", "mine",
                                    "--overwrite", *FT],
      2, ["mine"], "."),
+    ("finetune-style-without-adapt-to", ["finetune", "chips", "--task", "height", "-o", "f", *FT,
+                                         "--style", "fda"], 2, ["--style", "--adapt-to"], "."),
+    ("finetune-layer-decay-zero", ["finetune", "chips", "--task", "height", "-o", "f", *FT,
+                                   "--layer-decay", "0"], 2, ["--layer-decay"], "."),
+    ("finetune-layer-decay-frozen", ["finetune", "chips", "--task", "height", "-o", "f", *FT,
+                                     "--layer-decay", "0.75", "--freeze-encoder"], 2,
+     ["--layer-decay", "--freeze-encoder"], "."),
     ("finetune-resume-crafted-checkpoint", ["finetune", "chips", "--task", "height", "-o", "evilrun",
                                             "--resume", *FT], 2, ["refusing to load"], "."),
     # export

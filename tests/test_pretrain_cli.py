@@ -3,45 +3,27 @@
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from rsgeo.errors import InputError
 from rsgeo.pretrain import pretrain
 from rsgeo.train.logging import read_metrics
+from tests.conftest import write_chip_dataset
 
 
 def write_chips(root, n=8, size=64, modalities=("rgb", "dsm")):
-    """A chip dataset in the documented format (docs/chip-dataset.md), one source."""
+    """A chip dataset in the documented format (docs/chip-dataset.md), one source: smooth
+    random RGB with its HOG scores, and a DSM (one NaN corner) if asked."""
     from rsgeo.data.hog import hog_energy
 
     rng = np.random.default_rng(0)
-    shard = root / "shards" / "city"
-    shard.mkdir(parents=True)
     rgb = np.clip(rng.normal(120, 40, (n, 3, size, size)).cumsum(-1) / 8 + 60, 0, 255).astype(np.uint8)
     arrays = {"rgb": rgb, "hog": hog_energy(torch.from_numpy(rgb)).numpy().astype(np.float32)}
     if "dsm" in modalities:
         arrays["dsm"] = (rgb.mean(1, keepdims=True) / 10).astype(np.float32)
         arrays["dsm"][0, 0, :4, :4] = np.nan
-    for name, arr in arrays.items():
-        np.save(shard / f"{name}.npy", arr)
-    stats = {"rgb": {"mean": rgb.mean((0, 2, 3)).tolist(), "std": rgb.std((0, 2, 3)).tolist(),
-                     "count": int(rgb[:, 0].size)}}
-    if "dsm" in modalities:
-        d = arrays["dsm"]
-        stats["dsm"] = {"mean": [float(np.nanmean(d))], "std": [float(np.nanstd(d))],
-                        "count": int(np.isfinite(d).sum())}
-    (root / "stats.json").write_text(json.dumps({"sources": {"city": stats}}))
-    (root / "dataset.json").write_text(json.dumps({
-        "format": "rsgeo-chips", "version": 1, "chip_size": size, "hog_patch": 16,
-        "modalities": list(modalities), "classes": None, "sources": ["city"]}))
-    rows = [dict(chip_id=f"city_{i}", source="city", split="train", scene="city.tif",
-                 row_off=0, col_off=i * size, height=size, width=size, minx=0.0, miny=0.0,
-                 maxx=1.0, maxy=1.0, crs="EPSG:32633", nodata_fraction=0.0, hash=i,
-                 status="kept", index=i) for i in range(n)]
-    pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
-    return root
+    return write_chip_dataset(root, arrays)
 
 
 @pytest.fixture

@@ -93,8 +93,8 @@ def test_registered_method_trains_through_the_cli(toy, tmp_path):
         "--log-every", "1", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["step"] == 2 and summary["lr"] == pytest.approx(2e-4 * 4 / 256)
-    assert summary["lr_rule"] == "base 0.0002 x batch 4/256"     # printed in the text summary
+    assert summary["step"] == 2 and summary["lr"] == pytest.approx(2e-4 * (4 / 256) ** 0.5)
+    assert summary["lr_rule"] == ("base 0.0002 x sqrt(4/256) (square-root rule below 256)")
     assert summary["config"]["method"] == "toydenoise" and summary["config"]["noise"] == 0.5
     records = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2]

@@ -5,13 +5,13 @@ are refused (exit 2, one line) instead of being ignored."""
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from rsgeo.tasks import INPUTS, Layer, TaskSpec, Writer, get_task, register, task_names, unregister
 from rsgeo.tasks.losses import class_loss
 from rsgeo.tasks.scores import LabelScore
+from tests.conftest import write_chip_dataset
 
 
 # --- the toy task: "bright roof" segmentation, 2 classes from the RGB chip itself ----------
@@ -58,26 +58,10 @@ def bright_task():
 def write_chips(root, n=8, size=64):
     """A tiny chip dataset in the documented format: rgb, ndsm and labels, one source."""
     rng = np.random.default_rng(0)
-    shard = root / "shards" / "city"
-    shard.mkdir(parents=True)
     rgb = rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8)
     arrays = {"rgb": rgb, "ndsm": (rgb[:, :1] / 20).astype(np.float32),
               "labels": (rgb[:, 0] // 64).astype(np.uint8)}
-    for name, arr in arrays.items():
-        np.save(shard / f"{name}.npy", arr)
-    stats = {"rgb": {"mean": rgb.mean((0, 2, 3)).tolist(), "std": rgb.std((0, 2, 3)).tolist(),
-                     "count": int(rgb[:, 0].size)}}
-    (root / "stats.json").write_text(json.dumps({"sources": {"city": stats}}))
-    (root / "dataset.json").write_text(json.dumps({
-        "format": "rsgeo-chips", "version": 1, "chip_size": size, "gsd": 0.5,
-        "modalities": sorted(arrays), "classes": {str(i): f"c{i}" for i in range(4)},
-        "sources": ["city"]}))
-    rows = [dict(chip_id=f"city_{i}", source="city", split="train", scene="city.tif",
-                 row_off=0, col_off=i * size, height=size, width=size, minx=0.0, miny=0.0,
-                 maxx=1.0, maxy=1.0, crs="EPSG:32633", nodata_fraction=0.0, hash=i,
-                 status="kept", index=i) for i in range(n)]
-    pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
-    return root
+    return write_chip_dataset(root, arrays, classes={str(i): f"c{i}" for i in range(4)}, gsd=0.5)
 
 
 @pytest.fixture

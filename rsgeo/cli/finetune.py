@@ -47,7 +47,7 @@ def finetune_cmd(
     backbone: Annotated[Optional[str], typer.Option("--backbone", help="Architecture (needed with random).")] = None,
     head: Annotated[Optional[str], typer.Option("--head", help="Head (default: the task's first).")] = None,
     modalities: Annotated[str, typer.Option("--modalities", "--inputs", help="Input bands.")] = "rgb",
-    freeze_encoder: Annotated[bool, typer.Option("--freeze-encoder", help="Train the head only (linear probing).")] = False,
+    freeze_encoder: Annotated[bool, typer.Option("--freeze-encoder", help="Train the head only, the encoder stays as loaded (a probe of its features; the linear probe with --task classification). Default: full fine-tuning.")] = False,
     train_size: Annotated[Optional[int], typer.Option("--train-size", min=1, help="A fixed, seeded subset of N labelled chips.")] = None,
     num_classes: Annotated[Optional[int], typer.Option("--num-classes", min=2, help="Classes (default: from dataset.json).")] = None,
     class_weights: Annotated[Optional[str], typer.Option("--class-weights", help="Comma-separated weight per class.")] = None,
@@ -62,6 +62,7 @@ def finetune_cmd(
     style: Annotated[str, typer.Option("--style", help="With --adapt-to: source style transfer toward the target, fda, hm (histogram matching), both (RS3DAda: one of them, p 0.8) or none.")] = "both",
     val_dataset: Annotated[Optional[Path], typer.Option("--val-dataset", help="Chip dataset to validate on (default: DATASET's val split).")] = None,
     encoder_lr_scale: Annotated[float, typer.Option("--encoder-lr-scale", min=0.0, help="Encoder lr / head lr (RS3DAda uses 0.1).")] = 1.0,
+    layer_decay: Annotated[float, typer.Option("--layer-decay", help="Layer-wise lr decay in (0, 1] (BEiT/MAE, e.g. 0.75; 1: off): encoder layer l of L+1 (0 embeddings, blocks 1..L) learns at lr x encoder-lr-scale x F^(L+1-l); ViT and Swin encoders.")] = 1.0,
     device: Annotated[DeviceChoice, typer.Option("--device")] = DeviceChoice.auto,
     precision: Annotated[Precision, typer.Option("--precision")] = Precision.fp32,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -79,6 +80,9 @@ def finetune_cmd(
     from rsgeo.finetune import finetune
     from rsgeo.train.runs import removed_if_refused
 
+    if adapt_to is None and style != "both":
+        raise InputError(f"--style {style} needs --adapt-to (source style transfer toward "
+                         "unlabelled target chips)")
     weights = None
     if class_weights:
         try:
@@ -92,6 +96,7 @@ def finetune_cmd(
                      class_weights=weights, crop=crop, aux_landcover=aux_landcover,
                      adapt_to=adapt_to, adapt={"style": style} if adapt_to else None,
                      val_dataset=val_dataset, encoder_lr_scale=encoder_lr_scale,
+                     layer_decay=layer_decay,
                      resume=resume, overwrite=overwrite,
                      epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, device=device.value,
                      precision=precision.value, seed=seed, workers=workers, val_every=val_every,
@@ -101,4 +106,5 @@ def finetune_cmd(
     else:
         best = ", ".join(f"{k} {v:.4g}" for k, v in (s["best"] or {}).items())
         typer.echo(f"{s['checkpoint']}: best at step {s['best_step']} ({best}); "
-                   f"{s['seconds']:.0f} s, validation {100 * s['val_share']:.0f} % of it")
+                   f"{s['seconds']:.0f} s, validation {100 * s['val_share']:.0f} % of it; "
+                   f"{s['lr_rule']}")

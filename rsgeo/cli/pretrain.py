@@ -42,7 +42,7 @@ def pretrain_command(
                                          "(wins over --epochs).")] = None,
     batch_size: Annotated[Optional[int], _opt("--batch-size", min=1, help="Global batch (all "
                                               "processes) per optimiser step (default 64).")] = None,
-    lr: Annotated[Optional[float], _opt("--lr", help="Peak learning rate (default base lr x batch/256).")] = None,
+    lr: Annotated[Optional[float], _opt("--lr", help="Peak learning rate (default: the method's base lr x batch/256 from batch 256 up, x sqrt(batch/256) below).")] = None,
     modality: Annotated[Optional[str], _opt("--modality", help="Bands a single-encoder method "
                                             "trains on: rgb, dsm or ndsm (default rgb).")] = None,
     dsm_modality: Annotated[Optional[str], _opt("--dsm-modality", help="fusedmim: height "

@@ -36,6 +36,7 @@ from rsgeo.data.dataset import open_chips, pooled_stats
 from rsgeo.errors import InputError
 from rsgeo.finetune.adapt import AdaptModule, AdaptView, split_style, structure_classes
 from rsgeo.finetune.data import TaskView, needed_modalities, subset_indices
+from rsgeo.finetune.lr_decay import check_layer_decay, finetune_groups, lr_rule
 from rsgeo.finetune.tasks import TaskModule
 from rsgeo.finetune.validate import ValSet, evaluate_view, save_val_preview
 from rsgeo.models.backbones import check_backbone, load_encoder
@@ -43,7 +44,7 @@ from rsgeo.models.external import BANDS, is_rsgeo_encoder, open_encoder
 from rsgeo.tasks.bundle import build_task_model, save_task_model
 from rsgeo.tasks import INPUTS, TaskSpec, get_task
 from rsgeo.train.config import TrainConfig
-from rsgeo.train.engine import Trainer, param_groups, resolve_device
+from rsgeo.train.engine import Trainer, resolve_device
 from rsgeo.train.runs import claim_run
 from rsgeo.train.style import StyleTransfer
 
@@ -57,8 +58,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
              crop: int | None = None, val_dataset=None, val_split: str = "val",
              head_features: int = 64, aux_landcover: bool = False, adapt_to=None,
              adapt: dict | None = None, encoder_lr_scale: float = 1.0,
-             feature_norm: bool = True, resume: bool = False, overwrite: bool = False,
-             **train) -> dict:
+             layer_decay: float = 1.0, feature_norm: bool = True, resume: bool = False,
+             overwrite: bool = False, **train) -> dict:
     """Fine-tune a task model; returns a summary (best score, paths, steps).
 
     Args:
@@ -78,7 +79,12 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         adapt: adaptation options (``tau``, ``eta``, ``ema``, ``target_weight``,
             ``feat_weight``, ``feat_threshold``, ``ground_classes``; source style transfer
             ``style`` fda/hm/both/none, ``style_p``, ``fda_beta``, ``hm_blend``).
+        freeze_encoder: train the head(s) only (a probe of the encoder's features; with
+            ``task="classification"`` the classic linear probe); default: full fine-tuning.
         encoder_lr_scale: encoder learning rate / head learning rate (RS3DAda: 0.1).
+        layer_decay: layer-wise learning-rate decay in (0, 1] (BEiT/MAE; 1: off; MAE uses
+            0.65-0.75): encoder layer ``l`` of ``L + 1`` learns at ``lr x encoder_lr_scale x
+            layer_decay ** (L + 1 - l)`` (:mod:`rsgeo.finetune.lr_decay`).
         feature_norm: ViT feature levels pass through the encoder's final LayerNorm before
             the head (DINOv2's DPT does the same). Pretrained ViTs' levels are 10-30x larger
             than a random ViT's; without it a pretrained start scored below a random one
@@ -91,6 +97,9 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     spec.check_inputs(inputs)
     seed = int(train.get("seed", 0))
     resolve_device(train.get("device", "auto"))
+    check_layer_decay(layer_decay, freeze_encoder)
+    if adapt and adapt_to is None:
+        raise InputError(f"adaptation options ({', '.join(sorted(adapt))}) need --adapt-to")
     aux = bool(aux_landcover or adapt_to is not None)
     if aux and not spec.aux_landcover:
         raise InputError(f"--aux-landcover and --adapt-to are not available for --task {task} "
@@ -112,6 +121,7 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
              "inputs": inputs, "train_size": train_size, "freeze_encoder": freeze_encoder,
              "crop": model.crop, "dataset": data.label, "num_classes": model.num_classes,
              "head": head, "aux_landcover": aux, "encoder_lr_scale": encoder_lr_scale,
+             "layer_decay": layer_decay,
              "adapt_to": None if adapt_to is None else str(adapt_to), "adapt": adapt or None,
              "encoder_report": model.report}
     view = TaskView(data.ds, task, inputs, data.train_idx, crop=model.crop, seed=seed,
@@ -121,8 +131,7 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     val_view = TaskView(data.val_ds, task, inputs, data.val_idx, crop=model.crop, seed=seed,
                         train=False, aux=aux)
     keeper = BestKeeper(spec, val_view, out, model, resume)
-    summary = _train(module, view, out, train, extra, keeper, encoder_lr_scale, resume,
-                     len(data.train_idx))
+    summary = _train(module, view, out, train, extra, keeper, resume, len(data.train_idx))
     return {**summary, "best": keeper.metrics, "best_step": keeper.step,
             "checkpoint": str(out / "best.ckpt"), "train_chips": int(len(data.train_idx)),
             "val_chips": int(len(data.val_idx)), "config": model.config,
@@ -207,18 +216,25 @@ def _adapt_module(net, encoder, dataset, adapt, label) -> tuple[AdaptModule, Sty
     return AdaptModule(net, ground, **opts), style
 
 
-def _train(module, view, out: Path, train: dict, extra: dict, keeper, encoder_lr_scale: float,
-           resume: bool, n_train: int) -> dict:
-    """Run the engine with the fine-tuning defaults; validation goes through ``keeper``."""
+def _train(module, view, out: Path, train: dict, extra: dict, keeper, resume: bool,
+           n_train: int) -> dict:
+    """Run the engine with the fine-tuning defaults; validation goes through ``keeper``.
+
+    Learning rates per parameter group: :mod:`rsgeo.finetune.lr_decay` (``extra`` holds
+    ``encoder_lr_scale``, ``layer_decay`` and ``freeze_encoder``); the summary adds ``lr``
+    and ``lr_rule``."""
     settings = {k: v for k, v in train.items() if v is not None}
     settings.setdefault("lr", 1e-4)
     settings.setdefault("weight_decay", 0.05)
     settings.setdefault("batch_size", min(16, n_train))
     cfg = TrainConfig(extra=extra, **settings)
-    groups = _param_groups(module, float(settings["weight_decay"]), encoder_lr_scale)
+    encoders = list(getattr(module.net.encoder, "encoders", [module.net.encoder]))
+    scale, decay = extra["encoder_lr_scale"], extra["layer_decay"]
+    groups = finetune_groups(module, encoders, cfg.weight_decay, scale, decay)
+    rule = lr_rule(cfg.lr, encoders, scale, decay, extra["freeze_encoder"])
     trainer = Trainer(module, view, cfg, out, resume=resume, on_validate=keeper,
                       param_groups=groups, job=f"finetune {extra['task']}")
-    return trainer.fit()
+    return {**trainer.fit(), "lr": cfg.lr, "lr_rule": rule}
 
 
 class BestKeeper:
@@ -287,18 +303,6 @@ def _target_chips(target):
         if "no train chips" not in str(e):
             raise
     return open_chips(target, ("rgb",), None)[0]
-
-
-def _param_groups(model, weight_decay: float, encoder_lr_scale: float) -> list[dict]:
-    """The engine's AdamW groups, split so the encoder learns at ``encoder_lr_scale`` x lr."""
-    enc = {id(p) for p in model.net.encoder.parameters()}
-    groups = []
-    for g in param_groups(model, weight_decay):
-        for scale, params in ((encoder_lr_scale, [p for p in g["params"] if id(p) in enc]),
-                              (1.0, [p for p in g["params"] if id(p) not in enc])):
-            if params:
-                groups.append({**g, "params": params, "lr_scale": scale})
-    return groups
 
 
 def _classes(dataset) -> dict | None:

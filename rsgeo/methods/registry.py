@@ -126,7 +126,7 @@ class Method:
         summary: one line for ``rsgeo pretrain --help``.
         options: a dataclass whose fields (made with :func:`option`) are the method's
             options: YAML keys, keyword arguments and ``--flags`` of the same names.
-        blr: base learning rate per 256 samples (lr = blr x batch / 256 x ``lr_scale``).
+        blr: base learning rate per 256 samples (lr = blr x batch / 256 from batch 256 up, blr x sqrt(batch / 256) below, x ``lr_scale``; :func:`rsgeo.pretrain.batch_scaled_lr`).
         build: ``build(backbone, img_size, modality, in_chans, dsm_modality, **options)``
             -> a :class:`rsgeo.methods.base.PretrainMethod`; or ``"module:function"``.
         backbones: backbone kinds it works with (``vit``, ``swin``).

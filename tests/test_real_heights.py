@@ -1,0 +1,82 @@
+"""benchmarks/real_heights.py: a height model scored on the real rasters (skipped without them).
+
+A constant model (every pixel 7.25 m) makes the scores computable by hand from the
+references: MAE = mean |7.25 - ref| over the reference's valid pixels.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from rsgeo.tasks.bundle import build_task_model, save_task_model
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "real_heights.py"
+CFG = {"task": "height", "backbone": "vit-tiny-2", "in_chans": 3, "img_size": 64,
+       "head": "dpt", "head_features": 16}
+META = {"task": "height", "bands": ["red", "green", "blue"], "mean": [120.0] * 3,
+        "std": [50.0] * 3, "gsd": 0.5, "tile": 64, "overlap": 16, "units": "m", "nodata": -9999}
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("real_heights", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _constant_model(path: Path, value: float) -> Path:
+    torch.manual_seed(0)
+    model = build_task_model(CFG)
+    sd = model.state_dict()
+    sd["head.out.4.weight"].zero_()
+    sd["head.out.4.bias"].fill_(value)
+    model.load_state_dict(sd)
+    save_task_model(model, CFG, META, path)
+    return path
+
+
+def test_absent_folder_scores_nothing(tmp_path, capsys):
+    rh = _module()
+    assert rh.available_sites(tmp_path / "nope") == []
+    assert rh.score_real("unused.ckpt", tmp_path / "nope") == {}
+    assert rh.main(["unused.ckpt", "--realdata", str(tmp_path / "nope")]) == 0
+    assert "nothing to score" in capsys.readouterr().out
+
+
+def test_constant_model_scores_match_the_references(realdata, tmp_path):
+    rh = _module()
+    model = _constant_model(tmp_path / "const.ckpt", 7.25)
+    res = rh.score_real(model, realdata, sites=["montpellier", "village"])
+    assert set(res) == {"montpellier", "village"}
+    assert res["montpellier"]["resampled"] and not res["village"]["resampled"]  # 0.2 m -> 0.5 m
+    for site, r in res.items():
+        _, ref, mask = (realdata / f for f in rh.SITES[site])
+        with rasterio.open(ref) as ds, rasterio.open(mask) as ms:
+            h, ok = ds.read(1), ds.read_masks(1) > 0
+            bldg = ok & (ms.read(1) == 1)
+        # Montpellier's ortho declares 255 nodata: a few saturated white pixels drop out
+        assert 0.995 * ok.sum() <= r["n_pixels"] <= ok.sum()
+        assert 0.99 * bldg.sum() <= r["n_bldg"] <= bldg.sum()
+        assert r["mae"] == pytest.approx(np.abs(7.25 - h[ok]).mean(), rel=5e-3)
+        assert r["mae_bldg"] == pytest.approx(np.abs(7.25 - h[bldg]).mean(), rel=5e-3)
+        g = h[ok].clip(0.1)
+        tp = ((h[ok] > 1) & (np.maximum(7.25 / g, g / 7.25) < 1.25)).sum()
+        fp = (h[ok] <= 1).sum()          # every pixel is predicted above 1 m
+        assert r["precision_1"] == pytest.approx(tp / (tp + fp), rel=1e-2)
+        assert r["recall_1"] == 1.0
+        assert 0 < r["f1he_1"] < 1
+    assert "montpellier" in rh.table(res)
+
+
+def test_constant_baseline_equals_the_constant_model_on_a_native_grid(realdata, tmp_path):
+    rh = _module()
+    model = _constant_model(tmp_path / "const.ckpt", 7.25)
+    by_model = rh.score_real(model, realdata, sites=["village"])["village"]
+    base = rh.constant_scores(7.25, realdata, sites=["village"])["village"]
+    for k in ("f1he_1", "mae", "rmse", "delta1", "mae_bldg", "n_pixels"):
+        assert base[k] == pytest.approx(by_model[k], rel=2e-3), k   # RGB nodata: 0.1 % fewer
+    assert rh.constant_scores(0.0, realdata, sites=["village"])["village"]["f1he_1"] == 0.0
