@@ -62,3 +62,9 @@ def test_mean_sd_and_missing_cells():
              "delta1": 0.5}]
     text = mod.table(rows, {}, [10, 50])
     assert text.splitlines()[-1].endswith("| - |")
+
+
+def test_missing_realdata_is_skipped_not_fatal(tmp_path, capsys):
+    args = _module().parse(["--realdata", str(tmp_path / "absent")])
+    assert args.realdata is None
+    assert "real rasters skipped" in capsys.readouterr().out
