@@ -57,8 +57,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
              num_classes: int | None = None, class_weights: list[float] | None = None,
              crop: int | None = None, val_dataset=None, val_split: str = "val",
              head_features: int = 64, aux_landcover: bool = False, adapt_to=None,
-             adapt: dict | None = None, encoder_lr_scale: float = 1.0,
-             layer_decay: float = 1.0, resume: bool = False, overwrite: bool = False, **train) -> dict:
+             adapt: dict | None = None, encoder_lr_scale: float = 1.0, layer_decay: float = 1.0,
+             feature_norm: bool = True, resume: bool = False, overwrite: bool = False, **train) -> dict:
     """Fine-tune a task model; returns a summary (best score, paths, steps).
 
     Args:
@@ -84,6 +84,7 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         layer_decay: layer-wise learning-rate decay in (0, 1] (BEiT/MAE; 1: off; MAE uses
             0.65-0.75): encoder layer ``l`` of ``L + 1`` learns at ``lr x encoder_lr_scale x
             layer_decay ** (L + 1 - l)`` (:mod:`rsgeo.finetune.lr_decay`).
+        feature_norm: ViT feature levels through the encoder's final LayerNorm (as DINOv2's DPT).
         train: engine settings (steps, epochs, batch_size, lr, device, precision, seed,
             workers, val_every: steps between validations, default about ten a run, ...).
     """
@@ -100,9 +101,9 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         raise InputError(f"--aux-landcover and --adapt-to are not available for --task {task} "
                          "(use --task height)")
     data = _open_data(dataset, val_dataset, spec, inputs, aux, val_split, train_size, seed)
-    model = _build_model(spec, data, encoder=encoder, backbone=backbone, head=head,
-                         inputs=inputs, crop=crop, num_classes=num_classes,
-                         head_features=head_features, aux=aux, seed=seed)
+    model = _build_model(spec, data, encoder=encoder, backbone=backbone, head=head, inputs=inputs,
+                         crop=crop, num_classes=num_classes, head_features=head_features,
+                         aux=aux, seed=seed, feature_norm=feature_norm)
     if freeze_encoder:
         for p in model.net.encoder.parameters():
             p.requires_grad_(False)
@@ -176,7 +177,7 @@ def _open_data(dataset, val_dataset, spec: TaskSpec, inputs: str, aux: bool, val
 
 
 def _build_model(spec: TaskSpec, data: _Data, *, encoder, backbone, head, inputs, crop,
-                 num_classes, head_features, aux, seed) -> _Model:
+                 num_classes, head_features, aux, seed, feature_norm=True) -> _Model:
     """Encoders, config, network (seeded) and the checkpoint meta."""
     first = TaskView(data.ds, spec.name, inputs, [0], train=False).sample(0)["x"]
     in_chans, chip = int(first.shape[0]), int(min(first.shape[-2:]))
@@ -188,7 +189,7 @@ def _build_model(spec: TaskSpec, data: _Data, *, encoder, backbone, head, inputs
               "head": head, "head_features": head_features, "num_classes": num_classes,
               "split": 3 if len(INPUTS[inputs]) > 1 and not (encoders and len(encoders) == 1)
               else None,
-              "aux_classes": num_classes if aux else None}
+              "aux_classes": num_classes if aux else None, "feature_norm": bool(feature_norm)}
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)  # --seed: same run twice
     net = build_task_model(config, encoders)
     if crop % 32 or crop > chip:

@@ -127,21 +127,25 @@ def out_channels(encoder: nn.Module) -> list[int]:
     return [int(encoder.embed_dim * 2 ** i) for i in range(len(encoder.layers))][-4:]
 
 
-def encoder_features(encoder: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+def encoder_features(encoder: nn.Module, x: torch.Tensor, norm: bool = False) -> list[torch.Tensor]:
     """Four feature maps for dense heads (UperNet, DPT).
 
     Args:
         x: ``[B, C, H, W]`` normalised input, H and W multiples of :func:`encoder_stride`.
+        norm: ViT only: pass each level through the encoder's final LayerNorm (as DINOv2's
+            ``get_intermediate_layers(norm=True)``). Pretrained ViTs' residual streams are
+            10-30x larger than a random ViT's (vit-tiny-4 after MAE: std 6-19 vs 0.6), which
+            a freshly initialised head cannot take; the norm brings every level to unit scale.
 
     Returns:
         4 tensors ``[B, C_i, H_i, W_i]``: for ViT the last 4 blocks' patch tokens as maps at
-        stride ``patch`` (prefix tokens dropped, no final norm); for Swin the 4 stages at
-        strides 4, 8, 16, 32 (x patch/4).
+        stride ``patch`` (prefix tokens dropped; the final norm only with ``norm``); for Swin
+        the 4 stages at strides 4, 8, 16, 32 (x patch/4).
     """
     if encoder_kind(encoder) == "vit":
         n = len(encoder.blocks)
         idx = list(range(max(n - 4, 0), n))
-        feats = encoder.forward_intermediates(x, indices=idx, output_fmt="NCHW",
+        feats = encoder.forward_intermediates(x, indices=idx, output_fmt="NCHW", norm=norm,
                                               intermediates_only=True)
         while len(feats) < 4:  # fewer than 4 blocks: repeat the first
             feats = [feats[0]] + feats

@@ -20,13 +20,15 @@ class FeatureEncoder(nn.Module):
     """One encoder, or two (RGB + DSM, HiRes-FusedMIM style) whose maps are concatenated.
 
     ``features(x)`` -> 4 maps; with two encoders the first ``split`` bands feed the first
-    encoder, the rest the second, and each level is concatenated channel-wise.
+    encoder, the rest the second, and each level is concatenated channel-wise. ``norm``:
+    ViT levels go through the encoder's final LayerNorm
+    (:func:`~rsgeo.models.backbones.encoder_features`; the task config's ``feature_norm``).
     """
 
-    def __init__(self, encoders: list[nn.Module], split: int | None = None):
+    def __init__(self, encoders: list[nn.Module], split: int | None = None, norm: bool = False):
         super().__init__()
         self.encoders = nn.ModuleList(encoders)
-        self.split = split
+        self.split, self.norm = split, norm
 
     @property
     def channels(self) -> list[int]:
@@ -41,9 +43,9 @@ class FeatureEncoder(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         if len(self.encoders) == 1:
-            return encoder_features(self.encoders[0], x)
-        a = encoder_features(self.encoders[0], x[:, :self.split])
-        b = encoder_features(self.encoders[1], x[:, self.split:])
+            return encoder_features(self.encoders[0], x, self.norm)
+        a = encoder_features(self.encoders[0], x[:, :self.split], self.norm)
+        b = encoder_features(self.encoders[1], x[:, self.split:], self.norm)
         return [torch.cat([u, v], 1) for u, v in zip(a, b)]
 
 

@@ -41,7 +41,9 @@ def build_task_model(config: dict, encoders: list[nn.Module] | None = None) -> n
     ``in_chans``, ``img_size``, ``head`` (one of the task's heads; default its first),
     ``head_features``, ``num_classes`` (segmentation/classification), ``split`` (bands of
     the first encoder when two encoders are used: RGB+DSM), ``aux_classes`` (height:
-    land-cover classes of the auxiliary head, None for none). The task's spec builds the
+    land-cover classes of the auxiliary head, None for none), ``feature_norm`` (ViT feature
+    levels through the encoder's final LayerNorm; off when absent, as in checkpoints from
+    before it). The task's spec builds the
     head around the :class:`~rsgeo.models.networks.FeatureEncoder`.
     """
     spec = get_task(config.get("task", "height"))
@@ -53,7 +55,8 @@ def build_task_model(config: dict, encoders: list[nn.Module] | None = None) -> n
     if encoders is None:
         chans = [in_chans] if not split else [int(split), in_chans - int(split)]
         encoders = [build_encoder(config["backbone"], c, size) for c in chans]
-    return spec.build(FeatureEncoder(encoders, split), config)
+    norm = bool(config.get("feature_norm"))
+    return spec.build(FeatureEncoder(encoders, split, norm), config)
 
 
 def save_task_model(model: nn.Module, config: dict, meta: dict, path: str | os.PathLike,

@@ -1,0 +1,281 @@
+"""Study: does masked-image pretraining pay off when only a few chips are labelled?
+
+Grid: initialisation (``random``, ``mae``, ``selectivemae``, ``ctxmim``, ``fusedmim``'s RGB
+encoder, ``--external PATH``) x labelled chips (``--labels``, default 10 50 200) x seeds
+(default 0 1 2). Every initialisation is fine-tuned with the SAME recipe (steps, batch,
+learning rates, encoder lr scale, layer decay); only the starting encoder differs.
+
+Data (all synthetic, ``rsgeo synth --randomize``: sun, palettes, haze, blur, noise, JPEG,
+GSD 0.2-1.0 m, building styles drawn per scene):
+
+- pool: ``--pool-scenes`` scenes cut into chips. Pretraining sees every pool chip's RGB,
+  without labels (fusedmim also sees each chip's DSM: height data, said so in the table).
+  Fine-tuning sees a seeded subset of N pool chips with their nDSM labels (the same N chips
+  for every initialisation at a given seed).
+- held-out city: ``--val-scenes`` scenes with other seeds, never seen by pretraining or
+  fine-tuning. Each fine-tuned model is scored once, after its last step (no checkpoint
+  picked on the held-out city): F1^HE (delta < 1.25), MAE (m), delta1.
+- real rasters (``--realdata DIR``, skipped when absent): each fine-tuned model is scored
+  by ``real_heights.score_real`` (IGN Montpellier, Zurich, LiDAR HD village).
+
+Defaults: the recipe measured in the README (vit-tiny-4, 16 pool scenes of 512 px in 64-px
+chips, pretraining 1500 steps x 64 at lr 1.5e-3, fine-tuning 300 steps x 8 at head lr 5e-4,
+encoder lr scale 1, layer decay 0.75). On 2 busy cores (load 8-17) a fine-tuning cell took
+4.5-9 min and MAE pretraining 22 min; the whole default grid (5 initialisations x 3 x 3)
+was not run on CPU.
+
+Each initialisation is pretrained once and reused for every cell. With ``--work DIR`` every
+finished cell is appended to ``DIR/cells.jsonl`` and a rerun with the same settings skips
+it (resumable); each cell is printed as it finishes, with the load average.
+
+    python benchmarks/low_label.py --work /tmp/lowlab                      # CPU defaults
+    python benchmarks/low_label.py --inits random mae --labels 50          # one column
+    python benchmarks/low_label.py --device cuda --pool-scenes 64 --pretrain-steps 6000 \\
+        --finetune-steps 1000 --work out/lowlab                            # a GPU run
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rsgeo.data.prepare import prepare
+from rsgeo.data.sources import from_synth_dir
+from rsgeo.finetune import finetune
+from rsgeo.pretrain import pretrain
+from rsgeo.synth import LANDCOVER, write_scenes
+
+KEYS = ("f1he_1", "mae", "delta1")
+METHODS = ("mae", "selectivemae", "ctxmim", "fusedmim")
+SEEN = {"random": "nothing", "mae": "pool RGB", "selectivemae": "pool RGB",
+        "ctxmim": "pool RGB", "fusedmim": "pool RGB + DSM", "external": "its own data"}
+# settings that change the numbers (the --work folder is refused for other values)
+STUDY_KEYS = ("pool_scenes", "val_scenes", "size", "chip", "backbone", "pretrain_steps",
+              "pretrain_batch", "pretrain_lr", "finetune_steps", "batch_size", "lr",
+              "encoder_lr_scale", "layer_decay", "head_features", "external")
+
+
+def load() -> str:
+    """The 1-minute load average, for the log lines."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "?"
+
+
+def city(root: Path, name: str, scenes: int, size: int, chip: int, seed: int, split) -> Path:
+    """``scenes`` randomised synthetic scenes (seeds ``seed``...) -> a chip folder (cached)."""
+    out = root / f"{name}_chips"
+    if (out / "dataset.json").is_file():
+        return out
+    write_scenes(root / name, size=size, scenes=scenes, seed=seed, prefix=name,
+                 randomize=True, footprints=False, overwrite=True)
+    prepare(from_synth_dir(root / name), out, size=chip, classes=dict(LANDCOVER), split=split,
+            seed=seed)
+    return out
+
+
+def pretrained(init: str, pool: Path, work: Path, args) -> tuple[str, dict]:
+    """The encoder to start from for ``init`` and what its pretraining did (cached in work)."""
+    if init == "random":
+        return "random", {}
+    if init == "external":
+        return str(args.external), {"source": str(args.external)}
+    run, info = work / f"pretrain_{init}", work / f"pretrain_{init}.json"
+    if not info.is_file():
+        t0 = time.perf_counter()
+        s = pretrain(pool, init, args.backbone, run, steps=args.pretrain_steps,
+                     batch_size=args.pretrain_batch, lr=args.pretrain_lr, device=args.device,
+                     workers=args.workers, precision=args.precision, log_every=10,
+                     ckpt_every=10**9, overwrite=True)
+        losses = [json.loads(line)["loss"] for line in open(run / "metrics.jsonl")
+                  if '"loss"' in line]
+        rec = {"steps": s["step"], "lr": s["lr"], "loss_start": losses[0],
+               "loss_end": losses[-1], "seconds": round(time.perf_counter() - t0, 1),
+               "encoder": s["encoders"].get("encoder_rgb", s["encoders"].get("encoder"))}
+        info.write_text(json.dumps(rec))
+        print(f"pretrain {init}: {rec['steps']} steps, lr {rec['lr']:.2g}, loss "
+              f"{rec['loss_start']:.3f} -> {rec['loss_end']:.3f}, {rec['seconds']:.0f} s, "
+              f"load {load()}", flush=True)
+    rec = json.loads(info.read_text())
+    return rec["encoder"], rec
+
+
+def cell(init: str, encoder: str, n: int, seed: int, pool: Path, held: Path, work: Path,
+         args) -> dict:
+    """Fine-tune from ``encoder`` on ``n`` labelled pool chips; scores on the held-out city."""
+    out = cell_dir(work, init, n, seed)
+    t0 = time.perf_counter()
+    s = finetune(pool, "height", out, encoder=encoder,
+                 backbone=args.backbone if encoder == "random" else None,
+                 steps=args.finetune_steps, batch_size=min(args.batch_size, n), lr=args.lr,
+                 encoder_lr_scale=args.encoder_lr_scale, train_size=n, seed=seed,
+                 head_features=args.head_features, val_dataset=held, val_every=0,
+                 device=args.device, workers=args.workers, precision=args.precision,
+                 layer_decay=args.layer_decay, log_every=50, overwrite=True)
+    return {"init": init, "labels": n, "seed": seed, **{k: float(s["best"][k]) for k in KEYS},
+            "seconds": round(time.perf_counter() - t0, 1), "load": load()}
+
+
+def cell_dir(work: Path, init: str, n: int, seed: int) -> Path:
+    """A cell's fine-tuning run (``best.ckpt``: the model after its last step)."""
+    return work / "finetune" / f"{init}_n{n}_s{seed}"
+
+
+def score_real_rasters(model, args) -> dict:
+    """``real_heights.score_real`` on the model: {raster: {metric: value}} (a sibling script)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from real_heights import score_real  # noqa: E402  (benchmarks/real_heights.py)
+
+    return score_real(str(model), args.realdata, device=args.device)
+
+
+def settings_id(args) -> str:
+    blob = json.dumps({k: str(getattr(args, k)) for k in STUDY_KEYS}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def open_work(work: Path, args) -> dict:
+    """Finished cells of an earlier run with the same settings: {(init, n, seed): row}."""
+    work.mkdir(parents=True, exist_ok=True)
+    tag = work / "settings.json"
+    sid = settings_id(args)
+    if tag.is_file() and json.loads(tag.read_text())["id"] != sid:
+        sys.exit(f"{work}: made with other settings ({tag}); use another --work folder")
+    tag.write_text(json.dumps({"id": sid, **{k: str(getattr(args, k)) for k in STUDY_KEYS}}))
+    done = {}
+    if (work / "cells.jsonl").is_file():
+        for line in open(work / "cells.jsonl"):
+            r = json.loads(line)
+            done[(r["init"], r["labels"], r["seed"])] = r
+    return done
+
+
+def run_study(args) -> tuple[list[dict], dict]:
+    """The grid: (cells, pretraining records by init); cells print as they finish."""
+    work = Path(args.work)
+    done = open_work(work, args)
+    t0 = time.perf_counter()
+    pool = city(work, "pool", args.pool_scenes, args.size, args.chip, 0, (1.0, 0.0, 0.0))
+    held = city(work, "heldout", args.val_scenes, args.size, args.chip, 1000, (0.0, 1.0, 0.0))
+    print(f"data: {time.perf_counter() - t0:.0f} s ({pool}, {held})", flush=True)
+    inits = list(args.inits) + (["external"] if args.external else [])
+    rows, pre = [], {}
+    for init in inits:
+        encoder, pre[init] = pretrained(init, pool, work, args)
+        for n in args.labels:
+            for seed in args.seeds:
+                row = done.get((init, n, seed))
+                fresh = row is None
+                if fresh:
+                    row = cell(init, encoder, n, seed, pool, held, work, args)
+                if args.realdata and "real" not in row:  # also for cells run without it
+                    ckpt = cell_dir(work, init, n, seed) / "best.ckpt"
+                    row["real"] = score_real_rasters(ckpt, args)
+                    fresh = True
+                if fresh:  # the last line of a cell wins (open_work)
+                    with open(work / "cells.jsonl", "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                print(f"cell {init:<13} n={n:<4} seed={seed} F1^HE {row['f1he_1']:.3f} "
+                      f"MAE {row['mae']:.2f} m d1 {row['delta1']:.3f} "
+                      f"{row['seconds']:.0f} s load {row['load']}", flush=True)
+                for site, m in (row.get("real") or {}).items():
+                    print(f"  real {site:<12} F1^HE {m['f1he_1']:.3f} MAE {m['mae']:.2f} m "
+                          f"d1 {m['delta1']:.3f}", flush=True)
+                rows.append(row)
+    return rows, pre
+
+
+def mean_sd(values) -> str:
+    v = np.asarray(values, float)
+    return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}"
+
+
+def table(rows: list[dict], pre: dict, labels, value=lambda r, k: r[k]) -> str:
+    """Markdown: one line per initialisation, F1^HE / MAE / delta1 mean ± sd per label count."""
+    head = "| init (pretraining saw) | " + " | ".join(
+        f"{n} labels: F1^HE / MAE m / δ1" for n in labels) + " |"
+    lines = [head, "|" + " --- |" * (len(labels) + 1)]
+    for init in dict.fromkeys(r["init"] for r in rows):
+        p = pre.get(init) or {}
+        loss = (f", loss {p['loss_start']:.2f}->{p['loss_end']:.2f}"
+                if "loss_start" in p else "")
+        cells = []
+        for n in labels:
+            rs = [r for r in rows if r["init"] == init and r["labels"] == n]
+            cells.append(" / ".join(mean_sd([value(r, k) for r in rs]) for k in KEYS)
+                         + f" (n={len(rs)})" if rs else "-")
+        lines.append(f"| {init} ({SEEN[init]}{loss}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def real_tables(rows: list[dict], pre: dict, labels) -> str:
+    """One table per real raster (rows that were scored on real data)."""
+    scored = [r for r in rows if r.get("real")]
+    names = dict.fromkeys(k for r in scored for k in r["real"])
+    return "\n\n".join(f"real: {name}\n" + table(
+        [r for r in scored if name in r["real"]], pre, labels,
+        value=lambda r, k, name=name: r["real"][name][k]) for name in names)
+
+
+def parse(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--inits", nargs="+", default=["random", *METHODS],
+                    choices=["random", *METHODS])
+    ap.add_argument("--external", type=Path, help="an encoder checkpoint (any layout "
+                    "`finetune --encoder` reads): adds the 'external' row; skipped if not given")
+    ap.add_argument("--labels", type=int, nargs="+", default=[10, 50, 200])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--pool-scenes", type=int, default=16)
+    ap.add_argument("--val-scenes", type=int, default=2)
+    ap.add_argument("--size", type=int, default=512, help="scene side (px)")
+    ap.add_argument("--chip", type=int, default=64)
+    ap.add_argument("--backbone", default="vit-tiny-4")
+    ap.add_argument("--pretrain-steps", type=int, default=1500)
+    ap.add_argument("--pretrain-batch", type=int, default=64)
+    ap.add_argument("--pretrain-lr", type=float, default=1.5e-3)
+    ap.add_argument("--finetune-steps", type=int, default=300)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=5e-4, help="head learning rate")
+    ap.add_argument("--encoder-lr-scale", type=float, default=1.0)
+    ap.add_argument("--layer-decay", type=float, default=0.75,
+                    help="finetune's layer-wise lr decay (1: off)")
+    ap.add_argument("--head-features", type=int, default=32)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--realdata", type=Path, help="real height rasters (skipped when absent)")
+    ap.add_argument("--work", type=Path, help="work folder, kept and resumable "
+                    "(default: a temporary folder)")
+    args = ap.parse_args(argv)
+    if args.realdata and not args.realdata.is_dir():
+        print(f"--realdata {args.realdata}: not found, real rasters skipped", flush=True)
+        args.realdata = None
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    with tempfile.TemporaryDirectory(prefix="rsgeo-lowlabel-") as tmp:
+        args.work = args.work or Path(tmp)
+        t0 = time.perf_counter()
+        rows, pre = run_study(args)
+        print(f"\nheight on a held-out randomised synthetic city ({args.val_scenes} scenes), "
+              f"{args.backbone}, {args.finetune_steps} fine-tuning steps, mean ± sd over "
+              f"seeds {args.seeds}; wall {time.perf_counter() - t0:.0f} s, load {load()}")
+        print(table(rows, pre, args.labels))
+        if args.realdata:
+            print("\n" + real_tables(rows, pre, args.labels))
+        print(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}}))
+
+
+if __name__ == "__main__":
+    main()

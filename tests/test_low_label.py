@@ -1,0 +1,70 @@
+"""benchmarks/low_label.py at toy size: the grid runs, cells resume, the table prints."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "low_label.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("low_label", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+TOY = ["--inits", "random", "mae", "--labels", "3", "--seeds", "0", "1", "--pool-scenes", "1",
+       "--val-scenes", "1", "--size", "128", "--chip", "64", "--pretrain-steps", "2",
+       "--pretrain-batch", "2", "--finetune-steps", "2", "--batch-size", "2",
+       "--backbone", "vit-tiny-2", "--head-features", "8"]
+
+
+@pytest.mark.slow
+def test_low_label_grid_resumes_and_prints_a_table(tmp_path, capsys):
+    mod = _module()
+    args = mod.parse(TOY + ["--work", str(tmp_path)])
+    rows, pre = mod.run_study(args)
+    assert [(r["init"], r["labels"], r["seed"]) for r in rows] == [
+        ("random", 3, 0), ("random", 3, 1), ("mae", 3, 0), ("mae", 3, 1)]
+    assert all(0.0 <= r["f1he_1"] <= 1.0 and r["mae"] >= 0.0 for r in rows)
+    assert pre["mae"]["steps"] == 2 and "loss_start" in pre["mae"]
+    assert Path(pre["mae"]["encoder"]).is_file()
+    cells = (tmp_path / "cells.jsonl").read_text().splitlines()
+    assert len(cells) == 4
+
+    # a rerun with the same settings finishes from cells.jsonl: nothing is trained again
+    capsys.readouterr()
+    again, _ = mod.run_study(mod.parse(TOY + ["--work", str(tmp_path)]))
+    assert again == rows
+    assert "pretrain mae" not in capsys.readouterr().out
+    assert (tmp_path / "cells.jsonl").read_text().splitlines() == cells
+
+    text = mod.table(rows, pre, [3])
+    assert text.splitlines()[2].startswith("| random (nothing) | ")
+    assert "mae (pool RGB, loss" in text and "(n=2)" in text
+
+    # other settings in the same work folder are refused, not mixed
+    with pytest.raises(SystemExit):
+        mod.run_study(mod.parse(TOY + ["--work", str(tmp_path), "--lr", "1e-3"]))
+    assert json.loads(cells[0])["init"] == "random"
+
+
+def test_mean_sd_and_missing_cells():
+    mod = _module()
+    assert mod.mean_sd([0.2, 0.4]) == "0.300 ± 0.141"
+    assert mod.mean_sd([0.5]) == "0.500 ± 0.000"
+    rows = [{"init": "random", "labels": 10, "seed": 0, "f1he_1": 0.1, "mae": 2.0,
+             "delta1": 0.5}]
+    text = mod.table(rows, {}, [10, 50])
+    assert text.splitlines()[-1].endswith("| - |")
+
+
+def test_missing_realdata_is_skipped_not_fatal(tmp_path, capsys):
+    args = _module().parse(["--realdata", str(tmp_path / "absent")])
+    assert args.realdata is None
+    assert "real rasters skipped" in capsys.readouterr().out
