@@ -184,6 +184,8 @@ def main(argv=None) -> int:
     ap.add_argument("--realdata", type=Path, default=DEFAULT_REALDATA)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--gsd", default="auto", help="auto, native or metres per pixel")
+    ap.add_argument("--tile", type=int, help="tile px (default: the model's recommendation)")
+    ap.add_argument("--overlap", type=int, help="tile overlap px (default: the model's)")
     ap.add_argument("--constant", type=float, nargs="*", default=[0.0, 7.0],
                     help="also score models that predict these heights (m) everywhere")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -192,7 +194,8 @@ def main(argv=None) -> int:
         print(f"no real-data sites under {args.realdata}: nothing to score")
         return 0
     print(f"before: {uptime()}")
-    results = score_real(args.model, args.realdata, device=args.device, gsd=args.gsd)
+    results = score_real(args.model, args.realdata, device=args.device, gsd=args.gsd,
+                         tile=args.tile, overlap=args.overlap)
     print(f"height model {args.model} on real rasters (F1^HE at delta < 1.25, rsgeo protocol)")
     print(table(results))
     for value in args.constant:

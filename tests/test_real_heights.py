@@ -80,3 +80,16 @@ def test_constant_baseline_equals_the_constant_model_on_a_native_grid(realdata, 
     for k in ("f1he_1", "mae", "rmse", "delta1", "mae_bldg", "n_pixels"):
         assert base[k] == pytest.approx(by_model[k], rel=2e-3), k   # RGB nodata: 0.1 % fewer
     assert rh.constant_scores(0.0, realdata, sites=["village"])["village"]["f1he_1"] == 0.0
+
+
+def test_synth_to_real_runs_end_to_end_on_a_tiny_budget(realdata, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("synth_to_real", BENCH.with_name("synth_to_real.py"))
+    s2r = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(s2r)
+    assert s2r.main(["--scenes", "2", "--size", "128", "--steps", "2", "--batch-size", "2",
+                     "--backbone", "vit-tiny-2", "--head-features", "16",
+                     "--realdata", str(realdata), "--work", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "montpellier" in out and "baseline: 7 m everywhere" in out and "load average" in out
+    assert len(list((tmp_path / "synth").glob("*_scene.json"))) == 2
+    assert (tmp_path / "run" / "best.ckpt").is_file()

@@ -37,7 +37,7 @@ def synth(
     preview: Annotated[bool, typer.Option("--preview", help="Also write a PNG contact sheet per scene.")] = False,
     randomize: Annotated[bool, typer.Option(
         "--randomize", help="Domain randomisation: draw sun, roof/ground palettes, textures, "
-                            "terrain relief, haze, blur, noise, JPEG quality (and GSD/style "
+                            "terrain relief, trees, haze, blur, noise, JPEG quality (and GSD/style "
                             "when not given) from each scene's seed; recorded in _scene.json.")] = False,
     overwrite: Overwrite = False,
 ):

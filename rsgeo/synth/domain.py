@@ -14,6 +14,9 @@ in the scene's ``meta["randomize"]``. Ranges (:data:`RANGES`):
   shared dry..lush draw; texture and grain amplitudes × 0.4..2.
 - Terrain relief: 3 plane waves (wavelength 200..1500 m, any direction), together no steeper
   than a slope drawn in 0..0.15; added to the DTM and DSM, the nDSM is unchanged.
+- Trees (:mod:`rsgeo.synth.trees`): crown radius and height ranges, share of the layout's
+  trees kept, garden trees around a share of buildings, street-tree rows along a share of
+  the roads; drawn last, so every draw above is what it was without them.
 - Per image (pre and post separately): haze 0..0.4 toward an airlight of 170..235 grey
   levels (blue × 1..1.1), Gaussian blur sigma 0..1.5 px, per-band gain 0.85..1.15 and
   offset -10..10, noise sd 0.5..5 grey levels, JPEG quality 30..95 (or none, 20 %).
@@ -30,6 +33,7 @@ import numpy as np
 from rsgeo.synth.layout import STYLES
 from rsgeo.synth.palette import GROUND_RANGES, VEGETATION, draw_roof_palette, ground_colors
 from rsgeo.synth.sensor import Sensor
+from rsgeo.synth.trees import draw_trees
 
 DOMAIN_TAG = 0x5D0A1  # mixed with the seed: the domain draw's own random stream
 RANGES = {
@@ -63,6 +67,7 @@ class Domain:
     relief: list[dict]                  # plane waves: amplitude_m, wavelength_m, direction_deg, phase_rad
     sensor_pre: Sensor
     sensor_post: Sensor
+    trees: dict                         # rsgeo.synth.trees.draw_trees
 
     def to_meta(self) -> dict:
         """Every drawn value as it reads back from JSON (tuples as lists, class ids as
@@ -118,13 +123,15 @@ def draw_domain(seed: int, gsd: float | None = None, style: str | None = None) -
     tex, grain = _u(rng, "texture_gain"), _u(rng, "grain_gain")
     slope, waves = draw_relief(rng)
     pre, post = draw_sensor(rng), draw_sensor(rng)
+    trees = draw_trees(rng)
     return Domain(gsd=drawn_gsd if gsd is None else gsd, style=drawn_style if style is None else style,
                   sun_pre=sun_pre, sun_post=sun_post, roof_families=families, roof_palette=palette,
                   vegetation=veg, ground_t=ground_t, ground_colors=ground_colors(ground_t),
                   texture_gain=tex, grain_gain=grain, relief_slope=slope, relief=waves,
-                  sensor_pre=pre, sensor_post=post)
+                  sensor_pre=pre, sensor_post=post, trees=trees)
 
 
 def sensor_rng(seed: int, image: str) -> np.random.Generator:
-    """The noise generator of one image (``"pre"`` or ``"post"``) of scene ``seed``."""
-    return np.random.default_rng([seed, DOMAIN_TAG, {"pre": 1, "post": 2}[image]])
+    """The noise generator of one image (``"pre"`` or ``"post"``) of scene ``seed``, or
+    (``"trees"``) the one that plants its randomised trees."""
+    return np.random.default_rng([seed, DOMAIN_TAG, {"pre": 1, "post": 2, "trees": 3}[image]])

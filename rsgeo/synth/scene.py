@@ -23,6 +23,7 @@ from rsgeo.synth.layout import STYLES, make_layout, rotated_coords, to_pixels
 from rsgeo.synth.render import render
 from rsgeo.synth.sensor import apply_sensor
 from rsgeo.synth.surface import LANDCOVER, rasterize, relief, terrain
+from rsgeo.synth.trees import randomize_trees
 
 CRS_EPSG = 32631  # UTM 31N (southern France), metres
 MAX_GSD = 10.0    # m/px; beyond this the smallest buildings are under a pixel
@@ -80,13 +81,15 @@ def generate_scene(size: int = 1024, gsd: float | None = None, style: str | None
 
     ``gsd`` (m/px) and ``style`` default to 0.5 and ``"mid"``. ``randomize`` draws the
     scene's appearance and geometry from the seed (:mod:`rsgeo.synth.domain`: sun, palettes,
-    textures, terrain relief, haze, blur, noise, JPEG, and GSD / style when not given) and
+    textures, terrain relief, trees, haze, blur, noise, JPEG, and GSD / style when not given) and
     records the draw in ``meta["randomize"]``; without it the output is what it always was.
     """
     check_options(size, gsd, style, destroyed)
     gsd, style, dom = resolve(gsd, style, seed, randomize)
     rng = np.random.default_rng(seed)
     lay = make_layout(size, gsd, style, rng, palette=None if dom is None else dom.roof_palette)
+    if dom is not None:
+        lay.trees = randomize_trees(lay, dom.trees, sensor_rng(seed, "trees"))
     U, V = rotated_coords(size, lay.angle)
     dtm = terrain(size, gsd, rng)
     if dom is not None:
