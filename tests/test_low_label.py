@@ -64,6 +64,16 @@ def test_mean_sd_and_missing_cells():
     assert text.splitlines()[-1].endswith("| - |")
 
 
+def test_gains_are_paired_by_seed():
+    mod = _module()
+    rows = [{"init": i, "labels": 50, "seed": s, "f1he_1": v}
+            for i, s, v in [("random", 0, 0.10), ("random", 1, 0.30), ("mae", 0, 0.15),
+                            ("mae", 1, 0.33), ("mae", 2, 0.90)]]  # seed 2 has no partner
+    text = mod.gains(rows, [10, 50])
+    assert text == "mae - random, F1^HE points paired by seed: 50 labels +4.0 ± 1.4 (n=2)"
+    assert mod.gains([r for r in rows if r["init"] == "random"], [50]) == ""
+
+
 def test_missing_realdata_is_skipped_not_fatal(tmp_path, capsys):
     args = _module().parse(["--realdata", str(tmp_path / "absent")])
     assert args.realdata is None
