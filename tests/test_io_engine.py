@@ -229,6 +229,29 @@ def test_read_strips_and_pieces(tmp_path):
     assert all(p[0] % 16 == 0 for p in pieces[1:])  # cut on block edges
 
 
+def test_read_strips_share_one_pool(tmp_path, monkeypatch):
+    """Two rasters, 2 threads: each strip of each raster is cut for 2 threads (not 1 each),
+    and all pieces run on one shared pool of 2 threads."""
+    import threading
+
+    a = np.arange(32 * 64, dtype=np.float32).reshape(32, 64)
+    pa, pb = write_tiled(tmp_path / "a.tif", a), write_tiled(tmp_path / "b.tif", a + 1)
+    calls, orig = [], ParallelReader._read
+
+    def spy(self, out, indexes, r0, r1, c0, c1):
+        calls.append((self.path, r0, c0, threading.current_thread().name))
+        return orig(self, out, indexes, r0, r1, c0, c1)
+
+    monkeypatch.setattr(ParallelReader, "_read", spy)
+    with rasterio.open(pa) as da, rasterio.open(pb) as db:
+        got = list(read_strips([da, db], 16, threads=2))
+    np.testing.assert_array_equal(np.concatenate([y for _, (_, y) in got]), a + 1)
+    for path in (str(pa), str(pb)):
+        assert sorted((r, c) for p, r, c, _ in calls if p == path) == [(0, 0), (0, 32),
+                                                                       (16, 0), (16, 32)]
+    assert len({t for *_, t in calls}) <= 2
+
+
 def test_read_strips_pool_reuses_buffers(tmp_path):
     """With a pool, strips come from it and go back to it; the values are unchanged."""
     from rsgeo.io.buffers import ArrayPool

@@ -91,10 +91,12 @@ class ParallelReader:
     """Decode windows of ``ds`` on ``threads`` threads, each with its own handle.
 
     Use as a context manager (closes the pool and the handles). ``ds`` stays usable by the
-    caller; it is only read for its path and parameters.
+    caller; it is only read for its path and parameters. ``pool``: an executor shared with
+    other readers (its threads open a handle of this reader's dataset each; the caller shuts
+    it down before :meth:`close`), else the reader starts its own ``threads`` threads.
     """
 
-    def __init__(self, ds, threads: int | None = None):
+    def __init__(self, ds, threads: int | None = None, pool: ThreadPoolExecutor | None = None):
         self.ds = ds
         self.path = source_path(ds)
         self.threads = threads or default_threads()
@@ -102,7 +104,8 @@ class ParallelReader:
         self._local = threading.local()
         self._handles: list = []
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="rsgeo-read")
+        self._own_pool = pool is None
+        self._pool = pool or ThreadPoolExecutor(self.threads, thread_name_prefix="rsgeo-read")
 
     def _handle(self):
         h = getattr(self._local, "ds", None)
@@ -151,7 +154,8 @@ class ParallelReader:
         return futs
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._own_pool:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             for h in reversed(self._handles):
                 try:
@@ -187,7 +191,9 @@ def read_strips(datasets: Sequence, rows: int, *, threads: int | None = None,
 
     All ``datasets`` share one grid (height, width). Strips of ``rows`` rows are read by a
     :class:`ParallelReader` per dataset, ``ahead`` strips ahead of the consumer, each strip
-    cut into block-aligned column pieces decoded at once. Arrays are ``(h, width)`` in each
+    cut into block-aligned column pieces decoded at once. The readers share one pool of
+    ``threads`` threads, so a costly raster (noisy heights) beside a cheap one (a mask) gets
+    all of them rather than its share. Arrays are ``(h, width)`` in each
     dataset's dtype, fresh for every strip -- or, with ``pool``, taken from it: the consumer
     gives each array back (``pool.give``) once done with it, so a long sweep reuses a few
     buffers instead of faulting in new memory for every strip. ``bands``: the (1-based)
@@ -196,8 +202,9 @@ def read_strips(datasets: Sequence, rows: int, *, threads: int | None = None,
     h, w = datasets[0].height, datasets[0].width
     bands = list(bands) if bands is not None else [1] * len(datasets)
     wins = [Window(0, r, w, min(rows, h - r)) for r in range(0, h, rows)]
-    per = max(1, (threads or default_threads()) // len(datasets))
-    readers = [ParallelReader(ds, per) for ds in datasets]
+    threads = threads or default_threads()
+    shared = ThreadPoolExecutor(threads, thread_name_prefix="rsgeo-read")
+    readers = [ParallelReader(ds, threads, pool=shared) for ds in datasets]
     pending: deque = deque()
 
     def submit(win: Window):
@@ -223,6 +230,7 @@ def read_strips(datasets: Sequence, rows: int, *, threads: int | None = None,
                 nxt += 1
             yield win, arrs
     finally:
+        shared.shutdown(wait=True, cancel_futures=True)
         for rd in readers:
             rd.close()
 
