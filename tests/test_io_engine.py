@@ -229,9 +229,10 @@ def test_read_strips_and_pieces(tmp_path):
     assert all(p[0] % 16 == 0 for p in pieces[1:])  # cut on block edges
 
 
-def test_read_strips_share_one_pool(tmp_path, monkeypatch):
-    """Two rasters, 2 threads: each strip of each raster is cut for 2 threads (not 1 each),
-    and all pieces run on one shared pool of 2 threads."""
+@pytest.mark.parametrize("threads,cuts", [(2, [0]), (8, [0, 32])])
+def test_read_strips_share_one_pool(tmp_path, monkeypatch, threads, cuts):
+    """Two rasters on one shared pool of THREADS threads: strips are read whole while the
+    strips in flight (2 rasters x 2 ahead) keep every thread busy, else cut into pieces."""
     import threading
 
     a = np.arange(32 * 64, dtype=np.float32).reshape(32, 64)
@@ -244,12 +245,12 @@ def test_read_strips_share_one_pool(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ParallelReader, "_read", spy)
     with rasterio.open(pa) as da, rasterio.open(pb) as db:
-        got = list(read_strips([da, db], 16, threads=2))
+        got = list(read_strips([da, db], 16, threads=threads, ahead=2))
     np.testing.assert_array_equal(np.concatenate([y for _, (_, y) in got]), a + 1)
     for path in (str(pa), str(pb)):
-        assert sorted((r, c) for p, r, c, _ in calls if p == path) == [(0, 0), (0, 32),
-                                                                       (16, 0), (16, 32)]
-    assert len({t for *_, t in calls}) <= 2
+        assert sorted((r, c) for p, r, c, _ in calls if p == path) == [
+            (r, c) for r in (0, 16) for c in cuts]
+    assert len({t for *_, t in calls}) <= threads
 
 
 def test_read_strips_pool_reuses_buffers(tmp_path):

@@ -136,7 +136,10 @@ class TileReader:
         t, H, W = self.tiles.tile, self.tiles.height, self.tiles.width
         cols = self.tiles.col_offsets
         pool = ArrayPool(keep=self.ahead + 2)
-        with ParallelReader(self.ds, self.threads) as reader:
+        # whole strips while enough are in flight to keep every thread busy (less CPU than
+        # column pieces); pieces only when threads outnumber the strips ahead
+        split = -(-self.threads // self.ahead)
+        with ParallelReader(self.ds, self.threads, split=split) as reader:
             held: dict[int, tuple] = {}
             submitted = 0
 
