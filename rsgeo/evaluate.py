@@ -166,17 +166,17 @@ class PairCheck:
 
     def sample(self, pv, rv, okp, okr, offset: int) -> list[tuple]:
         """What :meth:`merge` needs of one streamed piece (2-D values, metres for heights,
-        and each raster's valid mask) starting at pixel ``offset`` of the stream. Changes
-        nothing: pieces may be sampled in any thread, in any order."""
+        and each raster's valid mask, None: all valid) starting at pixel ``offset`` of the
+        stream. Changes nothing: pieces may be sampled in any thread, in any order."""
         start = (-offset) % self.step
         out = []
         for i, (v, ok) in enumerate(((pv, okp), (rv, okr))):
-            found = self.any[i] or bool((ok & np.isfinite(v)).any() if v.dtype.kind == "f"
-                                        else ok.any())
+            found = self.any[i] or _any_valid(v, ok)
             vals = None
             if self.heights:
-                sub, keep = v.reshape(-1)[start::self.step], ok.reshape(-1)[start::self.step]
-                vals = sub[keep]
+                vals = v.reshape(-1)[start::self.step]
+                if ok is not None:
+                    vals = vals[ok.reshape(-1)[start::self.step]]
                 vals = vals[np.isfinite(vals)] if vals.dtype.kind == "f" else vals
             out.append((found, vals))
         return out
@@ -203,6 +203,14 @@ class PairCheck:
             check_heights(np.concatenate(self.kept[i]), path,
                           absolute=absolute or self.predicted[i], max_height=max_height,
                           way_through="--absolute")
+
+
+def _any_valid(v: np.ndarray, ok: np.ndarray | None) -> bool:
+    """Whether ``v`` has a finite value where ``ok`` (None: everywhere)."""
+    if v.dtype.kind != "f":
+        return bool(ok is None or ok.any())
+    fin = np.isfinite(v)
+    return bool((fin if ok is None else fin & ok).any())
 
 
 @dataclass(frozen=True)
@@ -282,14 +290,9 @@ _calc = threading.local()  # each metrics thread's accumulator (work buffers onl
 
 def _score_group(pieces: list, prep: Prep, spec: _Spec) -> _Part:
     """Score ``[(offset, pred piece, ref piece)]`` (raw 2-D pieces) in a metrics thread."""
-    height = spec.task == "height"
-    if height:
-        calc = getattr(_calc, "acc", None)
-        if calc is None:
-            calc = _calc.acc = HeightAccumulator()
-        stats: object = []
-    else:
-        stats = _accumulator(spec.task, spec.names, spec.ignore_index)
+    if spec.task == "height":
+        return _score_heights(pieces, prep, spec.checks)
+    stats = _accumulator(spec.task, spec.names, spec.ignore_index)
     n_valid, samples = 0, []
     for offset, pv, rv in pieces:
         pv, rv, okp, okr = prep.piece(pv, rv)
@@ -299,11 +302,37 @@ def _score_group(pieces: list, prep: Prep, spec: _Spec) -> _Part:
         ok = okp & okr
         samples.append(spec.checks.sample(pv, rv, okp, okr, offset))
         n_valid += int(np.count_nonzero(ok))
-        if height:
-            stats.extend(calc.window_stats(pv, rv, ok))
-        else:
-            _update(stats, spec.task, pv, rv, ok, spec.ignore_index)
+        _update(stats, spec.task, pv, rv, ok, spec.ignore_index)
     return _Part(stats, n_valid, samples)
+
+
+def _score_heights(pieces: list, prep: Prep, checks: PairCheck) -> _Part:
+    """:func:`_score_group` for heights: :meth:`HeightAccumulator.window_stats` of each piece.
+
+    A piece without nodata (the usual case) passes no masks: the accumulator's fast path
+    then needs no mask pass at all."""
+    calc = getattr(_calc, "acc", None)
+    if calc is None:
+        calc = _calc.acc = HeightAccumulator()
+    stats, n_valid, samples = [], 0, []
+    for offset, pv, rv in pieces:
+        okp, okr = _holes(pv, prep.pred_nodata), _holes(rv, prep.ref_nodata)
+        pv, rv = prep.pred_units.to_metres(pv), prep.ref_units.to_metres(rv)
+        ok = okp if okr is None else okr if okp is None else okp & okr
+        samples.append(checks.sample(pv, rv, okp, okr, offset))
+        n_valid += pv.size if ok is None else int(np.count_nonzero(ok))
+        stats.extend(calc.window_stats(pv, rv, ok))
+    return _Part(stats, n_valid, samples)
+
+
+def _holes(a: np.ndarray, nodata) -> np.ndarray | None:
+    """``a != nodata`` where ``a`` holds ``nodata`` somewhere, else None (every pixel valid;
+    non-finite values are left to the caller)."""
+    if nodata is None or (isinstance(nodata, float) and np.isnan(nodata)):
+        return None
+    if not np.count_nonzero(a == nodata):
+        return None
+    return a != nodata
 
 
 def _scored(pred: Path, ref: Path, align, nodata, rows: int, spec: _Spec):

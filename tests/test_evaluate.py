@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
+import rasterio
+
 from rsgeo.evaluate import evaluate
 from rsgeo.metrics.footprints import match
+from rsgeo.metrics.height import HeightAccumulator
 from rsgeo.metrics.synrs3d import Synrs3dAverager, synrs3d_image_metrics
 from tests.conftest import make_raster
 
@@ -200,3 +203,34 @@ def test_evaluate_same_numbers_for_any_thread_count(tmp_path, monkeypatch, task)
     one = evaluate(p, r, task=task, strip_rows=10_000)  # one strip: a different grouping
     for k, v in results[0]["summary"].items():
         assert v == pytest.approx(one["summary"][k], rel=1e-12, nan_ok=True), k
+
+
+@pytest.mark.parametrize("dtype,nodata", [("int16", None), ("int16", -1), ("int16", 0),
+                                          ("float32", float("nan"))])
+def test_height_pieces_with_and_without_nodata(tmp_path, dtype, nodata):
+    """Pieces without nodata skip the masks; the counts are those of the masked arrays
+    (centimetres, nodata only in some strips; NaN nodata: NaN pixels drop as non-finite)."""
+    rng = np.random.default_rng(7)
+    ref = np.where(rng.random((90, 120)) < 0.5, 0, rng.integers(100, 2500, (90, 120)))
+    pred = np.clip(ref + rng.integers(-150, 150, ref.shape), 1, None)
+    ref, pred = ref.astype(dtype), pred.astype(dtype)
+    hole = np.nan if nodata is None or np.isnan(nodata) else nodata
+    if nodata is not None:
+        ref[60:70, 5:9] = hole                   # only the strips over rows 60-69
+        pred[3, 100] = hole
+    paths = []
+    for name, a in (("p", pred), ("r", ref)):
+        path = make_raster(tmp_path / f"{name}.tif", a, nodata=nodata)
+        with rasterio.open(path, "r+") as ds:
+            ds.units = ("cm",)
+        paths.append(path)
+    got = evaluate(*paths, strip_rows=20)["summary"]
+    ok = np.ones(ref.shape, bool) if nodata is None else (
+        np.isfinite(ref) & np.isfinite(pred) if np.isnan(hole) else (ref != hole) & (pred != hole))
+    acc = HeightAccumulator()
+    acc.update(pred[ok].astype(np.float32) * np.float32(0.01),
+               ref[ok].astype(np.float32) * np.float32(0.01))
+    want = acc.result()
+    assert got["n_pixels"] == int(ok.sum()) == want["n_pixels"]
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=1e-9), k

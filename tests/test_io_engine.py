@@ -229,6 +229,30 @@ def test_read_strips_and_pieces(tmp_path):
     assert all(p[0] % 16 == 0 for p in pieces[1:])  # cut on block edges
 
 
+@pytest.mark.parametrize("threads,cuts", [(2, [0]), (8, [0, 32])])
+def test_read_strips_share_one_pool(tmp_path, monkeypatch, threads, cuts):
+    """Two rasters on one shared pool of THREADS threads: strips are read whole while the
+    strips in flight (2 rasters x 2 ahead) keep every thread busy, else cut into pieces."""
+    import threading
+
+    a = np.arange(32 * 64, dtype=np.float32).reshape(32, 64)
+    pa, pb = write_tiled(tmp_path / "a.tif", a), write_tiled(tmp_path / "b.tif", a + 1)
+    calls, orig = [], ParallelReader._read
+
+    def spy(self, out, indexes, r0, r1, c0, c1):
+        calls.append((self.path, r0, c0, threading.current_thread().name))
+        return orig(self, out, indexes, r0, r1, c0, c1)
+
+    monkeypatch.setattr(ParallelReader, "_read", spy)
+    with rasterio.open(pa) as da, rasterio.open(pb) as db:
+        got = list(read_strips([da, db], 16, threads=threads, ahead=2))
+    np.testing.assert_array_equal(np.concatenate([y for _, (_, y) in got]), a + 1)
+    for path in (str(pa), str(pb)):
+        assert sorted((r, c) for p, r, c, _ in calls if p == path) == [
+            (r, c) for r in (0, 16) for c in cuts]
+    assert len({t for *_, t in calls}) <= threads
+
+
 def test_read_strips_pool_reuses_buffers(tmp_path):
     """With a pool, strips come from it and go back to it; the values are unchanged."""
     from rsgeo.io.buffers import ArrayPool
@@ -270,6 +294,24 @@ def test_model_returning_a_view_of_its_input(tmp_path):
     np.testing.assert_allclose(got, data[0], rtol=1e-5)
 
 
+def test_batches_recycled_once_blended(tmp_path):
+    """run_tiled hands each batch's arrays back after blending: later batches reuse them
+    (no fresh pages per batch), and the output is the reference's."""
+    data = np.random.default_rng(9).normal(5, 2, (1, 160, 160)).astype(np.float32)
+    src = write_tiled(tmp_path / "in.tif", data)
+    seen = []
+
+    def fn(b):
+        seen.append(b)                         # held: only recycling can repeat an array
+        return b[:, :1] * 2
+
+    with open_raster(src, require_crs=False) as ds:
+        ref = reference(ds, lambda b: b[:, :1] * 2, 32, 8)
+        got = engine(tmp_path, ds, fn, 32, 8, threads=2, prefetch=1)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=0)
+    assert len(seen) > 2 * len({id(b) for b in seen})   # 12 batches of 3 tiles, few arrays
+
+
 def test_normalise_into_a_buffer_equals_in_place():
     from rsgeo.io.writer import _normalise, weight_sums
 
@@ -283,6 +325,28 @@ def test_normalise_into_a_buffer_equals_in_place():
     same = np.ascontiguousarray(view)
     _normalise(same, den_y, den_x)
     assert np.array_equal(out, same) and np.array_equal(view, acc[:, :, :60])
+    plain = view / np.multiply.outer(den_y, den_x)
+    scratch = np.full(40 * 60, np.nan, np.float32)   # weight sums land here, not in out
+    _normalise(out, den_y, den_x, view, scratch)
+    assert np.array_equal(out, same) and np.array_equal(out, plain)
+
+
+def test_accumulate_with_scratch_is_the_plain_expression():
+    """``acc += pred * weight`` through a scratch buffer: bit for bit, ramps and flat parts."""
+    from rsgeo.io.writer import _accumulate, _ones_span, ramp
+
+    rng = np.random.default_rng(1)
+    wy, wx = ramp(48, 10, True, True)[:40], ramp(48, 10, True, False)
+    weight = wy[:, None] * wx[None, :]
+    pred = rng.normal(3, 2, (2, 48, 48)).astype(np.float32)[:, :40]
+    acc0 = rng.random((2, 40, 60)).astype(np.float32)
+    want = acc0.copy()
+    want[:, :, 5:53] += pred * weight
+    for scratch in (None, np.full(2 * 48 * 48, np.nan, np.float32)):
+        got = acc0.copy()
+        _accumulate(got[:, :, 5:53], pred, weight, _ones_span(wy), _ones_span(wx),
+                    scratch=scratch)
+        assert np.array_equal(got, want)
 
 
 def test_read_strips_failure_is_one_line(tmp_path):

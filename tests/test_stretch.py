@@ -52,3 +52,39 @@ def test_prepare_stretches_dark_16bit_imagery_like_prediction(tmp_path, cli):
     with rasterio.open(src) as r:
         expected = image_stretch(r).apply_uint8(img[:, :64, :64])
     assert any(np.array_equal(c, expected) for c in chips)
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint8"])
+def test_prediction_samples_an_input_once(tmp_path, monkeypatch, dtype):
+    """The stretch's decimated read also answers "any valid pixel?"; uint8 images (no
+    stretch read) take the block sample instead; an all-nodata image is still refused."""
+    from rsgeo.infer import predict
+    from rsgeo.io import stretch as stretch_mod
+    from rsgeo.io.heights import require_valid
+
+    calls = {"image_sample": 0, "sample": 0}
+
+    def counted(name, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    img_sample = counted("image_sample", stretch_mod.image_sample)
+    monkeypatch.setattr(stretch_mod, "image_sample", img_sample)
+    monkeypatch.setattr(predict, "image_sample", img_sample)
+    monkeypatch.setattr(predict, "sample", counted("sample", predict.sample))
+    rng = np.random.default_rng(2)
+    img = rng.integers(1, 250, (3, 40, 50)).astype(dtype)
+    img[:, :20] = 0
+    path = make_raster(tmp_path / "i.tif", img, nodata=0)
+    with rasterio.open(path) as ds:
+        got, ok = predict._stretch_and_valid(ds, "percentile", 0, path)
+        assert calls == ({"image_sample": 1, "sample": 0} if dtype == "uint16"
+                         else {"image_sample": 0, "sample": 1})
+        assert got == image_stretch(ds) and ok.any() and not ok.all()
+    empty = make_raster(tmp_path / "e.tif", np.zeros_like(img), nodata=0)
+    with rasterio.open(empty) as ds:
+        _, ok = predict._stretch_and_valid(ds, "percentile", 0, empty)
+        with pytest.raises(InputError, match="no valid pixel"):
+            require_valid(ds, 0, empty, ok)

@@ -50,7 +50,7 @@ from rsgeo.io.heights import require_valid, sample, sample_plan
 from rsgeo.io.limits import check_pixels
 from rsgeo.io.raster import Grid, align_to, ground_gsd, open_raster, valid_mask, work_grid
 from rsgeo.io.reader import block_shape
-from rsgeo.io.stretch import image_stretch, parse_scale
+from rsgeo.io.stretch import image_sample, image_stretch, needs_sample, parse_scale
 from rsgeo.io.windows import TileGrid, plan_panels, strips
 from rsgeo.io.writer import HEIGHT_NODATA, open_output
 from rsgeo.progress import progress
@@ -426,6 +426,19 @@ def _warmup_shape(meta: dict, config: dict, *, tile, batch_size) -> tuple | None
     return (batch_size, bands, t, t)
 
 
+def _stretch_and_valid(src, scale, nodata, path) -> tuple:
+    """``(stretch, valid mask of band 1 at sampled pixels or None)`` from one sample: the
+    stretch's decimated read when it needs one (its raw band 1 against ``nodata``), else a
+    block sample (:func:`~rsgeo.io.heights.sample_plan`) only when ``nodata`` is set."""
+    smp = image_sample(src) if needs_sample(src, scale) else None
+    stretch = image_stretch(src, scale, smp)
+    if nodata is None:
+        return stretch, None
+    if smp is not None:
+        return stretch, valid_mask(np.asarray(smp.data[0]), nodata)
+    return stretch, sample(src, nodata, sample_plan(src), path)[1]
+
+
 def _open_input(item, spec: dict, stack: ExitStack, out_path):
     """``(dataset, grid, norm, stretch, nodata, band choice)`` for one input (a PRE/POST
     pair: stacked; its band choice is None)."""
@@ -436,11 +449,10 @@ def _open_input(item, spec: dict, stack: ExitStack, out_path):
         src, choice = stack.enter_context(open_image(  # --bands: rsgeo.io.bands
             item, want=bands, bands=spec["pick"], nodata=spec["nodata"],
             purpose=f"image for this {bands}-band model"))
-        stretch = image_stretch(src, spec["scale"])
         nodata = spec["nodata"] if spec["nodata"] is not None and not choice.alpha \
             else src.nodata  # an alpha-masked view holds both masks in its own nodata
+        stretch, ok = _stretch_and_valid(src, spec["scale"], nodata, item)
         if nodata is not None:  # all nodata: an error, never a raster of nodata only
-            _, ok = sample(src, nodata, sample_plan(src), item)
             require_valid(src, nodata, item, ok)
         # x * scale - offset on 0-255, then (. - mean) / std: the offset folds into the mean
         norm = Norm(float(np.float32(stretch.scale)), tuple(m + stretch.offset for m in mean),

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -56,6 +56,7 @@ from rsgeo.io.windows import Panel, TileGrid, pad_array, plan_panels, tile_order
 from rsgeo.io.writer import HEIGHT_NODATA, BlendedWriter
 
 STRIP_BYTES_MAX = 256 * 2 ** 20  # strips read ahead are capped to this many bytes
+BATCHES_KEPT = 8                 # released batch arrays kept for reuse (queued + in use)
 
 
 @dataclass
@@ -63,13 +64,23 @@ class Batch:
     """A batch of tiles: data ``(B, bands, t, t)``, valid ``(B, t, t)`` and their windows.
 
     ``all_valid``: every pixel of every tile is valid (inside the raster, an integer raster
-    without nodata): consumers may skip the mask.
+    without nodata): consumers may skip the mask. :meth:`release` hands ``data`` and
+    ``valid`` back to the reader for later batches (optional; only once nothing reads them).
     """
 
     windows: list[Window]
     data: np.ndarray
     valid: np.ndarray
     all_valid: bool = False
+    pool: ArrayPool | None = field(default=None, repr=False)
+
+    def release(self) -> None:
+        """Give the arrays back to the reader's pool: later batches reuse them instead of
+        faulting in fresh pages (call once the model's output and the masks are blended)."""
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.give(self.data)
+            pool.give(self.valid)
 
 
 class _Done:
@@ -115,6 +126,7 @@ class TileReader:
         widest = max(min(p.c1, W) - p.c0 for p in panels)
         strip_bytes = self.rows * widest * self.bands * self.native.itemsize
         self.ahead = max(2, min(self.threads + 1, STRIP_BYTES_MAX // max(strip_bytes, 1)))
+        self.batch_pool = ArrayPool(keep=BATCHES_KEPT)  # released batches (Batch.release)
 
     def windows(self) -> list[Window]:
         return list(tile_order(self.tiles, self.panels))
@@ -124,7 +136,10 @@ class TileReader:
         t, H, W = self.tiles.tile, self.tiles.height, self.tiles.width
         cols = self.tiles.col_offsets
         pool = ArrayPool(keep=self.ahead + 2)
-        with ParallelReader(self.ds, self.threads) as reader:
+        # whole strips while enough are in flight to keep every thread busy (less CPU than
+        # column pieces); pieces only when threads outnumber the strips ahead
+        split = -(-self.threads // self.ahead)
+        with ParallelReader(self.ds, self.threads, split=split) as reader:
             held: dict[int, tuple] = {}
             submitted = 0
 
@@ -162,9 +177,9 @@ class TileReader:
                         live.append((r0, r1, arr))
                     for c in cols[p.j0:p.j1]:
                         if batch is None:
-                            n = min(batch_size, total - done)
-                            batch = Batch([], np.empty((n, self.bands, t, t), self.dtype),
-                                          np.empty((n, t, t), bool), self.no_mask)
+                            n, bp = min(batch_size, total - done), self.batch_pool
+                            batch = Batch([], bp.take((n, self.bands, t, t), self.dtype),
+                                          bp.take((n, t, t), bool), self.no_mask, bp)
                         i = len(batch.windows)
                         full = self._cut(live, r, c, p.c0, batch.data[i], batch.valid[i])
                         batch.all_valid &= full
@@ -282,23 +297,31 @@ class TiledRun:
                 item = self._q.get()
                 if item is None:
                     break
-                for w, pred, valid in zip(*item):
+                windows, preds, valids, done = item
+                for w, pred, valid in zip(windows, preds, valids):
                     self._writer.add(w, pred, valid)
+                if done is not None:
+                    done()
             self._writer.close()
         except BaseException as e:  # noqa: BLE001 - raised by put/join
             self._error = e  # put() sees it instead of waiting on a full queue
             self._writer.abort()
 
-    def put(self, windows, preds, valids) -> None:
+    def put(self, windows, preds, valids, done: Callable[[], None] | None = None) -> None:
+        """Blend ``preds`` (B, bands, t, t) of ``windows`` with ``valids`` (B masks, or None
+        each: all valid); ``done()`` is called once they are blended (e.g.
+        :meth:`Batch.release`)."""
         if self._error is not None:
             raise self._error
         if not self._threaded:  # blend here, while the predictions are still in cache
             for w, pred, valid in zip(windows, preds, valids):
                 self._writer.add(w, pred, valid)
+            if done is not None:
+                done()
             return
         while True:
             try:
-                self._q.put((windows, preds, valids), timeout=0.1)
+                self._q.put((windows, preds, valids, done), timeout=0.1)
                 return
             except queue.Full:
                 if self._error is not None:
@@ -381,7 +404,8 @@ def run_tiled(ds, dst, fn: Callable[[np.ndarray], np.ndarray], *, tile: int, ove
                 raise ValueError(f"model returned shape {out.shape} for input {batch.data.shape}")
             # all valid: no mask for the blend to test (the same weights, the same values)
             run.put(batch.windows, out,
-                    [None] * len(batch.windows) if batch.all_valid else batch.valid)
+                    [None] * len(batch.windows) if batch.all_valid else batch.valid,
+                    batch.release)  # its arrays serve a later batch once blended
             if on_batch:
                 on_batch(len(batch.windows))
     except BaseException:

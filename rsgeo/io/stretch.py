@@ -68,7 +68,10 @@ def parse_scale(text: str | None) -> str | tuple[float, float]:
     return lo, hi
 
 
-def _sample(ds) -> np.ma.MaskedArray:
+def image_sample(ds) -> np.ma.MaskedArray:
+    """The decimated read the percentiles come from: all bands, at most about 1024 px on the
+    long side (nearest), masked where the dataset's mask or a non-finite value says.
+    ``.data`` holds the raw values, so a caller may test its own nodata on the same pixels."""
     step = max(1, int(math.ceil(max(ds.width, ds.height) / 1024)))
     shape = (ds.count, max(1, ds.height // step), max(1, ds.width // step))
     a = ds.read(out_shape=shape, masked=True)
@@ -77,16 +80,27 @@ def _sample(ds) -> np.ma.MaskedArray:
     return a
 
 
-def image_stretch(ds, scale: str | tuple[float, float] | None = "percentile") -> Stretch:
-    """The :class:`Stretch` for the open image ``ds`` under ``scale`` (see the module doc)."""
+def needs_sample(ds, scale: str | tuple[float, float] | None = "percentile") -> bool:
+    """Whether :func:`image_stretch` of ``ds`` under ``scale`` reads :func:`image_sample`
+    (it does not for uint8 images, ``none`` and ``MIN,MAX``)."""
+    mode = parse_scale(scale) if isinstance(scale, (str, type(None))) else tuple(scale)
+    return not isinstance(mode, tuple) and mode != "none" and ds.dtypes[0] != "uint8"
+
+
+def image_stretch(ds, scale: str | tuple[float, float] | None = "percentile",
+                  sample: np.ma.MaskedArray | None = None) -> Stretch:
+    """The :class:`Stretch` for the open image ``ds`` under ``scale`` (see the module doc).
+
+    ``sample``: :func:`image_sample` of ``ds`` when the caller has read it already (used only
+    where :func:`needs_sample`)."""
     mode = parse_scale(scale) if isinstance(scale, (str, type(None))) else tuple(scale)
     if isinstance(mode, tuple):
         lo, hi = mode
         k = 255.0 / (hi - lo)
         return Stretch(f"{lo:g},{hi:g}", k, lo * k)
-    if mode == "none" or ds.dtypes[0] == "uint8":
+    if not needs_sample(ds, mode):
         return Stretch("none")
-    sample = _sample(ds)
+    sample = image_sample(ds) if sample is None else sample
     values = sample.compressed()
     if values.size == 0:
         return Stretch("none")

@@ -327,12 +327,13 @@ def _ones_span(w: np.ndarray) -> tuple[int, int]:
 
 
 def _accumulate(acc: np.ndarray, pred: np.ndarray, weight: np.ndarray, ones_y, ones_x,
-                assign: bool = False) -> None:
+                assign: bool = False, scratch: np.ndarray | None = None) -> None:
     """``acc += pred * weight`` (bands, h, w), skipping the multiply where the weight is 1.
 
     ``assign`` writes ``pred * weight`` instead (pixels no earlier tile touched: no zeroed
     buffer to read). Bit-identical to the plain expression (``x * 1.0 == x``,
-    ``0 + x == x``); the flat middle of a tile is most of its pixels.
+    ``0 + x == x``); the flat middle of a tile is most of its pixels. ``scratch``: a flat
+    float32 buffer of at least ``acc.size`` for the products (no allocation per call).
     """
     h, w = weight.shape
     if h == 0 or w == 0:
@@ -343,8 +344,10 @@ def _accumulate(acc: np.ndarray, pred: np.ndarray, weight: np.ndarray, ones_y, o
     def mul(a, p, wt):
         if assign:
             np.multiply(p, wt, out=a)
-        else:
+        elif scratch is None:
             a += p * wt
+        else:
+            np.add(a, np.multiply(p, wt, out=scratch[:a.size].reshape(a.shape)), out=a)
 
     if y1 - y0 < 16 or x1 - x0 < 16:
         mul(acc, pred, weight)
@@ -370,17 +373,20 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _normalise(out: np.ndarray, den_y: np.ndarray, den_x: np.ndarray,
-               src: np.ndarray | None = None) -> None:
+               src: np.ndarray | None = None, scratch: np.ndarray | None = None) -> None:
     """``out = src / (den_y[:, None] * den_x[None, :])``, dividing only where that is not 1.
 
     ``src`` defaults to ``out`` (in place); another array of the same shape (a strided view
     of the blend buffer) is read once, so ``out`` can be a contiguous buffer for GDAL.
+    ``scratch``: a flat float32 buffer of at least ``out[0].size`` for the weight sums of
+    the rows that need them (no allocation per call).
     """
     src = out if src is None else src
     rows = _runs(den_y != 1)
     cols = _runs(den_x != 1)
     for a, b in rows:
-        np.divide(src[:, a:b], np.multiply.outer(den_y[a:b], den_x), out=out[:, a:b])
+        den = None if scratch is None else scratch[:(b - a) * den_x.size].reshape(b - a, -1)
+        np.divide(src[:, a:b], np.multiply.outer(den_y[a:b], den_x, out=den), out=out[:, a:b])
     edges = [0] + [x for ab in rows for x in ab] + [len(den_y)]
     for a, b in zip(edges[::2], edges[1::2]):  # rows where den_y == 1: den is den_x
         if b > a:
@@ -424,6 +430,7 @@ class BlendedWriter:
         self._row_index = {o: i for i, o in enumerate(tiles.row_offsets)}
         self._col_index = {o: i for i, o in enumerate(tiles.col_offsets)}
         self._pool = ArrayPool(keep=write_depth + 2)
+        self._scratch = np.empty(bands * t * t, np.float32)  # products of add() (one thread)
         self._writer = AsyncWriter(write_depth)
         self._chunks: dict[int, list] = {}
         self._pi = 0
@@ -502,7 +509,8 @@ class BlendedWriter:
                     _accumulate(chunk[0][:, y0 + r - k * ch:y1 + r - k * ch, cs + x0:cs + x1],
                                 pred[:, y0:y1, x0:x1], weight[y0:y1, x0:x1],
                                 (ones_y[0] - y0, ones_y[1] - y0),
-                                (ones_x[0] - x0, ones_x[1] - x0), assign=fresh)
+                                (ones_x[0] - x0, ones_x[1] - x0), assign=fresh,
+                                scratch=self._scratch)
             ya, yb = a - k * ch, b - k * ch
             if bad is not None:
                 if chunk[1] is None:
@@ -556,7 +564,9 @@ class BlendedWriter:
             # a strided view (the next panel's columns follow) is normalised into a pooled
             # contiguous buffer: GDAL gets it as is, without rasterio copying it first
             out = view if view.flags.c_contiguous else self._pool.take(view.shape, np.float32)
-            _normalise(out, den_y, den_x, view)
+            den = self._pool.take((view[0].size,), np.float32)
+            _normalise(out, den_y, den_x, view, den)
+            self._pool.give(den)
             if mask is not None:
                 out[:, mask] = self.nodata
             self.dst.write(out.astype(self.dtype, copy=False), window=window)
