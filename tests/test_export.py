@@ -75,6 +75,7 @@ def test_other_tasks_export(tmp_path, task):
     assert out.shape == {"segmentation": (2, 4, 48, 80), "change": (2, 1, 48, 80),
                          "classification": (2, 4)}[task]
     assert read_metadata(tmp_path / "m.onnx")["task"] == task
+    assert s["exporter"] == "torchscript"                 # the fast path, no dynamo fallback
 
 
 @pytest.mark.slow
