@@ -68,9 +68,9 @@ def export_traced(model, example: tuple, names: list[str], path: Path, opset: in
 
     opset = opset or OPSET
     axes = {n: {0: "batch", 2: "height", 3: "width"} for n in names}
-    axes["output"] = {0: "batch", 2: "height", 3: "width"}  # [B, K] outputs: batch only
+    axes["output"] = {0: "batch", 2: "height", 3: "width"}
     with torch.no_grad():
-        if model(*example).dim() == 2:
+        if model(*example).dim() == 2:  # [B, K] class logits: batch only
             axes["output"] = {0: "batch"}
     with _aa_symbolic(opset), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic, deprecation notes
