@@ -1,10 +1,11 @@
 """``rsgeo demo``: the main job end to end on a synthetic city, with a report.
 
-synth (training city + a held-out pre/post pair) -> prepare (the training city's pre- and
-post-event images with their nDSMs) -> pretrain (selectivemae, tiny ViT; start and end loss
-reported) -> finetune heights on few labels -> export ONNX -> predict-height on the held-out
-pre and post images -> damage-map from the predicted heights with the pre-event
-footprints -> evaluate heights (F1^HE, MAE, RMSE vs the true nDSM) and damage (building F1
+synth (training city, optional unlabelled scenes, a held-out pre/post pair) -> prepare (the
+training city's pre- and post-event images with their nDSMs; with unlabelled scenes, RGB
+chips of every training and unlabelled image for pretraining) -> pretrain (SelectiveMAE,
+tiny ViT; start and end loss reported) -> finetune heights on few labels -> export ONNX ->
+predict-height on the held-out pre and post images -> damage-map from the predicted heights
+with the pre-event footprints -> evaluate heights (F1^HE, MAE, RMSE vs the true nDSM) and damage (building F1
 vs the true grades). The full demo (not ``--quick``) also fine-tunes a random-init model
 with the same budget and reports its held-out F1^HE beside the pretrained one. Every step
 is the library function its command calls.
@@ -35,25 +36,30 @@ from rsgeo.pretrain import pretrain
 from rsgeo.synth import LANDCOVER, write_scenes
 from rsgeo.viz import DAMAGE_COLORS, colorize_classes, colorize_heights
 
-QUICK = dict(train_scenes=2, size=512, chip=64, pretrain_steps=100, finetune_steps=250,
-             train_size=50, batch=8, test_size=384, baseline=False)
-FULL = dict(train_scenes=4, size=768, chip=64, pretrain_steps=600, finetune_steps=800,
-            train_size=200, batch=16, test_size=768, baseline=True)
-# The demo's own pretraining recipe, set explicitly (not the library's defaults): a fixed
-# lr (the square-root rule below batch 256 gives 1.25e-5 at batch 16: in 100 steps the
-# loss falls 11.9 % there, 22.8 % at 1e-3 and 22.6 % at 3e-4; benchmarks/pretrain_lr.py),
-# a decoder much smaller than MAE's 512-wide, 8-deep one, 75 % masking.
-PRETRAIN = dict(lr=1e-3, warmup=0.1, mask_ratio=0.75, rec_ratio=0.25, decoder_dim=128,
-                decoder_depth=2, decoder_heads=4)
+QUICK = dict(train_scenes=2, size=512, chip=64, unlabelled_scenes=0, pretrain_steps=100,
+             pretrain_batch=16, finetune_steps=250, train_size=50, batch=8, test_size=384,
+             baseline=False)
+FULL = dict(train_scenes=4, size=768, chip=64, unlabelled_scenes=0, pretrain_steps=600,
+            pretrain_batch=32, finetune_steps=800, train_size=200, batch=16, test_size=768,
+            baseline=True)
+# ``unlabelled_scenes``: synthetic scenes (other seeds) whose RGB only joins the training
+# city's in pretraining (``out/pool``), as a user has more imagery than labels. The demo's
+# own pretraining recipe, set explicitly (not the library's defaults): a fixed lr (the
+# square-root rule below batch 256 gives 1.25e-5 at batch 16: in 100 steps the loss falls
+# 11.9 % there, 22.8 % at 1e-3 and 22.6 % at 3e-4; benchmarks/pretrain_lr.py), a decoder
+# much smaller than MAE's 512-wide, 8-deep one, 75 % masking.
+PRETRAIN = dict(method="selectivemae", lr=1e-3, warmup=0.1, mask_ratio=0.75, rec_ratio=0.25,
+                decoder_dim=128, decoder_depth=2, decoder_heads=4)
+# Fine-tuning, the same for the pretrained and the random-init model.
 FINETUNE = dict(lr=5e-4, head_features=32)
 
 
 def demo_sizes(quick: bool, device: str) -> dict:
-    """QUICK or FULL; on a GPU 4x the pretraining steps and batch, 2x the fine-tuning steps."""
+    """QUICK or FULL; on a GPU 4x the pretraining steps and batches, 2x the fine-tuning steps."""
     p = dict(QUICK if quick else FULL)
     if resolve_device(device).type == "cuda":  # a GPU: bigger defaults
         p.update(pretrain_steps=p["pretrain_steps"] * 4, finetune_steps=p["finetune_steps"] * 2,
-                 batch=p["batch"] * 4)
+                 pretrain_batch=p["pretrain_batch"] * 4, batch=p["batch"] * 4)
     return p
 
 
@@ -82,20 +88,14 @@ def run_demo(out, quick: bool = False, device: str = "auto", seed: int = 0,
     """Run every step into ``out``; returns the summary (step times, metrics, files).
 
     The full demo (not ``quick``) also fine-tunes a random-init model with the same budget
-    (steps, batch, lr, labels, seed) and scores it on the same held-out city."""
+    (steps, batch, labels, seed and the FINETUNE recipe) and scores it on the same held-out city."""
     p = demo_sizes(quick, device)  # --device cuda without CUDA: refused before anything is written
     out = claim_folder(out, "demo", overwrite=overwrite)
     step = Steps(log, total=11 if p["baseline"] else 9)
     test = step("synth city", lambda: synth_cities(out, p, seed))
     chips = out / "chips"
-    step("prepare chips", lambda: prepare(training_scenes(out / "city"), chips, size=p["chip"],
-                                          classes=dict(LANDCOVER), seed=seed))
-    pre = step("pretrain selectivemae", lambda: pretrain(
-        chips, "selectivemae", "vit-tiny-4", out / "pretrain", steps=p["pretrain_steps"],
-        batch_size=p["batch"] * 2, device=device, seed=seed, log_every=10, **PRETRAIN))
-    curve = loss_curve(Path(pre["run_dir"]) / "metrics.jsonl")
-    log(f"      pretraining loss {curve['start']:.3f} -> {curve['end']:.3f} "
-        f"(lr {pre['lr']:.2g}, {pre['step']} steps)")
+    step("prepare chips", lambda: prepare_chips(out, p, seed))
+    pre, metrics = pretrain_step(step, out, p, device, seed, log)
     encoder = pre["encoders"]["encoder"]
     tune = dict(steps=p["finetune_steps"], batch_size=p["batch"], train_size=p["train_size"],
                 device=device, seed=seed, log_every=10, **FINETUNE)
@@ -111,20 +111,13 @@ def run_demo(out, quick: bool = False, device: str = "auto", seed: int = 0,
                                                       (test["post_rgb.tif"], h_post))])
     dmg = step("damage map", lambda: damage_map(
         h_pre, h_post, out / "damage.tif", buildings=test["footprints.gpkg"]))
-    metrics = step("evaluate", lambda: evaluate_demo(h_pre, test["pre_ndsm.tif"], out / "damage.gpkg",
-                                                    test["footprints.gpkg"], dmg))
-    metrics.update(pretrain_loss_start=curve["start"], pretrain_loss_end=curve["end"],
-                   pretrain_lr=pre["lr"])
+    metrics.update(step("evaluate", lambda: evaluate_demo(
+        h_pre, test["pre_ndsm.tif"], out / "damage.gpkg", test["footprints.gpkg"], dmg)))
     if p["baseline"]:
-        base = step("finetune random init", lambda: finetune(
-            chips, "height", out / "baseline", encoder="random", backbone="vit-tiny-4", **tune))
-        h_base = out / "baseline_pre_height.tif"
-        step("predict baseline heights", lambda: predict_height_file(
-            test["pre_rgb.tif"], base["checkpoint"], h_base, device=device, **tiling))
-        hb = height_metrics(h_base, test["pre_ndsm.tif"])
-        metrics.update(baseline_height_f1he_1=hb["f1he_1"], baseline_height_mae=hb["mae"])
+        metrics.update(baseline_step(step, out, test, tune, tiling, device))
         log(f"      held-out F1^HE: pretrained {metrics['height_f1he_1']:.3f}, "
-            f"random init {hb['f1he_1']:.3f} (same fine-tuning budget)")
+            f"random init {metrics['baseline_height_f1he_1']:.3f} (same fine-tuning budget "
+            f"and recipe)")
     step("report", lambda: write_report(out, test, h_pre, metrics, step.records))
     files = {"report": str(out / "report.html"), "report_png": str(out / "report.png"),
              "heights_pre": str(h_pre), "heights_post": str(h_post),
@@ -136,6 +129,36 @@ def run_demo(out, quick: bool = False, device: str = "auto", seed: int = 0,
                "metrics": metrics, "files": files, "quick": quick}
     (out / "summary.json").write_text(dumps(summary, indent=2))
     return summary
+
+
+def pretrain_step(step: Steps, out: Path, p: dict, device: str, seed: int, log) -> tuple[dict, dict]:
+    """Pretrain on ``out/pool`` (or the labelled chips when there are no unlabelled scenes);
+    returns the pretraining summary and the metrics it adds (loss at start and end, lr)."""
+    opts = {k: v for k, v in PRETRAIN.items() if k != "method"}
+    method = PRETRAIN["method"]
+    data = out / "pool" if p["unlabelled_scenes"] else out / "chips"
+    pre = step(f"pretrain {method}", lambda: pretrain(
+        data, method, "vit-tiny-4", out / "pretrain", steps=p["pretrain_steps"],
+        batch_size=p["pretrain_batch"], device=device, seed=seed, log_every=10, **opts))
+    curve = loss_curve(Path(pre["run_dir"]) / "metrics.jsonl")
+    log(f"      pretraining loss {curve['start']:.3f} -> {curve['end']:.3f} "
+        f"(lr {pre['lr']:.2g}, {pre['step']} steps of {p['pretrain_batch']} chips)")
+    return pre, {"pretrain_loss_start": curve["start"], "pretrain_loss_end": curve["end"],
+                 "pretrain_lr": pre["lr"]}
+
+
+def baseline_step(step: Steps, out: Path, test: dict, tune: dict, tiling: dict,
+                  device: str) -> dict:
+    """Fine-tune a random-init model with ``tune`` (the pretrained model's budget and
+    recipe) and score its held-out pre-event heights: ``baseline_height_*`` metrics."""
+    base = step("finetune random init", lambda: finetune(
+        out / "chips", "height", out / "baseline", encoder="random", backbone="vit-tiny-4",
+        **tune))
+    h_base = out / "baseline_pre_height.tif"
+    step("predict baseline heights", lambda: predict_height_file(
+        test["pre_rgb.tif"], base["checkpoint"], h_base, device=device, **tiling))
+    hb = height_metrics(h_base, test["pre_ndsm.tif"])
+    return {"baseline_height_f1he_1": hb["f1he_1"], "baseline_height_mae": hb["mae"]}
 
 
 def loss_curve(metrics_jsonl: Path, n: int = 3) -> dict:
@@ -160,10 +183,32 @@ def training_scenes(city: Path) -> list[SceneInput]:
     return pre + post
 
 
+def unlabelled_images(folders: list[Path]) -> list[SceneInput]:
+    """Every pre- and post-event RGB image of the synth ``folders`` as an image-only scene
+    (no heights: what pretraining reads)."""
+    return [SceneInput(rgb=img, source=folder.name + suffix) for folder in folders
+            for s in from_synth_dir(folder) for suffix, img in (("", s.rgb), ("-post", s.post_rgb))]
+
+
+def prepare_chips(out: Path, p: dict, seed: int) -> None:
+    """``out/chips`` (the training city, pre and post, with nDSM and land cover) and, with
+    unlabelled scenes, ``out/pool``: RGB chips of the training city and the unlabelled
+    scenes for pretraining."""
+    prepare(training_scenes(out / "city"), out / "chips", size=p["chip"],
+            classes=dict(LANDCOVER), seed=seed)
+    if p["unlabelled_scenes"]:
+        prepare(unlabelled_images([out / "city", out / "unlabelled"]), out / "pool",
+                size=p["chip"], seed=seed)
+
+
 def synth_cities(out: Path, p: dict, seed: int) -> dict:
-    """The training city (``out/city``) and a held-out pre/post pair; returns the held-out
-    files by suffix (``pre_rgb.tif``, ``post_rgb.tif``, ``pre_ndsm.tif``, ...)."""
+    """The training city (``out/city``), unlabelled scenes (``out/unlabelled``, when
+    ``p["unlabelled_scenes"]``) and a held-out pre/post pair; returns the held-out files by
+    suffix (``pre_rgb.tif``, ``post_rgb.tif``, ``pre_ndsm.tif``, ...)."""
     write_scenes(out / "city", size=p["size"], scenes=p["train_scenes"], seed=seed)
+    if p["unlabelled_scenes"]:
+        write_scenes(out / "unlabelled", size=p["size"], scenes=p["unlabelled_scenes"],
+                     seed=seed + 200, prefix="unlabelled", footprints=False)
     write_scenes(out / "heldout", size=p["test_size"], scenes=1, seed=seed + 100, prefix="test")
     return {k: out / "heldout" / f"test_{seed + 100:03d}_{k}" for k in (
         "pre_rgb.tif", "post_rgb.tif", "pre_ndsm.tif", "post_ndsm.tif", "footprints.gpkg")}
@@ -244,15 +289,16 @@ def write_report(out: Path, test: dict, pred_h: Path, metrics: dict, steps: list
 def init_section(m: dict) -> str:
     """HTML: the pretraining loss at start and end and, in the full demo, the held-out
     F1^HE and MAE of the pretrained model beside a random-init one tuned with the same budget."""
-    text = (f"<h2>Pretraining and initialisation</h2><p>pretraining loss (selectivemae): "
+    method = PRETRAIN["method"]
+    text = (f"<h2>Pretraining and initialisation</h2><p>pretraining loss ({method}): "
             f"start {m['pretrain_loss_start']:.3f}, end {m['pretrain_loss_end']:.3f} "
             f"(lr {m['pretrain_lr']:.2g})</p>")
     if "baseline_height_f1he_1" not in m:
         return text + "<p>random-init baseline: only in the full demo (without --quick)</p>"
     return text + (
-        "<table><tr><th>initialisation (same fine-tuning budget)</th><th>F1^HE</th>"
+        "<table><tr><th>initialisation (same fine-tuning budget and recipe)</th><th>F1^HE</th>"
         "<th>MAE (m)</th></tr>"
-        f"<tr><td>pretrained (selectivemae)</td><td>{m['height_f1he_1']:.3f}</td>"
+        f"<tr><td>pretrained ({method})</td><td>{m['height_f1he_1']:.3f}</td>"
         f"<td>{m['height_mae']:.2f}</td></tr>"
         f"<tr><td>random init</td><td>{m['baseline_height_f1he_1']:.3f}</td>"
         f"<td>{m['baseline_height_mae']:.2f}</td></tr></table>")

@@ -1,6 +1,7 @@
 """The quick demo end to end: every step, every output file, the report."""
 
 import json
+from pathlib import Path
 
 import geopandas as gpd
 import pytest
@@ -17,7 +18,7 @@ def test_quick_demo_end_to_end(tmp_path, cli):
     assert code == 0, err
     s = json.loads(stdout)
     assert [x["step"] for x in s["steps"]] == [
-        "synth city", "prepare chips", "pretrain selectivemae", "finetune heights",
+        "synth city", "prepare chips", f"pretrain {demo.PRETRAIN['method']}", "finetune heights",
         "export ONNX", "predict heights", "damage map", "evaluate", "report"]
     m = s["metrics"]
     assert 0 <= m["height_f1he_1"] <= 1 and 0 <= m["damaged_building_f1"] <= 1
@@ -45,7 +46,8 @@ def test_full_demo_adds_a_random_init_baseline(tmp_path, monkeypatch):
     """The full demo's branch (sizes shrunk to seconds): a random-init model tuned with the
     same budget, scored on the same held-out city, side by side in the report."""
     tiny = dict(demo.QUICK, train_scenes=1, size=256, pretrain_steps=4, finetune_steps=4,
-                train_size=8, batch=4, test_size=128, baseline=True)
+                train_size=8, batch=4, test_size=128, baseline=True, unlabelled_scenes=2,
+                pretrain_batch=8)
     monkeypatch.setattr(demo, "demo_sizes", lambda quick, device: tiny)
     lines = []
     s = demo.run_demo(tmp_path / "d", device="cpu", log=lines.append)
@@ -54,6 +56,15 @@ def test_full_demo_adds_a_random_init_baseline(tmp_path, monkeypatch):
         "finetune random init", "predict baseline heights", "report"]
     assert 0 <= m["baseline_height_f1he_1"] <= 1 and m["baseline_height_mae"] > 0
     assert (tmp_path / "d" / "baseline" / "best.ckpt").is_file()
+    # pretraining read the pool: the training city's and the unlabelled scenes' RGB, pre
+    # and post, and no heights
+    import yaml
+
+    pool = json.loads((tmp_path / "d" / "pool" / "dataset.json").read_text())
+    assert len(list((tmp_path / "d" / "unlabelled").glob("*_pre_rgb.tif"))) == 2
+    cfg = yaml.safe_load((tmp_path / "d" / "pretrain" / "config.yaml").read_text())
+    assert Path(cfg["extra"]["dataset"]).name == "pool" and "ndsm" not in pool["modalities"]
+    assert sorted(pool["sources"]) == ["city", "city-post", "unlabelled", "unlabelled-post"]
     html = (tmp_path / "d" / "report.html").read_text()
     assert f"<td>random init</td><td>{m['baseline_height_f1he_1']:.3f}</td>" in html
     assert f"<td>{m['height_f1he_1']:.3f}</td>" in html

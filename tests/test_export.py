@@ -75,6 +75,7 @@ def test_other_tasks_export(tmp_path, task):
     assert out.shape == {"segmentation": (2, 4, 48, 80), "change": (2, 1, 48, 80),
                          "classification": (2, 4)}[task]
     assert read_metadata(tmp_path / "m.onnx")["task"] == task
+    assert s["exporter"] == "torchscript"                 # the fast path, no dynamo fallback
 
 
 @pytest.mark.slow
@@ -98,7 +99,7 @@ def test_parity_failure_fails_the_export_and_leaves_no_file(tmp_path, monkeypatc
     monkeypatch.setattr(session, "ort_session", lambda *a, **k: Drifting(real(*a, **k)))
     ckpt = checkpoint(tmp_path / "h.ckpt")
     with pytest.raises(RsgeoError, match="differs from torch by 0.01"):
-        export_onnx(ckpt, tmp_path / "h.onnx")
+        export_onnx(ckpt, tmp_path / "h.onnx", exporter="torchscript")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h.ckpt"]   # no file, no temp left
 
 
@@ -112,3 +113,100 @@ def test_predict_height_refuses_a_segmentation_model(tmp_path, cli):
         from rsgeo.infer.predict import predict_height_file
 
         predict_height_file(img, seg, tmp_path / "h.tif")
+
+
+def loud_checkpoint(path, backbone="vit-tiny-2"):
+    """A checkpoint whose position embedding is N(0, 1) (a random ViT's is N(0, 0.02)), so a
+    position embedding baked in at the traced size would change the outputs visibly."""
+    from rsgeo.tasks.bundle import load_task_model
+
+    checkpoint(path, backbone=backbone)
+    model, cfg, meta = load_task_model(path)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "pos_embed" in name:
+                p.normal_(0, 1)
+    save_task_model(model, cfg, meta, path)
+    return model
+
+
+@pytest.mark.parametrize("backbone", ["vit-tiny-2", "swin-tiny-2"])
+def test_torchscript_export_runs_every_size_and_batch(tmp_path, backbone):
+    """The fast path: traced once, it runs at sizes and batch sizes never traced (the
+    stored 64 px position-embedding grid included) and matches torch."""
+    model = loud_checkpoint(tmp_path / "h.ckpt", backbone)
+    s = export_onnx(tmp_path / "h.ckpt", tmp_path / "h.onnx")
+    assert s["exporter"] == "torchscript" and s["max_abs_diff"] < 1e-4
+    sess = ort(tmp_path / "h.onnx")
+    rng = np.random.default_rng(3)
+    for shape in ((1, 3, 64, 64), (3, 3, 32, 96), (2, 3, 128, 64), (1, 3, 160, 224)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        got = sess.run(None, {"image": x})[0]
+        assert got.shape == ref.shape == (shape[0], 1, *shape[2:])
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_antialiased_bicubic_resize_exports_as_torch_computes_it(tmp_path):
+    """The symbolic for aten::_upsample_bicubic2d_aa (timm's position-embedding resampling)
+    against torch, down (where antialiasing matters) and up, at sizes never traced."""
+    from rsgeo.infer.onnx_trace import export_traced
+
+    class Resample(torch.nn.Module):
+        def forward(self, x):
+            size = (x.shape[2] * 3 // 4, x.shape[3] + 5)
+            return torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True)
+
+    x = torch.randn(2, 3, 16, 24)
+    export_traced(Resample(), (x,), ["image"], tmp_path / "r.onnx", None)
+    sess = ort(tmp_path / "r.onnx")
+    for shape in ((1, 3, 40, 12), (2, 3, 8, 8), (1, 3, 16, 24)):
+        x = torch.randn(shape)
+        np.testing.assert_allclose(sess.run(None, {"image": x.numpy()})[0],
+                                   Resample()(x).numpy(), atol=1e-5)
+
+
+def test_exporter_choice_and_a_failed_trace(tmp_path, monkeypatch):
+    import rsgeo.infer.export as export
+
+    ckpt = checkpoint(tmp_path / "h.ckpt")
+    with pytest.raises(InputError, match="exporter must be one of"):
+        export_onnx(ckpt, tmp_path / "h.onnx", exporter="jit")
+
+    def broken(*a, **k):
+        raise RuntimeError("cannot trace this")
+
+    monkeypatch.setattr(export, "export_traced", broken)
+    with pytest.raises(RsgeoError, match="TorchScript.*cannot trace this"):
+        export_onnx(ckpt, tmp_path / "h.onnx", exporter="torchscript")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.ckpt"]
+
+
+@pytest.mark.slow
+def test_auto_falls_back_to_dynamo_and_both_give_the_same_heights(tmp_path, monkeypatch):
+    """``auto`` uses dynamo when tracing fails; predict-height gives the same heights with
+    the TorchScript model, the dynamo model and the checkpoint itself."""
+    import rasterio
+
+    import rsgeo.infer.export as export
+    from rsgeo.infer.predict import predict_height_file
+
+    loud_checkpoint(tmp_path / "h.ckpt")
+    export_onnx(tmp_path / "h.ckpt", tmp_path / "ts.onnx")
+    real = export.export_traced
+    monkeypatch.setattr(export, "export_traced",
+                        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no tracing")))
+    s = export_onnx(tmp_path / "h.ckpt", tmp_path / "dyn.onnx")
+    assert s["exporter"] == "dynamo" and s["max_abs_diff"] < 1e-4
+    monkeypatch.setattr(export, "export_traced", real)
+    img = np.random.default_rng(0).integers(0, 255, (3, 150, 230), dtype=np.uint8)
+    src = make_raster(tmp_path / "img.tif", img)
+    heights = []
+    for model in ("ts.onnx", "dyn.onnx", "h.ckpt"):
+        predict_height_file(src, tmp_path / model, tmp_path / f"{model}.tif", device="cpu")
+        with rasterio.open(tmp_path / f"{model}.tif") as ds:
+            heights.append(ds.read(1))
+    assert heights[0].shape == (150, 230)
+    np.testing.assert_allclose(heights[0], heights[1], atol=1e-4)
+    np.testing.assert_allclose(heights[0], heights[2], atol=1e-4)

@@ -9,8 +9,10 @@ logits otherwise) or ``[B, K]`` class logits for ``task=classification``.
 ``rsgeo_version``, ``config``, ``stride``, ``inputs`` and ``writer`` (what prediction writes
 for the task: :class:`rsgeo.tasks.Writer`), so prediction needs nothing else. The graph
 inputs are the task spec's ``export_inputs`` (:mod:`rsgeo.tasks`).
-Before the file appears, ONNX Runtime's output is compared with torch's on a random batch
-of two sizes; a difference beyond tolerance fails the export.
+Before the file appears, ONNX Runtime's output is compared with torch's on random batches
+of three sizes; a difference beyond tolerance fails the export. The graph comes from torch's
+TorchScript exporter (:mod:`rsgeo.infer.onnx_trace`, about 1 s) or, when that fails or does
+not match, from the dynamo exporter (10-15 s on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 from rsgeo import __version__
 from rsgeo.errors import InputError, RsgeoError, first_line
 from rsgeo.infer import session
+from rsgeo.infer.onnx_trace import export_traced, trace_size
 from rsgeo.io.atomic import atomic_path, check_output
 from rsgeo.progress import progress
 from rsgeo.tasks import get_task
@@ -43,40 +46,39 @@ def stride_of(config: dict) -> int:
     return 32 if name.startswith("swin") else int(name.split("patch")[1].split("_")[0])
 
 
+EXPORTERS = ("auto", "torchscript", "dynamo")
+
+
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False,
-                atol: float = 1e-3, rtol: float = 1e-3, opset: int | None = None) -> dict:
-    """Export ``checkpoint`` to ``out`` (.onnx) and verify it; returns a summary dict."""
+                atol: float = 1e-3, rtol: float = 1e-3, opset: int | None = None,
+                exporter: str = "auto") -> dict:
+    """Export ``checkpoint`` to ``out`` (.onnx) and verify it; returns a summary dict.
+
+    ``exporter``: ``torchscript`` (torch's tracing exporter, :mod:`rsgeo.infer.onnx_trace`:
+    about 1 s for a tiny model), ``dynamo`` (``torch.export``: 10-15 s on 2 CPU cores) or
+    ``auto``: TorchScript, then dynamo if tracing fails or its model does not match torch at
+    other input sizes. The summary's ``exporter`` says which one wrote the file."""
     import onnx
-    import torch
 
     from rsgeo.tasks.bundle import load_task_model  # lazy: torch + timm (read_metadata needs neither)
 
+    if exporter not in EXPORTERS:
+        raise InputError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     check_output(out, overwrite, inputs=(checkpoint,))  # before the slow load and export
     model, config, meta = load_task_model(checkpoint)
+    model.eval()
     stride = stride_of(config)
     bands = int(config.get("in_chans", 3))
     spec = get_task(config.get("task", "height"))
     inputs = list(spec.export_inputs)
-    size = max(int(meta.get("tile", 2 * stride)) // 4 // stride * stride, 2 * stride)
-    example = tuple(torch.randn(2, bands, size, size) for _ in inputs)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    h, w = torch.export.Dim("h", min=1, max=4096), torch.export.Dim("w", min=1, max=4096)
-    dims = tuple({0: batch, 2: stride * h, 3: stride * w} for _ in inputs)
+    shape = dict(bands=bands, stride=stride, img_size=int(config.get("img_size", 2 * stride)),
+                 tile=int(meta.get("tile", 2 * stride)))
     with atomic_path(out, overwrite, inputs=(checkpoint,)) as tmp, \
-            progress(3, "export: tracing", unit="stages") as bar:
-        kw = {"opset_version": opset} if opset else {}
-        try:
-            with warnings.catch_warnings():  # axis-name notes about the shared batch/h/w dims
-                warnings.simplefilter("ignore", UserWarning)
-                program = torch.onnx.export(model, example, dynamo=True, input_names=inputs,
-                                            output_names=["output"], dynamic_shapes=dims,
-                                            optimize=True, verbose=False, **kw)
-        except Exception as e:
-            raise RsgeoError(f"torch.onnx.export failed ({type(e).__name__}: "
-                             f"{str(e).strip().splitlines()[0][:160]})", checkpoint) from None
+            progress(2, "export: tracing and checking", unit="stages") as bar:
+        used, diff = export_checked(model, tmp, inputs, shape, exporter, opset, (atol, rtol),
+                                    checkpoint)
         bar.advance(1)
-        bar.update(description="export: writing")
-        program.save(str(tmp))
+        bar.update(description="export: writing metadata")
         proto = onnx.load(str(tmp))
         props = {k: json.dumps(v) for k, v in meta.items()}
         props.update(rsgeo_version=json.dumps(__version__), config=json.dumps(config),
@@ -85,26 +87,87 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, overwr
         onnx.helper.set_model_props(proto, props)
         onnx.save(proto, str(tmp))
         bar.advance(1)
-        bar.update(description="export: checking ONNX Runtime vs torch")
-        diff = verify(model, tmp, bands, stride, atol, rtol)
-        bar.advance(1)
     return {"output": str(out), "task": meta.get("task"), "bands": bands, "stride": stride,
-            "inputs": inputs, "max_abs_diff": diff, "metadata": sorted(props)}
+            "inputs": inputs, "max_abs_diff": diff, "exporter": used, "metadata": sorted(props)}
 
 
-def verify(model, path: Path, bands: int, stride: int, atol: float, rtol: float) -> float:
-    """Compare ORT with torch on random inputs of two shapes; raise if they differ."""
+def export_checked(model, path: Path, inputs: list[str], shape: dict, exporter: str,
+                   opset: int | None, tol: tuple[float, float], checkpoint) -> tuple[str, float]:
+    """Write ``model`` to ``path`` with ``exporter`` (``auto``: TorchScript, then dynamo)
+    and :func:`verify` it; returns ``(exporter used, max |ORT - torch|)``."""
+    tries = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
+    for i, name in enumerate(tries):
+        try:
+            if name == "torchscript":
+                _export_torchscript(model, path, inputs, shape, opset, checkpoint)
+            else:
+                _export_dynamo(model, path, inputs, shape, opset, checkpoint)
+            return name, verify(model, path, shape["bands"], shape["stride"], *tol,
+                                img_size=shape["img_size"])
+        except RsgeoError as e:
+            if i == len(tries) - 1:
+                raise
+            log.warning("export: the %s exporter's model was refused (%s); trying %s",
+                        name, first_line(e, 160), tries[i + 1])
+    raise AssertionError("unreachable")
+
+
+def _export_torchscript(model, path, inputs, shape, opset, checkpoint) -> None:
+    import torch
+
+    h, w = trace_size(shape["stride"])
+    example = tuple(torch.randn(2, shape["bands"], h, w) for _ in inputs)
+    try:
+        export_traced(model, example, inputs, path, opset)
+    except Exception as e:
+        raise RsgeoError(f"torch.onnx.export (TorchScript) failed ({type(e).__name__}: "
+                         f"{first_line(e, 160)})", checkpoint) from None
+
+
+def _export_dynamo(model, path, inputs, shape, opset, checkpoint) -> None:
+    import torch
+
+    stride, bands = shape["stride"], shape["bands"]
+    size = max(shape["tile"] // 4 // stride * stride, 2 * stride)
+    example = tuple(torch.randn(2, bands, size, size) for _ in inputs)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    h, w = torch.export.Dim("h", min=1, max=4096), torch.export.Dim("w", min=1, max=4096)
+    dims = tuple({0: batch, 2: stride * h, 3: stride * w} for _ in inputs)
+    kw = {"opset_version": opset} if opset else {}
+    try:
+        with warnings.catch_warnings():  # axis-name notes about the shared batch/h/w dims
+            warnings.simplefilter("ignore", UserWarning)
+            program = torch.onnx.export(model, example, dynamo=True, input_names=inputs,
+                                        output_names=["output"], dynamic_shapes=dims,
+                                        optimize=True, verbose=False, **kw)
+        program.save(str(path))
+    except Exception as e:
+        raise RsgeoError(f"torch.onnx.export failed ({type(e).__name__}: "
+                         f"{first_line(e, 160)})", checkpoint) from None
+
+
+def verify(model, path: Path, bands: int, stride: int, atol: float, rtol: float,
+           img_size: int | None = None) -> float:
+    """Compare ORT with torch on random inputs of three shapes (batch 1-3, sizes other than
+    the traced one, and the ``img_size`` square the position embedding is stored for);
+    raise if they differ."""
     import torch
 
     sess = session.ort_session(path, "cpu")
     names = [i.name for i in sess.get_inputs()]
     rng = np.random.default_rng(0)
     worst = 0.0
-    for shape in ((2, bands, 2 * stride, 3 * stride), (1, bands, 4 * stride, 2 * stride)):
+    g = max((img_size or 2 * stride) // stride, 1)
+    for shape in ((2, bands, 2 * stride, 3 * stride), (1, bands, 4 * stride, 2 * stride),
+                  (3, bands, g * stride, g * stride)):
         xs = [rng.standard_normal(shape).astype(np.float32) for _ in names]
         with torch.no_grad():
             ref = model(*(torch.from_numpy(x) for x in xs)).numpy()
-        got = sess.run(None, dict(zip(names, xs)))[0]
+        try:
+            got = sess.run(None, dict(zip(names, xs)))[0]
+        except Exception as e:  # a size baked into the graph: ORT refuses other sizes
+            raise RsgeoError(f"export check failed: ONNX Runtime cannot run input {shape} "
+                             f"({first_line(e, 120)})") from None
         if got.shape != ref.shape:
             raise RsgeoError(f"export check failed: ONNX output shape {got.shape} != {ref.shape}")
         diff = float(np.abs(got - ref).max())
