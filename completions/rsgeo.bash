@@ -30,7 +30,7 @@ _rsgeo() {
     pretrain:--selection) COMPREPLY=($(compgen -W "hog random" -- "$cur")); return;;
     pretrain:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
     pretrain:--precision) COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return;;
-    synth:--style) COMPREPLY=($(compgen -W "low mid high informal industrial courtyard" -- "$cur")); return;;
+    synth:--style) COMPREPLY=($(compgen -W "low mid high informal industrial courtyard terraced" -- "$cur")); return;;
   esac
   case "$cmd" in
     "") COMPREPLY=($(compgen -W "completion damage-map demo evaluate export finetune footprints predict predict-height prepare pretrain synth -v --verbose -q --quiet --version --help" -- "$cur"));;

@@ -240,7 +240,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -s o -l output -rF -d 'Output path.'
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l size -d 'Scene width and height in pixels.'
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l gsd -d 'Ground sampling distance, m/px (default 0.5; with --randomize drawn pe'
-complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l style -xa 'low mid high informal industrial courtyard' -d 'Building style (default mid; with --randomize drawn per scene).'
+complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l style -xa 'low mid high informal industrial courtyard terraced' -d 'Building style (default mid; with --randomize drawn per scene).'
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l scenes -d 'Number of scenes (seeds seed, seed+1, ...).'
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l destroyed -d 'Share of buildings destroyed in the post scene.'
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l seed -d 'Random seed.'
