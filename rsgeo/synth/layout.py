@@ -260,8 +260,8 @@ def _perimeter_in(lay: Layout, rng, blk, st) -> None:
 
 def _terraced_in(lay: Layout, rng, blk, st) -> None:
     """Two rows of terraced houses back to back along the block's longer side, each row
-    facing its street behind a front setback, with gardens (and a few trees) between the
-    rows; see :func:`_terraced_row`. Blocks too shallow for two rows get one."""
+    facing its street behind a front setback, with lawn gardens (and a few trees) between
+    the rows; see :func:`_terraced_row`. Blocks too shallow for two rows get one."""
     u0, u1, v0, v1 = blk
     px = lay.gsd
     long_u = (u1 - u0) >= (v1 - v0)
@@ -278,6 +278,7 @@ def _terraced_in(lay: Layout, rng, blk, st) -> None:
     garden = (rows[0][1] + 1, rows[-1][0] - 1) if len(rows) > 1 else (rows[0][1] + 1, b1 - 1)
     if garden[1] - garden[0] > 4 / px:
         box = (a0, a1, *garden) if long_u else (*garden, a0, a1)
+        lay.parks.append(box)   # lawn (rangeland), not paving
         _trees_in(lay, rng, box, density=0.5)
 
 
