@@ -58,7 +58,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
              crop: int | None = None, val_dataset=None, val_split: str = "val",
              head_features: int = 64, aux_landcover: bool = False, adapt_to=None,
              adapt: dict | None = None, encoder_lr_scale: float = 1.0, layer_decay: float = 1.0,
-             feature_norm: bool = True, resume: bool = False, overwrite: bool = False, **train) -> dict:
+             feature_norm: bool = True, photometric: float = 0.0, resume: bool = False,
+             overwrite: bool = False, **train) -> dict:
     """Fine-tune a task model; returns a summary (best score, paths, steps).
 
     Args:
@@ -85,6 +86,7 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
             0.65-0.75): encoder layer ``l`` of ``L + 1`` learns at ``lr x encoder_lr_scale x
             layer_decay ** (L + 1 - l)`` (:mod:`rsgeo.finetune.lr_decay`).
         feature_norm: ViT feature levels through the encoder's final LayerNorm (as DINOv2's DPT).
+        photometric: per-sample colour jitter / blur strength on training inputs (0: off).
         train: engine settings (steps, epochs, batch_size, lr, device, precision, seed,
             workers, val_every: steps between validations, default about ten a run, ...).
     """
@@ -104,21 +106,19 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     model = _build_model(spec, data, encoder=encoder, backbone=backbone, head=head, inputs=inputs,
                          crop=crop, num_classes=num_classes, head_features=head_features,
                          aux=aux, seed=seed, feature_norm=feature_norm)
-    if freeze_encoder:
-        for p in model.net.encoder.parameters():
-            p.requires_grad_(False)
+    for p in model.net.encoder.parameters() if freeze_encoder else ():
+        p.requires_grad_(False)
     weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
     module, style = _adapt_module(model.net, encoder, dataset, adapt, data.label) \
-        if adapt_to is not None else (TaskModule(model.net, task, weights), None)
+        if adapt_to is not None else (TaskModule(model.net, task, weights, photometric), None)
     out = Path(out)
     claim_run(out, "finetune", resume=resume, overwrite=overwrite, inputs=(dataset,))
     extra = {"task": task, "encoder": str(encoder), "backbone": model.config["backbone"],
              "inputs": inputs, "train_size": train_size, "freeze_encoder": freeze_encoder,
              "crop": model.crop, "dataset": data.label, "num_classes": model.num_classes,
              "head": head, "aux_landcover": aux, "encoder_lr_scale": encoder_lr_scale,
-             "layer_decay": layer_decay,
-             "adapt_to": None if adapt_to is None else str(adapt_to), "adapt": adapt or None,
-             "encoder_report": model.report}
+             "layer_decay": layer_decay, "photometric": photometric, "adapt": adapt or None,
+             "adapt_to": None if adapt_to is None else str(adapt_to), "encoder_report": model.report}
     view = TaskView(data.ds, task, inputs, data.train_idx, crop=model.crop, seed=seed,
                     train=True, aux=aux)
     if adapt_to is not None:
