@@ -43,3 +43,18 @@ def test_strength_scales_the_jitter():
     strong = photometric(x, torch.Generator().manual_seed(0), p_blur=0.0, strength=0.4)
     shift = lambda y: (y.mean((1, 2, 3)) - x.mean((1, 2, 3))).abs().mean()  # noqa: E731
     assert shift(strong) > 2.5 * shift(weak) > 0
+
+
+def test_cli_option_reaches_the_run(tmp_path, cli):
+    assert cli("synth", "-o", tmp_path / "city", "--size", 128)[0] == 0
+    code, _, err = cli("prepare", tmp_path / "city", "-o", tmp_path / "chips", "--size", 64,
+                       "--stride", 64)
+    assert code == 0, err
+    code, _, err = cli("finetune", tmp_path / "chips", "--task", "height", "--backbone",
+                       "vit-tiny-2", "--steps", 1, "--batch-size", 2, "--photometric", 0.3,
+                       "-o", tmp_path / "run")
+    assert code == 0, err
+    assert "photometric: 0.3" in (tmp_path / "run" / "config.yaml").read_text()
+    code, _, err = cli("finetune", tmp_path / "chips", "--task", "height", "--photometric", -1,
+                       "-o", tmp_path / "bad")
+    assert code == 2
