@@ -55,6 +55,18 @@ def test_cli_option_reaches_the_run(tmp_path, cli):
                        "-o", tmp_path / "run")
     assert code == 0, err
     assert "photometric: 0.3" in (tmp_path / "run" / "config.yaml").read_text()
+    from rsgeo.tasks.bundle import load_task_model
+    assert load_task_model(tmp_path / "run" / "best.ckpt")[2]["tile"] == 128   # 2 x 64 px crop
     code, _, err = cli("finetune", tmp_path / "chips", "--task", "height", "--photometric", -1,
                        "-o", tmp_path / "bad")
     assert code == 2
+
+
+def test_recommended_tile_is_twice_the_crop_up_to_256():
+    from rsgeo.finetune import recommended_tile
+
+    assert recommended_tile(32) == (64, 8)
+    assert recommended_tile(64) == (128, 16)
+    assert recommended_tile(128) == (256, 32)
+    assert recommended_tile(256) == (256, 32)
+    assert recommended_tile(512) == (512, 64)
