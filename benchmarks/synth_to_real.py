@@ -3,28 +3,33 @@
 Pipeline (library calls, as the CLI runs them):
 
 1. ``rsgeo synth``: ``--scenes`` cities of ``--size`` px at ``--gsd`` m (default 0.5, the
-   real references' grid), styles cycling through ``--styles``, domain-randomised
-   (``--randomize``, default on: sun, palettes, textures, relief, haze, blur, noise, JPEG);
+   real references' grid), styles cycling through ``--styles`` (default low, mid,
+   courtyard, informal, terraced), domain-randomised (``--randomize``, default on: sun,
+   palettes, textures, relief, trees, haze, blur, noise, JPEG, the ortho's tone curve);
+   each scene draws its own domain, so more scenes are more domains at no training cost;
 2. ``rsgeo prepare``: ``--chip`` px chips (90 % train, 10 % validation);
 3. ``rsgeo finetune --task height``: a random-init ``--backbone`` trained ``--steps`` steps
-   (batch ``--batch-size``, lr ``--lr``, best checkpoint on the synthetic validation chips);
-   with ``--adapt-to-real``, RS3DAda-style adaptation toward the *unlabelled* RGB of the
-   three real sites (their images only, never their heights; labelled as such in the output);
+   (batch ``--batch-size``, lr ``--lr``, per-sample colour jitter and blur of strength
+   ``--photometric``, best checkpoint on the synthetic validation chips); with
+   ``--adapt-to-real``, RS3DAda-style adaptation toward the *unlabelled* RGB of the three
+   real sites (their images only, never their heights; labelled as such in the output);
 4. :func:`real_heights.score_real`: predict-height on IGN Montpellier (0.2 m, resampled to the
    model's GSD and back), Zurich and the LiDAR HD village, scored against their LiDAR nDSMs.
 
-Printed: the settings, the time of each stage, ``uptime`` before and after, the per-site
-table (F1^HE at delta < 1.25, precision, recall, MAE, RMSE, delta1, building pixels) with
-the checkpoint's recommended tile (``max(crop, 256)``) and again with tiles of the training
-crop (a ViT trained on 64 px chips sees 16 tokens; at 256 px it sees 256 and extrapolates
-its position embeddings), and the constant-height baselines of :mod:`real_heights`. Without the real-data
-folder (``--realdata``) the script says so and exits 0 before training.
+Printed: the settings, the time of each stage, ``uptime`` before and after, the synthetic
+validation score, the per-site table (F1^HE at delta < 1.25, precision, recall, MAE, RMSE,
+delta1, building pixels) with the checkpoint's recommended tile (twice the crop up to
+256 px) and again with each of ``--tiles`` (default: the crop and 256 px, the old
+default), and the constant-height baselines of :mod:`real_heights` (0 m and 7 m). Without
+the real-data folder (``--realdata``) the script says so and exits 0 before training.
 
-    python benchmarks/synth_to_real.py [--scenes 8] [--size 384] [--steps 300] [--device cpu]
-        [--backbone vit-tiny-4] [--chip 64] [--no-randomize] [--adapt-to-real] [--work DIR]
+    python benchmarks/synth_to_real.py [--scenes 32] [--size 384] [--steps 300] [--device cpu]
+        [--backbone vit-tiny-4] [--chip 64] [--photometric 0.4] [--no-randomize]
+        [--adapt-to-real] [--tiles 64 256] [--work DIR]
 
-The defaults (300 steps) took 17 minutes on 2 shared CPU cores (load 17 falling to 4).
-CUDA, larger: ``--device cuda --scenes 32 --size 768 --steps 6000 --batch-size 32``.
+The defaults took 25 minutes on 2 CPU cores shared with another training job (load 6-8):
+data 3 min, training 21 min (300 steps), scoring 1 min.
+CUDA, larger: ``--device cuda --scenes 128 --size 768 --steps 6000 --batch-size 32``.
 """
 
 from __future__ import annotations
@@ -46,8 +51,9 @@ from rsgeo.data.prepare import prepare  # noqa: E402
 from rsgeo.data.sources import SceneInput, from_synth_dir  # noqa: E402
 from rsgeo.finetune import finetune  # noqa: E402
 from rsgeo.synth import LANDCOVER, write_scenes  # noqa: E402
+from rsgeo.tasks.bundle import load_task_model  # noqa: E402
 
-STYLES = ("low", "mid", "courtyard", "informal")
+STYLES = ("low", "mid", "courtyard", "informal", "terraced")
 
 
 def make_city(folder: Path, scenes: int, size: int, gsd: float, styles, randomize: bool,
@@ -75,6 +81,7 @@ def train(chips: Path, run: Path, args, target: Path | None) -> dict:
                     steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                     seed=args.seed, head_features=args.head_features, device=args.device,
                     aux_landcover=args.aux_landcover, adapt_to=target, adapt=adapt,
+                    photometric=args.photometric,
                     log_every=max(args.steps // 10, 1), overwrite=True)
 
 
@@ -94,8 +101,8 @@ def run(args, root: Path) -> None:
     t["train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     results = score_real(summary["checkpoint"], args.realdata, device=args.device)
-    at_crop = score_real(summary["checkpoint"], args.realdata, device=args.device,
-                         tile=args.chip, overlap=args.chip // 2)
+    by_tile = {tile: score_real(summary["checkpoint"], args.realdata, device=args.device,
+                                tile=tile, overlap=tile // 2) for tile in args.tiles}
     t["score"] = time.perf_counter() - t0
     best = summary["best"]
     print(f"\nsynthetic validation (best step {summary['best_step']}): F1^HE "
@@ -103,30 +110,45 @@ def run(args, root: Path) -> None:
     print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items())
           + f" (total {sum(t.values()) / 60:.1f} min)")
     print("\nreal rasters, model trained only on rsgeo synth"
-          + (" + unlabelled real RGB (--adapt-to-real)" if target is not None else ""))
+          + (" + unlabelled real RGB (--adapt-to-real)" if target is not None else "")
+          + f" (the checkpoint's recommended tile, {recommended_tile(summary['checkpoint'])} px)")
     print(table(results))
-    print(f"\nthe same model with --tile {args.chip} --overlap {args.chip // 2} (its training "
-          "crop; the checkpoint recommends max(crop, 256))")
-    print(table(at_crop))
-    print("\nbaseline: 7 m everywhere (no image)")
-    print(table(constant_scores(7.0, args.realdata)))
-    print(json.dumps({"results": results, "results_tile_crop": at_crop, "seconds": t, "torch_threads": torch.get_num_threads(),
+    for tile, res in by_tile.items():
+        print(f"\nthe same model with --tile {tile} --overlap {tile // 2} "
+              f"({tile / args.chip:g} x its {args.chip} px training crop)")
+        print(table(res))
+    baselines = {v: constant_scores(v, args.realdata) for v in (0.0, 7.0)}
+    for v, res in baselines.items():
+        print(f"\nbaseline: {v:g} m everywhere (no image)")
+        print(table(res))
+    print(json.dumps({"results": results, "results_by_tile": by_tile, "baselines": baselines,
+                      "synthetic_val": best, "seconds": t,
+                      "torch_threads": torch.get_num_threads(),
                       "args": {k: str(v) for k, v in vars(args).items()}}))
+
+
+def recommended_tile(checkpoint) -> int:
+    """The tile (px) a task checkpoint recommends to predict-height (its bundle meta)."""
+    return int(load_task_model(checkpoint)[2]["tile"])
 
 
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scenes", type=int, default=8)
+    ap.add_argument("--scenes", type=int, default=32)
     ap.add_argument("--size", type=int, default=384, help="scene side, px")
     ap.add_argument("--gsd", type=float, default=0.5, help="training GSD, m/px")
     ap.add_argument("--styles", nargs="+", default=list(STYLES))
     ap.add_argument("--no-randomize", dest="randomize", action="store_false")
     ap.add_argument("--chip", type=int, default=64)
+    ap.add_argument("--tiles", type=int, nargs="*", default=None,
+                    help="also score with these predict tiles, px (default: --chip and 256)")
     ap.add_argument("--backbone", default="vit-tiny-4")
     ap.add_argument("--head-features", type=int, default=32)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--photometric", type=float, default=0.4,
+                    help="per-sample colour jitter / blur strength on the synthetic inputs")
     ap.add_argument("--aux-landcover", action="store_true")
     ap.add_argument("--adapt-to-real", action="store_true",
                     help="RS3DAda-style adaptation to the real sites' unlabelled RGB")
@@ -140,6 +162,8 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.tiles is None:
+        args.tiles = [args.chip, 256]
     if not available_sites(args.realdata):
         print(f"no real-data sites under {args.realdata}: nothing to score")
         return 0

@@ -30,7 +30,7 @@ _rsgeo() {
     pretrain:--selection) COMPREPLY=($(compgen -W "hog random" -- "$cur")); return;;
     pretrain:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
     pretrain:--precision) COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return;;
-    synth:--style) COMPREPLY=($(compgen -W "low mid high informal industrial courtyard" -- "$cur")); return;;
+    synth:--style) COMPREPLY=($(compgen -W "low mid high informal industrial courtyard terraced" -- "$cur")); return;;
   esac
   case "$cmd" in
     "") COMPREPLY=($(compgen -W "completion damage-map demo evaluate export finetune footprints predict predict-height prepare pretrain synth -v --verbose -q --quiet --version --help" -- "$cur"));;
@@ -39,7 +39,7 @@ _rsgeo() {
     demo) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --quick --device --seed --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     evaluate) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task --protocol --format -o --output --align --nodata --classes --ignore-index --iou --min-area --confidence --by --absolute --max-height --label-map --max-pixels --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --atol --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-    finetune) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task -o --output --encoder --backbone --head --modalities --inputs --freeze-encoder --train-size --num-classes --class-weights --epochs --steps --batch-size --lr --val-every --crop --aux-landcover --adapt-to --style --val-dataset --encoder-lr-scale --layer-decay --device --precision --seed --workers --log-every --ckpt-every --resume --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    finetune) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task -o --output --encoder --backbone --head --modalities --inputs --freeze-encoder --train-size --num-classes --class-weights --epochs --steps --batch-size --lr --val-every --crop --aux-landcover --adapt-to --style --val-dataset --encoder-lr-scale --layer-decay --photometric --device --precision --seed --workers --log-every --ckpt-every --resume --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     footprints) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output -m --model --threshold --class --value --band --min-area --fill-holes --regularise --no-regularise --tolerance --heights --workers --json --bands --scale --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     predict) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-m --model -o --output --probabilities --threshold --per-input --tile --overlap --batch-size --backend --gsd --nodata --scale --bands --max-pixels --device --precision --cog --compress --max-z-error --co --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     predict-height) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-m --model -o --output --tile --overlap --batch-size --backend --gsd --nodata --scale --bands --max-pixels --device --precision --cog --compress --max-z-error --co --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;

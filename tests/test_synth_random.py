@@ -10,7 +10,7 @@ from rsgeo.synth import generate_scene
 from rsgeo.synth.domain import RANGES, RELIEF_WAVES, draw_domain
 from rsgeo.synth.layout import STYLES, make_layout
 from rsgeo.synth.palette import ROOF_FAMILIES
-from rsgeo.synth.sensor import Sensor, apply_sensor, blur, haze, jpeg
+from rsgeo.synth.sensor import Sensor, apply_sensor, blur, haze, jpeg, tone
 
 ARRAYS = ("pre_rgb", "post_rgb", "dsm", "dtm", "pre_ndsm", "post_ndsm", "landcover", "change",
           "building_ids")
@@ -64,6 +64,7 @@ def test_draws_differ_between_seeds_and_stay_in_range():
             assert all(_inside(g, "gain") for g in s.gain) and all(_inside(o, "offset") for o in s.offset)
             assert _inside(s.noise_sigma, "noise_sigma")
             assert s.jpeg_quality is None or _inside(s.jpeg_quality, "jpeg_quality")
+            assert _inside(s.contrast, "contrast") and _inside(s.saturation, "saturation")
     assert any(d.sensor_pre.jpeg_quality is None for d in doms)
     assert any(d.sensor_pre.jpeg_quality is not None for d in doms)
     # vegetation runs from dry to lush across seeds
@@ -165,3 +166,28 @@ def test_cli_randomize_writes_the_draw(tmp_path, cli):
     assert meta["style"] == "informal" and meta["randomize"]["style"] == "informal"
     assert _inside(meta["gsd"], "gsd") and meta["gsd"] == meta["randomize"]["gsd"]
     assert {"sensor_pre", "sensor_post", "relief", "roof_palette"} <= set(meta["randomize"])
+
+
+def test_tone_curve_stretches_grey_and_colour_about_their_centres():
+    rng = np.random.default_rng(0)
+    img = rng.uniform(40, 200, (3, 32, 32)).astype(np.float32)
+    assert tone(img, 1.0, 1.0) is img                        # 1, 1: untouched
+    out = tone(img, 1.8, 1.0)
+    grey, g2 = img.mean(0), out.mean(0)
+    np.testing.assert_allclose(g2.mean(), grey.mean(), rtol=1e-5)   # mean grey kept
+    np.testing.assert_allclose(g2.std(), 1.8 * grey.std(), rtol=1e-4)
+    np.testing.assert_allclose(out - g2, img - grey, atol=1e-3)      # colour offsets kept
+    sat = tone(img, 1.0, 1.5)
+    np.testing.assert_allclose(sat.mean(0), grey, atol=1e-3)         # grey kept
+    np.testing.assert_allclose(sat - grey, 1.5 * (img - grey), atol=1e-3)
+
+
+def test_tone_is_drawn_and_applied():
+    d = draw_domain(11)
+    assert d.sensor_pre.contrast != 1.0 and d.sensor_post.saturation != 1.0
+    flat = Sensor(haze=0.0, airlight=(0, 0, 0), blur_sigma=0.0, gain=(1, 1, 1),
+                  offset=(0, 0, 0), noise_sigma=0.0, jpeg_quality=None)
+    img = np.random.default_rng(1).integers(60, 190, (3, 24, 24)).astype(np.uint8)
+    assert np.array_equal(apply_sensor(img, flat, np.random.default_rng(0)), img)
+    hard = apply_sensor(img, Sensor(**{**flat.__dict__, "contrast": 1.5}), np.random.default_rng(0))
+    assert hard.astype(float).mean(0).std() > 1.4 * img.astype(float).mean(0).std()

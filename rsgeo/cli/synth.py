@@ -19,6 +19,7 @@ class Style(str, Enum):
     informal = "informal"
     industrial = "industrial"
     courtyard = "courtyard"
+    terraced = "terraced"
 
 
 @app.command("synth")

@@ -49,6 +49,7 @@ from torch.utils.data import Dataset
 from rsgeo.data.batch import SourceNorm
 from rsgeo.data.dataset import cut
 from rsgeo.errors import InputError
+from rsgeo.finetune.photometric import photometric
 from rsgeo.finetune.tasks import TaskModule
 from rsgeo.tasks.losses import AUX_WEIGHT, IGNORE, class_loss, height_loss
 from rsgeo.train.seeds import draw, mix64, sample_seed
@@ -124,36 +125,6 @@ class AdaptView(Dataset):
         x = self.norm(batch["x_target"], "rgb", batch.pop("x_target_source_id"))
         batch["x_target"] = torch.nan_to_num(x, nan=0.0)
         return batch
-
-
-def photometric(x: torch.Tensor, g: torch.Generator, p_jitter: float = 1.0,
-                p_blur: float = 1.0, strength: float = 0.2) -> torch.Tensor:
-    """Colour jitter and Gaussian blur of normalised images ``[B, C, H, W]``, per sample.
-
-    Jitter: brightness shift ``+-2 x strength`` (normalised units ~ std), contrast and
-    saturation factors in ``1 +- strength``. Blur: 5x5 Gaussian, sigma in [0.1, 2] px.
-    """
-    B, C = x.shape[:2]
-
-    def u(lo, hi, *shape):
-        return torch.rand(B, *shape, generator=g).mul(hi - lo).add(lo).to(x.device, x.dtype)
-
-    jitter = (torch.rand(B, generator=g) < p_jitter).to(x.device).view(B, 1, 1, 1)
-    mean = x.mean((1, 2, 3), keepdim=True)
-    gray = x.mean(1, keepdim=True)
-    y = (x - gray) * u(1 - strength, 1 + strength, 1, 1, 1) + gray          # saturation
-    y = (y - mean) * u(1 - strength, 1 + strength, 1, 1, 1) + mean          # contrast
-    y = y + u(-2 * strength, 2 * strength, 1, 1, 1)                         # brightness
-    x = torch.where(jitter, y, x)
-    blur = (torch.rand(B, generator=g) < p_blur).to(x.device).view(B, 1, 1, 1)
-    sigma = u(0.1, 2.0)
-    k = torch.arange(-2, 3, device=x.device, dtype=x.dtype)
-    w = torch.exp(-k[None] ** 2 / (2 * sigma[:, None] ** 2))
-    w = w / w.sum(1, keepdim=True)                                         # [B, 5]
-    pad = F.pad(x, (2, 2, 2, 2), mode="reflect")
-    rows = (pad.unfold(3, 5, 1) * w.view(B, 1, 1, 1, 5)).sum(-1)           # blur along W
-    both = (rows.unfold(2, 5, 1) * w.view(B, 1, 1, 1, 5)).sum(-1)          # then along H
-    return torch.where(blur, both, x)
 
 
 def class_mix_mask(labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:

@@ -12,19 +12,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rsgeo.finetune.photometric import photometric as jitter
 from rsgeo.tasks import get_task
 
 
 class TaskModule(nn.Module):
-    def __init__(self, net: nn.Module, task: str, class_weights: torch.Tensor | None = None):
+    """``photometric`` > 0: in training, each sample's input image ``x`` gets colour jitter
+    (p 0.8; brightness +-2S std, contrast and saturation x 1 +- S) and Gaussian blur (p 0.5)
+    (:func:`rsgeo.finetune.photometric.photometric`), drawn from the batch's sample seeds."""
+
+    def __init__(self, net: nn.Module, task: str, class_weights: torch.Tensor | None = None,
+                 photometric: float = 0.0):
         super().__init__()
         self.net, self.task, self.spec = net, task, get_task(task)
+        self.photometric = float(photometric)
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     def logits(self, batch: dict) -> torch.Tensor:
         return self.net(*self.spec.model_args(batch))
 
     def forward(self, batch: dict):
+        if self.training and self.photometric > 0:
+            g = torch.Generator().manual_seed(int(batch["seed"].sum().item()) % (2**63))
+            batch = {**batch, "x": jitter(batch["x"], g, p_jitter=0.8, p_blur=0.5,
+                                          strength=self.photometric)}
         return self.spec.loss(self.net, batch, self.class_weights)
 
     @torch.no_grad()

@@ -19,7 +19,10 @@ in the scene's ``meta["randomize"]``. Ranges (:data:`RANGES`):
   the roads; drawn last, so every draw above is what it was without them.
 - Per image (pre and post separately): haze 0..0.4 toward an airlight of 170..235 grey
   levels (blue × 1..1.1), Gaussian blur sigma 0..1.5 px, per-band gain 0.85..1.15 and
-  offset -10..10, noise sd 0.5..5 grey levels, JPEG quality 30..95 (or none, 20 %).
+  offset -10..10, noise sd 0.5..5 grey levels, JPEG quality 30..95 (or none, 20 %), and
+  the ortho's tone curve: contrast x 0.8..2 and saturation x 0.8..1.6 (orthophotos are
+  delivered stretched, often with twice the grey-level spread of an unstretched render);
+  drawn after the trees, so every draw above is what it was.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ RANGES = {
     "haze": (0.0, 0.4), "airlight": (170.0, 235.0), "airlight_blue": (1.0, 1.1),
     "blur_sigma": (0.0, 1.5), "gain": (0.85, 1.15), "offset": (-10.0, 10.0),
     "noise_sigma": (0.5, 5.0), "jpeg_quality": (30, 95), "jpeg_none_share": 0.2,
+    "contrast": (0.8, 2.0), "saturation": (0.8, 1.6),
 }
 RELIEF_WAVES = 3
 
@@ -124,6 +128,8 @@ def draw_domain(seed: int, gsd: float | None = None, style: str | None = None) -
     slope, waves = draw_relief(rng)
     pre, post = draw_sensor(rng), draw_sensor(rng)
     trees = draw_trees(rng)
+    pre, post = (dataclasses.replace(s, contrast=_u(rng, "contrast"), saturation=_u(rng, "saturation"))
+                 for s in (pre, post))
     return Domain(gsd=drawn_gsd if gsd is None else gsd, style=drawn_style if style is None else style,
                   sun_pre=sun_pre, sun_post=sun_post, roof_families=families, roof_palette=palette,
                   vegetation=veg, ground_t=ground_t, ground_colors=ground_colors(ground_t),

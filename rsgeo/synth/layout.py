@@ -8,7 +8,10 @@ function of the rotated coordinates. Densities follow SynRS3D's three styles:
 and three from other parts of the world: ``informal`` (dense low-rise settlements: small
 flat roofs, alleys of a few metres, many rows of houses per block), ``industrial`` (large
 flat or shed-roofed halls on paved lots) and ``courtyard`` (European perimeter blocks:
-a ring of joined buildings of similar height around an inner yard).
+a ring of joined buildings of similar height around an inner yard) and ``terraced``
+(Mediterranean / European terraced rows: narrow houses joined wall to wall along the
+street, one to three storeys, low-pitched tile roofs whose ridge runs along the row, back
+gardens between the rows).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import numpy as np
 # wall (eave) height range (m), share of blocks that are parks, farmland at the edges,
 # setback from the parcel edge (m), roof shares (flat, gable, hip), yard land cover around
 # buildings (None: grass or paving at random). Optional: sidewalk (m, default 2),
-# dense (as many parcel rows as fit a block), courtyard (perimeter blocks).
+# dense (as many parcel rows as fit a block), courtyard (perimeter blocks), terraced (rows
+# of joined houses: side = frontage, depth, storeys (min, max), storey height (m), roof
+# pitch (deg)).
 STYLES = {
     "low": dict(block=(70, 110), road=(7, 10), side=(8, 16), eave=(3.0, 7.0),
                 park=0.15, farm=0.35, setback=(3, 6), roofs=(0.2, 0.45, 0.35), yard=2),
@@ -37,6 +42,10 @@ STYLES = {
     "courtyard": dict(block=(60, 110), road=(8, 14), side=(10, 16), eave=(12.0, 22.0),
                       park=0.08, farm=0.0, setback=(0, 0), roofs=(0.35, 0.45, 0.2), yard=None,
                       courtyard=True),
+    "terraced": dict(block=(50, 100), road=(6, 12), side=(5, 10), eave=(2.9, 9.9),
+                     park=0.05, farm=0.0, setback=(0, 4), roofs=(0.1, 0.9, 0.0), yard=2,
+                     terraced=True, depth=(8, 15), storeys=(1, 3), storey_m=(2.7, 3.1),
+                     pitch=(15, 30)),
 }
 ROOFS = ("flat", "gable", "hip")
 
@@ -53,6 +62,7 @@ class Building:
     eave: float   # wall height, metres
     height: float  # highest roof point above ground, metres
     color: tuple[int, int, int]
+    ridge: str | None = None  # pitched roofs: "u" / "v" axis of the ridge (None: the long side)
 
 
 @dataclass
@@ -124,7 +134,8 @@ def make_layout(size: int, gsd: float, style: str, rng: np.random.Generator,
         if near:
             water_block = near[rng.integers(len(near))]
     sidewalk = st.get("sidewalk", 2.0) / gsd
-    fill = _perimeter_in if st.get("courtyard") else _buildings_in
+    fill = _perimeter_in if st.get("courtyard") else _terraced_in if st.get("terraced") \
+        else _buildings_in
     for blk in blocks:
         u0, u1, v0, v1 = blk[0] + sidewalk, blk[1] - sidewalk, blk[2] + sidewalk, blk[3] - sidewalk
         if u1 - u0 < 4 or v1 - v0 < 4 or not _near_scene((u0, u1, v0, v1), size, angle):
@@ -200,17 +211,22 @@ def _building(rng, box, st, px, palette=None) -> Building:
     return _make_building(rng, box, roof, eave, px, palette)
 
 
-def _make_building(rng, box, roof: str, eave: float, px: float, palette=None) -> Building:
-    """Roof height from the roof type (flat: a parapet half the time; pitched: 25-45 deg)
-    and a roof colour from ``palette``."""
-    short = min(box[1] - box[0], box[3] - box[2]) * px
+def _make_building(rng, box, roof: str, eave: float, px: float, palette=None,
+                   pitch=(25, 45), ridge: str | None = None, color=None) -> Building:
+    """Roof height from the roof type (flat: a parapet half the time; pitched: ``pitch``
+    degrees, rising over half the side across the ridge) and a roof colour from ``palette``
+    (or ``color`` when given)."""
+    across = min(box[1] - box[0], box[3] - box[2]) if ridge is None else \
+        (box[3] - box[2] if ridge == "u" else box[1] - box[0])
     if roof == "flat":
         height = eave + (float(rng.uniform(0.3, 1.2)) if rng.random() < 0.5 else 0.0)
-    else:  # pitched: rise over half the short side at 25-45 degrees
-        height = eave + 0.5 * short * float(np.tan(np.radians(rng.uniform(25, 45))))
-    colors = ROOF_COLORS if palette is None else palette
-    color = colors[rng.integers(len(colors))]
-    return Building(*box, roof=roof, eave=eave, height=round(height, 2), color=color)
+    else:  # pitched: rise over half the side across the ridge
+        short = across * px
+        height = eave + 0.5 * short * float(np.tan(np.radians(rng.uniform(*pitch))))
+    if color is None:
+        colors = ROOF_COLORS if palette is None else palette
+        color = colors[rng.integers(len(colors))]
+    return Building(*box, roof=roof, eave=eave, height=round(height, 2), color=color, ridge=ridge)
 
 
 def _perimeter_in(lay: Layout, rng, blk, st) -> None:
@@ -240,6 +256,55 @@ def _perimeter_in(lay: Layout, rng, blk, st) -> None:
             pos = end
     _trees_in(lay, rng, (u0 + depth + 1, u1 - depth - 1, v0 + depth + 1, v1 - depth - 1),
               density=0.6)
+
+
+def _terraced_in(lay: Layout, rng, blk, st) -> None:
+    """Two rows of terraced houses back to back along the block's longer side, each row
+    facing its street behind a front setback, with lawn gardens (and a few trees) between
+    the rows; see :func:`_terraced_row`. Blocks too shallow for two rows get one."""
+    u0, u1, v0, v1 = blk
+    px = lay.gsd
+    long_u = (u1 - u0) >= (v1 - v0)
+    a0, a1, b0, b1 = (u0, u1, v0, v1) if long_u else (v0, v1, u0, u1)
+    front = rng.uniform(*st["setback"]) / px
+    depth = rng.uniform(*st["depth"]) / px
+    rows = [(b0 + front, b0 + front + depth)]
+    if (b1 - b0) > 2 * (front + depth) + 6 / px:
+        rows.append((b1 - front - depth, b1 - front))
+    elif (b1 - b0) < front + depth + 2 / px:
+        return
+    for r0, r1 in rows:
+        _terraced_row(lay, rng, (a0, a1, r0, r1), long_u, st)
+    garden = (rows[0][1] + 1, rows[-1][0] - 1) if len(rows) > 1 else (rows[0][1] + 1, b1 - 1)
+    if garden[1] - garden[0] > 4 / px:
+        box = (a0, a1, *garden) if long_u else (*garden, a0, a1)
+        lay.parks.append(box)   # lawn (rangeland), not paving
+        _trees_in(lay, rng, box, density=0.5)
+
+
+def _terraced_row(lay: Layout, rng, row, long_u: bool, st) -> None:
+    """Joined houses along ``row`` = (a0, a1, b0, b1) in the (along, across) frame: frontage
+    ``side`` m each, a gap of 1-4 m now and then, eaves at a whole number of storeys (one
+    storey count for most of the row), one roof type and colour family per row, the ridge
+    along the row."""
+    a0, a1, b0, b1 = row
+    px = lay.gsd
+    roof = ROOFS[rng.choice(3, p=st["roofs"])]
+    storeys = int(rng.integers(st["storeys"][0], st["storeys"][1] + 1))
+    storey_m = float(rng.uniform(*st["storey_m"]))
+    colors = ROOF_COLORS if lay.palette is None else lay.palette
+    base = np.array(colors[rng.integers(len(colors))], np.float64)
+    pos = a0 + rng.uniform(0, 3) / px
+    while pos < a1 - st["side"][0] / px:
+        end = min(pos + rng.uniform(*st["side"]) / px, a1)
+        n = int(np.clip(storeys + (rng.integers(-1, 2) if rng.random() < 0.25 else 0),
+                        st["storeys"][0], st["storeys"][1]))
+        eave = n * storey_m + float(rng.uniform(0.2, 0.6))
+        color = tuple(int(c) for c in np.clip(np.round(base + rng.normal(0, 8, 3)), 0, 255))
+        box = (pos, end, b0, b1) if long_u else (b0, b1, pos, end)
+        lay.buildings.append(_make_building(rng, box, roof, eave, px, pitch=st["pitch"],
+                                            ridge="u" if long_u else "v", color=color))
+        pos = end + (rng.uniform(1, 4) / px if rng.random() < 0.08 else 0.0)
 
 
 def _trees_in(lay: Layout, rng, box, density: float, avoid=None, avoid_water=False) -> None:

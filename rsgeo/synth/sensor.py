@@ -2,7 +2,9 @@
 
 Order follows the imaging chain: haze (airlight mixed in, so contrast drops) -> blur
 (Gaussian point-spread function) -> per-band gain and offset -> Gaussian sensor noise ->
-8-bit quantisation -> JPEG re-compression (Pillow) at a given quality. Images are
+the ortho producer's tone curve (contrast stretch about the image's mean grey, saturation
+about each pixel's grey; 1 = unchanged) -> 8-bit quantisation -> JPEG re-compression
+(Pillow) at a given quality. Images are
 ``[3, H, W]``; intermediate steps work on float32 grey levels (0..255).
 """
 
@@ -27,6 +29,8 @@ class Sensor:
     offset: tuple[float, float, float]   # per-band additive offset, grey levels
     noise_sigma: float                   # Gaussian noise sd, grey levels
     jpeg_quality: int | None             # JPEG quality 1..95, None = no re-compression
+    contrast: float = 1.0                # deviations from the mean grey scaled by this
+    saturation: float = 1.0              # deviations from each pixel's grey scaled by this
 
 
 def haze(img: np.ndarray, strength: float, airlight) -> np.ndarray:
@@ -55,6 +59,17 @@ def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
         return np.asarray(im.convert("RGB")).transpose(2, 0, 1).copy()
 
 
+def tone(img: np.ndarray, contrast: float, saturation: float) -> np.ndarray:
+    """An ortho's tone curve on float32 ``[3, H, W]`` grey levels: each pixel's grey (the
+    band mean) moved from the image's mean grey by ``contrast``, its colour from its grey
+    by ``saturation`` (any band's deviation from the pixel grey scales by it exactly)."""
+    if contrast == 1 and saturation == 1:
+        return img
+    grey = img.mean(axis=0, keepdims=True)
+    level = grey.mean()
+    return (level + np.float32(contrast) * (grey - level)) + np.float32(saturation) * (img - grey)
+
+
 def apply_sensor(rgb: np.ndarray, s: Sensor, rng: np.random.Generator) -> np.ndarray:
     """The whole chain on a uint8 ``[3, H, W]`` image; returns uint8 ``[3, H, W]``."""
     img = haze(rgb.astype(np.float32), s.haze, s.airlight)
@@ -63,5 +78,6 @@ def apply_sensor(rgb: np.ndarray, s: Sensor, rng: np.random.Generator) -> np.nda
         + np.asarray(s.offset, np.float32)[:, None, None]
     if s.noise_sigma > 0:
         img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(s.noise_sigma)
+    img = tone(img, s.contrast, s.saturation)
     out = np.clip(np.round(img), 0, 255).astype(np.uint8)
     return jpeg(out, s.jpeg_quality) if s.jpeg_quality is not None else out

@@ -2,7 +2,8 @@
 
 Land cover uses SynRS3D's eight classes (ids 1..8, see :data:`LANDCOVER`); heights are
 metres. Roofs are analytic in the rotated frame of the layout: ``flat`` (constant),
-``gable`` (ridge along the long axis), ``hip`` (four planes of equal slope).
+``gable`` (ridge along the long axis, or along the building's ``ridge`` axis when set),
+``hip`` (four planes of equal slope).
 """
 
 from __future__ import annotations
@@ -60,8 +61,10 @@ def roof_height(b: Building, u: np.ndarray, v: np.ndarray, gsd: float) -> np.nda
     """Roof height above ground (m) at rotated coords (u, v) inside building ``b``."""
     if b.roof == "flat" or b.height <= b.eave:
         return np.full(u.shape, b.height, np.float32)
-    long_u = (b.u1 - b.u0) >= (b.v1 - b.v0)
-    half = (min(b.u1 - b.u0, b.v1 - b.v0) / 2) * gsd
+    long_u = (b.u1 - b.u0) >= (b.v1 - b.v0) if b.ridge is None else b.ridge == "u"
+    across = min(b.u1 - b.u0, b.v1 - b.v0) if b.ridge is None else \
+        (b.v1 - b.v0 if long_u else b.u1 - b.u0)
+    half = (across / 2) * gsd
     slope = (b.height - b.eave) / max(half, 1e-6)
     if b.roof == "gable":
         d = (np.minimum(v - b.v0, b.v1 - v) if long_u else np.minimum(u - b.u0, b.u1 - u)) * gsd
