@@ -20,9 +20,9 @@ GSD 0.2-1.0 m, building styles drawn per scene):
 
 Defaults: the recipe measured in the README (vit-tiny-4, 16 pool scenes of 512 px in 64-px
 chips, pretraining 1500 steps x 64 at lr 1.5e-3, fine-tuning 300 steps x 8 at head lr 5e-4,
-encoder lr scale 1, layer decay 0.75). On 2 busy cores (load 8-17) a fine-tuning cell took
-4.5-9 min and MAE pretraining 22 min; the whole default grid (5 initialisations x 3 x 3)
-was not run on CPU.
+encoder lr scale 1, layer decay 0.75). On 2 quiet cores a fine-tuning cell takes 25-60 s
+(150-220 s at load 5-8), SelectiveMAE pretraining 286 s, CtxMIM about 2.5x MAE's time;
+the whole default grid (5 initialisations x 3 x 3) comes to 50-75 min (not run in one go).
 
 Each initialisation is pretrained once and reused for every cell. With ``--work DIR`` every
 finished cell is appended to ``DIR/cells.jsonl`` and a rerun with the same settings skips
