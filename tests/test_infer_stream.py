@@ -192,6 +192,37 @@ def test_many_inputs_one_pipeline_equal_single_runs(tmp_path):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
+def test_reader_batches_recycled_only_after_every_slice_is_blended(tmp_path, monkeypatch):
+    """Reader batches go back to the pool (later batches reuse their arrays) once blended;
+    a batch cut across two model batches (files sharing one) is kept until both are: a
+    released batch is scribbled over here, so an early release shows in the outputs."""
+    from rsgeo.io.pipeline import Batch
+
+    released = []
+    plain = Batch.release
+
+    def scribbling_release(self):
+        if self.pool is not None:
+            released.append(len(self.windows))
+            self.data[...] = 7
+            self.valid[...] = False
+        plain(self)
+    monkeypatch.setattr(Batch, "release", scribbling_release)
+    shapes = [(70, 90), (100, 70), (33, 130)]
+    srcs = []
+    for k, (h, w) in enumerate(shapes):
+        img = np.random.default_rng(k).integers(1, 256, (3, h, w)).astype(np.uint8)
+        img[:, 5:20, 10:30] = 0
+        srcs.append(make_raster(tmp_path / f"i{k}.tif", img, nodata=0))
+    outs = [tmp_path / f"many_{k}.tif" for k in range(len(srcs))]
+    predict_height_files(srcs, "m.ckpt", outs, runner=(AsyncSlotsRunner(), META, CFG),
+                         tile=32, overlap=8, batch_size=5)
+    for k, src in enumerate(srcs):
+        ref = old_path(src, tmp_path / f"ref_{k}.tif", 32, 8)
+        np.testing.assert_allclose(rasterio.open(outs[k]).read(1), ref, rtol=1e-6, atol=1e-6)
+    assert len(released) > 3 and sum(released) > 0
+
+
 def test_model_failure_mid_run_leaves_no_output(tmp_path):
     calls = {"n": 0}
 

@@ -15,7 +15,8 @@ module adds what a model on an accelerator needs around them, so it never waits 
   next batch is copied in while the current one computes.
 - **sink thread**: waits for each batch's result and blends its tiles straight from the
   runner's buffer into that file's ``TiledRun`` (finished block rows go to the engine's
-  writer thread); the buffer is released right after.
+  writer thread); the buffer is released right after, and a reader batch's arrays go back
+  to its reader's pool once every slice of it is blended (:class:`_Hold`).
 - **finisher threads** (``FINISHERS``): once a file's last tile is handed over, wait for
   its last rows, close (rename) the output and run the job's ``finish`` (warp back,
   statistics) while the next files go on.
@@ -81,6 +82,30 @@ class Job:
 class _Failed:
     def __init__(self, error: BaseException):
         self.error = error
+
+
+class _Hold:
+    """Hands a reader batch's arrays back (``release``) once nothing reads them any more.
+
+    One count for the main thread while it cuts the batch into slices (:meth:`drop` when
+    done), one per slice in flight (:meth:`take`, dropped by the sink after the blend):
+    a slice's ``valid`` rows are read by the blend, after the runner has its own copy.
+    """
+
+    def __init__(self, release: Callable[[], None]):
+        self._release, self._count, self._lock = release, 1, threading.Lock()
+
+    def take(self) -> "_Hold":
+        with self._lock:
+            self._count += 1
+        return self
+
+    def drop(self) -> None:
+        with self._lock:
+            self._count -= 1
+            last = self._count == 0
+        if last:
+            self._release()
 
 
 class _Ahead:
@@ -183,7 +208,7 @@ class Pipeline:
         return reader
 
     def _chunks(self, preparers: Iterable[Callable[[], Job]]):
-        """``(job, windows, data, valid)`` in order; the next file is read while this one
+        """``(job, windows, data, valid, hold)`` in order; the next file is read while this one
         is consumed; a failed preparation yields a :class:`_Failed` after earlier files."""
         pending = iter(enumerate(preparers))
 
@@ -205,7 +230,7 @@ class Pipeline:
         cur = prepare_next()
         while cur is not None:
             if isinstance(cur, _Failed):
-                yield cur, None, None, None
+                yield cur, None, None, None, None
                 return
             job, reader = cur
             nxt = prepare_next()  # its reads overlap this file's
@@ -214,9 +239,9 @@ class Pipeline:
                     # maps skip the mask of tiles known valid (tile tables use it as is)
                     valid = ([None] * len(b.windows) if b.all_valid and job.collect is None
                              else b.valid)
-                    yield job, b.windows, b.data, valid
+                    yield job, b.windows, b.data, valid, _Hold(b.release)
             except Exception as e:  # a read failed: earlier files still finish
-                yield _Failed(e), None, None, None
+                yield _Failed(e), None, None, None, None
                 return
             cur = nxt
 
@@ -242,7 +267,7 @@ class Pipeline:
             parts: list = []
             n = 0
             chunks = _Ahead(lambda: self._chunks(preparers), depth=self.depth)
-            for job, wins, data, valid in chunks:
+            for job, wins, data, valid, hold in chunks:
                 if isinstance(job, _Failed):  # earlier files are complete: finish them first
                     if parts:
                         self._submit(parts, sinkq, state)
@@ -256,11 +281,13 @@ class Pipeline:
                 i = 0
                 while i < len(wins):
                     take = min(self.batch_size - n, len(wins) - i)
-                    parts.append((job, wins[i:i + take], data[i:i + take], valid[i:i + take]))
+                    parts.append((job, wins[i:i + take], data[i:i + take], valid[i:i + take],
+                                  hold.take()))
                     n, i = n + take, i + take
                     if n == self.batch_size:
                         self._submit(parts, sinkq, state)
                         parts, n = [], 0
+                hold.drop()
             if parts:
                 self._submit(parts, sinkq, state)
         except BaseException as e:
@@ -302,7 +329,7 @@ class Pipeline:
     def _blend(self, parts: list, out, done: dict, finisher, state: dict) -> int:
         """Blend one batch's predictions ``out`` into the files of ``parts``; returns tiles."""
         k = 0
-        for job, wins, _, valid in parts:
+        for job, wins, _, valid, _ in parts:
             if job.run is None and job.collect is not None:
                 job.run = job.collect()
             elif job.run is None:  # blends in this thread, straight from the runner's buffer
@@ -337,6 +364,8 @@ class Pipeline:
                     k = self._blend(parts, pending.result(), done, finisher, state)
                 finally:
                     pending.release()
+                for part in parts:  # blended: the reader may reuse its arrays
+                    part[4].drop()
                 if self.on_tiles:
                     self.on_tiles(k)
             except BaseException as e:
