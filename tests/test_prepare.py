@@ -120,6 +120,27 @@ def test_manifest_round_trip_and_append_source(tmp_path):
     assert set(ChipDataset(tmp_path / "ds", split=None)[0]) >= {"rgb", "source", "chip_id"}
 
 
+def test_stored_hog_is_each_chips_own(tmp_path):
+    """HOG is computed for a batch of chips at once: every stored row must be its own chip's
+    (RGB, and the height image of DSM-only chips), more chips than one batch."""
+    from rsgeo.data.hog import hog_energy
+    from rsgeo.data.prepare import _height_image
+
+    noise = np.random.default_rng(5).integers(0, 256, (3, 320, 384)).astype(np.uint8)
+    rgb = make_raster(tmp_path / "a.tif", noise)  # no near-duplicates: all 30 chips kept
+    dsm = np.random.default_rng(6).uniform(0, 30, (1, 320, 384)).astype(np.float32)
+    dsm_path = make_raster(tmp_path / "d.tif", dsm)
+    prepare([SceneInput(rgb=rgb, source="A")], tmp_path / "A", size=64)
+    prepare([SceneInput(rgb=None, dsm=dsm_path, source="D")], tmp_path / "D", size=64)
+    for src, key in (("A", "rgb"), ("D", "dsm")):
+        shards = tmp_path / src / "shards" / src
+        images, hog = np.load(shards / f"{key}.npy"), np.load(shards / "hog.npy")
+        assert len(images) == len(hog) == 30  # two batches of 16 chips
+        for k in (0, 17, 29):
+            base = images[k] if key == "rgb" else _height_image(images[k])
+            np.testing.assert_array_equal(hog[k], hog_energy(base).numpy())
+
+
 def test_bad_inputs(tmp_path, cli):
     two = make_raster(tmp_path / "two.tif", np.zeros((2, 64, 64), np.uint8))
     four = make_raster(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint16) + 9)  # RGBN

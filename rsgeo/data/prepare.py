@@ -314,8 +314,8 @@ def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd
                 def read_batch(batch):
                     if small:  # the scene is smaller than one chip: nothing to read
                         return [{"nodata_fraction": 1.0, "hash": 0} for _ in batch]
-                    return reader.read(batch, lambda ds, rc: _read_chip(
-                        reader, ds, rc, size, fp, grid, classes))
+                    return _add_hog(reader.read(batch, lambda ds, rc: _read_chip(
+                        reader, ds, rc, size, fp, grid, classes)))
 
                 for (r, c), chip in zip(wins, _ordered_map(read_batch, wins, workers)):
                     row = _row(scene, grid, r, c, size, split, seed)
@@ -414,9 +414,20 @@ def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> 
     if "rgb" not in out and "dsm" in out:  # DSM-only: the heights decide what is valid
         valid &= np.isfinite(out["dsm"][0])
     base = out["rgb"] if "rgb" in out else _height_image(out.get("ndsm", out.get("dsm")))
-    out["hog"] = hog_energy(base).numpy()
     return {"arrays": out, "valid": valid, "nodata_fraction": float(1 - valid.mean()),
-            "hash": dhash(base)}
+            "hash": dhash(base), "base": base}
+
+
+def _add_hog(chips: list[dict]) -> list[dict]:
+    """Each chip's HOG energy per patch (``arrays["hog"]``, from its ``base`` image), computed
+    for the batch at once: one chip at a time, torch's per-call overhead cost 8 ms a 64 px
+    chip, a third of ``prepare``'s time."""
+    read = [c for c in chips if "base" in c]  # not the placeholders of too-small scenes
+    if read:
+        energy = hog_energy(np.stack([c.pop("base") for c in read])).numpy()
+        for c, e in zip(read, energy):
+            c["arrays"]["hog"] = e
+    return chips
 
 
 def _height_image(h: np.ndarray) -> np.ndarray:
