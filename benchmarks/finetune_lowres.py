@@ -25,31 +25,28 @@ from pathlib import Path
 
 import numpy as np
 
+from common import synth_chips
+
 KEYS = ("f1he_1", "mae", "rmse", "delta1")
+
+
+def other_sensor(folder: Path) -> None:
+    """Recolour a city's images in place: darker, warmer, lower contrast (another sensor)."""
+    import rasterio
+
+    for tif in folder.glob("*_rgb.tif"):
+        with rasterio.open(tif, "r+") as ds:
+            rgb = ds.read().astype(np.float32)
+            gain = np.array([1.0, 0.85, 0.7], np.float32)[:, None, None]
+            rgb = (rgb - rgb.mean()) * 0.8 + rgb.mean()          # lower contrast
+            ds.write(np.clip(rgb * gain * 0.8 + 10, 0, 255).astype(np.uint8))
 
 
 def city(root: Path, name: str, scenes: int, size: int, chip: int, seed: int, style: str,
          split, shift: bool = False) -> Path:
     """Synthetic scenes -> a chip dataset; ``shift`` recolours the images (another sensor)."""
-    import rasterio
-
-    from rsgeo.data.prepare import prepare
-    from rsgeo.data.sources import from_synth_dir
-    from rsgeo.synth import LANDCOVER, write_scenes
-
-    folder = root / name
-    write_scenes(folder, size=size, scenes=scenes, seed=seed, style=style, prefix=name)
-    if shift:
-        for tif in folder.glob("*_rgb.tif"):
-            with rasterio.open(tif, "r+") as ds:
-                rgb = ds.read().astype(np.float32)
-                gain = np.array([1.0, 0.85, 0.7], np.float32)[:, None, None]
-                rgb = (rgb - rgb.mean()) * 0.8 + rgb.mean()          # lower contrast
-                ds.write(np.clip(rgb * gain * 0.8 + 10, 0, 255).astype(np.uint8))
-    out = root / f"{name}_chips"
-    prepare(from_synth_dir(folder), out, size=chip, classes=dict(LANDCOVER), split=split,
-            seed=seed)
-    return out
+    return synth_chips(root, name, scenes=scenes, size=size, chip=chip, seed=seed, split=split,
+                       style=style, recolour=other_sensor if shift else None)
 
 
 def run(chips, out: Path, val, *, encoder, backbone, steps, train_size, seed, batch, lr,
