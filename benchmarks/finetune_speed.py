@@ -21,17 +21,12 @@ import time
 from pathlib import Path
 
 import rsgeo  # noqa: F401  (before torch: OpenMP threads wait passively, rsgeo.train.threads)
+from common import synth_chips
 
 
 def chips(root: Path, scenes: int, size: int, chip: int, seed: int) -> Path:
-    from rsgeo.data.prepare import prepare
-    from rsgeo.data.sources import from_synth_dir
-    from rsgeo.synth import LANDCOVER, write_scenes
-
-    write_scenes(root / "city", size=size, scenes=scenes, seed=seed, footprints=False)
-    prepare(from_synth_dir(root / "city"), root / "chips", size=chip, classes=dict(LANDCOVER),
-            seed=seed)
-    return root / "chips"
+    return synth_chips(root, "city", scenes=scenes, size=size, chip=chip, seed=seed,
+                       split=(0.9, 0.1, 0.0), footprints=False)  # prepare's default
 
 
 def run(data: Path, out: Path, a, val_every=None) -> dict:
