@@ -40,7 +40,7 @@ from rsgeo.finetune.lr_decay import (check_head_steps, check_layer_decay, finetu
                                      lr_rule)
 from rsgeo.finetune.tasks import TaskModule
 from rsgeo.finetune.validate import ValSet, evaluate_view, save_val_preview
-from rsgeo.models.backbones import check_backbone, load_encoder
+from rsgeo.models.backbones import check_backbone, load_encoder, resize_encoder
 from rsgeo.models.external import BANDS, is_rsgeo_encoder, open_encoder
 from rsgeo.tasks.bundle import build_task_model, save_task_model
 from rsgeo.tasks import INPUTS, TaskSpec, get_task
@@ -344,8 +344,8 @@ def _encoders(encoder: str, backbone: str | None, inputs: str, chip: int):
         if not p.is_dir():
             raise InputError(f"--modalities {inputs} needs a fusedmim run folder "
                              "(encoder_rgb.* and encoder_dsm.*)", p)
-        a, ma = load_encoder(p / "encoder_rgb.safetensors")
-        b, mb = load_encoder(p / "encoder_dsm.safetensors")
+        a, ma = resize_encoder(*load_encoder(p / "encoder_rgb.safetensors"), chip)
+        b, mb = resize_encoder(*load_encoder(p / "encoder_dsm.safetensors"), chip)
         return [a, b], {"rgb": ma, "dsm": mb}, ma["backbone"]
     enc, meta = open_encoder(p, backbone, inputs, chip)
     return [enc], meta, meta["backbone"]
