@@ -49,9 +49,10 @@ FULL = dict(train_scenes=4, size=768, chip=64, unlabelled_scenes=0, pretrain_ste
 # 11.9 % there, 22.8 % at 1e-3 and 22.6 % at 3e-4; benchmarks/pretrain_lr.py), a decoder
 # much smaller than MAE's 512-wide, 8-deep one, 75 % masking. Tried on the full demo's
 # data and budget (seed 0, README "rsgeo demo"): 128 px crops with 4 more unlabelled scenes,
-# MAE instead of SelectiveMAE, finetune head_steps=200 (LP-FT); the best (MAE at 128 px)
-# still trailed random init (held-out F1^HE 0.568 vs 0.625), at 4x the pretraining time, so
-# the demo keeps this cheapest recipe.
+# MAE or FusedMIM (RGB + DSM of unlabelled scenes) instead of SelectiveMAE, finetune
+# head_steps=200 (LP-FT): every start still trailed random init (best: MAE at 128 px with
+# LP-FT, held-out F1^HE 0.568 vs 0.625; FusedMIM 0.609 vs 0.640 without), so the demo keeps
+# this cheapest recipe.
 PRETRAIN = dict(method="selectivemae", lr=1e-3, warmup=0.1, mask_ratio=0.75, rec_ratio=0.25,
                 decoder_dim=128, decoder_depth=2, decoder_heads=4)
 # Fine-tuning, the same for the pretrained and the random-init model.
