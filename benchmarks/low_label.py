@@ -24,6 +24,11 @@ encoder lr scale 1, layer decay 0.75). On 2 quiet cores a fine-tuning cell takes
 (150-220 s at load 5-8), SelectiveMAE pretraining 286 s, CtxMIM about 2.5x MAE's time;
 the whole default grid (5 initialisations x 3 x 3) comes to 50-75 min (not run in one go).
 
+``--pretrain-chip 128`` pretrains on the pool's scenes cut into 128 px chips (64 tokens for
+a ViT/16 instead of 16; fine-tuning stays on ``--chip``, the position grid resampled);
+``--head-steps N`` gives every cell finetune's LP-FT head-only first N steps. Both are off
+by default: on the demo's data neither made pretraining pay off (README, ``rsgeo demo``).
+
 Each initialisation is pretrained once and reused for every cell. With ``--work DIR`` every
 finished cell is appended to ``DIR/cells.jsonl`` and a rerun with the same settings skips
 it (resumable); each cell is printed as it finishes, with the load average.
@@ -61,6 +66,8 @@ SEEN = {"random": "nothing", "mae": "pool RGB", "selectivemae": "pool RGB",
 STUDY_KEYS = ("pool_scenes", "val_scenes", "size", "chip", "backbone", "pretrain_steps",
               "pretrain_batch", "pretrain_lr", "finetune_steps", "batch_size", "lr",
               "encoder_lr_scale", "layer_decay", "head_features", "external")
+# later settings: part of the id only when not at these values (older --work folders stay valid)
+LATER_KEYS = {"pretrain_chip": None, "head_steps": 0}
 
 
 def load() -> str:
@@ -71,20 +78,26 @@ def load() -> str:
         return "?"
 
 
-def city(root: Path, name: str, scenes: int, size: int, chip: int, seed: int, split) -> Path:
-    """``scenes`` randomised synthetic scenes (seeds ``seed``...) -> a chip folder (cached)."""
-    out = root / f"{name}_chips"
+def city(root: Path, name: str, scenes: int, size: int, chip: int, seed: int, split,
+         suffix: str = "") -> Path:
+    """``scenes`` randomised synthetic scenes (seeds ``seed``...) -> a chip folder
+    ``NAME_chips{suffix}`` (cached; the scenes are written once for every chip size)."""
+    out = root / f"{name}_chips{suffix}"
     if (out / "dataset.json").is_file():
         return out
-    write_scenes(root / name, size=size, scenes=scenes, seed=seed, prefix=name,
-                 randomize=True, footprints=False, overwrite=True)
+    if not (root / name / "done").is_file():
+        write_scenes(root / name, size=size, scenes=scenes, seed=seed, prefix=name,
+                     randomize=True, footprints=False, overwrite=True)
+        (root / name / "done").write_text("")
     prepare(from_synth_dir(root / name), out, size=chip, classes=dict(LANDCOVER), split=split,
             seed=seed)
     return out
 
 
 def pretrained(init: str, pool: Path, work: Path, args) -> tuple[str, dict]:
-    """The encoder to start from for ``init`` and what its pretraining did (cached in work)."""
+    """The encoder to start from for ``init`` and what its pretraining did (cached in work).
+
+    ``pool``: the chips pretraining reads (the pool cut at ``--pretrain-chip`` when given)."""
     if init == "random":
         return "random", {}
     if init == "external":
@@ -119,6 +132,7 @@ def cell(init: str, encoder: str, n: int, seed: int, pool: Path, held: Path, wor
                  steps=args.finetune_steps, batch_size=min(args.batch_size, n), lr=args.lr,
                  encoder_lr_scale=args.encoder_lr_scale, train_size=n, seed=seed,
                  head_features=args.head_features, val_dataset=held, val_every=0,
+                 head_steps=args.head_steps,
                  device=args.device, workers=args.workers, precision=args.precision,
                  layer_decay=args.layer_decay, log_every=50, overwrite=True)
     return {"init": init, "labels": n, "seed": seed, **{k: float(s["best"][k]) for k in KEYS},
@@ -138,8 +152,14 @@ def score_real_rasters(model, args) -> dict:
     return score_real(str(model), args.realdata, device=args.device)
 
 
+def study_settings(args) -> dict:
+    """The settings that change the numbers (:data:`STUDY_KEYS`, :data:`LATER_KEYS` when set)."""
+    later = {k: str(getattr(args, k)) for k, v in LATER_KEYS.items() if getattr(args, k) != v}
+    return {**{k: str(getattr(args, k)) for k in STUDY_KEYS}, **later}
+
+
 def settings_id(args) -> str:
-    blob = json.dumps({k: str(getattr(args, k)) for k in STUDY_KEYS}, sort_keys=True)
+    blob = json.dumps(study_settings(args), sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -150,7 +170,7 @@ def open_work(work: Path, args) -> dict:
     sid = settings_id(args)
     if tag.is_file() and json.loads(tag.read_text())["id"] != sid:
         sys.exit(f"{work}: made with other settings ({tag}); use another --work folder")
-    tag.write_text(json.dumps({"id": sid, **{k: str(getattr(args, k)) for k in STUDY_KEYS}}))
+    tag.write_text(json.dumps({"id": sid, **study_settings(args)}))
     done = {}
     if (work / "cells.jsonl").is_file():
         for line in open(work / "cells.jsonl"):
@@ -166,11 +186,14 @@ def run_study(args) -> tuple[list[dict], dict]:
     t0 = time.perf_counter()
     pool = city(work, "pool", args.pool_scenes, args.size, args.chip, 0, (1.0, 0.0, 0.0))
     held = city(work, "heldout", args.val_scenes, args.size, args.chip, 1000, (0.0, 1.0, 0.0))
+    unlab = pool if not args.pretrain_chip or args.pretrain_chip == args.chip else city(
+        work, "pool", args.pool_scenes, args.size, args.pretrain_chip, 0, (1.0, 0.0, 0.0),
+        suffix=str(args.pretrain_chip))
     print(f"data: {time.perf_counter() - t0:.0f} s ({pool}, {held})", flush=True)
     inits = list(args.inits) + (["external"] if args.external else [])
     rows, pre = [], {}
     for init in inits:
-        encoder, pre[init] = pretrained(init, pool, work, args)
+        encoder, pre[init] = pretrained(init, unlab, work, args)
         for n in args.labels:
             for seed in args.seeds:
                 row = done.get((init, n, seed))
@@ -264,6 +287,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--pretrain-steps", type=int, default=1500)
     ap.add_argument("--pretrain-batch", type=int, default=64)
     ap.add_argument("--pretrain-lr", type=float, default=1.5e-3)
+    ap.add_argument("--pretrain-chip", type=int, help="pretrain on the pool cut into chips of "
+                    "this size (px; default --chip); fine-tuning resamples the position grid")
     ap.add_argument("--finetune-steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=5e-4, help="head learning rate")
@@ -271,6 +296,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--layer-decay", type=float, default=0.75,
                     help="finetune's layer-wise lr decay (1: off)")
     ap.add_argument("--head-features", type=int, default=32)
+    ap.add_argument("--head-steps", type=int, default=0,
+                    help="finetune's LP-FT head-only first steps (0: off)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--precision", default="fp32")

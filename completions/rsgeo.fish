@@ -96,6 +96,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l style -d 'With --
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l val-dataset -rF -d 'Chip dataset to validate on (default: DATASETs val split).'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l encoder-lr-scale -d 'Encoder lr / head lr (RS3DAda uses 0.1).'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l layer-decay -d 'Layer-wise lr decay in (0, 1] (BEiT/MAE, e.g. 0.75; 1: off): encoder l'
+complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l head-steps -d 'LP-FT: the first N steps train the head only (encoder frozen as loaded'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l photometric -d 'Per-sample colour jitter (brightness +-2S std, contrast and saturation'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l device -xa 'auto cpu cuda' -d ''
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l precision -xa 'fp32 bf16 fp16' -d ''

@@ -7,7 +7,7 @@ import torch
 
 from rsgeo.errors import InputError
 from rsgeo.models.backbones import (build_encoder, encoder_features, encoder_stride, load_encoder,
-                                    out_channels, save_encoder)
+                                    out_channels, resize_encoder, save_encoder)
 
 
 @pytest.mark.parametrize("name,bands,shapes", [
@@ -70,3 +70,28 @@ def test_load_errors_are_one_line_input_errors(tmp_path):
     js.write_text(json.dumps({"backbone": "vit-tiny-4", "in_chans": 3, "img_size": 32}))
     with pytest.raises(InputError, match="do not fit vit-tiny-4"):
         load_encoder(st)
+
+
+def test_resize_encoder_bakes_the_dynamic_position_resampling(synth_chips, tmp_path):
+    """An encoder written for 64 px (4x4 grid) and fine-tuned on 32 px crops: rebuilt for 32
+    px with its position grid resampled once, it computes what the 64 px encoder computes
+    on 32 px inputs (timm resamples on the fly), and the task checkpoint fine-tuning writes
+    (config img_size 32) loads back."""
+    from rsgeo.finetune import finetune
+    from rsgeo.tasks.bundle import load_task_model
+
+    torch.manual_seed(0)
+    enc = build_encoder("vit-tiny-2", 3, 64).eval()
+    meta = {"backbone": "vit-tiny-2", "in_chans": 3, "img_size": 64}
+    small, m = resize_encoder(enc, meta, 32)
+    assert m["img_size"] == 32 and m["pretrain_img_size"] == 64
+    assert tuple(small.pos_embed.shape) == (1, 1 + 4, 96)          # class token + 2x2 grid
+    torch.testing.assert_close(small.pos_embed[:, 0], enc.pos_embed[:, 0])
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(small.eval()(x), enc(x))
+    assert resize_encoder(enc, meta, 64)[0] is enc                  # same size: unchanged
+    save_encoder(enc, tmp_path / "enc.safetensors", meta)
+    s = finetune(synth_chips, "height", tmp_path / "ft", encoder=str(tmp_path / "enc.safetensors"),
+                 steps=1, batch_size=2, crop=32, head_features=8, val_every=0)
+    net, cfg, _ = load_task_model(s["checkpoint"])
+    assert cfg["img_size"] == 32 and tuple(net.encoder.encoders[0].pos_embed.shape) == (1, 5, 96)

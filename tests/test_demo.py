@@ -24,6 +24,7 @@ def test_quick_demo_end_to_end(tmp_path, cli):
     assert 0 <= m["height_f1he_1"] <= 1 and 0 <= m["damaged_building_f1"] <= 1
     assert 0 < m["height_mae"] < 20 and m["buildings"] > 5
     assert m["pretrain_loss_end"] < m["pretrain_loss_start"]       # pretraining trains
+    assert m["pretrain_loss_start_step"] == 1                     # the untrained model's loss
     assert m["pretrain_lr"] == demo.PRETRAIN["lr"]
     assert "baseline_height_f1he_1" not in m                      # full demo only
     for key in ("heights_pre", "heights_post", "damage"):
@@ -72,14 +73,27 @@ def test_full_demo_adds_a_random_init_baseline(tmp_path, monkeypatch):
     assert any(x.startswith("[11/11] report") for x in lines)
 
 
-def test_loss_curve_means_first_and_last_records(tmp_path):
+def test_loss_curve_first_step_and_mean_of_the_tail(tmp_path):
     f = tmp_path / "metrics.jsonl"
-    f.write_text("".join(json.dumps({"step": 10 * i, "loss": v}) + "\n"
-                         for i, v in enumerate([1.3, 1.2, 1.1, 0.9, 0.7, 0.6, 0.5], 1)))
+    losses = [1.6, 1.2] + [1.0] * 15 + [0.5, 0.7, 0.6]          # 20 steps, logged every step
+    f.write_text("".join(json.dumps({"step": i, "loss": v, "lr": 1e-3}) + "\n"
+                         for i, v in enumerate(losses, 1))
+                 + json.dumps({"kind": "val", "step": 20, "acc": 1.0}) + "\n")  # no loss: skipped
     c = demo.loss_curve(f)
-    assert c["start"] == pytest.approx(1.2) and c["end"] == pytest.approx(0.6)
+    assert c["start"] == pytest.approx(1.6) and c["start_step"] == 1       # the untrained model
+    assert c["end"] == pytest.approx(0.6) and c["end_steps"] == (20, 20)   # 5 % of 20: 1 record
+    c = demo.loss_curve(f, tail=0.15)
+    assert c["end"] == pytest.approx(0.6) and c["end_steps"] == (18, 20)   # mean of 0.5, 0.7, 0.6
     f.write_text(json.dumps({"step": 1, "loss": 0.8}) + "\n")
-    assert demo.loss_curve(f) == {"start": 0.8, "end": 0.8}
+    assert demo.loss_curve(f) == {"start": 0.8, "end": 0.8, "start_step": 1, "end_steps": (1, 1)}
     f.write_text("")
     with pytest.raises(RsgeoError, match="no loss"):
         demo.loss_curve(f)
+
+
+def test_loss_note_only_for_normalised_pixel_losses(monkeypatch):
+    assert demo.loss_note() == "; 1.0 = each patch's mean colour"       # the demo's SelectiveMAE
+    monkeypatch.setitem(demo.PRETRAIN, "norm_pix_loss", False)
+    assert demo.loss_note() == ""
+    monkeypatch.setattr(demo, "PRETRAIN", {"method": "simmim"})
+    assert demo.loss_note() == ""

@@ -78,3 +78,37 @@ def test_missing_realdata_is_skipped_not_fatal(tmp_path, capsys):
     args = _module().parse(["--realdata", str(tmp_path / "absent")])
     assert args.realdata is None
     assert "real rasters skipped" in capsys.readouterr().out
+
+
+def test_settings_id_keeps_older_work_folders_valid():
+    """Settings added later (--pretrain-chip, --head-steps) enter the id only when set, so a
+    work folder made before they existed still resumes with the defaults."""
+    mod = _module()
+    base = mod.parse([])
+    assert set(mod.study_settings(base)) == set(mod.STUDY_KEYS)
+    assert mod.settings_id(base) == mod.settings_id(mod.parse(["--head-steps", "0"]))
+    for extra in (["--head-steps", "50"], ["--pretrain-chip", "128"]):
+        assert mod.settings_id(mod.parse(extra)) != mod.settings_id(base)
+
+
+@pytest.mark.slow
+def test_pretrain_chip_and_head_steps(tmp_path):
+    """--pretrain-chip cuts the same pool scenes into bigger chips for pretraining only;
+    --head-steps reaches finetune (its config records it)."""
+    import yaml
+
+    mod = _module()
+    toy = [a for a in TOY]
+    toy[toy.index("--seeds") + 1: toy.index("--seeds") + 3] = ["0"]
+    toy[toy.index("--size") + 1] = "256"                         # 4 pretraining chips of 128 px
+    args = mod.parse(toy + ["--pretrain-chip", "128", "--head-steps", "1", "--work", str(tmp_path)])
+    rows, pre = mod.run_study(args)
+    assert len(rows) == 2
+    pool = json.loads((tmp_path / "pool_chips128" / "dataset.json").read_text())
+    assert pool["chip_size"] == 128
+    assert json.loads((tmp_path / "pool_chips" / "dataset.json").read_text())["chip_size"] == 64
+    enc = json.loads(Path(pre["mae"]["encoder"]).with_suffix(".json").read_text())
+    assert enc["img_size"] == 128                                # pretrained on 128 px chips
+    for init in ("random", "mae"):
+        cfg = yaml.safe_load((mod.cell_dir(tmp_path, init, 3, 0) / "config.yaml").read_text())
+        assert cfg["extra"]["head_steps"] == 1

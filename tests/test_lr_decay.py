@@ -132,3 +132,57 @@ def test_freeze_encoder_trains_the_head_only(synth_chips, tmp_path):
     start = build_task_model(cfg, [enc])
     moved = [not torch.equal(a, b) for a, b in zip(net.head.parameters(), start.head.parameters())]
     assert sum(moved) > len(moved) // 2                       # the head trained
+
+
+def test_head_steps_freeze_the_encoder_then_train_it(synth_chips, tmp_path, monkeypatch):
+    """LP-FT: steps 0 .. head_steps - 1 leave the loaded encoder exactly as it is (no
+    gradient, no weight decay) while the head learns; the steps after move the encoder."""
+    from rsgeo.finetune import finetune
+
+    torch.manual_seed(3)
+    save_encoder(build_encoder("vit-tiny-2", 3, 32), tmp_path / "enc.safetensors",
+                 {"backbone": "vit-tiny-2", "in_chans": 3, "img_size": 32})
+    loaded = {k: v.clone() for k, v in load_encoder(tmp_path / "enc.safetensors")[0]
+              .state_dict().items()}
+    seen = {}                                                  # step -> (encoder, head) before it
+    original = TaskModule.set_progress
+
+    def spy(self, step, total):
+        original(self, step, total)
+        enc = self.net.encoder.encoders[0]
+        seen[step] = ({k: v.clone() for k, v in enc.state_dict().items()},
+                      [p.clone() for p in self.net.head.parameters()],
+                      {p.requires_grad for p in enc.parameters()})
+
+    monkeypatch.setattr(TaskModule, "set_progress", spy)
+    s = finetune(synth_chips, "height", tmp_path / "lpft", encoder=str(tmp_path / "enc.safetensors"),
+                 head_steps=2, steps=4, batch_size=2, crop=32, head_features=8, lr=1e-2,
+                 val_every=0)
+    assert sorted(seen) == [0, 1, 2, 3]
+    assert seen[0][2] == seen[1][2] == {False} and seen[2][2] == seen[3][2] == {True}
+    for k, v in loaded.items():                                # steps 0 and 1: encoder frozen
+        torch.testing.assert_close(seen[2][0][k], v, msg=k)
+    assert any(not torch.equal(a, b) for a, b in zip(seen[0][1], seen[2][1]))   # head learnt
+    net, _, _ = load_task_model(s["checkpoint"])               # steps 2 and 3: encoder trained
+    final = net.encoder.encoders[0].state_dict()
+    assert any(not torch.equal(final[k], v) for k, v in loaded.items())
+    assert s["lr_rule"].startswith("steps 0-1: head only, encoder frozen (--head-steps); then "
+                                   "head lr 0.01; encoder lr 0.01")
+
+
+def test_cli_head_steps_recorded_and_checked(synth_chips, tmp_path, cli):
+    args = ["finetune", synth_chips, "--task", "height", "--backbone", "vit-tiny-2", "--steps", 2,
+            "--batch-size", 2, "--crop", 32, "--lr", 1e-3]
+    code, out, err = cli(*args, "--head-steps", 1, "-o", tmp_path / "r", "--json")
+    assert code == 0, err
+    assert json.loads(out)["lr_rule"].startswith("steps 0-0: head only")
+    cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert cfg["extra"]["head_steps"] == 1
+    for bad, words in ((["--head-steps", 2], "below --steps 2"),
+                       (["--head-steps", 1, "--freeze-encoder"], "--freeze-encoder")):
+        code, _, err = cli(*args, *bad, "-o", tmp_path / "bad")
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "bad").exists()
+    with pytest.raises(InputError, match="must be >= 0"):
+        from rsgeo.finetune.lr_decay import check_head_steps
+        check_head_steps(-1, False, None)

@@ -36,10 +36,11 @@ from rsgeo.data.dataset import open_chips, pooled_stats
 from rsgeo.errors import InputError
 from rsgeo.finetune.adapt import AdaptModule, AdaptView, split_style, structure_classes
 from rsgeo.finetune.data import TaskView, needed_modalities, subset_indices
-from rsgeo.finetune.lr_decay import check_layer_decay, finetune_groups, lr_rule
+from rsgeo.finetune.lr_decay import (check_head_steps, check_layer_decay, finetune_groups,
+                                     lr_rule)
 from rsgeo.finetune.tasks import TaskModule
 from rsgeo.finetune.validate import ValSet, evaluate_view, save_val_preview
-from rsgeo.models.backbones import check_backbone, load_encoder
+from rsgeo.models.backbones import check_backbone, load_encoder, resize_encoder
 from rsgeo.models.external import BANDS, is_rsgeo_encoder, open_encoder
 from rsgeo.tasks.bundle import build_task_model, save_task_model
 from rsgeo.tasks import INPUTS, TaskSpec, get_task
@@ -58,8 +59,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
              crop: int | None = None, val_dataset=None, val_split: str = "val",
              head_features: int = 64, aux_landcover: bool = False, adapt_to=None,
              adapt: dict | None = None, encoder_lr_scale: float = 1.0, layer_decay: float = 1.0,
-             feature_norm: bool = True, photometric: float = 0.0, resume: bool = False,
-             overwrite: bool = False, **train) -> dict:
+             feature_norm: bool = True, photometric: float = 0.0, head_steps: int = 0,
+             resume: bool = False, overwrite: bool = False, **train) -> dict:
     """Fine-tune a task model; returns a summary (best score, paths, steps).
 
     Args:
@@ -85,6 +86,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         layer_decay: layer-wise learning-rate decay in (0, 1] (BEiT/MAE; 1: off; MAE uses
             0.65-0.75): encoder layer ``l`` of ``L + 1`` learns at ``lr x encoder_lr_scale x
             layer_decay ** (L + 1 - l)`` (:mod:`rsgeo.finetune.lr_decay`).
+        head_steps: LP-FT (Kumar et al. 2022): the first ``head_steps`` steps train the
+            head(s) only, the encoder frozen as loaded; then everything (0: off; TaskModule).
         feature_norm: ViT feature levels through the encoder's final LayerNorm (as DINOv2's DPT).
         photometric: per-sample colour jitter / blur strength on training inputs (0: off).
         train: engine settings (steps, epochs, batch_size, lr, device, precision, seed,
@@ -96,12 +99,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     seed = int(train.get("seed", 0))
     resolve_device(train.get("device", "auto"))
     check_layer_decay(layer_decay, freeze_encoder)
-    if adapt and adapt_to is None:
-        raise InputError(f"adaptation options ({', '.join(sorted(adapt))}) need --adapt-to")
-    aux = bool(aux_landcover or adapt_to is not None)
-    if aux and not spec.aux_landcover:
-        raise InputError(f"--aux-landcover and --adapt-to are not available for --task {task} "
-                         "(use --task height)")
+    check_head_steps(head_steps, freeze_encoder, train.get("steps"))
+    aux = _check_aux(spec, aux_landcover, adapt_to, adapt)
     data = _open_data(dataset, val_dataset, spec, inputs, aux, val_split, train_size, seed)
     model = _build_model(spec, data, encoder=encoder, backbone=backbone, head=head, inputs=inputs,
                          crop=crop, num_classes=num_classes, head_features=head_features,
@@ -109,15 +108,17 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     for p in model.net.encoder.parameters() if freeze_encoder else ():
         p.requires_grad_(False)
     weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
-    module, style = _adapt_module(model.net, encoder, dataset, adapt, data.label) \
-        if adapt_to is not None else (TaskModule(model.net, task, weights, photometric), None)
+    module, style = _adapt_module(model.net, encoder, dataset, adapt, data.label, head_steps) \
+        if adapt_to is not None else (TaskModule(model.net, task, weights, photometric,
+                                                 head_steps), None)
     out = Path(out)
     claim_run(out, "finetune", resume=resume, overwrite=overwrite, inputs=(dataset,))
     extra = {"task": task, "encoder": str(encoder), "backbone": model.config["backbone"],
              "inputs": inputs, "train_size": train_size, "freeze_encoder": freeze_encoder,
              "crop": model.crop, "dataset": data.label, "num_classes": model.num_classes,
              "head": head, "aux_landcover": aux, "encoder_lr_scale": encoder_lr_scale,
-             "layer_decay": layer_decay, "photometric": photometric, "adapt": adapt or None,
+             "layer_decay": layer_decay, "head_steps": head_steps, "photometric": photometric,
+             "adapt": adapt or None,
              "adapt_to": None if adapt_to is None else str(adapt_to), "encoder_report": model.report}
     view = TaskView(data.ds, task, inputs, data.train_idx, crop=model.crop, seed=seed,
                     train=True, aux=aux)
@@ -131,6 +132,18 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
             "checkpoint": str(out / "best.ckpt"), "train_chips": int(len(data.train_idx)),
             "val_chips": int(len(data.val_idx)), "config": model.config,
             "encoder_report": model.report}
+
+
+def _check_aux(spec: TaskSpec, aux_landcover: bool, adapt_to, adapt: dict | None) -> bool:
+    """Whether the land-cover aux head is on (``--aux-landcover`` or ``--adapt-to``);
+    InputError for adaptation options without a target or a task without the aux head."""
+    if adapt and adapt_to is None:
+        raise InputError(f"adaptation options ({', '.join(sorted(adapt))}) need --adapt-to")
+    aux = bool(aux_landcover or adapt_to is not None)
+    if aux and not spec.aux_landcover:
+        raise InputError(f"--aux-landcover and --adapt-to are not available for --task "
+                         f"{spec.name} (use --task height)")
+    return aux
 
 
 @dataclass
@@ -199,7 +212,8 @@ def _build_model(spec: TaskSpec, data: _Data, *, encoder, backbone, head, inputs
     return _Model(net, config, meta, crop, num_classes, enc_meta.get("load_report"))
 
 
-def _adapt_module(net, encoder, dataset, adapt, label) -> tuple[AdaptModule, StyleTransfer | None]:
+def _adapt_module(net, encoder, dataset, adapt, label,
+                  head_steps: int = 0) -> tuple[AdaptModule, StyleTransfer | None]:
     """RS3DAda-style adaptation around a height network with the land-cover head, and the
     source style transfer (FDA / histogram matching) its options ask for."""
     opts, style = split_style({"feat_weight": 0.0 if encoder == "random" else 1.0,
@@ -208,7 +222,7 @@ def _adapt_module(net, encoder, dataset, adapt, label) -> tuple[AdaptModule, Sty
     if not ground:
         raise InputError("--adapt-to needs the tree and building class ids of the source "
                          "land cover (dataset.json classes, or adapt ground_classes)", label)
-    return AdaptModule(net, ground, **opts), style
+    return AdaptModule(net, ground, head_steps=head_steps, **opts), style
 
 
 def _train(module, view, out: Path, train: dict, extra: dict, keeper, resume: bool,
@@ -222,11 +236,13 @@ def _train(module, view, out: Path, train: dict, extra: dict, keeper, resume: bo
     settings.setdefault("lr", 1e-4)
     settings.setdefault("weight_decay", 0.05)
     settings.setdefault("batch_size", min(16, n_train))
+    if extra["head_steps"]:  # DDP: the frozen encoder gets no gradient in the first phase
+        settings.setdefault("find_unused_parameters", True)
     cfg = TrainConfig(extra=extra, **settings)
     encoders = list(getattr(module.net.encoder, "encoders", [module.net.encoder]))
     scale, decay = extra["encoder_lr_scale"], extra["layer_decay"]
     groups = finetune_groups(module, encoders, cfg.weight_decay, scale, decay)
-    rule = lr_rule(cfg.lr, encoders, scale, decay, extra["freeze_encoder"])
+    rule = lr_rule(cfg.lr, encoders, scale, decay, extra["freeze_encoder"], extra["head_steps"])
     trainer = Trainer(module, view, cfg, out, resume=resume, on_validate=keeper,
                       param_groups=groups, job=f"finetune {extra['task']}")
     return {**trainer.fit(), "lr": cfg.lr, "lr_rule": rule}
@@ -328,8 +344,8 @@ def _encoders(encoder: str, backbone: str | None, inputs: str, chip: int):
         if not p.is_dir():
             raise InputError(f"--modalities {inputs} needs a fusedmim run folder "
                              "(encoder_rgb.* and encoder_dsm.*)", p)
-        a, ma = load_encoder(p / "encoder_rgb.safetensors")
-        b, mb = load_encoder(p / "encoder_dsm.safetensors")
+        a, ma = resize_encoder(*load_encoder(p / "encoder_rgb.safetensors"), chip)
+        b, mb = resize_encoder(*load_encoder(p / "encoder_dsm.safetensors"), chip)
         return [a, b], {"rgb": ma, "dsm": mb}, ma["backbone"]
     enc, meta = open_encoder(p, backbone, inputs, chip)
     return [enc], meta, meta["backbone"]

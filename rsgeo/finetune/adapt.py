@@ -146,8 +146,8 @@ class AdaptModule(TaskModule):
 
     def __init__(self, net: nn.Module, ground_classes: list[int], tau: float = 0.95,
                  eta: float = 1.55, ema: float = 0.99, target_weight: float = 1.0,
-                 feat_weight: float = 1.0, feat_threshold: float = 0.8):
-        super().__init__(net, "height")
+                 feat_weight: float = 1.0, feat_threshold: float = 0.8, head_steps: int = 0):
+        super().__init__(net, "height", head_steps=head_steps)
         if getattr(net, "aux", None) is None:
             raise ValueError("adaptation needs a height network with a land-cover aux head")
         self.teacher = copy.deepcopy(net).requires_grad_(False).eval()
@@ -167,7 +167,9 @@ class AdaptModule(TaskModule):
 
     @torch.no_grad()
     def set_progress(self, step: int, total: int) -> None:
-        """EMA update of the teacher, once before every optimiser step (engine hook)."""
+        """EMA update of the teacher, once before every optimiser step (engine hook); the
+        encoder's phase (``head_steps``, :class:`TaskModule`)."""
+        super().set_progress(step, total)
         a = min(1 - 1 / (step + 1), self.ema)
         for t, s in zip(self.teacher.parameters(), self.net.parameters()):
             t.lerp_(s.detach(), 1 - a)

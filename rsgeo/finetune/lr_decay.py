@@ -97,6 +97,19 @@ def check_layer_decay(layer_decay: float, freeze_encoder: bool) -> None:
                          "(the encoder does not train); drop one of them")
 
 
+def check_head_steps(head_steps: int, freeze_encoder: bool, steps: int | None) -> None:
+    """InputError unless ``0 <= head_steps`` (below ``steps`` when given), and 0 with a
+    frozen encoder (LP-FT's head-only phase needs an encoder that trains afterwards)."""
+    if head_steps < 0:
+        raise InputError(f"--head-steps {head_steps} must be >= 0 (0: off)")
+    if head_steps and freeze_encoder:
+        raise InputError(f"--head-steps {head_steps} has no effect with --freeze-encoder "
+                         "(the encoder never trains); drop one of them")
+    if head_steps and steps is not None and head_steps >= steps:
+        raise InputError(f"--head-steps {head_steps} must be below --steps {steps} (the encoder "
+                         "would never train; use --freeze-encoder)")
+
+
 def finetune_groups(module: nn.Module, encoders: list[nn.Module], weight_decay: float,
                     encoder_lr_scale: float = 1.0, layer_decay: float = 1.0) -> list[dict]:
     """AdamW groups for fine-tuning ``module`` whose encoder(s) are ``encoders``.
@@ -116,10 +129,13 @@ def finetune_groups(module: nn.Module, encoders: list[nn.Module], weight_decay: 
 
 
 def lr_rule(lr: float, encoders: list[nn.Module], encoder_lr_scale: float,
-            layer_decay: float, freeze_encoder: bool = False) -> str:
+            layer_decay: float, freeze_encoder: bool = False, head_steps: int = 0) -> str:
     """How the learning rates were set, one line (printed and recorded with the run)."""
     if freeze_encoder:
         return f"head lr {lr:.3g}; encoder frozen"
+    if head_steps:
+        return (f"steps 0-{head_steps - 1}: head only, encoder frozen (--head-steps); then "
+                + lr_rule(lr, encoders, encoder_lr_scale, layer_decay))
     enc = f"lr {lr:.3g}" + (f" x {encoder_lr_scale:g} (--encoder-lr-scale)"
                             if encoder_lr_scale != 1.0 else "")
     if layer_decay == 1.0:

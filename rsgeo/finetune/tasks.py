@@ -19,14 +19,25 @@ from rsgeo.tasks import get_task
 class TaskModule(nn.Module):
     """``photometric`` > 0: in training, each sample's input image ``x`` gets colour jitter
     (p 0.8; brightness +-2S std, contrast and saturation x 1 +- S) and Gaussian blur (p 0.5)
-    (:func:`rsgeo.finetune.photometric.photometric`), drawn from the batch's sample seeds."""
+    (:func:`rsgeo.finetune.photometric.photometric`), drawn from the batch's sample seeds.
+
+    ``head_steps`` > 0 (LP-FT, Kumar et al. 2022, "Fine-Tuning can Distort Pretrained
+    Features"): optimiser steps ``0 .. head_steps - 1`` train the head(s) only (the encoder
+    gets no gradient, so AdamW leaves it as it is, weight decay included); from step
+    ``head_steps`` on everything trains. Set per step by :meth:`set_progress`, so a resumed
+    run is in the right phase."""
 
     def __init__(self, net: nn.Module, task: str, class_weights: torch.Tensor | None = None,
-                 photometric: float = 0.0):
+                 photometric: float = 0.0, head_steps: int = 0):
         super().__init__()
         self.net, self.task, self.spec = net, task, get_task(task)
-        self.photometric = float(photometric)
+        self.photometric, self.head_steps = float(photometric), int(head_steps)
         self.register_buffer("class_weights", class_weights, persistent=False)
+
+    def set_progress(self, step: int, total: int) -> None:
+        """Engine hook before every optimiser step: the encoder trains from ``head_steps`` on."""
+        if self.head_steps > 0:
+            self.net.encoder.requires_grad_(step >= self.head_steps)
 
     def logits(self, batch: dict) -> torch.Tensor:
         return self.net(*self.spec.model_args(batch))

@@ -154,6 +154,30 @@ def encoder_features(encoder: nn.Module, x: torch.Tensor, norm: bool = False) ->
     return list(feats)
 
 
+def resize_encoder(encoder: nn.Module, meta: dict, img_size: int) -> tuple[nn.Module, dict]:
+    """``(encoder, meta)`` for ``img_size`` px inputs when ``meta["img_size"]`` differs.
+
+    A ViT is rebuilt for ``img_size`` with its position-embedding grid resampled bicubically
+    (timm's ``resample_abs_pos_embed``, class-token entries kept): what ``dynamic_img_size``
+    does at every forward, done once, so that a task model saved with ``img_size`` in its
+    config rebuilds from it (an encoder pretrained on 128 px crops, fine-tuned on 64 px
+    chips). Swin encoders and equal sizes come back unchanged.
+    """
+    old = int(meta["img_size"])
+    if old == int(img_size) or encoder_kind(encoder) != "vit":
+        return encoder, meta
+    from timm.layers import resample_abs_pos_embed
+
+    new = build_encoder(meta["backbone"], int(meta["in_chans"]), int(img_size))
+    state = encoder.state_dict()
+    prefix = 0 if encoder.no_embed_class else encoder.num_prefix_tokens
+    state["pos_embed"] = resample_abs_pos_embed(
+        state["pos_embed"], list(new.patch_embed.grid_size),
+        list(encoder.patch_embed.grid_size), num_prefix_tokens=prefix)
+    new.load_state_dict(state)
+    return new, {**meta, "img_size": int(img_size), "pretrain_img_size": old}
+
+
 REQUIRED_META = ("backbone", "in_chans", "img_size")
 
 

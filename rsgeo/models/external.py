@@ -37,7 +37,8 @@ from torch import nn
 
 from rsgeo import progress
 from rsgeo.errors import InputError, first_line
-from rsgeo.models.backbones import build_encoder, encoder_kind, load_encoder, patch_size
+from rsgeo.models.backbones import (build_encoder, encoder_kind, load_encoder, patch_size,
+                                    resize_encoder)
 from rsgeo.models.weight_fit import check_fit, fit_patch_embed, fit_tokens, fold_layer_scale, grid_side
 
 ANCHORS = ("patch_embed.proj.weight", "embeddings.patch_embeddings.projection.weight")
@@ -286,7 +287,8 @@ def report_lines(r: dict) -> list[str]:
 def open_encoder(path, backbone: str | None, inputs: str, img_size: int) -> tuple[nn.Module, dict]:
     """The encoder for ``--encoder PATH`` with ``--modalities inputs``: ``(encoder, meta)``.
 
-    rsgeo's own files load as written (their band count must match ``inputs``); any
+    rsgeo's own files load as written (their band count must match ``inputs``; a ViT's
+    position embeddings resampled to ``img_size``, :func:`resize_encoder`); any
     other checkpoint goes through :func:`open_external` and its report is printed to
     stderr (unless progress output is off, ``-q``).
     """
@@ -301,7 +303,7 @@ def open_encoder(path, backbone: str | None, inputs: str, img_size: int) -> tupl
         if backbone and backbone != meta["backbone"]:
             raise InputError(f"--backbone {backbone} differs from the encoder's "
                              f"{meta['backbone']}", path)
-        return enc, meta
+        return resize_encoder(enc, meta, img_size)
     enc, meta = open_external(path, backbone, want, img_size)
     if progress.ENABLED is not False:
         print("\n".join(report_lines(meta["load_report"])), file=sys.stderr)
