@@ -17,7 +17,7 @@ from rsgeo.train.augment import PretrainView
 from rsgeo.train.config import TrainConfig
 from rsgeo.train.engine import Trainer
 from rsgeo.train.sampler import EpochBatched, EpochBatches, ShardedSampler, whole_batch
-from rsgeo.train.seeds import (draw, draws, mix64, sample_seed, sample_seeds,
+from rsgeo.train.seeds import (batch_generator, draw, draws, mix64, sample_seed, sample_seeds,
                                uniform_from_seeds)
 from rsgeo.train.workers import loader_options
 
@@ -264,3 +264,12 @@ def test_workers_ignore_signals_and_use_one_thread():
     opts = loader_options(1, pin_memory=False)
     assert opts["persistent_workers"] and opts["prefetch_factor"] >= 2
     assert next(iter(DataLoader(WorkerState(), batch_size=2, **opts))).all()
+
+
+def test_batch_generator_depends_on_the_batch_seeds_only():
+    seeds = torch.tensor(sample_seeds(3, 1, np.arange(8)), dtype=torch.int64)
+    a = torch.rand(5, generator=batch_generator(seeds))
+    assert torch.equal(a, torch.rand(5, generator=batch_generator(seeds.clone())))
+    assert not torch.equal(a, torch.rand(5, generator=batch_generator(seeds + 1)))
+    big = torch.full((64,), 2**62 - 1, dtype=torch.int64)  # sums past 2**63 wrap, never fail
+    torch.rand(1, generator=batch_generator(big))

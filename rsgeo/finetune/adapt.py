@@ -52,7 +52,7 @@ from rsgeo.errors import InputError
 from rsgeo.finetune.photometric import photometric
 from rsgeo.finetune.tasks import TaskModule
 from rsgeo.tasks.losses import AUX_WEIGHT, IGNORE, class_loss, height_loss
-from rsgeo.train.seeds import draw, mix64, sample_seed
+from rsgeo.train.seeds import batch_generator, draw, mix64, sample_seed
 from rsgeo.train.style import StyleTransfer
 
 STYLE_DEFAULTS = {"style": "both", "style_p": 0.8, "fda_beta": 0.01, "hm_blend": (0.8, 1.0)}
@@ -199,7 +199,7 @@ class AdaptModule(TaskModule):
         return (1 - cos[low]).mean() if low.any() else s.sum() * 0
 
     def forward(self, batch: dict):
-        g = torch.Generator().manual_seed(int(batch["seed"].sum().item()) % (2**63))
+        g = batch_generator(batch["seed"])
         h, lc = self.net.forward_all(batch["x"])
         lh, mae = height_loss(h, batch["target"])
         src = lh + AUX_WEIGHT * class_loss(lc, batch["labels"])

@@ -14,6 +14,7 @@ from torch import nn
 
 from rsgeo.finetune.photometric import photometric as jitter
 from rsgeo.tasks import get_task
+from rsgeo.train.seeds import batch_generator
 
 
 class TaskModule(nn.Module):
@@ -44,7 +45,7 @@ class TaskModule(nn.Module):
 
     def forward(self, batch: dict):
         if self.training and self.photometric > 0:
-            g = torch.Generator().manual_seed(int(batch["seed"].sum().item()) % (2**63))
+            g = batch_generator(batch["seed"])
             batch = {**batch, "x": jitter(batch["x"], g, p_jitter=0.8, p_blur=0.5,
                                           strength=self.photometric)}
         return self.spec.loss(self.net, batch, self.class_weights)

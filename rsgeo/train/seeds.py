@@ -98,3 +98,10 @@ def uniform_from_seeds(seeds: torch.Tensor, n: int, stream: int) -> torch.Tensor
     j = torch.arange(1, n + 1, device=seeds.device, dtype=torch.int64) * _T_GAMMA
     h = mix64_t(key + j)
     return _shr(h, 40).to(torch.float32) * (1.0 / (1 << 24))
+
+
+def batch_generator(seeds: torch.Tensor) -> torch.Generator:
+    """A CPU generator for one batch's random choices, seeded from its samples' seeds
+    (``[B]`` int64, :func:`sample_seed`): the same batch draws the same on any worker, rank
+    or resumed run."""
+    return torch.Generator().manual_seed(int(seeds.sum().item()) % (2**63))
