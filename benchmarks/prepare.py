@@ -48,7 +48,7 @@ def child(rgb: str, dsm: str, out: str, size: int, workers: int) -> None:
     s = prepare([SceneInput(rgb=Path(rgb), dsm=Path(dsm), source="bench")], out, size=size,
                 workers=workers)
     dt = time.perf_counter() - t0
-    n = sum(v for k, v in s["bench"].items() if k != "scenes")
+    n = sum(v for v in s["bench"].values() if type(v) is int) - s["bench"]["scenes"]  # statuses
     print(json.dumps({"chips": n, "kept": s["bench"].get("kept", 0), "seconds": dt,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 

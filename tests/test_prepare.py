@@ -120,9 +120,11 @@ def test_manifest_round_trip_and_append_source(tmp_path):
     assert set(ChipDataset(tmp_path / "ds", split=None)[0]) >= {"rgb", "source", "chip_id"}
 
 
-def test_stored_hog_is_each_chips_own(tmp_path):
+def test_stored_hog_is_each_chips_own(tmp_path, monkeypatch):
     """HOG is computed for a batch of chips at once: every stored row must be its own chip's
-    (RGB, and the height image of DSM-only chips), more chips than one batch."""
+    (RGB, and the height image of DSM-only chips), more chips than one batch, and the same
+    when a read batch is cut into several HOG calls."""
+    from rsgeo.data import prepare as prepare_module
     from rsgeo.data.hog import hog_energy
     from rsgeo.data.prepare import _height_image
 
@@ -139,6 +141,10 @@ def test_stored_hog_is_each_chips_own(tmp_path):
         for k in (0, 17, 29):
             base = images[k] if key == "rgb" else _height_image(images[k])
             np.testing.assert_array_equal(hog[k], hog_energy(base).numpy())
+    monkeypatch.setattr(prepare_module, "HOG_PIXELS", 3 * 64 * 64)  # 3 chips a call
+    prepare([SceneInput(rgb=rgb, source="A")], tmp_path / "A3", size=64)
+    assert (tmp_path / "A3/shards/A/hog.npy").read_bytes() == \
+        (tmp_path / "A/shards/A/hog.npy").read_bytes()
 
 
 def test_bad_inputs(tmp_path, cli):

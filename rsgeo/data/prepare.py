@@ -418,14 +418,22 @@ def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> 
             "hash": dhash(base), "base": base}
 
 
+HOG_PIXELS = 1 << 16  # chip pixels per HOG call: its histograms take 108 bytes a pixel
+
+
 def _add_hog(chips: list[dict]) -> list[dict]:
     """Each chip's HOG energy per patch (``arrays["hog"]``, from its ``base`` image), computed
-    for the batch at once: one chip at a time, torch's per-call overhead cost 8 ms a 64 px
-    chip, a third of ``prepare``'s time."""
+    for up to :data:`HOG_PIXELS` pixels of chips at once: one chip at a time, torch's
+    per-call overhead cost 8 ms a 64 px chip, a third of ``prepare``'s time."""
     read = [c for c in chips if "base" in c]  # not the placeholders of too-small scenes
-    if read:
-        energy = hog_energy(np.stack([c.pop("base") for c in read])).numpy()
-        for c, e in zip(read, energy):
+    if not read:
+        return chips
+    h, w = read[0]["base"].shape[-2:]
+    step = max(1, HOG_PIXELS // (h * w))
+    for i in range(0, len(read), step):
+        part = read[i:i + step]
+        energy = hog_energy(np.stack([c.pop("base") for c in part])).numpy()
+        for c, e in zip(part, energy):
             c["arrays"]["hog"] = e
     return chips
 
