@@ -23,9 +23,10 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 # Each test process (xdist worker) trains with its share of the cores, pinned: by default
 # rsgeo leaves cores it finds busy alone (rsgeo.train.threads.busy_cores), which would make a
 # run and its resumed twin differ in thread count, and so in the last bits, with the load.
-os.environ.setdefault("RSGEO_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // int(
-    os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))) if hasattr(os, "sched_getaffinity")
-    else 1))
+from rsgeo.train.threads import available_cores  # noqa: E402  (torch-free)
+
+os.environ.setdefault("RSGEO_NUM_THREADS", str(max(
+    1, available_cores() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
 
 import shutil
 from pathlib import Path
