@@ -82,10 +82,28 @@ def test_constant_baseline_equals_the_constant_model_on_a_native_grid(realdata, 
     assert rh.constant_scores(0.0, realdata, sites=["village"])["village"]["f1he_1"] == 0.0
 
 
-def test_synth_to_real_runs_end_to_end_on_a_tiny_budget(realdata, tmp_path, capsys):
+def _synth_to_real():
     spec = importlib.util.spec_from_file_location("synth_to_real", BENCH.with_name("synth_to_real.py"))
     s2r = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(s2r)
+    return s2r
+
+
+def test_synth_to_real_seed_summary_is_mean_and_sd_over_seeds():
+    def record(f1, mae, val):
+        site = {"f1he_1": f1, "mae": mae, "rmse": 2 * mae, "f1he_1_bldg": f1 / 2}
+        return {"results": {"montpellier": site}, "synthetic_val": {"f1he_1": val}}
+
+    text = _synth_to_real().seed_summary([record(0.2, 3.0, 0.4), record(0.4, 1.0, 0.6)])
+    row = next(line for line in text.splitlines() if line.startswith("montpellier"))
+    # mean 0.3, sd (n-1) 0.141; MAE 2 ± 1.414; RMSE 4 ± 2.828; bldg 0.15 ± 0.071
+    assert row.split() == ["montpellier", "0.300", "±", "0.141", "2.000", "±", "1.414",
+                           "4.000", "±", "2.828", "0.150", "±", "0.071"]
+    assert "0.500 ± 0.141" in text                          # synthetic validation F1^HE
+
+
+def test_synth_to_real_runs_end_to_end_on_a_tiny_budget(realdata, tmp_path, capsys):
+    s2r = _synth_to_real()
     assert s2r.main(["--scenes", "2", "--size", "128", "--steps", "2", "--batch-size", "2",
                      "--backbone", "vit-tiny-2", "--head-features", "16",
                      "--realdata", str(realdata), "--work", str(tmp_path)]) == 0
