@@ -28,10 +28,10 @@ the real-data folder (``--realdata``) the script says so and exits 0 before trai
         [--adapt-to-real] [--tiles 64 256] [--seeds 0 1 2] [--work DIR]
 
 ``--seeds`` trains one model per seed (each its own synthetic city, chip split and
-training) and ends with the mean ± sd over them. One seed of the defaults took 13 minutes
-on 2 CPU cores shared with other training jobs (load 3-4): data 0.5 min, training 12 min
-(3000 steps), scoring 0.6 min. At the earlier default of 300 steps the models were
-under-trained (synthetic validation F1^HE 0.22-0.34 against 0.51 at 3000).
+training) and ends with the mean ± sd over them. One seed of the defaults took 11-15 minutes
+on 2 CPU cores shared with other training jobs (load 2-4): data 0.5 min, training 10-13 min
+(3000 steps), scoring 1 min. At the earlier default of 300 steps the models were
+under-trained (synthetic validation F1^HE 0.22-0.34 against 0.44-0.52 at 3000).
 CUDA, larger: ``--device cuda --scenes 128 --size 768 --steps 6000 --batch-size 32``.
 """
 
