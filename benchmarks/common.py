@@ -23,13 +23,14 @@ def peak_rss_mb() -> float:
 
 def synth_chips(root, name: str, *, scenes: int, size: int, chip: int, seed: int, split,
                 style: str | None = None, randomize: bool = False, footprints: bool = True,
-                recolour=None, cached: bool = False):
-    """A synthetic city cut into a chip dataset: ``root/name`` -> ``root/name_chips``.
+                recolour=None, cached: bool = False, suffix: str = ""):
+    """A synthetic city cut into a chip dataset: ``root/name`` -> ``root/name_chips{suffix}``.
 
     ``scenes`` scenes of ``size`` px (seeds ``seed``, ``seed + 1`` ...; ``style`` and
     ``randomize`` as in ``rsgeo synth``), land-cover classes kept, ``split`` the
     train/val/test fractions. ``recolour(folder)`` may edit the images before they are cut
-    (another "sensor"); ``cached`` reuses a chip folder a previous run finished.
+    (another "sensor"); ``cached`` reuses a chip folder a previous run finished, and scenes
+    a previous run wrote (one city cut at several chip sizes, each its own ``suffix``).
     """
     from pathlib import Path
 
@@ -37,13 +38,24 @@ def synth_chips(root, name: str, *, scenes: int, size: int, chip: int, seed: int
     from rsgeo.data.sources import from_synth_dir
     from rsgeo.synth import LANDCOVER, write_scenes
 
-    folder, out = Path(root) / name, Path(root) / f"{name}_chips"
+    folder, out = Path(root) / name, Path(root) / f"{name}_chips{suffix}"
     if cached and (out / "dataset.json").is_file():
         return out
-    write_scenes(folder, size=size, scenes=scenes, seed=seed, style=style, prefix=name,
-                 randomize=randomize, footprints=footprints, overwrite=True)
-    if recolour is not None:
-        recolour(folder)
+    if not (cached and (folder / "done").is_file()):
+        write_scenes(folder, size=size, scenes=scenes, seed=seed, style=style, prefix=name,
+                     randomize=randomize, footprints=footprints, overwrite=True)
+        if recolour is not None:
+            recolour(folder)
+        if cached:
+            (folder / "done").write_text("")
     prepare(from_synth_dir(folder), out, size=chip, classes=dict(LANDCOVER), split=split,
             seed=seed, overwrite=cached)
     return out
+
+
+def mean_sd(values) -> str:
+    """``"mean ± sd"`` (3 decimals; sample sd, 0 for a single value)."""
+    import numpy as np
+
+    v = np.asarray(values, float)
+    return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}"

@@ -52,11 +52,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rsgeo.data.prepare import prepare
-from rsgeo.data.sources import from_synth_dir
 from rsgeo.finetune import finetune
 from rsgeo.pretrain import pretrain
-from rsgeo.synth import LANDCOVER, write_scenes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import mean_sd, synth_chips  # noqa: E402  (benchmarks/common.py)
 
 KEYS = ("f1he_1", "mae", "delta1")
 METHODS = ("mae", "selectivemae", "ctxmim", "fusedmim")
@@ -82,16 +82,8 @@ def city(root: Path, name: str, scenes: int, size: int, chip: int, seed: int, sp
          suffix: str = "") -> Path:
     """``scenes`` randomised synthetic scenes (seeds ``seed``...) -> a chip folder
     ``NAME_chips{suffix}`` (cached; the scenes are written once for every chip size)."""
-    out = root / f"{name}_chips{suffix}"
-    if (out / "dataset.json").is_file():
-        return out
-    if not (root / name / "done").is_file():
-        write_scenes(root / name, size=size, scenes=scenes, seed=seed, prefix=name,
-                     randomize=True, footprints=False, overwrite=True)
-        (root / name / "done").write_text("")
-    prepare(from_synth_dir(root / name), out, size=chip, classes=dict(LANDCOVER), split=split,
-            seed=seed)
-    return out
+    return synth_chips(root, name, scenes=scenes, size=size, chip=chip, seed=seed, split=split,
+                       randomize=True, footprints=False, cached=True, suffix=suffix)
 
 
 def pretrained(init: str, pool: Path, work: Path, args) -> tuple[str, dict]:
@@ -215,11 +207,6 @@ def run_study(args) -> tuple[list[dict], dict]:
                           f"d1 {m['delta1']:.3f}", flush=True)
                 rows.append(row)
     return rows, pre
-
-
-def mean_sd(values) -> str:
-    v = np.asarray(values, float)
-    return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}"
 
 
 def table(rows: list[dict], pre: dict, labels, value=lambda r, k: r[k]) -> str:

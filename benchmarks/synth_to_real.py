@@ -44,10 +44,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import mean_sd  # noqa: E402
 from real_heights import (DEFAULT_REALDATA, SITES, available_sites, constant_scores,  # noqa: E402
                           score_real, table, uptime)
 
@@ -138,16 +138,13 @@ def run(args, root: Path, seed: int) -> dict:
 def seed_summary(records: list[dict]) -> str:
     """Per site, mean ± sd over the seeds of F1^HE, MAE, RMSE and building-pixel F1^HE at
     the recommended tile, and the synthetic validation F1^HE (text table)."""
-    def ms(values) -> str:
-        v = np.asarray(values, float)
-        return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}"
-
     lines = [f"{'site':<13}{'F1^HE':>16}{'MAE m':>16}{'RMSE m':>16}{'F1 bldg':>16}"]
     for site in records[0]["results"]:
         rs = [r["results"][site] for r in records if site in r["results"]]
-        lines.append(f"{site:<13}" + "".join(f"{ms([x[k] for x in rs]):>16}" for k in (
+        lines.append(f"{site:<13}" + "".join(f"{mean_sd([x[k] for x in rs]):>16}" for k in (
             "f1he_1", "mae", "rmse", "f1he_1_bldg")))
-    lines.append(f"{'synthetic val':<13}{ms([r['synthetic_val']['f1he_1'] for r in records]):>16}")
+    val = mean_sd([r["synthetic_val"]["f1he_1"] for r in records])
+    lines.append(f"{'synthetic val':<13}{val:>16}")
     return "\n".join(lines)
 
 
