@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "low_label.py"
 def _module():
     spec = importlib.util.spec_from_file_location("low_label", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["low_label"] = mod  # --jobs > 1: worker processes import it by name
     spec.loader.exec_module(mod)
     return mod
 
@@ -27,7 +29,7 @@ TOY = ["--inits", "random", "mae", "--labels", "3", "--seeds", "0", "1", "--pool
 @pytest.mark.slow
 def test_low_label_grid_resumes_and_prints_a_table(tmp_path, capsys):
     mod = _module()
-    args = mod.parse(TOY + ["--work", str(tmp_path)])
+    args = mod.parse(TOY + ["--work", str(tmp_path), "--jobs", "2"])  # two worker processes
     rows, pre = mod.run_study(args)
     assert [(r["init"], r["labels"], r["seed"]) for r in rows] == [
         ("random", 3, 0), ("random", 3, 1), ("mae", 3, 0), ("mae", 3, 1)]
@@ -39,7 +41,7 @@ def test_low_label_grid_resumes_and_prints_a_table(tmp_path, capsys):
 
     # a rerun with the same settings finishes from cells.jsonl: nothing is trained again
     capsys.readouterr()
-    again, _ = mod.run_study(mod.parse(TOY + ["--work", str(tmp_path)]))
+    again, _ = mod.run_study(mod.parse(TOY + ["--work", str(tmp_path), "--jobs", "1"]))
     assert again == rows
     assert "pretrain mae" not in capsys.readouterr().out
     assert (tmp_path / "cells.jsonl").read_text().splitlines() == cells
@@ -112,3 +114,22 @@ def test_pretrain_chip_and_head_steps(tmp_path):
     for init in ("random", "mae"):
         cfg = yaml.safe_load((mod.cell_dir(tmp_path, init, 3, 0) / "config.yaml").read_text())
         assert cfg["extra"]["head_steps"] == 1
+
+
+def test_jobs_default_and_validation(capsys):
+    mod = _module()
+    assert mod.plan_jobs(mod.parse(["--jobs", "3"])) == 3
+    assert mod.plan_jobs(mod.parse(["--device", "cuda"])) == 1
+    assert 1 <= mod.plan_jobs(mod.parse([])) <= 4
+    with pytest.raises(SystemExit):
+        mod.parse(["--jobs", "0"])
+    assert "--jobs 0: use 1 or more" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_failing_cell_in_a_worker_stops_the_grid(tmp_path):
+    mod = _module()
+    args = mod.parse(TOY + ["--inits", "random", "--external", str(tmp_path / "none.pth"),
+                            "--work", str(tmp_path / "w"), "--jobs", "2"])
+    with pytest.raises(Exception, match="none.pth"):
+        mod.run_study(args)
