@@ -20,9 +20,11 @@ GSD 0.2-1.0 m, building styles drawn per scene):
 
 Defaults: the recipe measured in the README (vit-tiny-4, 16 pool scenes of 512 px in 64-px
 chips, pretraining 1500 steps x 64 at lr 1.5e-3, fine-tuning 300 steps x 8 at head lr 5e-4,
-encoder lr scale 1, layer decay 0.75). On 2 quiet cores a fine-tuning cell takes 25-60 s
-(150-220 s at load 5-8), SelectiveMAE pretraining 286 s, CtxMIM about 2.5x MAE's time;
-the whole default grid (5 initialisations x 3 x 3) comes to 50-75 min (not run in one go).
+encoder lr scale 1, layer decay 0.75). ``--jobs`` pretraining runs and cells run at once
+(default: the cores, at most 4, on CPU; 1 on CUDA), each in its own process with its share
+of the cores. The whole default grid with ``--realdata`` took 27 min 20 s on 2 cores (2
+jobs of 1 thread, load 1.5-2.3: pretraining 174-667 s a method, cells 25-31 s plus about
+30 s of real-raster scoring).
 
 ``--pretrain-chip 128`` pretrains on the pool's scenes cut into 128 px chips (64 tokens for
 a ViT/16 instead of 16; fine-tuning stays on ``--chip``, the position grid resampled);
@@ -44,12 +46,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import multiprocessing
 import os
 import sys
 import tempfile
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ from rsgeo.pretrain import pretrain
 from rsgeo.train.threads import available_cores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import mean_sd, synth_chips  # noqa: E402  (benchmarks/common.py)
+from common import executor, mean_sd, plan_jobs, synth_chips  # noqa: E402  (benchmarks/common.py)
 
 KEYS = ("f1he_1", "mae", "delta1")
 METHODS = ("mae", "selectivemae", "ctxmim", "fusedmim")
@@ -174,36 +175,6 @@ def open_work(work: Path, args) -> dict:
     return done
 
 
-def plan_jobs(args) -> int:
-    """Grid tasks run at once: ``--jobs``, else 1 on CUDA and the cores (at most 4) on CPU.
-
-    The models are tiny: on 2 cores two 1-thread fine-tuning cells finished together in
-    23.6 s where one 2-thread cell took 20.3 s (vit-tiny-4, 300 steps of 8)."""
-    if args.jobs:
-        return args.jobs
-    return 1 if str(args.device).startswith("cuda") else min(4, available_cores())
-
-
-def job_threads(jobs: int) -> None:
-    """A worker process's torch threads: its share of the cores (``RSGEO_NUM_THREADS``)."""
-    os.environ.setdefault("RSGEO_NUM_THREADS", str(max(1, available_cores() // jobs)))
-
-
-class Inline:
-    """An executor that runs each task when it is submitted, in this process (``--jobs 1``)."""
-
-    def submit(self, fn, *a):
-        fut = Future()
-        try:
-            fut.set_result(fn(*a))
-        except BaseException as e:  # noqa: BLE001  (re-raised by fut.result())
-            fut.set_exception(e)
-        return fut
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
-
-
 def cell_job(init: str, encoder: str, n: int, seed: int, row: dict | None, pool: Path,
              held: Path, work: Path, args) -> dict:
     """A cell's row: fine-tuned and scored when ``row`` is None, then scored on the real
@@ -232,12 +203,10 @@ def run_study(args) -> tuple[list[dict], dict]:
     print(f"data: {time.perf_counter() - t0:.0f} s ({pool}, {held})", flush=True)
     inits = list(args.inits) + (["external"] if args.external else [])
     grid = [(init, n, seed) for init in inits for n in args.labels for seed in args.seeds]
-    jobs = plan_jobs(args)
+    jobs = plan_jobs(args.jobs, args.device)
     print(f"{jobs} job(s) at once" + (f", {max(1, available_cores() // jobs)} torch thread(s) "
           "each" if jobs > 1 else ""), flush=True)
-    ex = Inline() if jobs == 1 else ProcessPoolExecutor(
-        jobs, mp_context=multiprocessing.get_context("spawn"), initializer=job_threads,
-        initargs=(jobs,))
+    ex = executor(jobs)
     rows, pre, pending = {}, {}, {}
 
     def submit_cells(init: str, encoder: str) -> None:

@@ -118,9 +118,9 @@ def test_pretrain_chip_and_head_steps(tmp_path):
 
 def test_jobs_default_and_validation(capsys):
     mod = _module()
-    assert mod.plan_jobs(mod.parse(["--jobs", "3"])) == 3
-    assert mod.plan_jobs(mod.parse(["--device", "cuda"])) == 1
-    assert 1 <= mod.plan_jobs(mod.parse([])) <= 4
+    assert mod.plan_jobs(3, "cpu") == 3
+    assert mod.plan_jobs(None, "cuda") == 1
+    assert 1 <= mod.plan_jobs(None, "cpu") <= 4
     with pytest.raises(SystemExit):
         mod.parse(["--jobs", "0"])
     assert "--jobs 0: use 1 or more" in capsys.readouterr().err

@@ -5,6 +5,8 @@ references: MAE = mean |7.25 - ref| over the reference's valid pixels.
 """
 
 import importlib.util
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +87,7 @@ def test_constant_baseline_equals_the_constant_model_on_a_native_grid(realdata, 
 def _synth_to_real():
     spec = importlib.util.spec_from_file_location("synth_to_real", BENCH.with_name("synth_to_real.py"))
     s2r = importlib.util.module_from_spec(spec)
+    sys.modules["synth_to_real"] = s2r  # --jobs > 1: worker processes import it by name
     spec.loader.exec_module(s2r)
     return s2r
 
@@ -111,3 +114,18 @@ def test_synth_to_real_runs_end_to_end_on_a_tiny_budget(realdata, tmp_path, caps
     assert "montpellier" in out and "baseline: 7 m everywhere" in out and "load average" in out
     assert len(list((tmp_path / "synth").glob("*_scene.json"))) == 2
     assert (tmp_path / "run" / "best.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_synth_to_real_trains_seeds_in_parallel_workers(realdata, tmp_path, capsys):
+    s2r = _synth_to_real()
+    assert s2r.main(["--scenes", "1", "--size", "128", "--steps", "2", "--batch-size", "2",
+                     "--backbone", "vit-tiny-2", "--head-features", "16", "--tiles",
+                     "--seeds", "0", "1", "--jobs", "2",
+                     "--realdata", str(realdata), "--work", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    records = [json.loads(line) for line in out.splitlines() if line.startswith('{"seed"')]
+    assert sorted(r["seed"] for r in records) == [0, 1]      # each seed's output, whole
+    assert all(r["torch_threads"] >= 1 for r in records)
+    assert "mean ± sd over seeds 0, 1" in out
+    assert all((tmp_path / f"seed{s}" / "run" / "best.ckpt").is_file() for s in (0, 1))
