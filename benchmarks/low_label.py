@@ -90,18 +90,31 @@ def city(root: Path, name: str, scenes: int, size: int, chip: int, seed: int, sp
                        randomize=True, footprints=False, cached=True, suffix=suffix)
 
 
-def pretrained(init: str, pool: Path, work: Path, args) -> tuple[str, dict]:
+def start_name(init: str, pretrain_seed: int = 0) -> str:
+    """A start's name in the work folder: ``init``, or ``init_pN`` for pretraining seed N > 0."""
+    return init if pretrain_seed == 0 else f"{init}_p{pretrain_seed}"
+
+
+def pretrain_seeds(init: str, args) -> list[int]:
+    """The pretraining seeds of ``init``: ``--pretrain-seeds``, or [0] for a start that is
+    not pretrained here (random, external)."""
+    return [0] if init in ("random", "external") else list(args.pretrain_seeds)
+
+
+def pretrained(init: str, pool: Path, work: Path, args, pretrain_seed: int = 0) -> tuple[str, dict]:
     """The encoder to start from for ``init`` and what its pretraining did (cached in work).
 
-    ``pool``: the chips pretraining reads (the pool cut at ``--pretrain-chip`` when given)."""
+    ``pool``: the chips pretraining reads (the pool cut at ``--pretrain-chip`` when given);
+    ``pretrain_seed``: the pretraining run's seed (its model init, masks, chip order)."""
     if init == "random":
         return "random", {}
     if init == "external":
         return str(args.external), {"source": str(args.external)}
-    run, info = work / f"pretrain_{init}", work / f"pretrain_{init}.json"
+    name = start_name(init, pretrain_seed)
+    run, info = work / f"pretrain_{name}", work / f"pretrain_{name}.json"
     if not info.is_file():
         t0 = time.perf_counter()
-        s = pretrain(pool, init, args.backbone, run, steps=args.pretrain_steps,
+        s = pretrain(pool, init, args.backbone, run, steps=args.pretrain_steps, seed=pretrain_seed,
                      batch_size=args.pretrain_batch, lr=args.pretrain_lr, device=args.device,
                      workers=args.workers, precision=args.precision, log_every=10,
                      ckpt_every=10**9, overwrite=True)
@@ -111,7 +124,7 @@ def pretrained(init: str, pool: Path, work: Path, args) -> tuple[str, dict]:
                "loss_end": losses[-1], "seconds": round(time.perf_counter() - t0, 1),
                "encoder": s["encoders"].get("encoder_rgb", s["encoders"].get("encoder"))}
         info.write_text(json.dumps(rec))
-        print(f"pretrain {init}: {rec['steps']} steps, lr {rec['lr']:.2g}, loss "
+        print(f"pretrain {name}: {rec['steps']} steps, lr {rec['lr']:.2g}, loss "
               f"{rec['loss_start']:.3f} -> {rec['loss_end']:.3f}, {rec['seconds']:.0f} s, "
               f"load {load()}", flush=True)
     rec = json.loads(info.read_text())
@@ -119,9 +132,9 @@ def pretrained(init: str, pool: Path, work: Path, args) -> tuple[str, dict]:
 
 
 def cell(init: str, encoder: str, n: int, seed: int, pool: Path, held: Path, work: Path,
-         args) -> dict:
+         args, pretrain_seed: int = 0) -> dict:
     """Fine-tune from ``encoder`` on ``n`` labelled pool chips; scores on the held-out city."""
-    out = cell_dir(work, init, n, seed)
+    out = cell_dir(work, start_name(init, pretrain_seed), n, seed)
     t0 = time.perf_counter()
     s = finetune(pool, "height", out, encoder=encoder,
                  backbone=args.backbone if encoder == "random" else None,
@@ -131,13 +144,15 @@ def cell(init: str, encoder: str, n: int, seed: int, pool: Path, held: Path, wor
                  head_steps=args.head_steps,
                  device=args.device, workers=args.workers, precision=args.precision,
                  layer_decay=args.layer_decay, log_every=50, overwrite=True)
-    return {"init": init, "labels": n, "seed": seed, **{k: float(s["best"][k]) for k in KEYS},
+    return {"init": init, "pretrain_seed": pretrain_seed, "labels": n, "seed": seed,
+            **{k: float(s["best"][k]) for k in KEYS},
             "seconds": round(time.perf_counter() - t0, 1), "load": load()}
 
 
-def cell_dir(work: Path, init: str, n: int, seed: int) -> Path:
-    """A cell's fine-tuning run (``best.ckpt``: the model after its last step)."""
-    return work / "finetune" / f"{init}_n{n}_s{seed}"
+def cell_dir(work: Path, start: str, n: int, seed: int) -> Path:
+    """A cell's fine-tuning run (``best.ckpt``: the model after its last step); ``start``:
+    :func:`start_name`."""
+    return work / "finetune" / f"{start}_n{n}_s{seed}"
 
 
 def score_real_rasters(model, args) -> dict:
@@ -160,7 +175,8 @@ def settings_id(args) -> str:
 
 
 def open_work(work: Path, args) -> dict:
-    """Finished cells of an earlier run with the same settings: {(init, n, seed): row}."""
+    """Finished cells of an earlier run with the same settings:
+    {(init, pretrain seed, n, seed): row}."""
     work.mkdir(parents=True, exist_ok=True)
     tag = work / "settings.json"
     sid = settings_id(args)
@@ -171,18 +187,20 @@ def open_work(work: Path, args) -> dict:
     if (work / "cells.jsonl").is_file():
         for line in open(work / "cells.jsonl"):
             r = json.loads(line)
-            done[(r["init"], r["labels"], r["seed"])] = r
+            done[(r["init"], r.get("pretrain_seed", 0), r["labels"], r["seed"])] = r
     return done
 
 
-def cell_job(init: str, encoder: str, n: int, seed: int, row: dict | None, pool: Path,
-             held: Path, work: Path, args) -> dict:
-    """A cell's row: fine-tuned and scored when ``row`` is None, then scored on the real
-    rasters (``--realdata``) when it was not yet."""
+def cell_job(key: tuple, encoder: str, row: dict | None, pool: Path, held: Path, work: Path,
+             args) -> dict:
+    """The row of the cell ``key`` (init, pretrain seed, labels, seed): fine-tuned and scored
+    when ``row`` is None, then scored on the real rasters (``--realdata``) when it was not yet."""
+    init, pseed, n, seed = key
     if row is None:
-        row = cell(init, encoder, n, seed, pool, held, work, args)
+        row = cell(init, encoder, n, seed, pool, held, work, args, pseed)
     if args.realdata and "real" not in row:  # also for cells run without it
-        row = {**row, "real": score_real_rasters(cell_dir(work, init, n, seed) / "best.ckpt", args)}
+        ckpt = cell_dir(work, start_name(init, pseed), n, seed) / "best.ckpt"
+        row = {**row, "real": score_real_rasters(ckpt, args)}
     return row
 
 
@@ -202,37 +220,40 @@ def run_study(args) -> tuple[list[dict], dict]:
         suffix=str(args.pretrain_chip))
     print(f"data: {time.perf_counter() - t0:.0f} s ({pool}, {held})", flush=True)
     inits = list(args.inits) + (["external"] if args.external else [])
-    grid = [(init, n, seed) for init in inits for n in args.labels for seed in args.seeds]
+    grid = [(init, pseed, n, seed) for init in inits for pseed in pretrain_seeds(init, args)
+            for n in args.labels for seed in args.seeds]
     jobs = plan_jobs(args.jobs, args.device)
     print(f"{jobs} job(s) at once" + (f", {max(1, available_cores() // jobs)} torch thread(s) "
           "each" if jobs > 1 else ""), flush=True)
     ex = executor(jobs)
     rows, pre, pending = {}, {}, {}
 
-    def submit_cells(init: str, encoder: str) -> None:
-        for key in (k for k in grid if k[0] == init):
+    def submit_cells(start: tuple, encoder: str) -> None:
+        for key in (k for k in grid if k[:2] == start):
             row = done.get(key)
             if row is not None and (not args.realdata or "real" in row):
                 rows[key] = row
                 report(row, fresh=False)
             else:
-                _, n, seed = key
-                fut = ex.submit(cell_job, init, encoder, n, seed, row, pool, held, work, args)
+                fut = ex.submit(cell_job, key, encoder, row, pool, held, work, args)
                 pending[fut] = ("cell", key)
 
     try:
-        for init in inits:
-            if init in ("random", "external") or (work / f"pretrain_{init}.json").is_file():
-                encoder, pre[init] = pretrained(init, unlab, work, args)  # nothing to train
-                submit_cells(init, encoder)
+        for start in dict.fromkeys(k[:2] for k in grid):  # (init, pretrain seed)
+            init, pseed = start
+            name = start_name(init, pseed)
+            if init in ("random", "external") or (work / f"pretrain_{name}.json").is_file():
+                encoder, pre[name] = pretrained(init, unlab, work, args, pseed)  # nothing to train
+                submit_cells(start, encoder)
             else:
-                pending[ex.submit(pretrained, init, unlab, work, args)] = ("pretrain", init)
+                fut = ex.submit(pretrained, init, unlab, work, args, pseed)
+                pending[fut] = ("pretrain", start)
         while pending:
             finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
             for fut in finished:
                 kind, key = pending.pop(fut)
                 if kind == "pretrain":
-                    encoder, pre[key] = fut.result()
+                    encoder, pre[start_name(*key)] = fut.result()
                     submit_cells(key, encoder)
                 else:
                     rows[key] = fut.result()
@@ -249,7 +270,8 @@ def report(row: dict, fresh: bool, work: Path | None = None) -> None:
     if fresh:
         with open(work / "cells.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
-    print(f"cell {row['init']:<13} n={row['labels']:<4} seed={row['seed']} F1^HE "
+    print(f"cell {start_name(row['init'], row.get('pretrain_seed', 0)):<15} n={row['labels']:<4} "
+          f"seed={row['seed']} F1^HE "
           f"{row['f1he_1']:.3f} MAE {row['mae']:.2f} m d1 {row['delta1']:.3f} "
           f"{row['seconds']:.0f} s load {row['load']}", flush=True)
     for site, m in (row.get("real") or {}).items():
@@ -271,6 +293,8 @@ def table(rows: list[dict], pre: dict, labels, value=lambda r, k: r[k]) -> str:
             rs = [r for r in rows if r["init"] == init and r["labels"] == n]
             cells.append(" / ".join(mean_sd([value(r, k) for r in rs]) for k in KEYS)
                          + f" (n={len(rs)})" if rs else "-")
+        runs = len({r.get("pretrain_seed", 0) for r in rows if r["init"] == init})
+        loss += f", {runs} pretraining runs" if runs > 1 else ""
         lines.append(f"| {init} ({SEEN[init]}{loss}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -279,21 +303,27 @@ def gains(rows: list[dict], labels, key: str = "f1he_1") -> str:
     """Each initialisation's gain over random init in ``key``, paired by seed (points x100).
 
     The same seed draws the same labelled chips for every initialisation, so the per-seed
-    difference removes the chip draw's share of the spread; mean ± sd over the shared seeds.
-    """
+    difference removes the chip draw's share of the spread; mean ± sd over the shared seeds
+    (and pretraining runs). With several pretraining runs, each run's gain follows."""
     base = {(r["labels"], r["seed"]): r[key] for r in rows if r["init"] == "random"}
     lines = []
     for init in dict.fromkeys(r["init"] for r in rows if r["init"] != "random"):
-        parts = []
-        for n in labels:
-            d = [100 * (r[key] - base[n, r["seed"]]) for r in rows
-                 if r["init"] == init and r["labels"] == n and (n, r["seed"]) in base]
-            if d:
-                v = np.asarray(d)
-                sd = v.std(ddof=1) if len(v) > 1 else 0.0
-                parts.append(f"{n} labels {v.mean():+.1f} ± {sd:.1f} (n={len(v)})")
-        if parts:
-            lines.append(f"{init} - random, F1^HE points paired by seed: " + "; ".join(parts))
+        mine = [r for r in rows if r["init"] == init]
+        pseeds = sorted({r.get("pretrain_seed", 0) for r in mine})
+        groups = [(init, mine)] + ([(start_name(init, p), [
+            r for r in mine if r.get("pretrain_seed", 0) == p]) for p in pseeds]
+            if len(pseeds) > 1 else [])
+        for name, rs in groups:
+            parts = []
+            for n in labels:
+                d = [100 * (r[key] - base[n, r["seed"]]) for r in rs
+                     if r["labels"] == n and (n, r["seed"]) in base]
+                if d:
+                    v = np.asarray(d)
+                    sd = v.std(ddof=1) if len(v) > 1 else 0.0
+                    parts.append(f"{n} labels {v.mean():+.1f} ± {sd:.1f} (n={len(v)})")
+            if parts:
+                lines.append(f"{name} - random, F1^HE points paired by seed: " + "; ".join(parts))
     return "\n".join(lines)
 
 
@@ -313,7 +343,11 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--external", type=Path, help="an encoder checkpoint (any layout "
                     "`finetune --encoder` reads): adds the 'external' row; skipped if not given")
     ap.add_argument("--labels", type=int, nargs="+", default=[10, 50, 200])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                    help="fine-tuning seeds (each draws its own labelled chips)")
+    ap.add_argument("--pretrain-seeds", type=int, nargs="+", default=[0],
+                    help="pretraining runs per method (each its own seed); every cell is "
+                         "fine-tuned from each")
     ap.add_argument("--pool-scenes", type=int, default=16)
     ap.add_argument("--val-scenes", type=int, default=2)
     ap.add_argument("--size", type=int, default=512, help="scene side (px)")

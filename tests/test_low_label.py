@@ -133,3 +133,36 @@ def test_a_failing_cell_in_a_worker_stops_the_grid(tmp_path):
                             "--work", str(tmp_path / "w"), "--jobs", "2"])
     with pytest.raises(Exception, match="none.pth"):
         mod.run_study(args)
+
+
+def test_gains_per_pretraining_run():
+    mod = _module()
+    rows = [{"init": i, "pretrain_seed": p, "labels": 50, "seed": s, "f1he_1": v, "mae": 2.0,
+             "delta1": 0.5} for i, p, s, v in [("random", 0, 0, 0.10), ("random", 0, 1, 0.30),
+                               ("mae", 0, 0, 0.15), ("mae", 0, 1, 0.35),
+                               ("mae", 1, 0, 0.10), ("mae", 1, 1, 0.30)]]
+    assert mod.gains(rows, [50]).splitlines() == [
+        "mae - random, F1^HE points paired by seed: 50 labels +2.5 ± 2.9 (n=4)",
+        "mae - random, F1^HE points paired by seed: 50 labels +5.0 ± 0.0 (n=2)",
+        "mae_p1 - random, F1^HE points paired by seed: 50 labels +0.0 ± 0.0 (n=2)"]
+    assert "2 pretraining runs" in mod.table(rows, {}, [50])
+
+
+@pytest.mark.slow
+def test_pretraining_seeds_are_a_grid_axis(tmp_path):
+    mod = _module()
+    toy = TOY + ["--seeds", "0", "--work", str(tmp_path), "--jobs", "1"]
+    rows, pre = mod.run_study(mod.parse(toy + ["--pretrain-seeds", "0", "1"]))
+    assert [(r["init"], r["pretrain_seed"]) for r in rows] == [
+        ("random", 0), ("mae", 0), ("mae", 1)]
+    assert set(pre) == {"random", "mae", "mae_p1"}
+    assert (tmp_path / "pretrain_mae").is_dir() and (tmp_path / "pretrain_mae_p1").is_dir()
+    assert (tmp_path / "finetune" / "mae_p1_n3_s0" / "best.ckpt").is_file()
+    # the pretraining seed changes the encoder, so the cells differ
+    from safetensors.torch import load_file
+
+    a, b = (load_file(pre[k]["encoder"]) for k in ("mae", "mae_p1"))
+    assert any(not a[k].equal(b[k]) for k in a)
+    # a later run with the default single pretraining seed reuses the seed-0 cells
+    again, _ = mod.run_study(mod.parse(toy))
+    assert again == rows[:2]
