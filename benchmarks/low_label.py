@@ -31,7 +31,9 @@ a ViT/16 instead of 16; fine-tuning stays on ``--chip``, the position grid resam
 ``--head-steps N`` gives every cell finetune's LP-FT head-only first N steps. Both are off
 by default: on the demo's data neither made pretraining pay off (README, ``rsgeo demo``).
 
-Each initialisation is pretrained once and reused for every cell. With ``--work DIR`` every
+Each initialisation is pretrained once per ``--pretrain-seeds`` seed (default: once, seed
+0) and reused for every cell; the table pools the pretraining runs, and the gains are
+printed pooled and per run (the pretraining run is a spread of its own: README). With ``--work DIR`` every
 finished cell is appended to ``DIR/cells.jsonl`` and a rerun with the same settings skips
 it (resumable); each cell is printed as it finishes, with the load average.
 
@@ -310,9 +312,10 @@ def gains(rows: list[dict], labels, key: str = "f1he_1") -> str:
     for init in dict.fromkeys(r["init"] for r in rows if r["init"] != "random"):
         mine = [r for r in rows if r["init"] == init]
         pseeds = sorted({r.get("pretrain_seed", 0) for r in mine})
-        groups = [(init, mine)] + ([(start_name(init, p), [
-            r for r in mine if r.get("pretrain_seed", 0) == p]) for p in pseeds]
-            if len(pseeds) > 1 else [])
+        groups = [(init, mine)] if len(pseeds) == 1 else (
+            [(f"{init} ({len(pseeds)} pretraining runs)", mine)]
+            + [(f"{init} pretraining seed {p}", [r for r in mine if r.get("pretrain_seed", 0) == p])
+               for p in pseeds])
         for name, rs in groups:
             parts = []
             for n in labels:

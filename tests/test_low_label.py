@@ -142,9 +142,9 @@ def test_gains_per_pretraining_run():
                                ("mae", 0, 0, 0.15), ("mae", 0, 1, 0.35),
                                ("mae", 1, 0, 0.10), ("mae", 1, 1, 0.30)]]
     assert mod.gains(rows, [50]).splitlines() == [
-        "mae - random, F1^HE points paired by seed: 50 labels +2.5 ± 2.9 (n=4)",
-        "mae - random, F1^HE points paired by seed: 50 labels +5.0 ± 0.0 (n=2)",
-        "mae_p1 - random, F1^HE points paired by seed: 50 labels +0.0 ± 0.0 (n=2)"]
+        "mae (2 pretraining runs) - random, F1^HE points paired by seed: 50 labels +2.5 ± 2.9 (n=4)",
+        "mae pretraining seed 0 - random, F1^HE points paired by seed: 50 labels +5.0 ± 0.0 (n=2)",
+        "mae pretraining seed 1 - random, F1^HE points paired by seed: 50 labels +0.0 ± 0.0 (n=2)"]
     assert "2 pretraining runs" in mod.table(rows, {}, [50])
 
 
