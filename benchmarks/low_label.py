@@ -33,9 +33,10 @@ by default: on the demo's data neither made pretraining pay off (README, ``rsgeo
 
 Each initialisation is pretrained once per ``--pretrain-seeds`` seed (default: once, seed
 0) and reused for every cell; the table pools the pretraining runs, and the gains are
-printed pooled and per run (the pretraining run is a spread of its own: README). With ``--work DIR`` every
-finished cell is appended to ``DIR/cells.jsonl`` and a rerun with the same settings skips
-it (resumable); each cell is printed as it finishes, with the load average.
+printed pooled and per run (the pretraining run is a spread of its own: README). With
+``--work DIR`` every finished cell is appended to ``DIR/cells.jsonl`` and a rerun with the
+same settings skips it (resumable); each cell is printed as it finishes, with the load
+average.
 
     python benchmarks/low_label.py --work /tmp/lowlab                      # CPU defaults
     python benchmarks/low_label.py --inits random mae --labels 50          # one column
