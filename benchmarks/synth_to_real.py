@@ -30,9 +30,9 @@ the real-data folder (``--realdata``) the script says so and exits 0 before trai
 ``--seeds`` trains one model per seed (each its own synthetic city, chip split and
 training) and ends with the mean ± sd over them; ``--jobs`` seeds train at once, each in
 its own process with its share of the cores (default: the cores, at most 4, on CPU; 1 on
-CUDA), each seed's tables printed when it finishes. One seed of the defaults took 11-15 minutes
-on 2 CPU cores shared with other training jobs (load 2-4): data 0.5 min, training 10-13 min
-(3000 steps), scoring 1 min. At the earlier default of 300 steps the models were
+CUDA), each seed's tables printed when it finishes. One seed of the defaults took 11-15
+minutes on 2 CPU cores shared with other training jobs (load 2-4): data 0.5 min, training
+10-13 min (3000 steps), scoring 1 min. At the earlier default of 300 steps the models were
 under-trained (synthetic validation F1^HE 0.22-0.34 against 0.44-0.52 at 3000).
 CUDA, larger: ``--device cuda --scenes 128 --size 768 --steps 6000 --batch-size 32``.
 """
@@ -221,9 +221,11 @@ def main(argv=None) -> int:
                 futures[fut] = seed
             done = {}
             for fut in as_completed(futures):
-                done[futures[fut]] = fut.result() if jobs == 1 else fut.result()[1]
-                if jobs > 1:
-                    print(fut.result()[0], end="", flush=True)
+                record = fut.result()
+                if jobs > 1:  # (what the worker printed, its record)
+                    text, record = record
+                    print(text, end="", flush=True)
+                done[futures[fut]] = record
         finally:
             ex.shutdown(cancel_futures=True)
         records = [done[seed] for seed in args.seeds]
