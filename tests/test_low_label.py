@@ -167,3 +167,26 @@ def test_pretraining_seeds_are_a_grid_axis(tmp_path):
     # a later run with the default single pretraining seed reuses the seed-0 cells
     again, _ = mod.run_study(mod.parse(toy))
     assert again == rows[:2]
+
+
+@pytest.mark.slow
+def test_an_external_checkpoint_is_a_row_of_the_grid(tmp_path):
+    """A timm-layout ViT checkpoint (written from a random model: nothing is downloaded)
+    fine-tuned with the same recipe as every other start, and compared with random init."""
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=64, patch_size=16, embed_dim=192, depth=4, num_heads=3,
+                            num_classes=0)
+    ext = tmp_path / "ext.pth"
+    torch.save({"model": vit.state_dict()}, ext)
+    mod = _module()
+    rows, pre = mod.run_study(mod.parse(TOY + [
+        "--inits", "random", "--seeds", "0", "--external", str(ext), "--work", str(tmp_path / "w"),
+        "--jobs", "1"]))
+    assert [r["init"] for r in rows] == ["random", "external"]
+    assert pre["external"] == {"source": str(ext)}
+    assert (tmp_path / "w" / "finetune" / "external_n3_s0" / "best.ckpt").is_file()
+    assert "| external (its own data) |" in mod.table(rows, pre, [3])
+    assert mod.gains(rows, [3]).startswith("external - random, F1^HE points paired by seed: ")
