@@ -74,13 +74,18 @@ def plan_jobs(jobs: int | None, device: str = "cpu") -> int:
     return 1 if str(device).startswith("cuda") else min(4, available_cores())
 
 
-def _job_threads(jobs: int) -> None:
-    """A worker's torch threads: its share of the cores (``RSGEO_NUM_THREADS``, if unset)."""
-    import os
-
+def job_threads(jobs: int) -> int:
+    """Torch threads of each of ``jobs`` workers: its share of the cores, at least 1."""
     from rsgeo.train.threads import available_cores
 
-    os.environ.setdefault("RSGEO_NUM_THREADS", str(max(1, available_cores() // jobs)))
+    return max(1, available_cores() // jobs)
+
+
+def _set_job_threads(jobs: int) -> None:
+    """A worker's initializer: ``RSGEO_NUM_THREADS`` = :func:`job_threads` (if unset)."""
+    import os
+
+    os.environ.setdefault("RSGEO_NUM_THREADS", str(job_threads(jobs)))
 
 
 class Inline:
@@ -110,4 +115,4 @@ def executor(jobs: int):
     if jobs == 1:
         return Inline()
     return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_job_threads, initargs=(jobs,))
+                               initializer=_set_job_threads, initargs=(jobs,))

@@ -60,10 +60,9 @@ import numpy as np
 
 from rsgeo.finetune import finetune
 from rsgeo.pretrain import pretrain
-from rsgeo.train.threads import available_cores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import executor, mean_sd, plan_jobs, synth_chips  # noqa: E402  (benchmarks/common.py)
+from common import executor, job_threads, mean_sd, plan_jobs, synth_chips  # noqa: E402
 
 KEYS = ("f1he_1", "mae", "delta1")
 METHODS = ("mae", "selectivemae", "ctxmim", "fusedmim")
@@ -75,6 +74,7 @@ STUDY_KEYS = ("pool_scenes", "val_scenes", "size", "chip", "backbone", "pretrain
               "encoder_lr_scale", "layer_decay", "head_features", "external")
 # later settings: part of the id only when not at these values (older --work folders stay valid)
 LATER_KEYS = {"pretrain_chip": None, "head_steps": 0}
+NOT_PRETRAINED = ("random", "external")  # starts this study does not pretrain
 
 
 def load() -> str:
@@ -101,7 +101,7 @@ def start_name(init: str, pretrain_seed: int = 0) -> str:
 def pretrain_seeds(init: str, args) -> list[int]:
     """The pretraining seeds of ``init``: ``--pretrain-seeds``, or [0] for a start that is
     not pretrained here (random, external)."""
-    return [0] if init in ("random", "external") else list(args.pretrain_seeds)
+    return [0] if init in NOT_PRETRAINED else list(args.pretrain_seeds)
 
 
 def pretrained(init: str, pool: Path, work: Path, args, pretrain_seed: int = 0) -> tuple[str, dict]:
@@ -114,7 +114,7 @@ def pretrained(init: str, pool: Path, work: Path, args, pretrain_seed: int = 0) 
     if init == "external":
         return str(args.external), {"source": str(args.external)}
     name = start_name(init, pretrain_seed)
-    run, info = work / f"pretrain_{name}", work / f"pretrain_{name}.json"
+    run, info = work / f"pretrain_{name}", pretrain_record(work, name)
     if not info.is_file():
         t0 = time.perf_counter()
         s = pretrain(pool, init, args.backbone, run, steps=args.pretrain_steps, seed=pretrain_seed,
@@ -132,6 +132,11 @@ def pretrained(init: str, pool: Path, work: Path, args, pretrain_seed: int = 0) 
               f"load {load()}", flush=True)
     rec = json.loads(info.read_text())
     return rec["encoder"], rec
+
+
+def pretrain_record(work: Path, start: str) -> Path:
+    """What the pretraining of ``start`` (:func:`start_name`) did; written once it is done."""
+    return work / f"pretrain_{start}.json"
 
 
 def cell(init: str, encoder: str, n: int, seed: int, pool: Path, held: Path, work: Path,
@@ -226,7 +231,7 @@ def run_study(args) -> tuple[list[dict], dict]:
     grid = [(init, pseed, n, seed) for init in inits for pseed in pretrain_seeds(init, args)
             for n in args.labels for seed in args.seeds]
     jobs = plan_jobs(args.jobs, args.device)
-    print(f"{jobs} job(s) at once" + (f", {max(1, available_cores() // jobs)} torch thread(s) "
+    print(f"{jobs} job(s) at once" + (f", {job_threads(jobs)} torch thread(s) "
           "each" if jobs > 1 else ""), flush=True)
     ex = executor(jobs)
     rows, pre, pending = {}, {}, {}
@@ -245,7 +250,7 @@ def run_study(args) -> tuple[list[dict], dict]:
         for start in dict.fromkeys(k[:2] for k in grid):  # (init, pretrain seed)
             init, pseed = start
             name = start_name(init, pseed)
-            if init in ("random", "external") or (work / f"pretrain_{name}.json").is_file():
+            if init in NOT_PRETRAINED or pretrain_record(work, name).is_file():
                 encoder, pre[name] = pretrained(init, unlab, work, args, pseed)  # nothing to train
                 submit_cells(start, encoder)
             else:
