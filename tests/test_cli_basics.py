@@ -14,6 +14,20 @@ def test_help_lists_commands(cli):
     assert code == 0 and "Usage" in out
 
 
+def test_help_lists_each_command_in_one_paragraph(cli, monkeypatch):
+    """The command list re-wraps each docstring's first paragraph to the terminal instead
+    of keeping its source line breaks (a ragged list)."""
+    from rsgeo.cli.app import app
+
+    monkeypatch.setenv("COLUMNS", "300")
+    code, out, _ = cli("--help")
+    assert code == 0
+    for info in app.registered_commands:
+        assert "\n" not in info.short_help, info.name
+    assert "footprints with damage grades) into the folder OUTPUT." in out  # one line at 300
+    assert "nodata -9999) on the input grid." in out
+
+
 def test_unknown_command_and_bad_option_exit_2(cli):
     code, _, err = cli("no-such-command")
     assert code == 2 and "No such command" in err

@@ -69,6 +69,12 @@ def _register() -> None:
 
     for name in COMMANDS:
         importlib.import_module(f"rsgeo.cli.{name}")
+    # `rsgeo --help` lists each command by its docstring's first paragraph: as one line,
+    # re-wrapped to the terminal (Typer would keep the docstring's own line breaks)
+    for info in app.registered_commands:
+        if info.short_help is None and info.callback is not None:
+            first = (info.help or info.callback.__doc__ or "").strip().split("\n\n")[0]
+            info.short_help = " ".join(first.split())
 
 
 _register()
