@@ -14,18 +14,26 @@ def test_help_lists_commands(cli):
     assert code == 0 and "Usage" in out
 
 
-def test_help_lists_each_command_in_one_paragraph(cli, monkeypatch):
-    """The command list re-wraps each docstring's first paragraph to the terminal instead
-    of keeping its source line breaks (a ragged list)."""
-    from rsgeo.cli.app import app
+def test_help_texts_are_rewrapped_not_broken_at_the_docstrings_lines(cli, monkeypatch):
+    """The command list and each command's help re-wrap the docstring's paragraphs to the
+    terminal instead of keeping its source line breaks (ragged text at any other width)."""
+    from rsgeo.cli.app import app, reflow
 
     monkeypatch.setenv("COLUMNS", "300")
     code, out, _ = cli("--help")
     assert code == 0
     for info in app.registered_commands:
-        assert "\n" not in info.short_help, info.name
+        assert "\n" not in (info.short_help or ""), (info.name, info.short_help, info.help)
     assert "footprints with damage grades) into the folder OUTPUT." in out  # one line at 300
     assert "nodata -9999) on the input grid." in out
+    code, out, _ = cli("predict-height", "--help")
+    assert code == 0 and "share one model load and one pipeline, into the OUTPUT folder" in out
+    assert reflow("""A b
+    c.
+
+    - one
+    - two
+    """) == "A b c.\n\n- one\n- two"  # bullets keep their lines
 
 
 def test_unknown_command_and_bad_option_exit_2(cli):

@@ -69,12 +69,23 @@ def _register() -> None:
 
     for name in COMMANDS:
         importlib.import_module(f"rsgeo.cli.{name}")
-    # `rsgeo --help` lists each command by its docstring's first paragraph: as one line,
-    # re-wrapped to the terminal (Typer would keep the docstring's own line breaks)
+    # help texts re-wrapped to the terminal: Typer keeps a docstring's own line breaks, which
+    # at another width leave every other line half empty
     for info in app.registered_commands:
-        if info.short_help is None and info.callback is not None:
-            first = (info.help or info.callback.__doc__ or "").strip().split("\n\n")[0]
-            info.short_help = " ".join(first.split())
+        if info.callback is not None and info.help is None and info.callback.__doc__:
+            info.help = reflow(info.callback.__doc__)
+        if info.short_help is None and info.help:
+            info.short_help = info.help.split("\n\n")[0]
+
+
+def reflow(doc: str) -> str:
+    """``doc`` with each paragraph's lines joined into one (re-wrapped where it is shown);
+    a paragraph with a bullet (``- ``, ``* ``) or an indented line is kept as it is."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if any(line.startswith(("- ", "* ", " ")) for line in p.splitlines())
+                        else " ".join(p.split()) for p in paragraphs)
 
 
 _register()
