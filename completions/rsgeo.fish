@@ -150,7 +150,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l overwrite -d 'Repl
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l json -d 'Print a JSON summary on stdout.'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -F
-complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -s m -l model -rF -d 'model.onnx or a task checkpoint (.ckpt).'
+complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -s m -l model -rF -d 'model.onnx or a task checkpoint (.ckpt); several -m: an ensemble, thei'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -s o -l output -rF -d 'Output .tif (one input) or folder.'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l tile -d 'Tile size px (default: the models).'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l overlap -d 'Tile overlap px (default: the models; classification 0).'

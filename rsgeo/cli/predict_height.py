@@ -18,7 +18,9 @@ from rsgeo.cli.predict import echo_total
 @with_groups
 def predict_height_cmd(
     images: Annotated[list[Path], typer.Argument(help="Input image(s) or folder(s) of images.")],
-    model: Annotated[Path, typer.Option("-m", "--model", help="model.onnx or a task checkpoint (.ckpt).")],
+    model: Annotated[list[Path], typer.Option(
+        "-m", "--model", help="model.onnx or a task checkpoint (.ckpt); several -m: an "
+        "ensemble, their heights averaged (same GSD and bands).")],
     output: output_option("Output .tif (one input) or folder."),
     tiling: Tiling = Tiling(),
     nodata: Nodata = None,
@@ -35,7 +37,8 @@ def predict_height_cmd(
     Several inputs (or folders of .tif/.tiff/.vrt/.jp2/.img) share one model load and one
     pipeline, into the OUTPUT folder as <stem>_height.tif; under torchrun each rank takes
     its share. --precision: fp32 or bf16 (torch backend). --json prints one line per file
-    and a last line with the totals ("total": true).
+    and a last line with the totals ("total": true). Several --model (e.g. seeds of one
+    recipe) run as one ensemble: each model sees every tile, the heights are averaged.
     """
     # lazy: keep rsgeo --help fast
     from rsgeo.infer.predict import plan_outputs, predict_height_files
@@ -43,7 +46,8 @@ def predict_height_cmd(
 
     mine = plan_outputs(images, output)
     r = predict_height_files(
-        [i for i, _ in mine], model, [t for _, t in mine], **tiling.kwargs(),
+        [i for i, _ in mine], model if len(model) > 1 else model[0], [t for _, t in mine],
+        **tiling.kwargs(),
         device=compute.device.value, precision=compute.precision.value, cog=cog,
         overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands,
         co=height_co(out.codec, out.max_z_error, out.creation_options))

@@ -40,6 +40,7 @@ import numpy as np
 
 from rsgeo.errors import InputError
 from rsgeo.infer.export import read_metadata, stride_of
+from rsgeo.infer.ensemble import EnsembleRunner
 from rsgeo.infer.session import Norm, OrtRunner, TorchRunner, pair_model
 from rsgeo.infer.stream import Job, Pipeline
 from rsgeo.infer.pairs import pair_nodata, stack_pair
@@ -230,7 +231,9 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
     Args:
         images: input rasters; for change models ``(pre, post)`` pairs.
         outputs: one output per input (classification: the same table for all).
-        model_path: .onnx (ONNX Runtime) or task checkpoint (torch).
+        model_path: .onnx (ONNX Runtime) or task checkpoint (torch); a list of height
+            models: an ensemble, heights averaged tile by tile (:mod:`rsgeo.infer.ensemble`;
+            same GSD, bands and stride; the first model's tile and overlap).
         expect: the task the model must hold (None: any task with a writer).
         options: the writer's options (``probabilities``, ``threshold``, ``per_input``).
         tile, overlap: window size and overlap in pixels (default: the model's recommendation;
@@ -255,6 +258,8 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
     """
     t0 = time.perf_counter()
     _gsd_value(gsd)  # a bad --gsd is refused before the model loads
+    models = _model_list(model_path, runner)
+    model_path = models[0]  # what error messages, the writer and the tags name
     scale = parse_scale(scale) if isinstance(scale, (str, type(None))) else tuple(scale)
     pick = parse_bands(bands)
     images, outputs = list(images), [Path(o) for o in outputs]
@@ -263,34 +268,53 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
     flat = [p for item in images for p in (item if isinstance(item, tuple) else (item,))]
     if expect is not None:  # outputs known before the model loads: refuse early
         _check_outputs(writer_for(expect, model_path, **(options or {})), outputs, overwrite,
-                       (*flat, model_path))
-    run_future, meta, config = _load(runner, model_path, backend, device, precision, tile,
-                                     batch_size)
+                       (*flat, *models))
+    run_future, meta, config = _load_ensemble(models, backend, device, precision) \
+        if len(models) > 1 else _load(runner, model_path, backend, device, precision, tile,
+                                      batch_size)
     spec = dict(model_spec(meta, config, model_path, tile, overlap, expect=expect, check=False),
                 meta=meta, config=config, model_path=model_path, gsd=gsd, nodata=nodata,
-                scale=scale, pick=pick)
+                scale=scale, pick=pick, models=models)
     writer = spec["writer"] = writer_for(spec["task"], model_path, **(options or {}))
     spec["channels"] = writer.channels(meta, config)
     spec["meta"] = {**meta, "num_classes": meta.get("num_classes") or config.get("num_classes")}
     _check_inputs(images, spec["task"], model_path)
-    _check_outputs(writer, outputs, overwrite, (*flat, model_path))
+    _check_outputs(writer, outputs, overwrite, (*flat, *models))
     spec["ctx"] = OutputContext(float_co=co, co=class_co, cog=cog, overwrite=overwrite)
     files, pipe = _run(run_future, spec, images, outputs, batch_size, workers, label)
     if writer.table:
         names = [str(i[0] if isinstance(i, tuple) else i) for i in images]
         for out in dict.fromkeys(outputs):
             writer.write_table(out, names, overwrite)
-    device_used = getattr(pipe.runner, "device", "cpu")
-    backend_name = "onnx" if Path(model_path).suffix.lower() == ".onnx" else "torch"
-    for f in files:
-        f.update(task=spec["task"], device=device_used, backend=backend_name,
-                 batch_size=pipe.batch_size)
+    _describe_run(files, spec, pipe)
     seconds = time.perf_counter() - t0
     mpx = sum(f["mpx"] for f in files)
     total = {"files": len(files), "mpx": round(mpx, 3), "seconds": round(seconds, 3),
              "mpx_per_s": float(f"{mpx / max(seconds, 1e-9):.3g}"),
              "outputs": list(dict.fromkeys(f["output"] for f in files))}
     return {"files": files, "total": total}
+
+
+def _model_list(model_path, runner) -> list:
+    """``model_path`` as a list (several: an ensemble; never with a loaded ``runner``)."""
+    models = [Path(m) for m in model_path] if isinstance(model_path, (list, tuple)) \
+        else [model_path]
+    if not models:
+        raise InputError("no model given")
+    if len(models) > 1 and runner is not None:
+        raise ValueError("give several models or a loaded runner, not both")
+    return models
+
+
+def _describe_run(files: list[dict], spec: dict, pipe) -> None:
+    """Add the task, device, backend(s), batch size and an ensemble's models to each
+    file's summary."""
+    models = spec["models"]
+    backends = sorted({"onnx" if Path(m).suffix.lower() == ".onnx" else "torch" for m in models})
+    for f in files:
+        f.update(task=spec["task"], device=getattr(pipe.runner, "device", "cpu"),
+                 backend="+".join(backends), batch_size=pipe.batch_size,
+                 **({"models": [str(m) for m in models]} if len(models) > 1 else {}))
 
 
 def predict_paths(images, model_path, output, *, backend: str | None = None,
@@ -343,6 +367,46 @@ def _load(runner, model_path, backend, device, precision, tile, batch_size):
         _warmup_shape, tile=tile, batch_size=batch_size))
     meta, config = loading.meta()
     return loading.runner, meta, config
+
+
+def _load_ensemble(models: list, backend, device, precision):
+    """``(runner future, meta, config)`` of an ensemble of height models: every model
+    loads at once; meta and config are the first model's (its tile, overlap and
+    normalisation), and every member must match it in task, bands, GSD and encoder stride."""
+    loadings = [start_loading(m, backend, device, precision) for m in models]
+    metas = [ld.meta() for ld in loadings]
+    (meta0, config0), first = metas[0], Path(models[0]).name
+
+    def facts(meta, config):
+        return {"task": meta.get("task", config.get("task")),
+                "bands": int(config.get("in_chans", len(meta.get("mean", [0, 0, 0])))),
+                "GSD (m)": meta.get("gsd"), "encoder stride": int(meta.get("stride") or
+                                                                 _stride(config))}
+
+    want = facts(meta0, config0)
+    for m, (meta, config) in zip(models, metas):
+        got = facts(meta, config)
+        if got["task"] != "height":
+            raise InputError(f"holds a {got['task']} model: ensembles (several --model) "
+                             "are of height models", m)
+        for key, value in want.items():
+            if got[key] != value:
+                raise InputError(f"{key} {got[key]}, but {first} has {value}: the models "
+                                 "of an ensemble must match", m)
+    runner_f: Future = Future()
+
+    def gather():
+        try:
+            runner_f.set_result(EnsembleRunner(
+                [ld.runner.result() for ld in loadings],
+                means=[meta.get("mean", [0.0] * want["bands"]) for meta, _ in metas],
+                stds=[meta.get("std", [1.0] * want["bands"]) for meta, _ in metas]))
+        except BaseException as e:  # noqa: BLE001 - raised where the pipeline waits for it
+            runner_f.set_exception(e)
+
+    threading.Thread(target=gather, name="rsgeo-load-ensemble", daemon=False).start()
+    meta = {**meta0, "ensemble": [Path(m).name for m in models]}
+    return runner_f, meta, config0
 
 
 def _check_outputs(writer, outputs, overwrite: bool, inputs: tuple) -> None:
@@ -491,7 +555,7 @@ def _prepare(item, out_path, spec: dict):
                         item, in_gsd, target)
             work_out = Path(stack.enter_context(tempfile.TemporaryDirectory(
                 prefix=".rsgeo-", dir=Path(out_path).parent))) / "work.tif"
-        tags = {"model": Path(spec["model_path"]).name, "task": spec["task"], "tile": tile,
+        tags = {"model": ",".join(Path(m).name for m in spec["models"]), "task": spec["task"], "tile": tile,
                 "overlap": overlap, "input_stretch": stretch.mode,
                 "input_scale": repr(stretch.scale), "input_offset": repr(stretch.offset),
                 **({"input_bands": choice.tag()} if choice is not None else {})}
