@@ -17,14 +17,18 @@ either raster excluded). Each site is also scored on its LiDAR building pixels o
 | ``village`` | RGB from coloured LiDAR points, 0.5 m | nDSM from the same LiDAR |
 
 As a script it prints one row per site (F1^HE at delta < 1.25, MAE, RMSE, delta1, the
-building-pixel F1^HE and MAE, whether the input was resampled) and the machine's load, and
+building-pixel F1^HE and MAE, the height scale: the median of predicted / LiDAR height over
+the building pixels above 2 m, whether the input was resampled) and the machine's load, and
 the same rows for constant "models" that see no image (``--constant``, default 0 and 7 m):
 on Montpellier's 50 m tile, where 57 % of the pixels stand above 1 m and most of them near
 the 6-7 m roofs, 7 m everywhere already scores F1^HE 0.46, so read F1^HE beside MAE / RMSE
 and these baselines. Without the real-data folder (``--realdata``, default ``../shared/realdata`` beside
 the project) it says so and exits 0.
 
-    python benchmarks/real_heights.py MODEL [--realdata DIR] [--device cpu|cuda] [--json]
+    python benchmarks/real_heights.py MODEL [MODEL ...] [--realdata DIR] [--device cpu|cuda]
+        [--json]
+
+Several MODELs are scored as one ensemble (``predict-height -m A -m B``: heights averaged).
 """
 
 from __future__ import annotations
@@ -84,6 +88,22 @@ def building_reference(ref: Path, mask: Path, out: Path) -> Path:
     return out
 
 
+def height_scale(pred: Path, ref_buildings: Path, above: float = 2.0) -> float:
+    """Median of predicted / reference height over the reference's pixels above ``above``
+    metres (``ref_buildings``: building pixels only), the prediction resampled bilinearly
+    onto the reference's grid: 1.0 for a model whose building heights are right on the
+    whole, 0.5 when it halves them (NaN without such pixels)."""
+    from rsgeo.io.raster import Grid, align_to, open_raster  # lazy: heavy (rasterio)
+
+    with open_raster(ref_buildings) as r, open_raster(pred) as p, \
+            align_to(p, Grid.of(r), "bilinear", nodata=-9999.0) as v:
+        g, h = r.read(1).astype(np.float64), v.read(1).astype(np.float64)
+        ok = (g > above) & (h != -9999.0) & np.isfinite(h)
+        if r.nodata is not None:
+            ok &= g != r.nodata
+    return float(np.median(h[ok] / g[ok])) if ok.any() else float("nan")
+
+
 def score_site(model_path, image: Path, ref: Path, mask: Path, work: Path,
                device: str = "cpu", **predict_kwargs) -> dict:
     """Predict heights on ``image`` with ``model_path`` and score them against ``ref``
@@ -99,6 +119,7 @@ def score_site(model_path, image: Path, ref: Path, mask: Path, work: Path,
     bldg = evaluate(pred, bref, task="height", align="bilinear")["summary"]
     out = {k: float(whole[k]) for k in KEYS}
     out.update({f"{k}_bldg": float(bldg[k]) for k in ("f1he_1", "mae", "rmse")})
+    out["scale_bldg"] = height_scale(pred, bref)
     out.update(n_pixels=int(whole["n_pixels"]), n_bldg=int(bldg["n_pixels"]),
                resampled=bool(info.get("resampled", False)), predict_s=round(seconds, 2),
                height_median=info.get("height_median"), height_max=info.get("height_max"))
@@ -110,7 +131,8 @@ def score_real(model_path, realdata_dir=DEFAULT_REALDATA, device: str = "cpu",
     """Score a height model on every available real site.
 
     Args:
-        model_path: a height task checkpoint (.ckpt) or ONNX export.
+        model_path: a height task checkpoint (.ckpt) or ONNX export; a list of them: their
+            ensemble (heights averaged, as ``predict-height -m A -m B``).
         realdata_dir: the real-data folder; absent or missing files: those sites are skipped.
         device: where the model runs (``cpu``, ``cuda``, ``auto``).
         sites: names from :data:`SITES` (default: all available).
@@ -119,7 +141,8 @@ def score_real(model_path, realdata_dir=DEFAULT_REALDATA, device: str = "cpu",
 
     Returns:
         ``{site: {f1he_1, precision_1, recall_1, mae, rmse, delta1, f1he_1_bldg, mae_bldg,
-        rmse_bldg, n_pixels, n_bldg, resampled, predict_s, height_median, height_max}}``
+        rmse_bldg, scale_bldg, n_pixels, n_bldg, resampled, predict_s, height_median,
+        height_max}}``
         (heights in metres, shares in [0, 1]).
     """
     root = Path(realdata_dir)
@@ -170,17 +193,19 @@ def uptime() -> str:
 def table(results: dict[str, dict]) -> str:
     """The per-site results as a fixed-width text table."""
     lines = [f"{'site':<13}{'F1^HE':>7}{'prec':>7}{'rec':>7}{'MAE m':>7}{'RMSE m':>8}"
-             f"{'delta1':>8}{'F1 bldg':>9}{'MAE bldg':>9}{'resampled':>10}"]
+             f"{'delta1':>8}{'F1 bldg':>9}{'MAE bldg':>9}{'scale':>7}{'resampled':>10}"]
     for site, r in results.items():
         lines.append(f"{site:<13}{r['f1he_1']:>7.3f}{r['precision_1']:>7.3f}{r['recall_1']:>7.3f}"
                      f"{r['mae']:>7.2f}{r['rmse']:>8.2f}{r['delta1']:>8.3f}"
-                     f"{r['f1he_1_bldg']:>9.3f}{r['mae_bldg']:>9.2f}{str(r['resampled']):>10}")
+                     f"{r['f1he_1_bldg']:>9.3f}{r['mae_bldg']:>9.2f}"
+                     f"{r.get('scale_bldg', float('nan')):>7.2f}{str(r['resampled']):>10}")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", type=Path, help="height model (.ckpt or .onnx)")
+    ap.add_argument("model", type=Path, nargs="+",
+                    help="height model (.ckpt or .onnx); several: their ensemble")
     ap.add_argument("--realdata", type=Path, default=DEFAULT_REALDATA)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--gsd", default="auto", help="auto, native or metres per pixel")
@@ -194,9 +219,11 @@ def main(argv=None) -> int:
         print(f"no real-data sites under {args.realdata}: nothing to score")
         return 0
     print(f"before: {uptime()}")
-    results = score_real(args.model, args.realdata, device=args.device, gsd=args.gsd,
+    models = args.model if len(args.model) > 1 else args.model[0]
+    results = score_real(models, args.realdata, device=args.device, gsd=args.gsd,
                          tile=args.tile, overlap=args.overlap)
-    print(f"height model {args.model} on real rasters (F1^HE at delta < 1.25, rsgeo protocol)")
+    name = " + ".join(map(str, args.model)) if len(args.model) > 1 else args.model[0]
+    print(f"height model {name} on real rasters (F1^HE at delta < 1.25, rsgeo protocol)")
     print(table(results))
     for value in args.constant:
         print(f"baseline: {value:g} m everywhere (no image)")

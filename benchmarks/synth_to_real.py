@@ -28,7 +28,8 @@ the real-data folder (``--realdata``) the script says so and exits 0 before trai
         [--adapt-to-real] [--tiles 64 256] [--seeds 0 1 2] [--work DIR]
 
 ``--seeds`` trains one model per seed (each its own synthetic city, chip split and
-training) and ends with the mean ± sd over them; ``--jobs`` seeds train at once, each in
+training) and ends with the mean ± sd over them and the seeds' models scored as one
+ensemble (``predict-height -m A -m B ...``, heights averaged); ``--jobs`` seeds train at once, each in
 its own process with its share of the cores (default: the cores, at most 4, on CPU; 1 on
 CUDA), each seed's tables printed when it finishes. One seed of the defaults took 11-15
 minutes on 2 CPU cores shared with other training jobs (load 2-4): data 0.5 min, training
@@ -130,7 +131,8 @@ def run(args, root: Path, seed: int) -> dict:
     for v, res in baselines.items():
         print(f"\nbaseline: {v:g} m everywhere (no image)")
         print(table(res))
-    record = {"seed": seed, "results": results, "results_by_tile": by_tile,
+    record = {"seed": seed, "checkpoint": str(summary["checkpoint"]), "results": results,
+              "results_by_tile": by_tile,
               "baselines": baselines, "synthetic_val": best, "seconds": t,
               "torch_threads": summary["threads"],
               "args": {k: str(v) for k, v in vars(args).items()}}
@@ -150,11 +152,12 @@ def run_buffered(args, root: Path, seed: int) -> tuple[str, dict]:
 def seed_summary(records: list[dict]) -> str:
     """Per site, mean ± sd over the seeds of F1^HE, MAE, RMSE and building-pixel F1^HE at
     the recommended tile, and the synthetic validation F1^HE (text table)."""
-    lines = [f"{'site':<13}{'F1^HE':>16}{'MAE m':>16}{'RMSE m':>16}{'F1 bldg':>16}"]
+    lines = [f"{'site':<13}{'F1^HE':>16}{'MAE m':>16}{'RMSE m':>16}{'F1 bldg':>16}"
+             f"{'scale':>16}"]
     for site in records[0]["results"]:
         rs = [r["results"][site] for r in records if site in r["results"]]
         lines.append(f"{site:<13}" + "".join(f"{mean_sd([x[k] for x in rs]):>16}" for k in (
-            "f1he_1", "mae", "rmse", "f1he_1_bldg")))
+            "f1he_1", "mae", "rmse", "f1he_1_bldg", "scale_bldg")))
     val = mean_sd([r["synthetic_val"]["f1he_1"] for r in records])
     lines.append(f"{'synthetic val':<13}{val:>16}")
     return "\n".join(lines)
@@ -229,9 +232,15 @@ def main(argv=None) -> int:
         finally:
             ex.shutdown(cancel_futures=True)
         records = [done[seed] for seed in args.seeds]
-    if len(records) > 1:
-        print(f"\nmean ± sd over seeds {', '.join(map(str, args.seeds))} (recommended tile)")
-        print(seed_summary(records))
+        if len(records) > 1:
+            print(f"\nmean ± sd over seeds {', '.join(map(str, args.seeds))} (recommended tile)")
+            print(seed_summary(records))
+            ensemble = score_real([r["checkpoint"] for r in records], args.realdata,
+                                  device=args.device)
+            print(f"\nthe {len(records)} seeds' models as one ensemble (predict-height -m ... "
+                  "-m ...: heights averaged; recommended tile)")
+            print(table(ensemble))
+            print(json.dumps({"ensemble": ensemble, "seeds": args.seeds}), flush=True)
     print(f"after: {uptime()}")
     return 0
 

@@ -82,6 +82,24 @@ def test_constant_baseline_equals_the_constant_model_on_a_native_grid(realdata, 
     for k in ("f1he_1", "mae", "rmse", "delta1", "mae_bldg", "n_pixels"):
         assert base[k] == pytest.approx(by_model[k], rel=2e-3), k   # RGB nodata: 0.1 % fewer
     assert rh.constant_scores(0.0, realdata, sites=["village"])["village"]["f1he_1"] == 0.0
+    _, ref, mask = (realdata / f for f in rh.SITES["village"])
+    with rasterio.open(ref) as ds, rasterio.open(mask) as ms:
+        h = ds.read(1)
+        tall = (ds.read_masks(1) > 0) & (ms.read(1) == 1) & (h > 2)
+    assert by_model["scale_bldg"] == pytest.approx(np.median(7.25 / h[tall]), rel=1e-4)
+
+
+def test_an_ensemble_scores_as_its_mean_model(realdata, tmp_path, capsys):
+    """Two constant models, 3 m and 7 m: their ensemble is the constant 5 m model."""
+    rh = _module()
+    models = [_constant_model(tmp_path / f"c{v}.ckpt", v) for v in (3.0, 7.0)]
+    ens = rh.score_real(models, realdata, sites=["village"])["village"]
+    five = rh.constant_scores(5.0, realdata, sites=["village"])["village"]
+    for k in ("f1he_1", "mae", "rmse", "delta1", "mae_bldg"):
+        assert ens[k] == pytest.approx(five[k], rel=2e-3), k
+    assert rh.main([*map(str, models), "--realdata", str(realdata), "--constant"]) == 0
+    out = capsys.readouterr().out
+    assert "c3.0.ckpt + " in out and "scale" in out
 
 
 def _synth_to_real():
@@ -94,14 +112,15 @@ def _synth_to_real():
 
 def test_synth_to_real_seed_summary_is_mean_and_sd_over_seeds():
     def record(f1, mae, val):
-        site = {"f1he_1": f1, "mae": mae, "rmse": 2 * mae, "f1he_1_bldg": f1 / 2}
+        site = {"f1he_1": f1, "mae": mae, "rmse": 2 * mae, "f1he_1_bldg": f1 / 2,
+                "scale_bldg": 1 + f1}
         return {"results": {"montpellier": site}, "synthetic_val": {"f1he_1": val}}
 
     text = _synth_to_real().seed_summary([record(0.2, 3.0, 0.4), record(0.4, 1.0, 0.6)])
     row = next(line for line in text.splitlines() if line.startswith("montpellier"))
-    # mean 0.3, sd (n-1) 0.141; MAE 2 ± 1.414; RMSE 4 ± 2.828; bldg 0.15 ± 0.071
+    # mean 0.3, sd (n-1) 0.141; MAE 2 ± 1.414; RMSE 4 ± 2.828; bldg 0.15 ± 0.071; scale
     assert row.split() == ["montpellier", "0.300", "±", "0.141", "2.000", "±", "1.414",
-                           "4.000", "±", "2.828", "0.150", "±", "0.071"]
+                           "4.000", "±", "2.828", "0.150", "±", "0.071", "1.300", "±", "0.141"]
     assert "0.500 ± 0.141" in text                          # synthetic validation F1^HE
 
 
@@ -127,5 +146,7 @@ def test_synth_to_real_trains_seeds_in_parallel_workers(realdata, tmp_path, caps
     records = [json.loads(line) for line in out.splitlines() if line.startswith('{"seed"')]
     assert sorted(r["seed"] for r in records) == [0, 1]      # each seed's output, whole
     assert all(r["torch_threads"] >= 1 for r in records)
-    assert "mean ± sd over seeds 0, 1" in out
+    assert "mean ± sd over seeds 0, 1" in out and "the 2 seeds' models as one ensemble" in out
+    ensemble = json.loads(next(line for line in out.splitlines() if line.startswith('{"ensemble"')))
+    assert ensemble["seeds"] == [0, 1] and "montpellier" in ensemble["ensemble"]
     assert all((tmp_path / f"seed{s}" / "run" / "best.ckpt").is_file() for s in (0, 1))
