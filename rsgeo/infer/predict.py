@@ -555,8 +555,8 @@ def _prepare(item, out_path, spec: dict):
                         item, in_gsd, target)
             work_out = Path(stack.enter_context(tempfile.TemporaryDirectory(
                 prefix=".rsgeo-", dir=Path(out_path).parent))) / "work.tif"
-        tags = {"model": ",".join(Path(m).name for m in spec["models"]), "task": spec["task"], "tile": tile,
-                "overlap": overlap, "input_stretch": stretch.mode,
+        tags = {"model": ",".join(Path(m).name for m in spec["models"]), "task": spec["task"],
+                "tile": tile, "overlap": overlap, "input_stretch": stretch.mode,
                 "input_scale": repr(stretch.scale), "input_offset": repr(stretch.offset),
                 **({"input_bands": choice.tag()} if choice is not None else {})}
         ctx = replace(spec["ctx"], tags=tags)
