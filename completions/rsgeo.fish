@@ -20,7 +20,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from completion' -l help -d 'Show t
 complete -c rsgeo -n '__fish_seen_subcommand_from completion' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -s o -l output -rF -d 'Output path.'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l footprints -rF -d 'Output vectors of the damaged buildings or regions (.gpkg, .geojson, .'
-complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -s m -l model -d 'Height model for image inputs (or env RSGEO_MODEL).'
+complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -s m -l model -d 'Height model for image inputs (or env RSGEO_MODEL); several -m: an ens'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l heights -d 'Treat single-band inputs as heights.'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l dtm -rF -d 'Terrain model (m): PRE and POST are DSMs; subtracted from both.'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l absolute -d 'Accept heights that look like absolute elevations.'

@@ -123,3 +123,26 @@ def test_cli_ensemble_and_its_errors(tmp_path, cli, models):
         assert not (tmp_path / "x.tif").exists()
     with pytest.raises(InputError, match="no model given"):
         predict_height_file(src, [], tmp_path / "y.tif")
+
+
+def test_damage_map_from_images_with_an_ensemble(tmp_path, cli, models):
+    """damage-map -m A -m B grades the ensemble's heights: the same classes as damage-map on
+    the heights predict-height -m A -m B writes."""
+    from rsgeo.synth import write_scenes
+
+    p = write_scenes(tmp_path / "city", size=128, seed=2)[0]
+    code, out, err = cli("damage-map", p["pre_rgb"], p["post_rgb"], "-m", models["a"], "-m",
+                         models["b"], "-o", tmp_path / "d.tif", "--json")
+    assert code == 0, err
+    assert json.loads(out)["heights_from"] == "predicted"
+    for k in ("pre_rgb", "post_rgb"):
+        code, _, err = cli("predict-height", p[k], "-m", models["a"], "-m", models["b"], "-o",
+                           tmp_path / f"{k}_h.tif")
+        assert code == 0, err
+    code, _, err = cli("damage-map", tmp_path / "pre_rgb_h.tif", tmp_path / "post_rgb_h.tif",
+                       "-o", tmp_path / "e.tif")
+    assert code == 0, err
+    np.testing.assert_array_equal(_read(tmp_path / "d.tif")[0], _read(tmp_path / "e.tif")[0])
+    code, _, err = cli("damage-map", p["pre_rgb"], p["post_rgb"], "-m", models["a"], "-m",
+                       models["gsd1"], "-o", tmp_path / "f.tif")
+    assert code == 2 and "gsd1.ckpt" in err and not (tmp_path / "f.tif").exists()

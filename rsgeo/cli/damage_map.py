@@ -29,8 +29,9 @@ def damage_map_cmd(
         "--footprints", help="Output vectors of the damaged buildings or regions (.gpkg, "
                              ".geojson, .parquet, .fgb); default: OUTPUT with .gpkg. (Input "
                              "building polygons: --buildings.)")] = None,
-    model: Annotated[Optional[str], typer.Option(
-        "-m", "--model", help="Height model for image inputs (or env RSGEO_MODEL).")] = None,
+    model: Annotated[Optional[list[str]], typer.Option(
+        "-m", "--model", help="Height model for image inputs (or env RSGEO_MODEL); several "
+        "-m: an ensemble, heights averaged as in predict-height.")] = None,
     heights: Annotated[bool, typer.Option("--heights", help="Treat single-band inputs as heights.")] = False,
     dtm: Annotated[Optional[Path], typer.Option(
         "--dtm", help="Terrain model (m): PRE and POST are DSMs; subtracted from both.")] = None,
@@ -70,7 +71,8 @@ def damage_map_cmd(
 
     summary = damage_map(pre, post, output, footprints, buildings=buildings, event=event.value,
                          threshold=threshold, min_height=min_height, min_area=min_area,
-                         grades=grades, model=model, heights=heights, overwrite=out.overwrite,
+                         grades=grades, model=(model[0] if len(model) == 1 else model)
+                         if model else None, heights=heights, overwrite=out.overwrite,
                          dtm=dtm, absolute=absolute, max_height=max_height,
                          co=out.creation_options, compress=out.codec,
                          max_z_error=out.max_z_error, buildings_model=buildings_model,

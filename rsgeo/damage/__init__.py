@@ -73,7 +73,7 @@ def default_outputs(pre: str | os.PathLike, out=None, footprints_out=None) -> tu
 def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
                event: str = "earthquake", threshold: float | None = None,
                min_height: float = 2.5, min_area: float = 10.0, grades: str = DEFAULT_GRADES,
-               model: str | None = None, heights: bool = False, overwrite: bool = False,
+               model=None, heights: bool = False, overwrite: bool = False,
                dtm=None, absolute: bool = False, max_height: float = 1000.0,
                strip_rows: int = 512, co: dict | None = None, compress: str | None = None,
                max_z_error: float | None = None, buildings_model=None, **predict_kw) -> dict:
@@ -81,6 +81,8 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
 
     Args:
         pre, post: rasters; single-band float = heights (nDSM, m); others are images.
+        model: the height model that turns images into heights (a list of several: their
+            ensemble, as ``predict-height -m A -m B``); default env ``RSGEO_MODEL``.
         out, footprints_out: raster and vector outputs (defaults: see :func:`default_outputs`).
         buildings: pre-event footprints (any OGR format / GeoParquet) with a CRS.
         event: ``earthquake`` (3 m), ``wildfire`` (1 m) or ``custom`` (needs ``threshold``).
@@ -115,7 +117,9 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
                     "%g m counts as a structure", min_height)
     out, fp_out = default_outputs(pre, out, footprints_out)
     for p in (out, loss_path(out), fp_out):
-        check_output(p, overwrite, inputs=(pre, post, buildings, model, dtm, buildings_model))
+        check_output(p, overwrite, inputs=(pre, post, buildings, dtm, buildings_model,
+                                           *(model if isinstance(model, (list, tuple))
+                                             else [model])))
     driver_for(fp_out)
     if buildings_model is not None and buildings is not None:
         raise InputError("--buildings and --buildings-model exclude each other", buildings_model)

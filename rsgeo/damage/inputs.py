@@ -28,9 +28,10 @@ def kind_of(path: str | os.PathLike, force_heights: bool = False) -> str:
         return "image"
 
 
-def resolve_heights(pre: Path, post: Path, model: str | None, force_heights: bool,
+def resolve_heights(pre: Path, post: Path, model, force_heights: bool,
                     workdir: Path, stack: ExitStack, **predict_kw) -> tuple[Path, Path, str]:
-    """Return height rasters for PRE and POST, predicting them from images with ``model``."""
+    """Return height rasters for PRE and POST, predicting them from images with ``model``
+    (a path, or a list of paths: an ensemble)."""
     kinds = (kind_of(pre, force_heights), kind_of(post, force_heights))
     if kinds[0] != kinds[1]:
         img = pre if kinds[0] == "image" else post
