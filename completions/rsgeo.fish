@@ -126,7 +126,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l scale -d 'Image
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l overwrite -d 'Replace existing outputs.'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -F
-complete -c rsgeo -n '__fish_seen_subcommand_from predict' -s m -l model -rF -d 'model.onnx or a task checkpoint (.ckpt) of any task.'
+complete -c rsgeo -n '__fish_seen_subcommand_from predict' -s m -l model -rF -d 'model.onnx or a task checkpoint (.ckpt) of any task; several height mo'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -s o -l output -rF -d 'Output .tif (one input; change), folder (several inputs), or table .cs'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l probabilities -d 'Segmentation: also <stem>_probabilities.tif, one float band per class.'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l threshold -d 'Change: change where the blended probability >= this.'

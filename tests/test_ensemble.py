@@ -146,3 +146,17 @@ def test_damage_map_from_images_with_an_ensemble(tmp_path, cli, models):
     code, _, err = cli("damage-map", p["pre_rgb"], p["post_rgb"], "-m", models["a"], "-m",
                        models["gsd1"], "-o", tmp_path / "f.tif")
     assert code == 2 and "gsd1.ckpt" in err and not (tmp_path / "f.tif").exists()
+
+
+def test_predict_runs_an_ensemble_of_height_models_as_predict_height_does(tmp_path, cli, models):
+    src = _rgb(tmp_path, 70, 90)
+    code, _, err = cli("predict", src, "-m", models["a"], "-m", models["b"], "-o",
+                       tmp_path / "p.tif")
+    assert code == 0, err
+    code, _, err = cli("predict-height", src, "-m", models["a"], "-m", models["b"], "-o",
+                       tmp_path / "h.tif")
+    assert code == 0, err
+    np.testing.assert_array_equal(_read(tmp_path / "p.tif")[0], _read(tmp_path / "h.tif")[0])
+    code, _, err = cli("predict", src, "-m", models["seg"], "-m", models["a"], "-o",
+                       tmp_path / "s.tif")
+    assert code == 2 and "seg.ckpt" in err and "ensembles" in err, err

@@ -329,8 +329,16 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
     - classification: every input's rows into the one table OUTPUT.
 
     Under torchrun, height and segmentation inputs are shared among the ranks; change and
-    classification (one output file) run on rank 0 only.
+    classification (one output file) run on rank 0 only. Several height models (a list):
+    their ensemble, as :func:`predict_height_files`.
     """
+    models = _model_list(model_path, None)
+    if len(models) > 1:
+        planned = plan_outputs(images, output)
+        return predict_files([i for i, _ in planned], models, [o for _, o in planned],
+                             backend=backend, device=device, precision=precision, tile=tile,
+                             batch_size=batch_size, **kw)
+    model_path = models[0]
     loading = start_loading(model_path, backend, device, precision, warmup=functools.partial(
         _warmup_shape, tile=tile, batch_size=batch_size))
     meta, config = loading.meta()
