@@ -17,7 +17,8 @@ def test_help_lists_commands(cli):
 def test_help_texts_are_rewrapped_not_broken_at_the_docstrings_lines(cli, monkeypatch):
     """The command list and each command's help re-wrap the docstring's paragraphs to the
     terminal instead of keeping its source line breaks (ragged text at any other width)."""
-    from rsgeo.cli.app import app, reflow
+    from rsgeo.cli.app import app
+    from rsgeo.cli.helptext import reflow
 
     monkeypatch.setenv("COLUMNS", "300")
     code, out, _ = cli("--help")

@@ -12,6 +12,7 @@ the commands under a ``# lazy: keep rsgeo --help fast`` comment, so ``rsgeo --he
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import signal
@@ -22,6 +23,7 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo import __version__, progress
+from rsgeo.cli.helptext import reflow
 from rsgeo.errors import RsgeoError
 
 app = typer.Typer(
@@ -71,21 +73,12 @@ def _register() -> None:
         importlib.import_module(f"rsgeo.cli.{name}")
     # help texts re-wrapped to the terminal: Typer keeps a docstring's own line breaks, which
     # at another width leave every other line half empty
+    # (a computed help, e.g. pretrain's registered methods, reflows itself when it is read)
     for info in app.registered_commands:
-        if info.callback is not None and info.help is None and info.callback.__doc__:
+        if inspect.isfunction(info.callback) and info.help is None and info.callback.__doc__:
             info.help = reflow(info.callback.__doc__)
         if info.short_help is None and info.help:
             info.short_help = info.help.split("\n\n")[0]
-
-
-def reflow(doc: str) -> str:
-    """``doc`` with each paragraph's lines joined into one (re-wrapped where it is shown);
-    a paragraph with a bullet (``- ``, ``* ``) or an indented line is kept as it is."""
-    import inspect
-
-    paragraphs = inspect.cleandoc(doc).split("\n\n")
-    return "\n\n".join(p if any(line.startswith(("- ", "* ", " ")) for line in p.splitlines())
-                        else " ".join(p.split()) for p in paragraphs)
 
 
 _register()

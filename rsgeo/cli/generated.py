@@ -15,6 +15,8 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
+from rsgeo.cli.helptext import reflow
+
 
 class DynamicCommand:
     """A typer callback: ``func`` with the signature ``signature()`` returns when asked.
@@ -36,7 +38,8 @@ class DynamicCommand:
 
     @property
     def __doc__(self) -> str | None:   # noqa: D105 - typer's help text, computed
-        return self._doc() if self._doc else inspect.getdoc(self._func)
+        doc = self._doc() if self._doc else inspect.getdoc(self._func)
+        return reflow(doc) if doc else doc
 
     def __call__(self, **kwargs: Any) -> Any:
         return self._func(**kwargs)
