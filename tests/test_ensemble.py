@@ -76,6 +76,39 @@ def test_runner_normalises_each_member_its_own_way():
         ens(norm.host(raw))
 
 
+def test_results_are_gathered_when_asked_for_and_every_member_released():
+    """A CUDA runner's submit returns at once: the ensemble must not wait for its result in
+    submit (consecutive batches overlap as with one model), and release frees every member."""
+    log = []
+
+    class Member:
+        device = "cuda"
+
+        def __init__(self, name, value):
+            self.name, self.value = name, value
+
+        def submit(self, raw, norm):
+            log.append(("submit", self.name))
+            member = self
+
+            class P:
+                def result(self):
+                    log.append(("result", member.name))
+                    return np.full((len(raw), 1, 2, 2), member.value, np.float32)
+
+                def release(self):
+                    log.append(("release", member.name))
+            return P()
+
+    ens = EnsembleRunner([Member("a", 1.0), Member("b", 4.0)], [(0,)] * 2, [(1,)] * 2)
+    pending = ens.submit(np.zeros((3, 1, 2, 2), np.uint8), Norm(1.0, (0.0,), (1.0,)))
+    assert log == [("submit", "a"), ("submit", "b")] and ens.device == "cuda"
+    np.testing.assert_array_equal(pending.result(), np.full((3, 1, 2, 2), 2.5, np.float32))
+    pending.result()  # computed once
+    pending.release()
+    assert log[2:] == [("result", "a"), ("result", "b"), ("release", "a"), ("release", "b")]
+
+
 def test_ensemble_heights_are_the_mean_of_the_members(tmp_path, models):
     src = _rgb(tmp_path)
     a, b, ab = (tmp_path / f"{n}.tif" for n in ("a", "b", "ab"))

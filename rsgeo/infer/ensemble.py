@@ -24,7 +24,29 @@ from typing import Sequence
 
 import numpy as np
 
-from rsgeo.infer.session import Done, Norm, as_runner
+from rsgeo.infer.session import Norm, as_runner
+
+
+class Pending:
+    """The members' pending results of one batch: ``result()`` is their mean (computed
+    once, into an array of its own), ``release()`` hands every member's buffers back."""
+
+    def __init__(self, pending: list):
+        self.pending, self._out = pending, None
+
+    def result(self) -> np.ndarray:
+        if self._out is None:
+            out = np.array(self.pending[0].result(), dtype=np.float32, copy=True)
+            for p in self.pending[1:]:
+                out += p.result()
+            if len(self.pending) > 1:
+                out /= np.float32(len(self.pending))
+            self._out = out
+        return self._out
+
+    def release(self) -> None:
+        for p in self.pending:
+            p.release()
 
 
 class EnsembleRunner:
@@ -51,19 +73,11 @@ class EnsembleRunner:
                                                   zip(norm.mean, base, mean)), std=std))
         return norms
 
-    def submit(self, raw, norm: Norm) -> Done:
-        # every member first (CUDA runners return at once and overlap), then the results
-        pending = [r.submit(raw, n) for r, n in zip(self.runners, self.member_norms(norm))]
-        try:
-            out = np.array(pending[0].result(), dtype=np.float32, copy=True)
-            for p in pending[1:]:
-                out += p.result()
-        finally:
-            for p in pending:
-                p.release()
-        if len(pending) > 1:
-            out /= np.float32(len(pending))
-        return Done(out)
+    def submit(self, raw, norm: Norm) -> "Pending":
+        """Submit the batch to every member (CUDA runners return at once, so the members
+        and, as with one model, consecutive batches overlap); the mean is taken when the
+        result is asked for."""
+        return Pending([r.submit(raw, n) for r, n in zip(self.runners, self.member_norms(norm))])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """A batch normalised for the first member (tests, export checks): only when every
