@@ -219,11 +219,9 @@ def main(argv=None) -> int:
         print(f"no real-data sites under {args.realdata}: nothing to score")
         return 0
     print(f"before: {uptime()}")
-    models = args.model if len(args.model) > 1 else args.model[0]
-    results = score_real(models, args.realdata, device=args.device, gsd=args.gsd,
+    results = score_real(args.model, args.realdata, device=args.device, gsd=args.gsd,
                          tile=args.tile, overlap=args.overlap)
-    name = " + ".join(map(str, args.model)) if len(args.model) > 1 else args.model[0]
-    print(f"height model {name} on real rasters (F1^HE at delta < 1.25, rsgeo protocol)")
+    print(f"height model {' + '.join(map(str, args.model))} on real rasters (F1^HE at delta < 1.25, rsgeo protocol)")
     print(table(results))
     for value in args.constant:
         print(f"baseline: {value:g} m everywhere (no image)")

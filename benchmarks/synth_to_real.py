@@ -31,9 +31,9 @@ the real-data folder (``--realdata``) the script says so and exits 0 before trai
 training) and ends with the mean ± sd over them and the seeds' models scored as one
 ensemble (``predict-height -m A -m B ...``, heights averaged); ``--jobs`` seeds train at
 once, each in its own process with its share of the cores (default: the cores, at most 4,
-on CPU; 1 on CUDA), each seed's tables printed when it finishes. One seed of the defaults took 11-15
-minutes on 2 CPU cores shared with other training jobs (load 2-4): data 0.5 min, training
-10-13 min (3000 steps), scoring 1 min. At the earlier default of 300 steps the models were
+on CPU; 1 on CUDA), each seed's tables printed when it finishes. One seed of the defaults
+took 11-15 minutes on 2 CPU cores shared with other training jobs (load 2-4): data 0.5 min,
+training 10-13 min (3000 steps), scoring 1 min. At the earlier default of 300 steps the models were
 under-trained (synthetic validation F1^HE 0.22-0.34 against 0.44-0.52 at 3000).
 CUDA, larger: ``--device cuda --scenes 128 --size 768 --steps 6000 --batch-size 32``.
 """

@@ -71,8 +71,8 @@ def damage_map_cmd(
 
     summary = damage_map(pre, post, output, footprints, buildings=buildings, event=event.value,
                          threshold=threshold, min_height=min_height, min_area=min_area,
-                         grades=grades, model=(model[0] if len(model) == 1 else model)
-                         if model else None, heights=heights, overwrite=out.overwrite,
+                         grades=grades, model=model or None, heights=heights,
+                         overwrite=out.overwrite,
                          dtm=dtm, absolute=absolute, max_height=max_height,
                          co=out.creation_options, compress=out.codec,
                          max_z_error=out.max_z_error, buildings_model=buildings_model,

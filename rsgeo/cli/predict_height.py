@@ -46,8 +46,7 @@ def predict_height_cmd(
 
     mine = plan_outputs(images, output)
     r = predict_height_files(
-        [i for i, _ in mine], model if len(model) > 1 else model[0], [t for _, t in mine],
-        **tiling.kwargs(),
+        [i for i, _ in mine], model, [t for _, t in mine], **tiling.kwargs(),
         device=compute.device.value, precision=compute.precision.value, cog=cog,
         overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands,
         co=height_co(out.codec, out.max_z_error, out.creation_options))

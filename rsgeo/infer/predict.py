@@ -387,9 +387,8 @@ def _load_ensemble(models: list, backend, device, precision):
 
     def facts(meta, config):
         return {"task": meta.get("task", config.get("task")),
-                "bands": int(config.get("in_chans", len(meta.get("mean", [0, 0, 0])))),
-                "GSD (m)": meta.get("gsd"), "encoder stride": int(meta.get("stride") or
-                                                                 _stride(config))}
+                "bands": model_bands(meta, config), "GSD (m)": meta.get("gsd"),
+                "encoder stride": model_stride(meta, config)}
 
     want = facts(meta0, config0)
     for m, (meta, config) in zip(models, metas):
@@ -474,8 +473,8 @@ def model_spec(meta: dict, config: dict, model_path, tile: int | None,
                          f"from `rsgeo finetune --task {expect}`)", model_path)
     if check:
         writer_for(task, model_path)
-    bands = int(config.get("in_chans", len(meta.get("mean", [0, 0, 0]))))
-    stride = int(meta.get("stride") or _stride(config))
+    bands = model_bands(meta, config)
+    stride = model_stride(meta, config)
     tile = _round_up(int(tile or meta.get("tile", 512)), stride)
     if overlap is None:  # the model's recommendation, kept below the tile the user chose
         overlap = 0 if task == "classification" else min(int(meta.get("overlap", tile // 8)),
@@ -490,10 +489,10 @@ def _warmup_shape(meta: dict, config: dict, *, tile, batch_size) -> tuple | None
     """The first batch's shape, so CUDA kernels are ready before the first tiles arrive."""
     if batch_size is None:  # the batch-size probe warms up instead
         return None
-    bands = int(config.get("in_chans", len(meta.get("mean", [0, 0, 0]))))
+    bands = model_bands(meta, config)
     if config.get("task") == "change":
         bands *= 2
-    stride = int(meta.get("stride") or _stride(config))
+    stride = model_stride(meta, config)
     t = _round_up(int(tile or meta.get("tile", 512)), stride)
     return (batch_size, bands, t, t)
 
@@ -660,5 +659,11 @@ def _round_up(x: int, m: int) -> int:
     return max(m, int(math.ceil(x / m)) * m)
 
 
-def _stride(config: dict) -> int:
-    return stride_of(config)
+def model_bands(meta: dict, config: dict) -> int:
+    """The band count a model takes (its config, else its per-band means, else 3)."""
+    return int(config.get("in_chans", len(meta.get("mean", [0, 0, 0]))))
+
+
+def model_stride(meta: dict, config: dict) -> int:
+    """The encoder's stride in pixels (its metadata, else its config)."""
+    return int(meta.get("stride") or stride_of(config))
