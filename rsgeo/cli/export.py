@@ -13,7 +13,7 @@ from rsgeo.cli.options import Json, Output, Overwrite, emit
 
 @app.command("export")
 def export_cmd(
-    checkpoint: Annotated[Path, typer.Argument(help="Task checkpoint from rsgeo finetune.")],
+    checkpoint: Annotated[Path, typer.Argument(help="Task checkpoint (RUN/best.ckpt) or run folder from rsgeo finetune.")],
     output: Output,
     atol: Annotated[float, typer.Option("--atol", min=0.0, help="Allowed ORT vs torch difference.")] = 1e-3,
     overwrite: Overwrite = False,

@@ -18,7 +18,7 @@ def footprints_cmd(
     raster: Annotated[Path, typer.Argument(help="Building probability (float 0..1), class or 0/1 mask raster; with -m an image.")],
     output: Output,
     model: Annotated[Optional[Path], typer.Option(
-        "-m", "--model", help="Segmentation model (.onnx or .ckpt): RASTER is an image, buildings are its building class (the class named building, or --class ID).")] = None,
+        "-m", "--model", help="Segmentation model (.onnx, .ckpt or finetune run folder): RASTER is an image, buildings are its building class (the class named building, or --class ID).")] = None,
     threshold: Annotated[float, typer.Option("--threshold", help="Probability rasters: building where >= this.")] = 0.5,
     classes: Annotated[Optional[list[float]], typer.Option(
         "--class", "--value", metavar="V",

@@ -17,7 +17,7 @@ from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, Ras
 @with_groups
 def predict_cmd(
     images: Annotated[list[Path], typer.Argument(help="Input image(s) or folder(s); change models: PRE POST.")],
-    model: Annotated[list[Path], typer.Option("-m", "--model", help="model.onnx or a task checkpoint (.ckpt) of any task; several height models: an ensemble, as predict-height.")],
+    model: Annotated[list[Path], typer.Option("-m", "--model", help="model.onnx, a task checkpoint (.ckpt) or a finetune run folder, of any task; several height models: an ensemble, as predict-height.")],
     output: output_option("Output .tif (one input; change), folder (several inputs), or table .csv/.parquet (classification)."),
     probabilities: Annotated[bool, typer.Option("--probabilities", help="Segmentation: also <stem>_probabilities.tif, one float band per class.")] = False,
     threshold: Annotated[float, typer.Option("--threshold", help="Change: change where the blended probability >= this.")] = 0.5,

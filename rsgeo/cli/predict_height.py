@@ -19,7 +19,7 @@ from rsgeo.cli.predict import echo_total
 def predict_height_cmd(
     images: Annotated[list[Path], typer.Argument(help="Input image(s) or folder(s) of images.")],
     model: Annotated[list[Path], typer.Option(
-        "-m", "--model", help="model.onnx or a task checkpoint (.ckpt); several -m: an "
+        "-m", "--model", help="model.onnx, a task checkpoint (.ckpt) or a finetune run folder; several -m: an "
         "ensemble, their heights averaged (same GSD and bands).")],
     output: output_option("Output .tif (one input) or folder."),
     tiling: Tiling = Tiling(),

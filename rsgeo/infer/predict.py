@@ -55,6 +55,7 @@ from rsgeo.io.stretch import image_sample, image_stretch, needs_sample, parse_sc
 from rsgeo.io.windows import TileGrid, plan_panels, strips
 from rsgeo.io.writer import HEIGHT_NODATA, open_output
 from rsgeo.progress import progress
+from rsgeo.tasks.files import model_label, resolve_model_path
 
 log = logging.getLogger("rsgeo.infer")
 PANEL_WIDTH = 4096  # rasters wider than this are swept in vertical panels (memory bound)
@@ -88,9 +89,7 @@ def start_loading(model_path, backend: str | None = None, device: str = "auto",
         warmup: ``warmup(meta, config) -> (batch, bands, tile, tile)`` or None: one batch
             of that shape runs through a torch model on CUDA right after loading.
     """
-    p = Path(model_path)
-    if not p.is_file():
-        raise InputError("no such model file", p)
+    p = resolve_model_path(model_path)  # a run folder: its best.ckpt
     is_onnx = p.suffix.lower() == ".onnx"
     backend = backend or ("onnx" if is_onnx else "torch")
     if backend not in ("onnx", "torch"):
@@ -297,13 +296,13 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
 
 def _model_list(model_path, runner) -> list:
     """``model_path`` as a list (several: an ensemble; never with a loaded ``runner``)."""
-    models = [Path(m) for m in model_path] if isinstance(model_path, (list, tuple)) \
-        else [model_path]
+    models = list(model_path) if isinstance(model_path, (list, tuple)) else [model_path]
     if not models:
         raise InputError("no model given")
     if len(models) > 1 and runner is not None:
         raise ValueError("give several models or a loaded runner, not both")
-    return models
+    # a run folder stands for its best.ckpt (checked here, before any output is planned)
+    return models if runner is not None else [resolve_model_path(m) for m in models]
 
 
 def _describe_run(files: list[dict], spec: dict, pipe) -> None:
@@ -383,7 +382,7 @@ def _load_ensemble(models: list, backend, device, precision):
     normalisation), and every member must match it in task, bands, GSD and encoder stride."""
     loadings = [start_loading(m, backend, device, precision) for m in models]
     metas = [ld.meta() for ld in loadings]
-    (meta0, config0), first = metas[0], Path(models[0]).name
+    (meta0, config0), first = metas[0], model_label(models[0])
 
     def facts(meta, config):
         return {"task": meta.get("task", config.get("task")),
@@ -412,7 +411,7 @@ def _load_ensemble(models: list, backend, device, precision):
             runner_f.set_exception(e)
 
     threading.Thread(target=gather, name="rsgeo-load-ensemble", daemon=False).start()
-    meta = {**meta0, "ensemble": [Path(m).name for m in models]}
+    meta = {**meta0, "ensemble": [model_label(m) for m in models]}
     return runner_f, meta, config0
 
 
@@ -562,7 +561,7 @@ def _prepare(item, out_path, spec: dict):
                         item, in_gsd, target)
             work_out = Path(stack.enter_context(tempfile.TemporaryDirectory(
                 prefix=".rsgeo-", dir=Path(out_path).parent))) / "work.tif"
-        tags = {"model": ",".join(Path(m).name for m in spec["models"]), "task": spec["task"],
+        tags = {"model": ",".join(model_label(m) for m in spec["models"]), "task": spec["task"],
                 "tile": tile, "overlap": overlap, "input_stretch": stretch.mode,
                 "input_scale": repr(stretch.scale), "input_offset": repr(stretch.offset),
                 **({"input_bands": choice.tag()} if choice is not None else {})}

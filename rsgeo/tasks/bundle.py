@@ -29,6 +29,7 @@ from rsgeo.io.atomic import atomic_path
 from rsgeo.models.backbones import build_encoder
 from rsgeo.models.networks import FeatureEncoder
 from rsgeo.tasks import get_task
+from rsgeo.tasks.files import resolve_model_path
 from rsgeo.train.checkpoint import loadable, safe_load
 
 FORMAT = "rsgeo-task"
@@ -70,14 +71,24 @@ def save_task_model(model: nn.Module, config: dict, meta: dict, path: str | os.P
     return Path(path)
 
 
+def _not_a_task_model(bundle, p: Path) -> InputError:
+    """The error for a file that is not a task checkpoint; a training state (what
+    ``--resume`` reads, ``RUN/checkpoints/*.pt``) names the run's best.ckpt instead."""
+    if isinstance(bundle, dict) and {"model", "optimizer", "step"} <= bundle.keys():
+        best = p.parent.parent / "best.ckpt" if p.parent.name == "checkpoints" else None
+        use = (f"use {best}" if best is not None and best.is_file()
+               else "use the best.ckpt of a `rsgeo finetune` run folder")
+        return InputError(f"a training state (what --resume reads), not a task model: {use}", p)
+    return InputError("not an rsgeo task checkpoint (from `rsgeo finetune`)", p)
+
+
 def load_task_model(path: str | os.PathLike) -> tuple[nn.Module, dict, dict]:
-    """``(model in eval mode, config, meta)`` from a task checkpoint; one-line errors."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("no such model file", p)
+    """``(model in eval mode, config, meta)`` from a task checkpoint (or a run folder, see
+    :func:`resolve_model_path`); one-line errors."""
+    p = resolve_model_path(path)
     bundle = safe_load(p, "rsgeo checkpoint")
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
-        raise InputError("not an rsgeo task checkpoint (from `rsgeo finetune`)", p)
+        raise _not_a_task_model(bundle, p)
     model = build_task_model(bundle["config"])
     model.load_state_dict(bundle["state_dict"])
     return model.eval(), bundle["config"], bundle["meta"]

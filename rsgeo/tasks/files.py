@@ -1,0 +1,32 @@
+"""Model files as users name them: a file, or the run folder ``rsgeo finetune`` wrote.
+
+Torch-free (ONNX inference imports it without torch).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rsgeo.errors import InputError
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """The model file a user means: ``path`` itself, or a fine-tuning run folder's
+    ``best.ckpt`` (``rsgeo finetune -o RUN`` writes it). One-line error otherwise."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "best.ckpt").is_file():
+            return p / "best.ckpt"
+        raise InputError("a folder without best.ckpt: give a model file (.onnx or .ckpt) "
+                         "or a run folder of `rsgeo finetune`", p)
+    if not p.is_file():
+        raise InputError("no such model file", p)
+    return p
+
+
+def model_label(path: str | os.PathLike) -> str:
+    """A short name for a model file in tags and tables: ``RUN/best.ckpt`` keeps its run
+    folder's name (every run's checkpoint is called best.ckpt), any other file its name."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.name == "best.ckpt" and p.parent.name else p.name
