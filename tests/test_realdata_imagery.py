@@ -67,3 +67,45 @@ def test_alexandria_dsm_as_heights_is_refused_with_a_hint_then_accepted_with_dtm
                          "-o", tmp_path / "a.tif", "--json")
     assert code == 0, err
     assert json.loads(out)["by_grade"].get("destroyed", 0) == 0
+
+
+def test_puerto_rico_pre_post_images_map_damage_on_their_own_grid(realdata, tmp_path, cli,
+                                                                   ckpt):  # noqa: F811
+    """Real Maxar pre/post tiles (0.305 m, EPSG:32619) through damage-map with a height
+    model of another GSD (0.5 m): resampled for the model and back, so every output lies on
+    the input's grid, in its CRS, and the heights that were graded are the model's."""
+    d = realdata / "puerto-rico-maria"
+    pre, post = d / "pre_event_tile_0_107.tif", d / "post_event_tile_0_107.tif"
+    code, out, err = cli("damage-map", pre, post, "-m", ckpt, "-o", tmp_path / "d.tif",
+                         "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["heights_from"] == "predicted" and s["post_resampled"] is False
+    assert s["inputs"][0]["input_stretch"] == "none"  # 8-bit imagery is fed as it is
+    with rasterio.open(pre) as src:
+        for name in ("classes", "loss"):
+            with rasterio.open(tmp_path / s["outputs"][name]) as o:
+                assert o.crs == src.crs and o.crs.to_epsg() == 32619
+                assert o.transform == src.transform and o.shape == src.shape
+        assert rasterio.open(tmp_path / s["outputs"]["loss"]).units[0] in ("m", "metre")
+
+
+def test_drone_dsm_in_degrees_gives_an_ndsm_in_metres(realdata, tmp_path, cli, caplog):
+    """A real 2.8 cm photogrammetric DSM in EPSG:4326: the GSD is estimated in metres (with
+    a warning), the ground filter works in metres, and the nDSM is height above ground:
+    never below 0, the yard near 0, the walls and structures metres above it."""
+    from rsgeo.data.dataset import ChipDataset
+
+    dsm = realdata / "dsm2dtm-drone-dsm" / "test_dsm.tif"
+    code, out, err = cli("prepare", "--dsm", dsm, "--ndsm-from-dsm", "-o", tmp_path / "c",
+                         "--size", 64, "--json")
+    assert code == 0, err
+    assert "geographic CRS" in caplog.text and "--gsd" in caplog.text
+    assert json.loads((tmp_path / "c" / "dataset.json").read_text())["gsd"] == \
+        pytest.approx(0.027, abs=0.001)
+    ds = ChipDataset(tmp_path / "c", split=None, modalities=("ndsm", "dsm"))
+    n = np.stack([ds[i]["ndsm"] for i in range(len(ds))])
+    dsm_z = np.stack([ds[i]["dsm"] for i in range(len(ds))])
+    assert len(ds) > 50 and np.nanmin(n) >= 0
+    assert np.nanmedian(n) < 1.0                      # most of the tile is ground
+    assert 5 < np.nanpercentile(n, 99) < np.nanmax(dsm_z) - np.nanmin(dsm_z)
