@@ -36,6 +36,37 @@ def test_grid_mismatch_names_both(raster_factory):
         with pytest.raises(GridMismatchError) as e:
             check_same_grid(da, db)
     assert "a.tif" in str(e.value) and "b.tif" in str(e.value)
+    assert "--align bilinear" in str(e.value)
+
+
+# a CRS without an authority code, as IGN's Montpellier ortho carries it (a WKT named
+# "EPSG:2154" on an unnamed datum): messages name it, not its 600-character WKT
+LCC_WKT = ('PROJCS["EPSG:2154",GEOGCS["unknown",DATUM["unnamed",SPHEROID["unretrievable - '
+           'using WGS84",6378137,298.257223563]],PRIMEM["Greenwich",0],UNIT["degree",'
+           '0.0174532925199433]],PROJECTION["Lambert_Conformal_Conic_2SP"],PARAMETER['
+           '"latitude_of_origin",46.5],PARAMETER["central_meridian",3],PARAMETER['
+           '"standard_parallel_1",49],PARAMETER["standard_parallel_2",44],PARAMETER['
+           '"false_easting",700000],PARAMETER["false_northing",6600000],UNIT["metre",1]]')
+
+
+def test_a_crs_without_authority_code_is_named_in_one_short_line(raster_factory):
+    from rasterio.crs import CRS
+
+    from rsgeo.io.raster import crs_label
+
+    crs = CRS.from_wkt(LCC_WKT)
+    assert crs.to_epsg() is None and len(crs.to_string()) > 300
+    assert crs_label(crs) == 'WKT "EPSG:2154" (no authority code)'
+    assert crs_label(CRS.from_epsg(32631)) == "EPSG:32631" and crs_label(None) == "no CRS"
+    a = raster_factory(np.zeros((1, 8, 8), np.float32), name="a.tif", crs=crs)
+    b = raster_factory(np.zeros((1, 8, 8), np.float32), name="b.tif")
+    with open_raster(a) as da, open_raster(b) as db:
+        with pytest.raises(GridMismatchError) as e:
+            check_same_grid(da, db)
+    message = str(e.value)
+    assert len(message.splitlines()) == 1, message
+    assert len(message.replace(str(a), "").replace(str(b), "")) < 300, message
+    assert 'WKT "EPSG:2154" (no authority code)' in message and "EPSG:32633" in message
 
 
 def test_align_to_resamples_explicitly(raster_factory):

@@ -357,3 +357,8 @@ MaxPixels = Annotated[
                       "pixels (width x height). Default: RAM bytes / 4, i.e. one float32 "
                       "band of the raster fits in memory; env RSGEO_MAX_PIXELS."),
 ]
+
+
+def plural(n: int, word: str) -> str:
+    """``"1 tile"``, ``"3 tiles"``: a count and its noun, for human-readable lines."""
+    return f"{n} {word}{'' if n == 1 else 's'}"

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale, Tiling, in_panel,
+from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale, Tiling, in_panel, plural,
                                output_option, with_groups)
 
 
@@ -57,8 +57,8 @@ def predict_cmd(
         class_co=out.creation_options)
     for f in r["files"]:
         typer.echo(json.dumps(f) if json_out else f"{f['output']}: {_human(f)} "
-                   f"({f['mpx_per_s']:.1f} Mpx/s, {f['tiles']} tiles, {f['backend']} on "
-                   f"{f['device']})")
+                   f"({f['mpx_per_s']:.1f} Mpx/s, {plural(f['tiles'], 'tile')}, {f['backend']} "
+                   f"on {f['device']})")
     echo_total(r["total"], json_out)
 
 

@@ -10,7 +10,7 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale, Tiling,
-                               in_panel, output_option, with_groups)
+                               in_panel, output_option, plural, with_groups)
 from rsgeo.cli.predict import echo_total
 
 
@@ -54,5 +54,5 @@ def predict_height_cmd(
         typer.echo(json.dumps(f) if json_out else
                    f"{f['output']}: {f['mpx_per_s']:.1f} Mpx/s, heights min "
                    f"{f['height_min']} / median {f['height_median']} / max {f['height_max']} m"
-                   f" ({f['tiles']} tiles, {f['backend']} on {f['device']})")
+                   f" ({plural(f['tiles'], 'tile')}, {f['backend']} on {f['device']})")
     echo_total(r["total"], json_out)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +51,19 @@ RESAMPLING = {
 }
 
 
+def crs_label(crs) -> str:
+    """A CRS as one short phrase for messages: its authority code (``EPSG:32631``), or for a
+    CRS without one the name its WKT gives, e.g. ``WKT "EPSG:2154" (no authority code)``
+    (a whole WKT string would run over several hundred characters)."""
+    if not crs:
+        return "no CRS"
+    text = crs.to_string()
+    if len(text) <= 40:
+        return text
+    m = re.match(r'\s*[A-Z_]+\["([^"]*)"', text)
+    return f'WKT "{m.group(1) if m else "unnamed"}" (no authority code)'
+
+
 @dataclass(frozen=True)
 class Grid:
     """A pixel grid: CRS, affine transform (pixel corner -> CRS units) and shape."""
@@ -76,10 +90,10 @@ class Grid:
         return _bounds(self.transform, self.width, self.height)
 
     def describe(self) -> str:
-        crs = self.crs.to_string() if self.crs else "no CRS"
+        crs = crs_label(self.crs)
         rx, ry = self.res
         left, bottom, right, top = self.bounds
-        return (f"{self.width}x{self.height} px, {rx:g}x{ry:g} {crs} px, "
+        return (f"{self.width}x{self.height} px of {rx:g}x{ry:g}, {crs}, "
                 f"origin ({left:.3f}, {top:.3f})")
 
     def same_as(self, other: "Grid", rel_tol: float = 1e-6) -> bool:
@@ -204,7 +218,8 @@ def check_same_grid(a, b, a_path=None, b_path=None) -> None:
     bn = b_path or getattr(b, "name", "second raster")
     raise GridMismatchError(
         f"grid differs from {an} ({gb.describe()} vs {ga.describe()}); "
-        "pass --align to resample it explicitly",
+        "pass --align bilinear (heights) or --align nearest (classes, masks) to resample it "
+        "onto that grid",
         bn,
     )
 
