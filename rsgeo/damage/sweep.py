@@ -15,14 +15,13 @@ from rasterio.windows import transform as window_transform
 
 from rsgeo.io.components import StripComponents
 from rsgeo.damage.stats import GRADE_NAMES, ObjectStats, grade_index
-from rsgeo.errors import InputError
+from rsgeo.io.buildings import Footprints, load_buildings
 from rsgeo.io.heights import (MAX_HEIGHT_M, check_heights, predicted_by_rsgeo, require_valid,
                               sample, sample_plan, units_of)
 from rsgeo.io.raster import (Grid, align_to, check_overlap, open_raster, pixel_area_m2,
                              valid_mask)
-from rsgeo.io.polygons import require_polygons
 from rsgeo.io.reader import read_strips
-from rsgeo.io.vector import read_vector, write_vector
+from rsgeo.io.vector import write_vector
 from rsgeo.io.windows import strips
 from rsgeo.io.writer import HEIGHT_NODATA, open_output
 from rsgeo.progress import progress
@@ -103,7 +102,8 @@ def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, thresh
                               has_dtm=dtm is not None)
         grid = hin.grid
         px_area = pixel_area_m2(grid)
-        bld = load_buildings(buildings, grid) if buildings is not None else None
+        bld = load_buildings(buildings, grid, "they are not graded") \
+            if buildings is not None else None
         sweep = Sweep(hin, bld, strip_rows, threshold, min_height, grades, px_area)
         if bld is None:
             sweep.find_regions(math.ceil(min_area / px_area) if min_area > 0 else 0)
@@ -116,7 +116,7 @@ def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, thresh
             cls_dst.write_colormap(1, DAMAGE_COLORS)
             sweep.write_maps(cls_dst, loss_dst)
     table = sweep.stats.finish()
-    gdf = (bld.with_stats(table) if bld is not None
+    gdf = (graded_buildings(bld, table) if bld is not None
            else regions_frame(sweep.pieces, table, grid.crs))
     write_vector(gdf, fp_out, overwrite=overwrite)
     graded = gdf["grade"].value_counts().to_dict()   # ungraded buildings hold no grade
@@ -268,105 +268,13 @@ def regions_frame(pieces: dict, table: dict, crs):
 COVERAGE = ("inside", "partly outside", "outside", "no valid pixel")
 
 
-class Footprints:
-    """Pre-event footprints on the raster grid: ids 1..n, row span of each, rasterised per strip.
-
-    ``coverage`` (one value of ``COVERAGE`` per building) says where each footprint lies:
-    ``inside`` or ``partly outside`` the raster extent (graded on the pixels inside),
-    ``outside`` it (not graded). Buildings in the extent without a valid pixel centre
-    (nodata, or smaller than a pixel) become ``no valid pixel`` in :meth:`with_stats`.
-    """
-
-    def __init__(self, gdf, grid: Grid):
-        import shapely
-
-        self.gdf, self.grid = gdf.reset_index(drop=True), grid
-        self.ids = np.arange(1, len(self.gdf) + 1, dtype=np.int64)
-        extent = shapely.box(*grid.bounds)
-        geoms = self.gdf.geometry.to_numpy()
-        touches = shapely.intersects(geoms, extent)
-        within = shapely.within(geoms, extent)
-        self.coverage = np.where(within, "inside",
-                                 np.where(touches, "partly outside", "outside")).astype(object)
-        b = self.gdf.geometry.bounds.to_numpy()
-        inv = ~grid.transform  # map -> (col, row); row = d*x + e*y + f
-        rows = np.stack([inv.d * x + inv.e * y + inv.f for x, y in
-                         ((b[:, 0], b[:, 1]), (b[:, 0], b[:, 3]), (b[:, 2], b[:, 1]), (b[:, 2], b[:, 3]))])
-        self.first_row = np.clip(np.floor(rows.min(0)), 0, grid.height - 1).astype(np.int64)
-        self.last_row = np.zeros(len(self.ids) + 1, np.int64)
-        self.last_row[1:] = np.clip(np.floor(rows.max(0)), 0, grid.height - 1)
-        self.first_row[~touches] = grid.height    # never rasterised
-        self.last_row[1:][~touches] = 0
-
-    def rasterize(self, win: Window, transform) -> np.ndarray:
-        r0, r1 = int(win.row_off), int(win.row_off + win.height)
-        sel = (self.first_row < r1) & (self.last_row[1:] >= r0)
-        shape = (int(win.height), int(win.width))
-        if not sel.any():
-            return np.zeros(shape, np.int32)
-        geoms = self.gdf.geometry.to_numpy()[sel]
-        return features.rasterize(zip(geoms, self.ids[sel]), out_shape=shape,
-                                  transform=transform, fill=0, dtype="int32")
-
-    def with_stats(self, table: dict):
-        """The input frame with the statistics columns, ``grade`` (empty where not graded)
-        and ``coverage``."""
-        out = self.gdf.copy()
-        n = len(table["id"])
-        pos = np.clip(np.searchsorted(table["id"], self.ids), 0, max(n - 1, 0))
-        found = (table["id"][pos] == self.ids) if n else np.zeros(len(self.ids), bool)
-        for k, v in table.items():
-            if k in ("id", "grade_index"):
-                continue
-            col = np.full(len(self.ids), np.nan)
-            col[found] = v[pos[found]]
-            out[k] = col
-        grade = np.full(len(self.ids), None, dtype=object)
-        if found.any():
-            grade[found] = np.array(GRADE_NAMES)[table["grade_index"][pos[found]]]
-        out["grade"] = grade
-        coverage = self.coverage.copy()
-        coverage[~found & (coverage != "outside")] = "no valid pixel"
-        out["coverage"] = coverage
-        return out
-
-    @staticmethod
-    def coverage_counts(gdf) -> dict:
-        """Summary counts of the buildings not (fully) graded, from :meth:`with_stats`."""
-        c = gdf["coverage"].value_counts()
-        return {"outside": int(c.get("outside", 0)),
-                "partly_outside": int(c.get("partly outside", 0)),
-                "no_valid_pixel": int(c.get("no valid pixel", 0))}
-
-
-def load_buildings(path, grid: Grid) -> Footprints:
-    """Footprints (polygons with a CRS) reprojected onto ``grid``'s CRS.
-
-    Raises:
-        InputError: no CRS, an empty layer, or a geometry that is not a (multi)polygon.
-    """
-    gdf = read_vector(path, "footprints file")
-    if gdf.crs is None:
-        raise InputError("footprints have no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:...)", path)
-    if len(gdf) == 0:
-        raise InputError("footprints layer is empty", path)
-    require_polygons(gdf, path)
-    import shapely
-
-    geoms = gdf.geometry.to_numpy()
-    gdf = gdf[~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)]
-    if len(gdf) == 0:
-        raise InputError("footprints layer holds only empty geometries", path)
-    if grid.crs is not None and gdf.crs != grid.crs:
-        log.info("%s: footprints reprojected from %s", path, gdf.crs)
-        gdf = gdf.to_crs(grid.crs)
-    if not gdf.geometry.is_valid.all():
-        gdf = gdf.copy()
-        gdf["geometry"] = gdf.geometry.buffer(0)
-    fp = Footprints(gdf, grid)
-    outside = int((fp.coverage == "outside").sum())
-    if outside:
-        log.warning("%s: %d of %d footprints lie outside the raster%s; they are not graded",
-                    path, outside, len(fp.ids),
-                    " (all of them: wrong CRS?)" if outside == len(fp.ids) else "")
-    return fp
+def graded_buildings(bld: Footprints, table: dict):
+    """The footprints with the statistics of ``table`` and ``grade`` (none where not
+    graded) before ``coverage``."""
+    gdf = bld.with_stats({k: v for k, v in table.items() if k != "grade_index"})
+    pos, found = bld.rows_of(table["id"])
+    grade = np.full(len(bld.ids), None, dtype=object)
+    if found.any():
+        grade[found] = np.array(GRADE_NAMES)[table["grade_index"][pos[found]]]
+    gdf.insert(gdf.columns.get_loc("coverage"), "grade", grade)
+    return gdf

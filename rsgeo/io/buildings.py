@@ -1,0 +1,130 @@
+"""Building footprints from a vector file, on a raster's grid, measured strip by strip.
+
+:func:`load_buildings` reads polygons (any OGR format, GeoParquet), reprojects them onto the
+raster's CRS and says which lie outside it; :class:`Footprints` rasterises the buildings of
+one strip (pixel centres, ids 1..n) and joins per-building statistics back onto the input
+rows. Used by ``damage-map --buildings`` and ``building-heights``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from rasterio import features
+from rasterio.windows import Window
+
+from rsgeo.errors import InputError
+from rsgeo.io.polygons import require_polygons
+from rsgeo.io.raster import Grid
+from rsgeo.io.vector import read_vector
+
+log = logging.getLogger("rsgeo.io")
+
+
+class Footprints:
+    """Building footprints on a raster grid: ids 1..n, row span of each, rasterised per strip.
+
+    ``coverage`` (one value per building) says where each footprint lies: ``inside`` or
+    ``partly outside`` the raster extent (measured on the pixels inside), ``outside`` it
+    (no statistics). Buildings in the extent without a valid pixel centre (nodata, or
+    smaller than a pixel) become ``no valid pixel`` in :meth:`with_stats`.
+    """
+
+    def __init__(self, gdf, grid: Grid):
+        import shapely
+
+        self.gdf, self.grid = gdf.reset_index(drop=True), grid
+        self.ids = np.arange(1, len(self.gdf) + 1, dtype=np.int64)
+        extent = shapely.box(*grid.bounds)
+        geoms = self.gdf.geometry.to_numpy()
+        touches = shapely.intersects(geoms, extent)
+        within = shapely.within(geoms, extent)
+        self.coverage = np.where(within, "inside",
+                                 np.where(touches, "partly outside", "outside")).astype(object)
+        b = self.gdf.geometry.bounds.to_numpy()
+        inv = ~grid.transform  # map -> (col, row); row = d*x + e*y + f
+        rows = np.stack([inv.d * x + inv.e * y + inv.f for x, y in
+                         ((b[:, 0], b[:, 1]), (b[:, 0], b[:, 3]), (b[:, 2], b[:, 1]), (b[:, 2], b[:, 3]))])
+        self.first_row = np.clip(np.floor(rows.min(0)), 0, grid.height - 1).astype(np.int64)
+        self.last_row = np.zeros(len(self.ids) + 1, np.int64)
+        self.last_row[1:] = np.clip(np.floor(rows.max(0)), 0, grid.height - 1)
+        self.first_row[~touches] = grid.height    # never rasterised
+        self.last_row[1:][~touches] = 0
+
+    def rasterize(self, win: Window, transform) -> np.ndarray:
+        r0, r1 = int(win.row_off), int(win.row_off + win.height)
+        sel = (self.first_row < r1) & (self.last_row[1:] >= r0)
+        shape = (int(win.height), int(win.width))
+        if not sel.any():
+            return np.zeros(shape, np.int32)
+        geoms = self.gdf.geometry.to_numpy()[sel]
+        return features.rasterize(zip(geoms, self.ids[sel]), out_shape=shape,
+                                  transform=transform, fill=0, dtype="int32")
+
+    def with_stats(self, table: dict):
+        """The input frame with ``table``'s columns (statistics per ``table["id"]``, sorted;
+        NaN for buildings without) and ``coverage``; ``table`` keys starting with ``_`` are
+        for the caller, not columns."""
+        out = self.gdf.copy()
+        pos, found = self.rows_of(table["id"])
+        for k, v in table.items():
+            if k == "id" or k.startswith("_"):
+                continue
+            col = np.full(len(self.ids), np.nan)
+            col[found] = v[pos[found]]
+            out[k] = col
+        coverage = self.coverage.copy()
+        coverage[~found & (coverage != "outside")] = "no valid pixel"
+        out["coverage"] = coverage
+        return out
+
+    def rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(pos, found)``: for every building, its row in the sorted ``ids`` and whether
+        it is there."""
+        n = len(ids)
+        pos = np.clip(np.searchsorted(ids, self.ids), 0, max(n - 1, 0))
+        found = (ids[pos] == self.ids) if n else np.zeros(len(self.ids), bool)
+        return pos, found
+
+    @staticmethod
+    def coverage_counts(gdf) -> dict:
+        """Summary counts of the buildings not (fully) graded, from :meth:`with_stats`."""
+        c = gdf["coverage"].value_counts()
+        return {"outside": int(c.get("outside", 0)),
+                "partly_outside": int(c.get("partly outside", 0)),
+                "no_valid_pixel": int(c.get("no valid pixel", 0))}
+
+
+def load_buildings(path, grid: Grid, skipped: str = "they get no statistics") -> Footprints:
+    """Footprints (polygons with a CRS) reprojected onto ``grid``'s CRS; a warning names
+    those outside the raster (``skipped`` says what that means for them).
+
+    Raises:
+        InputError: no CRS, an empty layer, or a geometry that is not a (multi)polygon.
+    """
+    gdf = read_vector(path, "footprints file")
+    if gdf.crs is None:
+        raise InputError("footprints have no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:...)", path)
+    if len(gdf) == 0:
+        raise InputError("footprints layer is empty", path)
+    require_polygons(gdf, path)
+    import shapely
+
+    geoms = gdf.geometry.to_numpy()
+    gdf = gdf[~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)]
+    if len(gdf) == 0:
+        raise InputError("footprints layer holds only empty geometries", path)
+    if grid.crs is not None and gdf.crs != grid.crs:
+        log.info("%s: footprints reprojected from %s", path, gdf.crs)
+        gdf = gdf.to_crs(grid.crs)
+    if not gdf.geometry.is_valid.all():
+        gdf = gdf.copy()
+        gdf["geometry"] = gdf.geometry.buffer(0)
+    fp = Footprints(gdf, grid)
+    outside = int((fp.coverage == "outside").sum())
+    if outside:
+        log.warning("%s: %d of %d footprints lie outside the raster%s; %s",
+                    path, outside, len(fp.ids),
+                    " (all of them: wrong CRS?)" if outside == len(fp.ids) else "", skipped)
+    return fp
