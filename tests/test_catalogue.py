@@ -61,6 +61,8 @@ def _vectors(root: Path) -> None:
     x0, y0 = 500000.0, 4100000.0 - N * 0.5
     polys = [shapely.box(x0 + 2, y0 + 2, x0 + 6, y0 + 6), shapely.box(x0 + 8, y0 + 8, x0 + 12, y0 + 12)]
     gpd.GeoDataFrame({"id": [1, 2]}, geometry=polys, crs=UTM).to_file(root / "buildings.gpkg")
+    gpd.GeoDataFrame({"height_m": [6.0, 9.0]}, geometry=polys, crs=UTM).to_file(
+        root / "surveyed.gpkg")                       # reference heights already there
     gpd.GeoDataFrame({"id": [1, 2]}, geometry=[p.centroid for p in polys], crs=UTM).to_file(
         root / "points.gpkg")
     gpd.GeoDataFrame({"id": [1]}, geometry=[shapely.LineString([(x0 + 1, y0 + 1), (x0 + 9, y0 + 9)])],
@@ -390,6 +392,25 @@ C = [
      2, ["mine", "folder"], "."),
     ("evaluate-unwritable-output", ["evaluate", "pre.tif", "post.tif", "-o", "/proc/rsgeo-e.json"], 2,
      ["/proc/rsgeo-e.json"], "."),
+    # building-heights
+    ("heights-missing-buildings", ["building-heights", "pre.tif", "--buildings", "none.gpkg", "-o",
+                                   "h.gpkg"], 2, ["none.gpkg"], "."),
+    ("heights-points", ["building-heights", "pre.tif", "--buildings", "points.gpkg", "-o", "h.gpkg"], 2,
+     ["points.gpkg", "polygon"], "."),
+    ("heights-no-crs", ["building-heights", "nocrs.tif", "--buildings", "buildings.gpkg", "-o",
+                        "h.gpkg"], 2, ["nocrs.tif"], "."),
+    ("heights-all-nan", ["building-heights", "nan.tif", "--buildings", "buildings.gpkg", "-o",
+                         "h.gpkg"], 2, ["nan.tif", "valid"], "."),
+    ("heights-absolute-dsm", ["building-heights", "dsm_abs.tif", "--buildings", "buildings.gpkg",
+                              "-o", "h.gpkg"], 2, ["dsm_abs.tif", "--dtm"], "."),
+    ("heights-image-not-heights", ["building-heights", "rgb.tif", "--buildings", "buildings.gpkg",
+                                   "-o", "h.gpkg"], 2, ["rgb.tif", "band"], "."),
+    ("heights-bad-format", ["building-heights", "pre.tif", "--buildings", "buildings.gpkg", "-o",
+                            "h.xyz"], 2, ["h.xyz"], "."),
+    ("heights-output-is-input", ["building-heights", "pre.tif", "--buildings", "buildings.gpkg", "-o",
+                                 "buildings.gpkg", "--overwrite"], 2, ["buildings.gpkg"], "."),
+    ("heights-column-taken", ["building-heights", "pre.tif", "--buildings", "surveyed.gpkg", "-o",
+                              "h.gpkg"], 2, ["surveyed.gpkg", "height_m", "--prefix"], "."),
     # demo
     ("demo-into-user-folder", ["demo", "-o", "mine", "--overwrite", "--quick"], 2, ["mine"], "."),
     ("demo-current-folder", ["demo", "-o", ".", "--overwrite", "--quick"], 2, ["."], "mine"),
@@ -451,7 +472,7 @@ def test_catalogue(world, tmp_path, monkeypatch, capsys, args, code, words, wher
 def test_catalogue_is_large_and_covers_every_command():
     commands = {c[1][0] for c in C}
     assert commands == {"synth", "prepare", "pretrain", "finetune", "predict-height", "damage-map",
-                        "evaluate", "export", "demo"}
+                        "evaluate", "export", "demo", "building-heights"}
     assert len(C) >= 60 and len({c[0] for c in C}) == len(C)
 
 

@@ -9,7 +9,8 @@ from shapely.geometry import box
 
 from rsgeo.damage import damage_map
 from rsgeo.io.components import StripComponents
-from rsgeo.damage.stats import grouped_median, parse_grades
+from rsgeo.damage.stats import parse_grades
+from rsgeo.metrics.grouped import grouped_median
 from rsgeo.errors import InputError
 from rsgeo.synth import write_scenes
 from tests.conftest import make_raster

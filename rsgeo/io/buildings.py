@@ -62,10 +62,10 @@ class Footprints:
         return features.rasterize(zip(geoms, self.ids[sel]), out_shape=shape,
                                   transform=transform, fill=0, dtype="int32")
 
-    def with_stats(self, table: dict):
+    def with_stats(self, table: dict, coverage_column: str = "coverage"):
         """The input frame with ``table``'s columns (statistics per ``table["id"]``, sorted;
-        NaN for buildings without) and ``coverage``; ``table`` keys starting with ``_`` are
-        for the caller, not columns."""
+        NaN for buildings without) and the coverage column; ``table`` keys starting with
+        ``_`` are for the caller, not columns."""
         out = self.gdf.copy()
         pos, found = self.rows_of(table["id"])
         for k, v in table.items():
@@ -76,7 +76,7 @@ class Footprints:
             out[k] = col
         coverage = self.coverage.copy()
         coverage[~found & (coverage != "outside")] = "no valid pixel"
-        out["coverage"] = coverage
+        out[coverage_column] = coverage
         return out
 
     def rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,174 @@
+"""How tall is each building: per-footprint statistics of a height raster.
+
+:func:`building_heights` takes building polygons a user already has (cadastre,
+OpenStreetMap, ``rsgeo footprints``) and a raster of heights above ground (a LiDAR nDSM, the
+output of ``rsgeo predict-height``, or a DSM with its DTM) and writes the polygons back with,
+per building, over the valid pixels whose centres fall inside it:
+
+- ``height_m``: the 95th percentile (a robust maximum: ridge or parapet, not a chimney), as
+  ``rsgeo footprints --heights`` gives for traced buildings;
+- ``height_median_m``, ``height_mean_m``;
+- ``volume_m3``: the sum of the heights times the pixel area (the volume above ground);
+- ``measured_px``: the pixels measured; ``coverage``: ``inside``, ``partly outside`` (measured
+  on the part inside), ``outside`` the raster or ``no valid pixel`` (no statistics: NaN).
+
+The raster is streamed in strips; a building's pixels are held only until the sweep passes
+its last row, so memory is bounded by the buildings that cross a strip. Percentiles are
+exact (one sort per strip of finished buildings, :mod:`rsgeo.metrics.grouped`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import ExitStack
+
+import numpy as np
+from rasterio.windows import transform as window_transform
+
+from rsgeo.errors import InputError
+from rsgeo.io.atomic import check_output
+from rsgeo.io.buildings import load_buildings
+from rsgeo.io.heights import (MAX_HEIGHT_M, check_heights, predicted_by_rsgeo, require_valid,
+                              sample, sample_plan, units_of)
+from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, pixel_area_m2, valid_mask
+from rsgeo.io.reader import read_strips
+from rsgeo.io.vector import driver_for, write_vector
+from rsgeo.metrics.grouped import grouped_median, grouped_percentile
+from rsgeo.progress import progress
+
+COLUMNS = ("height_m", "height_median_m", "height_mean_m", "volume_m3", "measured_px",
+           "coverage")
+
+
+def building_heights(heights: str | os.PathLike, buildings: str | os.PathLike,
+                     out: str | os.PathLike, *, dtm: str | os.PathLike | None = None,
+                     prefix: str = "", max_height: float = MAX_HEIGHT_M,
+                     overwrite: bool = False, strip_rows: int = 1024) -> dict:
+    """Write ``buildings`` with their heights measured on ``heights`` to ``out``.
+
+    Args:
+        heights: one band of heights above ground (metres, or a length unit / scale the
+            band declares); with ``dtm`` a surface model (DSM) from which the DTM
+            (resampled bilinear onto its grid when needed) is subtracted.
+        buildings: polygons in any OGR format or GeoParquet, with a CRS (reprojected onto
+            the raster's CRS; the output is in the raster's CRS).
+        out: vector file, format by extension (.gpkg, .geojson, .parquet, .fgb).
+        prefix: prepended to the new column names (for files that already hold a
+            ``height_m``, e.g. reference heights to compare with).
+
+    Returns:
+        A JSON-able summary: counts by coverage, median building height, units, timings.
+
+    Raises:
+        InputError: unreadable inputs, no CRS, no overlap, no valid height, absolute
+            elevations without ``dtm`` (a DSM), implausible heights, column names taken.
+    """
+    t0 = time.perf_counter()
+    driver_for(out)
+    check_output(out, overwrite, inputs=[p for p in (heights, buildings, dtm) if p])
+    with ExitStack() as es:
+        datasets, units, checks = _open_heights(es, heights, dtm, max_height)
+        grid = Grid.of(datasets[0])
+        bld = load_buildings(buildings, grid, "they get no heights")
+        taken = [prefix + c for c in COLUMNS if prefix + c in bld.gdf.columns]
+        if taken:
+            raise InputError(f"the footprints already have a column {taken[0]}; pass --prefix "
+                             f"(e.g. --prefix pred_ gives pred_{taken[0][len(prefix):]})",
+                             buildings)
+        table = _sweep(datasets, units, bld, strip_rows)
+    px_area = pixel_area_m2(grid)
+    table["volume_m3"] = table.pop("_sum") * px_area
+    stats = {"id": table["id"],
+             **{prefix + k: np.round(table[k], 2) for k in COLUMNS[:4]},
+             prefix + "measured_px": table["measured_px"]}
+    gdf = bld.with_stats(stats, coverage_column=prefix + "coverage")
+    gdf[prefix + "measured_px"] = gdf[prefix + "measured_px"].fillna(0).astype(np.int64)
+    write_vector(gdf, out, overwrite=overwrite)
+    cov = gdf[prefix + "coverage"].value_counts()
+    measured = gdf[prefix + "height_m"].dropna()
+    return {"heights": str(heights), "dtm": str(dtm) if dtm else None,
+            "buildings": str(buildings), "output": str(out), "features": int(len(gdf)),
+            "measured": int(len(measured)),
+            **{k.replace(" ", "_"): int(cov.get(k, 0))
+               for k in ("inside", "partly outside", "outside", "no valid pixel")},
+            "median_height_m": round(float(measured.median()), 2) if len(measured) else None,
+            "units": checks, "pixel_area_m2": px_area, "crs": gdf.crs.to_string(),
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _open_heights(es: ExitStack, heights, dtm, max_height: float):
+    """``([heights, dtm on its grid], [HeightUnits], checks)``, refusing what would give
+    silent wrong answers (see :mod:`rsgeo.io.heights`)."""
+    hds = es.enter_context(open_raster(heights, bands=1, purpose="height raster"))
+    grid, datasets, names = Grid.of(hds), [hds], [str(heights)]
+    if dtm is not None:
+        dds = es.enter_context(open_raster(dtm, bands=1, purpose="terrain model (DTM)"))
+        check_overlap(grid, Grid.of(dds), str(heights), str(dtm))
+        datasets.append(es.enter_context(align_to(dds, grid, "bilinear")))
+        names.append(str(dtm))
+    units = [units_of(ds, name) for ds, name in zip(datasets, names)]
+    plan = sample_plan(hds)
+    metres, ok = [], None
+    for ds, u, name in zip(datasets, units, names):
+        a, valid = sample(ds, ds.nodata, plan, name)
+        require_valid(ds, ds.nodata, name, valid)
+        metres.append(u.to_metres(a))
+        ok = valid if ok is None else ok & valid
+    above = metres[0] - metres[1] if dtm is not None else metres[0]
+    exempt = dtm is None and predicted_by_rsgeo(hds)
+    checks = check_heights(above[ok], heights, absolute=exempt, max_height=max_height,
+                           way_through="--dtm DTM.tif (the heights are a DSM)")
+    return datasets, units, {"heights": units[0].note, **checks}
+
+
+def _sweep(datasets, units, bld, strip_rows: int) -> dict:
+    """Per-building statistics over the strips: ``{"id", "height_m", ..., "_sum"}``."""
+    grid = Grid.of(datasets[0])
+    stats = _HeightStats(bld.last_row)
+    n = -(-grid.height // strip_rows)
+    with progress(n, "building heights", unit="strips") as bar:
+        for win, arrs in read_strips(datasets, strip_rows):
+            ok = valid_mask(arrs[0], datasets[0].nodata)
+            h = units[0].to_metres(arrs[0]).astype(np.float32, copy=False)
+            if len(arrs) == 2:
+                ok &= valid_mask(arrs[1], datasets[1].nodata)
+                h = h - units[1].to_metres(arrs[1]).astype(np.float32, copy=False)
+            ids = bld.rasterize(win, window_transform(win, grid.transform))
+            sel = ok & (ids > 0)
+            stats.add(ids[sel], h[sel], int(win.row_off + win.height))
+            bar.advance()
+    return stats.finish()
+
+
+class _HeightStats:
+    """Pixels per building id, turned into statistics once the sweep passes the building."""
+
+    def __init__(self, last_row: np.ndarray):
+        self.last_row = last_row
+        self.ids, self.values = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        self.parts: list[dict] = []
+
+    def add(self, ids: np.ndarray, values: np.ndarray, strip_end: int) -> None:
+        ids = np.concatenate([self.ids, ids.astype(np.int64)])
+        values = np.concatenate([self.values, values])
+        done = self.last_row[ids] < strip_end
+        self.ids, self.values = ids[~done], values[~done]
+        if done.any():
+            self.parts.append(self._stats(ids[done], values[done]))
+
+    def finish(self) -> dict:
+        self.parts.append(self._stats(self.ids, self.values))
+        out = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+        order = np.argsort(out["id"], kind="stable")
+        return {k: v[order] for k, v in out.items()}
+
+    @staticmethod
+    def _stats(ids: np.ndarray, values: np.ndarray) -> dict:
+        uniq, p95 = grouped_percentile(ids, values, 95)
+        _, median = grouped_median(ids, values)
+        inv = np.searchsorted(uniq, ids)
+        n = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
+        total = np.bincount(inv, weights=values.astype(np.float64), minlength=len(uniq))
+        return {"id": uniq, "height_m": p95, "height_median_m": median,
+                "height_mean_m": total / np.maximum(n, 1), "measured_px": n, "_sum": total}

@@ -1,0 +1,49 @@
+"""Exact per-group order statistics of float32 values (medians, percentiles) in one sort.
+
+Groups are non-negative integer ids (buildings, damaged regions). One sort of an int64 key
+``id << 32 | sortable(value)`` orders every group's values at once, several times faster
+than a two-key lexsort and without a Python loop per group.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _sortable(values: np.ndarray) -> np.ndarray:
+    """float32 -> uint32 whose unsigned order is the float order (finite values)."""
+    u = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    return np.where(u & 0x80000000, ~u, u | 0x80000000).astype(np.uint32)
+
+
+def sorted_groups(ids: np.ndarray, values: np.ndarray):
+    """``(unique ids, start, count, values sorted by id then value)``."""
+    key = (ids.astype(np.int64) << 32) | _sortable(values).astype(np.int64)
+    key.sort()
+    ids_s = key >> 32
+    u = (key & 0xFFFFFFFF).astype(np.uint32)
+    v_s = np.where(u & 0x80000000, u & 0x7FFFFFFF, ~u).astype(np.uint32).view(np.float32)
+    uniq, start, counts = np.unique(ids_s, return_index=True, return_counts=True)
+    return uniq, start, counts, v_s
+
+
+def grouped_median(ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median of float32 ``values`` per non-negative id: (unique ids, float64 medians);
+    exact for float32 values."""
+    uniq, start, counts, v_s = sorted_groups(ids, values)
+    lo, hi = start + (counts - 1) // 2, start + counts // 2
+    return uniq, (v_s[lo].astype(np.float64) + v_s[hi]) / 2
+
+
+def grouped_percentile(ids: np.ndarray, values: np.ndarray, q: float
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile ``q`` (0-100) of float32 ``values`` per non-negative id: (unique ids,
+    float64 percentiles), linear interpolation between the two nearest ranks as
+    ``numpy.percentile`` does by default."""
+    uniq, start, counts, v_s = sorted_groups(ids, values)
+    pos = (counts - 1) * (q / 100.0)
+    lo = np.floor(pos).astype(np.int64)
+    frac = pos - lo
+    a = v_s[start + lo].astype(np.float64)
+    b = v_s[start + np.minimum(lo + 1, counts - 1)].astype(np.float64)
+    return uniq, a + (b - a) * frac

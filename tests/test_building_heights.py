@@ -1,0 +1,158 @@
+"""``rsgeo building-heights``: per-building heights of footprints users already have."""
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from rasterio import features
+
+from rsgeo.footprints.heights import building_heights
+from rsgeo.metrics.grouped import grouped_median, grouped_percentile
+from tests.conftest import UTM, make_raster
+
+GSD, X0, Y0 = 0.5, 500000.0, 4100000.0  # make_raster's default grid origin
+
+
+def _box(c0, r0, c1, r1):
+    """A polygon over pixel columns [c0, c1) and rows [r0, r1) of the test grid."""
+    return shapely.box(X0 + c0 * GSD, Y0 - r1 * GSD, X0 + c1 * GSD, Y0 - r0 * GSD)
+
+
+@pytest.fixture
+def scene(tmp_path, rng):
+    """A 60 x 80 nDSM with a nodata hole and five footprints (one outside, one across the
+    edge, one on nodata only, one L-shaped across many strips), stored in EPSG:4326 so
+    they are reprojected onto the raster's CRS."""
+    h = rng.uniform(0, 1, (60, 80)).astype(np.float32)
+    h[5:25, 5:30] = rng.uniform(9, 12, (20, 25))      # a roof with noise
+    h[30:58, 40:78] = np.linspace(3, 15, 38)[None]     # a shed roof rising to the east
+    h[0:4, 60:70] = -9999                              # nodata under the fourth building
+    path = make_raster(tmp_path / "ndsm.tif", h[None], nodata=-9999)
+    geoms = [_box(5, 5, 30, 25),
+             shapely.union(_box(40, 30, 78, 58), _box(30, 40, 40, 50)),
+             _box(70, 20, 90, 30),                     # partly east of the raster
+             _box(60, 0, 70, 4),                       # nodata only
+             _box(200, 200, 210, 210)]                 # outside
+    gdf = gpd.GeoDataFrame({"name": list("abcde")}, geometry=geoms, crs=UTM).to_crs(4326)
+    gdf.to_file(tmp_path / "buildings.gpkg")
+    return path, tmp_path / "buildings.gpkg", h, gdf.to_crs(UTM)
+
+
+def _inside(gdf, h):
+    """Pixel values inside each footprint (pixel centres), as rasterio burns them."""
+    with rasterio.open(gdf.attrs["path"]) as ds:
+        ids = features.rasterize(zip(gdf.geometry, range(1, len(gdf) + 1)), out_shape=h.shape,
+                                 transform=ds.transform, fill=0, dtype="int32")
+    return [h[(ids == i) & (h != -9999)] for i in range(1, len(gdf) + 1)]
+
+
+def test_heights_are_the_statistics_of_the_pixels_inside_each_footprint(scene, tmp_path):
+    path, fp, h, ref = scene
+    s = building_heights(path, fp, tmp_path / "out.gpkg")
+    g = gpd.read_file(tmp_path / "out.gpkg")
+    assert s["features"] == 5 and s["measured"] == 3 and s["crs"] == "EPSG:32633"
+    assert (s["inside"], s["partly_outside"], s["outside"], s["no_valid_pixel"]) == (2, 1, 1, 1)
+    assert list(g["coverage"]) == ["inside", "inside", "partly outside", "no valid pixel",
+                                   "outside"]
+    assert list(g["name"]) == list("abcde") and g.crs.to_epsg() == 32633
+    ref.attrs["path"] = path
+    for i, px in enumerate(_inside(ref, h)[:3]):
+        row = g.iloc[i]
+        assert row["measured_px"] == px.size > 0
+        assert row["height_m"] == pytest.approx(np.percentile(px, 95), abs=0.006)
+        assert row["height_median_m"] == pytest.approx(np.median(px), abs=0.006)
+        assert row["height_mean_m"] == pytest.approx(px.mean(), abs=0.006)
+        assert row["volume_m3"] == pytest.approx(px.sum() * GSD * GSD, abs=0.006)
+    assert g["height_m"][3:].isna().all() and (g["measured_px"][3:] == 0).all()
+
+
+def test_the_result_does_not_depend_on_the_strips(scene, tmp_path):
+    path, fp, _, _ = scene
+    building_heights(path, fp, tmp_path / "a.gpkg")
+    building_heights(path, fp, tmp_path / "b.gpkg", strip_rows=7)
+    a, b = gpd.read_file(tmp_path / "a.gpkg"), gpd.read_file(tmp_path / "b.gpkg")
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+
+
+def test_a_dsm_is_refused_without_its_dtm_and_measured_with_it(tmp_path, cli, scene):
+    path, fp, h, _ = scene
+    ground = np.full_like(h, 120.0)
+    dsm = make_raster(tmp_path / "dsm.tif", (h + ground)[None] * (h != -9999) - 9999 * (h == -9999),
+                      nodata=-9999)
+    dtm = make_raster(tmp_path / "dtm.tif", ground[None, ::2, ::2], gsd=1.0)  # coarser grid
+    code, _, err = cli("building-heights", dsm, "--buildings", fp, "-o", tmp_path / "x.gpkg")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "dsm.tif" in err and "absolute elevations" in err and "--dtm" in err
+    assert not (tmp_path / "x.gpkg").exists()
+    code, out, err = cli("building-heights", dsm, "--dtm", dtm, "--buildings", fp, "-o",
+                         tmp_path / "x.gpkg", "--json")
+    assert code == 0, err
+    building_heights(path, fp, tmp_path / "n.gpkg")
+    a, b = gpd.read_file(tmp_path / "x.gpkg"), gpd.read_file(tmp_path / "n.gpkg")
+    np.testing.assert_allclose(a["height_median_m"], b["height_median_m"], atol=0.011)
+    assert json.loads(out)["dtm"] == str(dtm)
+
+
+def test_synthetic_city_heights_match_its_buildings_true_heights(tmp_path, cli):
+    """The synthetic city's footprints carry their true height_m: measured on the city's
+    nDSM, every building's 95th percentile is within half a metre of it (the ridge of a
+    pitched roof is the height), and the reference column is kept beside --prefix's."""
+    from rsgeo.synth import write_scenes
+
+    p = write_scenes(tmp_path / "city", size=256, seed=3)[0]
+    code, _, err = cli("building-heights", p["pre_ndsm"], "--buildings", p["footprints"],
+                       "-o", tmp_path / "h.gpkg")
+    assert code == 2 and "height_m" in err and "--prefix" in err, err
+    code, out, err = cli("building-heights", p["pre_ndsm"], "--buildings", p["footprints"],
+                         "-o", tmp_path / "h.gpkg", "--prefix", "measured_")
+    assert code == 0, err
+    assert "buildings measured" in out
+    g = gpd.read_file(tmp_path / "h.gpkg")
+    truth = gpd.read_file(p["footprints"])
+    assert list(g.columns[:len(truth.columns) - 1]) == list(truth.columns[:-1])
+    np.testing.assert_array_equal(g["height_m"], truth["height_m"])  # kept as it was
+    inside = g[g["measured_coverage"] == "inside"]
+    assert len(inside) >= 10
+    err_m = (inside["measured_height_m"] - inside["height_m"]).abs()
+    assert err_m.median() < 0.3 and (err_m < 1.0).mean() > 0.9, err_m.describe()
+
+
+def test_bad_inputs_are_one_line_and_exit_2(tmp_path, cli, scene):
+    path, fp, _, _ = scene
+    points = gpd.GeoDataFrame(geometry=[shapely.Point(X0, Y0)], crs=UTM)
+    points.to_file(tmp_path / "points.gpkg")
+    for args, words in (([path, "--buildings", tmp_path / "points.gpkg"], "polygons"),
+                        ([path, "--buildings", tmp_path / "none.gpkg"], "none.gpkg"),
+                        ([tmp_path / "none.tif", "--buildings", fp], "none.tif"),
+                        ([path, "--buildings", fp, "--max-height", "5"], "--max-height")):
+        code, _, err = cli("building-heights", *args, "-o", tmp_path / "o.gpkg")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and words in err, err
+        assert not (tmp_path / "o.gpkg").exists()
+
+
+def test_grouped_percentiles_are_numpys(rng):
+    ids = rng.integers(0, 40, 5000)
+    values = rng.normal(5, 3, 5000).astype(np.float32)
+    for q in (0, 5, 50, 95, 100):
+        uniq, got = grouped_percentile(ids, values, q)
+        want = [np.percentile(values[ids == i].astype(np.float64), q) for i in uniq]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(grouped_median(ids, values)[1],
+                               grouped_percentile(ids, values, 50)[1], atol=1e-6)
+
+
+@pytest.mark.realdata
+def test_delft_buildings_match_the_lidar_reference(realdata, tmp_path):
+    """Delft's 160 BGT footprints carry per-building medians and pixel counts computed from
+    the same LiDAR nDSM by another code path."""
+    d = realdata / "delft-ahn3-bgt"
+    s = building_heights(d / "derived_from_lidar" / "delft_ndsm.tif",
+                         d / "bgt_pand_buildings_epsg28992.geojson", tmp_path / "d.gpkg")
+    g = gpd.read_file(tmp_path / "d.gpkg")
+    assert s["measured"] == 160
+    np.testing.assert_array_equal(g["measured_px"], g["lidar_npix"])
+    np.testing.assert_allclose(g["height_median_m"], g["lidar_ndsm_p50_m"], atol=0.006)
+    assert (g["height_m"] >= g["lidar_ndsm_p90_m"] - 0.006).all()
