@@ -335,6 +335,60 @@ def test_height_stats_sample_large_outputs(tmp_path):
     assert abs(approx["height_median"] - exact["height_median"]) < 2.0
 
 
+class _Dataset:
+    """What a sink needs of a dataset: its size and a write that keeps the array."""
+
+    def __init__(self, h, w):
+        self.height, self.width, self.data = h, w, np.zeros((h, w), np.float32)
+        self.block_shapes = [(16, 16)]
+
+    def write(self, arr, window=None):
+        r, c = int(window.row_off), int(window.col_off)
+        self.data[r:r + arr.shape[1], c:c + arr.shape[2]] = arr[0]
+
+
+@pytest.mark.parametrize("exact_px", [10 ** 6, 500])
+def test_height_sink_stats_are_those_of_what_was_written(monkeypatch, exact_px):
+    """Min and max exact, the median that of every pixel (small rasters) or of a regular
+    grid of every step-th row and column (large ones), whatever order and shape the
+    written pieces have; predict-height reports them without reading its output back."""
+    from rasterio.windows import Window
+
+    from rsgeo.infer.writers import HeightSink
+
+    monkeypatch.setattr(HeightSink, "EXACT_PX", exact_px)
+    rng = np.random.default_rng(0)
+    h = rng.gamma(2.0, 3.0, (90, 110)).astype(np.float32)
+    h[:7, :50] = -9999
+    ds = _Dataset(90, 110)
+    sink = HeightSink(ds)
+    assert sink.block_shapes == [(16, 16)] and sink.step == (1 if exact_px > 9900 else 5)
+    pieces = [(r, c) for r in range(0, 90, 32) for c in range(0, 110, 48)]
+    for r, c in reversed(pieces):  # panels and strips come in any order
+        win = Window(c, r, min(48, 110 - c), min(32, 90 - r))
+        sink.write(h[None, r:r + win.height, c:c + win.width], window=win)
+    np.testing.assert_array_equal(ds.data, h)
+    s, ok = sink.stats(), h != -9999
+    k = sink.step
+    assert s["height_min"] == round(float(h[ok].min()), 3)
+    assert s["height_max"] == round(float(h[ok].max()), 3)
+    sub = h[::k, ::k]
+    assert s["height_median"] == round(float(np.median(sub[sub != -9999])), 3)
+    empty = HeightSink(_Dataset(4, 4))
+    empty.write(np.full((1, 4, 4), -9999, np.float32), window=Window(0, 0, 4, 4))
+    assert empty.stats() == {"height_min": None, "height_median": None, "height_max": None}
+
+
+def test_predict_height_reports_the_stats_of_its_output(tmp_path):
+    from rsgeo.infer.predict import height_stats
+
+    a = rgb(tmp_path / "a.tif", 90, 100, seed=3)
+    r = predict_height_files([a], "m", [tmp_path / "a_h.tif"], runner=runner(), tile=64,
+                             overlap=16)["files"][0]
+    assert {k: r[k] for k in ("height_min", "height_median", "height_max")} == \
+        height_stats(tmp_path / "a_h.tif")
+
+
 def test_cpu_batch_size_from_the_tile():
     from rsgeo.infer.batching import auto_batch_size, cpu_batch_size
 

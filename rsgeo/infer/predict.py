@@ -301,8 +301,9 @@ def _model_list(model_path, runner) -> list:
         raise InputError("no model given")
     if len(models) > 1 and runner is not None:
         raise ValueError("give several models or a loaded runner, not both")
-    # a run folder stands for its best.ckpt (checked here, before any output is planned)
-    return models if runner is not None else [resolve_model_path(m) for m in models]
+    # a run folder stands for its best.ckpt (a missing file is refused where it loads)
+    return [resolve_model_path(m) if runner is None and Path(m).is_dir() else m
+            for m in models]
 
 
 def _describe_run(files: list[dict], spec: dict, pipe) -> None:

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import colorsys
 import json
+import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,13 +128,60 @@ class HeightWriter:
         return [Path(path)]
 
     def open(self, path, grid, meta: dict, ctx: OutputContext, stack):
-        return stack.enter_context(open_output(
+        return HeightSink(stack.enter_context(open_output(
             path, grid, nodata=HEIGHT_NODATA, co=ctx.float_co, overwrite=ctx.overwrite,
             cog=ctx.cog, tags={**ctx.tags, "units": "metre"}, units="metre",
-            band_descriptions=["height above ground (m)"]))
+            band_descriptions=["height above ground (m)"])))
 
     def summary(self, path, sink) -> dict:
-        return height_stats(path)
+        return sink.stats() if isinstance(sink, HeightSink) else height_stats(path)
+
+
+class HeightSink:
+    """The heights dataset, with min / median / max of what is written to it: no second
+    read of the output. Min and max are exact; the median is exact up to ``EXACT_PX``
+    pixels, else that of a regular grid of pixels (every ``step``-th row and column) over
+    the whole raster, about ``EXACT_PX`` of them. Attributes other than ``write`` are the
+    dataset's."""
+
+    EXACT_PX = 2048 * 2048
+
+    def __init__(self, ds):
+        self._ds = ds
+        self._lock = threading.Lock()
+        self._lo, self._hi = np.inf, -np.inf
+        self._kept: list[np.ndarray] = []
+        self.step = max(1, math.ceil(math.sqrt(ds.width * ds.height / self.EXACT_PX)))
+
+    def __getattr__(self, name):
+        return getattr(self._ds, name)
+
+    def write(self, arr: np.ndarray, window=None, **kw) -> None:
+        self._ds.write(arr, window=window, **kw)
+        a = arr[0] if arr.ndim == 3 else arr
+        r0, c0 = (int(window.row_off), int(window.col_off)) if window is not None else (0, 0)
+        k = self.step
+        grid = a[(-r0) % k::k, (-c0) % k::k]  # rows and columns that are multiples of step
+        grid = grid[grid != HEIGHT_NODATA]
+        ok = a != HEIGHT_NODATA
+        if not ok.any():
+            return
+        v = a if ok.all() else a[ok]
+        lo, hi = float(v.min()), float(v.max())
+        with self._lock:
+            self._lo, self._hi = min(self._lo, lo), max(self._hi, hi)
+            self._kept.append(grid.ravel().copy())
+
+    def stats(self) -> dict:
+        """``{"height_min", "height_median", "height_max"}`` (m, rounded to mm; None when
+        no valid height was written)."""
+        if self._lo > self._hi:
+            return {"height_min": None, "height_median": None, "height_max": None}
+        kept = np.concatenate(self._kept)
+        med = float(np.median(kept)) if kept.size else None
+        return {"height_min": round(self._lo, 3),
+                "height_median": None if med is None else round(med, 3),
+                "height_max": round(self._hi, 3)}
 
 
 class ClassSink:
