@@ -34,7 +34,7 @@ step() {  # step NAME SECONDS CMD...
 step pretrain 190 $PY benchmarks/pretrain_speed.py --device cuda --steps 20 --warmup 5
 step predict 150 $PY benchmarks/predict_height.py --device cuda --backend torch
 step tests 60 $PY -m pytest -q -p no:cacheprovider -p no:xdist -m cuda tests/test_loader.py \
-    tests/test_validation.py tests/test_infer_stream.py
+    tests/test_validation.py tests/test_infer_stream.py tests/test_ensemble.py
 step input 50 $PY benchmarks/input_pipeline.py --device cuda --workers 12 --scenes 8 --skip-old \
     --steps 12
 step finetune 70 $PY benchmarks/finetune_speed.py --device cuda --train-size 50 --steps 300 \

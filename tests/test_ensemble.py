@@ -193,3 +193,20 @@ def test_predict_runs_an_ensemble_of_height_models_as_predict_height_does(tmp_pa
     code, _, err = cli("predict", src, "-m", models["seg"], "-m", models["a"], "-o",
                        tmp_path / "s.tif")
     assert code == 2 and "seg.ckpt" in err and "ensembles" in err, err
+
+
+@pytest.mark.cuda
+def test_ensemble_on_cuda_is_the_mean_of_its_members_on_cuda(tmp_path, models):
+    """Members on the GPU, each with its own normalisation, batches in flight: the ensemble
+    is the mean of the members' own CUDA heights (to float32 rounding), and matches CPU
+    to cuDNN's TF32 tolerance."""
+    src = _rgb(tmp_path, 300, 340)
+    a, b, ab, cpu = (tmp_path / f"{n}.tif" for n in ("a", "b", "ab", "cpu"))
+    for m, out in ((models["a"], a), (models["b"], b)):
+        predict_height_file(src, m, out, device="cuda")
+    r = predict_height_file(src, [models["a"], models["b"]], ab, device="cuda")
+    predict_height_file(src, [models["a"], models["b"]], cpu, device="cpu")
+    assert r["device"] == "cuda"
+    ha, hb, hab, hcpu = (_read(p)[0] for p in (a, b, ab, cpu))
+    np.testing.assert_allclose(hab, (ha + hb) / 2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(hab, hcpu, rtol=1e-2, atol=1e-2)
