@@ -172,3 +172,44 @@ def test_alexandria_heights_agree_with_the_footprints_independent_height(realdat
     err = g.loc[ok, "height_median_m"] - g.loc[ok, "HEIGHT"]
     assert ok.sum() == 82 and err.abs().mean() < 0.7 and abs(err.mean()) < 0.6
     assert np.corrcoef(g.loc[ok, "height_median_m"], g.loc[ok, "HEIGHT"])[0, 1] > 0.95
+
+
+def test_from_an_image_with_a_model_is_predict_height_then_building_heights(tmp_path, cli):
+    """-m MODEL: the same polygons and numbers as predict-height followed by
+    building-heights on its output, nothing left beside the output; an ensemble too."""
+    import torch
+
+    from rsgeo.synth import write_scenes
+    from rsgeo.tasks.bundle import build_task_model, save_task_model
+
+    p = write_scenes(tmp_path / "city", size=128, seed=4)[0]
+    cfg = {"task": "height", "backbone": "vit-tiny-2", "in_chans": 3, "img_size": 64,
+           "head": "dpt", "head_features": 16}
+    meta = {"task": "height", "bands": ["red", "green", "blue"], "mean": [120.0] * 3,
+            "std": [50.0] * 3, "gsd": 0.5, "tile": 64, "overlap": 16, "units": "m",
+            "nodata": -9999}
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_task_model(cfg)
+        with torch.no_grad():
+            model.head.out[4].bias.fill_(4.0 + 2 * seed)
+        models.append(save_task_model(model, cfg, meta, tmp_path / f"m{seed}.ckpt"))
+    out = tmp_path / "out"
+    code, text, err = cli("building-heights", p["pre_rgb"], "-m", models[0], "-m", models[1],
+                          "--buildings", p["footprints"], "--prefix", "pred_", "-o",
+                          out / "a.gpkg", "--json")
+    assert code == 0, err
+    s = json.loads(text)
+    assert s["heights"] == str(p["pre_rgb"]) and len(s["heights_from"]["models"]) == 2
+    assert sorted(x.name for x in out.iterdir()) == ["a.gpkg"]  # the heights were temporary
+    code, _, err = cli("predict-height", p["pre_rgb"], "-m", models[0], "-m", models[1], "-o",
+                       tmp_path / "h.tif")
+    assert code == 0, err
+    building_heights(tmp_path / "h.tif", p["footprints"], tmp_path / "b.gpkg", prefix="pred_")
+    a, b = gpd.read_file(out / "a.gpkg"), gpd.read_file(tmp_path / "b.gpkg")
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+    assert a["pred_height_m"].notna().all() and a["pred_height_m"].min() > 0
+    code, _, err = cli("building-heights", p["pre_rgb"], "-m", models[0], "--dtm", p["dtm"],
+                       "--buildings", p["footprints"], "-o", tmp_path / "c.gpkg")
+    assert code == 2 and "--dtm" in err and not (tmp_path / "c.gpkg").exists()

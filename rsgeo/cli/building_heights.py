@@ -8,17 +8,22 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import Json, Output, Overwrite, emit
+from rsgeo.cli.options import Bands, Json, Output, Overwrite, Scale, emit
+from rsgeo.errors import InputError
 
 
 @app.command("building-heights")
 def building_heights_cmd(
-    heights: Annotated[Path, typer.Argument(help="Heights above ground (m): an nDSM or predict-height's output; with --dtm a DSM.")],
+    heights: Annotated[Path, typer.Argument(help="Heights above ground (m): an nDSM or predict-height's output; with --dtm a DSM; with -m an image.")],
     buildings: Annotated[Path, typer.Option(
         "--buildings", help="Building polygons (any OGR format or GeoParquet, with a CRS).")],
     output: Output,
     dtm: Annotated[Optional[Path], typer.Option(
         "--dtm", help="Terrain model (m): HEIGHTS is a DSM; the DTM is subtracted.")] = None,
+    model: Annotated[Optional[list[Path]], typer.Option(
+        "-m", "--model", help="Height model: HEIGHTS is an image whose heights are predicted first (several -m: an ensemble, as in predict-height).")] = None,
+    bands: Bands = None,
+    scale: Scale = "percentile",
     prefix: Annotated[str, typer.Option(
         "--prefix", help="Prepended to the new column names (when the footprints already have a height_m).")] = "",
     max_height: Annotated[float, typer.Option(
@@ -31,16 +36,28 @@ def building_heights_cmd(
     height_mean_m, volume_m3, measured_px and coverage (inside, partly outside, outside, no
     valid pixel) into OUTPUT (.gpkg, .geojson, .parquet, .fgb), in the raster's CRS.
 
-    Heights from imagery: rsgeo predict-height IMAGE -m MODEL -o h.tif first.
+    With -m MODEL, HEIGHTS is an image: predict-height runs first (its heights go to a
+    temporary file; the summary's heights_from names the model).
 
     Refused (exit 2): no CRS, no overlap, no valid height, absolute elevations without
     --dtm (a DSM), non-polygon buildings, a column name already taken (use --prefix), an
     existing output without --overwrite.
     """
-    from rsgeo.footprints.heights import building_heights  # lazy: keep rsgeo --help fast
+    # lazy: keep rsgeo --help fast
+    from rsgeo.damage.buildings import predicted_building_heights
+    from rsgeo.footprints.heights import building_heights
 
-    s = building_heights(heights, buildings, output, dtm=dtm, prefix=prefix,
-                         max_height=max_height, overwrite=overwrite)
+    opts = dict(prefix=prefix, max_height=max_height, overwrite=overwrite)
+    if model:
+        if dtm is not None:
+            raise InputError("--dtm goes with a DSM, not with -m (predicted heights are above "
+                             "ground already)", dtm)
+        s = predicted_building_heights(heights, list(model), buildings, output,
+                                       predict_kw={"bands": bands, "scale": scale}, **opts)
+    else:
+        if bands is not None:
+            raise InputError("--bands chooses image bands for -m MODEL", heights)
+        s = building_heights(heights, buildings, output, dtm=dtm, **opts)
     median = "" if s["median_height_m"] is None else f", median height {s['median_height_m']} m"
     emit(s, json_out, f"{s['output']}: {s['measured']} of {s['features']} buildings measured"
                       f"{median} ({s['partly_outside']} partly outside, {s['outside']} outside, "

@@ -1,9 +1,11 @@
-"""Buildings found by a segmentation model: image -> building probability -> footprints.
+"""Buildings from imagery through a model: footprints, and the heights of given buildings.
 
 :func:`model_buildings` runs ``rsgeo predict`` (:func:`rsgeo.infer.predict.predict_files`,
 the one streaming pipeline) with ``--probabilities`` and picks the building class's band;
 :func:`predicted_footprints` polygonises it with :func:`rsgeo.footprints.footprints`. Used
 by ``rsgeo footprints IMAGE -m MODEL`` and ``rsgeo damage-map --buildings-model``.
+:func:`predicted_building_heights` measures given buildings on the heights a height model
+predicts (``rsgeo building-heights IMAGE -m MODEL``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 
 from rsgeo.errors import InputError
 from rsgeo.footprints import footprints
-from rsgeo.infer.predict import predict_files, start_loading
+from rsgeo.footprints.heights import building_heights
+from rsgeo.infer.predict import predict_files, predict_height_file, start_loading
 from rsgeo.infer.writers import class_names, num_classes, sibling
 from rsgeo.io.atomic import check_output
 from rsgeo.io.vector import driver_for
@@ -77,4 +80,26 @@ def predicted_footprints(image, model, out, *, building: int | None = None,
                              **footprint_kw)
     summary["buildings_from"] = {"model": found["model"], "class": found["class"],
                                  "image": os.fspath(image)}
+    return summary
+
+
+def predicted_building_heights(image, model, buildings, out, *, overwrite: bool = False,
+                               predict_kw: dict | None = None, **heights_kw) -> dict:
+    """Heights of ``buildings`` on ``image``: ``predict-height`` with ``model`` (a path, or a
+    list of paths: an ensemble) into a temporary raster beside ``out``, measured by
+    :func:`rsgeo.footprints.heights.building_heights` (``heights_kw``: its options). The
+    summary says where the heights came from (``heights_from``)."""
+    driver_for(out)  # refused before the model runs
+    check_output(out, overwrite, inputs=(image, buildings))
+    out_dir = Path(out).resolve().parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".rsgeo-", dir=out_dir) as work:
+        heights = Path(work) / f"{Path(image).stem}_height.tif"
+        r = predict_height_file(image, model, heights, overwrite=True, **(predict_kw or {}))
+        summary = building_heights(heights, buildings, out, overwrite=overwrite, **heights_kw)
+    summary["heights"] = os.fspath(image)
+    summary["heights_from"] = {"models": r.get("models", [os.fspath(m) for m in (
+        model if isinstance(model, (list, tuple)) else [model])]), "image": os.fspath(image),
+        "predict": {k: r[k] for k in ("seconds", "mpx", "resampled", "input_stretch",
+                                      "height_median") if k in r}}
     return summary

@@ -100,7 +100,10 @@ def building_heights(heights: str | os.PathLike, buildings: str | os.PathLike,
 def _open_heights(es: ExitStack, heights, dtm, max_height: float):
     """``([heights, dtm on its grid], [HeightUnits], checks)``, refusing what would give
     silent wrong answers (see :mod:`rsgeo.io.heights`)."""
-    hds = es.enter_context(open_raster(heights, bands=1, purpose="height raster"))
+    hds = es.enter_context(open_raster(heights, purpose="height raster"))
+    if hds.count != 1:
+        raise InputError(f"has {hds.count} bands: an image, not heights; predict its heights "
+                         "with -m MODEL, or give a one-band nDSM", heights)
     grid, datasets, names = Grid.of(hds), [hds], [str(heights)]
     if dtm is not None:
         dds = es.enter_context(open_raster(dtm, bands=1, purpose="terrain model (DTM)"))
