@@ -269,3 +269,44 @@ def test_a_bad_input_while_the_model_loads_exits_2_not_abort(tmp_path, onnx_mode
     assert p.returncode == 2, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "terminate" not in p.stderr
     assert not (tmp_path / "h.tif").exists()
+
+
+def test_skip_existing_resumes_an_interrupted_folder_run(tmp_path, cli, ckpt):
+    """--skip-existing leaves the finished outputs of the same model untouched and predicts
+    the rest; a file it did not write, another model's output or --overwrite beside it
+    are refused (one line, exit 2)."""
+    import json
+
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    for k in range(3):
+        _rgb(folder, 40 + 8 * k, 50, name=f"t{k}.tif")
+    out = tmp_path / "out"
+    code, _, err = cli("predict-height", folder, "-m", ckpt, "-o", out)
+    assert code == 0, err
+    kept = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / "t1_height.tif").unlink()                       # the run stopped before t1
+    code, text, err = cli("predict-height", folder, "-m", ckpt, "-o", out, "--skip-existing",
+                          "--json")
+    assert code == 0, err
+    lines = [json.loads(x) for x in text.strip().splitlines()]
+    assert [Path(x["output"]).name for x in lines[:-1]] == ["t1_height.tif"]
+    assert sorted(Path(p).name for p in lines[-1]["skipped"]) == ["t0_height.tif",
+                                                                   "t2_height.tif"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == kept | {
+        "t1_height.tif": (out / "t1_height.tif").read_bytes()}
+    assert rasterio.open(out / "t1_height.tif").read(1).shape == (48, 50)
+    code, text, err = cli("predict-height", folder, "-m", ckpt, "-o", out, "--skip-existing")
+    assert code == 0 and "3 outputs already there" in text, err
+    other = tmp_path / "other.ckpt"
+    torch.manual_seed(1)
+    save_task_model(build_task_model(CFG), CFG, META, other)
+    make_raster(tmp_path / "mine.tif", np.zeros((1, 8, 8), np.float32))
+    (out / "t2_height.tif").write_bytes((tmp_path / "mine.tif").read_bytes())
+    for args, words in (([ckpt, "--skip-existing", "--overwrite"], "choose one"),
+                        ([other, "--skip-existing"], "written by model"),
+                        ([ckpt, "--skip-existing"], "not a height raster")):
+        if words == "not a height raster":
+            (out / "t0_height.tif").unlink()
+        code, _, err = cli("predict-height", folder, "-m", *args, "-o", out)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and words in err, err

@@ -194,6 +194,37 @@ def plan_outputs(images: list[Path], output: Path, suffix: str = "_height.tif"
     return list(zip(inputs, targets))[rank::world]
 
 
+def split_finished(pairs: list[tuple[Path, Path]], model_path
+                   ) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """``(to do, finished outputs)`` of ``(input, output)`` pairs for ``--skip-existing``.
+
+    Outputs are published only once complete (:mod:`rsgeo.io.atomic`), so an existing
+    height raster written by ``predict-height`` with the same model(s) is a finished file
+    and an interrupted folder run resumes where it stopped. Any other existing file under
+    an output name (not rsgeo's heights, or another model's) is an InputError naming it."""
+    import rasterio  # lazy: only when outputs exist
+
+    want = ",".join(model_label(m) for m in _model_list(model_path, None))
+    todo, done = [], []
+    for src, out in pairs:
+        if not Path(out).exists():
+            todo.append((src, out))
+            continue
+        try:
+            with rasterio.open(out) as ds:
+                tags = ds.tags()
+        except Exception:  # noqa: BLE001 - any unreadable file is refused the same way
+            tags = {}
+        if tags.get("task") != "height":
+            raise InputError("exists and is not a height raster of predict-height; remove it "
+                             "or use --overwrite", out)
+        if tags.get("model") != want:
+            raise InputError(f"exists, written by model {tags.get('model')}, not {want}; use "
+                             "--overwrite to redo it", out)
+        done.append(Path(out))
+    return todo, done
+
+
 def predict_height_file(image_path, model_path, out_path, **kw) -> dict:
     """Predict heights (m) for one image into ``out_path``; returns its summary dict.
 
