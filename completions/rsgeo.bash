@@ -33,11 +33,12 @@ _rsgeo() {
     synth:--style) COMPREPLY=($(compgen -W "low mid high informal industrial courtyard terraced" -- "$cur")); return;;
   esac
   case "$cmd" in
-    "") COMPREPLY=($(compgen -W "building-heights completion damage-map demo evaluate export finetune footprints predict predict-height prepare pretrain synth -v --verbose -q --quiet --version --help" -- "$cur"));;
+    "") COMPREPLY=($(compgen -W "building-heights completion damage-map demo doctor evaluate export finetune footprints predict predict-height prepare pretrain synth -v --verbose -q --quiet --version --help" -- "$cur"));;
     building-heights) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--buildings -o --output --dtm -m --model --bands --scale --prefix --max-height --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     completion) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     damage-map) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --footprints -m --model --heights --dtm --absolute --max-height --buildings --buildings-model --event --threshold --min-height --min-area --grades --bands --max-pixels --compress --max-z-error --co --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     demo) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --quick --device --seed --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    doctor) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     evaluate) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task --protocol --format -o --output --align --nodata --classes --ignore-index --iou --min-area --confidence --by --absolute --max-height --label-map --max-pixels --overwrite --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --atol --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     finetune) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--task -o --output --encoder --backbone --head --modalities --inputs --freeze-encoder --train-size --num-classes --class-weights --epochs --steps --batch-size --lr --val-every --crop --aux-landcover --adapt-to --style --val-dataset --encoder-lr-scale --layer-decay --head-steps --photometric --device --precision --seed --workers --log-every --ckpt-every --resume --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;

@@ -4,6 +4,7 @@ complete -c rsgeo -n '__fish_use_subcommand' -a building-heights -d 'Measure eve
 complete -c rsgeo -n '__fish_use_subcommand' -a completion -d 'Print a shell completion script (bash, zsh or fish; named...'
 complete -c rsgeo -n '__fish_use_subcommand' -a damage-map -d 'Map building damage from pre/post heights: a class raster...'
 complete -c rsgeo -n '__fish_use_subcommand' -a demo -d 'Run the main job end to end on a synthetic city and write...'
+complete -c rsgeo -n '__fish_use_subcommand' -a doctor -d 'Show what rsgeo runs on: its version and Pythons, torch...'
 complete -c rsgeo -n '__fish_use_subcommand' -a evaluate -d 'Score PRED against REF: F1^HE/MAE/RMSE/delta (height),...'
 complete -c rsgeo -n '__fish_use_subcommand' -a export -d 'Export a task model to ONNX (dynamic batch and size,...'
 complete -c rsgeo -n '__fish_use_subcommand' -a finetune -d 'Fine-tune a task model (height, segmentation, change,...'
@@ -62,6 +63,9 @@ complete -c rsgeo -n '__fish_seen_subcommand_from demo' -l overwrite -d 'Replace
 complete -c rsgeo -n '__fish_seen_subcommand_from demo' -l json -d 'Print a JSON summary on stdout.'
 complete -c rsgeo -n '__fish_seen_subcommand_from demo' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from demo' -F
+complete -c rsgeo -n '__fish_seen_subcommand_from doctor' -l json -d 'Print a JSON summary on stdout.'
+complete -c rsgeo -n '__fish_seen_subcommand_from doctor' -l help -d 'Show this message and exit.'
+complete -c rsgeo -n '__fish_seen_subcommand_from doctor' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l task -xa 'height segmentation change footprints' -d 'What PRED and REF hold: height rasters, class rasters, change masks, o'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l protocol -xa 'rsgeo synrs3d' -d 'rsgeo (nodata-aware, pooled) or synrs3d (the published codes numbers)'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l format -xa 'table json csv' -d 'table, json (flat keys) or csv (one row per image + ALL).'

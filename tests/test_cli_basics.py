@@ -100,3 +100,21 @@ def test_help_has_no_type_noise(cli):
         assert code == 0 and "--help" in out
         for noise in ("<bool>", "list[", "range>"):
             assert noise not in out, (args, noise)
+
+
+def test_doctor_reports_versions_devices_and_threads(cli):
+    import json
+
+    from rsgeo.doctor import _version
+
+    code, out, err = cli("doctor")
+    assert code == 0, err
+    assert "GDAL" in out and "PROJ" in out and "onnxruntime" in out and "torch" in out
+    code, out, err = cli("doctor", "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["rsgeo"] and r["geo"]["gdal"] and r["geo"]["proj"]
+    assert "CPUExecutionProvider" in r["onnxruntime"]["providers"]
+    assert r["threads"]["cpus"] >= 1 and r["threads"]["io"] >= 1
+    assert isinstance(r["torch"]["cuda_available"], bool)
+    assert _version("a_package_that_is_not_installed") is None

@@ -62,7 +62,7 @@ def main_callback(
         [logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG][max(min(level, 3), 0)])
 
 
-COMMANDS: list[str] = ["synth", "prepare", "pretrain", "finetune", "export", "predict", "predict_height", "damage_map", "footprints", "building_heights", "evaluate", "demo", "completion"]
+COMMANDS: list[str] = ["synth", "prepare", "pretrain", "finetune", "export", "predict", "predict_height", "damage_map", "footprints", "building_heights", "evaluate", "demo", "doctor", "completion"]
 
 
 def _register() -> None:
