@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import rasterio
 
+import rsgeo
 from rsgeo.errors import OutputExistsError
 from rsgeo.io.atomic import atomic_path
 from rsgeo.io.pipeline import run_tiled
@@ -104,7 +105,13 @@ def test_cog_copy(tmp_path):
     with rasterio.open(out) as ds:
         assert ds.overviews(1) and ds.profile.get("tiled")
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert ds.tags()["TIFFTAG_SOFTWARE"] == f"rsgeo {rsgeo.__version__}"  # kept in the COG
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tif"]
+    with open_output(tmp_path / "g.tif", grid, tags={"task": "height"}) as dst:
+        dst.write(np.zeros((1, 600, 600), np.float32))
+    with rasterio.open(tmp_path / "g.tif") as ds:
+        assert ds.tags()["TIFFTAG_SOFTWARE"] == f"rsgeo {rsgeo.__version__}"
+        assert ds.tags()["task"] == "height"
 
 
 def test_creation_options_gdal_rejects_are_an_error_and_leave_nothing(tmp_path, cli):

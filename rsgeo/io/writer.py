@@ -28,6 +28,7 @@ import rasterio
 import rasterio.shutil
 from rasterio.windows import Window
 
+from rsgeo import __version__
 from rsgeo.errors import InputError
 from rsgeo.io.atomic import atomic_path, remove, temp_name
 from rsgeo.io.buffers import ArrayPool
@@ -148,6 +149,8 @@ def open_output(path: str | os.PathLike, grid: Grid, *, count: int = 1, dtype: s
         gtiff = temp_name(Path(path)) if cog else tmp
         try:
             with create_gtiff(gtiff, profile, co) as dst:
+                # the TIFF Software tag (gdalinfo and QGIS show it): which rsgeo made the file
+                dst.update_tags(TIFFTAG_SOFTWARE=f"rsgeo {__version__}")
                 if tags:
                     dst.update_tags(**{k: str(v) for k, v in tags.items()})
                 for i, d in enumerate(band_descriptions or (), start=1):
