@@ -25,6 +25,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -s m -l mode
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l bands -d 'Image bands to use, 1-based in order (GDAL style): 1,2,3 takes RGB fro'
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l scale -d 'Image values -> the 0-255 training scale: percentile (2-98 % stretch o'
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l prefix -d 'Prepended to the new column names (when the footprints already have a '
+complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l compare -d 'A column of reference heights (m) in --buildings: report bias, MAE, RM'
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l max-height -d 'Refuse heights above this (m).'
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l overwrite -d 'Replace existing outputs.'
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l json -d 'Print a JSON summary on stdout.'

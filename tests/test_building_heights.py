@@ -118,6 +118,22 @@ def test_synthetic_city_heights_match_its_buildings_true_heights(tmp_path, cli):
     assert len(inside) >= 10
     err_m = (inside["measured_height_m"] - inside["height_m"]).abs()
     assert err_m.median() < 0.3 and (err_m < 1.0).mean() > 0.9, err_m.describe()
+    code, out, err = cli("building-heights", p["pre_ndsm"], "--buildings", p["footprints"],
+                         "-o", tmp_path / "h.gpkg", "--prefix", "measured_", "--overwrite",
+                         "--compare", "height_m", "--json")
+    assert code == 0, err
+    c = json.loads(out)["compare"]
+    measured = g["measured_height_m"].notna()
+    assert c["column"] == "height_m" and c["p95"]["n"] == measured.sum()
+    d = (g["measured_height_m"] - g["height_m"])[measured]
+    assert c["p95"]["mae"] == pytest.approx(d.abs().mean(), abs=1e-3)
+    assert c["p95"]["bias"] == pytest.approx(d.mean(), abs=1e-3) and c["p95"]["r"] > 0.95
+    assert c["median"]["bias"] < c["p95"]["bias"]   # pitched roofs: median below the ridge
+    for column, words in (("nope", "no such column"), ("roof", "not numeric")):
+        code, _, err = cli("building-heights", p["pre_ndsm"], "--buildings", p["footprints"],
+                           "-o", tmp_path / "x.gpkg", "--prefix", "m_", "--compare", column)
+        assert code == 2 and words in err and column in err, err
+        assert not (tmp_path / "x.gpkg").exists()
 
 
 def test_bad_inputs_are_one_line_and_exit_2(tmp_path, cli, scene):
@@ -165,13 +181,16 @@ def test_alexandria_heights_agree_with_the_footprints_independent_height(realdat
     metre of it (MAE 0.55 m, r 0.97 when written)."""
     d = realdata / "alexandria-lidar-buildings"
     s = building_heights(d / "dsm.tif", d / "buildings.geojson", tmp_path / "a.gpkg",
-                         dtm=d / "dtm.tif")
+                         dtm=d / "dtm.tif", compare="HEIGHT")
     g = gpd.read_file(tmp_path / "a.gpkg")
     assert s["measured"] == 84 and g.crs.to_epsg() == 26918
     ok = g["HEIGHT"].notna()
     err = g.loc[ok, "height_median_m"] - g.loc[ok, "HEIGHT"]
     assert ok.sum() == 82 and err.abs().mean() < 0.7 and abs(err.mean()) < 0.6
     assert np.corrcoef(g.loc[ok, "height_median_m"], g.loc[ok, "HEIGHT"])[0, 1] > 0.95
+    c = s["compare"]["median"]
+    assert c["n"] == 82 and c["mae"] == pytest.approx(err.abs().mean(), abs=1e-3)
+    assert c["r"] > 0.95 and c["within_2m"] > 0.9
 
 
 def test_from_an_image_with_a_model_is_predict_height_then_building_heights(tmp_path, cli):
@@ -213,3 +232,13 @@ def test_from_an_image_with_a_model_is_predict_height_then_building_heights(tmp_
     code, _, err = cli("building-heights", p["pre_rgb"], "-m", models[0], "--dtm", p["dtm"],
                        "--buildings", p["footprints"], "-o", tmp_path / "c.gpkg")
     assert code == 2 and "--dtm" in err and not (tmp_path / "c.gpkg").exists()
+
+
+def test_agreement_counts_only_buildings_with_both_heights():
+    from rsgeo.footprints.heights import agreement
+
+    a = agreement([10.0, 12.0, np.nan, 7.0], [9.0, 12.5, 5.0, np.nan])
+    assert a == {"n": 2, "bias": 0.25, "mae": 0.75, "rmse": pytest.approx(0.791, abs=1e-3),
+                 "r": None, "within_1m": 1.0, "within_2m": 1.0}
+    assert agreement([np.nan], [3.0]) == {"n": 0}
+    assert agreement([1.0, 2.0, 3.0], [2.0, 4.0, 6.5])["r"] == pytest.approx(0.9966, abs=1e-4)

@@ -26,6 +26,8 @@ def building_heights_cmd(
     scale: Scale = "percentile",
     prefix: Annotated[str, typer.Option(
         "--prefix", help="Prepended to the new column names (when the footprints already have a height_m).")] = "",
+    compare: Annotated[Optional[str], typer.Option(
+        "--compare", metavar="COLUMN", help="A column of reference heights (m) in --buildings: report bias, MAE, RMSE, r against it.")] = None,
     max_height: Annotated[float, typer.Option(
         "--max-height", metavar="M", help="Refuse heights above this (m).")] = 1000.0,
     overwrite: Overwrite = False,
@@ -47,7 +49,7 @@ def building_heights_cmd(
     from rsgeo.damage.buildings import predicted_building_heights
     from rsgeo.footprints.heights import building_heights
 
-    opts = dict(prefix=prefix, max_height=max_height, overwrite=overwrite)
+    opts = dict(prefix=prefix, compare=compare, max_height=max_height, overwrite=overwrite)
     if model:
         if dtm is not None:
             raise InputError("--dtm goes with a DSM, not with -m (predicted heights are above "
@@ -59,6 +61,13 @@ def building_heights_cmd(
             raise InputError("--bands chooses image bands for -m MODEL", heights)
         s = building_heights(heights, buildings, output, dtm=dtm, **opts)
     median = "" if s["median_height_m"] is None else f", median height {s['median_height_m']} m"
-    emit(s, json_out, f"{s['output']}: {s['measured']} of {s['features']} buildings measured"
-                      f"{median} ({s['partly_outside']} partly outside, {s['outside']} outside, "
-                      f"{s['no_valid_pixel']} without a valid pixel)")
+    line = (f"{s['output']}: {s['measured']} of {s['features']} buildings measured{median} "
+            f"({s['partly_outside']} partly outside, {s['outside']} outside, "
+            f"{s['no_valid_pixel']} without a valid pixel)")
+    if "compare" in s:
+        a = s["compare"]["median"]
+        line += (f"\nmedian height vs {compare}: n {a['n']}" if a["n"] == 0 else
+                 f"\nmedian height vs {compare}: bias {a['bias']:+.2f} m, MAE {a['mae']:.2f} m, "
+                 f"RMSE {a['rmse']:.2f} m, r {a['r']}, within 1 m {a['within_1m']:.0%} "
+                 f"(n {a['n']})")
+    emit(s, json_out, line)

@@ -43,8 +43,9 @@ COLUMNS = ("height_m", "height_median_m", "height_mean_m", "volume_m3", "measure
 
 def building_heights(heights: str | os.PathLike, buildings: str | os.PathLike,
                      out: str | os.PathLike, *, dtm: str | os.PathLike | None = None,
-                     prefix: str = "", max_height: float = MAX_HEIGHT_M,
-                     overwrite: bool = False, strip_rows: int = 1024) -> dict:
+                     prefix: str = "", compare: str | None = None,
+                     max_height: float = MAX_HEIGHT_M, overwrite: bool = False,
+                     strip_rows: int = 1024) -> dict:
     """Write ``buildings`` with their heights measured on ``heights`` to ``out``.
 
     Args:
@@ -56,6 +57,9 @@ def building_heights(heights: str | os.PathLike, buildings: str | os.PathLike,
         out: vector file, format by extension (.gpkg, .geojson, .parquet, .fgb).
         prefix: prepended to the new column names (for files that already hold a
             ``height_m``, e.g. reference heights to compare with).
+        compare: a numeric column of ``buildings`` holding reference heights in metres
+            (cadastre, OSM ``height``, a survey): the summary adds how the measured
+            heights agree with it (:func:`agreement`).
 
     Returns:
         A JSON-able summary: counts by coverage, median building height, units, timings.
@@ -76,6 +80,8 @@ def building_heights(heights: str | os.PathLike, buildings: str | os.PathLike,
             raise InputError(f"the footprints already have a column {taken[0]}; pass --prefix "
                              f"(e.g. --prefix pred_ gives pred_{taken[0][len(prefix):]})",
                              buildings)
+        if compare is not None:
+            _check_reference(bld.gdf, compare, buildings)
         table = _sweep(datasets, units, bld, strip_rows)
     px_area = pixel_area_m2(grid)
     table["volume_m3"] = table.pop("_sum") * px_area
@@ -94,7 +100,44 @@ def building_heights(heights: str | os.PathLike, buildings: str | os.PathLike,
                for k in ("inside", "partly outside", "outside", "no valid pixel")},
             "median_height_m": round(float(measured.median()), 2) if len(measured) else None,
             "units": checks, "pixel_area_m2": px_area, "crs": gdf.crs.to_string(),
+            **({"compare": {"column": compare,
+                            **{stat: agreement(gdf[prefix + col], gdf[compare])
+                               for stat, col in (("median", "height_median_m"),
+                                                 ("p95", "height_m"))}}}
+               if compare is not None else {}),
             "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _check_reference(gdf, column: str, path) -> None:
+    if column not in gdf.columns:
+        raise InputError(f"--compare {column}: no such column (the columns are "
+                         f"{', '.join(c for c in gdf.columns if c != 'geometry')})", path)
+    try:
+        gdf[column].astype(float)
+    except (TypeError, ValueError):
+        raise InputError(f"--compare {column}: the column is not numeric (heights in "
+                         "metres)", path) from None
+
+
+def agreement(measured, reference) -> dict:
+    """How measured heights agree with reference heights (m), over the buildings that have
+    both: ``n``, ``bias`` (mean of measured - reference), ``mae``, ``rmse``, ``r``
+    (Pearson; None under 3 buildings or without spread), ``within_1m`` / ``within_2m``
+    (shares of buildings)."""
+    m = np.asarray(measured, float)
+    r = np.asarray(reference, float)
+    ok = np.isfinite(m) & np.isfinite(r)
+    d = m[ok] - r[ok]
+    if not d.size:
+        return {"n": 0}
+    corr = (float(np.corrcoef(m[ok], r[ok])[0, 1])
+            if d.size >= 3 and m[ok].std() > 0 and r[ok].std() > 0 else None)
+    return {"n": int(d.size), "bias": round(float(d.mean()), 3),
+            "mae": round(float(np.abs(d).mean()), 3),
+            "rmse": round(float(np.sqrt((d ** 2).mean())), 3),
+            "r": None if corr is None else round(corr, 4),
+            "within_1m": round(float((np.abs(d) <= 1).mean()), 4),
+            "within_2m": round(float((np.abs(d) <= 2).mean()), 4)}
 
 
 def _open_heights(es: ExitStack, heights, dtm, max_height: float):
