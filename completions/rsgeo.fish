@@ -136,7 +136,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l min-area -d 'Dr
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l fill-holes -d 'Fill courtyards (holes are kept by default).'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l regularise -l no-regularise -d 'Right-angled outlines (default) or pixel outlines.'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l tolerance -d 'Regularisation: deviation smoothed away (m; default one pixel).'
-complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l heights -rF -d 'nDSM (m): adds height_m (95th percentile of the roof) and height_media'
+complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l heights -rF -d 'nDSM (m): adds height_m (95th percentile of the roof), height_median_m'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l workers -d 'Parallel workers.'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l json -d 'Print a JSON summary on stdout.'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l bands -d 'Image bands to use, 1-based in order (GDAL style): 1,2,3 takes RGB fro'

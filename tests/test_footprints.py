@@ -102,6 +102,8 @@ def test_attributes_on_a_hand_made_raster(tmp_path):
     assert gdf["score"][1] == pytest.approx(0.6, abs=1e-4)
     assert gdf["height_m"][0] == pytest.approx(np.percentile(roof, 95), abs=0.01)
     assert gdf["height_median_m"][0] == pytest.approx(np.median(roof), abs=0.01)
+    assert gdf["height_mean_m"][0] == pytest.approx(roof.mean(), abs=0.01)
+    assert gdf["volume_m3"][0] == pytest.approx(roof.sum() * 0.25, abs=0.01)  # 0.5 m pixels
     assert gdf["height_m"][1] == pytest.approx(7.0)
     assert len(gdf.geometry[1].interiors) == 1
     assert footprints(p, tmp_path / "r.geojson", min_area=2.0)["features"] == 2

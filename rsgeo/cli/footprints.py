@@ -30,7 +30,7 @@ def footprints_cmd(
     tolerance: Annotated[Optional[float], typer.Option(
         "--tolerance", metavar="M", help="Regularisation: deviation smoothed away (m; default one pixel).")] = None,
     heights: Annotated[Optional[Path], typer.Option(
-        "--heights", help="nDSM (m): adds height_m (95th percentile of the roof) and height_median_m.")] = None,
+        "--heights", help="nDSM (m): adds height_m (95th percentile of the roof), height_median_m, height_mean_m and volume_m3.")] = None,
     workers: Workers = 0,
     json_out: Json = False,
     bands: Bands = None,
@@ -38,7 +38,7 @@ def footprints_cmd(
     overwrite: Overwrite = False,
 ):
     """Trace one polygon per building (id, area_m2, pixels, score = mean probability;
-    with --heights also height_m, height_median_m) into OUTPUT (.gpkg, .geojson, .parquet, .fgb), in the
+    with --heights also height_m, height_median_m, height_mean_m, volume_m3) into OUTPUT (.gpkg, .geojson, .parquet, .fgb), in the
     raster's CRS.
 
     Float rasters are probabilities (building where >= --threshold); with --class, the

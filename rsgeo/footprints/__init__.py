@@ -5,9 +5,10 @@ components of at least ``min_area`` m², regularises outlines to right angles
 (:mod:`rsgeo.footprints.regularise`) and writes one polygon per building with ``id``,
 ``area_m2``, ``pixels``, ``score`` (mean building probability; 1.0 for class and mask
 rasters) and, with a heights raster, ``height_m`` (95th percentile of the roof's heights: a
-robust maximum) and ``height_median_m``. The probability raster can come from anywhere (a
-segmentation model's building band, a thresholded nDSM, a land-cover map): the tracing never
-needs the model.
+robust maximum), ``height_median_m``, ``height_mean_m`` and ``volume_m3`` (as
+:mod:`rsgeo.footprints.heights` gives for footprints a user has). The probability raster
+can come from anywhere (a segmentation model's building band, a thresholded nDSM, a
+land-cover map): the tracing never needs the model.
 """
 
 from __future__ import annotations
@@ -143,9 +144,14 @@ def frame(comps: list[Component], grid: Grid, px_m: tuple[float, float],
             "pixels": pixels,
             "score": np.round(np.array([c.score_sum for c in comps], float)
                               / np.maximum(pixels, 1), 4)}
-    if with_heights:
+    if with_heights:  # the columns of rsgeo.footprints.heights, for traced buildings
         p95, med = (np.array([_pct(c.heights, q) for c in comps], float) for q in (95, 50))
-        cols.update(height_m=np.round(p95, 2), height_median_m=np.round(med, 2))
+        total = np.array([float(np.sum(c.heights, dtype=np.float64)) for c in comps], float)
+        n = np.array([c.heights.size for c in comps], float)
+        mean = np.divide(total, n, out=np.full_like(total, np.nan), where=n > 0)
+        cols.update(height_m=np.round(p95, 2), height_median_m=np.round(med, 2),
+                    height_mean_m=np.round(mean, 2),
+                    volume_m3=np.round(np.where(n > 0, total * sx * sy, np.nan), 2))
     return gpd.GeoDataFrame(cols, geometry=list(geoms), crs=grid.crs)
 
 
