@@ -242,3 +242,30 @@ def test_agreement_counts_only_buildings_with_both_heights():
                  "r": None, "within_1m": 1.0, "within_2m": 1.0}
     assert agreement([np.nan], [3.0]) == {"n": 0}
     assert agreement([1.0, 2.0, 3.0], [2.0, 4.0, 6.5])["r"] == pytest.approx(0.9979, abs=1e-4)
+
+
+def test_a_vrt_mosaic_of_tiles_measures_buildings_across_tile_borders(scene, tmp_path):
+    """nDSMs delivered as tiles (LiDAR HD's 1 km tiles): a VRT mosaic of them (what
+    gdalbuildvrt writes) is read like one raster, so a building across a tile border gets
+    the same numbers as on the whole raster."""
+    path, fp, h, _ = scene
+    tiles = []
+    for name, r0, r1 in (("north", 0, 33), ("south", 33, 60)):  # building 2 crosses row 33
+        tiles.append(make_raster(tmp_path / f"{name}.tif", h[None, r0:r1], nodata=-9999,
+                                 origin=(X0, Y0 - r0 * GSD)))
+    sources = "".join(
+        f'<ComplexSource><SourceFilename relativeToVRT="0">{t}</SourceFilename>'
+        f'<SourceBand>1</SourceBand><SrcRect xOff="0" yOff="0" xSize="80" ySize="{r1 - r0}"/>'
+        f'<DstRect xOff="0" yOff="{r0}" xSize="80" ySize="{r1 - r0}"/><NODATA>-9999</NODATA>'
+        f'</ComplexSource>' for t, (r0, r1) in zip(tiles, ((0, 33), (33, 60))))
+    with rasterio.open(path) as ds:
+        srs, gt = ds.crs.to_wkt(), ", ".join(map(str, ds.transform.to_gdal()))
+    (tmp_path / "mosaic.vrt").write_text(
+        f'<VRTDataset rasterXSize="80" rasterYSize="60"><SRS>{srs}</SRS>'
+        f'<GeoTransform>{gt}</GeoTransform><VRTRasterBand dataType="Float32" band="1">'
+        f'<NoDataValue>-9999</NoDataValue>{sources}</VRTRasterBand></VRTDataset>')
+    building_heights(path, fp, tmp_path / "whole.gpkg")
+    building_heights(tmp_path / "mosaic.vrt", fp, tmp_path / "mosaic.gpkg")
+    a, b = gpd.read_file(tmp_path / "whole.gpkg"), gpd.read_file(tmp_path / "mosaic.gpkg")
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+    assert a["measured_px"][1] > 0 and a["coverage"][1] == "inside"
