@@ -6,6 +6,7 @@ _rsgeo() {
     case "${COMP_WORDS[i]}" in -*) ;; *) cmd="${COMP_WORDS[i]}"; break;; esac
   done
   case "$cmd:$prev" in
+    building-heights:--crs) COMPREPLY=($(compgen -W "buildings raster" -- "$cur")); return;;
     damage-map:--event) COMPREPLY=($(compgen -W "earthquake wildfire custom" -- "$cur")); return;;
     damage-map:--compress) COMPREPLY=($(compgen -W "zstd deflate lerc_zstd" -- "$cur")); return;;
     demo:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
@@ -34,7 +35,7 @@ _rsgeo() {
   esac
   case "$cmd" in
     "") COMPREPLY=($(compgen -W "building-heights completion damage-map demo doctor evaluate export finetune footprints predict predict-height prepare pretrain synth -v --verbose -q --quiet --version --help" -- "$cur"));;
-    building-heights) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--buildings -o --output --dtm -m --model --bands --scale --prefix --compare --max-height --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+    building-heights) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--buildings -o --output --dtm -m --model --bands --scale --prefix --compare --crs --max-height --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     completion) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     damage-map) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --footprints -m --model --heights --dtm --absolute --max-height --buildings --buildings-model --event --threshold --min-height --min-area --grades --bands --max-pixels --compress --max-z-error --co --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     demo) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "-o --output --quick --device --seed --overwrite --json --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;

@@ -26,6 +26,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l bands -d 
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l scale -d 'Image values -> the 0-255 training scale: percentile (2-98 % stretch o'
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l prefix -d 'Prepended to the new column names (when the footprints already have a '
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l compare -d 'A column of reference heights (m) in --buildings: report bias, MAE, RM'
+complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l crs -xa 'buildings raster' -d 'The outputs CRS: the footprints own (default) or the height rasters'
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l max-height -d 'Refuse heights above this (m).'
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l overwrite -d 'Replace existing outputs.'
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l json -d 'Print a JSON summary on stdout.'

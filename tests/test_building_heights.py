@@ -51,7 +51,7 @@ def _inside(gdf, h):
 
 def test_heights_are_the_statistics_of_the_pixels_inside_each_footprint(scene, tmp_path):
     path, fp, h, ref = scene
-    s = building_heights(path, fp, tmp_path / "out.gpkg")
+    s = building_heights(path, fp, tmp_path / "out.gpkg", crs="raster")
     g = gpd.read_file(tmp_path / "out.gpkg")
     assert s["features"] == 5 and s["measured"] == 3 and s["crs"] == "EPSG:32633"
     assert (s["inside"], s["partly_outside"], s["outside"], s["no_valid_pixel"]) == (2, 1, 1, 1)
@@ -67,6 +67,12 @@ def test_heights_are_the_statistics_of_the_pixels_inside_each_footprint(scene, t
         assert row["height_mean_m"] == pytest.approx(px.mean(), abs=0.006)
         assert row["volume_m3"] == pytest.approx(px.sum() * GSD * GSD, abs=0.006)
     assert g["height_m"][3:].isna().all() and (g["measured_px"][3:] == 0).all()
+    # by default the footprints come back in their own CRS, the same shapes
+    s = building_heights(path, fp, tmp_path / "own.gpkg")
+    own, given = gpd.read_file(tmp_path / "own.gpkg"), gpd.read_file(fp)
+    assert s["crs"] == "EPSG:4326" and own.crs == given.crs
+    assert own.geometry.geom_equals_exact(given.geometry, tolerance=1e-9).all()
+    assert own.drop(columns="geometry").equals(g.drop(columns="geometry"))
 
 
 def test_the_result_does_not_depend_on_the_strips(scene, tmp_path):
@@ -183,7 +189,7 @@ def test_alexandria_heights_agree_with_the_footprints_independent_height(realdat
     s = building_heights(d / "dsm.tif", d / "buildings.geojson", tmp_path / "a.gpkg",
                          dtm=d / "dtm.tif", compare="HEIGHT")
     g = gpd.read_file(tmp_path / "a.gpkg")
-    assert s["measured"] == 84 and g.crs.to_epsg() == 26918
+    assert s["measured"] == 84 and g.crs.to_epsg() == 4326      # the footprints' own CRS
     ok = g["HEIGHT"].notna()
     err = g.loc[ok, "height_median_m"] - g.loc[ok, "HEIGHT"]
     assert ok.sum() == 82 and err.abs().mean() < 0.7 and abs(err.mean()) < 0.6

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,6 +11,11 @@ import typer
 from rsgeo.cli.app import app
 from rsgeo.cli.options import Bands, Json, Output, Overwrite, Scale, emit
 from rsgeo.errors import InputError
+
+
+class OutCrs(str, Enum):
+    buildings = "buildings"
+    raster = "raster"
 
 
 @app.command("building-heights")
@@ -28,6 +34,8 @@ def building_heights_cmd(
         "--prefix", help="Prepended to the new column names (when the footprints already have a height_m).")] = "",
     compare: Annotated[Optional[str], typer.Option(
         "--compare", metavar="COLUMN", help="A column of reference heights (m) in --buildings: report bias, MAE, RMSE, r against it.")] = None,
+    crs: Annotated[OutCrs, typer.Option(
+        "--crs", help="The output's CRS: the footprints' own (default) or the height raster's.")] = OutCrs.buildings,
     max_height: Annotated[float, typer.Option(
         "--max-height", metavar="M", help="Refuse heights above this (m).")] = 1000.0,
     overwrite: Overwrite = False,
@@ -36,7 +44,8 @@ def building_heights_cmd(
     """Measure every building of --buildings on a height raster and write the polygons with
     height_m (95th percentile of the pixels inside: a robust maximum), height_median_m,
     height_mean_m, volume_m3, measured_px and coverage (inside, partly outside, outside, no
-    valid pixel) into OUTPUT (.gpkg, .geojson, .parquet, .fgb), in the raster's CRS.
+    valid pixel) into OUTPUT (.gpkg, .geojson, .parquet, .fgb), in the footprints' CRS
+    (--crs raster: the height raster's).
 
     With -m MODEL, HEIGHTS is an image: predict-height runs first (its heights go to a
     temporary file; the summary's heights_from names the model).
@@ -49,7 +58,8 @@ def building_heights_cmd(
     from rsgeo.damage.buildings import predicted_building_heights
     from rsgeo.footprints.heights import building_heights
 
-    opts = dict(prefix=prefix, compare=compare, max_height=max_height, overwrite=overwrite)
+    opts = dict(prefix=prefix, compare=compare, crs=crs.value, max_height=max_height,
+                overwrite=overwrite)
     if model:
         if dtm is not None:
             raise InputError("--dtm goes with a DSM, not with -m (predicted heights are above "

@@ -43,7 +43,7 @@ COLUMNS = ("height_m", "height_median_m", "height_mean_m", "volume_m3", "measure
 
 def building_heights(heights: str | os.PathLike, buildings: str | os.PathLike,
                      out: str | os.PathLike, *, dtm: str | os.PathLike | None = None,
-                     prefix: str = "", compare: str | None = None,
+                     prefix: str = "", compare: str | None = None, crs: str = "buildings",
                      max_height: float = MAX_HEIGHT_M, overwrite: bool = False,
                      strip_rows: int = 1024) -> dict:
     """Write ``buildings`` with their heights measured on ``heights`` to ``out``.
@@ -52,14 +52,16 @@ def building_heights(heights: str | os.PathLike, buildings: str | os.PathLike,
         heights: one band of heights above ground (metres, or a length unit / scale the
             band declares); with ``dtm`` a surface model (DSM) from which the DTM
             (resampled bilinear onto its grid when needed) is subtracted.
-        buildings: polygons in any OGR format or GeoParquet, with a CRS (reprojected onto
-            the raster's CRS; the output is in the raster's CRS).
+        buildings: polygons in any OGR format or GeoParquet, with a CRS (measured
+            reprojected onto the raster's CRS).
         out: vector file, format by extension (.gpkg, .geojson, .parquet, .fgb).
         prefix: prepended to the new column names (for files that already hold a
             ``height_m``, e.g. reference heights to compare with).
         compare: a numeric column of ``buildings`` holding reference heights in metres
             (cadastre, OSM ``height``, a survey): the summary adds how the measured
             heights agree with it (:func:`agreement`).
+        crs: the output's CRS: ``"buildings"`` (the footprints' own, as a GIS layer gains
+            columns) or ``"raster"`` (the heights raster's, as ``damage-map`` writes).
 
     Returns:
         A JSON-able summary: counts by coverage, median building height, units, timings.
@@ -69,6 +71,8 @@ def building_heights(heights: str | os.PathLike, buildings: str | os.PathLike,
             elevations without ``dtm`` (a DSM), implausible heights, column names taken.
     """
     t0 = time.perf_counter()
+    if crs not in ("buildings", "raster"):
+        raise InputError(f"--crs must be buildings or raster, got {crs!r}")
     driver_for(out)
     check_output(out, overwrite, inputs=[p for p in (heights, buildings, dtm) if p])
     with ExitStack() as es:
@@ -90,6 +94,8 @@ def building_heights(heights: str | os.PathLike, buildings: str | os.PathLike,
              prefix + "measured_px": table["measured_px"]}
     gdf = bld.with_stats(stats, coverage_column=prefix + "coverage")
     gdf[prefix + "measured_px"] = gdf[prefix + "measured_px"].fillna(0).astype(np.int64)
+    if crs == "buildings" and bld.source_crs is not None and gdf.crs != bld.source_crs:
+        gdf = gdf.to_crs(bld.source_crs)
     write_vector(gdf, out, overwrite=overwrite)
     cov = gdf[prefix + "coverage"].value_counts()
     measured = gdf[prefix + "height_m"].dropna()

@@ -35,6 +35,7 @@ class Footprints:
         import shapely
 
         self.gdf, self.grid = gdf.reset_index(drop=True), grid
+        self.source_crs = gdf.crs  # the file's own CRS (load_buildings: before reprojection)
         self.ids = np.arange(1, len(self.gdf) + 1, dtype=np.int64)
         extent = shapely.box(*grid.bounds)
         geoms = self.gdf.geometry.to_numpy()
@@ -115,6 +116,7 @@ def load_buildings(path, grid: Grid, skipped: str = "they get no statistics") ->
     gdf = gdf[~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)]
     if len(gdf) == 0:
         raise InputError("footprints layer holds only empty geometries", path)
+    source_crs = gdf.crs
     if grid.crs is not None and gdf.crs != grid.crs:
         log.info("%s: footprints reprojected from %s", path, gdf.crs)
         gdf = gdf.to_crs(grid.crs)
@@ -122,6 +124,7 @@ def load_buildings(path, grid: Grid, skipped: str = "they get no statistics") ->
         gdf = gdf.copy()
         gdf["geometry"] = gdf.geometry.buffer(0)
     fp = Footprints(gdf, grid)
+    fp.source_crs = source_crs
     outside = int((fp.coverage == "outside").sum())
     if outside:
         log.warning("%s: %d of %d footprints lie outside the raster%s; %s",
