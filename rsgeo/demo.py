@@ -5,10 +5,11 @@ training city's pre- and post-event images with their nDSMs; with unlabelled sce
 chips of every training and unlabelled image for pretraining) -> pretrain (SelectiveMAE,
 tiny ViT; start and end loss reported) -> finetune heights on few labels -> export ONNX ->
 predict-height on the held-out pre and post images -> damage-map from the predicted heights
-with the pre-event footprints -> evaluate heights (F1^HE, MAE, RMSE vs the true nDSM) and damage (building F1
-vs the true grades). The full demo (not ``--quick``) also fine-tunes a random-init model
-with the same budget and reports its held-out F1^HE beside the pretrained one. Every step
-is the library function its command calls.
+with the pre-event footprints -> evaluate heights (F1^HE, MAE, RMSE vs the true nDSM; each
+building's predicted height vs its true one) and damage (building F1 vs the true grades).
+The full demo (not ``--quick``) also fine-tunes a random-init model with the same budget and
+reports its held-out F1^HE beside the pretrained one. Every step is the library function
+its command calls.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from rsgeo.data.sources import SceneInput, from_synth_dir
 from rsgeo.device import resolve_device
 from rsgeo.errors import RsgeoError
 from rsgeo.finetune import finetune
+from rsgeo.footprints.heights import building_heights
 from rsgeo.infer.export import export_onnx
 from rsgeo.infer.predict import load_model, predict_height_file
 from rsgeo.io.atomic import claim_folder
@@ -118,7 +120,8 @@ def run_demo(out, quick: bool = False, device: str = "auto", seed: int = 0,
     dmg = step("damage map", lambda: damage_map(
         h_pre, h_post, out / "damage.tif", buildings=test["footprints.gpkg"]))
     metrics.update(step("evaluate", lambda: evaluate_demo(
-        h_pre, test["pre_ndsm.tif"], out / "damage.gpkg", test["footprints.gpkg"], dmg)))
+        h_pre, test["pre_ndsm.tif"], out / "damage.gpkg", test["footprints.gpkg"], dmg,
+        out / "building_heights.gpkg")))
     if p["baseline"]:
         metrics.update(baseline_step(step, out, test, tune, tiling, device))
         log(f"      held-out F1^HE: pretrained {metrics['height_f1he_1']:.3f}, "
@@ -128,6 +131,7 @@ def run_demo(out, quick: bool = False, device: str = "auto", seed: int = 0,
     files = {"report": str(out / "report.html"), "report_png": str(out / "report.png"),
              "heights_pre": str(h_pre), "heights_post": str(h_post),
              "damage": str(out / "damage.tif"), "damage_buildings": str(out / "damage.gpkg"),
+             "building_heights": str(out / "building_heights.gpkg"),
              "model": str(onnx), "encoder": encoder, "checkpoint": ft["checkpoint"],
              "chips": str(chips)}
     summary = {"steps": step.records,
@@ -248,11 +252,15 @@ def height_metrics(pred_h, true_h) -> dict:
     return acc.result()
 
 
-def evaluate_demo(pred_h, true_h, damage_gpkg, truth_gpkg, dmg_summary) -> dict:
-    """Height metrics of the predicted pre-event nDSM and building-level damage F1."""
+def evaluate_demo(pred_h, true_h, damage_gpkg, truth_gpkg, dmg_summary, heights_gpkg) -> dict:
+    """Height metrics of the predicted pre-event nDSM, each building's predicted height
+    (``building-heights`` on the true footprints into ``heights_gpkg``, 95th percentile
+    against the true roof height) and building-level damage F1."""
     import geopandas as gpd
 
     h = height_metrics(pred_h, true_h)
+    b = building_heights(pred_h, truth_gpkg, heights_gpkg, prefix="predicted_",
+                         compare="height_m")["compare"]["p95"]
     pred = gpd.read_file(damage_gpkg)
     truth = gpd.read_file(truth_gpkg)
 
@@ -265,6 +273,7 @@ def evaluate_demo(pred_h, true_h, damage_gpkg, truth_gpkg, dmg_summary) -> dict:
             "height_delta1": h["delta1"],
             "damaged_building_f1": f1(np.isin(g, ["major", "destroyed"]), np.isin(d, ["major", "destroyed"])),
             "destroyed_building_f1": f1(g == "destroyed", d == "destroyed"),
+            "building_height_mae": b.get("mae"), "building_height_bias": b.get("bias"),
             "buildings": int(len(truth)), "lost_volume_m3": dmg_summary["lost_volume_m3"]}
 
 

@@ -35,6 +35,12 @@ def test_quick_demo_end_to_end(tmp_path, cli):
         assert ds.nodata == -9999 and h.max() > 1.0          # it predicts some buildings
     fp = gpd.read_file(s["files"]["damage_buildings"])
     assert len(fp) == m["buildings"] and fp.crs is not None and "grade" in fp
+    bh = gpd.read_file(s["files"]["building_heights"])      # how tall is each building
+    assert len(bh) == m["buildings"] and {"height_m", "predicted_height_m"} <= set(bh.columns)
+    measured = bh["predicted_height_m"].notna()
+    d = (bh["predicted_height_m"] - bh["height_m"])[measured]
+    assert measured.sum() > 5 and m["building_height_mae"] == pytest.approx(d.abs().mean(),
+                                                                           abs=1e-3)
     assert (out / "report.png").stat().st_size > 10_000
     html = (out / "report.html").read_text()
     assert "report.png" in html and "height_f1he_1" in html
