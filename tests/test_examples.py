@@ -1,5 +1,6 @@
 """examples/*.sh run as written (small sizes through SIZE/STEPS), with the installed rsgeo."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -34,3 +35,9 @@ def test_train_then_damage_pipeline(tmp_path):
     r = _run("damage_from_images.sh", model, tmp_path / "dmg", cwd=tmp_path, SIZE="256")
     assert r.returncode == 0, r.stderr[-2000:]
     assert '"by_grade"' in r.stdout and (tmp_path / "dmg" / "damage.gpkg").is_file()
+    r = _run("building_heights.sh", model, tmp_path / "bh", cwd=tmp_path, SIZE="256")
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "bh" / "buildings.json").read_text())
+    assert summary["measured"] > 5 and summary["compare"]["p95"]["n"] == summary["measured"]
+    last = json.loads(r.stdout.strip().splitlines()[-1])      # the DSM - DTM: near the truth
+    assert last["n"] > 5 and last["mae"] < 1.0
