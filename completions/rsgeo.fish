@@ -162,6 +162,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l max-pixels -d 'Ref
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l device -xa 'auto cpu cuda' -d 'Where models run: auto picks CUDA when available.'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l precision -xa 'fp32 bf16 fp16' -d 'Autocast precision: fp32, bf16 (CUDA, or CPUs with AMX / AVX512-BF16),'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l cog -d 'Write Cloud Optimized GeoTIFF (copy).'
+complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l skip-existing -d 'Leave outputs that exist (finished by an earlier run of the same model'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l compress -xa 'zstd deflate lerc_zstd' -d 'Height output codec: zstd (default; lossless), deflate (lossless, most'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l max-z-error -d 'lerc_zstd: largest height error in metres (default 0.01).'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l co -d 'GDAL creation option for raster outputs (repeatable), e.g. --co ZLEVEL'

@@ -1,5 +1,6 @@
 """``rsgeo predict`` for every task: segmentation, change, classification (tiny models)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,35 @@ def test_cli_segmentation_names_colour_table_and_folder(tmp_path, cli, models):
     with rasterio.open(tmp_path / "o" / "b_classes_probabilities.tif") as pr:
         np.testing.assert_allclose(pr.read().sum(0), 1.0, atol=1e-5)
     assert '"class_fractions"' in out
+
+
+def test_predict_skip_existing_resumes_a_segmentation_folder(tmp_path, cli, models):
+    """predict --skip-existing: a folder output whose every file (classes, probabilities) is
+    there is left as it is; one with a file missing is refused, not half redone; models
+    writing one output (change, classification) refuse the option."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(3):
+        _rgb(folder / f"t{k}.tif", 40 + 8 * k, 48, seed=k)
+    out = tmp_path / "o"
+    args = ("predict", folder, "-m", models["segmentation"], "-o", out, "--probabilities")
+    code, _, err = cli(*args)
+    assert code == 0, err
+    kept = (out / "t0_classes.tif").read_bytes()
+    for name in ("t1_classes.tif", "t1_classes_probabilities.tif"):
+        (out / name).unlink()
+    code, text, err = cli(*args, "--skip-existing", "--json")
+    assert code == 0, err
+    lines = [json.loads(x) for x in text.strip().splitlines()]
+    assert [Path(x["output"]).name for x in lines[:-1]] == ["t1_classes.tif"]
+    assert len(lines[-1]["skipped"]) == 2 and (out / "t0_classes.tif").read_bytes() == kept
+    (out / "t2_classes_probabilities.tif").unlink()
+    code, _, err = cli(*args, "--skip-existing")
+    assert code == 2 and "t2_classes.tif" in err and "without t2_classes_probabilities.tif" in err
+    pre, _ = _rgb(tmp_path / "pre.tif", 40, 40)
+    code, _, err = cli("predict", pre, pre, "-m", models["change"], "-o", tmp_path / "c.tif",
+                       "--skip-existing")
+    assert code == 2 and "--skip-existing" in err and "change" in err, err
 
 
 def test_cli_change_aligns_post_onto_pre(tmp_path, cli, models, caplog):

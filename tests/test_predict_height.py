@@ -305,8 +305,8 @@ def test_skip_existing_resumes_an_interrupted_folder_run(tmp_path, cli, ckpt):
     (out / "t2_height.tif").write_bytes((tmp_path / "mine.tif").read_bytes())
     for args, words in (([ckpt, "--skip-existing", "--overwrite"], "choose one"),
                         ([other, "--skip-existing"], "written by model"),
-                        ([ckpt, "--skip-existing"], "not a height raster")):
-        if words == "not a height raster":
+                        ([ckpt, "--skip-existing"], "not a height output")):
+        if words == "not a height output":
             (out / "t0_height.tif").unlink()
         code, _, err = cli("predict-height", folder, "-m", *args, "-o", out)
         assert code == 2 and len(err.strip().splitlines()) == 1 and words in err, err

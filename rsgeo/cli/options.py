@@ -130,6 +130,9 @@ Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdo
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
 Workers = Annotated[int, typer.Option("--workers", min=0, help="Parallel workers.")]
 Cog = Annotated[bool, typer.Option("--cog", help="Write Cloud Optimized GeoTIFF (copy).")]
+SkipExisting = Annotated[bool, typer.Option(
+    "--skip-existing", help="Leave outputs that exist (finished by an earlier run of the same "
+                            "model) and predict the rest: an interrupted folder run resumes.")]
 Compress = Annotated[
     Optional[Codec],
     typer.Option("--compress", help="Height output codec: zstd (default; lossless), deflate "

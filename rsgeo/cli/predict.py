@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale, Tiling, in_panel, plural,
-                               output_option, with_groups)
+from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale,
+                               SkipExisting, Tiling, in_panel, output_option, plural,
+                               with_groups)
+from rsgeo.errors import InputError
 
 
 @app.command("predict")
@@ -29,6 +31,7 @@ def predict_cmd(
     max_pixels: MaxPixels = None,
     compute: Compute = Compute(),
     cog: in_panel("Raster output", Cog) = False,
+    skip_existing: in_panel("Raster output", SkipExisting) = False,
     out: RasterOutput = RasterOutput(),
     json_out: Json = False,
 ):
@@ -48,13 +51,16 @@ def predict_cmd(
     from rsgeo.infer.predict import predict_paths
     from rsgeo.io.writer import height_co
 
+    if skip_existing and out.overwrite:
+        raise InputError("--skip-existing keeps existing outputs, --overwrite replaces them: "
+                         "choose one")
     r = predict_paths(
         images, model, output, options={"probabilities": probabilities, "threshold": threshold,
                                         "per_input": per_input},
         **tiling.kwargs(), device=compute.device.value, precision=compute.precision.value,
         cog=cog, overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands,
         co=height_co(out.codec, out.max_z_error, out.creation_options),
-        class_co=out.creation_options)
+        class_co=out.creation_options, skip_existing=skip_existing)
     for f in r["files"]:
         typer.echo(json.dumps(f) if json_out else f"{f['output']}: {_human(f)} "
                    f"({f['mpx_per_s']:.1f} Mpx/s, {plural(f['tiles'], 'tile')}, {f['backend']} "
@@ -64,10 +70,14 @@ def predict_cmd(
 
 def echo_total(t: dict, json_out: bool) -> None:
     """The last line of a prediction run (predict, predict-height): the totals as JSON
-    (``"total": true``), or in words when there was more than one file."""
+    (``"total": true``), or in words when there was more than one file; outputs left as
+    they were (``--skip-existing``) are counted."""
     if json_out:
         typer.echo(json.dumps({"total": True, **t}))
-    elif t["files"] > 1:
+        return
+    if t.get("skipped"):
+        typer.echo(f"{plural(len(t['skipped']), 'output')} already there, left as they are")
+    if t["files"] > 1:
         typer.echo(f"{t['files']} files, {t['mpx']:.1f} Mpx in {t['seconds']:.1f} s: "
                    f"{t['mpx_per_s']:.1f} Mpx/s")
 

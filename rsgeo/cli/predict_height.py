@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale, Tiling,
-                               in_panel, output_option, plural, with_groups)
+from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale,
+                               SkipExisting, Tiling, in_panel, output_option, plural,
+                               with_groups)
 from rsgeo.cli.predict import echo_total
 from rsgeo.errors import InputError
 
@@ -30,8 +31,7 @@ def predict_height_cmd(
     max_pixels: MaxPixels = None,
     compute: Compute = Compute(),
     cog: in_panel("Raster output", Cog) = False,
-    skip_existing: in_panel("Raster output", Annotated[bool, typer.Option(
-        "--skip-existing", help="Leave outputs that exist (finished by an earlier run of the same model) and predict the rest: an interrupted folder run resumes.")]) = False,
+    skip_existing: in_panel("Raster output", SkipExisting) = False,
     out: RasterOutput = RasterOutput(),
     json_out: Json = False,
 ):
@@ -44,7 +44,7 @@ def predict_height_cmd(
     recipe) run as one ensemble: each model sees every tile, the heights are averaged.
     """
     # lazy: keep rsgeo --help fast
-    from rsgeo.infer.predict import plan_outputs, predict_height_files, split_finished
+    from rsgeo.infer.predict import nothing_run, plan_outputs, predict_height_files, split_finished
     from rsgeo.io.writer import height_co
 
     mine, finished = plan_outputs(images, output), []
@@ -53,8 +53,7 @@ def predict_height_cmd(
             raise InputError("--skip-existing keeps existing outputs, --overwrite replaces "
                              "them: choose one")
         mine, finished = split_finished(mine, model)
-    r = {"files": [], "total": {"files": 0, "mpx": 0.0, "seconds": 0.0, "mpx_per_s": 0.0,
-                                "outputs": []}}
+    r = nothing_run()
     if mine:
         r = predict_height_files(
             [i for i, _ in mine], model, [t for _, t in mine], **tiling.kwargs(),
@@ -63,8 +62,6 @@ def predict_height_cmd(
             co=height_co(out.codec, out.max_z_error, out.creation_options))
     if skip_existing:
         r["total"]["skipped"] = [str(p) for p in finished]
-        if not json_out and finished:
-            typer.echo(f"{plural(len(finished), 'output')} already there, left as they are")
     for f in r["files"]:
         typer.echo(json.dumps(f) if json_out else
                    f"{f['output']}: {f['mpx_per_s']:.1f} Mpx/s, heights min "

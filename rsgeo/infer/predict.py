@@ -194,35 +194,49 @@ def plan_outputs(images: list[Path], output: Path, suffix: str = "_height.tif"
     return list(zip(inputs, targets))[rank::world]
 
 
-def split_finished(pairs: list[tuple[Path, Path]], model_path
+def split_finished(pairs: list[tuple[Path, Path]], model_path, task: str = "height",
+                   outputs=lambda out: [Path(out)]
                    ) -> tuple[list[tuple[Path, Path]], list[Path]]:
     """``(to do, finished outputs)`` of ``(input, output)`` pairs for ``--skip-existing``.
 
-    Outputs are published only once complete (:mod:`rsgeo.io.atomic`), so an existing
-    height raster written by ``predict-height`` with the same model(s) is a finished file
-    and an interrupted folder run resumes where it stopped. Any other existing file under
-    an output name (not rsgeo's heights, or another model's) is an InputError naming it."""
+    Outputs are published only once complete (:mod:`rsgeo.io.atomic`), so an output whose
+    files (``outputs(out)``: e.g. classes and probabilities) all exist, written for ``task``
+    by the same model(s) (its ``task`` and ``model`` tags), is finished and an interrupted
+    folder run resumes where it stopped. Anything else under an output name (not rsgeo's,
+    another task's or model's, some of its files only) is an InputError naming it."""
     import rasterio  # lazy: only when outputs exist
 
     want = ",".join(model_label(m) for m in _model_list(model_path, None))
     todo, done = [], []
     for src, out in pairs:
-        if not Path(out).exists():
+        files = outputs(out)
+        there = [f for f in files if Path(f).exists()]
+        if not there:
             todo.append((src, out))
             continue
+        if len(there) < len(files):
+            missing = next(f for f in files if not Path(f).exists())
+            raise InputError(f"is there without {Path(missing).name}; use --overwrite to redo "
+                             "it", there[0])
         try:
             with rasterio.open(out) as ds:
                 tags = ds.tags()
         except Exception:  # noqa: BLE001 - any unreadable file is refused the same way
             tags = {}
-        if tags.get("task") != "height":
-            raise InputError("exists and is not a height raster of predict-height; remove it "
-                             "or use --overwrite", out)
+        if tags.get("task") != task:
+            raise InputError(f"exists and is not a {task} output of rsgeo; remove it or use "
+                             "--overwrite", out)
         if tags.get("model") != want:
             raise InputError(f"exists, written by model {tags.get('model')}, not {want}; use "
                              "--overwrite to redo it", out)
         done.append(Path(out))
     return todo, done
+
+
+def nothing_run(skipped: list | None = None) -> dict:
+    """The summary of a run with no file left to predict (every output finished)."""
+    return {"files": [], "total": {"files": 0, "mpx": 0.0, "seconds": 0.0, "mpx_per_s": 0.0,
+                                   "outputs": [], "skipped": [str(p) for p in skipped or []]}}
 
 
 def predict_height_file(image_path, model_path, out_path, **kw) -> dict:
@@ -350,7 +364,7 @@ def _describe_run(files: list[dict], spec: dict, pipe) -> None:
 
 def predict_paths(images, model_path, output, *, backend: str | None = None,
                   device: str = "auto", precision: str = "fp32", tile: int | None = None,
-                  batch_size: int | None = None, **kw) -> dict:
+                  batch_size: int | None = None, skip_existing: bool = False, **kw) -> dict:
     """``rsgeo predict IMAGE... -m MODEL -o OUTPUT``: plan the outputs from the model's task,
     then :func:`predict_files`.
 
@@ -359,24 +373,34 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
     - change: exactly two image files, PRE POST, into OUTPUT;
     - classification: every input's rows into the one table OUTPUT.
 
+    ``skip_existing``: leave finished outputs of the same model (:func:`split_finished`)
+    and predict the rest (height and segmentation; the summary's total lists ``skipped``).
+
     Under torchrun, height and segmentation inputs are shared among the ranks; change and
     classification (one output file) run on rank 0 only. Several height models (a list):
     their ensemble, as :func:`predict_height_files`.
     """
     models = _model_list(model_path, None)
     if len(models) > 1:
-        planned = plan_outputs(images, output)
-        return predict_files([i for i, _ in planned], models, [o for _, o in planned],
-                             backend=backend, device=device, precision=precision, tile=tile,
-                             batch_size=batch_size, **kw)
+        planned, done = plan_outputs(images, output), []
+        if skip_existing:
+            planned, done = split_finished(planned, models)
+        r = predict_files([i for i, _ in planned], models, [o for _, o in planned],
+                          backend=backend, device=device, precision=precision, tile=tile,
+                          batch_size=batch_size, **kw) if planned else nothing_run()
+        return _with_skipped(r, done, skip_existing)
     model_path = models[0]
     loading = start_loading(model_path, backend, device, precision, warmup=functools.partial(
         _warmup_shape, tile=tile, batch_size=batch_size))
     meta, config = loading.meta()
     task = meta.get("task", config.get("task"))
-    writer = writer_for(task, model_path)
+    writer = writer_for(task, model_path, **(kw.get("options") or {}))
     images = [Path(p) for p in images]
     first = int(os.environ.get("RANK", 0)) == 0  # one output file: written by rank 0 only
+    if skip_existing and (task == "change" or writer.table):
+        raise InputError(f"--skip-existing resumes folders of per-file outputs; a {task} model "
+                         "writes one output", model_path)
+    done = []
     if task == "change":
         if len(images) != 2 or any(p.is_dir() for p in images):
             raise InputError(f"holds a change model: give two image files, PRE POST (got "
@@ -387,9 +411,18 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
         outs = [Path(output)] * len(items)
     else:
         planned = plan_outputs(images, output, writer.suffix)
+        if skip_existing:
+            planned, done = split_finished(planned, model_path, task, writer.outputs)
         items, outs = [i for i, _ in planned], [o for _, o in planned]
-    return predict_files(items, model_path, outs, runner=(loading.runner, meta, config),
-                         tile=tile, batch_size=batch_size, **kw)
+    r = predict_files(items, model_path, outs, runner=(loading.runner, meta, config),
+                      tile=tile, batch_size=batch_size, **kw) if items else nothing_run()
+    return _with_skipped(r, done, skip_existing)
+
+
+def _with_skipped(r: dict, done: list, skip_existing: bool) -> dict:
+    if skip_existing:
+        r["total"]["skipped"] = [str(p) for p in done]
+    return r
 
 
 def _load(runner, model_path, backend, device, precision, tile, batch_size):
