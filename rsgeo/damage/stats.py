@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from rsgeo.errors import InputError
-from rsgeo.metrics.grouped import grouped_median
+from rsgeo.metrics.grouped import ObjectSweep, grouped_median
 
 GRADE_NAMES = ("none", "minor", "major", "destroyed")
 
@@ -66,33 +66,17 @@ class ObjectStats:
     """
 
     def __init__(self, last_row: np.ndarray, pixel_area: float, threshold: float, grades: dict):
-        self.last_row, self.pixel_area = last_row, pixel_area
-        self.threshold, self.grades = threshold, grades
-        self.pending = {k: np.zeros(0, t) for k, t in
-                        (("id", np.int64), ("pre", np.float32), ("post", np.float32))}
-        self.rows: list[dict[str, np.ndarray]] = []
+        self.pixel_area, self.threshold, self.grades = pixel_area, threshold, grades
+        self._sweep = ObjectSweep(last_row, {"pre": np.float32, "post": np.float32},
+                                  self._stats)
 
     def add(self, ids: np.ndarray, pre: np.ndarray, post: np.ndarray, strip_end: int) -> None:
         """Add valid object pixels of a strip (1-D arrays) ending before raster row ``strip_end``."""
-        cur = {"id": np.concatenate([self.pending["id"], ids]),
-               "pre": np.concatenate([self.pending["pre"], pre]),
-               "post": np.concatenate([self.pending["post"], post])}
-        done = self.last_row[cur["id"]] < strip_end
-        self.pending = {k: v[~done] for k, v in cur.items()}
-        if done.any():
-            self.rows.append(self._stats({k: v[done] for k, v in cur.items()}))
+        self._sweep.add(ids, strip_end, pre=pre, post=post)
 
     def finish(self) -> dict[str, np.ndarray]:
         """Statistics of every object seen, sorted by id (columns as in :meth:`_stats`)."""
-        if len(self.pending["id"]):
-            self.rows.append(self._stats(self.pending))
-            self.pending = {k: v[:0] for k, v in self.pending.items()}
-        if not self.rows:
-            return self._stats({"id": np.zeros(0, np.int64), "pre": np.zeros(0, np.float32),
-                                "post": np.zeros(0, np.float32)})
-        out = {k: np.concatenate([r[k] for r in self.rows]) for k in self.rows[0]}
-        order = np.argsort(out["id"], kind="stable")
-        return {k: v[order] for k, v in out.items()}
+        return self._sweep.finish()
 
     def _stats(self, px: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ids = px["id"]

@@ -265,7 +265,6 @@ def regions_frame(pieces: dict, table: dict, crs):
     return frame
 
 
-COVERAGE = ("inside", "partly outside", "outside", "no valid pixel")
 
 
 def graded_buildings(bld: Footprints, table: dict):

@@ -28,13 +28,13 @@ from rasterio.windows import transform as window_transform
 
 from rsgeo.errors import InputError
 from rsgeo.io.atomic import check_output
-from rsgeo.io.buildings import load_buildings
+from rsgeo.io.buildings import COVERAGE, load_buildings
 from rsgeo.io.heights import (MAX_HEIGHT_M, check_heights, predicted_by_rsgeo, require_valid,
                               sample, sample_plan, units_of)
 from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, pixel_area_m2, valid_mask
 from rsgeo.io.reader import read_strips
 from rsgeo.io.vector import driver_for, write_vector
-from rsgeo.metrics.grouped import grouped_median, grouped_percentile
+from rsgeo.metrics.grouped import ObjectSweep, grouped_median, grouped_percentile
 from rsgeo.progress import progress
 
 COLUMNS = ("height_m", "height_median_m", "height_mean_m", "volume_m3", "measured_px",
@@ -103,7 +103,7 @@ def building_heights(heights: str | os.PathLike, buildings: str | os.PathLike,
             "buildings": str(buildings), "output": str(out), "features": int(len(gdf)),
             "measured": int(len(measured)),
             **{k.replace(" ", "_"): int(cov.get(k, 0))
-               for k in ("inside", "partly outside", "outside", "no valid pixel")},
+               for k in COVERAGE},
             "median_height_m": round(float(measured.median()), 2) if len(measured) else None,
             "units": checks, "pixel_area_m2": px_area, "crs": gdf.crs.to_string(),
             **({"compare": {"column": compare,
@@ -177,7 +177,7 @@ def _open_heights(es: ExitStack, heights, dtm, max_height: float):
 def _sweep(datasets, units, bld, strip_rows: int) -> dict:
     """Per-building statistics over the strips: ``{"id", "height_m", ..., "_sum"}``."""
     grid = Grid.of(datasets[0])
-    stats = _HeightStats(bld.last_row)
+    stats = ObjectSweep(bld.last_row, {"h": np.float32}, _height_stats)
     n = -(-grid.height // strip_rows)
     with progress(n, "building heights", unit="strips") as bar:
         for win, arrs in read_strips(datasets, strip_rows):
@@ -188,39 +188,18 @@ def _sweep(datasets, units, bld, strip_rows: int) -> dict:
                 h = h - units[1].to_metres(arrs[1]).astype(np.float32, copy=False)
             ids = bld.rasterize(win, window_transform(win, grid.transform))
             sel = ok & (ids > 0)
-            stats.add(ids[sel], h[sel], int(win.row_off + win.height))
+            stats.add(ids[sel], int(win.row_off + win.height), h=h[sel])
             bar.advance()
     return stats.finish()
 
 
-class _HeightStats:
-    """Pixels per building id, turned into statistics once the sweep passes the building."""
-
-    def __init__(self, last_row: np.ndarray):
-        self.last_row = last_row
-        self.ids, self.values = np.zeros(0, np.int64), np.zeros(0, np.float32)
-        self.parts: list[dict] = []
-
-    def add(self, ids: np.ndarray, values: np.ndarray, strip_end: int) -> None:
-        ids = np.concatenate([self.ids, ids.astype(np.int64)])
-        values = np.concatenate([self.values, values])
-        done = self.last_row[ids] < strip_end
-        self.ids, self.values = ids[~done], values[~done]
-        if done.any():
-            self.parts.append(self._stats(ids[done], values[done]))
-
-    def finish(self) -> dict:
-        self.parts.append(self._stats(self.ids, self.values))
-        out = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
-        order = np.argsort(out["id"], kind="stable")
-        return {k: v[order] for k, v in out.items()}
-
-    @staticmethod
-    def _stats(ids: np.ndarray, values: np.ndarray) -> dict:
-        uniq, p95 = grouped_percentile(ids, values, 95)
-        _, median = grouped_median(ids, values)
-        inv = np.searchsorted(uniq, ids)
-        n = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
-        total = np.bincount(inv, weights=values.astype(np.float64), minlength=len(uniq))
-        return {"id": uniq, "height_m": p95, "height_median_m": median,
-                "height_mean_m": total / np.maximum(n, 1), "measured_px": n, "_sum": total}
+def _height_stats(px: dict) -> dict:
+    """Per-building statistics of the pixels of finished buildings (an ``ObjectSweep``)."""
+    ids, values = px["id"], px["h"]
+    uniq, p95 = grouped_percentile(ids, values, 95)
+    _, median = grouped_median(ids, values)
+    inv = np.searchsorted(uniq, ids)
+    n = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
+    total = np.bincount(inv, weights=values.astype(np.float64), minlength=len(uniq))
+    return {"id": uniq, "height_m": p95, "height_median_m": median,
+            "height_mean_m": total / np.maximum(n, 1), "measured_px": n, "_sum": total}

@@ -20,6 +20,8 @@ from rsgeo.io.raster import Grid
 from rsgeo.io.vector import read_vector
 
 log = logging.getLogger("rsgeo.io")
+#: where a footprint lies (``Footprints.coverage`` and the ``coverage`` column)
+COVERAGE = ("inside", "partly outside", "outside", "no valid pixel")
 
 
 class Footprints:
@@ -31,11 +33,11 @@ class Footprints:
     smaller than a pixel) become ``no valid pixel`` in :meth:`with_stats`.
     """
 
-    def __init__(self, gdf, grid: Grid):
+    def __init__(self, gdf, grid: Grid, source_crs=None):
         import shapely
 
         self.gdf, self.grid = gdf.reset_index(drop=True), grid
-        self.source_crs = gdf.crs  # the file's own CRS (load_buildings: before reprojection)
+        self.source_crs = source_crs or gdf.crs  # the file's own, before reprojection
         self.ids = np.arange(1, len(self.gdf) + 1, dtype=np.int64)
         extent = shapely.box(*grid.bounds)
         geoms = self.gdf.geometry.to_numpy()
@@ -123,8 +125,7 @@ def load_buildings(path, grid: Grid, skipped: str = "they get no statistics") ->
     if not gdf.geometry.is_valid.all():
         gdf = gdf.copy()
         gdf["geometry"] = gdf.geometry.buffer(0)
-    fp = Footprints(gdf, grid)
-    fp.source_crs = source_crs
+    fp = Footprints(gdf, grid, source_crs)
     outside = int((fp.coverage == "outside").sum())
     if outside:
         log.warning("%s: %d of %d footprints lie outside the raster%s; %s",

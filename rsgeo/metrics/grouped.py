@@ -47,3 +47,42 @@ def grouped_percentile(ids: np.ndarray, values: np.ndarray, q: float
     a = v_s[start + lo].astype(np.float64)
     b = v_s[start + np.minimum(lo + 1, counts - 1)].astype(np.float64)
     return uniq, a + (b - a) * frac
+
+
+class ObjectSweep:
+    """Pixel values of objects (buildings, regions) held while a strip-wise sweep crosses
+    them, summarised once the sweep has passed each object's last row.
+
+    Args:
+        last_row: ``[max_id + 1]`` last raster row of each object id.
+        columns: ``{name: dtype}`` of the values kept per pixel.
+        stats: ``stats({"id": ids, name: values, ...}) -> {"id": unique ids, column: ...}``,
+            called on the pixels of finished objects (every pixel of an object at once).
+
+    Memory is bounded by the pixels of the objects that cross the current strip.
+    """
+
+    def __init__(self, last_row: np.ndarray, columns: dict, stats):
+        self.last_row, self.stats = last_row, stats
+        self.pending = {"id": np.zeros(0, np.int64),
+                        **{k: np.zeros(0, t) for k, t in columns.items()}}
+        self.parts: list[dict[str, np.ndarray]] = []
+
+    def add(self, ids: np.ndarray, strip_end: int, **values: np.ndarray) -> None:
+        """Add the valid object pixels of a strip (1-D arrays) ending before raster row
+        ``strip_end``."""
+        cur = {k: np.concatenate([self.pending[k], v])
+               for k, v in (("id", ids), *values.items())}
+        done = self.last_row[cur["id"]] < strip_end
+        self.pending = {k: v[~done] for k, v in cur.items()}
+        if done.any():
+            self.parts.append(self.stats({k: v[done] for k, v in cur.items()}))
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """The statistics of every object seen, sorted by id."""
+        if len(self.pending["id"]) or not self.parts:
+            self.parts.append(self.stats(self.pending))
+            self.pending = {k: v[:0] for k, v in self.pending.items()}
+        out = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+        order = np.argsort(out["id"], kind="stable")
+        return {k: v[order] for k, v in out.items()}
