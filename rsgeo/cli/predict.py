@@ -12,7 +12,6 @@ from rsgeo.cli.app import app
 from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale,
                                SkipExisting, Tiling, in_panel, output_option, plural,
                                with_groups)
-from rsgeo.errors import InputError
 
 
 @app.command("predict")
@@ -51,9 +50,6 @@ def predict_cmd(
     from rsgeo.infer.predict import predict_paths
     from rsgeo.io.writer import height_co
 
-    if skip_existing and out.overwrite:
-        raise InputError("--skip-existing keeps existing outputs, --overwrite replaces them: "
-                         "choose one")
     r = predict_paths(
         images, model, output, options={"probabilities": probabilities, "threshold": threshold,
                                         "per_input": per_input},

@@ -13,7 +13,6 @@ from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, Ras
                                SkipExisting, Tiling, in_panel, output_option, plural,
                                with_groups)
 from rsgeo.cli.predict import echo_total
-from rsgeo.errors import InputError
 
 
 @app.command("predict-height")
@@ -44,24 +43,14 @@ def predict_height_cmd(
     recipe) run as one ensemble: each model sees every tile, the heights are averaged.
     """
     # lazy: keep rsgeo --help fast
-    from rsgeo.infer.predict import nothing_run, plan_outputs, predict_height_files, split_finished
+    from rsgeo.infer.predict import predict_height_paths
     from rsgeo.io.writer import height_co
 
-    mine, finished = plan_outputs(images, output), []
-    if skip_existing:
-        if out.overwrite:
-            raise InputError("--skip-existing keeps existing outputs, --overwrite replaces "
-                             "them: choose one")
-        mine, finished = split_finished(mine, model)
-    r = nothing_run()
-    if mine:
-        r = predict_height_files(
-            [i for i, _ in mine], model, [t for _, t in mine], **tiling.kwargs(),
-            device=compute.device.value, precision=compute.precision.value, cog=cog,
-            overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands,
-            co=height_co(out.codec, out.max_z_error, out.creation_options))
-    if skip_existing:
-        r["total"]["skipped"] = [str(p) for p in finished]
+    r = predict_height_paths(
+        images, model, output, skip_existing=skip_existing, **tiling.kwargs(),
+        device=compute.device.value, precision=compute.precision.value, cog=cog,
+        overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands,
+        co=height_co(out.codec, out.max_z_error, out.creation_options))
     for f in r["files"]:
         typer.echo(json.dumps(f) if json_out else
                    f"{f['output']}: {f['mpx_per_s']:.1f} Mpx/s, heights min "

@@ -253,8 +253,29 @@ def predict_height_files(images, model_path, outputs, **kw) -> dict:
 
     ``co``: creation options of the height rasters (:func:`rsgeo.io.writer.height_co`).
     """
-    return predict_files(images, model_path, outputs, expect="height", label="predict-height",
-                         **kw)
+    kw.setdefault("label", "predict-height")
+    return predict_files(images, model_path, outputs, expect="height", **kw)
+
+
+def predict_height_paths(images, model_path, output, *, skip_existing: bool = False,
+                         **kw) -> dict:
+    """``rsgeo predict-height IMAGE... -m MODEL -o OUTPUT``: :func:`plan_outputs`, then
+    :func:`predict_height_files` on what is left to do; with ``skip_existing`` the finished
+    outputs of the same model(s) are left as they are (:func:`split_finished`; listed as
+    ``skipped`` in the total)."""
+    _check_skip(skip_existing, kw.get("overwrite", False))
+    planned, done = plan_outputs(images, output), []
+    if skip_existing:
+        planned, done = split_finished(planned, model_path)
+    r = predict_height_files([i for i, _ in planned], model_path, [o for _, o in planned],
+                             **kw) if planned else nothing_run()
+    return _with_skipped(r, done, skip_existing)
+
+
+def _check_skip(skip_existing: bool, overwrite: bool) -> None:
+    if skip_existing and overwrite:
+        raise InputError("--skip-existing keeps existing outputs, --overwrite replaces them: "
+                         "choose one")
 
 
 def predict_files(images, model_path, outputs, *, expect: str | None = None,
@@ -380,15 +401,12 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
     classification (one output file) run on rank 0 only. Several height models (a list):
     their ensemble, as :func:`predict_height_files`.
     """
+    _check_skip(skip_existing, kw.get("overwrite", False))
     models = _model_list(model_path, None)
-    if len(models) > 1:
-        planned, done = plan_outputs(images, output), []
-        if skip_existing:
-            planned, done = split_finished(planned, models)
-        r = predict_files([i for i, _ in planned], models, [o for _, o in planned],
-                          backend=backend, device=device, precision=precision, tile=tile,
-                          batch_size=batch_size, **kw) if planned else nothing_run()
-        return _with_skipped(r, done, skip_existing)
+    if len(models) > 1:  # an ensemble of height models
+        return predict_height_paths(images, models, output, skip_existing=skip_existing,
+                                    backend=backend, device=device, precision=precision,
+                                    tile=tile, batch_size=batch_size, label="predict", **kw)
     model_path = models[0]
     loading = start_loading(model_path, backend, device, precision, warmup=functools.partial(
         _warmup_shape, tile=tile, batch_size=batch_size))
