@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rsgeo.infer.session import Norm, as_runner
+from rsgeo.infer.session import Done, Norm, as_runner
 
 
 class Pending:
@@ -84,7 +84,4 @@ class EnsembleRunner:
         member shares its normalisation."""
         if any(m != self.means[0] or s != self.stds[0] for m, s in zip(self.means, self.stds)):
             raise ValueError("members normalise differently: use submit(raw, norm)")
-        out = np.array(self.runners[0](batch), dtype=np.float32, copy=True)
-        for r in self.runners[1:]:
-            out += r(batch)
-        return out / np.float32(len(self.runners)) if len(self.runners) > 1 else out
+        return Pending([Done(r(batch)) for r in self.runners]).result()
