@@ -379,6 +379,33 @@ def test_height_sink_stats_are_those_of_what_was_written(monkeypatch, exact_px):
     assert empty.stats() == {"height_min": None, "height_median": None, "height_max": None}
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_median_inplace_is_numpys(dtype):
+    """The sink's one-partition median equals np.median bit for bit: odd and even counts,
+    ties, one value, NaN."""
+    from rsgeo.metrics.grouped import median_inplace
+
+    rng = np.random.default_rng(1)
+    cases = [rng.gamma(2.0, 3.0, n) for n in (1, 2, 3, 10, 1001, 4096)]
+    cases += [rng.integers(0, 5, 999).astype(float), np.array([1.0, np.nan, 2.0])]
+    for v in cases:
+        v = v.astype(dtype)
+        want = np.median(v)
+        got = median_inplace(v.copy())
+        assert (np.isnan(want) and np.isnan(got)) or got == float(want), (v.size, got, want)
+
+
+def test_height_sink_keeps_a_window_written_twice():
+    from rasterio.windows import Window
+
+    from rsgeo.infer.writers import HeightSink
+
+    sink = HeightSink(_Dataset(4, 4))
+    for value in (1.0, 3.0, 8.0):
+        sink.write(np.full((1, 4, 4), value, np.float32), window=Window(0, 0, 4, 4))
+    assert sink.stats() == {"height_min": 1.0, "height_median": 3.0, "height_max": 8.0}
+
+
 def test_predict_height_reports_the_stats_of_its_output(tmp_path):
     from rsgeo.infer.predict import height_stats
 
