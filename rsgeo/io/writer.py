@@ -501,6 +501,7 @@ class BlendedWriter:
         rows, cols = self.tiles.row_offsets, self.tiles.col_offsets
         fy = min(h, max(0, rows[ki - 1] + t - r)) if ki > 0 else 0
         fx = min(w, max(0, cols[j - 1] + t - c)) if j > p.j0 else 0
+        ow = p.x1 - p.x0  # tile columns from ow - cs on land in the carry buffer
         for k in range(r // ch, (r + h - 1) // ch + 1):
             a, b = max(r, k * ch), min(r + h, (k + 1) * ch)
             chunk = self._chunk(k)
@@ -508,26 +509,34 @@ class BlendedWriter:
             for y0, y1, x0, x1, fresh in ((ta, min(tb, fy), 0, w, False),
                                           (max(ta, fy), tb, 0, fx, False),
                                           (max(ta, fy), tb, fx, w, True)):
-                if y1 > y0 and x1 > x0:
-                    _accumulate(chunk[0][:, y0 + r - k * ch:y1 + r - k * ch, cs + x0:cs + x1],
-                                pred[:, y0:y1, x0:x1], weight[y0:y1, x0:x1],
-                                (ones_y[0] - y0, ones_y[1] - y0),
-                                (ones_x[0] - x0, ones_x[1] - x0), assign=fresh,
-                                scratch=self._scratch)
+                rows = slice(y0 + r - k * ch, y1 + r - k * ch)
+                for acc, u0, u1, at in ((chunk[0], x0, min(x1, ow - cs), cs),
+                                        (chunk[2], max(x0, ow - cs), x1, cs - ow)):
+                    if y1 > y0 and u1 > u0:
+                        _accumulate(acc[:, rows, at + u0:at + u1], pred[:, y0:y1, u0:u1],
+                                    weight[y0:y1, u0:u1], (ones_y[0] - y0, ones_y[1] - y0),
+                                    (ones_x[0] - u0, ones_x[1] - u0), assign=fresh,
+                                    scratch=self._scratch)
             ya, yb = a - k * ch, b - k * ch
             if bad is not None:
                 if chunk[1] is None:
-                    chunk[1] = np.zeros(chunk[0].shape[1:], bool)
+                    chunk[1] = np.zeros((chunk[0].shape[1], p.c1 - p.x0), bool)
                 chunk[1][ya:yb, cs:cs + w] |= bad[a - r:b - r]
 
     def _chunk(self, k: int) -> list:
+        """``[acc, bad, carry]`` of block row ``k``: the panel's own columns ``(bands, rows,
+        x1 - x0)`` (contiguous: normalised in place and written as they are), the nodata mask
+        over both (None until needed) and the columns its tiles pass ``x1`` by (``(bands,
+        rows, c1 - x1)``, None without a next panel), carried over to the next panel."""
         chunk = self._chunks.get(k)
         if chunk is None:
             p = self.panels[self._pi]
             rows = min(self.block, self.tiles.height - k * self.block)
-            acc = self._pool.take((self.bands, rows, p.c1 - p.x0), np.float32)
+            acc = self._pool.take((self.bands, rows, p.x1 - p.x0), np.float32)
             acc[:, :, :p.c0 - p.x0] = 0  # only the carry lands left of the first tile
-            chunk = self._chunks[k] = [acc, None]
+            carry = self._pool.take((self.bands, rows, p.c1 - p.x1), np.float32) \
+                if p.c1 > p.x1 else None
+            chunk = self._chunks[k] = [acc, None, carry]
             self.peak_rows = max(self.peak_rows, sum(c[0].shape[1] for c in self._chunks.values()))
         return chunk
 
@@ -538,43 +547,40 @@ class BlendedWriter:
                 break
             self._finish(k, *self._chunks.pop(k))
 
-    def _finish(self, k: int, acc: np.ndarray, bad: np.ndarray | None) -> None:
+    def _finish(self, k: int, acc: np.ndarray, bad: np.ndarray | None,
+                carry: np.ndarray | None) -> None:
         p = self.panels[self._pi]
         y0 = k * self.block
         n = acc.shape[1]
+        ow = p.x1 - p.x0
         if self._carry_in is not None:  # the previous panel's share of our first columns
             cin, cbad = self._carry_in
             cw = cin.shape[2]
             acc[:, :, :cw] += cin[:, y0:y0 + n]
             if cbad is not None:
                 if bad is None:
-                    bad = np.zeros(acc.shape[1:], bool)
+                    bad = np.zeros((n, p.c1 - p.x0), bool)
                 bad[:, :cw] |= cbad[y0:y0 + n]
-        ow = p.x1 - p.x0
         if self._carry_out is not None:  # our share of the next panel's first columns
             cout = self._carry_out
-            cout[0][:, y0:y0 + n] = acc[:, :, ow:]
+            cout[0][:, y0:y0 + n] = carry
             if bad is not None and bad[:, ow:].any():
                 if cout[1] is None:
                     cout[1] = np.zeros(cout[0].shape[1:], bool)
                 cout[1][y0:y0 + n] = bad[:, ow:]
-        view = acc[:, :, :ow]
+        if carry is not None:
+            self._pool.give(carry)
         mask = None if bad is None else bad[:, :ow]
         den_y, den_x = self.wy[y0:y0 + n], self.wx[p.x0:p.x1]
         window = Window(p.x0, y0, ow, n)
 
-        def job():
-            # a strided view (the next panel's columns follow) is normalised into a pooled
-            # contiguous buffer: GDAL gets it as is, without rasterio copying it first
-            out = view if view.flags.c_contiguous else self._pool.take(view.shape, np.float32)
-            den = self._pool.take((view[0].size,), np.float32)
-            _normalise(out, den_y, den_x, view, den)
+        def job():  # acc is contiguous: normalised in place, handed to GDAL as it is
+            den = self._pool.take((acc[0].size,), np.float32)
+            _normalise(acc, den_y, den_x, scratch=den)
             self._pool.give(den)
             if mask is not None:
-                out[:, mask] = self.nodata
-            self.dst.write(out.astype(self.dtype, copy=False), window=window)
-            if out is not view:
-                self._pool.give(out)
+                acc[:, mask] = self.nodata
+            self.dst.write(acc.astype(self.dtype, copy=False), window=window)
             self._pool.give(acc)
 
         self._writer.submit(job)
