@@ -294,6 +294,33 @@ def test_model_returning_a_view_of_its_input(tmp_path):
     np.testing.assert_allclose(got, data[0], rtol=1e-5)
 
 
+def test_model_reusing_a_ring_of_three_outputs(tmp_path, monkeypatch):
+    """The documented contract: a model may hand out its output buffers in turn from a
+    ring of three, even when blending lags behind the model (a slow blend thread)."""
+    import time
+
+    from rsgeo.io.writer import BlendedWriter
+
+    add = BlendedWriter.add
+    monkeypatch.setattr(BlendedWriter, "add", lambda self, *a: (time.sleep(0.002), add(self, *a)))
+    data = np.random.default_rng(10).normal(5, 2, (1, 150, 200)).astype(np.float32)
+    src = write_tiled(tmp_path / "in.tif", data)
+    ring = [np.empty((3, 1, 32, 32), np.float32) for _ in range(3)]
+    calls = [0]
+
+    def fn(b):
+        out = ring[calls[0] % len(ring)][:len(b)]
+        calls[0] += 1
+        np.multiply(b[:, :1], 2, out=out)
+        return out
+
+    with open_raster(src, require_crs=False) as ds:
+        ref = reference(ds, lambda b: b[:, :1] * 2, 32, 8)
+        got = engine(tmp_path, ds, fn, 32, 8, threads=2, prefetch=2)
+    assert calls[0] > 6
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=0)
+
+
 def test_batches_recycled_once_blended(tmp_path):
     """run_tiled hands each batch's arrays back after blending: later batches reuse them
     (no fresh pages per batch), and the output is the reference's."""

@@ -18,8 +18,9 @@ else runs beside it:
 
 Results do not depend on ``threads``, ``prefetch`` or the panel split (to float32 rounding,
 < 1e-6 relative). The array ``fn`` returns is read by the blend thread after ``fn``
-returns: return a fresh array (or one you will not modify until the next call returns)
--- not a view into a buffer you overwrite for the next batch.
+returns: while ``fn`` runs, the engine may still hold the two results before it (one
+being blended, one queued). Return a fresh array, or reuse output buffers in turn from a
+ring of at least three -- never a buffer you overwrite for the next batch.
 
 Overlapping consecutive inputs: ``run_tiled(..., wait=False)`` returns a :class:`TiledRun`
 as soon as the last tile has been handed to the blend thread; the remaining rows are blended
