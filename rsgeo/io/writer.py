@@ -509,11 +509,11 @@ class BlendedWriter:
             for y0, y1, x0, x1, fresh in ((ta, min(tb, fy), 0, w, False),
                                           (max(ta, fy), tb, 0, fx, False),
                                           (max(ta, fy), tb, fx, w, True)):
-                rows = slice(y0 + r - k * ch, y1 + r - k * ch)
+                span = slice(y0 + r - k * ch, y1 + r - k * ch)  # rows of the chunk
                 for acc, u0, u1, at in ((chunk[0], x0, min(x1, ow - cs), cs),
                                         (chunk[2], max(x0, ow - cs), x1, cs - ow)):
                     if y1 > y0 and u1 > u0:
-                        _accumulate(acc[:, rows, at + u0:at + u1], pred[:, y0:y1, u0:u1],
+                        _accumulate(acc[:, span, at + u0:at + u1], pred[:, y0:y1, u0:u1],
                                     weight[y0:y1, u0:u1], (ones_y[0] - y0, ones_y[1] - y0),
                                     (ones_x[0] - u0, ones_x[1] - u0), assign=fresh,
                                     scratch=self._scratch)
