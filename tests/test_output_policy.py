@@ -54,6 +54,33 @@ def test_output_equal_to_or_inside_an_input_is_refused(tmp_path):
     assert src.read_bytes() == b"abc"
 
 
+def test_input_set_checks_many_outputs_with_one_resolution_each(tmp_path, monkeypatch):
+    """predict over a folder of thousands of tiles checks every output against every input:
+    an InputSet resolves each path once (the pairwise check resolved n x n), and refuses
+    what the pairwise check refused."""
+    import rsgeo.io.atomic as atomic
+
+    folder = tmp_path / "tiles"
+    (folder / "deep").mkdir(parents=True)
+    inputs = [folder / f"t{i}.tif" for i in range(200)] + [folder / "deep" / "b.tif"]
+    for p in inputs:
+        p.write_bytes(b"x")
+    calls = []
+    resolved = atomic._resolved
+    monkeypatch.setattr(atomic, "_resolved", lambda p: calls.append(p) or resolved(p))
+    guard = atomic.InputSet(inputs + [tmp_path / "models"])
+    for i in range(200):
+        check_output(tmp_path / "out" / f"t{i}_height.tif", False, inputs=guard)
+    assert len(calls) == 201 + 1 + 200
+    with pytest.raises(InputError, match="replace the input .*t7.tif"):
+        check_output(folder / "t7.tif", True, inputs=guard)
+    with pytest.raises(InputError, match="holds the input .*b.tif"):
+        atomic.refuse_inputs(folder / "deep", guard)
+    (tmp_path / "models").mkdir()
+    with pytest.raises(InputError, match="replace the input .*models"):
+        check_output(tmp_path / "models" / "x.tif", False, inputs=atomic.InputSet([tmp_path / "models"]))
+
+
 def test_parents_are_created_and_removed_on_failure(tmp_path):
     target = tmp_path / "a" / "b" / "out.txt"
     with pytest.raises(RuntimeError):

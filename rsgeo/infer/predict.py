@@ -45,7 +45,7 @@ from rsgeo.infer.session import Norm, OrtRunner, TorchRunner, pair_model
 from rsgeo.infer.stream import Job, Pipeline
 from rsgeo.infer.pairs import pair_nodata, stack_pair
 from rsgeo.infer.writers import OutputContext, height_stats, writer_for  # noqa: F401 (height_stats: re-exported)
-from rsgeo.io.atomic import check_output, make_parents
+from rsgeo.io.atomic import InputSet, check_output, make_parents
 from rsgeo.io.bands import open_image, parse_bands
 from rsgeo.io.heights import require_valid, sample, sample_plan
 from rsgeo.io.limits import check_pixels
@@ -501,9 +501,10 @@ def _load_ensemble(models: list, backend, device, precision):
 def _check_outputs(writer, outputs, overwrite: bool, inputs: tuple) -> None:
     """Every file the writer would write for ``outputs``: refused if it exists (without
     ``overwrite``) or is one of the inputs."""
+    guard = InputSet(inputs)
     for out in dict.fromkeys(outputs):
         for p in writer.outputs(out):
-            check_output(p, overwrite, inputs=inputs)
+            check_output(p, overwrite, inputs=guard)
 
 
 def _check_inputs(images, task: str, model_path) -> None:

@@ -37,21 +37,48 @@ def _resolved(p: str | os.PathLike) -> Path:
     return Path(os.path.abspath(os.path.realpath(p)))
 
 
-def refuse_inputs(out: str | os.PathLike, inputs: Iterable) -> None:
-    """InputError if ``out`` is one of ``inputs``, inside an input folder, or holds an input."""
-    o = _resolved(out)
-    for src in inputs or ():
-        if src is None or "://" in str(src):
-            continue
-        s = _resolved(src)
-        if o == s or (s.is_dir() and s in o.parents):
-            raise InputError(f"the output would replace the input {src}", out)
-        if o in s.parents:
-            raise InputError(f"the output folder holds the input {src}", out)
+class InputSet:
+    """The inputs of a run, resolved once: :meth:`refuse` checks an output against all of
+    them in time independent of their number (a folder of 5,000 tiles is checked in
+    milliseconds, not in minutes of pairwise path comparisons)."""
+
+    def __init__(self, inputs: Iterable = ()):
+        self.paths: dict[Path, object] = {}      # resolved input -> as given
+        self.folders: set[Path] = set()          # inputs that are folders
+        self.holders: dict[Path, object] = {}    # every folder above an input -> that input
+        for src in inputs or ():
+            if src is None or "://" in str(src):
+                continue
+            s = _resolved(src)
+            if s in self.paths:
+                continue
+            self.paths[s] = src
+            if s.is_dir():
+                self.folders.add(s)
+            for parent in s.parents:
+                self.holders.setdefault(parent, src)
+
+    def refuse(self, out: str | os.PathLike) -> None:
+        """InputError if ``out`` is one of the inputs, inside an input folder, or holds an
+        input."""
+        o = _resolved(out)
+        hit = o if o in self.paths else next((a for a in o.parents if a in self.folders), None)
+        if hit is not None:
+            raise InputError(f"the output would replace the input {self.paths[hit]}", out)
+        if o in self.holders:
+            raise InputError(f"the output folder holds the input {self.holders[o]}", out)
 
 
-def check_output(path: str | os.PathLike, overwrite: bool = False, *, inputs: Iterable = ()) -> Path:
-    """Refuse an existing ``path`` unless ``overwrite``, any folder, and any input path."""
+def refuse_inputs(out: str | os.PathLike, inputs: Iterable | InputSet) -> None:
+    """InputError if ``out`` is one of ``inputs``, inside an input folder, or holds an input
+    (``inputs``: paths, or an :class:`InputSet` made once for many outputs)."""
+    (inputs if isinstance(inputs, InputSet) else InputSet(inputs)).refuse(out)
+
+
+def check_output(path: str | os.PathLike, overwrite: bool = False, *,
+                 inputs: Iterable | InputSet = ()) -> Path:
+    """Refuse an existing ``path`` unless ``overwrite``, any folder, and any input path
+    (``inputs``: paths, or an :class:`InputSet` made once when checking many outputs)."""
     p = Path(path)
     refuse_inputs(p, inputs)
     if p.is_dir():
