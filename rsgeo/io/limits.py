@@ -15,15 +15,18 @@ separately (``GDAL_CACHEMAX``, see :mod:`rsgeo.io`).
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 from rsgeo.errors import InputError
 
 _override: int | None = None
 
 
+@lru_cache(maxsize=1)
 def physical_memory() -> int:
     """Physical memory in bytes (psutil when installed, else ``os.sysconf``; 8 GiB if
-    neither can tell)."""
+    neither can tell). Asked once per process: every raster opened checks the pixel budget,
+    and a missing psutil would otherwise be searched for on ``sys.path`` each time."""
     try:
         import psutil  # lazy: optional third-party
 
