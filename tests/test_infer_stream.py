@@ -192,6 +192,61 @@ def test_many_inputs_one_pipeline_equal_single_runs(tmp_path):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
+def test_files_share_one_set_of_decoding_threads(tmp_path, monkeypatch):
+    """A folder run decodes every file on the same reader threads (each new thread pays
+    GDAL's and PROJ's set-up, several ms: per file with many small tiles), with the same
+    outputs as one run per file."""
+    import threading
+
+    from rsgeo.io.reader import ParallelReader
+
+    seen = set()
+    plain = ParallelReader._read
+
+    def spy(self, *a):
+        seen.add(threading.current_thread())   # held: no thread object is reused
+        return plain(self, *a)
+
+    monkeypatch.setattr(ParallelReader, "_read", spy)
+    srcs = [rgb(tmp_path / f"s{k}.tif", 48, 40 + 8 * k, seed=k) for k in range(6)]
+    outs = [tmp_path / f"s{k}_h.tif" for k in range(6)]
+    predict_height_files(srcs, "m.ckpt", outs, runner=runner(), tile=32, overlap=8,
+                         batch_size=4, workers=2)
+    assert 1 <= len(seen) <= 2
+    for src, out in zip(srcs, outs):
+        predict_height_file(src, "m.ckpt", tmp_path / "one.tif", runner=runner(), tile=32,
+                            overlap=8, batch_size=4, overwrite=True)
+        np.testing.assert_array_equal(rasterio.open(out).read(1),
+                                      rasterio.open(tmp_path / "one.tif").read(1))
+
+
+def test_reader_on_a_shared_pool_closes_without_stopping_it(tmp_path):
+    """Closing a reader whose reads are still queued on a shared pool cancels them, waits
+    for the running one and closes its handles; the pool serves the next reader."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rsgeo.io.reader import ParallelReader
+
+    src = rgb(tmp_path / "a.tif", 64, 64)
+    pool = ThreadPoolExecutor(1)
+    try:
+        with rasterio.open(src) as ds:
+            pool.submit(time.sleep, 0.2)          # the one thread is busy: reads queue
+            out = np.zeros((3, 64, 64), np.uint8)
+            first = ParallelReader(ds, 1, pool=pool)
+            futs = first.read_into(out, 0, 64, 0, 64)
+            first.close()
+            assert all(f.cancelled() for f in futs) and not out.any()
+            second = ParallelReader(ds, 1, pool=pool)
+            futs = second.read_into(out, 0, 64, 0, 64)
+            [f.result(timeout=10) for f in futs]
+            second.close()
+            np.testing.assert_array_equal(out, ds.read())
+    finally:
+        pool.shutdown()
+
+
 def test_reader_batches_recycled_only_after_every_slice_is_blended(tmp_path, monkeypatch):
     """Reader batches go back to the pool (later batches reuse their arrays) once blended;
     a batch cut across two model batches (files sharing one) is kept until both are: a

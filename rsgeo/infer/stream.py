@@ -37,6 +37,7 @@ from typing import Callable, Iterable
 from rsgeo.infer.batching import auto_batch_size
 from rsgeo.infer.session import Norm, as_runner
 from rsgeo.io.pipeline import TiledRun, iter_batches
+from rsgeo.io.reader import default_threads
 from rsgeo.io.windows import TileGrid
 from rsgeo.io.writer import BlendedWriter, HEIGHT_NODATA
 
@@ -189,6 +190,7 @@ class Pipeline:
         self.on_tiles, self.on_job = on_tiles, on_job
         self._jobs: list[Job] = []
         self._readers: list[_Ahead] = []
+        self._read_pool: ThreadPoolExecutor | None = None  # decoding threads of every file
 
     def _ready(self, job: Job) -> None:
         if self.runner is None:
@@ -202,7 +204,8 @@ class Pipeline:
         bs = self.batch_size or 64
         reader = _Ahead(lambda: iter_batches(job.ds, job.tiles, bs, pad=job.pad,
                                              nodata=job.nodata, dtype=None,
-                                             threads=self.threads, panels=job.panels),
+                                             threads=self.threads, panels=job.panels,
+                                             pool=self._read_pool),
                         depth=self.depth + 1)
         self._readers.append(reader)
         return reader
@@ -257,6 +260,11 @@ class Pipeline:
         sinkq: queue.Queue = queue.Queue(maxsize=self.depth + 1)
         finisher = ThreadPoolExecutor(FINISHERS, thread_name_prefix="rsgeo-finish",
                                       initializer=gdal_env)
+        # one set of decoding threads for every file: a thread's GDAL and PROJ set-up is
+        # paid once per run, not once per file (many small tiles)
+        self._read_pool = ThreadPoolExecutor(self.threads or default_threads(),
+                                             thread_name_prefix="rsgeo-read",
+                                             initializer=gdal_env)
         state = {"error": None, "results": []}
         sink = threading.Thread(target=self._sink, args=(sinkq, finisher, state),
                                 name="rsgeo-sink", daemon=True)
@@ -297,6 +305,7 @@ class Pipeline:
                 chunks.stop()  # no new files after this
             for r in list(self._readers):
                 r.stop()
+            self._read_pool.shutdown(wait=True, cancel_futures=True)
             _put(sinkq, ("end", error), sink)
             sink.join()
             finisher.shutdown(wait=True)

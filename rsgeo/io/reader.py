@@ -21,6 +21,7 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -92,8 +93,12 @@ class ParallelReader:
 
     Use as a context manager (closes the pool and the handles). ``ds`` stays usable by the
     caller; it is only read for its path and parameters. ``pool``: an executor shared with
-    other readers (its threads open a handle of this reader's dataset each; the caller shuts
-    it down before :meth:`close`), else the reader starts its own ``threads`` threads.
+    other readers, possibly for many files in turn (its threads open a handle of this
+    reader's dataset each; :meth:`close` cancels this reader's queued reads, waits for its
+    running ones and closes its handles, leaving the pool running), else the reader starts
+    its own ``threads`` threads. A long-lived pool also keeps what each new thread costs
+    once per thread: GDAL's and PROJ's per-thread set-up (PROJ opens its database and
+    builds temporary tables for the first CRS a thread reads, several ms).
     """
 
     def __init__(self, ds, threads: int | None = None, pool: ThreadPoolExecutor | None = None,
@@ -108,6 +113,7 @@ class ParallelReader:
         self._lock = threading.Lock()
         self._own_pool = pool is None
         self._pool = pool or ThreadPoolExecutor(self.threads, thread_name_prefix="rsgeo-read")
+        self._futures: list[Future] = []  # this reader's reads on a shared pool
 
     def _handle(self):
         h = getattr(self._local, "ds", None)
@@ -155,11 +161,18 @@ class ParallelReader:
         for a, b in self.pieces(c0, c1):
             futs.append(self._pool.submit(self._read, out[:, :, a - c0:b - c0], idx,
                                           r0, r1, a, b))
+        if not self._own_pool:
+            self._futures = [f for f in self._futures if not f.done()] + futs
         return futs
 
     def close(self) -> None:
         if self._own_pool:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        else:  # nothing of ours may run on a handle once it is closed: queued reads are
+            # cancelled (never to run), running ones waited for (a cancelled future is
+            # never "done" for futures.wait until a worker skips it: not waited on)
+            futures_wait([f for f in self._futures if not f.cancel()])
+            self._futures = []
         with self._lock:
             for h in reversed(self._handles):
                 try:
