@@ -5,8 +5,9 @@ Measured side by side in one run:
 1. Throughput: a SIZE² uint8 RGB GeoTIFF through ``predict_height_files`` (the model
    loaded and warmed up once, in a child process) versus the bare model in the same
    process: the same runner fed the same uint8 tiles from memory (same batches, copy in,
-   normalisation and copy out included, no reading, blending or writing).
-   Goal: end-to-end / bare >= 0.90.
+   normalisation and copy out included, no reading, blending or writing), ``--repeat``
+   alternating pairs (the bare model's own speed drifts by several % on a shared machine):
+   the median ratio and its range. Goal: end-to-end / bare >= 0.90.
 2. Whole-command wall time of ``rsgeo predict-height`` (imports, CUDA start, model load,
    reading, writing) for the SIZE² image, for a folder of ``--folder`` small tiles in one
    process, and for a 256² image with a small ONNX model on CPU (goal <= 2 s).
@@ -133,22 +134,29 @@ def child(args) -> None:
 
     model, image, out = Path(args.model), Path(args.image), Path(args.out)
     runner, meta, config = load_model(model, args.backend, args.device, args.precision)
-    res = {}
+    res, pairs = {}, []
+    for _ in range(args.repeat if args.mode == "ratio" else 1):
+        bare = bare_mpx(runner, meta, image, args.batch_size) if args.mode == "ratio" else None
+        t0 = time.perf_counter()
+        r = predict_height_files([image], model, [out], runner=(runner, meta, config),
+                                 batch_size=args.batch_size, overwrite=True)
+        dt = time.perf_counter() - t0
+        pairs.append((bare, r["total"]["mpx"] / dt, dt))
+    # alternating pairs: the bare model's own speed drifts by several % on a shared machine
+    k = int(np.argsort([e / b if b else e for b, e, _ in pairs])[len(pairs) // 2])
+    bare, e2e, dt = pairs[k]  # the pair with the median ratio
+    res.update(seconds=dt, mpx=r["total"]["mpx"], device=r["files"][0]["device"],
+               peak_rss_mb=peak_rss_mb(), e2e_mpx_per_s=e2e)
     if args.mode == "ratio":
-        res["bare_mpx_per_s"] = bare_mpx(runner, meta, image, args.batch_size)
-    t0 = time.perf_counter()
-    r = predict_height_files([image], model, [out], runner=(runner, meta, config),
-                             batch_size=args.batch_size, overwrite=True)
-    res.update(seconds=time.perf_counter() - t0, mpx=r["total"]["mpx"],
-               device=r["files"][0]["device"], peak_rss_mb=peak_rss_mb())
-    res["e2e_mpx_per_s"] = res["mpx"] / res["seconds"]
+        res.update(bare_mpx_per_s=bare, ratios=[e / b for b, e, _ in pairs])
     print(json.dumps(res))
 
 
 def run_child(args, mode: str, model: Path, image: Path, out: Path) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--model", str(model), "--image",
            str(image), "--out", str(out), "--device", args.device, "--backend", args.backend,
-           "--precision", args.precision, "--batch-size", str(args.batch_size)]
+           "--precision", args.precision, "--batch-size", str(args.batch_size),
+           "--repeat", str(args.repeat)]
     p = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     if p.returncode:
         sys.exit(f"child failed:\n{p.stderr[-3000:]}")
@@ -193,6 +201,8 @@ def main() -> None:
     ap.add_argument("--folder-size", type=int, default=1024)
     ap.add_argument("--rss-sizes", type=int, nargs=2, default=None)
     ap.add_argument("--skip-bf16", action="store_true", help="CPU: skip torch fp32 vs bf16")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="alternating bare-model / end-to-end pairs (median ratio printed)")
     ap.add_argument("--child", choices=["ratio", "rss"], help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--image", help=argparse.SUPPRESS)
@@ -222,9 +232,11 @@ def main() -> None:
         r = run_child(args, "ratio", model, img, d / "h.tif")
         what = (f"{args.size}² uint8 RGB, {args.backbone} + DPT, tile {args.tile}, batch "
                 f"{args.batch_size}, {args.backend} {args.precision} on {r['device']}")
+        q = r["ratios"]
         print(f"{what}: end-to-end {r['e2e_mpx_per_s']:.2f} Mpx/s ({r['seconds']:.2f} s), "
               f"bare model {r['bare_mpx_per_s']:.2f} Mpx/s, ratio "
-              f"{r['e2e_mpx_per_s'] / r['bare_mpx_per_s']:.2f} (goal >= 0.90)  [{load()}]")
+              f"{r['e2e_mpx_per_s'] / r['bare_mpx_per_s']:.2f} (median of {len(q)} alternating "
+              f"pairs, {min(q):.2f}-{max(q):.2f}; goal >= 0.90)  [{load()}]")
         common = ["-m", model, "--device", args.device, "--backend", args.backend,
                   "--precision", args.precision, "--batch-size", args.batch_size,
                   "--overwrite"]
