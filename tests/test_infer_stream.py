@@ -220,6 +220,58 @@ def test_files_share_one_set_of_decoding_threads(tmp_path, monkeypatch):
                                       rasterio.open(tmp_path / "one.tif").read(1))
 
 
+def test_one_file_runs_in_a_loop_reuse_the_decoding_threads(tmp_path, monkeypatch):
+    """A loop of one-file calls (a notebook's ``for f in files: predict_height_file(...)``)
+    decodes on the same threads each call: their GDAL and PROJ set-up is paid once per
+    process; each call's reads are done when it returns."""
+    import threading
+
+    from rsgeo.io.reader import ParallelReader
+
+    seen: list[set] = []
+    plain = ParallelReader._read
+
+    def spy(self, *a):
+        seen[-1].add(threading.current_thread())
+        return plain(self, *a)
+
+    monkeypatch.setattr(ParallelReader, "_read", spy)
+    for k in range(3):
+        seen.append(set())
+        src = rgb(tmp_path / f"s{k}.tif", 40, 48, seed=k)
+        predict_height_file(src, "m.ckpt", tmp_path / f"h{k}.tif", runner=runner(), tile=32,
+                            overlap=8, batch_size=4, workers=2)
+        assert rasterio.open(tmp_path / f"h{k}.tif").read(1).shape == (40, 48)
+    assert seen[0] and seen[1] <= seen[0] and seen[2] <= seen[0]
+
+
+def _predict_in_child(src, dst) -> None:
+    predict_height_file(src, "m.ckpt", dst, runner=runner(), tile=32, overlap=8, batch_size=4,
+                        workers=2)
+
+
+def test_a_forked_child_starts_its_own_decoding_threads(tmp_path):
+    """The kept decoding threads do not survive ``fork``: a child predicts on new ones (a
+    child that inherited the parent's pool would wait forever on threads it does not have)."""
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    src = rgb(tmp_path / "a.tif", 40, 48)
+    predict_height_file(src, "m.ckpt", tmp_path / "parent.tif", runner=runner(), tile=32,
+                        overlap=8, batch_size=4, workers=2)   # the parent's threads exist
+    child = mp.get_context("fork").Process(target=_predict_in_child,
+                                           args=(src, tmp_path / "child.tif"))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung on its parent's decoding threads")
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(rasterio.open(tmp_path / "child.tif").read(1),
+                                  rasterio.open(tmp_path / "parent.tif").read(1))
+
+
 def test_reader_on_a_shared_pool_closes_without_stopping_it(tmp_path):
     """Closing a reader whose reads are still queued on a shared pool cancels them, waits
     for the running one and closes its handles; the pool serves the next reader."""

@@ -27,6 +27,7 @@ files already finished stay, and the first error is raised.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -260,11 +261,9 @@ class Pipeline:
         sinkq: queue.Queue = queue.Queue(maxsize=self.depth + 1)
         finisher = ThreadPoolExecutor(FINISHERS, thread_name_prefix="rsgeo-finish",
                                       initializer=gdal_env)
-        # one set of decoding threads for every file: a thread's GDAL and PROJ set-up is
-        # paid once per run, not once per file (many small tiles)
-        self._read_pool = ThreadPoolExecutor(self.threads or default_threads(),
-                                             thread_name_prefix="rsgeo-read",
-                                             initializer=gdal_env)
+        # one set of decoding threads for every file and every run of this process: a
+        # thread's GDAL and PROJ set-up is paid once, not once per file or per call
+        self._read_pool = read_pool(self.threads or default_threads())
         state = {"error": None, "results": []}
         sink = threading.Thread(target=self._sink, args=(sinkq, finisher, state),
                                 name="rsgeo-sink", daemon=True)
@@ -304,8 +303,7 @@ class Pipeline:
             if chunks is not None:
                 chunks.stop()  # no new files after this
             for r in list(self._readers):
-                r.stop()
-            self._read_pool.shutdown(wait=True, cancel_futures=True)
+                r.stop()  # closes its reader: queued reads cancelled, running ones waited for
             _put(sinkq, ("end", error), sink)
             sink.join()
             finisher.shutdown(wait=True)
@@ -382,6 +380,38 @@ class Pipeline:
         for job in self._jobs:  # unfinished: stop their blending
             if job.run is not None and done.get(job.index, 0) < len(job.tiles):
                 job.run.abort()
+
+
+_READ_POOLS: dict[int, ThreadPoolExecutor] = {}
+_READ_POOLS_LOCK = threading.Lock()
+
+
+def read_pool(threads: int) -> ThreadPoolExecutor:
+    """This process's ``threads`` decoding threads, started once and kept for later runs.
+
+    Every new thread pays GDAL's and PROJ's set-up on the first georeferenced file it opens
+    (PROJ opens its database: 15-20 ms of CPU on 2 cores), so a loop of one-file runs
+    (``predict_height_file`` per file) pays it once per process, not once per call. A run
+    leaves nothing on them: its readers cancel their queued reads and wait for their
+    running ones as they close. A forked child starts afresh.
+    """
+    with _READ_POOLS_LOCK:
+        pool = _READ_POOLS.get(threads)
+        if pool is None:
+            pool = _READ_POOLS[threads] = ThreadPoolExecutor(
+                threads, thread_name_prefix="rsgeo-read", initializer=gdal_env)
+        return pool
+
+
+def _forget_read_pools() -> None:
+    """After ``fork``: the parent's threads do not exist in the child."""
+    global _READ_POOLS_LOCK
+    _READ_POOLS.clear()
+    _READ_POOLS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_read_pools)
 
 
 def gdal_env() -> None:
