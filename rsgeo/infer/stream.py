@@ -211,33 +211,33 @@ class Pipeline:
         self._readers.append(reader)
         return reader
 
-    def _chunks(self, preparers: Iterable[Callable[[], Job]]):
-        """``(job, windows, data, valid, hold)`` in order; the next file is read while this one
-        is consumed; a failed preparation yields a :class:`_Failed` after earlier files."""
-        pending = iter(enumerate(preparers))
+    def _prepare_next(self, pending) -> tuple | _Failed | None:
+        """Prepare the next ``(index, preparer)`` of ``pending`` and start its reads: ``(job,
+        reader)``, a :class:`_Failed` (raised in order, after earlier files) or None."""
+        nxt = next(pending, None)
+        if nxt is None:
+            return None
+        i, prepare = nxt
+        try:
+            job = prepare()
+        except BaseException as e:
+            return _Failed(e)
+        job.index = i
+        self._jobs.append(job)
+        if self.on_job:
+            self.on_job(job)
+        return job, self._start(job)
 
-        def prepare_next():
-            nxt = next(pending, None)
-            if nxt is None:
-                return None
-            i, prepare = nxt
-            try:
-                job = prepare()
-            except BaseException as e:  # raised in order, after earlier files are done
-                return _Failed(e)
-            job.index = i
-            self._jobs.append(job)
-            if self.on_job:
-                self.on_job(job)
-            return job, self._start(job)
-
-        cur = prepare_next()
+    def _chunks(self, cur, pending):
+        """``(job, windows, data, valid, hold)`` in order from ``cur`` (the first prepared
+        file) on; the next file is read while this one is consumed; a failed preparation
+        yields a :class:`_Failed` after earlier files."""
         while cur is not None:
             if isinstance(cur, _Failed):
                 yield cur, None, None, None, None
                 return
             job, reader = cur
-            nxt = prepare_next()  # its reads overlap this file's
+            nxt = self._prepare_next(pending)  # its reads overlap this file's
             try:
                 for b in reader:
                     # maps skip the mask of tiles known valid (tile tables use it as is)
@@ -273,7 +273,11 @@ class Pipeline:
         try:
             parts: list = []
             n = 0
-            chunks = _Ahead(lambda: self._chunks(preparers), depth=self.depth)
+            # the first file is opened in this thread, whose GDAL and PROJ are set up (a
+            # new thread's first CRS costs 15-20 ms: on the path of every one-file call)
+            pending = iter(enumerate(preparers))
+            first = self._prepare_next(pending)
+            chunks = _Ahead(lambda: self._chunks(first, pending), depth=self.depth)
             for job, wins, data, valid, hold in chunks:
                 if isinstance(job, _Failed):  # earlier files are complete: finish them first
                     if parts:
