@@ -27,7 +27,6 @@ files already finished stay, and the first error is raised.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,7 +37,7 @@ from typing import Callable, Iterable
 from rsgeo.infer.batching import auto_batch_size
 from rsgeo.infer.session import Norm, as_runner
 from rsgeo.io.pipeline import TiledRun, iter_batches
-from rsgeo.io.reader import default_threads
+from rsgeo.io.reader import default_threads, gdal_env, read_pool
 from rsgeo.io.windows import TileGrid
 from rsgeo.io.writer import BlendedWriter, HEIGHT_NODATA
 
@@ -384,53 +383,6 @@ class Pipeline:
         for job in self._jobs:  # unfinished: stop their blending
             if job.run is not None and done.get(job.index, 0) < len(job.tiles):
                 job.run.abort()
-
-
-_READ_POOLS: dict[int, ThreadPoolExecutor] = {}
-_READ_POOLS_LOCK = threading.Lock()
-
-
-def read_pool(threads: int) -> ThreadPoolExecutor:
-    """This process's ``threads`` decoding threads, started once and kept for later runs.
-
-    Every new thread pays GDAL's and PROJ's set-up on the first georeferenced file it opens
-    (PROJ opens its database: 15-20 ms of CPU on 2 cores), so a loop of one-file runs
-    (``predict_height_file`` per file) pays it once per process, not once per call. A run
-    leaves nothing on them: its readers cancel their queued reads and wait for their
-    running ones as they close. A forked child starts afresh.
-    """
-    with _READ_POOLS_LOCK:
-        pool = _READ_POOLS.get(threads)
-        if pool is None:
-            pool = _READ_POOLS[threads] = ThreadPoolExecutor(
-                threads, thread_name_prefix="rsgeo-read", initializer=gdal_env)
-        return pool
-
-
-def _forget_read_pools() -> None:
-    """After ``fork``: the parent's threads do not exist in the child."""
-    global _READ_POOLS_LOCK
-    _READ_POOLS.clear()
-    _READ_POOLS_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_read_pools)
-
-
-def gdal_env() -> None:
-    """Enter a rasterio ``Env`` for the rest of this thread's life.
-
-    A rasterio dataset entered as a context manager in a thread without an ``Env`` makes
-    one and ends it when it exits, which fails in any other thread ("No GDAL environment
-    exists"). Here one stage opens a file and another closes it, so every stage's thread
-    holds an ``Env`` and datasets never make their own.
-    """
-    import rasterio
-    from rasterio.env import local
-
-    if local._env is None:
-        rasterio.Env().__enter__()
 
 
 def _complete(job: Job) -> dict:

@@ -200,6 +200,54 @@ def wait_all(futs: Sequence[Future]) -> None:
         raise err
 
 
+_READ_POOLS: dict[int, ThreadPoolExecutor] = {}
+_READ_POOLS_LOCK = threading.Lock()
+
+
+def read_pool(threads: int) -> ThreadPoolExecutor:
+    """This process's ``threads`` decoding threads, started once and kept for later runs.
+
+    Every new thread pays GDAL's and PROJ's set-up on the first georeferenced file it opens
+    (PROJ opens its database: 15-20 ms of CPU on 2 cores), so a loop of one-file runs
+    (``predict_height_file`` per file, evaluate over a folder of pairs) pays it once per
+    process, not once per call. A run leaves nothing on them: its readers
+    (:class:`ParallelReader` on this pool) cancel their queued reads and wait for their
+    running ones as they close. A forked child starts afresh.
+    """
+    with _READ_POOLS_LOCK:
+        pool = _READ_POOLS.get(threads)
+        if pool is None:
+            pool = _READ_POOLS[threads] = ThreadPoolExecutor(
+                threads, thread_name_prefix="rsgeo-read", initializer=gdal_env)
+        return pool
+
+
+def _forget_read_pools() -> None:
+    """After ``fork``: the parent's threads do not exist in the child."""
+    global _READ_POOLS_LOCK
+    _READ_POOLS.clear()
+    _READ_POOLS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_read_pools)
+
+
+def gdal_env() -> None:
+    """Enter a rasterio ``Env`` for the rest of this thread's life.
+
+    A rasterio dataset entered as a context manager in a thread without an ``Env`` makes
+    one and ends it when it exits, which fails in any other thread ("No GDAL environment
+    exists"). Here one stage opens a file and another closes it, so every stage's thread
+    holds an ``Env`` and datasets never make their own.
+    """
+    import rasterio
+    from rasterio.env import local
+
+    if local._env is None:
+        rasterio.Env().__enter__()
+
+
 def read_strips(datasets: Sequence, rows: int, *, threads: int | None = None,
                 ahead: int = 2, bands: Sequence[int] | None = None,
                 pool: ArrayPool | None = None
@@ -222,7 +270,7 @@ def read_strips(datasets: Sequence, rows: int, *, threads: int | None = None,
     bands = list(bands) if bands is not None else [1] * len(datasets)
     wins = [Window(0, r, w, min(rows, h - r)) for r in range(0, h, rows)]
     threads = threads or default_threads()
-    shared = ThreadPoolExecutor(threads, thread_name_prefix="rsgeo-read")
+    shared = read_pool(threads)
     split = -(-threads // (len(datasets) * max(1, ahead)))  # pieces per strip
     readers = [ParallelReader(ds, threads, pool=shared, split=split) for ds in datasets]
     pending: deque = deque()
@@ -250,8 +298,7 @@ def read_strips(datasets: Sequence, rows: int, *, threads: int | None = None,
                 nxt += 1
             yield win, arrs
     finally:
-        shared.shutdown(wait=True, cancel_futures=True)
-        for rd in readers:
+        for rd in readers:  # queued reads cancelled, running ones waited for
             rd.close()
 
 
