@@ -253,6 +253,31 @@ def test_read_strips_share_one_pool(tmp_path, monkeypatch, threads, cuts):
     assert len({t for *_, t in calls}) <= threads
 
 
+def test_read_strips_calls_decode_on_the_same_threads(tmp_path, monkeypatch):
+    """Successive sweeps (evaluate over a folder of pairs) decode on the process's kept
+    threads, not new ones each (a new thread's first georeferenced open sets up GDAL and
+    PROJ, 15-20 ms); a sweep abandoned half way leaves none of its reads running."""
+    import threading
+
+    a = np.arange(48 * 64, dtype=np.float32).reshape(48, 64)
+    src = write_tiled(tmp_path / "a.tif", a)
+    seen, orig = set(), ParallelReader._read
+
+    def spy(self, *args):
+        seen.add(threading.current_thread())   # held: no thread object is reused
+        return orig(self, *args)
+
+    monkeypatch.setattr(ParallelReader, "_read", spy)
+    with rasterio.open(src) as ds:
+        for _ in range(4):
+            got = list(read_strips([ds], 16, threads=2))
+            np.testing.assert_array_equal(np.concatenate([x for _, (x,) in got]), a)
+        sweep = read_strips([ds], 8, threads=2, ahead=3)
+        next(sweep)
+        sweep.close()    # closes its reader: queued reads cancelled, running ones waited for
+    assert len(seen) <= 2    # new threads per sweep: 5 sweeps, 5 or more
+
+
 def test_read_strips_pool_reuses_buffers(tmp_path):
     """With a pool, strips come from it and go back to it; the values are unchanged."""
     from rsgeo.io.buffers import ArrayPool
