@@ -37,7 +37,7 @@ from typing import Callable, Iterable
 from rsgeo.infer.batching import auto_batch_size
 from rsgeo.infer.session import Norm, as_runner
 from rsgeo.io.pipeline import TiledRun, iter_batches
-from rsgeo.io.reader import default_threads, gdal_env, read_pool
+from rsgeo.io.reader import gdal_env
 from rsgeo.io.windows import TileGrid
 from rsgeo.io.writer import BlendedWriter, HEIGHT_NODATA
 
@@ -190,7 +190,6 @@ class Pipeline:
         self.on_tiles, self.on_job = on_tiles, on_job
         self._jobs: list[Job] = []
         self._readers: list[_Ahead] = []
-        self._read_pool: ThreadPoolExecutor | None = None  # decoding threads of every file
 
     def _ready(self, job: Job) -> None:
         if self.runner is None:
@@ -204,8 +203,7 @@ class Pipeline:
         bs = self.batch_size or 64
         reader = _Ahead(lambda: iter_batches(job.ds, job.tiles, bs, pad=job.pad,
                                              nodata=job.nodata, dtype=None,
-                                             threads=self.threads, panels=job.panels,
-                                             pool=self._read_pool),
+                                             threads=self.threads, panels=job.panels),
                         depth=self.depth + 1)
         self._readers.append(reader)
         return reader
@@ -260,9 +258,6 @@ class Pipeline:
         sinkq: queue.Queue = queue.Queue(maxsize=self.depth + 1)
         finisher = ThreadPoolExecutor(FINISHERS, thread_name_prefix="rsgeo-finish",
                                       initializer=gdal_env)
-        # one set of decoding threads for every file and every run of this process: a
-        # thread's GDAL and PROJ set-up is paid once, not once per file or per call
-        self._read_pool = read_pool(self.threads or default_threads())
         state = {"error": None, "results": []}
         sink = threading.Thread(target=self._sink, args=(sinkq, finisher, state),
                                 name="rsgeo-sink", daemon=True)

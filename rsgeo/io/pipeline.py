@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -105,10 +104,8 @@ class TileReader:
     """
 
     def __init__(self, ds, tiles: TileGrid, panels: list[Panel], *, pad="reflect", nodata=None,
-                 indexes=None, dtype="float32", threads: int | None = None,
-                 pool: ThreadPoolExecutor | None = None):
+                 indexes=None, dtype="float32", threads: int | None = None):
         self.ds, self.tiles, self.panels = ds, tiles, panels
-        self.read_pool = pool  # shared decoding threads (many files), else the reader's own
         self.pad = pad
         self.nodata = ds.nodata if nodata is None else nodata
         self.indexes = indexes
@@ -143,7 +140,7 @@ class TileReader:
         # whole strips while enough are in flight to keep every thread busy (less CPU than
         # column pieces); pieces only when threads outnumber the strips ahead
         split = -(-self.threads // self.ahead)
-        with ParallelReader(self.ds, self.threads, pool=self.read_pool, split=split) as reader:
+        with ParallelReader(self.ds, self.threads, split=split) as reader:
             held: dict[int, tuple] = {}
             submitted = 0
 
@@ -224,17 +221,16 @@ class TileReader:
 def iter_batches(ds, tiles: TileGrid, batch_size: int, *, pad: str = "reflect",
                  nodata: float | None = None, indexes=None, dtype="float32",
                  prefetch: bool = True, threads: int | None = None,
-                 panels: list[Panel] | None = None,
-                 pool: ThreadPoolExecutor | None = None) -> Iterator[Batch]:
+                 panels: list[Panel] | None = None) -> Iterator[Batch]:
     """Yield batches of padded tile reads (row-major unless ``panels`` are given).
 
     With ``prefetch`` the batches are assembled in a background thread, up to two ahead.
-    ``pool``: decoding threads shared with other files (see
-    :class:`~rsgeo.io.reader.ParallelReader`), else ``threads`` of its own.
+    Decoding runs on the process's kept ``threads`` threads (see
+    :class:`~rsgeo.io.reader.ParallelReader`), shared with other files.
     """
     reader = TileReader(ds, tiles, panels or plan_panels(tiles, tiles.width, None), pad=pad,
                         nodata=nodata, indexes=indexes, dtype=dtype,
-                        threads=threads if prefetch else (threads or 1), pool=pool)
+                        threads=threads if prefetch else (threads or 1))
     if not prefetch:
         yield from reader.batches(batch_size)
         return

@@ -91,14 +91,12 @@ def _reopen(ds):
 class ParallelReader:
     """Decode windows of ``ds`` on ``threads`` threads, each with its own handle.
 
-    Use as a context manager (closes the pool and the handles). ``ds`` stays usable by the
-    caller; it is only read for its path and parameters. ``pool``: an executor shared with
-    other readers, possibly for many files in turn (its threads open a handle of this
-    reader's dataset each; :meth:`close` cancels this reader's queued reads, waits for its
-    running ones and closes its handles, leaving the pool running), else the reader starts
-    its own ``threads`` threads. A long-lived pool also keeps what each new thread costs
-    once per thread: GDAL's and PROJ's per-thread set-up (PROJ opens its database and
-    builds temporary tables for the first CRS a thread reads, several ms).
+    Use as a context manager (closes the handles). ``ds`` stays usable by the caller; it is
+    only read for its path and parameters. ``pool``: the executor whose threads decode
+    (each opens a handle of this reader's dataset), by default this process's kept
+    ``threads`` threads (:func:`read_pool`), shared with other readers and later files;
+    :meth:`close` cancels this reader's queued reads, waits for its running ones and closes
+    its handles, leaving the pool running.
     """
 
     def __init__(self, ds, threads: int | None = None, pool: ThreadPoolExecutor | None = None,
@@ -111,9 +109,8 @@ class ParallelReader:
         self._local = threading.local()
         self._handles: list = []
         self._lock = threading.Lock()
-        self._own_pool = pool is None
-        self._pool = pool or ThreadPoolExecutor(self.threads, thread_name_prefix="rsgeo-read")
-        self._futures: list[Future] = []  # this reader's reads on a shared pool
+        self._pool = pool or read_pool(self.threads)
+        self._futures: list[Future] = []  # this reader's reads not yet done
 
     def _handle(self):
         h = getattr(self._local, "ds", None)
@@ -161,18 +158,15 @@ class ParallelReader:
         for a, b in self.pieces(c0, c1):
             futs.append(self._pool.submit(self._read, out[:, :, a - c0:b - c0], idx,
                                           r0, r1, a, b))
-        if not self._own_pool:
-            self._futures = [f for f in self._futures if not f.done()] + futs
+        self._futures = [f for f in self._futures if not f.done()] + futs
         return futs
 
     def close(self) -> None:
-        if self._own_pool:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        else:  # nothing of ours may run on a handle once it is closed: queued reads are
-            # cancelled (never to run), running ones waited for (a cancelled future is
-            # never "done" for futures.wait until a worker skips it: not waited on)
-            futures_wait([f for f in self._futures if not f.cancel()])
-            self._futures = []
+        # nothing of ours may run on a handle once it is closed: queued reads are cancelled
+        # (never to run), running ones waited for (a cancelled future is never "done" for
+        # futures.wait until a worker skips it: not waited on)
+        futures_wait([f for f in self._futures if not f.cancel()])
+        self._futures = []
         with self._lock:
             for h in reversed(self._handles):
                 try:
@@ -270,9 +264,8 @@ def read_strips(datasets: Sequence, rows: int, *, threads: int | None = None,
     bands = list(bands) if bands is not None else [1] * len(datasets)
     wins = [Window(0, r, w, min(rows, h - r)) for r in range(0, h, rows)]
     threads = threads or default_threads()
-    shared = read_pool(threads)
     split = -(-threads // (len(datasets) * max(1, ahead)))  # pieces per strip
-    readers = [ParallelReader(ds, threads, pool=shared, split=split) for ds in datasets]
+    readers = [ParallelReader(ds, threads, split=split) for ds in datasets]  # one pool
     pending: deque = deque()
 
     def submit(win: Window):
