@@ -53,6 +53,34 @@ def test_help_does_not_import_heavy_libraries():
     assert "HEAVY []" in out.stdout, out.stdout[-300:]
 
 
+def test_commands_without_a_model_never_import_torch(tmp_path):
+    """torch (with timm and torchvision) takes 4-7 s to import on 2 cores: synth, prepare
+    (HOG scores in numpy, --preview), evaluate, damage-map, footprints and building-heights
+    run without it, all in one process here, so none of them may load it."""
+    code = f"""
+import sys
+from pathlib import Path
+from rsgeo.cli.app import main
+t = Path({str(tmp_path)!r})
+c = lambda k: str(t / "city" / f"city_000_{{k}}")
+for args in (["synth", "-o", str(t / "city"), "--size", "256", "--preview"],
+             ["prepare", str(t / "city"), "-o", str(t / "chips"), "--size", "64",
+              "--preview", str(t / "chips.png")],
+             ["evaluate", c("post_ndsm.tif"), c("pre_ndsm.tif")],
+             ["damage-map", c("pre_ndsm.tif"), c("post_ndsm.tif"), "-o", str(t / "d.tif")],
+             ["footprints", c("landcover.tif"), "--class", "8", "-o", str(t / "b.gpkg")],
+             ["building-heights", c("pre_ndsm.tif"), "--buildings", c("footprints.gpkg"),
+              "--prefix", "m_", "-o", str(t / "h.gpkg")]):
+    assert main(args) == 0, args
+print("TORCH", [m for m in ("torch", "timm", "torchvision") if m in sys.modules])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "TORCH []" in out.stdout, out.stdout[-300:]
+    assert (tmp_path / "chips.png").stat().st_size > 1000 and (tmp_path / "h.gpkg").is_file()
+
+
 def test_errors_are_one_line_with_exit_codes(cli, monkeypatch):
 
     from rsgeo.cli import app as app_module

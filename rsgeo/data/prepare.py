@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from rsgeo.data.dedup import HashIndex, dhash
-from rsgeo.data.hog import hog_energy
+from rsgeo.data.hog import hog_energy_numpy
 from rsgeo.data.preview import save_mosaic
 from rsgeo.data.shards import ShardWriter
 from rsgeo.data.sources import SceneInput, check_source_name
@@ -418,13 +418,13 @@ def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> 
             "hash": dhash(base), "base": base}
 
 
-HOG_PIXELS = 1 << 16  # chip pixels per HOG call: its histograms take 108 bytes a pixel
+HOG_PIXELS = 1 << 16  # chip pixels per HOG call: its arrays take about 150 bytes a pixel
 
 
 def _add_hog(chips: list[dict]) -> list[dict]:
     """Each chip's HOG energy per patch (``arrays["hog"]``, from its ``base`` image), computed
-    for up to :data:`HOG_PIXELS` pixels of chips at once: one chip at a time, torch's
-    per-call overhead cost 8 ms a 64 px chip, a third of ``prepare``'s time."""
+    for up to :data:`HOG_PIXELS` pixels of chips at once: one chip at a time, the per-call
+    overhead cost 8 ms a 64 px chip, a third of ``prepare``'s time."""
     read = [c for c in chips if "base" in c]  # not the placeholders of too-small scenes
     if not read:
         return chips
@@ -432,7 +432,7 @@ def _add_hog(chips: list[dict]) -> list[dict]:
     step = max(1, HOG_PIXELS // (h * w))
     for i in range(0, len(read), step):
         part = read[i:i + step]
-        energy = hog_energy(np.stack([c.pop("base") for c in part])).numpy()
+        energy = hog_energy_numpy(np.stack([c.pop("base") for c in part]))
         for c, e in zip(part, energy):
             c["arrays"]["hog"] = e
     return chips

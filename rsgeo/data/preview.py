@@ -7,9 +7,27 @@ from pathlib import Path
 
 import numpy as np
 
-from rsgeo.data.dataset import ChipDataset
 from rsgeo.io.atomic import atomic_path
 from rsgeo.viz import colorize_heights
+
+
+def kept_chips(root: Path, modalities: tuple[str, ...]) -> list[tuple[str, int]]:
+    """``(source, shard row)`` of every kept chip whose source holds all ``modalities``, in
+    manifest order (the chips of ``ChipDataset(root, split=None)``, read without torch)."""
+    import pandas as pd
+
+    m = pd.read_parquet(root / "manifest.parquet", columns=["source", "index", "status"])
+    m = m[m["status"] == "kept"]
+    names = m["source"].astype(str)
+    full = {s for s in set(names)
+            if all((root / "shards" / s / f"{x}.npy").is_file() for x in modalities)}
+    keep = names.isin(full).to_numpy()
+    return list(zip(names[keep], m["index"].to_numpy(dtype=np.int64)[keep].tolist()))
+
+
+def _chip(root: Path, source: str, modality: str, row: int) -> np.ndarray:
+    """One stored chip (``[C, H, W]``, its stored dtype) from its memory-mapped shard."""
+    return np.array(np.load(root / "shards" / source / f"{modality}.npy", mmap_mode="r")[row])
 
 
 def save_mosaic(root: Path, path: Path, n: int = 8, seed: int = 0, overwrite: bool = False) -> Path:
@@ -17,15 +35,14 @@ def save_mosaic(root: Path, path: Path, n: int = 8, seed: int = 0, overwrite: bo
 
     mods = json.loads((root / "dataset.json").read_text())["modalities"]
     height = "ndsm" if "ndsm" in mods else ("dsm" if "dsm" in mods else None)
-    ds = ChipDataset(root, split=None, modalities=("rgb",) + ((height,) if height else ()),
-                     normalize=False)
-    pick = np.random.default_rng(seed).permutation(len(ds))[:n]
+    chips = kept_chips(root, ("rgb",) + ((height,) if height else ()))
+    pick = np.random.default_rng(seed).permutation(len(chips))[:n]
     cols = []
     for i in pick:
-        s = ds[int(i)]
-        rgb = s["rgb"].numpy().astype(np.uint8).transpose(1, 2, 0)
+        source, row = chips[int(i)]
+        rgb = _chip(root, source, "rgb", row).astype(np.uint8).transpose(1, 2, 0)
         if height:
-            h = s[height].numpy()[0]
+            h = _chip(root, source, height, row)[0].astype(np.float32)
             rgb = np.concatenate([rgb, colorize_heights(h - np.nanmin(h) if height == "dsm" else h)], 0)
         cols.append(rgb)
     sheet = np.concatenate(cols, 1) if cols else np.zeros((8, 8, 3), np.uint8)
