@@ -73,3 +73,13 @@ def test_numpy_twin_is_the_exact_descriptor_for_uint8_images():
     for img in (rng.integers(0, 256, (3, 32, 48)), smooth, np.eye(32, dtype=int)[None] * 200):
         img = img.astype(np.uint8)
         np.testing.assert_allclose(hog_energy_numpy(img), reference_hog(img), rtol=1e-6)
+
+
+@pytest.mark.cuda
+def test_torch_scores_on_the_images_device():
+    """SelectiveMAE scores crops on the fly on the training device: the Sobel kernels and
+    histograms must live there too."""
+    imgs = torch.rand(2, 3, 32, 48) * 255
+    on_gpu = hog_energy(imgs.cuda())
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), hog_energy(imgs), rtol=1e-4, atol=1e-4)
