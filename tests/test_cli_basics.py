@@ -81,6 +81,51 @@ print("TORCH", [m for m in ("torch", "timm", "torchvision") if m in sys.modules]
     assert (tmp_path / "chips.png").stat().st_size > 1000 and (tmp_path / "h.gpkg").is_file()
 
 
+def test_training_and_export_refuse_bad_arguments_before_torch_loads(tmp_path):
+    """A mistyped dataset, task, encoder or model, or an occupied run folder, is answered in
+    about a second (exit 2, one line), not after torch's and timm's 4-7 s import."""
+    (tmp_path / "chips").mkdir()
+    (tmp_path / "chips" / "dataset.json").write_text("{}")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "model.ckpt").write_bytes(b"never read")
+    (tmp_path / "out.onnx").write_bytes(b"")
+    code = f"""
+import contextlib, io, os, sys
+from rsgeo.cli.app import main
+os.chdir({str(tmp_path)!r})
+ft = ["finetune", "chips", "--task", "height", "--backbone", "vit-tiny-4", "-o"]
+for args, want in (
+        (["finetune", "nosuch", "--task", "height", "-o", "r1"], "nosuch: not a chip dataset"),
+        (["finetune", "chips", "--task", "heigth", "-o", "r1"], "unknown task 'heigth'"),
+        (ft + ["r1", "--encoder", "nosuch.pt"], "nosuch.pt: encoder checkpoint not found"),
+        (["finetune", "chips", "--task", "height", "-o", "r1"], "random needs --backbone"),
+        (ft + ["busy"], "busy: exists"),
+        (ft + ["empty", "--resume"], "--resume: no checkpoint"),
+        (["pretrain", "nosuch", "--method", "mae", "--backbone", "vit-tiny-4", "-o", "r2"],
+         "nosuch: not a chip dataset"),
+        (["pretrain", "chips", "--method", "mae", "--backbone", "vit-tiny-4", "-o", "busy"],
+         "busy: exists"),
+        (["export", "nosuch.ckpt", "-o", "m.onnx"], "nosuch.ckpt: no such model file"),
+        (["export", "model.ckpt", "-o", "out.onnx"], "out.onnx: "),
+        (["predict-height", "nosuch.tif", "-m", "model.ckpt", "-o", "h.tif"], "nosuch.tif: no such"),
+        (["predict", "nosuch.tif", "-m", "model.ckpt", "-o", "h.tif"], "nosuch.tif: no such")):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(args)
+    line = err.getvalue().strip()
+    assert rc == 2 and want in line and "\\n" not in line, (args, rc, line)
+print("TORCH", [m for m in ("torch", "timm") if m in sys.modules], sorted(os.listdir()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "TORCH [] ['busy', 'chips', 'empty', 'model.ckpt', 'out.onnx']" in out.stdout, \
+        out.stdout[-500:]
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
 def test_errors_are_one_line_with_exit_codes(cli, monkeypatch):
 
     from rsgeo.cli import app as app_module

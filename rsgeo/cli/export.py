@@ -21,6 +21,9 @@ def export_cmd(
 ):
     """Export a task model to ONNX (dynamic batch and size, metadata inside), checked against
     torch with ONNX Runtime before the file is written."""
+    from rsgeo.cli import preflight  # lazy: task and method registries; --help stays fast
+
+    preflight.export(checkpoint, output, overwrite=overwrite)  # answered before torch loads
     from rsgeo.infer.export import export_onnx  # lazy: keep rsgeo --help fast
 
     r = export_onnx(checkpoint, output, overwrite=overwrite, atol=atol)

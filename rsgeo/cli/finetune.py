@@ -78,6 +78,11 @@ def finetune_cmd(
     """Fine-tune a task model (height, segmentation, change, classification, ...: see
     --task) from a pretrained (or random) encoder; the best validation checkpoint is
     OUTPUT/best.ckpt."""
+    from rsgeo.cli import preflight  # lazy: task and method registries; --help stays fast
+
+    preflight.finetune(dataset, task, output, encoder=encoder, backbone=backbone, head=head,
+                       inputs=modalities, val_dataset=val_dataset, adapt_to=adapt_to,
+                       resume=resume, overwrite=overwrite)  # answered before torch loads
     # lazy: torch + timm; `rsgeo --help` stays fast
     from rsgeo.finetune import finetune
     from rsgeo.train.runs import removed_if_refused

@@ -73,10 +73,6 @@ def pretrain_command(
     **method_options: Any,
 ):
     """Pretrain an encoder on chips (the methods are listed below)."""
-    # lazy: rsgeo.pretrain imports torch and timm; `rsgeo --help` stays fast without them
-    from rsgeo.pretrain import pretrain
-    from rsgeo.train.runs import removed_if_refused
-
     if state.get("verbose", 1) <= 0:
         progress.ENABLED = False
     settings = dict(epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, modality=modality,
@@ -91,6 +87,13 @@ def pretrain_command(
     if not method_name or not backbone_name:
         raise InputError("--method and --backbone are required (on the command line or in "
                          "--config)")
+    from rsgeo.cli import preflight  # lazy: task and method registries; --help stays fast
+
+    preflight.pretrain(dataset, method_name, output, resume=resume, overwrite=overwrite)
+    # lazy: rsgeo.pretrain imports torch and timm; `rsgeo --help` stays fast without them
+    from rsgeo.pretrain import pretrain
+    from rsgeo.train.runs import removed_if_refused
+
     with removed_if_refused(output):
         summary = pretrain(dataset, method_name, backbone_name, output, config=config,
                            resume=resume, overwrite=overwrite, **settings)

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from rsgeo.data.batch import SourceNorm
+from rsgeo.data.folder import require_chip_dataset
 from rsgeo.errors import InputError
 
 HEIGHTS = ("dsm", "ndsm")
@@ -223,11 +224,8 @@ def open_chips(dataset, modalities: tuple[str, ...], split: str):
         sample = dataset[0]
         have = set(getattr(dataset, "modalities", None) or sample)
         return dataset, getattr(dataset, "stats", None), have, type(dataset).__name__
-    root = Path(dataset)
-    info_path = root / "dataset.json"
-    if not info_path.is_file():
-        raise InputError("not a chip dataset (no dataset.json; make one with rsgeo prepare)", root)
-    info = json.loads(info_path.read_text())
+    root = require_chip_dataset(dataset)
+    info = json.loads((root / "dataset.json").read_text())
     have = set(info.get("modalities", []))
     if "hog" not in have and (root / "shards").is_dir():
         have |= {p.stem for p in (root / "shards").glob("*/*.npy")}

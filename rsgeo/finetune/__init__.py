@@ -43,6 +43,7 @@ from rsgeo.finetune.validate import ValSet, evaluate_view, save_val_preview
 from rsgeo.models.backbones import check_backbone, load_encoder, resize_encoder
 from rsgeo.models.external import BANDS, is_rsgeo_encoder, open_encoder
 from rsgeo.tasks.bundle import build_task_model, save_task_model
+from rsgeo.tasks.files import check_encoder_arg
 from rsgeo.tasks import INPUTS, TaskSpec, get_task
 from rsgeo.train.config import TrainConfig
 from rsgeo.train.engine import Trainer, resolve_device
@@ -324,9 +325,8 @@ def _classes(dataset) -> dict | None:
 
 def _encoders(encoder: str, backbone: str | None, inputs: str, chip: int):
     """(list of encoders or None, encoder meta, backbone name)."""
+    check_encoder_arg(encoder, backbone)
     if encoder == "random":
-        if not backbone:
-            raise InputError("--encoder random needs --backbone NAME")
         check_backbone(backbone)
         return None, {}, backbone
     if encoder.startswith("timm:"):

@@ -173,9 +173,9 @@ def plan_outputs(images: list[Path], output: Path, suffix: str = "_height.tif"
     under torchrun (every ``WORLD_SIZE``-th pair from ``RANK``).
 
     One input file and an OUTPUT that is not a folder: OUTPUT itself. Otherwise OUTPUT is
-    a folder of ``<stem><suffix>`` (made by :func:`predict_files`, after every input was
-    opened here, so a missing or unreadable one leaves nothing behind); colliding names
-    are an InputError.
+    a folder of ``<stem><suffix>`` (made by :func:`predict_files`); colliding names are an
+    InputError. Every input is opened here, before the model starts loading, so a missing
+    or unreadable one is refused at once (not after torch's import) and leaves nothing.
     """
     images, output = [Path(p) for p in images], Path(output)
     inputs = expand_inputs(images)
@@ -185,13 +185,18 @@ def plan_outputs(images: list[Path], output: Path, suffix: str = "_height.tif"
         targets = [output / f"{p.stem}{suffix}" for p in inputs]
         if len(set(targets)) < len(targets):
             raise InputError("inputs share a file name, so their outputs would collide", output)
-        for p in inputs:
-            with open_raster(p, purpose="image"):
-                pass
     else:
         targets = [output]
+    open_each(inputs)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     return list(zip(inputs, targets))[rank::world]
+
+
+def open_each(images) -> None:
+    """Open every input image once (a missing or unreadable one: InputError naming it)."""
+    for p in images:
+        with open_raster(p, purpose="image"):
+            pass
 
 
 def split_finished(pairs: list[tuple[Path, Path]], model_path, task: str = "height",
@@ -408,6 +413,7 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
                                     backend=backend, device=device, precision=precision,
                                     tile=tile, batch_size=batch_size, label="predict", **kw)
     model_path = models[0]
+    open_each(expand_inputs([Path(p) for p in images]))  # before torch's import, not after it
     loading = start_loading(model_path, backend, device, precision, warmup=functools.partial(
         _warmup_shape, tile=tile, batch_size=batch_size))
     meta, config = loading.meta()

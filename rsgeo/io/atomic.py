@@ -236,6 +236,31 @@ def _replaceable_folder(folder: Path, kind: str | None) -> None:
         raise InputError("is the current folder or holds it; refusing to replace it", folder)
 
 
+def _occupied(out: Path, kind: str) -> bool:
+    """``out`` holds something besides rsgeo's marker, or another kind's marker."""
+    return out.is_dir() and (any(p.name != MARKER for p in out.iterdir())
+                             or marker_kind(out) not in (None, kind))
+
+
+def check_folder_claim(out: str | os.PathLike, kind: str, *, overwrite: bool = False,
+                       resume: bool = False, inputs: Iterable = ()) -> Path:
+    """The refusals of :func:`claim_folder`, touching nothing (a command checks its output
+    folder with it before its slow imports)."""
+    out = Path(out)
+    refuse_inputs(out, inputs)
+    if out.exists() and not out.is_dir():
+        raise InputError("is a file, not a folder", out)
+    if resume:
+        if not out.is_dir():
+            raise InputError("--resume: no such run folder", out)
+        return out
+    if _occupied(out, kind):
+        _replaceable_folder(out, kind)
+        if not overwrite:
+            raise OutputExistsError(out)
+    return out
+
+
 def claim_folder(out: str | os.PathLike, kind: str, *, overwrite: bool = False,
                  resume: bool = False, inputs: Iterable = ()) -> Path:
     """Make ``out`` an empty (or resumable) output folder of ``kind`` carrying rsgeo's marker.
@@ -247,19 +272,10 @@ def claim_folder(out: str | os.PathLike, kind: str, *, overwrite: bool = False,
     - the marker is written first, so a failed or killed run leaves a folder that its own
       rerun with ``--overwrite`` (or ``--resume``) accepts.
     """
-    out = Path(out)
-    refuse_inputs(out, inputs)
-    if out.exists() and not out.is_dir():
-        raise InputError("is a file, not a folder", out)
+    out = check_folder_claim(out, kind, overwrite=overwrite, resume=resume, inputs=inputs)
     if resume:
-        if not out.is_dir():
-            raise InputError("--resume: no such run folder", out)
         return out
-    if out.is_dir() and (any(p.name != MARKER for p in out.iterdir())
-                         or marker_kind(out) not in (None, kind)):
-        _replaceable_folder(out, kind)
-        if not overwrite:
-            raise OutputExistsError(out)
+    if _occupied(out, kind):
         shutil.rmtree(out)
     make_parents(out)
     out.mkdir(exist_ok=True)

@@ -30,3 +30,13 @@ def model_label(path: str | os.PathLike) -> str:
     folder's name (every run's checkpoint is called best.ckpt), any other file its name."""
     p = Path(path)
     return f"{p.parent.name}/{p.name}" if p.name == "best.ckpt" and p.parent.name else p.name
+
+
+def check_encoder_arg(encoder: str, backbone: str | None) -> None:
+    """``--encoder`` as fine-tuning takes it: ``random`` (then ``backbone`` names the
+    architecture), ``timm:NAME``, or a checkpoint file or folder that exists."""
+    if encoder == "random":
+        if not backbone:
+            raise InputError("--encoder random needs --backbone NAME")
+    elif not encoder.startswith("timm:") and not Path(encoder).exists():
+        raise InputError("encoder checkpoint not found", encoder)
