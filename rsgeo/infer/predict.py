@@ -167,15 +167,16 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     return out
 
 
-def plan_outputs(images: list[Path], output: Path, suffix: str = "_height.tif"
-                 ) -> list[tuple[Path, Path]]:
+def plan_outputs(images: list[Path], output: Path, suffix: str = "_height.tif", *,
+                 opened: bool = False) -> list[tuple[Path, Path]]:
     """``(input, output)`` pairs for ``predict IMAGE... -o OUTPUT``, this process's share
     under torchrun (every ``WORLD_SIZE``-th pair from ``RANK``).
 
     One input file and an OUTPUT that is not a folder: OUTPUT itself. Otherwise OUTPUT is
     a folder of ``<stem><suffix>`` (made by :func:`predict_files`); colliding names are an
-    InputError. Every input is opened here, before the model starts loading, so a missing
-    or unreadable one is refused at once (not after torch's import) and leaves nothing.
+    InputError. Every input is opened here (unless the caller has: ``opened``), before the
+    model starts loading, so a missing or unreadable one is refused at once (not after
+    torch's import) and leaves nothing.
     """
     images, output = [Path(p) for p in images], Path(output)
     inputs = expand_inputs(images)
@@ -187,7 +188,8 @@ def plan_outputs(images: list[Path], output: Path, suffix: str = "_height.tif"
             raise InputError("inputs share a file name, so their outputs would collide", output)
     else:
         targets = [output]
-    open_each(inputs)
+    if not opened:
+        open_each(inputs)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     return list(zip(inputs, targets))[rank::world]
 
@@ -434,7 +436,7 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
         items = expand_inputs(images) if first else []
         outs = [Path(output)] * len(items)
     else:
-        planned = plan_outputs(images, output, writer.suffix)
+        planned = plan_outputs(images, output, writer.suffix, opened=True)
         if skip_existing:
             planned, done = split_finished(planned, model_path, task, writer.outputs)
         items, outs = [i for i, _ in planned], [o for _, o in planned]
