@@ -67,10 +67,13 @@ def test_not_a_dataset_and_missing_method(cli, tmp_path):
 def test_config_file_fills_unset_options(cli, tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("method: mae\nbackbone: vit-tiny4\n")
-    code, _, err = cli("pretrain", tmp_path, "--config", cfg, "-o", tmp_path / "run")
+    chips = tmp_path / "chips"  # past the CLI's checks, on to the backbone's
+    chips.mkdir()
+    (chips / "dataset.json").write_text("{}")
+    code, _, err = cli("pretrain", chips, "--config", cfg, "-o", tmp_path / "run")
     assert code == 2 and "close matches" in err           # backbone came from the file
     cfg.write_text("method: mae\nbackbone: vit-tiny-4\nbatch_sise: 3\n")
-    code, _, err = cli("pretrain", tmp_path, "--config", cfg, "-o", tmp_path / "run")
+    code, _, err = cli("pretrain", chips, "--config", cfg, "-o", tmp_path / "run")
     assert code == 2 and "batch_sise" in err
 
 
