@@ -158,7 +158,7 @@ def test_hog_selection_ranks_edge_rich_patches_first():
 def test_psts_stage_transitions():
     stages = [psts.stage_mix(p).stage for p in (0.0, 0.3, 0.36, 0.5, 0.73, 0.8, 1.0)]
     assert stages == [1, 1, 2, 3, 4, 5, 5]
-    # METHODS.md C.4: epoch 290 of 800 -> 3 near + 4 far (n=7); epoch 590 -> 3 far + 4 random
+    # the authors' schedule: epoch 290 of 800 -> 3 near + 4 far (n=7); epoch 590 -> 3 far + 4 random
     assert psts.stage_mix(290 / 800).counts(7) == (3, 4, 0)
     assert psts.stage_mix(590 / 800).counts(7) == (0, 3, 4)
     assert psts.stage_mix(0.1).counts(8) == (8, 0, 0)

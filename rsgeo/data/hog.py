@@ -2,7 +2,7 @@
 
 SelectiveMAE ranks patches by HOG. The authors' public code z-scores each 108-d patch
 descriptor and then takes its mean, which is 0 by construction, so their ranking is in
-effect uniform random (METHODS.md C.2). Here the score is the *energy* of the
+effect uniform random. Here the score is the *energy* of the
 magnitude-weighted orientation histograms (un-normalised), so edge-rich patches (roofs,
 roads, building outlines) really rank above flat ones (water, bare soil, shadows).
 

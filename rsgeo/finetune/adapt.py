@@ -1,7 +1,7 @@
 """RS3DAda-style unsupervised domain adaptation of a height model (``--adapt-to``).
 
 Labelled source chips (heights + land cover) and unlabelled target chips train one
-student; an EMA teacher labels the target (METHODS.md B.2, SynRS3D appendix A.4):
+student; an EMA teacher labels the target (RS3DAda, SynRS3D appendix A.4, and its public code):
 
 1. Source: SmoothL1 on heights + ``AUX_WEIGHT`` x cross-entropy on land cover.
 2. Teacher on the target image: pseudo land cover (argmax) with confidence weight

@@ -12,8 +12,9 @@ similarity to S (patch embeddings + positions, no gradient) and tokens are added
 
 Stages are set by the fraction of the run done, ``bounds = (b1, b2, b3, b4)``. The
 default ``(0.35, 0.375, 0.725, 0.75)`` is the authors' epoch schedule
-``[300-20, 300, 600-20, 600]`` of 800 epochs as fractions (METHODS.md C.4). Unlike their
-code, random picks are drawn per sample, and stage 2 works for any batch size.
+``[300-20, 300, 600-20, 600]`` of 800 epochs as fractions (their public training
+script). Unlike their code, random picks are drawn per sample, and stage 2 works for any
+batch size.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Per image, with ``L`` patches:
 1. Score patches by HOG energy (``batch["hog"]`` from the chip dataset, or
    :func:`rsgeo.data.hog.hog_energy` on the fly). ``selection="random"`` scores by uniform
    noise instead, which is what the authors' public code does in effect (their score is
-   the mean of a z-scored vector, ~0 everywhere; METHODS.md C.2).
+   the mean of a z-scored vector, ~0 everywhere).
 2. Visible set: the ``int(L*(1-mask_ratio))//2`` highest-scoring patches, grown by PSTS
    (:mod:`rsgeo.methods.psts`) to ``int(L*(1-mask_ratio))`` tokens.
 3. Targets: the ``int(L*rec_ratio)`` highest-scoring patches among the rest.

@@ -1,4 +1,4 @@
-"""The SynRS3D evaluation protocol, number for number (METHODS.md section A).
+"""The SynRS3D evaluation protocol, number for number (its public evaluation code).
 
 Its rules differ from the paper's prose; reproduced on purpose so numbers compare with
 published tables:
