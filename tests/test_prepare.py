@@ -222,3 +222,22 @@ def test_ndsm_stored_as_float16_by_default_float32_datasets_keep_theirs(tmp_path
         prepare([scene], tmp_path / "x", size=64, ndsm_dtype="int8")
     big = stored_heights(np.array([1.0, -70000.0, 7e4, np.nan], np.float32), "float16")
     assert big.dtype == np.float16 and big[0] == 1 and np.isnan(big[1:]).all()
+
+
+def test_sources_without_a_modality_are_left_out_with_a_warning(tmp_path, caplog):
+    """A dataset extended with a source lacking labels still trains segmentation on the
+    labelled sources (the others named in one warning); RGB runs see every source."""
+    import logging
+
+    rgb_a = make_raster(tmp_path / "a.tif", _rgb(128, 128, seed=1))
+    labels = make_raster(tmp_path / "l.tif", (np.arange(128 * 128).reshape(1, 128, 128) % 3
+                                              ).astype(np.uint8))
+    rgb_b = make_raster(tmp_path / "b.tif", _rgb(128, 128, seed=2))
+    prepare([SceneInput(rgb=rgb_a, labels=labels, source="A")], tmp_path / "ds", size=64,
+            dedup_distance=0)
+    prepare([SceneInput(rgb=rgb_b, source="B")], tmp_path / "ds", size=64, dedup_distance=0)
+    with caplog.at_level(logging.WARNING, logger="rsgeo"):
+        labelled = ChipDataset(tmp_path / "ds", split=None, modalities=("rgb", "labels"))
+    assert labelled.sources == ["A"] and len(labelled) == 4
+    assert "source(s) B have no rgb/labels chips and are left out" in caplog.text
+    assert ChipDataset(tmp_path / "ds", split=None).sources == ["A", "B"]
