@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from rsgeo.data.batch import SourceNorm
-from rsgeo.data.folder import require_chip_dataset
+from rsgeo.data.folder import kept_rows, require_chip_dataset
 from rsgeo.errors import InputError
 
 HEIGHTS = ("dsm", "ndsm")
@@ -86,8 +86,6 @@ class ChipDataset(Dataset):
 
     def __init__(self, root: str | os.PathLike, split: str | None = "train",
                  modalities=("rgb",), normalize: bool = False):
-        import pandas as pd
-
         self.root = Path(root)
         info_path = self.root / "dataset.json"
         if not info_path.is_file():
@@ -98,12 +96,12 @@ class ChipDataset(Dataset):
         missing = [m for m in self.modalities if m not in have]
         if missing:
             raise InputError(f"has no {', '.join(missing)} chips", self.root)
-        m = pd.read_parquet(self.root / "manifest.parquet", columns=["source", "index",
-                                                                    "chip_id", "status", "split"])
-        m = m[m["status"] == "kept"]
-        if split is not None:
-            m = m[m["split"] == split]
-        m = self._with_every_modality(m)
+        m, lacking = kept_rows(self.root, self.modalities, split,
+                               columns=("source", "index", "chip_id"))
+        if lacking:  # a dataset extended with ``prepare --source`` may mix labelled sources
+            logging.getLogger("rsgeo").warning(  # with others: use the labelled ones
+                "%s: source(s) %s have no %s chips and are left out", self.root,
+                ", ".join(lacking), "/".join(self.modalities))
         # index arrays, built once: no pandas per sample
         names = m["source"].astype(str).to_numpy()
         self.sources: list[str] = sorted(set(names))
@@ -119,21 +117,6 @@ class ChipDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
-
-    def _with_every_modality(self, m):
-        """Manifest rows of sources that hold every requested modality (others: a warning).
-
-        A dataset extended with ``prepare --source`` may mix sources with and without
-        labels; a segmentation run uses the labelled ones instead of failing on the others.
-        """
-        names = sorted(set(m["source"].astype(str)))
-        lacking = [s for s in names if not all(
-            (self.root / "shards" / s / f"{x}.npy").is_file() for x in self.modalities)]
-        if lacking:
-            logging.getLogger("rsgeo").warning(
-                "%s: source(s) %s have no %s chips and are left out", self.root,
-                ", ".join(lacking), "/".join(self.modalities))
-        return m[~m["source"].astype(str).isin(lacking)]
 
     def _shard(self, source_id: int, modality: str) -> np.ndarray:
         key = (source_id, modality)

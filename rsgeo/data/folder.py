@@ -1,6 +1,8 @@
-"""A chip dataset folder, as ``rsgeo prepare`` writes it: the check that a path is one.
+"""A chip dataset folder, as ``rsgeo prepare`` writes it: the check that a path is one, and
+its manifest's kept chips.
 
-Torch-free, so commands can refuse a wrong path before they import torch.
+Torch-free, so commands can refuse a wrong path before they import torch, and ``prepare``'s
+preview reads chips without it.
 """
 
 from __future__ import annotations
@@ -17,3 +19,21 @@ def require_chip_dataset(path: str | os.PathLike) -> Path:
     if not (root / "dataset.json").is_file():
         raise InputError("not a chip dataset (no dataset.json; make one with rsgeo prepare)", root)
     return root
+
+
+def kept_rows(root: Path, modalities, split: str | None = None,
+              columns=("source", "index", "status")):
+    """``(rows, lacking)``: the manifest's kept chips (of ``split``; None: every split) whose
+    source holds a shard of every one of ``modalities``, in manifest order, and the sources
+    left out for lacking one."""
+    import pandas as pd  # lazy: pandas is a second's import, needed by few commands
+
+    m = pd.read_parquet(Path(root) / "manifest.parquet",
+                        columns=list(dict.fromkeys([*columns, "status", "split"])))
+    m = m[m["status"] == "kept"]
+    if split is not None:
+        m = m[m["split"] == split]
+    names = m["source"].astype(str)
+    lacking = sorted(s for s in set(names) if not all(
+        (Path(root) / "shards" / s / f"{x}.npy").is_file() for x in modalities))
+    return m[~names.isin(lacking)], lacking

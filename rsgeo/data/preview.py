@@ -7,22 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rsgeo.data.folder import kept_rows
 from rsgeo.io.atomic import atomic_path
 from rsgeo.viz import colorize_heights
-
-
-def kept_chips(root: Path, modalities: tuple[str, ...]) -> list[tuple[str, int]]:
-    """``(source, shard row)`` of every kept chip whose source holds all ``modalities``, in
-    manifest order (the chips of ``ChipDataset(root, split=None)``, read without torch)."""
-    import pandas as pd
-
-    m = pd.read_parquet(root / "manifest.parquet", columns=["source", "index", "status"])
-    m = m[m["status"] == "kept"]
-    names = m["source"].astype(str)
-    full = {s for s in set(names)
-            if all((root / "shards" / s / f"{x}.npy").is_file() for x in modalities)}
-    keep = names.isin(full).to_numpy()
-    return list(zip(names[keep], m["index"].to_numpy(dtype=np.int64)[keep].tolist()))
 
 
 def _chip(root: Path, source: str, modality: str, row: int) -> np.ndarray:
@@ -35,7 +22,8 @@ def save_mosaic(root: Path, path: Path, n: int = 8, seed: int = 0, overwrite: bo
 
     mods = json.loads((root / "dataset.json").read_text())["modalities"]
     height = "ndsm" if "ndsm" in mods else ("dsm" if "dsm" in mods else None)
-    chips = kept_chips(root, ("rgb",) + ((height,) if height else ()))
+    rows, _ = kept_rows(root, ("rgb",) + ((height,) if height else ()))
+    chips = list(zip(rows["source"].astype(str), rows["index"].astype(int)))
     pick = np.random.default_rng(seed).permutation(len(chips))[:n]
     cols = []
     for i in pick:
