@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -86,11 +85,8 @@ class ChipDataset(Dataset):
 
     def __init__(self, root: str | os.PathLike, split: str | None = "train",
                  modalities=("rgb",), normalize: bool = False):
-        self.root = Path(root)
-        info_path = self.root / "dataset.json"
-        if not info_path.is_file():
-            raise InputError("not a chip dataset (no dataset.json)", self.root)
-        self.info = json.loads(info_path.read_text())
+        self.root = require_chip_dataset(root)
+        self.info = json.loads((self.root / "dataset.json").read_text())
         self.modalities = tuple(modalities)
         have = set(self.info.get("modalities", [])) | {"hog"}
         missing = [m for m in self.modalities if m not in have]
