@@ -30,8 +30,8 @@ from rsgeo.methods import registry
 from rsgeo.models.backbones import check_backbone, save_encoder
 from rsgeo.train.augment import PretrainView
 from rsgeo.train.config import TrainConfig, read_yaml
-from rsgeo.train.distributed import env_info
 from rsgeo.train.engine import Trainer, resolve_device
+from rsgeo.train.launch import env_info
 from rsgeo.train.runs import claim_run
 
 # Training settings; each method's options (mask_ratio, ...) come from rsgeo.methods.registry

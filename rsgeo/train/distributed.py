@@ -8,28 +8,10 @@ NCCL on CUDA (one GPU per local rank), gloo on CPU. Multi-node works the same wa
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as dist
 
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def env_info() -> DistInfo:
-    """Rank, world size and local rank from the torchrun environment (defaults: one process)."""
-    return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                    int(os.environ.get("LOCAL_RANK", 0)))
+from rsgeo.train.launch import DistInfo, env_info  # noqa: F401 - re-exported
 
 
 def setup(device: torch.device) -> DistInfo:

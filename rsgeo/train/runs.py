@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 
 from rsgeo.errors import InputError
 from rsgeo.io.atomic import check_folder_claim, claim_folder
+from rsgeo.train.launch import env_info
 
 
 def claim_run(out: Path, kind: str, *, resume: bool = False, overwrite: bool = False,
@@ -26,7 +27,7 @@ def claim_run(out: Path, kind: str, *, resume: bool = False, overwrite: bool = F
     """
     out = Path(out)
     inputs = [p for p in inputs if isinstance(p, (str, os.PathLike))]
-    if _rank() != 0:
+    if env_info().rank != 0:
         return
     check_run(out, kind, resume=resume, overwrite=overwrite, inputs=inputs)
     claim_folder(out, kind, overwrite=overwrite, resume=resume, inputs=inputs)
@@ -37,17 +38,11 @@ def check_run(out: Path, kind: str, *, resume: bool = False, overwrite: bool = F
     """:func:`claim_run`'s refusals, touching nothing: the CLI makes them before torch
     loads (rank 0 only, as there: other ranks may see the folder rank 0 already claimed)."""
     out = Path(out)
-    if _rank() != 0:
+    if env_info().rank != 0:
         return
     if resume and not (out / "checkpoints" / "last.pt").is_file():
         raise InputError("--resume: no checkpoint in this run folder", out)
     check_folder_claim(out, kind, overwrite=overwrite, resume=resume, inputs=inputs)
-
-
-def _rank() -> int:
-    """This process's torchrun rank (``RANK``, as rsgeo.train.distributed.env_info reads it;
-    that module imports torch, and run folders are checked before torch loads)."""
-    return int(os.environ.get("RANK", 0))
 
 
 @contextmanager
@@ -63,6 +58,6 @@ def removed_if_refused(out: Path) -> Iterator[None]:
     try:
         yield
     except InputError:
-        if created and _rank() == 0 and not (out / "checkpoints").exists():
+        if created and env_info().rank == 0 and not (out / "checkpoints").exists():
             shutil.rmtree(out, ignore_errors=True)
         raise
