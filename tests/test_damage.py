@@ -165,6 +165,20 @@ def test_different_crs_is_resampled_and_footprints_reprojected(tmp_path):
     assert g.loc[0, "grade"] == "destroyed" and g.loc[1, "grade"] == "none"
 
 
+def test_the_same_surface_delivered_on_a_shifted_grid_is_not_damage(city, tmp_path):
+    # POST is PRE's unchanged surface on a grid 8 rows (4 m) further south, correctly
+    # georeferenced: at UTM northings that is still a different grid, resampled, no damage
+    with rasterio.open(city["pre_ndsm"]) as src:
+        h, t = src.read(1), src.transform
+    shifted = np.full_like(h, -9999)
+    shifted[:-8] = h[8:]
+    post = make_raster(tmp_path / "post.tif", shifted, crs=CRS.from_epsg(32631),
+                       transform=t * rasterio.Affine.translation(0, 8), nodata=-9999)
+    s = damage_map(city["pre_ndsm"], post, tmp_path / "o.tif", buildings=city["footprints"])
+    assert s["post_resampled"]
+    assert s["by_grade"]["none"] > 0 and s["lost_volume_m3"] < 1.0, s
+
+
 def test_bad_inputs_exit_2(tmp_path, cli):
     a, b = _pair(tmp_path)
     far = make_raster(tmp_path / "far.tif", np.zeros((10, 10), np.float32), origin=(900000.0, 10.0))

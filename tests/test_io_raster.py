@@ -39,6 +39,19 @@ def test_grid_mismatch_names_both(raster_factory):
     assert "--align bilinear" in str(e.value)
 
 
+def test_same_grid_is_a_fraction_of_a_pixel_however_large_the_coordinates():
+    # a UTM northing of 4.83e6 m: a tolerance relative to the coordinate would be 4.8 m
+    base = Grid(None, Affine(0.5, 0, 560000.0, 0, -0.5, 4830000.0), 256, 256)
+    moved = lambda dx, dy, da=0.0: Grid(None, Affine(0.5 + da, 0, 560000.0 + dx, 0, -0.5,
+                                                     4830000.0 + dy), 256, 256)
+    assert not base.same_as(moved(0, -4.0))    # 8 rows south
+    assert not base.same_as(moved(0.5, 0))     # one column east
+    assert not base.same_as(moved(0, -0.01))   # 2 % of a pixel
+    assert base.same_as(moved(1e-9, -1e-9))    # rounding of the stored transform
+    assert not base.same_as(moved(0, 0, 1e-4))  # pixel size off: 2.56 cm at the far edge
+    assert base.same_as(moved(0, 0, 1e-12))
+
+
 # a CRS without an authority code, as IGN's Montpellier ortho carries it (a WKT named
 # "EPSG:2154" on an unnamed datum): messages name it, not its 600-character WKT
 LCC_WKT = ('PROJCS["EPSG:2154",GEOGCS["unknown",DATUM["unnamed",SPHEROID["unretrievable - '

@@ -96,18 +96,25 @@ class Grid:
         return (f"{self.width}x{self.height} px of {rx:g}x{ry:g}, {crs}, "
                 f"origin ({left:.3f}, {top:.3f})")
 
-    def same_as(self, other: "Grid", rel_tol: float = 1e-6) -> bool:
-        """True when both grids have equal CRS, shape and transform (to ``rel_tol`` of a pixel)."""
+    def same_as(self, other: "Grid", tol: float = 1e-3) -> bool:
+        """True when both grids have equal CRS and shape and every pixel corner of one lies
+        within ``tol`` of a pixel of the other's (checked at the raster's corners: the
+        transforms are affine). Absolute, in pixels: two rasters a few pixels apart differ
+        however large their coordinates (a UTM northing of 5e6 m is not a tolerance of 5 m),
+        while rounding in the transforms different writers store is not a difference."""
         if (self.width, self.height) != (other.width, other.height):
             return False
         if (self.crs is None) != (other.crs is None):
             return False
         if self.crs is not None and self.crs != other.crs:
             return False
-        # offsets compared to a fraction of a pixel, pixel sizes relatively
-        px = max(self.res)
-        return all(math.isclose(a, b, rel_tol=rel_tol, abs_tol=rel_tol * px)
-                   for a, b in zip(self.transform[:6], other.transform[:6]))
+        limit = tol * min(self.res)
+        W, H = self.width, self.height
+        for corner in ((0, 0), (W, 0), (0, H), (W, H)):
+            (xa, ya), (xb, yb) = self.transform * corner, other.transform * corner
+            if abs(xa - xb) > limit or abs(ya - yb) > limit:
+                return False
+        return True
 
 
 def _bounds(transform: Affine, width: int, height: int) -> tuple[float, float, float, float]:
