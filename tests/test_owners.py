@@ -17,7 +17,8 @@ from rsgeo.data.sources import gather_scenes, synth_classes
 from rsgeo.device import resolve_device
 from rsgeo.errors import InputError
 from rsgeo.io.labels import read_classes
-from rsgeo.io.raster import METRES_PER_DEGREE, Grid, ground_gsd, pixel_area_m2, work_grid
+from rsgeo.io.raster import (METRES_PER_DEGREE, Grid, ground_gsd, ground_res, pixel_area_m2,
+                             work_grid)
 from rsgeo.metrics.counts import precision_recall_f1
 from rsgeo.synth import LANDCOVER, write_scenes
 from rsgeo.viz import DAMAGE_COLORS, LANDCOVER_COLORS, colorize_classes, colorize_heights
@@ -58,6 +59,24 @@ def test_projected_ground_gsd_and_work_grid():
     assert ground_gsd(g) == 0.5 and pixel_area_m2(g) == 0.25
     w = work_grid(g, 0.5, 1.0)
     assert (w.width, w.height, w.res, w.bounds) == (100, 50, (1.0, 1.0), g.bounds)
+
+
+def test_work_grid_keeps_rotation_and_makes_pixels_square_on_the_ground():
+    th = math.radians(30)
+    rotated = Grid(CRS.from_epsg(32631), Affine(0.25 * math.cos(th), 0.25 * math.sin(th), 5e5,
+                                                0.25 * math.sin(th), -0.25 * math.cos(th), 4.8e6),
+                   512, 512)
+    w = work_grid(rotated, ground_gsd(rotated), 0.5)
+    corners = lambda g: [v for c in ((0, 0), (g.width, 0), (0, g.height), (g.width, g.height))
+                         for v in g.transform * c]
+    assert (w.width, w.height) == (256, 256) and w.res == pytest.approx((0.5, 0.5))
+    assert corners(w) == pytest.approx(corners(rotated))  # the same area, still rotated
+    oblong = Grid(CRS.from_epsg(32631), Affine(0.25, 0, 5e5, 0, -0.5, 4.8e6), 400, 200)
+    w = work_grid(oblong, ground_gsd(oblong), 0.5)
+    assert (w.width, w.height, w.res, w.bounds) == (200, 200, (0.5, 0.5), oblong.bounds)
+    g = _geo_grid(60.0)  # 1e-5 degrees: 0.56 m north-south, half that east-west at 60 N
+    w = work_grid(g, ground_gsd(g), 0.5)
+    assert ground_res(w) == pytest.approx((0.5, 0.5), rel=0.02)
 
 
 def test_resolve_device():

@@ -271,21 +271,28 @@ def _centre_latitude(grid: Grid) -> float:
     return math.radians((grid.bounds[1] + grid.bounds[3]) / 2)
 
 
-def ground_gsd(grid: Grid) -> float:
-    """Pixel size in metres (the geometric mean of x and y).
+def ground_res(grid: Grid) -> tuple[float, float]:
+    """Ground size in metres of a pixel's two sides (along its columns' and rows' axes).
 
     Projected CRSs use their linear unit; geographic CRSs are estimated at the scene
-    centre's latitude (:data:`METRES_PER_DEGREE`, x shrunk by its cosine), with a warning.
+    centre's latitude (:data:`METRES_PER_DEGREE`, x shrunk by its cosine).
     """
     rx, ry = grid.res
     if grid.crs is not None and grid.crs.is_geographic:
-        lat = _centre_latitude(grid)
-        gsd = math.sqrt(rx * ry * math.cos(lat)) * METRES_PER_DEGREE
-        log.warning("geographic CRS: GSD estimated as %.3f m at latitude %.2f; pass --gsd to "
-                    "override", gsd, math.degrees(lat))
-        return gsd
+        return rx * math.cos(_centre_latitude(grid)) * METRES_PER_DEGREE, ry * METRES_PER_DEGREE
     factor = grid.crs.linear_units_factor[1] if grid.crs is not None else 1.0
-    return math.sqrt(rx * ry) * factor
+    return rx * factor, ry * factor
+
+
+def ground_gsd(grid: Grid) -> float:
+    """Pixel size in metres: the geometric mean of :func:`ground_res` (with a warning for a
+    geographic CRS, where it is an estimate)."""
+    gx, gy = ground_res(grid)
+    gsd = math.sqrt(gx * gy)
+    if grid.crs is not None and grid.crs.is_geographic:
+        log.warning("geographic CRS: GSD estimated as %.3f m at latitude %.2f; pass --gsd to "
+                    "override", gsd, math.degrees(_centre_latitude(grid)))
+    return gsd
 
 
 def pixel_area_m2(grid: Grid) -> float:
@@ -301,11 +308,15 @@ def pixel_area_m2(grid: Grid) -> float:
 
 
 def work_grid(grid: Grid, in_gsd: float, target_gsd: float) -> Grid:
-    """``grid``'s extent at ``target_gsd`` (same CRS and origin; ``in_gsd``: its own GSD,
-    both in metres)."""
-    f = target_gsd / in_gsd
-    t = grid.transform
-    w = max(1, int(round(grid.width / f)))
-    h = max(1, int(round(grid.height / f)))
-    return Grid(grid.crs, Affine(t.a * grid.width / w, t.b, t.c, t.d, t.e * grid.height / h, t.f),
-                w, h)
+    """``grid``'s extent with square ``target_gsd`` pixels on the ground (metres).
+
+    Same CRS, origin and orientation: each pixel axis is scaled on its own (a rotated grid
+    stays rotated, a 0.25 x 0.5 m pixel becomes ``target_gsd`` on both sides). ``in_gsd``:
+    the input's GSD (the geometric mean of its sides, :func:`ground_gsd`, or the user's own
+    figure); the sides keep their ratio from :func:`ground_res`.
+    """
+    gx, gy = ground_res(grid)
+    mean = math.sqrt(gx * gy)
+    w = max(1, int(round(grid.width * in_gsd * gx / mean / target_gsd)))
+    h = max(1, int(round(grid.height * in_gsd * gy / mean / target_gsd)))
+    return Grid(grid.crs, grid.transform * Affine.scale(grid.width / w, grid.height / h), w, h)
