@@ -241,3 +241,33 @@ def test_sources_without_a_modality_are_left_out_with_a_warning(tmp_path, caplog
     assert labelled.sources == ["A"] and len(labelled) == 4
     assert "source(s) B have no rgb/labels chips and are left out" in caplog.text
     assert ChipDataset(tmp_path / "ds", split=None).sources == ["A", "B"]
+
+
+def test_a_rotated_grid_keeps_its_chip_bounds_and_footprints(tmp_path):
+    import math
+
+    import geopandas as gpd
+    from shapely.affinity import affine_transform
+
+    p = write_scenes(tmp_path / "city", size=128, scenes=1, seed=3)[0]
+    with rasterio.open(p["pre_rgb"]) as src:
+        rgb, north_up = src.read(), src.transform
+    th = math.radians(30)
+    rotated = Affine(0.5 * math.cos(th), 0.5 * math.sin(th), north_up.c,
+                     0.5 * math.sin(th), -0.5 * math.cos(th), north_up.f)
+    rot_rgb = make_raster(tmp_path / "rot.tif", rgb, crs=CRS.from_epsg(32631), transform=rotated)
+    m = rotated * ~north_up  # the same rotation for the footprints: the same roofs per pixel
+    fp = gpd.read_file(p["footprints"])
+    fp["geometry"] = [affine_transform(g, [m.a, m.b, m.d, m.e, m.c, m.f]) for g in fp.geometry]
+    fp.to_file(tmp_path / "rot.gpkg")
+    for name, scene in (("up", SceneInput(rgb=p["pre_rgb"], footprints=p["footprints"],
+                                          source="s")),
+                        ("rot", SceneInput(rgb=rot_rgb, footprints=tmp_path / "rot.gpkg",
+                                           source="s"))):
+        prepare([scene], tmp_path / name, size=64, dedup_distance=0, max_nodata=1.0)
+    up, rot = (np.load(tmp_path / n / "shards" / "s" / "buildings.npy") for n in ("up", "rot"))
+    assert up.sum() > 0 and np.array_equal(up, rot)
+    row = pd.read_parquet(tmp_path / "rot" / "manifest.parquet").iloc[-1]
+    xs, ys = zip(*(rotated * (row.col_off + i, row.row_off + j) for i in (0, 64) for j in (0, 64)))
+    assert (row.minx, row.miny, row.maxx, row.maxy) == pytest.approx(
+        (min(xs), min(ys), max(xs), max(ys)))

@@ -374,7 +374,7 @@ def _footprints(path, grid: Grid):
 
 def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> dict:
     from rasterio import features
-    from rasterio.windows import Window, bounds, transform
+    from rasterio.windows import Window, transform
 
     r, c = rc
     win = Window(c, r, size, size)
@@ -404,7 +404,7 @@ def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> 
             out["ndsm"] = np.clip(out["dsm"] - base, 0, None)
     if fp is not None:
         geoms, tree = fp
-        hit = tree.query(_box(bounds(win, grid.transform)))
+        hit = tree.query(_box(_chip_bounds(grid, r, c, size)))
         burn = features.rasterize(((g, 1) for g in geoms[hit]), out_shape=(size, size),
                                   transform=transform(win, grid.transform), dtype="uint8") \
             if len(hit) else np.zeros((size, size), np.uint8)
@@ -482,16 +482,22 @@ def _append(writers, stats, tmp_dir: Path, chip, dtypes: dict) -> int:
     return idx
 
 
-def _row(scene: SceneInput, grid: Grid, r: int, c: int, size: int, split, seed) -> dict:
-    from rasterio.windows import Window, bounds
+def _chip_bounds(grid: Grid, r: int, c: int, size: int) -> tuple[float, float, float, float]:
+    """(minx, miny, maxx, maxy) of the chip at row ``r``, column ``c``: all four corners, so
+    rotated grids get their true extent (rasterio's window bounds take two)."""
+    from rasterio.windows import Window, transform
 
+    return Grid(grid.crs, transform(Window(c, r, size, size), grid.transform), size, size).bounds
+
+
+def _row(scene: SceneInput, grid: Grid, r: int, c: int, size: int, split, seed) -> dict:
     chip_id = f"{scene.source}/{scene.reference.stem}/{r}_{c}"
     if scene.split:
         sp = scene.split
     else:
         u = zlib.crc32(f"{seed}:{chip_id}".encode()) / 2 ** 32
         sp = "train" if u < split[0] else ("val" if u < split[0] + split[1] else "test")
-    b = bounds(Window(c, r, size, size), grid.transform)
+    b = _chip_bounds(grid, r, c, size)
     return {"chip_id": chip_id, "source": scene.source, "split": sp, "scene": str(scene.reference),
             "row_off": r, "col_off": c, "height": size, "width": size, "minx": b[0],
             "miny": b[1], "maxx": b[2], "maxy": b[3],
