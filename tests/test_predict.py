@@ -205,6 +205,29 @@ def test_cli_classification_rows_with_footprints(tmp_path, cli, models):
     assert g.geometry[0].bounds == pytest.approx((left, bottom, right, top))
 
 
+def test_table_rows_of_a_rotated_grid_are_its_tiles_true_shapes():
+    import math
+
+    from affine import Affine
+    from rasterio.windows import Window
+
+    from rsgeo.infer.writers import TileRows, _input_row, _tile_rows
+    from rsgeo.io.raster import Grid
+
+    th = math.radians(30)
+    grid = Grid(rasterio.crs.CRS.from_epsg(32631),
+                Affine(0.5 * math.cos(th), 0.5 * math.sin(th), 5e5, 0.5 * math.sin(th),
+                       -0.5 * math.cos(th), 4.8e6), 128, 96)
+    sink = TileRows(grid, 64, "img.tif", ["a", "b"])
+    wins = [Window(c, r, 64, 64) for r in (0, 64) for c in (0, 64)]
+    sink.put(wins, np.full((4, 2), 0.5), np.ones((4, 64, 64), bool))
+    tiles = [row["geometry"] for row in _tile_rows(sink)]
+    assert [t.area for t in tiles] == pytest.approx([32 * 32, 32 * 32, 32 * 16, 32 * 16])
+    assert tiles[3].exterior.coords[0] == pytest.approx(grid.transform * (64, 64))
+    whole = _input_row(sink)[0]["geometry"]
+    assert whole.area == pytest.approx(64 * 48) and whole.equals(grid.outline())
+
+
 def test_bad_models_and_outputs_exit_2_naming_the_model(tmp_path, cli, models):
     src, _ = _rgb(tmp_path / "img.tif", 64, 64)
     code, _, err = cli("predict", src, "-m", models["classification"], "-o", tmp_path / "t.tif")

@@ -35,9 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from affine import Affine
 
 from rsgeo.errors import InputError
 from rsgeo.io.atomic import atomic_path
+from rsgeo.io.raster import Grid
 from rsgeo.io.vector import write_vector
 from rsgeo.io.writer import HEIGHT_NODATA, open_output
 from rsgeo.metrics.grouped import median_inplace
@@ -396,28 +398,22 @@ def _row(sink: TileRows, geometry, probs: np.ndarray, frac: float, extra: dict) 
 
 
 def _tile_rows(sink: TileRows) -> list[dict]:
-    from shapely.geometry import box  # lazy: shapely is only needed for tables
-
-    t = sink.grid.transform
+    g = sink.grid
     out = []
     for r, c, h, w, frac, p in sorted(sink.rows, key=lambda x: (x[0], x[1])):
-        x0, y0 = t * (c, r)
-        x1, y1 = t * (c + w, r + h)
-        out.append(_row(sink, box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), p,
-                        frac, {"row": r, "col": c}))
+        tile = Grid(g.crs, g.transform * Affine.translation(c, r), w, h)
+        out.append(_row(sink, tile.outline(), p, frac, {"row": r, "col": c}))
     return out
 
 
 def _input_row(sink: TileRows) -> list[dict]:
-    from shapely.geometry import box  # lazy: shapely is only needed for tables
-
     if not sink.rows:
         return []
     weights = np.array([x[4] * x[2] * x[3] for x in sink.rows], np.float64)
     probs = np.stack([x[5] for x in sink.rows]).astype(np.float64)
     mean = (probs * weights[:, None]).sum(0) / weights.sum()
     frac = float(weights.sum() / sum(x[2] * x[3] for x in sink.rows))
-    return [_row(sink, box(*sink.grid.bounds), mean, frac, {"tiles": len(sink.rows)})]
+    return [_row(sink, sink.grid.outline(), mean, frac, {"tiles": len(sink.rows)})]
 
 
 WRITERS = {"height": HeightWriter, "segmentation": SegmentationWriter, "change": ChangeWriter,

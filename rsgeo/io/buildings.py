@@ -39,7 +39,7 @@ class Footprints:
         self.gdf, self.grid = gdf.reset_index(drop=True), grid
         self.source_crs = source_crs or gdf.crs  # the file's own, before reprojection
         self.ids = np.arange(1, len(self.gdf) + 1, dtype=np.int64)
-        extent = shapely.box(*grid.bounds)
+        extent = grid.outline()
         geoms = self.gdf.geometry.to_numpy()
         touches = shapely.intersects(geoms, extent)
         within = shapely.within(geoms, extent)

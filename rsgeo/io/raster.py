@@ -89,6 +89,14 @@ class Grid:
         """(left, bottom, right, top) in CRS units."""
         return _bounds(self.transform, self.width, self.height)
 
+    def outline(self):
+        """The grid's area as a shapely Polygon through its four corners (a rotated grid's
+        true shape, where ``box(*bounds)`` is the larger axis-aligned box around it)."""
+        from shapely.geometry import Polygon
+
+        W, H = self.width, self.height
+        return Polygon([self.transform * c for c in ((0, 0), (W, 0), (W, H), (0, H))])
+
     def describe(self) -> str:
         crs = crs_label(self.crs)
         rx, ry = self.res
