@@ -200,6 +200,35 @@ def test_geopackage_bytes_are_deterministic(tmp_path):
     assert (tmp_path / "a" / "f.gpkg").read_bytes() == (tmp_path / "b" / "f.gpkg").read_bytes()
 
 
+def test_vector_formats_keep_their_crs_and_layer_name_and_shapefiles_are_refused(tmp_path,
+                                                                                   caplog):
+    import json
+
+    import geopandas as gpd
+    import shapely
+    from pyproj import CRS
+
+    from rsgeo.io.vector import read_vector, write_vector
+
+    custom = CRS.from_proj4("+proj=tmerc +lat_0=43 +lon_0=3.5 +k=1 +x_0=1000 +y_0=2000 "
+                            "+ellps=GRS80 +units=m +no_defs")  # no authority code
+    g = gpd.GeoDataFrame({"height_median_m": [1.0], "height_max_m": [2.0]},
+                         geometry=[shapely.box(100, 4800, 110, 4810)], crs=custom)
+    for ext in ("gpkg", "fgb", "parquet"):
+        back = read_vector(write_vector(g, tmp_path / f"b.{ext}"))
+        assert back.crs.equals(custom) and back.geometry[0].equals(g.geometry[0]), ext
+    with caplog.at_level("WARNING"):  # GeoJSON: reprojected to EPSG:4326, never unlabelled
+        back = read_vector(write_vector(g, tmp_path / "b.geojson"))
+    assert back.crs.to_epsg() == 4326 and "EPSG:4326" in caplog.text
+    assert back.to_crs(custom).geometry[0].equals_exact(g.geometry[0], 1e-6)
+    assert json.loads((tmp_path / "b.geojson").read_text())["name"] == "b"  # not the temp name
+    utm = write_vector(g.to_crs(32631), tmp_path / "u.geojson")
+    assert read_vector(utm).crs.to_epsg() == 32631
+    with pytest.raises(InputError, match="Shapefile"):
+        write_vector(g, tmp_path / "b.shp")
+    assert not list(tmp_path.glob("*b.*shp")) and not list(tmp_path.glob(".*"))
+
+
 @pytest.mark.parametrize("args, flag", [
     (("synth", "-o", "{tmp}/s", "--size", "100000"), "--size"),
     (("synth", "-o", "{tmp}/s", "--gsd", "0.0001"), "--gsd"),

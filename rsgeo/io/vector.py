@@ -1,12 +1,17 @@
 """Vector output with the format chosen by extension, always with a CRS, written atomically.
 
 ``.gpkg`` (default), ``.geojson``/``.json``, ``.geojsonl``/``.geojsons`` (GeoJSON
-sequence), ``.parquet`` (GeoParquet), ``.fgb`` (FlatGeobuf), ``.shp``. GeoJSON is written
-as a FeatureCollection, so QGIS shows it.
+sequence), ``.parquet`` (GeoParquet), ``.fgb`` (FlatGeobuf). GeoJSON is written as a
+FeatureCollection, so QGIS shows it; it can only name a CRS by its authority code, so
+frames in a CRS without one are written in EPSG:4326 (RFC 7946's CRS; GeoJSON sequences
+always are). Shapefiles are refused: they cut field names to 10 characters
+(``height_median_m`` and ``height_max_m`` would collide) and are several files, which one
+atomic rename cannot publish.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -22,14 +27,17 @@ DRIVERS = {
     ".geojsonl": "GeoJSONSeq",
     ".geojsons": "GeoJSONSeq",
     ".fgb": "FlatGeobuf",
-    ".shp": "ESRI Shapefile",
     ".parquet": None,
 }
+log = logging.getLogger("rsgeo.io")
 
 
 def driver_for(path: str | os.PathLike) -> str | None:
     """The OGR driver for ``path``'s extension (None means GeoParquet)."""
     ext = Path(path).suffix.lower()
+    if ext == ".shp":
+        raise InputError("Shapefile output is not offered (field names cut to 10 characters, "
+                         "several files); write .gpkg, which QGIS and ArcGIS open, or .fgb", path)
     if ext not in DRIVERS:
         raise InputError(f"unknown vector format {ext or '(no extension)'}; use one of "
                          + ", ".join(DRIVERS), path)
@@ -42,13 +50,16 @@ def write_vector(gdf, path: str | os.PathLike, *, overwrite: bool = False,
     if gdf.crs is None:
         raise ValueError("refusing to write vectors without a CRS")
     driver = driver_for(path)
+    if driver == "GeoJSON" and gdf.crs.to_authority() is None:
+        log.warning("%s: GeoJSON names a CRS only by its code, and this one has none; written "
+                    "in EPSG:4326 (write .gpkg to keep the CRS)", path)
+        gdf = gdf.to_crs(4326)
     with atomic_path(path, overwrite) as tmp:
         if driver is None:
             gdf.to_parquet(tmp)
-        else:
-            kwargs = {"layer": layer or Path(path).stem} if driver == "GPKG" else {}
+        else:  # the layer named after the file, not the temporary name it is written under
             with _fixed_gpkg_date():
-                gdf.to_file(tmp, driver=driver, engine="pyogrio", **kwargs)
+                gdf.to_file(tmp, driver=driver, engine="pyogrio", layer=layer or Path(path).stem)
     return Path(path)
 
 
