@@ -118,6 +118,25 @@ def test_panels_match_reference_with_nodata(tmp_path, panel_width):
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("nodata", [float("nan"), None])
+def test_nan_pixels_do_not_spread_through_a_model_that_mixes_its_tile(tmp_path, nodata):
+    """NaN in a float image (declared nodata or not) is nodata in the output and nowhere
+    else, even for a model whose every output pixel depends on the whole tile."""
+    data = np.random.default_rng(2).uniform(0, 255, (3, 96, 80)).astype(np.float32)
+    data[:, :7, :9] = np.nan
+    data[1, 50, 40] = np.inf
+    src = write_tiled(tmp_path / "in.tif", data, nodata=nodata)
+
+    def mixing(b):
+        return (b.mean(axis=(1, 2, 3), keepdims=True) + 0 * b[:, :1]).astype(np.float32)
+
+    with open_raster(src, require_crs=False) as ds:
+        got = engine(tmp_path, ds, mixing, 32, 8, threads=2)
+    bad = ~np.isfinite(data).all(axis=0)
+    assert np.isfinite(got).all()
+    assert ((got == HEIGHT_NODATA) == bad).all()
+
+
 def test_resampled_input_matches_reference(tmp_path):
     """A WarpedVRT (GSD resampling) is reopened per reader thread with the same pixels."""
     rng = np.random.default_rng(2)

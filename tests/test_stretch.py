@@ -88,3 +88,15 @@ def test_prediction_samples_an_input_once(tmp_path, monkeypatch, dtype):
         _, ok = predict._stretch_and_valid(ds, "percentile", 0, empty)
         with pytest.raises(InputError, match="no valid pixel"):
             require_valid(ds, 0, empty, ok)
+
+
+def test_nan_pixels_become_0_without_a_warning():
+    import warnings
+
+    from rsgeo.io.stretch import Stretch
+
+    a = np.array([[[np.nan, np.inf, -np.inf, 12.4]]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "invalid value encountered in cast" before
+        out = Stretch("minmax", 2.0, 4.0).apply_uint8(a)
+    assert out.tolist() == [[[0, 255, 0, 21]]]

@@ -210,12 +210,24 @@ class TileReader:
                 valid.fill(True)
             else:
                 valid[...] = valid_mask(data, self.nodata)
+                _zero_non_finite(data, valid)
             return True
         pads = ((0, t - h), (0, t - w))
         v = valid_mask(inner, self.nodata)
         data[...] = pad_array(np.ascontiguousarray(inner), pads, self.pad, 0)
         valid[...] = np.pad(v, pads, mode="constant", constant_values=False)
+        _zero_non_finite(data, valid)
         return False
+
+
+def _zero_non_finite(data: np.ndarray, valid: np.ndarray) -> None:
+    """NaN and inf pixels (nodata, masked in the output anyway) become 0 in the model's
+    input: one NaN would otherwise turn every prediction of its tile into NaN (convolutions
+    and attention mix all pixels). Only float tiles with invalid pixels are scanned."""
+    if data.dtype.kind == "f" and not valid.all():
+        bad = ~np.isfinite(data)
+        if bad.any():
+            data[bad] = 0
 
 
 def iter_batches(ds, tiles: TileGrid, batch_size: int, *, pad: str = "reflect",

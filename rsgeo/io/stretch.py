@@ -50,6 +50,7 @@ class Stretch:
         if self.identity and a.dtype == np.uint8:
             return a
         x = a.astype(np.float32) * np.float32(self.scale) - np.float32(self.offset)
+        np.nan_to_num(x, copy=False, nan=0.0)  # nodata pixels: 0, not a cast warning
         return np.clip(np.rint(x) if self.mode != "none" else x, 0, 255).astype(np.uint8)
 
 
