@@ -41,6 +41,19 @@ def test_file_output_never_replaces_a_folder(user_folder):
     assert (user_folder / "sub" / "data.csv").is_file()
 
 
+def test_overwrite_never_replaces_a_pipe_or_device(tmp_path, cli):
+    fifo = tmp_path / "fifo.tif"
+    os.mkfifo(fifo)
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match="not a regular file"):
+            check_output(fifo, overwrite=overwrite)
+    pre = make_raster(tmp_path / "pre.tif", np.full((16, 16), 5, np.float32), nodata=-9999)
+    post = make_raster(tmp_path / "post.tif", np.full((16, 16), 1, np.float32), nodata=-9999)
+    code, _, err = cli("damage-map", pre, post, "-o", fifo, "--overwrite")
+    assert code == 2 and "not a regular file" in err and len(err.strip().splitlines()) == 1
+    assert fifo.is_fifo()
+
+
 def test_output_equal_to_or_inside_an_input_is_refused(tmp_path):
     src = tmp_path / "in.tif"
     src.write_bytes(b"abc")

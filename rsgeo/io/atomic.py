@@ -84,6 +84,9 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, *,
     if p.is_dir():
         raise InputError("is a folder; this output is a file and rsgeo never replaces a folder "
                          "with one (give a file name)", p)
+    if p.exists() and not p.is_file():  # a pipe, device or socket: never replaced
+        raise InputError("is not a regular file (a pipe, device or socket); rsgeo writes and "
+                         "replaces only files", p)
     if (p.exists() or p.is_symlink()) and not overwrite:
         raise OutputExistsError(p)
     for parent in p.parents:
