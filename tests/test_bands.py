@@ -80,7 +80,8 @@ def test_bgr_is_read_as_rgb_with_bands_3_2_1(tmp_path):
     with rasterio.open(tmp_path / "h.tif") as ds:
         np.testing.assert_allclose(ds.read(1), _expected(rgb[0]), atol=1e-4)
         assert ds.tags()["input_bands"] == "3,2,1"
-    assert r["input_bands"] == {"indexes": [3, 2, 1], "alpha_mask": None, "replicated": False}
+    assert r["input_bands"] == {"indexes": [3, 2, 1], "alpha_mask": None, "mask_band": False,
+                                 "replicated": False}
     # views of the file read in parallel threads see the same chosen bands
     with open_image(src, bands=(3, 2, 1)) as (ds, _):
         np.testing.assert_array_equal(ds.read(), rgb)
@@ -96,7 +97,8 @@ def test_rgba_alpha_is_the_valid_mask(tmp_path):
     h = rasterio.open(tmp_path / "h.tif").read(1)
     assert (h[:20, :30] == -9999).all()
     np.testing.assert_allclose(h[20:], _expected(rgb[0])[20:], atol=1e-4)
-    assert r["input_bands"] == {"indexes": [1, 2, 3], "alpha_mask": 4, "replicated": False}
+    assert r["input_bands"] == {"indexes": [1, 2, 3], "alpha_mask": 4, "mask_band": False,
+                                 "replicated": False}
 
 
 def test_rgba_alpha_and_a_user_nodata_both_mask(tmp_path):
@@ -132,6 +134,40 @@ def test_cli_bands_errors_are_one_line(tmp_path, cli, ckpt):  # noqa: F811
         code, _, err = cli("predict-height", src, "-m", model, "-o", tmp_path / "o.tif", *args)
         assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "o.tif").exists()
+
+
+def _jpeg_with_mask(path, rgb, mask):
+    """A JPEG/YCbCr GeoTIFF whose collar is marked by an internal GDAL mask, as orthophoto
+    deliveries often are (no nodata value, no alpha)."""
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(
+            path, "w", driver="GTiff", width=rgb.shape[2], height=rgb.shape[1], count=3,
+            dtype="uint8", crs="EPSG:32633", transform=from_origin(500000, 4100000, 0.5, 0.5),
+            tiled=True, blockxsize=64, blockysize=64, compress="jpeg",
+            photometric="ycbcr") as dst:
+        dst.write(rgb)
+        dst.write_mask(mask)
+    return path
+
+
+def test_a_gdal_mask_band_is_the_valid_mask(tmp_path, cli):
+    from rsgeo.data.dataset import ChipDataset
+
+    rgb = _img(64, 128)
+    mask = np.full((64, 128), 255, np.uint8)
+    mask[:, 64:] = 0  # the right half is collar
+    src = _jpeg_with_mask(tmp_path / "ortho.tif", rgb, mask)
+    r = predict_height_file(src, "x", tmp_path / "h.tif", runner=first_band_runner(), tile=64,
+                            overlap=16)
+    h = rasterio.open(tmp_path / "h.tif").read(1)
+    assert (h[:, 64:] == -9999).all() and (h[:, :64] != -9999).all()
+    assert r["input_bands"]["mask_band"] is True
+    code, out, err = cli("prepare", "--rgb", src, "-o", tmp_path / "chips", "--size", 64,
+                         "--dedup-distance", 0, "--json")
+    assert code == 0, err
+    s = json.loads(out)["ortho"]
+    assert s["kept"] == 1 and s["nodata"] == 1
+    assert s["input_bands"] == {"rgb": "1,2,3 (mask band as mask)"}
+    assert ChipDataset(tmp_path / "chips", split=None)[0]["rgb"].shape == (3, 64, 64)
 
 
 def test_prepare_picks_bands_and_masks_alpha(tmp_path, cli):

@@ -19,7 +19,8 @@ def test_spacenet_11bit_pan_tile_predicts_nonzero_heights_by_default(realdata, t
                                                                     ckpt):  # noqa: F811
     src = realdata / SPACENET
     r = predict_height_file(src, ckpt, tmp_path / "h.tif", tile=128, device="cpu")
-    assert r["input_bands"] == {"indexes": [1, 1, 1], "alpha_mask": None, "replicated": True}
+    assert r["input_bands"] == {"indexes": [1, 1, 1], "alpha_mask": None, "mask_band": False,
+                                 "replicated": True}
     assert r["input_stretch"]["mode"] == "percentile"
     with rasterio.open(tmp_path / "h.tif") as ds:
         h = ds.read(1)

@@ -611,7 +611,7 @@ def _open_input(item, spec: dict, stack: ExitStack, out_path):
         src, choice = stack.enter_context(open_image(  # --bands: rsgeo.io.bands
             item, want=bands, bands=spec["pick"], nodata=spec["nodata"],
             purpose=f"image for this {bands}-band model"))
-        nodata = spec["nodata"] if spec["nodata"] is not None and not choice.alpha \
+        nodata = spec["nodata"] if spec["nodata"] is not None and not choice.masked \
             else src.nodata  # an alpha-masked view holds both masks in its own nodata
         stretch, ok = _stretch_and_valid(src, spec["scale"], nodata, item)
         if nodata is not None:  # all nodata: an error, never a raster of nodata only

@@ -10,7 +10,8 @@ BGR into RGB, ``4,3,2`` picks RGB from a Sentinel-2 stack. Without ``--bands``:
 - anything else is refused with a hint to pass ``--bands``.
 
 An alpha band that is not picked becomes the valid mask: pixels whose alpha is 0 read as
-nodata. The choice is a small VRT (GDAL XML in ``/vsimem``) over the source, so every
+nodata. So does a GDAL mask band (an internal mask or a ``.msk`` file, how JPEG-compressed
+orthophotos usually mark their collar) of an image without nodata. The choice is a small VRT (GDAL XML in ``/vsimem``) over the source, so every
 reader (parallel threads reopen datasets by name, WarpedVRTs on top) sees exactly the
 chosen bands; the source itself is used directly when nothing changes.
 """
@@ -63,15 +64,21 @@ def parse_bands(text: str | None) -> tuple[int, ...] | None:
 
 @dataclass(frozen=True)
 class BandChoice:
-    """The source bands (1-based) read, in order, and the alpha band used as valid mask."""
+    """The source bands (1-based) read, in order, and the alpha band or the file's GDAL mask
+    band (``mask_band``) used as valid mask."""
 
     indexes: tuple[int, ...]
     alpha: int | None = None
     replicated: bool = False
+    mask_band: bool = False
+
+    @property
+    def masked(self) -> bool:
+        return bool(self.alpha) or self.mask_band
 
     def as_dict(self) -> dict:
         return {"indexes": list(self.indexes), "alpha_mask": self.alpha,
-                "replicated": self.replicated}
+                "mask_band": self.mask_band, "replicated": self.replicated}
 
     def tag(self) -> str:
         """For output tags, e.g. ``"1,2,3 (alpha 4 as mask)"``."""
@@ -80,6 +87,8 @@ class BandChoice:
             s += " (panchromatic, replicated)"
         if self.alpha:
             s += f" (alpha {self.alpha} as mask)"
+        elif self.mask_band:
+            s += " (mask band as mask)"
         return s
 
 
@@ -88,9 +97,26 @@ def _alpha_band(ds) -> int | None:
     return next((i + 1 for i, c in enumerate(ci) if c == ColorInterp.alpha), None)
 
 
+def _has_mask_band(ds) -> bool:
+    """A GDAL per-dataset mask (internal or ``.msk``) that is not alpha, and no nodata."""
+    from rasterio.enums import MaskFlags
+
+    return ds.nodata is None and set(ds.mask_flag_enums[0]) == {MaskFlags.per_dataset}
+
+
 def choose_bands(ds, path, want: int | None, bands: tuple[int, ...] | None,
                  warn: bool = True) -> BandChoice:
-    """The :class:`BandChoice` for the open image ``ds`` (see the module doc).
+    """The :class:`BandChoice` for the open image ``ds`` (see the module doc); with the
+    file's mask band as valid mask when it has one (:func:`_has_mask_band`)."""
+    choice = _choose(ds, path, want, bands, warn)
+    if not choice.alpha and _has_mask_band(ds):
+        return BandChoice(choice.indexes, None, choice.replicated, mask_band=True)
+    return choice
+
+
+def _choose(ds, path, want: int | None, bands: tuple[int, ...] | None,
+            warn: bool = True) -> BandChoice:
+    """The bands and alpha mask for ``ds`` (see the module doc).
 
     Args:
         want: the band count the caller needs (None: any, e.g. all bands).
@@ -140,7 +166,7 @@ def _vrt_xml(ds, path: Path, choice: BandChoice, src_nodata=None) -> str:
     dtype = ds.dtypes[0]
     src_nodata = ds.nodata if src_nodata is None else src_nodata
     gtype, nodata = _GDAL_TYPES[dtype], ds.nodata
-    if choice.alpha:
+    if choice.masked:
         gtype, nodata = _MASKED[dtype]
     t = ds.transform
     srs = f"<SRS>{escape(ds.crs.to_wkt())}</SRS>" if ds.crs else ""
@@ -155,7 +181,7 @@ def _vrt_xml(ds, path: Path, choice: BandChoice, src_nodata=None) -> str:
         colour = _COLOURS[k - 1] if len(choice.indexes) == 3 else "Undefined"
         nd = "" if nodata is None else \
             f"<NoDataValue>{'nan' if np.isnan(nodata) else repr(nodata)}</NoDataValue>"
-        kind, extra = ("ComplexSource", _mask_xml(ds, src_nodata, nodata)) if choice.alpha \
+        kind, extra = ("ComplexSource", _mask_xml(ds, src_nodata, nodata)) if choice.masked \
             else ("SimpleSource", "")
         out.append(f'<VRTRasterBand dataType="{gtype}" band="{k}" blockXSize="{min(bw, 512)}" '
                    f'blockYSize="{min(bh, 512)}">{nd}<ColorInterp>{colour}</ColorInterp>'
@@ -182,7 +208,7 @@ def open_image(path: str | os.PathLike, *, want: int | None = 3,
     p = Path(path)
     with open_raster(p, purpose=purpose, **kw) as src:
         choice = choose_bands(src, p, want, bands, warn)
-        if choice.indexes == tuple(range(1, src.count + 1)) and not choice.alpha:
+        if choice.indexes == tuple(range(1, src.count + 1)) and not choice.masked:
             yield src, choice
             return
         xml = _vrt_xml(src, p, choice, nodata)
