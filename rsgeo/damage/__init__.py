@@ -39,6 +39,7 @@ Outputs:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from contextlib import ExitStack
@@ -103,8 +104,10 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
     loss_co = height_co(compress, max_z_error, co)
     thr = _threshold(event, threshold)
     grade_table = parse_grades(grades)
-    if min_area < 0:
-        raise InputError(f"--min-area must be >= 0, got {min_area}")
+    if not (min_area >= 0 and math.isfinite(min_area)):
+        raise InputError(f"--min-area must be a number >= 0, got {min_area}")
+    if not math.isfinite(min_height):
+        raise InputError(f"--min-height must be a number of metres, got {min_height}")
     max_height = check_max_height(max_height)
     if absolute and dtm is not None:
         raise InputError("--absolute and --dtm exclude each other: --dtm turns surface models "
@@ -179,6 +182,6 @@ def _threshold(event: str, threshold: float | None) -> float:
         if event == "custom":
             raise InputError("--event custom needs --threshold METRES")
         return EVENTS[event]
-    if not threshold > 0:
+    if not (threshold > 0 and math.isfinite(threshold)):
         raise InputError(f"--threshold must be a positive height loss in metres, got {threshold}")
     return float(threshold)
