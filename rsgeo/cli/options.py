@@ -130,7 +130,8 @@ Device = Annotated[
     typer.Option("--device", help="Where models run: auto picks CUDA when available."),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+SEED_MAX = 2**32 - 1  # numpy's np.random.seed (pretrain) takes [0, 2**32)
+Seed = Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="Random seed.")]
 Workers = Annotated[int, typer.Option("--workers", min=0, help="Parallel workers.")]
 Cog = Annotated[bool, typer.Option("--cog", help="Write Cloud Optimized GeoTIFF (copy).")]
 SkipExisting = Annotated[bool, typer.Option(
