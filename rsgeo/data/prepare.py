@@ -79,7 +79,7 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
         raise InputError(f"--bands needs three 1-based band indexes for RGB chips, got "
                          f"{','.join(map(str, bands))}")
     scale = parse_scale(scale) if isinstance(scale, (str, type(None))) else tuple(scale)
-    stride = stride or size
+    stride = size if stride is None else stride  # 0 is no stride, not the default
     if size % 32 or size < 32:
         raise InputError(f"--size must be a positive multiple of 32 (HOG and encoders), got {size}")
     if stride <= 0:
