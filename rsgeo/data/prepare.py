@@ -185,6 +185,9 @@ def _validate(group: list[SceneInput], bands) -> dict[str, str]:
     chosen: dict[str, str] = {}
     for s in group:
         s.reference  # noqa: B018 - raises for a scene without RGB and heights
+        if s.dtm is not None and s.dsm is None:  # the nDSM is DSM - DTM: a DTM alone is nothing
+            raise InputError("--dtm needs --dsm (nDSM = DSM - DTM)" + (
+                "; --ndsm is already heights above ground" if s.ndsm else ""), s.dtm)
         for key, path in s.files().items():
             if key == "footprints":
                 require_polygons(read_vector(path, "footprints file"), path, "footprints")
