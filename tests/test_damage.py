@@ -204,6 +204,10 @@ def test_bad_inputs_exit_2(tmp_path, cli):
         assert code == 2, (args, err)
         assert msg in err and len(err.strip().splitlines()) == 1, (args, err)
     assert not (tmp_path / "o.tif").exists()
+    for name in ("o.png", "o"):  # a GeoTIFF was written under these names
+        code, _, err = cli("damage-map", a, b, "-o", tmp_path / name)
+        assert code == 2 and f"{name}: " in err and ".tif" in err, err
+        assert not list(tmp_path.glob("o*")), err
     for kw, msg in (({"min_area": float("inf")}, "--min-area"),  # the library checks too
                     ({"min_height": float("nan")}, "--min-height"),
                     ({"threshold": float("inf")}, "--threshold")):

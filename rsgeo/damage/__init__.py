@@ -53,7 +53,7 @@ from rsgeo.errors import InputError
 from rsgeo.io.atomic import check_output
 from rsgeo.io.heights import check_max_height
 from rsgeo.io.vector import driver_for
-from rsgeo.io.writer import height_co
+from rsgeo.io.writer import check_raster_output, height_co
 from rsgeo.viz import DAMAGE_COLORS
 
 EVENTS = {"earthquake": 3.0, "wildfire": 1.0}
@@ -119,6 +119,7 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
         log.warning("--absolute without --buildings: every pixel higher than --min-height "
                     "%g m counts as a structure", min_height)
     out, fp_out = default_outputs(pre, out, footprints_out)
+    check_raster_output(out)  # OUT_loss gets its suffix
     for p in (out, loss_path(out), fp_out):
         check_output(p, overwrite, inputs=(pre, post, buildings, dtm, buildings_model,
                                            *(model if isinstance(model, (list, tuple))
