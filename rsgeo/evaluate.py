@@ -238,6 +238,24 @@ class Prep:
         return p, r, okp, okr
 
 
+def check_pair_grids(pds, rds, pred: Path, ref: Path, align: str | None) -> None:
+    """PRED's grid must be REF's, or (``align``) PRED is resampled onto it. Grids that
+    differ need both CRSs: a raster without one would be read as if in the other's CRS.
+    Rasters without CRS on one grid are scored pixel for pixel (benchmark tiles often have
+    none)."""
+    if align not in (None, "nearest", "bilinear"):
+        raise InputError(f"--align must be nearest or bilinear, got {align!r}")
+    if Grid.of(pds).same_as(Grid.of(rds)):
+        return
+    for ds, path in ((pds, pred), (rds, ref)):
+        if ds.crs is None:
+            other = ref if path == pred else pred
+            raise InputError(f"has no CRS and its grid is not {other}'s: it cannot be aligned "
+                             "(assign a CRS, e.g. `gdal_edit -a_srs EPSG:32633`)", path)
+    if align is None:
+        check_same_grid(rds, pds, ref, pred)
+
+
 def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, rows: int,
                 finite: bool = True, metres: bool = False, pool: ArrayPool | None = None):
     """Yield ``(offset, pred strip, ref strip, prep)``: full-width raw strips on REF's grid.
@@ -251,10 +269,7 @@ def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, 
     with open_raster(pred, bands=1, purpose="prediction raster", require_crs=False) as pds, \
             open_raster(ref, bands=1, purpose="reference raster", require_crs=False) as rds:
         grid = Grid.of(rds)
-        if align is None:
-            check_same_grid(rds, pds, ref, pred)
-        elif align not in ("nearest", "bilinear"):
-            raise InputError(f"--align must be nearest or bilinear, got {align!r}")
+        check_pair_grids(pds, rds, pred, ref, align)
         pu, ru = ((units_of(pds, pred), units_of(rds, ref)) if metres
                   else (HeightUnits(), HeightUnits()))
         with align_to(pds, grid, align or "nearest") as src:
@@ -439,8 +454,7 @@ def _synrs3d(pairs, align) -> dict:
     for p, r in pairs:
         with open_raster(p, bands=1, require_crs=False) as pds, \
                 open_raster(r, bands=1, require_crs=False) as rds:
-            if align is None:
-                check_same_grid(rds, pds, r, p)
+            check_pair_grids(pds, rds, p, r, align)
             with align_to(pds, Grid.of(rds), align or "nearest") as src:
                 m = avg.update(src.read(1), rds.read(1))
         images.append({"image": p.name, **{(k if g == "whole" else f"{k}_{g}"): v

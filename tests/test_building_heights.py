@@ -9,6 +9,7 @@ import rasterio
 import shapely
 from rasterio import features
 
+from rsgeo.errors import InputError
 from rsgeo.footprints.heights import building_heights
 from rsgeo.metrics.grouped import grouped_median, grouped_percentile
 from tests.conftest import UTM, make_raster
@@ -149,10 +150,13 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path, cli, scene):
     for args, words in (([path, "--buildings", tmp_path / "points.gpkg"], "polygons"),
                         ([path, "--buildings", tmp_path / "none.gpkg"], "none.gpkg"),
                         ([tmp_path / "none.tif", "--buildings", fp], "none.tif"),
-                        ([path, "--buildings", fp, "--max-height", "5"], "--max-height")):
+                        ([path, "--buildings", fp, "--max-height", "5"], "--max-height"),
+                        ([path, "--buildings", fp, "--max-height", "nan"], "--max-height")):
         code, _, err = cli("building-heights", *args, "-o", tmp_path / "o.gpkg")
         assert code == 2 and len(err.strip().splitlines()) == 1 and words in err, err
         assert not (tmp_path / "o.gpkg").exists()
+    with pytest.raises(InputError, match="--max-height"):  # the library checks too
+        building_heights(path, fp, tmp_path / "o.gpkg", max_height=float("nan"))
 
 
 def test_grouped_percentiles_are_numpys(rng):

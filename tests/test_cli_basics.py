@@ -126,6 +126,32 @@ print("TORCH", [m for m in ("torch", "timm") if m in sys.modules], sorted(os.lis
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
 
 
+def test_every_float_option_refuses_nan_and_inf(cli):
+    """nan or +-inf in any float option of any command is one line naming the option, exit
+    2, before the command runs (footprints --tolerance nan crashed with AttributeError,
+    --min-area inf with OverflowError; damage-map --min-height nan found nothing, exit 0;
+    building-heights --max-height nan turned the height check off)."""
+    import typer
+
+    from rsgeo.cli.app import app
+    from rsgeo.cli.options import is_float_option
+
+    seen = set()
+    for name, cmd in typer.main.get_command(app).commands.items():
+        for opt in (p.opts[0] for p in cmd.params if is_float_option(p)):
+            seen.add(f"{name} {opt}")
+            for bad in ("nan", "inf", "-inf"):
+                code, out, err = cli(name, opt, bad)
+                assert code == 2 and out == "", (name, opt, bad, err)
+                assert len(err.strip().splitlines()) == 1 and opt in err, (name, opt, bad, err)
+                # the finite rule, or typer's min/max where the option has one
+                assert "must be a finite number" in err or "Input should be" in err, err
+    assert {"footprints --tolerance", "footprints --min-area", "footprints --class",
+            "damage-map --min-height", "damage-map --min-area", "building-heights --max-height",
+            "evaluate --min-area", "pretrain --lr", "finetune --layer-decay", "synth --gsd",
+            "prepare --max-nodata", "predict --threshold"} <= seen, sorted(seen)
+
+
 def test_errors_are_one_line_with_exit_codes(cli, monkeypatch):
 
     from rsgeo.cli import app as app_module

@@ -194,9 +194,23 @@ def test_bad_inputs_exit_2(tmp_path, cli):
         (["damage-map", a, tmp_path / "missing.tif"], "no such file"),
         (["damage-map", a, b, "--grades", "minor:1"], "--grades"),
         (["damage-map", a, b, "--footprints", tmp_path / "x.xyz"], "vector format"),
+        (["damage-map", a, b, "--min-height", "nan"], "--min-height"),
+        (["damage-map", a, b, "--min-area", "nan"], "--min-area"),
+        (["damage-map", a, b, "--min-area", "inf"], "--min-area"),
+        (["damage-map", a, b, "--grades", "minor:nan,major:35%,destroyed:70%"], "--grades"),
     ]
     for args, msg in cases:
         code, _, err = cli(*args, "-o", tmp_path / "o.tif")
         assert code == 2, (args, err)
         assert msg in err and len(err.strip().splitlines()) == 1, (args, err)
+    assert not (tmp_path / "o.tif").exists()
+    for name in ("o.png", "o"):  # a GeoTIFF was written under these names
+        code, _, err = cli("damage-map", a, b, "-o", tmp_path / name)
+        assert code == 2 and f"{name}: " in err and ".tif" in err, err
+        assert not list(tmp_path.glob("o*")), err
+    for kw, msg in (({"min_area": float("inf")}, "--min-area"),  # the library checks too
+                    ({"min_height": float("nan")}, "--min-height"),
+                    ({"threshold": float("inf")}, "--threshold")):
+        with pytest.raises(InputError, match=msg):
+            damage_map(a, b, tmp_path / "o.tif", **kw)
     assert not (tmp_path / "o.tif").exists()

@@ -166,6 +166,23 @@ def test_bad_inputs_exit_2(tmp_path, cli):
     assert code == 0 and json.loads(out)["mae"] == 0
 
 
+def test_a_raster_without_crs_is_never_aligned(tmp_path, cli):
+    """PRED without a CRS was resampled with --align as if it were in REF's CRS and scored;
+    rasters without CRS on one grid (benchmark tiles) are still scored pixel for pixel."""
+    h = np.arange(64, dtype=np.float32).reshape(8, 8)
+    ref = make_raster(tmp_path / "ref.tif", h)
+    nocrs = make_raster(tmp_path / "pred_nocrs.tif", h, crs=None)
+    for args in ([nocrs, ref, "--align", "bilinear"], [ref, nocrs, "--align", "nearest"],
+                 [nocrs, ref], [nocrs, ref, "--align", "bilinear", "--protocol", "synrs3d"]):
+        code, out, err = cli("evaluate", *args, "-o", tmp_path / "o.json")
+        assert code == 2 and len(err.strip().splitlines()) == 1, (args, err)
+        assert "pred_nocrs.tif: has no CRS" in err, (args, err)
+    assert not (tmp_path / "o.json").exists()
+    also = make_raster(tmp_path / "ref_nocrs.tif", h, crs=None)
+    code, out, err = cli("evaluate", nocrs, also, "--format", "json")
+    assert code == 0 and json.loads(out)["mae"] == 0, err
+
+
 def test_malformed_spacenet_csv_names_the_file_and_line(tmp_path, cli):
     head = "ImageId,BuildingId,PolygonWKT_Pix,Confidence\n"
     good = tmp_path / "good.csv"

@@ -185,12 +185,17 @@ def test_bad_inputs_exit_2_with_one_line(cli, tmp_path):
         (good, ["-o", tmp_path / "e.txt"], "unknown vector format"),
         (tmp_path / "missing.tif", ["-o", tmp_path / "f.gpkg"], "no such file"),
         (good, ["-o", tmp_path / "g.gpkg", "--threshold", "0"], "--threshold"),
+        (good, ["-o", tmp_path / "h.gpkg", "--tolerance", "nan"], "--tolerance"),
+        (good, ["-o", tmp_path / "i.gpkg", "--min-area", "inf"], "--min-area"),
     ]
     for src, args, words in cases:
         code, out, err = cli("footprints", src, *args)
         assert code == 2, (src, err)
         assert words in err and len(err.strip().splitlines()) == 1, err
         assert not any(p.suffix in (".gpkg",) for p in tmp_path.iterdir()), err
+    for kw in ({"tolerance": math.nan}, {"min_area": math.inf}):  # the library checks too
+        with pytest.raises(InputError, match="--min-area"):
+            footprints(good, tmp_path / "j.gpkg", **kw)
     code, out, _ = cli("footprints", two, "-o", tmp_path / "ok.fgb", "--band", "2", "--json")
     assert code == 0 and '"features": 1' in out
     code, _, err = cli("footprints", two, "-o", tmp_path / "ok.fgb", "--band", "2")

@@ -3,7 +3,7 @@ import pytest
 import rasterio
 
 import rsgeo
-from rsgeo.errors import OutputExistsError
+from rsgeo.errors import InputError, OutputExistsError
 from rsgeo.io.atomic import atomic_path
 from rsgeo.io.pipeline import run_tiled
 from rsgeo.io.raster import Grid, open_raster
@@ -135,3 +135,16 @@ def test_creation_options_gdal_rejects_are_an_error_and_leave_nothing(tmp_path, 
     code, _, err = cli("damage-map", a, b, "-o", tmp_path / "d.tif", "--co", "COMPRESS=NOPE")
     assert code == 2 and "creation options" in err and len(err.strip().splitlines()) == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["post.tif", "pre.tif"]
+
+
+def test_rasters_are_written_under_geotiff_names_only(tmp_path):
+    """open_output wrote a GeoTIFF under any name (out.png): the last line of defence
+    behind each command's own check."""
+    grid = Grid(None, rasterio.Affine(0.5, 0, 500000, 0, -0.5, 4100000), 8, 8)
+    for name in ("out.png", "out.jpg", "out"):
+        with pytest.raises(InputError, match="GeoTIFF"):
+            with open_output(tmp_path / name, grid):
+                pass
+    assert not list(tmp_path.iterdir())
+    with open_output(tmp_path / "ok.TIFF", grid) as dst:
+        dst.write(np.zeros((1, 8, 8), np.float32))

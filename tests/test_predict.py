@@ -239,6 +239,22 @@ def test_bad_models_and_outputs_exit_2_naming_the_model(tmp_path, cli, models):
         predict_files([src], models["height"], [tmp_path / "s.tif"], expect="segmentation")
 
 
+def test_raster_outputs_not_named_tif_are_refused(tmp_path, cli, models):
+    """predict -o x.png wrote a GeoTIFF named x.png: a raster output ends in .tif/.tiff
+    (a name no task writes is refused before the model loads, a table name for a raster
+    task once the model's task is known), and nothing is written."""
+    src, _ = _rgb(tmp_path / "img.tif", 64, 64)
+    post, _ = _rgb(tmp_path / "post.tif", 64, 64, seed=1)
+    for args, name in (([src, "-m", tmp_path / "never_read.onnx"], "a.png"),
+                       ([src, "-m", models["height"]], "b.csv"),
+                       ([src, "-m", models["segmentation"], "--probabilities"], "c.jpg"),
+                       ([src, post, "-m", models["change"]], "d.png")):
+        code, _, err = cli("predict", *args, "-o", tmp_path / name)
+        assert code == 2 and f"{name}: " in err and ".tif" in err, (args, err)
+        assert len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.tif", "post.tif"]
+
+
 
 def _pair_onnx(path: Path) -> Path:
     """A tiny two-input ONNX 'change model' with rsgeo metadata: logit = mean over bands

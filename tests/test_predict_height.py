@@ -181,6 +181,17 @@ def test_geographic_crs_works_with_a_warning(tmp_path, caplog):
     assert rasterio.open(tmp_path / "h.tif").crs.to_epsg() == 4326
 
 
+def test_an_output_not_named_tif_is_refused_before_the_model_loads(tmp_path, cli):
+    """predict-height -o h.png wrote a GeoTIFF named h.png (and -o h one named h)."""
+    src, _ = _rgb(tmp_path, 64, 64)
+    model = tmp_path / "never_read.onnx"  # the output is refused before the model is looked at
+    for name in ("h.png", "h.jpg", "h"):
+        code, out, err = cli("predict-height", src, "-m", model, "-o", tmp_path / name)
+        assert code == 2 and f"{name}: " in err and ".tif" in err, err
+        assert len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.tif"]
+
+
 def test_cli_errors(tmp_path, cli, ckpt, onnx_model):
     src, _ = _rgb(tmp_path, 64, 64)
     four = make_raster(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint16))  # RGBN

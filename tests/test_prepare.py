@@ -156,6 +156,7 @@ def test_bad_inputs(tmp_path, cli):
                           crs=CRS.from_epsg(3857), origin=(-8e6, 6e6))
     blank = make_raster(tmp_path / "blank.tif", np.zeros((3, 64, 64), np.uint8), nodata=0)
     lab = make_raster(tmp_path / "lab.tif", np.full((64, 64), 42, np.uint8))
+    dtm = make_raster(tmp_path / "dtm.tif", np.full((64, 64), 3.0, np.float32))
     (tmp_path / "classes.json").write_text(json.dumps({"1": "a", "2": "b"}))
     (tmp_path / "notds").mkdir()
     (tmp_path / "notds" / "x.txt").write_text("mine")
@@ -166,12 +167,15 @@ def test_bad_inputs(tmp_path, cli):
         (["--rgb", rgb, "--dsm", far_crs], "does not overlap"),
         (["--rgb", blank], "no valid pixel"),
         (["--rgb", rgb, "--labels", lab, "--classes", tmp_path / "classes.json"], "[42]"),
+        (["--rgb", rgb, "--stride", 0], "--stride"),  # was taken for the default (size)
+        # a DTM without its DSM wrote a dataset.json listing an ndsm modality without chips
+        (["--rgb", rgb, "--dtm", dtm], "--dtm needs --dsm"),
+        (["--rgb", rgb, "--ndsm", dtm, "--dtm", dtm], "--dtm needs --dsm"),
     ]
     for i, (args, msg) in enumerate(cases):
         code, _, err = cli("prepare", *args, "-o", tmp_path / f"ds{i}", "--size", 64)
         assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, (args, err)
-        leftovers = list((tmp_path / f"ds{i}").rglob("*.npy")) + list((tmp_path / f"ds{i}").rglob("*.raw"))
-        assert not leftovers, leftovers
+        assert not (tmp_path / f"ds{i}").exists(), (args, list((tmp_path / f"ds{i}").rglob("*")))
     code, _, err = cli("prepare", "--rgb", rgb, "-o", tmp_path / "notds", "--size", 64)
     assert code == 2 and "not an rsgeo chips folder" in err      # no hint to overwrite it
     code, _, err = cli("prepare", "--rgb", rgb, "-o", tmp_path / "notds", "--size", 64, "--overwrite")

@@ -8,6 +8,7 @@ from rasterio import features
 from rsgeo.errors import InputError
 from rsgeo.io.vector import read_vector
 from rsgeo.synth import generate_scene, write_scenes
+from rsgeo.train.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +128,27 @@ def test_overwrite_guard_and_bad_options(tmp_path, cli):
         assert code == 2, bad
     with pytest.raises(InputError):
         generate_scene(32)
+
+
+def test_a_negative_seed_is_refused_before_anything_is_created(tmp_path, cli):
+    """synth --seed -1 failed with exit 1 (numpy: expected non-negative integer) and left an
+    empty OUTPUT folder; every --seed takes [0, 2**32) (pretrain's np.random.seed range)."""
+    for seed in (-1, 2**32):
+        code, out, err = cli("synth", "-o", tmp_path / "city", "--size", 64, "--seed", seed)
+        assert code == 2 and "--seed" in err and len(err.strip().splitlines()) == 1, err
+    for cmd in (["prepare", "--rgb", tmp_path / "x.tif"], ["demo"], ["pretrain", tmp_path],
+                ["finetune", tmp_path]):
+        code, _, err = cli(*cmd, "-o", tmp_path / "out", "--seed", -1)
+        assert code == 2 and "--seed" in err and len(err.strip().splitlines()) == 1, (cmd, err)
+    with pytest.raises(InputError, match="--seed"):  # the library too, before the folder
+        write_scenes(tmp_path / "lib", size=64, seed=-1)
+    with pytest.raises(InputError, match="--seed"):  # a YAML config's seed
+        TrainConfig(seed=-1)
+    assert not list(tmp_path.iterdir())
+    # outputs are checked before the folder is made (a file in its path was exit 1)
+    (tmp_path / "f").write_text("x")
+    code, _, err = cli("synth", "-o", tmp_path / "f" / "city", "--size", 64)
+    assert code == 2 and "is a file" in err, err
 
 
 def test_scenes_without_footprints_prepare_from_the_folder(tmp_path):

@@ -24,6 +24,7 @@ import typer
 
 from rsgeo import __version__, progress
 from rsgeo.cli.helptext import reflow
+from rsgeo.cli.options import finite_floats
 from rsgeo.errors import RsgeoError
 
 app = typer.Typer(
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = typer.main.get_command(app)
     tidy_help(command)
+    finite_floats(command)
     try:
         signal.signal(signal.SIGTERM, _sigterm)
     except ValueError:  # not in the main thread

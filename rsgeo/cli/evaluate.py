@@ -64,7 +64,8 @@ def evaluate_cmd(
 
     Heights honour band scale/offset and units (cm, mm, ft).
 
-    Refused (exit 2): a raster without a valid pixel, heights that look like
+    Refused (exit 2): a raster without a valid pixel, a raster without CRS whose grid is
+    not the other's (nothing places it to align it), heights that look like
     absolute elevations (--absolute accepts them) or exceed --max-height,
     footprints that are not polygons."""
     # lazy: keep rsgeo --help fast

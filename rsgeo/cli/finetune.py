@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperCommand
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import DeviceChoice, Json, Overwrite, Precision
+from rsgeo.cli.options import SEED_MAX, DeviceChoice, Json, Overwrite, Precision
 from rsgeo.errors import InputError
 
 
@@ -67,7 +67,7 @@ def finetune_cmd(
     photometric: Annotated[float, typer.Option("--photometric", min=0.0, help="Per-sample colour jitter (brightness +-2S std, contrast and saturation x 1+-S) and blur of the training images, strength S (0: off; e.g. 0.4 for synthetic cities meant for real imagery).")] = 0.0,
     device: Annotated[DeviceChoice, typer.Option("--device")] = DeviceChoice.auto,
     precision: Annotated[Precision, typer.Option("--precision")] = Precision.fp32,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX)] = 0,
     workers: Annotated[int, typer.Option("--workers", min=0)] = 0,
     log_every: Annotated[Optional[int], typer.Option("--log-every", min=1, help="Steps between metrics records (default 10).")] = None,
     ckpt_every: Annotated[Optional[int], typer.Option("--ckpt-every", min=1, help="Steps between checkpoints (default 500; one at the end and on SIGTERM/SIGINT).")] = None,

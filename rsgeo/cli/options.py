@@ -19,6 +19,9 @@ Options (``Annotated`` aliases to use as parameter types):
 - ``LabelMap``     ``--label-map FROM:TO``    recode mask values to class ids, repeatable
 - ``MaxPixels``    ``--max-pixels N``         refuse larger rasters (rsgeo.io.limits)
 
+Every float option of every command is finite: :func:`finite_floats` (run on the built
+command by ``rsgeo.cli.app.main``) refuses nan and +-inf with exit 2, naming the option.
+
 Option groups (one parameter of a dataclass type, expanded into its options by
 :func:`with_groups`, shown under their own heading in ``--help``):
 
@@ -127,7 +130,8 @@ Device = Annotated[
     typer.Option("--device", help="Where models run: auto picks CUDA when available."),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+SEED_MAX = 2**32 - 1  # numpy's np.random.seed (pretrain) takes [0, 2**32)
+Seed = Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="Random seed.")]
 Workers = Annotated[int, typer.Option("--workers", min=0, help="Parallel workers.")]
 Cog = Annotated[bool, typer.Option("--cog", help="Write Cloud Optimized GeoTIFF (copy).")]
 SkipExisting = Annotated[bool, typer.Option(
@@ -360,6 +364,38 @@ MaxPixels = Annotated[
                       "pixels (width x height). Default: RAM bytes / 4, i.e. one float32 "
                       "band of the raster fits in memory; env RSGEO_MAX_PIXELS."),
 ]
+
+
+# --- float options: finite only ---------------------------------------------------------
+
+def _check_finite(callback):
+    """``callback`` (or none) behind a check that every value of the float option is finite."""
+    def check(ctx, param, value):
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise typer.BadParameter(f"must be a finite number, got {v}", ctx, param)
+        return value if callback is None else callback(ctx, param, value)
+
+    return check
+
+
+def is_float_option(param) -> bool:
+    """Whether a built click parameter takes floats (one or a list)."""
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None:  # typer releases that convert with click's own types
+        return getattr(getattr(param, "type", None), "name", "") in ("float", "float range")
+    ann = desc.annotation
+    return ann is float or (desc.is_list and float in getattr(ann, "__args__", ()))
+
+
+def finite_floats(command) -> None:
+    """Make every float option of ``command`` and its subcommands (those of registered
+    methods and tasks included) refuse nan and +-inf with exit 2: no float option means
+    anything by them (``--nodata nan`` is a text option and keeps its nan)."""
+    for cmd in (command, *getattr(command, "commands", {}).values()):
+        for p in cmd.params:
+            if is_float_option(p):
+                p.callback = _check_finite(p.callback)
 
 
 def plural(n: int, word: str) -> str:

@@ -19,7 +19,7 @@ import typer
 from rsgeo import progress
 from rsgeo.cli.app import app, state
 from rsgeo.cli.generated import DynamicCommand, choice_enum, keyword_params, option_param, plain
-from rsgeo.cli.options import DeviceChoice, Json, Overwrite, Precision
+from rsgeo.cli.options import SEED_MAX, DeviceChoice, Json, Overwrite, Precision
 from rsgeo.errors import InputError
 from rsgeo.jsonout import dumps
 from rsgeo.methods import registry
@@ -59,7 +59,8 @@ def pretrain_command(
                                                    "(fp16: CUDA only) (default fp32).")] = None,
     compile: Annotated[Optional[bool], _opt("--compile/--no-compile",
                                             help="torch.compile the model.")] = None,
-    seed: Annotated[Optional[int], _opt("--seed", help="Random seed (default 0).")] = None,
+    seed: Annotated[Optional[int], _opt("--seed", min=0, max=SEED_MAX,
+                                        help="Random seed (default 0).")] = None,
     workers: Annotated[Optional[int], _opt("--workers", min=0, help="DataLoader workers per "
                                            "process (default 0).")] = None,
     ckpt_every: Annotated[Optional[int], _opt("--ckpt-every", min=1,

@@ -39,6 +39,7 @@ Outputs:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from contextlib import ExitStack
@@ -52,7 +53,7 @@ from rsgeo.errors import InputError
 from rsgeo.io.atomic import check_output
 from rsgeo.io.heights import check_max_height
 from rsgeo.io.vector import driver_for
-from rsgeo.io.writer import height_co
+from rsgeo.io.writer import check_raster_output, height_co
 from rsgeo.viz import DAMAGE_COLORS
 
 EVENTS = {"earthquake": 3.0, "wildfire": 1.0}
@@ -103,8 +104,10 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
     loss_co = height_co(compress, max_z_error, co)
     thr = _threshold(event, threshold)
     grade_table = parse_grades(grades)
-    if min_area < 0:
-        raise InputError(f"--min-area must be >= 0, got {min_area}")
+    if not (min_area >= 0 and math.isfinite(min_area)):
+        raise InputError(f"--min-area must be a number >= 0, got {min_area}")
+    if not math.isfinite(min_height):
+        raise InputError(f"--min-height must be a number of metres, got {min_height}")
     max_height = check_max_height(max_height)
     if absolute and dtm is not None:
         raise InputError("--absolute and --dtm exclude each other: --dtm turns surface models "
@@ -116,6 +119,7 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
         log.warning("--absolute without --buildings: every pixel higher than --min-height "
                     "%g m counts as a structure", min_height)
     out, fp_out = default_outputs(pre, out, footprints_out)
+    check_raster_output(out)  # OUT_loss gets its suffix
     for p in (out, loss_path(out), fp_out):
         check_output(p, overwrite, inputs=(pre, post, buildings, dtm, buildings_model,
                                            *(model if isinstance(model, (list, tuple))
@@ -179,6 +183,6 @@ def _threshold(event: str, threshold: float | None) -> float:
         if event == "custom":
             raise InputError("--event custom needs --threshold METRES")
         return EVENTS[event]
-    if not threshold > 0:
+    if not (threshold > 0 and math.isfinite(threshold)):
         raise InputError(f"--threshold must be a positive height loss in metres, got {threshold}")
     return float(threshold)

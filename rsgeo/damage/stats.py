@@ -32,8 +32,8 @@ def parse_grades(text: str) -> dict[str, tuple[float, bool]]:
             v = float(val.strip().rstrip("%"))
         except ValueError:
             raise InputError(f"--grades: {val!r} is not a number") from None
-        if v <= 0:
-            raise InputError(f"--grades: {name} threshold must be positive, got {val}")
+        if not (v > 0 and np.isfinite(v)):
+            raise InputError(f"--grades: {name} threshold must be a positive number, got {val}")
         out[name] = (v / 100 if rel else v, rel)
     missing = [g for g in GRADE_NAMES[1:] if g not in out]
     if missing:

@@ -79,7 +79,7 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
         raise InputError(f"--bands needs three 1-based band indexes for RGB chips, got "
                          f"{','.join(map(str, bands))}")
     scale = parse_scale(scale) if isinstance(scale, (str, type(None))) else tuple(scale)
-    stride = stride or size
+    stride = size if stride is None else stride  # 0 is no stride, not the default
     if size % 32 or size < 32:
         raise InputError(f"--size must be a positive multiple of 32 (HOG and encoders), got {size}")
     if stride <= 0:
@@ -185,6 +185,9 @@ def _validate(group: list[SceneInput], bands) -> dict[str, str]:
     chosen: dict[str, str] = {}
     for s in group:
         s.reference  # noqa: B018 - raises for a scene without RGB and heights
+        if s.dtm is not None and s.dsm is None:  # the nDSM is DSM - DTM: a DTM alone is nothing
+            raise InputError("--dtm needs --dsm (nDSM = DSM - DTM)" + (
+                "; --ndsm is already heights above ground" if s.ndsm else ""), s.dtm)
         for key, path in s.files().items():
             if key == "footprints":
                 require_polygons(read_vector(path, "footprints file"), path, "footprints")

@@ -29,8 +29,8 @@ from rasterio.windows import transform as window_transform
 from rsgeo.errors import InputError
 from rsgeo.io.atomic import check_output
 from rsgeo.io.buildings import COVERAGE, load_buildings
-from rsgeo.io.heights import (MAX_HEIGHT_M, check_heights, predicted_by_rsgeo, require_valid,
-                              sample, sample_plan, units_of)
+from rsgeo.io.heights import (MAX_HEIGHT_M, check_heights, check_max_height, predicted_by_rsgeo,
+                              require_valid, sample, sample_plan, units_of)
 from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, pixel_area_m2, valid_mask
 from rsgeo.io.reader import read_strips
 from rsgeo.io.vector import driver_for, write_vector
@@ -73,6 +73,7 @@ def building_heights(heights: str | os.PathLike, buildings: str | os.PathLike,
     t0 = time.perf_counter()
     if crs not in ("buildings", "raster"):
         raise InputError(f"--crs must be buildings or raster, got {crs!r}")
+    max_height = check_max_height(max_height)  # nan would turn the check off
     driver_for(out)
     check_output(out, overwrite, inputs=[p for p in (heights, buildings, dtm) if p])
     with ExitStack() as es:

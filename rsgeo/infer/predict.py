@@ -44,7 +44,8 @@ from rsgeo.infer.ensemble import EnsembleRunner
 from rsgeo.infer.session import Norm, OrtRunner, TorchRunner, pair_model
 from rsgeo.infer.stream import Job, Pipeline
 from rsgeo.infer.pairs import pair_nodata, stack_pair
-from rsgeo.infer.writers import OutputContext, height_stats, writer_for  # noqa: F401 (height_stats: re-exported)
+from rsgeo.infer.writers import (TABLE_SUFFIXES, OutputContext, height_stats,  # noqa: F401 (height_stats: re-exported)
+                                 writer_for)
 from rsgeo.io.atomic import InputSet, check_output, make_parents
 from rsgeo.io.bands import open_image, parse_bands
 from rsgeo.io.heights import require_valid, sample, sample_plan
@@ -53,7 +54,7 @@ from rsgeo.io.raster import Grid, align_to, ground_gsd, open_raster, valid_mask,
 from rsgeo.io.reader import block_shape
 from rsgeo.io.stretch import image_sample, image_stretch, needs_sample, parse_scale
 from rsgeo.io.windows import TileGrid, plan_panels, strips
-from rsgeo.io.writer import HEIGHT_NODATA, open_output
+from rsgeo.io.writer import GEOTIFF_SUFFIXES, HEIGHT_NODATA, open_output
 from rsgeo.progress import progress
 from rsgeo.tasks.files import model_label, resolve_model_path
 
@@ -186,6 +187,9 @@ def plan_outputs(images: list[Path], output: Path, suffix: str = "_height.tif", 
         targets = [output / f"{p.stem}{suffix}" for p in inputs]
         if len(set(targets)) < len(targets):
             raise InputError("inputs share a file name, so their outputs would collide", output)
+    elif output.suffix.lower() not in GEOTIFF_SUFFIXES:  # a GeoTIFF under another name
+        raise InputError("one input writes one GeoTIFF: give a name ending in "
+                         f"{' or '.join(GEOTIFF_SUFFIXES)}, or an existing folder", output)
     else:
         targets = [output]
     if not opened:
@@ -415,7 +419,13 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
                                     backend=backend, device=device, precision=precision,
                                     tile=tile, batch_size=batch_size, label="predict", **kw)
     model_path = models[0]
-    open_each(expand_inputs([Path(p) for p in images]))  # before torch's import, not after it
+    inputs = expand_inputs([Path(p) for p in images])
+    open_each(inputs)  # before torch's import, not after it
+    if len(images) == 1 and not Path(images[0]).is_dir() and not Path(output).is_dir() and \
+            Path(output).suffix.lower() not in GEOTIFF_SUFFIXES + TABLE_SUFFIXES:
+        raise InputError("an output file of predict is a GeoTIFF raster (" + ", ".join(
+            GEOTIFF_SUFFIXES) + ") or a classification table (" + ", ".join(TABLE_SUFFIXES)
+            + ")", output)  # refused before the model loads
     loading = start_loading(model_path, backend, device, precision, warmup=functools.partial(
         _warmup_shape, tile=tile, batch_size=batch_size))
     meta, config = loading.meta()

@@ -41,7 +41,7 @@ from rsgeo.errors import InputError
 from rsgeo.io.atomic import atomic_path
 from rsgeo.io.raster import Grid
 from rsgeo.io.vector import write_vector
-from rsgeo.io.writer import HEIGHT_NODATA, open_output
+from rsgeo.io.writer import HEIGHT_NODATA, check_raster_output, open_output
 from rsgeo.metrics.grouped import median_inplace
 from rsgeo.viz import LANDCOVER_COLORS
 
@@ -128,7 +128,7 @@ class HeightWriter:
         return 1
 
     def outputs(self, path) -> list[Path]:
-        return [Path(path)]
+        return [check_raster_output(path)]
 
     def open(self, path, grid, meta: dict, ctx: OutputContext, stack):
         return HeightSink(stack.enter_context(open_output(
@@ -235,7 +235,8 @@ class SegmentationWriter:
         return num_classes(meta, config)
 
     def outputs(self, path) -> list[Path]:
-        return [Path(path)] + ([sibling(path, "_probabilities.tif")] if self.probabilities else [])
+        return [check_raster_output(path)] + ([sibling(path, "_probabilities.tif")]
+                                               if self.probabilities else [])
 
     def open(self, path, grid, meta: dict, ctx: OutputContext, stack):
         k = num_classes(meta, meta)
@@ -283,7 +284,7 @@ class ChangeWriter:
         return 1
 
     def outputs(self, path) -> list[Path]:
-        return [Path(path), sibling(path, "_probability.tif")]
+        return [check_raster_output(path), sibling(path, "_probability.tif")]
 
     def open(self, path, grid, meta: dict, ctx: OutputContext, stack):
         mask = stack.enter_context(open_output(

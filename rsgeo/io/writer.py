@@ -36,8 +36,21 @@ from rsgeo.io.raster import Grid
 from rsgeo.io.windows import TileGrid, plan_panels
 
 HEIGHT_NODATA = -9999.0
+GEOTIFF_SUFFIXES = (".tif", ".tiff")  # every raster rsgeo writes is a GeoTIFF (or COG)
 BLOCK = 256
 CHUNK_ROWS = 512  # most rows in one blend buffer chunk (a multiple of the block height)
+
+
+def check_raster_output(path: str | os.PathLike) -> Path:
+    """``path`` if it names a GeoTIFF (:data:`GEOTIFF_SUFFIXES`), else InputError: a GeoTIFF
+    written as ``out.png`` (or without an extension) is misread by whatever goes by the
+    name. Commands call it on their raster outputs before any work; :func:`open_output`
+    checks again."""
+    p = Path(path)
+    if p.suffix.lower() not in GEOTIFF_SUFFIXES:
+        raise InputError("raster outputs are GeoTIFF (COG with --cog): give a name ending in "
+                         + " or ".join(GEOTIFF_SUFFIXES), p)
+    return p
 
 
 def parse_co(items: list[str] | tuple[str, ...] | None) -> dict[str, str]:
@@ -139,6 +152,7 @@ def open_output(path: str | os.PathLike, grid: Grid, *, count: int = 1, dtype: s
         cog: copy the finished GeoTIFF to a Cloud Optimized GeoTIFF with overviews.
         tags, band_descriptions, units: metadata written into the file.
     """
+    check_raster_output(path)
     work_co = co
     if cog and str((co or {}).get("COMPRESS", "")).upper().startswith("LERC"):
         # lossy once: the intermediate GeoTIFF is lossless, the COG copy applies LERC

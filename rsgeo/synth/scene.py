@@ -51,8 +51,11 @@ class Scene:
     meta: dict = field(default_factory=dict)
 
 
-def check_options(size: int, gsd: float | None, style: str | None, destroyed: float) -> None:
+def check_options(size: int, gsd: float | None, style: str | None, destroyed: float,
+                  seed: int = 0) -> None:
     """Refuse bad options (``gsd`` / ``style`` None: default or drawn, nothing to check)."""
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}")
     if not 64 <= size <= MAX_SIZE:
         raise InputError(f"--size must be in [64, {MAX_SIZE}] px (a scene is held in memory; "
                          f"use --scenes for more area), got {size}")
@@ -84,7 +87,7 @@ def generate_scene(size: int = 1024, gsd: float | None = None, style: str | None
     textures, terrain relief, trees, haze, blur, noise, JPEG, and GSD / style when not given) and
     records the draw in ``meta["randomize"]``; without it the output is what it always was.
     """
-    check_options(size, gsd, style, destroyed)
+    check_options(size, gsd, style, destroyed, seed)
     gsd, style, dom = resolve(gsd, style, seed, randomize)
     rng = np.random.default_rng(seed)
     lay = make_layout(size, gsd, style, rng, palette=None if dom is None else dom.roof_palette)

@@ -34,18 +34,18 @@ def write_scenes(out_dir: str | os.PathLike, size: int = 1024, gsd: float | None
     Existing files are refused unless ``overwrite`` (checked before any work).
     ``footprints=False`` writes rasters and JSON only (no vector stack needed: pyogrio).
     """
-    check_options(size, gsd, style, destroyed)
+    check_options(size, gsd, style, destroyed, seed)
     if scenes < 1:
         raise InputError(f"--scenes must be at least 1, got {scenes}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError("output exists and is not a folder", out)
-    out.mkdir(parents=True, exist_ok=True)
     stems = [f"{prefix}_{seed + i:03d}" for i in range(scenes)]
     for stem in stems:  # overwrite guard up front: never half a scene set
         for suf in SUFFIXES + (("preview.png",) if preview else ()):
             if footprints or suf != "footprints.gpkg":
                 check_output(out / f"{stem}_{suf}", overwrite)
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     for i, stem in enumerate(stems):
         scene = generate_scene(size, gsd, style, destroyed, seed + i, randomize=randomize)

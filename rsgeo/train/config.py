@@ -51,6 +51,7 @@ class TrainConfig:
                   ("--batch-size", self.batch_size, self.batch_size >= 1),
                   ("--accum-steps", self.accum_steps, self.accum_steps >= 1),
                   ("--workers", self.workers, self.workers >= 0),
+                  ("--seed", self.seed, 0 <= self.seed < 2**32),  # np.random.seed's range
                   ("--clip-grad", self.clip_grad, self.clip_grad is None or self.clip_grad > 0)]
         checks += [(f"--{k.replace('_', '-')}", v, v is None or v >= 1)
                    for k, v in (("steps", self.steps), ("epochs", self.epochs))]
