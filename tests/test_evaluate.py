@@ -149,6 +149,9 @@ def test_bad_inputs_exit_2(tmp_path, cli):
     gpd.GeoDataFrame(geometry=[]).set_crs(32633).to_file(tmp_path / "empty.gpkg")
     gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)]).to_file(tmp_path / "nocrs.gpkg")
     gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs=32633).to_file(tmp_path / "crs.gpkg")
+    utm = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},
+           "geometry": box(500000, 4000000, 500010, 4000010).__geo_interface__}]}
+    (tmp_path / "utm.geojson").write_text(json.dumps(utm))  # no "crs": read as lon/lat
     (tmp_path / "p").mkdir(), (tmp_path / "r").mkdir()
     make_raster(tmp_path / "p" / "x.tif", np.ones((8, 8), np.float32))
     make_raster(tmp_path / "r" / "y.tif", np.ones((8, 8), np.float32))
@@ -157,6 +160,8 @@ def test_bad_inputs_exit_2(tmp_path, cli):
         ([cplx, a], "data type"), ([a, a, "--task", "volume"], "volume"),
         ([tmp_path / "empty.gpkg", tmp_path / "crs.gpkg", "--task", "footprints"], "empty"),
         ([tmp_path / "nocrs.gpkg", tmp_path / "crs.gpkg", "--task", "footprints"], "no CRS"),
+        ([tmp_path / "utm.geojson", tmp_path / "crs.gpkg", "--task", "footprints"],
+         "utm.geojson: coordinates outside EPSG:4326's range"),
         ([tmp_path / "p", tmp_path / "r"], "without a partner"),
     ]
     for args, msg in cases:
