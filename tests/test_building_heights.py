@@ -169,6 +169,17 @@ def test_a_geojson_of_metres_without_a_crs_member_is_refused_naming_it(tmp_path,
     assert not (tmp_path / "o.gpkg").exists()
 
 
+def test_footprints_that_all_miss_the_raster_are_refused(tmp_path, cli, scene):
+    path, _, _, _ = scene
+    gpd.GeoDataFrame(geometry=[_box(200, 200, 210, 210), _box(300, 0, 310, 5)],
+                     crs=UTM).to_file(tmp_path / "far.gpkg")
+    code, out, err = cli("building-heights", path, "--buildings", tmp_path / "far.gpkg",
+                         "-o", tmp_path / "o.gpkg")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "far.gpkg" in err and "none of the 2 footprints overlaps the raster" in err, err
+    assert not (tmp_path / "o.gpkg").exists()
+
+
 def test_grouped_percentiles_are_numpys(rng):
     ids = rng.integers(0, 40, 5000)
     values = rng.normal(5, 3, 5000).astype(np.float32)

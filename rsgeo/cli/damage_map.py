@@ -65,7 +65,8 @@ def damage_map_cmd(
     (buildings_from).
 
     Refused (exit 2): an input without a valid pixel, absolute elevations
-    (give --dtm or --absolute), heights above --max-height, non-polygon footprints.
+    (give --dtm or --absolute), heights above --max-height, non-polygon footprints,
+    footprints none of which overlaps PRE (wrong CRS or zone).
     """
     from rsgeo.damage import damage_map  # lazy: keep rsgeo --help fast
 

@@ -104,7 +104,8 @@ def load_buildings(path, grid: Grid, skipped: str = "they get no statistics") ->
     those outside the raster (``skipped`` says what that means for them).
 
     Raises:
-        InputError: no CRS, an empty layer, or a geometry that is not a (multi)polygon.
+        InputError: no CRS, an empty layer, a geometry that is not a (multi)polygon, or no
+            footprint overlapping the raster (a wrong CRS or zone: nothing to measure).
     """
     gdf = read_vector(path, "footprints file")
     if gdf.crs is None:
@@ -127,8 +128,19 @@ def load_buildings(path, grid: Grid, skipped: str = "they get no statistics") ->
         gdf["geometry"] = gdf.geometry.buffer(0)
     fp = Footprints(gdf, grid, source_crs)
     outside = int((fp.coverage == "outside").sum())
+    if outside == len(fp.ids):
+        raise InputError(f"none of the {outside} footprints overlaps the raster ("
+                         f"{crs_name(source_crs)} footprints, {crs_name(grid.crs)} raster): "
+                         "wrong CRS, zone or file?", path)
     if outside:
-        log.warning("%s: %d of %d footprints lie outside the raster%s; %s",
-                    path, outside, len(fp.ids),
-                    " (all of them: wrong CRS?)" if outside == len(fp.ids) else "", skipped)
+        log.warning("%s: %d of %d footprints lie outside the raster; %s",
+                    path, outside, len(fp.ids), skipped)
     return fp
+
+
+def crs_name(crs) -> str:
+    """``EPSG:32633`` when the CRS has an authority code, else its name (for messages)."""
+    if crs is None:
+        return "no CRS"
+    auth = crs.to_authority()
+    return ":".join(auth) if auth else getattr(crs, "name", None) or str(crs)[:40]
