@@ -32,6 +32,7 @@ from rsgeo.data.stats import BandStats
 from rsgeo.errors import InputError, first_line
 from rsgeo.io.atomic import atomic_path, claim_folder
 from rsgeo.io.bands import choose_bands, open_image, parse_bands
+from rsgeo.io.buildings import footprints_outside, report_outside
 from rsgeo.io.heights import require_valid, sample, sample_plan
 from rsgeo.io.labels import parse_label_map, recode
 from rsgeo.io.limits import check_pixels
@@ -187,7 +188,7 @@ def _validate(group: list[SceneInput], bands) -> dict[str, str]:
         s.reference  # noqa: B018 - raises for a scene without RGB and heights
         for key, path in s.files().items():
             if key == "footprints":
-                require_polygons(read_vector(path, "footprints file"), path, "footprints")
+                _check_footprints(read_vector(path, "footprints file"), path, s.reference)
                 continue
             with open_raster(path, purpose=f"{key} raster") as ds:
                 if key in IMAGES:
@@ -198,6 +199,24 @@ def _validate(group: list[SceneInput], bands) -> dict[str, str]:
                     _, ok = sample(ds, ds.nodata, sample_plan(ds), path)  # all nodata: an error
                     require_valid(ds, ds.nodata, path, ok)
     return chosen
+
+
+def _check_footprints(gdf, path, reference) -> None:
+    """Polygons with a CRS, at least one on the scene's raster when there are any (all
+    outside: a wrong CRS or zone, which gave all-zero building chips); a warning for
+    some outside."""
+    import shapely
+
+    require_polygons(gdf, path, "footprints")
+    if gdf.crs is None:
+        raise InputError("footprints have no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:...)", path)
+    geoms = gdf.geometry.to_numpy()
+    gdf = gdf[~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)]
+    if len(gdf):  # an empty layer: a scene without buildings
+        with open_raster(reference) as ds:
+            grid = Grid.of(ds)
+        report_outside(footprints_outside(gdf, grid), path, gdf.crs, grid.crs,
+                       "their buildings are not in any chip")
 
 
 class _Reader:
