@@ -34,7 +34,7 @@ from rsgeo.io.atomic import atomic_path, claim_folder
 from rsgeo.io.bands import choose_bands, open_image, parse_bands
 from rsgeo.io.buildings import footprints_outside, report_outside
 from rsgeo.io.heights import require_valid, sample, sample_plan
-from rsgeo.io.labels import parse_label_map, recode
+from rsgeo.io.labels import class_ids, parse_label_map, recode
 from rsgeo.io.limits import check_pixels
 from rsgeo.io.polygons import require_polygons
 from rsgeo.io.raster import (Grid, align_to, check_overlap, ground_gsd, open_raster, valid_mask,
@@ -410,7 +410,7 @@ def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> 
             out[key] = np.where(ok, a[0], np.nan).astype(np.float32)[None]
         else:
             raw, named = recode(a[0], reader.label_map)
-            lab = np.where(ok | named, raw, 255).astype(np.uint8)
+            lab = class_ids(raw, ok | named, reader.files[key], key)
             if key == "labels" and classes is not None:
                 bad = np.setdiff1d(np.unique(lab), list(classes) + [255])
                 if bad.size:
