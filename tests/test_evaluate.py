@@ -139,6 +139,21 @@ def test_vector_footprints_reprojected_and_by_field(tmp_path):
     assert {row["image"]: row["tp"] for row in r["images"]} == {"a": 1, "b": 1}
 
 
+def test_segmentation_refuses_non_integer_maps_naming_the_file(tmp_path, cli):
+    # a float PRED was refused without naming it; a float REF was truncated and scored
+    ints = np.array([[1, 1, 2, 2], [1, 3, 3, 2]], np.float32)
+    probs = ints * 0.3
+    whole = make_raster(tmp_path / "whole.tif", ints)
+    frac = make_raster(tmp_path / "probs.tif", probs)
+    for args, name in (([frac, whole], "probs.tif"), ([whole, frac], "probs.tif")):
+        code, out, err = cli("evaluate", *args, "--task", "segmentation")
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{name}: segmentation" in err and "non-integer values" in err, err
+        assert ("reference" in err) == (args[1] == frac), err
+    code, _, err = cli("evaluate", whole, whole, "--task", "segmentation")
+    assert code == 0, err
+
+
 # ---------------------------------------------------------------- bad inputs
 def test_bad_inputs_exit_2(tmp_path, cli):
     a = make_raster(tmp_path / "a.tif", np.ones((8, 8), np.float32))
