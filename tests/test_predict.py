@@ -351,6 +351,24 @@ def test_footprints_from_a_bgr_image_take_bands(tmp_path, cli):
     assert not (tmp_path / "x.gpkg").exists()
 
 
+def test_footprints_from_an_image_name_the_image_not_the_temporary_probabilities(
+        tmp_path, cli, caplog):
+    # the warnings and the JSON "input" named .rsgeo-XXXX/<stem>_classes_probabilities.tif,
+    # a file deleted before the user could look at it
+    import json
+    import logging
+
+    seg = _bright_building_onnx(tmp_path / "bright.onnx")
+    empty = make_raster(tmp_path / "empty.tif", np.full((3, 72, 96), 60, np.uint8))
+    with caplog.at_level(logging.WARNING, logger="rsgeo"):
+        code, out, err = cli("footprints", empty, "-m", seg, "-o", tmp_path / "e.gpkg", "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["features"] == 0 and s["input"] == str(empty)
+    assert f"{empty}: no building found" in caplog.text, caplog.text
+    assert "_probabilities" not in caplog.text + out + err and ".rsgeo-" not in caplog.text + out
+
+
 def test_damage_map_grades_buildings_found_by_a_model(tmp_path, cli, models):
     import json
 
