@@ -121,6 +121,16 @@ def test_cli_segmentation_names_colour_table_and_folder(tmp_path, cli, models):
     assert '"class_fractions"' in out
 
 
+def test_readme_and_help_name_the_probabilities_file_a_folder_run_writes(cli):
+    # folder runs write <stem>_classes_probabilities.tif (the test above reads it); the
+    # README said <stem>_probabilities.tif
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    seg = readme[readme.index("- **segmentation**"):readme.index("- **change**")]
+    assert "`<stem>_classes_probabilities.tif`" in seg and "`<stem>_probabilities.tif`" not in seg
+    code, out, _ = cli("predict", "--help")
+    assert code == 0 and "<stem>_classes_probabilities.tif" in " ".join(out.split())
+
+
 def test_predict_skip_existing_resumes_a_segmentation_folder(tmp_path, cli, models):
     """predict --skip-existing: a folder output whose every file (classes, probabilities) is
     there is left as it is; one with a file missing is refused, not half redone; models
