@@ -147,7 +147,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l help -d 'Show t
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -s m -l model -rF -d 'model.onnx, a task checkpoint (.ckpt) or a finetune run folder, of any'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -s o -l output -rF -d 'Output .tif (one input; change), folder (several inputs), or table .cs'
-complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l probabilities -d 'Segmentation: also <stem>_probabilities.tif, one float band per class.'
+complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l probabilities -d 'Segmentation: also OUTPUT_probabilities.tif (<stem>_classes_probabilit'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l threshold -d 'Change: change where the blended probability >= this.'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l per-input -d 'Classification: one row per input (tile probabilities averaged) instea'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l tile -d 'Tile size px (default: the models).'

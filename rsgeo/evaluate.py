@@ -317,7 +317,7 @@ def _score_group(pieces: list, prep: Prep, spec: _Spec) -> _Part:
         ok = okp & okr
         samples.append(spec.checks.sample(pv, rv, okp, okr, offset))
         n_valid += int(np.count_nonzero(ok))
-        _update(stats, spec.task, pv, rv, ok, spec.ignore_index)
+        _update(stats, spec.task, pv, rv, ok, spec.ignore_index, spec.checks.paths)
     return _Part(stats, n_valid, samples)
 
 
@@ -409,7 +409,8 @@ def _accumulator(task, names, ignore_index):
     return ConfusionMatrix(k, ignore_index=None)
 
 
-def _update(acc, task, pv, rv, ok, ignore_index) -> None:
+def _update(acc, task, pv, rv, ok, ignore_index, paths=(None, None)) -> None:
+    """Add one piece to ``acc``; ``paths`` (PRED, REF) name the file in the errors."""
     if task == "height":
         acc.update_window(pv, rv, ok)
         return
@@ -418,15 +419,21 @@ def _update(acc, task, pv, rv, ok, ignore_index) -> None:
     if task == "change":
         acc.update((pv[ok] != 0).astype(np.int64), (rv[ok] != 0).astype(np.int64))
         return
-    if np.dtype(pv.dtype).kind == "f" and not np.all(np.mod(pv[ok], 1) == 0):
-        raise InputError("segmentation prediction holds non-integer values; is this a class map?")
+    for v, what, path in ((pv, "prediction", paths[0]), (rv, "reference", paths[1])):
+        if np.dtype(v.dtype).kind == "f":
+            x = v[ok]
+            frac = x[np.mod(x, 1) != 0]
+            if frac.size:  # a cast would truncate them into class ids
+                raise InputError(f"segmentation {what} holds non-integer values (e.g. "
+                                 f"{frac[0].item():g}); is this a class map?", path)
     p, r = pv[ok].astype(np.int64), rv[ok].astype(np.int64)
     k = acc.k
-    bad = (p < 0) | (p >= k) | (r < 0) | (r >= k)
-    if bad.any():
-        vals = sorted(set(np.concatenate([p[bad], r[bad]]).tolist()))[:10]
-        raise InputError(f"class ids {vals} are not in the class list (pass --classes or "
-                         "--ignore-index)")
+    for v, path in ((p, paths[0]), (r, paths[1])):
+        bad = (v < 0) | (v >= k)
+        if bad.any():
+            vals = np.unique(v[bad])[:10].tolist()
+            raise InputError(f"class ids {vals} are not in the class list (pass --classes or "
+                             "--ignore-index)", path)
     acc.update(p, r)
 
 

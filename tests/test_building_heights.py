@@ -159,6 +159,31 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path, cli, scene):
         building_heights(path, fp, tmp_path / "o.gpkg", max_height=float("nan"))
 
 
+def test_a_geojson_of_metres_without_a_crs_member_is_refused_naming_it(tmp_path, cli, scene):
+    # RFC 7946 reads a GeoJSON without "crs" as longitude/latitude; UTM metres there crashed
+    # in GEOS ("Shell empty after removing invalid points", exit 1)
+    path, _, _, ref = scene
+    fc = json.loads(ref.to_json())
+    fc.pop("crs", None)
+    (tmp_path / "utm.geojson").write_text(json.dumps(fc))
+    code, _, err = cli("building-heights", path, "--buildings", tmp_path / "utm.geojson",
+                       "-o", tmp_path / "o.gpkg")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "utm.geojson" in err and "outside EPSG:4326's range" in err and ".gpkg" in err, err
+    assert not (tmp_path / "o.gpkg").exists()
+
+
+def test_footprints_that_all_miss_the_raster_are_refused(tmp_path, cli, scene):
+    path, _, _, _ = scene
+    gpd.GeoDataFrame(geometry=[_box(200, 200, 210, 210), _box(300, 0, 310, 5)],
+                     crs=UTM).to_file(tmp_path / "far.gpkg")
+    code, out, err = cli("building-heights", path, "--buildings", tmp_path / "far.gpkg",
+                         "-o", tmp_path / "o.gpkg")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "far.gpkg" in err and "none of the 2 footprints overlaps the raster" in err, err
+    assert not (tmp_path / "o.gpkg").exists()
+
+
 def test_grouped_percentiles_are_numpys(rng):
     ids = rng.integers(0, 40, 5000)
     values = rng.normal(5, 3, 5000).astype(np.float32)

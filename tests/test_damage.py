@@ -184,7 +184,17 @@ def test_bad_inputs_exit_2(tmp_path, cli):
     far = make_raster(tmp_path / "far.tif", np.zeros((10, 10), np.float32), origin=(900000.0, 10.0))
     rgb = make_raster(tmp_path / "rgb.tif", np.zeros((3, 10, 10), np.uint8))
     gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)]).to_file(tmp_path / "nocrs.gpkg")
+    gpd.GeoDataFrame(geometry=[box(600000, 4099900, 600010, 4099910)] * 2,
+                     crs=32633).to_file(tmp_path / "far.gpkg")
+    # UTM metres in a GeoJSON without "crs" (read as lon/lat): crashed in GEOS, exit 1
+    (tmp_path / "utm.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": box(500010, 4099970, 500030,
+                                                               4099990).__geo_interface__}]}))
     cases = [
+        (["damage-map", a, b, "--buildings", tmp_path / "far.gpkg"],
+         "far.gpkg: none of the 2 footprints overlaps the raster"),
+        (["damage-map", a, b, "--buildings", tmp_path / "utm.geojson"],
+         "utm.geojson: coordinates outside EPSG:4326's range"),
         (["damage-map", a, far], "does not overlap"),
         (["damage-map", a, rgb], "image"),
         (["damage-map", rgb, rgb], "-m MODEL"),
@@ -203,7 +213,8 @@ def test_bad_inputs_exit_2(tmp_path, cli):
         code, _, err = cli(*args, "-o", tmp_path / "o.tif")
         assert code == 2, (args, err)
         assert msg in err and len(err.strip().splitlines()) == 1, (args, err)
-    assert not (tmp_path / "o.tif").exists()
+    assert not (tmp_path / "o.tif").exists() and not (tmp_path / "o.gpkg").exists()
+    assert not (tmp_path / "o_loss.tif").exists()
     for name in ("o.png", "o"):  # a GeoTIFF was written under these names
         code, _, err = cli("damage-map", a, b, "-o", tmp_path / name)
         assert code == 2 and f"{name}: " in err and ".tif" in err, err

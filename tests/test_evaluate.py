@@ -139,6 +139,21 @@ def test_vector_footprints_reprojected_and_by_field(tmp_path):
     assert {row["image"]: row["tp"] for row in r["images"]} == {"a": 1, "b": 1}
 
 
+def test_segmentation_refuses_non_integer_maps_naming_the_file(tmp_path, cli):
+    # a float PRED was refused without naming it; a float REF was truncated and scored
+    ints = np.array([[1, 1, 2, 2], [1, 3, 3, 2]], np.float32)
+    probs = ints * 0.3
+    whole = make_raster(tmp_path / "whole.tif", ints)
+    frac = make_raster(tmp_path / "probs.tif", probs)
+    for args, name in (([frac, whole], "probs.tif"), ([whole, frac], "probs.tif")):
+        code, out, err = cli("evaluate", *args, "--task", "segmentation")
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{name}: segmentation" in err and "non-integer values" in err, err
+        assert ("reference" in err) == (args[1] == frac), err
+    code, _, err = cli("evaluate", whole, whole, "--task", "segmentation")
+    assert code == 0, err
+
+
 # ---------------------------------------------------------------- bad inputs
 def test_bad_inputs_exit_2(tmp_path, cli):
     a = make_raster(tmp_path / "a.tif", np.ones((8, 8), np.float32))
@@ -149,6 +164,9 @@ def test_bad_inputs_exit_2(tmp_path, cli):
     gpd.GeoDataFrame(geometry=[]).set_crs(32633).to_file(tmp_path / "empty.gpkg")
     gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)]).to_file(tmp_path / "nocrs.gpkg")
     gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs=32633).to_file(tmp_path / "crs.gpkg")
+    utm = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},
+           "geometry": box(500000, 4000000, 500010, 4000010).__geo_interface__}]}
+    (tmp_path / "utm.geojson").write_text(json.dumps(utm))  # no "crs": read as lon/lat
     (tmp_path / "p").mkdir(), (tmp_path / "r").mkdir()
     make_raster(tmp_path / "p" / "x.tif", np.ones((8, 8), np.float32))
     make_raster(tmp_path / "r" / "y.tif", np.ones((8, 8), np.float32))
@@ -157,6 +175,8 @@ def test_bad_inputs_exit_2(tmp_path, cli):
         ([cplx, a], "data type"), ([a, a, "--task", "volume"], "volume"),
         ([tmp_path / "empty.gpkg", tmp_path / "crs.gpkg", "--task", "footprints"], "empty"),
         ([tmp_path / "nocrs.gpkg", tmp_path / "crs.gpkg", "--task", "footprints"], "no CRS"),
+        ([tmp_path / "utm.geojson", tmp_path / "crs.gpkg", "--task", "footprints"],
+         "utm.geojson: coordinates outside EPSG:4326's range"),
         ([tmp_path / "p", tmp_path / "r"], "without a partner"),
     ]
     for args, msg in cases:

@@ -121,6 +121,16 @@ def test_cli_segmentation_names_colour_table_and_folder(tmp_path, cli, models):
     assert '"class_fractions"' in out
 
 
+def test_readme_and_help_name_the_probabilities_file_a_folder_run_writes(cli):
+    # folder runs write <stem>_classes_probabilities.tif (the test above reads it); the
+    # README said <stem>_probabilities.tif
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    seg = readme[readme.index("- **segmentation**"):readme.index("- **change**")]
+    assert "`<stem>_classes_probabilities.tif`" in seg and "`<stem>_probabilities.tif`" not in seg
+    code, out, _ = cli("predict", "--help")
+    assert code == 0 and "<stem>_classes_probabilities.tif" in " ".join(out.split())
+
+
 def test_predict_skip_existing_resumes_a_segmentation_folder(tmp_path, cli, models):
     """predict --skip-existing: a folder output whose every file (classes, probabilities) is
     there is left as it is; one with a file missing is refused, not half redone; models
@@ -365,6 +375,24 @@ def test_footprints_from_a_bgr_image_take_bands(tmp_path, cli):
                        tmp_path / "x.gpkg")
     assert code == 2 and "--band" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.gpkg").exists()
+
+
+def test_footprints_from_an_image_name_the_image_not_the_temporary_probabilities(
+        tmp_path, cli, caplog):
+    # the warnings and the JSON "input" named .rsgeo-XXXX/<stem>_classes_probabilities.tif,
+    # a file deleted before the user could look at it
+    import json
+    import logging
+
+    seg = _bright_building_onnx(tmp_path / "bright.onnx")
+    empty = make_raster(tmp_path / "empty.tif", np.full((3, 72, 96), 60, np.uint8))
+    with caplog.at_level(logging.WARNING, logger="rsgeo"):
+        code, out, err = cli("footprints", empty, "-m", seg, "-o", tmp_path / "e.gpkg", "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["features"] == 0 and s["input"] == str(empty)
+    assert f"{empty}: no building found" in caplog.text, caplog.text
+    assert "_probabilities" not in caplog.text + out + err and ".rsgeo-" not in caplog.text + out
 
 
 def test_damage_map_grades_buildings_found_by_a_model(tmp_path, cli, models):

@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -184,6 +185,61 @@ def test_bad_inputs(tmp_path, cli):
     assert code == 0, err
 
 
+def test_footprints_that_all_miss_the_scene_are_refused_some_warned(tmp_path, cli, caplog):
+    # footprints in the wrong zone gave all-zero building chips, exit 0, no word
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    rgb = make_raster(tmp_path / "rgb.tif", _rgb(64, 64))
+    on, off = box(500002, 4099990, 500008, 4099996), box(600000, 4099990, 600008, 4099996)
+    gpd.GeoDataFrame(geometry=[off, off], crs=32633).to_file(tmp_path / "far.gpkg")
+    gpd.GeoDataFrame(geometry=[on, off], crs=32633).to_file(tmp_path / "some.gpkg")
+    code, _, err = cli("prepare", "--rgb", rgb, "--footprints", tmp_path / "far.gpkg",
+                       "-o", tmp_path / "far", "--size", 64)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "far.gpkg" in err and "none of the 2 footprints overlaps the raster" in err, err
+    assert not (tmp_path / "far").exists()
+    with caplog.at_level(logging.WARNING, logger="rsgeo"):
+        code, _, err = cli("prepare", "--rgb", rgb, "--footprints", tmp_path / "some.gpkg",
+                           "-o", tmp_path / "some", "--size", 64)
+    assert code == 0, err
+    assert "some.gpkg: 1 of 2 footprints lie outside the raster" in caplog.text
+    assert np.load(tmp_path / "some" / "shards" / "rgb" / "buildings.npy").sum() > 0
+
+
+def test_label_and_change_rasters_that_are_not_class_ids_are_refused(tmp_path, cli):
+    # a probability raster became class 0 everywhere, an nDSM truncated class ids, and a
+    # change mask holding 7 was stored as 7 (change chips are 0/1, 255 ignore)
+    rgb = make_raster(tmp_path / "rgb.tif", _rgb(64, 64))
+    ramp = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    prob = make_raster(tmp_path / "prob.tif", ramp)
+    ndsm = make_raster(tmp_path / "ndsm.tif", ramp * 12.5)
+    change = np.zeros((64, 64), np.uint8)
+    change[10:20, 10:20], change[30:40, 30:40] = 1, 7
+    seven = make_raster(tmp_path / "change7.tif", change)
+    wide = make_raster(tmp_path / "wide.tif", np.full((64, 64), 300, np.uint16))
+    cases = [(["--labels", prob], "prob.tif: labels raster holds values that are not whole"),
+             (["--labels", ndsm], "ndsm.tif: labels raster holds values that are not whole"),
+             (["--change", seven], "change7.tif: change mask holds the value(s) 7"),
+             (["--change", seven, "--label-map", "7:0"], None),
+             (["--labels", wide], "wide.tif: label values 300 are not class ids")]
+    for i, (args, msg) in enumerate(cases):
+        code, _, err = cli("prepare", "--rgb", rgb, *args, "-o", tmp_path / f"ds{i}",
+                           "--size", 64)
+        if msg is None:
+            assert code == 0, err
+            stored = np.load(tmp_path / f"ds{i}" / "shards" / "rgb" / "change.npy")
+            assert set(np.unique(stored)) == {0, 1}
+            continue
+        assert code == 2 and len(err.strip().splitlines()) == 1 and msg in err, (args, err)
+        assert not (tmp_path / f"ds{i}").exists()
+    whole = make_raster(tmp_path / "whole.tif", np.round(ramp * 3))  # float, whole numbers
+    code, _, err = cli("prepare", "--rgb", rgb, "--labels", whole, "-o", tmp_path / "w",
+                       "--size", 64)
+    assert code == 0, err
+    assert set(np.unique(np.load(tmp_path / "w" / "shards" / "rgb" / "labels.npy"))) == {0, 1, 2, 3}
+
+
 def test_ndsm_stored_as_float16_by_default_float32_datasets_keep_theirs(tmp_path):
     from rsgeo.data.prepare import stored_heights
     from rsgeo.errors import InputError
@@ -231,7 +287,6 @@ def test_ndsm_stored_as_float16_by_default_float32_datasets_keep_theirs(tmp_path
 def test_sources_without_a_modality_are_left_out_with_a_warning(tmp_path, caplog):
     """A dataset extended with a source lacking labels still trains segmentation on the
     labelled sources (the others named in one warning); RGB runs see every source."""
-    import logging
 
     rgb_a = make_raster(tmp_path / "a.tif", _rgb(128, 128, seed=1))
     labels = make_raster(tmp_path / "l.tif", (np.arange(128 * 128).reshape(1, 128, 128) % 3

@@ -65,8 +65,9 @@ def damage_map_cmd(
     (buildings_from).
 
     Refused (exit 2): an input without a valid pixel, absolute elevations
-    (give --dtm or --absolute), heights above --max-height, non-polygon footprints, an
-    OUTPUT not named .tif or .tiff (it is a GeoTIFF).
+    (give --dtm or --absolute), heights above --max-height, non-polygon footprints,
+    footprints none of which overlaps PRE (wrong CRS or zone), an OUTPUT not named .tif or
+    .tiff (it is a GeoTIFF).
     """
     from rsgeo.damage import damage_map  # lazy: keep rsgeo --help fast
 

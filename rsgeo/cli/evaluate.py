@@ -67,7 +67,8 @@ def evaluate_cmd(
     Refused (exit 2): a raster without a valid pixel, a raster without CRS whose grid is
     not the other's (nothing places it to align it), heights that look like
     absolute elevations (--absolute accepts them) or exceed --max-height,
-    footprints that are not polygons."""
+    segmentation maps (PRED or REF) holding non-integer values, footprints that are
+    not polygons."""
     # lazy: keep rsgeo --help fast
     from rsgeo.evaluate import evaluate, render
     from rsgeo.io.atomic import atomic_path, check_output

@@ -77,7 +77,7 @@ def predicted_footprints(image, model, out, *, building: int | None = None,
     with tempfile.TemporaryDirectory(prefix=".rsgeo-", dir=out_dir) as work:
         found = model_buildings(image, model, work, building=building, **(predict_kw or {}))
         summary = footprints(found["probabilities"], out, threshold=threshold, band=found["band"],
-                             **footprint_kw)
+                             source=image, **footprint_kw)
     summary["buildings_from"] = {"model": found["model"], "class": found["class"],
                                  "image": os.fspath(image)}
     return summary

@@ -32,8 +32,9 @@ from rsgeo.data.stats import BandStats
 from rsgeo.errors import InputError, first_line
 from rsgeo.io.atomic import atomic_path, claim_folder
 from rsgeo.io.bands import choose_bands, open_image, parse_bands
+from rsgeo.io.buildings import footprints_outside, report_outside
 from rsgeo.io.heights import require_valid, sample, sample_plan
-from rsgeo.io.labels import parse_label_map, recode
+from rsgeo.io.labels import class_ids, parse_label_map, recode
 from rsgeo.io.limits import check_pixels
 from rsgeo.io.polygons import require_polygons
 from rsgeo.io.raster import (Grid, align_to, check_overlap, ground_gsd, open_raster, valid_mask,
@@ -190,7 +191,7 @@ def _validate(group: list[SceneInput], bands) -> dict[str, str]:
                 "; --ndsm is already heights above ground" if s.ndsm else ""), s.dtm)
         for key, path in s.files().items():
             if key == "footprints":
-                require_polygons(read_vector(path, "footprints file"), path, "footprints")
+                _check_footprints(read_vector(path, "footprints file"), path, s.reference)
                 continue
             with open_raster(path, purpose=f"{key} raster") as ds:
                 if key in IMAGES:
@@ -201,6 +202,24 @@ def _validate(group: list[SceneInput], bands) -> dict[str, str]:
                     _, ok = sample(ds, ds.nodata, sample_plan(ds), path)  # all nodata: an error
                     require_valid(ds, ds.nodata, path, ok)
     return chosen
+
+
+def _check_footprints(gdf, path, reference) -> None:
+    """Polygons with a CRS, at least one on the scene's raster when there are any (all
+    outside: a wrong CRS or zone, which gave all-zero building chips); a warning for
+    some outside."""
+    import shapely
+
+    require_polygons(gdf, path, "footprints")
+    if gdf.crs is None:
+        raise InputError("footprints have no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:...)", path)
+    geoms = gdf.geometry.to_numpy()
+    gdf = gdf[~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)]
+    if len(gdf):  # an empty layer: a scene without buildings
+        with open_raster(reference) as ds:
+            grid = Grid.of(ds)
+        report_outside(footprints_outside(gdf, grid), path, gdf.crs, grid.crs,
+                       "their buildings are not in any chip")
 
 
 class _Reader:
@@ -394,7 +413,7 @@ def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> 
             out[key] = np.where(ok, a[0], np.nan).astype(np.float32)[None]
         else:
             raw, named = recode(a[0], reader.label_map)
-            lab = np.where(ok | named, raw, 255).astype(np.uint8)
+            lab = class_ids(raw, ok | named, reader.files[key], key)
             if key == "labels" and classes is not None:
                 bad = np.setdiff1d(np.unique(lab), list(classes) + [255])
                 if bad.size:

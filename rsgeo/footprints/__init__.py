@@ -42,7 +42,8 @@ def footprints(raster: str | os.PathLike, out: str | os.PathLike, *, threshold: 
                classes=(), band: int | None = None, min_area: float = 0.0,
                fill_holes: bool = False, regularise: bool = True,
                tolerance: float | None = None, heights: str | os.PathLike | None = None,
-               overwrite: bool = False, strip_rows: int = 1024, workers: int = 0) -> dict:
+               overwrite: bool = False, strip_rows: int = 1024, workers: int = 0,
+               source: str | os.PathLike | None = None) -> dict:
     """Trace building polygons of ``raster`` into the vector file ``out`` (format by extension).
 
     Args:
@@ -56,6 +57,9 @@ def footprints(raster: str | os.PathLike, out: str | os.PathLike, *, threshold: 
         heights: nDSM in metres (resampled onto the raster's grid when needed).
         workers: processes for regularising (0: this process; pays off from a few
             thousand buildings).
+        source: the file to name in messages and the summary's ``input`` when ``raster``
+            is an intermediate (the user's image whose probabilities a model predicted
+            into a temporary file); default ``raster``.
 
     Returns:
         A JSON-able summary (counts, areas, options, timings).
@@ -67,27 +71,33 @@ def footprints(raster: str | os.PathLike, out: str | os.PathLike, *, threshold: 
     t0 = time.perf_counter()
     driver_for(out)
     check_output(out, overwrite, inputs=[raster] + ([heights] if heights else []))
+<<<<<<< HEAD
     if not 0 <= min_area < math.inf or strip_rows < 1 or (
             tolerance is not None and not 0 < tolerance < math.inf):
         raise InputError("--min-area must be a number >= 0 and --tolerance one > 0")
+=======
+    if min_area < 0 or (tolerance is not None and tolerance <= 0) or strip_rows < 1:
+        raise InputError("--min-area must be >= 0 and --tolerance > 0")
+    shown = raster if source is None else source
+>>>>>>> fix-vectors
     with ExitStack() as es:
         ds = es.enter_context(open_raster(raster, purpose=PURPOSE))
-        band = _band(ds, band, raster)
+        band = _band(ds, band, shown)
         rule = rule_for(ds.dtypes[band - 1], threshold, classes)
         grid = Grid.of(ds)
         datasets, units = [ds], None
         if heights is not None:
             hds = es.enter_context(open_raster(heights, bands=1, purpose="height raster"))
-            check_overlap(grid, Grid.of(hds), str(raster), str(heights))
+            check_overlap(grid, Grid.of(hds), str(shown), str(heights))
             units = units_of(hds, heights)
             if not Grid.of(hds).same_as(grid):
-                log.warning("%s: resampled (bilinear) onto the grid of %s", heights, raster)
+                log.warning("%s: resampled (bilinear) onto the grid of %s", heights, shown)
             datasets.append(es.enter_context(align_to(hds, grid, "bilinear")))
         sx, sy = pixel_size_m(grid)
         min_px = int(math.ceil(min_area / (sx * sy))) if min_area > 0 else 0
         n = -(-grid.height // strip_rows)
         with progress(2 * n, "footprints", unit="strips") as bar:
-            comps, counts = trace(datasets, rule, raster, rows=strip_rows, min_px=min_px,
+            comps, counts = trace(datasets, rule, shown, rows=strip_rows, min_px=min_px,
                                   fill_holes=fill_holes, heights_units=units, band=band,
                                   advance=bar.advance)
     t_trace = time.perf_counter() - t0
@@ -95,11 +105,11 @@ def footprints(raster: str | os.PathLike, out: str | os.PathLike, *, threshold: 
     gdf = frame(comps, grid, (sx, sy), tol if regularise else None, heights is not None,
                 workers)
     if not len(gdf):
-        log.warning("%s: no building found (%s); the output holds no polygon", raster,
+        log.warning("%s: no building found (%s); the output holds no polygon", shown,
                     rule.describe())
     write_vector(gdf, out, overwrite=overwrite)
     seconds = time.perf_counter() - t0
-    return {"input": str(raster), "band": band, "rule": rule.describe(), "output": str(out),
+    return {"input": str(shown), "band": band, "rule": rule.describe(), "output": str(out),
             "features": int(len(gdf)), "building_area_m2": round(float(gdf["area_m2"].sum()), 2),
             "dropped_small": counts["dropped_small"], "min_area_m2": min_area,
             "regularised": bool(regularise), "tolerance_m": round(tol, 4) if regularise else None,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rsgeo.errors import InputError
+from rsgeo.io.labels import stray_values
 
 TOLERANCE = 1e-3    # probabilities may overshoot [0, 1] by rounding (e.g. after resampling)
 
@@ -49,7 +50,7 @@ class Rule:
             p = a.astype(np.float32, copy=False)
             hit = ok & (p >= self.threshold)
             return hit, np.where(ok, np.clip(p, 0, 1), 0).astype(np.float32, copy=False)
-        bad = v[(v != 0) & (v != 1) & (v != 255)]
+        bad = stray_values(v, (0, 1, 255))
         if bad.size:
             raise InputError(f"holds the value {bad[0].item():g}: not a 0/1 building mask; for a class "
                              "raster give --class N (e.g. --class 8 for rsgeo synth's buildings)",

@@ -223,7 +223,8 @@ class ClassSink:
 class SegmentationWriter:
     """A uint8 class raster (argmax of the blended softmax probabilities; 255 nodata) with
     the model's class names (tags ``class_<i>``, ``classes``) and a colour table;
-    ``probabilities``: also ``<stem>_probabilities.tif``, one float32 band per class."""
+    ``probabilities``: also the class raster's sibling ``_probabilities.tif`` (in folder
+    runs ``<stem>_classes_probabilities.tif``), one float32 band per class."""
 
     task, suffix, spatial, table = "segmentation", "_classes.tif", True, False
     scores = staticmethod(softmax)

@@ -104,7 +104,8 @@ def load_buildings(path, grid: Grid, skipped: str = "they get no statistics") ->
     those outside the raster (``skipped`` says what that means for them).
 
     Raises:
-        InputError: no CRS, an empty layer, or a geometry that is not a (multi)polygon.
+        InputError: no CRS, an empty layer, a geometry that is not a (multi)polygon, or no
+            footprint overlapping the raster (a wrong CRS or zone: nothing to measure).
     """
     gdf = read_vector(path, "footprints file")
     if gdf.crs is None:
@@ -126,9 +127,36 @@ def load_buildings(path, grid: Grid, skipped: str = "they get no statistics") ->
         gdf = gdf.copy()
         gdf["geometry"] = gdf.geometry.buffer(0)
     fp = Footprints(gdf, grid, source_crs)
-    outside = int((fp.coverage == "outside").sum())
-    if outside:
-        log.warning("%s: %d of %d footprints lie outside the raster%s; %s",
-                    path, outside, len(fp.ids),
-                    " (all of them: wrong CRS?)" if outside == len(fp.ids) else "", skipped)
+    report_outside(fp.coverage == "outside", path, source_crs, grid.crs, skipped)
     return fp
+
+
+def footprints_outside(gdf, grid: Grid) -> np.ndarray:
+    """Which footprints of ``gdf`` (any CRS) miss ``grid``'s extent entirely (bool per row;
+    empty and missing geometries count as outside)."""
+    import shapely
+
+    if grid.crs is not None and gdf.crs is not None and gdf.crs != grid.crs:
+        gdf = gdf.to_crs(grid.crs)
+    return ~shapely.intersects(gdf.geometry.to_numpy(), grid.outline())
+
+
+def report_outside(outside: np.ndarray, path, source_crs, raster_crs, skipped: str) -> None:
+    """Refuse footprints none of which overlaps the raster (a wrong CRS, UTM zone or file:
+    nothing to measure, an all-empty result); warn about some outside (``skipped``: what
+    that means for them)."""
+    n, k = len(outside), int(np.count_nonzero(outside))
+    if n and k == n:
+        raise InputError(f"none of the {n} footprints overlaps the raster ({crs_name(source_crs)}"
+                         f" footprints, {crs_name(raster_crs)} raster): wrong CRS, zone or file?",
+                         path)
+    if k:
+        log.warning("%s: %d of %d footprints lie outside the raster; %s", path, k, n, skipped)
+
+
+def crs_name(crs) -> str:
+    """``EPSG:32633`` when the CRS has an authority code, else its name (for messages)."""
+    if crs is None:
+        return "no CRS"
+    auth = crs.to_authority()
+    return ":".join(auth) if auth else getattr(crs, "name", None) or str(crs)[:40]

@@ -16,6 +16,8 @@ import numpy as np
 from rsgeo.errors import InputError
 
 IGNORE = 255
+#: the values a change mask may hold (after ``--label-map``): no change, change, ignore
+CHANGE_VALUES = (0, 1, IGNORE)
 
 
 def parse_label_map(items) -> dict[int, int] | None:
@@ -125,3 +127,43 @@ def read_classes(path, label_map=None) -> tuple[dict[int, str] | None, dict[int,
                          "id,name lines)", p) from None
     merged = {**(from_file or {}), **(user or {})}
     return names, (merged or None)
+
+
+def stray_values(v: np.ndarray, allowed) -> np.ndarray:
+    """The distinct values of ``v`` not in ``allowed`` (sorted)."""
+    return np.unique(v[~np.isin(v, np.asarray(allowed))])
+
+
+def _listed(values: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(f"{x:g}" for x in values[:limit].tolist())
+    return shown + (f" and {values.size - limit} more" if values.size > limit else "")
+
+
+def class_ids(a: np.ndarray, keep: np.ndarray, path, key: str = "labels") -> np.ndarray:
+    """uint8 class ids of a label (``key="labels"``) or change mask (``key="change"``):
+    ``a`` (recoded) where ``keep``, 255 (ignore) elsewhere.
+
+    Raises ``InputError`` naming ``path`` for what a cast would silently turn into classes:
+    values that are not whole numbers (a probability or height raster, not labels; they
+    became class 0 or truncated heights), values outside 0..255 (they wrapped around), and
+    in a change mask anything but 0/1/255 (docs/chip-dataset.md).
+    """
+    v = a[keep]
+    if v.dtype.kind == "f":
+        frac = np.unique(v[v != np.floor(v)])
+        if frac.size:
+            raise InputError(f"{key} raster holds values that are not whole numbers "
+                             f"({_listed(frac)}): class ids are integers (a probability or "
+                             "height raster is not labels)", path)
+    if key == "change":
+        bad = stray_values(v, CHANGE_VALUES)
+        if bad.size:
+            raise InputError(f"change mask holds the value(s) {_listed(bad)}: change is 0 (none) "
+                             "or 1 (change), 255 ignore; recode with --label-map (e.g. "
+                             f"--label-map {bad[0].item():g}:1)", path)
+    elif v.dtype != np.uint8:
+        bad = np.unique(v[(v < 0) | (v > IGNORE)])
+        if bad.size:
+            raise InputError(f"label values {_listed(bad)} are not class ids in 0..255 "
+                             "(255 = ignore); recode with --label-map or set the nodata", path)
+    return np.where(keep, a, IGNORE).astype(np.uint8)

@@ -86,8 +86,24 @@ def read_vector(path: str | os.PathLike, purpose: str = "vector file"):
         raise InputError("no such file", p)
     try:
         if p.suffix.lower() == ".parquet":
-            return gpd.read_parquet(p)
-        return gpd.read_file(p, engine="pyogrio")
+            gdf = gpd.read_parquet(p)
+        else:
+            gdf = gpd.read_file(p, engine="pyogrio")
     except Exception as e:  # pyogrio raises DataSourceError, ValueError, ...
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"not a readable {purpose} ({msg[:160]})", p) from None
+    _check_geographic_range(gdf, p)
+    return gdf
+
+
+def _check_geographic_range(gdf, path: Path) -> None:
+    """Refuse longitudes/latitudes out of range: projected coordinates (metres) in a file
+    read as geographic, which is what a GeoJSON without a ``crs`` member becomes (RFC 7946
+    says EPSG:4326); reprojecting them fails deep in GEOS or puts them nowhere."""
+    if gdf.crs is None or not gdf.crs.is_geographic or len(gdf) == 0:
+        return
+    x0, y0, x1, y1 = (float(v) for v in gdf.total_bounds)
+    if x0 < -180 or x1 > 180 or y0 < -90 or y1 > 90:  # NaN bounds (all empty) pass
+        raise InputError(f"coordinates outside EPSG:4326's range (x {x0:.6g} to {x1:.6g}, "
+                         f"y {y0:.6g} to {y1:.6g}): a GeoJSON without a crs member is read as "
+                         "longitude/latitude; give the file its CRS (e.g. write .gpkg)", path)
