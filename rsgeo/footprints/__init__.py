@@ -71,15 +71,10 @@ def footprints(raster: str | os.PathLike, out: str | os.PathLike, *, threshold: 
     t0 = time.perf_counter()
     driver_for(out)
     check_output(out, overwrite, inputs=[raster] + ([heights] if heights else []))
-<<<<<<< HEAD
     if not 0 <= min_area < math.inf or strip_rows < 1 or (
             tolerance is not None and not 0 < tolerance < math.inf):
         raise InputError("--min-area must be a number >= 0 and --tolerance one > 0")
-=======
-    if min_area < 0 or (tolerance is not None and tolerance <= 0) or strip_rows < 1:
-        raise InputError("--min-area must be >= 0 and --tolerance > 0")
     shown = raster if source is None else source
->>>>>>> fix-vectors
     with ExitStack() as es:
         ds = es.enter_context(open_raster(raster, purpose=PURPOSE))
         band = _band(ds, band, shown)
