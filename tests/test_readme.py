@@ -73,7 +73,7 @@ def stage(work: Path) -> None:
     a, b = (lambda k: city / f"city_000_{k}"), (lambda k: city / f"city_001_{k}")
     for dst, src in {"mtp_rgb.tif": b("pre_rgb.tif"), "mtp_dsm.tif": b("dsm.tif"),
                      "big_ortho.tif": a("pre_rgb.tif"), "more.tif": b("pre_rgb.tif"),
-                     "tiles/t1.tif": a("post_rgb.tif"), "ortho.tif": a("pre_rgb.tif"),
+                     "tiles/t1.tif": a("post_rgb.tif"), "ortho.tif": a("pre_rgb.tif"), "ortho_ndsm.tif": a("pre_ndsm.tif"),
                      "pre_ndsm.tif": a("pre_ndsm.tif"), "post_ndsm.tif": a("post_ndsm.tif"),
                      "pre.tif": a("pre_ndsm.tif"), "post.tif": a("post_ndsm.tif"),
                      "footprints.gpkg": a("footprints.gpkg"), "pre_dsm.tif": a("dsm.tif"),

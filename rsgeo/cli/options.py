@@ -154,7 +154,16 @@ Scale = Annotated[
     typer.Option("--scale", metavar="MODE",
                  help="Image values -> the 0-255 training scale: percentile (2-98 % stretch "
                       "of images wider than 8 bits), bitdepth, none, or MIN,MAX. Prepare and "
-                      "predict use the same rule."),
+                      "predict use the same rule. Height bands (DSM / nDSM models) are "
+                      "read in metres, never stretched."),
+]
+
+Surface = Annotated[
+    Optional[Path],
+    typer.Option("--dsm", metavar="FILE|DIR",
+                 help="Models of RGB + DSM (or RGB + nDSM): the height raster in metres, "
+                      "of the kind the model was trained on (a folder: one raster of each "
+                      "input's file name); resampled onto the image's grid if it differs."),
 ]
 
 

@@ -10,7 +10,7 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale,
-                               SkipExisting, Tiling, in_panel, output_option, plural,
+                               SkipExisting, Surface, Tiling, in_panel, output_option, plural,
                                with_groups)
 from rsgeo.cli.predict import echo_total
 
@@ -27,6 +27,7 @@ def predict_height_cmd(
     nodata: Nodata = None,
     scale: Scale = "percentile",
     bands: Bands = None,
+    dsm: Surface = None,
     max_pixels: MaxPixels = None,
     compute: Compute = Compute(),
     cog: in_panel("Raster output", Cog) = False,
@@ -49,7 +50,7 @@ def predict_height_cmd(
     r = predict_height_paths(
         images, model, output, skip_existing=skip_existing, **tiling.kwargs(),
         device=compute.device.value, precision=compute.precision.value, cog=cog,
-        overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands,
+        overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands, dsm=dsm,
         co=height_co(out.codec, out.max_z_error, out.creation_options))
     for f in r["files"]:
         typer.echo(json.dumps(f) if json_out else

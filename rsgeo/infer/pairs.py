@@ -77,7 +77,7 @@ def _vrt(grid: Grid, dtype: str, nodata, sources: list[tuple[Path, int]]) -> str
     for path, count in sources:
         for b in range(1, count + 1):
             n += 1
-            nd = "" if nodata is None else f"<NoDataValue>{_num(nodata)}</NoDataValue>"
+            nd = "" if nodata is None else f"<NoDataValue>{vrt_number(nodata)}</NoDataValue>"
             lines.append(
                 f'  <VRTRasterBand dataType="{GDAL_TYPES[dtype]}" band="{n}">{nd}'
                 f'<SimpleSource><SourceFilename relativeToVRT="0">'
@@ -87,5 +87,6 @@ def _vrt(grid: Grid, dtype: str, nodata, sources: list[tuple[Path, int]]) -> str
     return "\n".join(lines) + "\n"
 
 
-def _num(v) -> str:
+def vrt_number(v) -> str:
+    """A nodata value as VRT XML writes it (integers without a decimal point)."""
     return str(int(v)) if float(v).is_integer() else repr(float(v))

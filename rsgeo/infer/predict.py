@@ -44,6 +44,7 @@ from rsgeo.infer.ensemble import EnsembleRunner
 from rsgeo.infer.session import Norm, OrtRunner, TorchRunner, pair_model
 from rsgeo.infer.stream import Job, Pipeline
 from rsgeo.infer.pairs import pair_nodata, stack_pair
+from rsgeo.infer.surface import height_bands, stack_surface, surfaces_for
 from rsgeo.infer.writers import (TABLE_SUFFIXES, OutputContext, height_stats,  # noqa: F401 (height_stats: re-exported)
                                  writer_for)
 from rsgeo.io.atomic import InputSet, check_output, make_parents
@@ -296,7 +297,7 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
                   gsd="auto", cog: bool = False, co: dict | None = None,
                   class_co: dict | None = None, overwrite: bool = False,
                   nodata: float | None = None, runner=None, workers: int | None = None,
-                  scale="percentile", bands=None, label: str = "predict") -> dict:
+                  scale="percentile", bands=None, dsm=None, label: str = "predict") -> dict:
     """Apply a task model to every input, writing what its task writes
     (:mod:`rsgeo.infer.writers`), in one pipeline.
 
@@ -320,13 +321,14 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
             resample), or metres per pixel to run the model at.
         co: creation options of float rasters (heights, probabilities); ``class_co``: of
             uint8 class rasters (default: ``co`` for height models' callers, else none).
-        nodata: override the input's nodata value.
+        nodata: override the input's nodata value. ``runner``: a loaded ``(runner, meta,
+            config)`` (several calls, one model).
         scale: how image values map onto the 0-255 training scale: ``percentile`` (2-98 %
             stretch for images wider than 8 bits), ``bitdepth``, ``none`` or ``(min, max)``;
             see :mod:`rsgeo.io.stretch`. Recorded per file (``input_stretch``) and in tags.
-        runner: an already loaded ``(runner, meta, config)`` (several calls, one model).
-        workers: reader threads per file (default: the engine's, ``RSGEO_IO_THREADS`` or
-            up to 8).
+        dsm: an RGB + DSM (or nDSM) model's height raster: a file, or a folder of one per
+            input's file name (:mod:`rsgeo.infer.surface`: heights are never stretched).
+        workers: reader threads per file (default: ``RSGEO_IO_THREADS``, else up to 8).
 
     Returns:
         ``{"files": [per-file summary], "total": {files, mpx, seconds, mpx_per_s, outputs}}``;
@@ -338,8 +340,7 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
     model_path = models[0]  # what error messages, the writer and the tags name
     scale = parse_scale(scale) if isinstance(scale, (str, type(None))) else tuple(scale)
     pick = parse_bands(bands)
-    images, outputs = list(images), [Path(o) for o in outputs]
-    if len(images) != len(outputs):
+    if len(images := list(images)) != len(outputs := [Path(o) for o in outputs]):
         raise ValueError("one output per input")
     flat = [p for item in images for p in (item if isinstance(item, tuple) else (item,))]
     if expect is not None:  # outputs known before the model loads: refuse early
@@ -354,7 +355,7 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
     writer = spec["writer"] = writer_for(spec["task"], model_path, **(options or {}))
     spec["channels"] = writer.channels(meta, config)
     spec["meta"] = {**meta, "num_classes": meta.get("num_classes") or config.get("num_classes")}
-    _check_inputs(images, spec["task"], model_path)
+    _check_inputs(images, spec, dsm, model_path)
     _check_outputs(writer, outputs, overwrite, (*flat, *models))
     spec["ctx"] = OutputContext(float_co=co, co=class_co, cog=cog, overwrite=overwrite)
     files, pipe = _run(run_future, spec, images, outputs, batch_size, workers, label)
@@ -525,13 +526,17 @@ def _check_outputs(writer, outputs, overwrite: bool, inputs: tuple) -> None:
             check_output(p, overwrite, inputs=guard)
 
 
-def _check_inputs(images, task: str, model_path) -> None:
-    pairs = [isinstance(i, tuple) for i in images]
+def _check_inputs(images, spec: dict, dsm, model_path) -> None:
+    """Inputs the model takes (PRE POST pairs for change models only); ``spec`` gains the
+    model's height bands (``kinds``) and each image's height raster (``surface``)."""
+    task, pairs = spec["task"], [isinstance(i, tuple) for i in images]
     if task == "change" and not all(pairs):
         raise InputError("a change model needs two images, PRE and POST", model_path)
     if task != "change" and any(pairs):
         raise InputError(f"a {task} model takes one image per output, not PRE POST pairs",
                          model_path)
+    spec["kinds"] = height_bands(spec["meta"], spec["bands"])
+    spec["surface"] = surfaces_for(images, dsm, spec["kinds"], spec["meta"], model_path)
 
 
 def _run(run_future, spec: dict, images, outputs, batch_size, workers, label):
@@ -618,17 +623,29 @@ def _open_input(item, spec: dict, stack: ExitStack, out_path):
     mean = [float(m) for m in meta.get("mean", [0.0] * bands)]
     std = [float(s) for s in meta.get("std", [1.0] * bands)]
     if not isinstance(item, tuple):
+        kinds = spec.get("kinds") or (False,) * bands
+        images = kinds.count(False)
         src, choice = stack.enter_context(open_image(  # --bands: rsgeo.io.bands
-            item, want=bands, bands=spec["pick"], nodata=spec["nodata"],
-            purpose=f"image for this {bands}-band model"))
+            item, want=images or bands, bands=spec["pick"], nodata=spec["nodata"],
+            purpose=f"{'height raster' if not images else 'image'} for this {bands}-band model"))
         nodata = spec["nodata"] if spec["nodata"] is not None and not choice.masked \
             else src.nodata  # an alpha-masked view holds both masks in its own nodata
-        stretch, ok = _stretch_and_valid(src, spec["scale"], nodata, item)
+        # height bands are metres: a model of heights alone reads its raster unstretched
+        stretch, ok = _stretch_and_valid(src, spec["scale"] if images else "none", nodata, item)
         if nodata is not None:  # all nodata: an error, never a raster of nodata only
             require_valid(src, nodata, item, ok)
-        # x * scale - offset on 0-255, then (. - mean) / std: the offset folds into the mean
-        norm = Norm(float(np.float32(stretch.scale)), tuple(m + stretch.offset for m in mean),
-                    tuple(std), spec["channels"], spec["writer"].spatial)
+        if images and images < bands:  # image + DSM: one float32 stack, nodata NaN
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(
+                prefix=".rsgeo-", dir=Path(out_path).parent)))
+            src = stack.enter_context(open_raster(stack_surface(
+                src, nodata, spec["surface"][str(item)], kinds, work)))
+            nodata = float("nan")
+        # x * scale - offset on 0-255, then (. - mean) / std: the offset folds into the mean;
+        # a height band is x * scale / scale: (x - mean) / std in metres
+        k = float(np.float32(stretch.scale))
+        norm = Norm(k, tuple(m * k if h else m + stretch.offset for m, h in zip(mean, kinds)),
+                    tuple(s * k if h else s for s, h in zip(std, kinds)),
+                    spec["channels"], spec["writer"].spatial)
         return src, Grid.of(src), norm, stretch, nodata, choice
     pre, post = item
     with open_raster(pre, bands=bands, purpose="PRE image") as a, \
@@ -651,6 +668,7 @@ def _prepare(item, out_path, spec: dict):
     t0 = time.perf_counter()
     tile, overlap, writer = spec["tile"], spec["overlap"], spec["writer"]
     stack, out_stack = ExitStack(), ExitStack()
+    surface = spec.get("surface", {}).get(str(item))
     try:
         src, grid, norm, stretch, in_nodata, choice = _open_input(item, spec, stack, out_path)
         target = _target_gsd(spec["gsd"], spec["meta"].get("gsd"), grid)
@@ -666,7 +684,8 @@ def _prepare(item, out_path, spec: dict):
         tags = {"model": ",".join(model_label(m) for m in spec["models"]), "task": spec["task"],
                 "tile": tile, "overlap": overlap, "input_stretch": stretch.mode,
                 "input_scale": repr(stretch.scale), "input_offset": repr(stretch.offset),
-                **({"input_bands": choice.tag()} if choice is not None else {})}
+                **({"input_bands": choice.tag()} if choice is not None else {}),
+                **({"input_dsm": str(surface)} if surface else {})}
         ctx = replace(spec["ctx"], tags=tags)
         ds = stack.enter_context(align_to(src, wgrid, "bilinear", nodata=in_nodata)) \
             if target is not None else src
@@ -694,6 +713,7 @@ def _prepare(item, out_path, spec: dict):
                 "input_scale": float(np.float32(stretch.scale)),
                 "input_stretch": stretch.as_dict(),
                 **({"input_bands": choice.as_dict()} if choice is not None else {}),
+                **({"dsm": str(surface)} if surface else {}),
                 **writer.summary(out_path, sink)}
 
     return Job(ds, tiles, panels, norm, dst, finish, stack, out_stack, nodata=in_nodata,
