@@ -142,6 +142,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l workers -d 'Par
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l json -d 'Print a JSON summary on stdout.'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l bands -d 'Image bands to use, 1-based in order (GDAL style): 1,2,3 takes RGB fro'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l scale -d 'Image values -> the 0-255 training scale: percentile (2-98 % stretch o'
+complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l dsm -rF -d 'Models of RGB + DSM (or RGB + nDSM): the height raster in metres, of t'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l overwrite -d 'Replace existing outputs.'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -F

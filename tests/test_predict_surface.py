@@ -151,3 +151,55 @@ def test_cli_rgb_dsm_checkpoint_and_onnx(tmp_path, cli):
     assert code == 0, err
     with rasterio.open(tmp_path / "o.tif") as ds:
         np.testing.assert_allclose(ds.read(1), outs["tall"], atol=1e-3)
+
+
+def _tall_building_onnx(path):
+    """A tiny ONNX RGB + nDSM segmentation 'model' (ground, tree, building): the building
+    logit is the nDSM band minus 2.5 m, the others 0 (anything taller than 2.5 m is a
+    building)."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(v, dtype), n) for n, v, dtype in (
+        ("s", [3], np.int64), ("e", [4], np.int64), ("ax", [1], np.int64),
+        ("eave", 2.5, np.float32), ("zero", 0.0, np.float32))]
+    graph = helper.make_graph(
+        [helper.make_node("Slice", ["image", "s", "e", "ax"], ["h"]),
+         helper.make_node("Sub", ["h", "eave"], ["b"]),
+         helper.make_node("Mul", ["h", "zero"], ["z"]),
+         helper.make_node("Concat", ["z", "z", "b"], ["output"], axis=1)],
+        "tall", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 4, "h", "w"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 3, "h", "w"])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    props = {**RGBD, "task": "segmentation", "num_classes": 3, "stride": 16,
+             "classes": {"0": "ground", "1": "tree", "2": "building"},
+             "format": "rsgeo-onnx", "inputs": ["image"],
+             "config": {"task": "segmentation", "backbone": "vit-tiny-2", "in_chans": 4,
+                        "img_size": 64, "head": "dpt", "num_classes": 3}}
+    helper.set_model_props(model, {k: json.dumps(v) for k, v in props.items()})
+    onnx.save(model, str(path))
+    return path
+
+
+def test_footprints_from_an_rgb_ndsm_model_use_the_heights(tmp_path, cli):
+    import json
+
+    import geopandas as gpd
+
+    seg = _tall_building_onnx(tmp_path / "tall.onnx")
+    rgb = make_raster(tmp_path / "rgb.tif", np.full((3, 72, 96), 90, np.uint8))
+    h = np.zeros((1, 72, 96), np.float32)
+    h[0, 20:40, 30:60] = 6.0                      # 20 x 30 px at 0.5 m: 150 m², 6 m tall
+    ndsm = make_raster(tmp_path / "ndsm.tif", h)
+    code, out, err = cli("footprints", rgb, "-m", seg, "--dsm", ndsm, "-o", tmp_path / "b.gpkg",
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["features"] == 1
+    assert gpd.read_file(tmp_path / "b.gpkg").area.iloc[0] == pytest.approx(150.0, rel=0.05)
+    code, _, err = cli("footprints", rgb, "-m", seg, "-o", tmp_path / "c.gpkg")
+    assert code == 2 and "--dsm" in err and not (tmp_path / "c.gpkg").exists()
+    code, _, err = cli("footprints", ndsm, "--dsm", ndsm, "-o", tmp_path / "d.gpkg")
+    assert code == 2 and "--dsm goes with -m MODEL" in err

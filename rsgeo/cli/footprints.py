@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import Bands, Json, Output, Overwrite, Scale, Workers
+from rsgeo.cli.options import Bands, Json, Output, Overwrite, Scale, Surface, Workers
 from rsgeo.errors import InputError
 from rsgeo.jsonout import dumps
 
@@ -35,6 +35,7 @@ def footprints_cmd(
     json_out: Json = False,
     bands: Bands = None,
     scale: Scale = "percentile",
+    dsm: Surface = None,
     overwrite: Overwrite = False,
 ):
     """Trace one polygon per building (id, area_m2, pixels, score = mean probability;
@@ -66,11 +67,13 @@ def footprints_cmd(
                              "and no --band", model)
         summary = predicted_footprints(raster, model, output, threshold=threshold,
                                        building=int(classes[0]) if classes else None,
-                                       predict_kw={"bands": bands, "scale": scale}, **common)
+                                       predict_kw={"bands": bands, "scale": scale, "dsm": dsm},
+                                       **common)
     else:
-        if bands is not None:
-            raise InputError("--bands chooses image bands for -m MODEL; for a probability, "
-                             "class or mask raster use --band", raster)
+        if bands is not None or dsm is not None:
+            raise InputError(f"{'--bands' if dsm is None else '--dsm'} goes with -m MODEL (the "
+                             "image's bands / heights); for a probability, class or mask raster"
+                             " use --band", raster)
         summary = footprints(raster, output, threshold=threshold, classes=tuple(classes or ()),
                              band=band, **common)
     if json_out:

@@ -59,7 +59,7 @@ def surfaces_for(images: list, dsm, kinds: tuple[bool, ...], meta: dict,
         raise InputError(f"{what}: one height band is supported", model_path)
     if dsm is None:
         raise InputError(f"{what}: give its {surface_name(meta)} raster (metres, the kind it "
-                         "was trained on) with --dsm (rsgeo predict, predict-height)", model_path)
+                         "was trained on) with --dsm", model_path)
     dsm = Path(dsm)
     if any(isinstance(i, tuple) for i in images):
         raise InputError("--dsm does not go with PRE POST pairs", dsm)
