@@ -16,7 +16,7 @@ from rasterio.windows import Window
 
 from rsgeo.errors import InputError
 from rsgeo.io.polygons import require_polygons
-from rsgeo.io.raster import Grid
+from rsgeo.io.raster import Grid, crs_label
 from rsgeo.io.vector import read_vector
 
 log = logging.getLogger("rsgeo.io")
@@ -121,7 +121,7 @@ def load_buildings(path, grid: Grid, skipped: str = "they get no statistics") ->
         raise InputError("footprints layer holds only empty geometries", path)
     source_crs = gdf.crs
     if grid.crs is not None and gdf.crs != grid.crs:
-        log.info("%s: footprints reprojected from %s", path, gdf.crs)
+        log.info("%s: footprints reprojected from %s", path, crs_label(gdf.crs))
         gdf = gdf.to_crs(grid.crs)
     if not gdf.geometry.is_valid.all():
         gdf = gdf.copy()
@@ -147,16 +147,9 @@ def report_outside(outside: np.ndarray, path, source_crs, raster_crs, skipped: s
     that means for them)."""
     n, k = len(outside), int(np.count_nonzero(outside))
     if n and k == n:
-        raise InputError(f"none of the {n} footprints overlaps the raster ({crs_name(source_crs)}"
-                         f" footprints, {crs_name(raster_crs)} raster): wrong CRS, zone or file?",
+        raise InputError(f"none of the {n} footprints overlaps the raster ({crs_label(source_crs)}"
+                         f" footprints, {crs_label(raster_crs)} raster): wrong CRS, zone or file?",
                          path)
     if k:
         log.warning("%s: %d of %d footprints lie outside the raster; %s", path, k, n, skipped)
 
-
-def crs_name(crs) -> str:
-    """``EPSG:32633`` when the CRS has an authority code, else its name (for messages)."""
-    if crs is None:
-        return "no CRS"
-    auth = crs.to_authority()
-    return ":".join(auth) if auth else getattr(crs, "name", None) or str(crs)[:40]
