@@ -225,3 +225,25 @@ def test_bad_inputs_exit_2(tmp_path, cli):
         with pytest.raises(InputError, match=msg):
             damage_map(a, b, tmp_path / "o.tif", **kw)
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_model_mode_refuses_footprints_off_the_images_before_any_prediction(tmp_path, cli,
+                                                                            monkeypatch):
+    # damage-map PRE POST -m MODEL --buildings FAR: refused only after both predictions ran
+    # (minutes on big rasters)
+    import rsgeo.damage.inputs as inputs
+
+    def predict(*a, **k):
+        raise AssertionError("predicted before the footprints were checked")
+
+    monkeypatch.setattr(inputs, "predict_height_file", predict)
+    rgb = np.random.default_rng(0).integers(0, 255, (3, 40, 40), dtype=np.uint8)
+    pre = make_raster(tmp_path / "pre_rgb.tif", rgb)
+    post = make_raster(tmp_path / "post_rgb.tif", rgb)
+    gpd.GeoDataFrame(geometry=[box(600000, 4099900, 600010, 4099910)] * 2,
+                     crs=32633).to_file(tmp_path / "far.gpkg")
+    code, _, err = cli("damage-map", pre, post, "-m", tmp_path / "model.onnx",
+                       "--buildings", tmp_path / "far.gpkg", "-o", tmp_path / "o.tif")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "far.gpkg: none of the 2 footprints overlaps the raster" in err, err
+    assert not list(tmp_path.glob("o*"))
