@@ -269,6 +269,24 @@ def test_from_an_image_with_a_model_is_predict_height_then_building_heights(tmp_
     assert code == 2 and "--dtm" in err and not (tmp_path / "c.gpkg").exists()
 
 
+
+def test_with_a_model_footprints_off_the_image_are_refused_before_the_prediction(
+        tmp_path, cli, monkeypatch):
+    import rsgeo.damage.buildings as model_buildings
+
+    def predict(*a, **k):
+        raise AssertionError("predicted before the footprints were checked")
+
+    monkeypatch.setattr(model_buildings, "predict_height_file", predict)
+    rgb = make_raster(tmp_path / "rgb.tif", np.zeros((3, 40, 40), np.uint8) + 90)
+    gpd.GeoDataFrame(geometry=[_box(200, 200, 210, 210), _box(300, 0, 310, 5)],
+                     crs=UTM).to_file(tmp_path / "far.gpkg")
+    code, _, err = cli("building-heights", rgb, "-m", tmp_path / "model.onnx", "--buildings",
+                       tmp_path / "far.gpkg", "-o", tmp_path / "o.gpkg")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "far.gpkg" in err and "none of the 2 footprints overlaps the raster" in err, err
+    assert not (tmp_path / "o.gpkg").exists()
+
 def test_agreement_counts_only_buildings_with_both_heights():
     from rsgeo.footprints.heights import agreement
 

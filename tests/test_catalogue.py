@@ -67,6 +67,8 @@ def _vectors(root: Path) -> None:
         root / "points.gpkg")
     gpd.GeoDataFrame({"id": [1]}, geometry=[shapely.LineString([(x0 + 1, y0 + 1), (x0 + 9, y0 + 9)])],
                      crs=UTM).to_file(root / "lines.gpkg")
+    gpd.GeoDataFrame({"id": [1, 2]}, geometry=[shapely.box(x0 + 9e4, y0, x0 + 9e4 + 4, y0 + 4)] * 2,
+                     crs=UTM).to_file(root / "far.gpkg")      # 90 km east: off every raster
 
 
 def _rasters(root: Path) -> None:
@@ -92,6 +94,7 @@ def _rasters(root: Path) -> None:
                           ColorInterp.undefined]
     make_raster(root / "two.tif", np.stack([ndsm, ndsm]), nodata=-9999)
     make_raster(root / "labels.tif", (ndsm > 0).astype(np.uint8))
+    make_raster(root / "change7.tif", (ndsm > 0).astype(np.uint8) * 7)      # not 0/1/255
     with warnings.catch_warnings():  # a plain picture: no CRS, no geotransform at all
         warnings.simplefilter("ignore")
         for name, arr in (("plain.png", rgb), ("plain1.png", rgb[:1])):
@@ -198,6 +201,11 @@ C = [
                                      "-o", "c", "--size", "32"], 2, ["points.gpkg", "polygon"], "."),
     ("prepare-all-nan-ndsm", ["prepare", "--rgb", "rgb.tif", "--ndsm", "nan.tif", "-o", "c",
                               "--size", "32"], 2, ["nan.tif"], "."),
+    ("prepare-change-mask-not-0-1", ["prepare", "--rgb", "rgb.tif", "--change", "change7.tif",
+                                     "-o", "c", "--size", "32"], 2, ["change7.tif", "7"], "."),
+    ("prepare-change-mask-over-a-dataset", ["prepare", "--rgb", "rgb.tif", "--change", "change7.tif",
+                                            "-o", "chips", "--size", "32", "--overwrite"], 2,
+     ["change7.tif", "7"], "."),
     ("prepare-into-user-folder", ["prepare", "--rgb", "rgb.tif", "-o", "mine", "--overwrite"], 2,
      ["mine"], "."),
     ("prepare-output-is-input", ["prepare", "--rgb", "rgb.tif", "-o", "rgb.tif", "--overwrite"], 2,
@@ -351,6 +359,9 @@ C = [
      ["rgb.tif"], "."),
     ("damage-corrupt-model", ["damage-map", "rgb.tif", "rgb.tif", "-m", "corrupt.onnx", "-o", "d.tif"],
      2, ["corrupt.onnx"], "."),
+    ("damage-model-buildings-off-the-images", ["damage-map", "rgb.tif", "rgb.tif", "-m", "model.ckpt",
+                                               "--buildings", "far.gpkg", "-o", "d.tif"], 2,
+     ["far.gpkg", "none of the 2 footprints"], "."),
     ("damage-negative-threshold", ["damage-map", "pre.tif", "post.tif", "-o", "d.tif", "--threshold",
                                    "-1"], 2, ["--threshold"], "."),
     ("damage-bad-grades", ["damage-map", "pre.tif", "post.tif", "-o", "d.tif", "--grades", "lots"], 2,
@@ -405,6 +416,9 @@ C = [
                               "-o", "h.gpkg"], 2, ["dsm_abs.tif", "--dtm"], "."),
     ("heights-image-not-heights", ["building-heights", "rgb.tif", "--buildings", "buildings.gpkg",
                                    "-o", "h.gpkg"], 2, ["rgb.tif", "image", "-m MODEL"], "."),
+    ("heights-model-buildings-off-the-image", ["building-heights", "rgb.tif", "-m", "model.ckpt",
+                                               "--buildings", "far.gpkg", "-o", "h.gpkg"], 2,
+     ["far.gpkg", "none of the 2 footprints"], "."),
     ("heights-bad-format", ["building-heights", "pre.tif", "--buildings", "buildings.gpkg", "-o",
                             "h.xyz"], 2, ["h.xyz"], "."),
     ("heights-output-is-input", ["building-heights", "pre.tif", "--buildings", "buildings.gpkg", "-o",

@@ -225,3 +225,39 @@ def test_bad_inputs_exit_2(tmp_path, cli):
         with pytest.raises(InputError, match=msg):
             damage_map(a, b, tmp_path / "o.tif", **kw)
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_model_mode_refuses_footprints_off_the_images_before_any_prediction(tmp_path, cli,
+                                                                            monkeypatch):
+    # damage-map PRE POST -m MODEL --buildings FAR: refused only after both predictions ran
+    # (minutes on big rasters)
+    import rsgeo.damage.inputs as inputs
+
+    def predict(*a, **k):
+        raise AssertionError("predicted before the footprints were checked")
+
+    monkeypatch.setattr(inputs, "predict_height_file", predict)
+    rgb = np.random.default_rng(0).integers(0, 255, (3, 40, 40), dtype=np.uint8)
+    pre = make_raster(tmp_path / "pre_rgb.tif", rgb)
+    post = make_raster(tmp_path / "post_rgb.tif", rgb)
+    gpd.GeoDataFrame(geometry=[box(600000, 4099900, 600010, 4099910)] * 2,
+                     crs=32633).to_file(tmp_path / "far.gpkg")
+    code, _, err = cli("damage-map", pre, post, "-m", tmp_path / "model.onnx",
+                       "--buildings", tmp_path / "far.gpkg", "-o", tmp_path / "o.tif")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "far.gpkg: none of the 2 footprints overlaps the raster" in err, err
+    assert not list(tmp_path.glob("o*"))
+
+
+def test_damage_classes_in_a_compound_crs_are_classes_not_metres(tmp_path):
+    # GDAL gives a band without a unit of its own the CRS's vertical unit: the damage
+    # classes of EPSG:2154+5720 heights read back as metres, and as heights (kind_of)
+    from rsgeo.damage.inputs import kind_of
+
+    crs = CRS.from_user_input("EPSG:2154+5720")
+    t = rasterio.Affine(0.5, 0, 700000.0, 0, -0.5, 6600000.0)
+    a, b = _pair(tmp_path, post_crs=crs, post_transform=t, crs=crs, transform=t)
+    damage_map(a, b, tmp_path / "d.tif")
+    with rasterio.open(tmp_path / "d.tif") as ds, rasterio.open(tmp_path / "d_loss.tif") as lo:
+        assert ds.crs == crs and ds.units == ("class",) and lo.units == ("metre",)
+    assert kind_of(tmp_path / "d.tif") == "image" and kind_of(tmp_path / "d_loss.tif") == "heights"

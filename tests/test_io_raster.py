@@ -82,6 +82,34 @@ def test_a_crs_without_authority_code_is_named_in_one_short_line(raster_factory)
     assert 'WKT "EPSG:2154" (no authority code)' in message and "EPSG:32633" in message
 
 
+
+def test_one_crs_label_for_rasterio_and_pyproj_crss_and_every_message():
+    # rsgeo.io.buildings had its own crs_name: a pyproj CRS without code gave its bare name
+    # ("EPSG:2154", read as a code), a rasterio one the first 40 characters of its WKT
+    import pyproj
+    from rasterio.crs import CRS
+
+    import rsgeo.io.buildings as buildings
+    from rsgeo.io.raster import crs_label
+
+    assert not hasattr(buildings, "crs_name")
+    for make in (CRS.from_user_input, pyproj.CRS.from_user_input):
+        assert crs_label(make(LCC_WKT)) == 'WKT "EPSG:2154" (no authority code)'
+        assert crs_label(make("EPSG:2154+5720")) == "EPSG:5698"  # compound: its own code
+        assert crs_label(make("+proj=utm +zone=31 +datum=WGS84 +units=m")) == "EPSG:32631"
+        # a PROJ string without code: GDAL names it "unknown"; the string itself says more
+        label = crs_label(make("+proj=tmerc +lat_0=43 +lon_0=3.5 +k=1 +x_0=1000 +y_0=2000 "
+                               "+ellps=GRS80 +units=m"))
+        assert label.startswith('custom CRS "+proj=tmerc +lat_0=43 +lon_0=3.5') and \
+            label.endswith('(no authority code)') and len(label) < 100, label
+    outside = np.ones(2, bool)
+    with pytest.raises(InputError) as e:
+        buildings.report_outside(outside, "far.gpkg", pyproj.CRS.from_wkt(LCC_WKT),
+                                 CRS.from_wkt(LCC_WKT), "skipped")
+    message = str(e.value)
+    assert len(message.splitlines()) == 1 and "GEOGCS" not in message, message
+    assert message.count('WKT "EPSG:2154" (no authority code)') == 2, message
+
 def test_align_to_resamples_explicitly(raster_factory):
     a = raster_factory(np.arange(64, dtype=np.float32).reshape(1, 8, 8), gsd=1.0)
     b = raster_factory(np.zeros((1, 16, 16), np.float32), gsd=0.5)

@@ -106,6 +106,38 @@ def test_segmentation_nodata_and_other_gsd(tmp_path):
     np.testing.assert_array_equal(cls[ok], probs[:, ok].argmax(0))
 
 
+
+# Lambert-93 + NGF-IGN69 heights: GDAL reports a band without a unit of its own in the
+# CRS's vertical unit, so class and probability rasters read back as "metre" (heights)
+COMPOUND = dict(crs=rasterio.crs.CRS.from_user_input("EPSG:2154+5720"),
+                origin=(700000.0, 6600000.0))
+
+
+def test_class_and_probability_rasters_in_a_compound_crs_keep_their_own_units(tmp_path, cli,
+                                                                             models):
+    from rsgeo.damage.inputs import kind_of
+
+    src, _ = _rgb(tmp_path / "img.tif", 64, 72, **COMPOUND)
+    with rasterio.open(src) as ds:
+        assert ds.crs.to_authority() == ("EPSG", "5698") and ds.units == ("metre",) * 3
+    out = tmp_path / "cls.tif"
+    predict_files([src], "seg.ckpt", [out], runner=_seg_runner(), tile=64, overlap=16,
+                  options={"probabilities": True})
+    with rasterio.open(out) as ds, rasterio.open(tmp_path / "cls_probabilities.tif") as pr:
+        assert ds.crs == COMPOUND["crs"] and pr.crs == COMPOUND["crs"]  # the CRS is kept
+        assert ds.units == ("class",) and pr.units == ("probability",) * 3
+    assert kind_of(out) == "image"                     # not taken for heights
+    post, _ = _rgb(tmp_path / "post.tif", 64, 72, seed=3, **COMPOUND)
+    for task, args, want in (("change", [src, post], {"c.tif": "class",
+                                                      "c_probability.tif": "probability"}),
+                             ("height", [src], {"c.tif": "metre"})):
+        code, _, err = cli("predict", *args, "-m", models[task], "-o", tmp_path / "c.tif",
+                           "--cog", "--overwrite")
+        assert code == 0, err
+        for name, unit in want.items():
+            with rasterio.open(tmp_path / name) as ds:
+                assert ds.units == (unit,), (task, name, ds.units)
+
 def test_cli_segmentation_names_colour_table_and_folder(tmp_path, cli, models):
     a, _ = _rgb(tmp_path / "a.tif", 70, 90)
     b, _ = _rgb(tmp_path / "b.tif", 64, 64, seed=2)

@@ -167,7 +167,8 @@ def test_bad_inputs(tmp_path, cli):
         (["--rgb", rgb, "--dsm", far], "does not overlap"),
         (["--rgb", rgb, "--dsm", far_crs], "does not overlap"),
         (["--rgb", blank], "no valid pixel"),
-        (["--rgb", rgb, "--labels", lab, "--classes", tmp_path / "classes.json"], "[42]"),
+        (["--rgb", rgb, "--labels", lab, "--classes", tmp_path / "classes.json"],
+         "label values 42 are not in the --classes list (1, 2)"),
         (["--rgb", rgb, "--stride", 0], "--stride"),  # was taken for the default (size)
         # a DTM without its DSM wrote a dataset.json listing an ndsm modality without chips
         (["--rgb", rgb, "--dtm", dtm], "--dtm needs --dsm"),
@@ -239,6 +240,58 @@ def test_label_and_change_rasters_that_are_not_class_ids_are_refused(tmp_path, c
     assert code == 0, err
     assert set(np.unique(np.load(tmp_path / "w" / "shards" / "rgb" / "labels.npy"))) == {0, 1, 2, 3}
 
+
+
+def test_label_rasters_are_read_through_in_strips_before_the_dataset_is_touched(
+        tmp_path, cli, monkeypatch):
+    # the checks ran per chip, after the folder was claimed and chips cut; with --overwrite
+    # the source's old chips were dropped first, leaving a manifest without its shards
+    import rsgeo.data.prepare as prep
+    import rsgeo.io.labels as labels
+
+    rgb = make_raster(tmp_path / "rgb.tif", _rgb(128, 64))
+    good = np.zeros((128, 64), np.uint8)
+    good[10:20, 10:20] = 1
+    bad = good.copy()
+    bad[2, 5], bad[120, 60] = 7, 5                    # first and last strip
+    good_path = make_raster(tmp_path / "change.tif", good)
+    bad_path = make_raster(tmp_path / "change7.tif", bad)
+    code, _, err = cli("prepare", "--rgb", rgb, "--change", good_path, "-o", tmp_path / "ds",
+                       "--size", 64)
+    assert code == 0, err
+    before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns)
+                    for p in (tmp_path / "ds").rglob("*"))
+    strips = []
+    real = labels.read_strips
+    monkeypatch.setattr(labels, "LABEL_STRIP_PIXELS", 64 * 16)
+
+    def counted(ds, rows, **kw):
+        strips.append(rows)
+        yield from real(ds, rows, **kw)
+
+    monkeypatch.setattr(labels, "read_strips", counted)
+
+    def no_dataset(*a, **k):
+        raise AssertionError("the dataset folder was opened before the labels were checked")
+
+    monkeypatch.setattr(prep, "_open_dataset", no_dataset)
+    for out in ("ds", "new"):
+        code, _, err = cli("prepare", "--rgb", rgb, "--change", bad_path, "-o", tmp_path / out,
+                           "--size", 64, "--overwrite")
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "change7.tif: change mask holds the value(s) 5, 7" in err, err
+    assert strips and max(strips) < 128, strips       # streamed, never read whole
+    assert not (tmp_path / "new").exists()
+    assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns)
+                  for p in (tmp_path / "ds").rglob("*")) == before
+    labs = np.zeros((128, 64), np.uint8)
+    labs[100:110, :] = 3
+    (tmp_path / "classes.json").write_text(json.dumps({"0": "ground", "1": "roof"}))
+    code, _, err = cli("prepare", "--rgb", rgb, "--labels", make_raster(tmp_path / "lc.tif", labs),
+                       "--classes", tmp_path / "classes.json", "-o", tmp_path / "lc")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "lc.tif: label values 3 are not in the --classes list (0, 1)" in err, err
+    assert not (tmp_path / "lc").exists()
 
 def test_ndsm_stored_as_float16_by_default_float32_datasets_keep_theirs(tmp_path):
     from rsgeo.data.prepare import stored_heights

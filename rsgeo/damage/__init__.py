@@ -51,6 +51,7 @@ from rsgeo.damage.stats import parse_grades
 from rsgeo.damage.sweep import loss_path, run
 from rsgeo.errors import InputError
 from rsgeo.io.atomic import check_output
+from rsgeo.io.buildings import require_overlap
 from rsgeo.io.heights import check_max_height
 from rsgeo.io.vector import driver_for
 from rsgeo.io.writer import check_raster_output, height_co
@@ -132,8 +133,11 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
         found = None
         if buildings_model is not None:
             buildings, found = _model_buildings(pre, buildings_model, work, min_area, predict_kw)
-        pre_h, post_h, source = resolve_heights(Path(pre), Path(post), model, heights, work,
-                                                stack, **predict_kw)
+        pre_h, post_h, source = resolve_heights(
+            Path(pre), Path(post), model, heights, work, stack,
+            # footprints all off PRE are refused before the prediction, not minutes after
+            before_predict=(lambda: require_overlap(buildings, pre)) if buildings is not None
+            else None, **predict_kw)
         summary = run(pre_h, post_h, out, fp_out, buildings=buildings, threshold=thr,
                       min_height=min_height, min_area=min_area, grades=grade_table,
                       overwrite=overwrite, strip_rows=strip_rows, co=co, loss_co=loss_co,

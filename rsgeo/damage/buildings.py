@@ -20,6 +20,7 @@ from rsgeo.footprints.heights import building_heights
 from rsgeo.infer.predict import predict_files, predict_height_file, start_loading
 from rsgeo.infer.writers import class_names, num_classes, sibling
 from rsgeo.io.atomic import check_output
+from rsgeo.io.buildings import require_overlap
 from rsgeo.io.vector import driver_for
 
 
@@ -91,6 +92,7 @@ def predicted_building_heights(image, model, buildings, out, *, overwrite: bool 
     summary says where the heights came from (``heights_from``)."""
     driver_for(out)  # refused before the model runs
     check_output(out, overwrite, inputs=(image, buildings))
+    require_overlap(buildings, image)  # so are footprints all off the image
     out_dir = Path(out).resolve().parent
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".rsgeo-", dir=out_dir) as work:

@@ -29,9 +29,12 @@ def kind_of(path: str | os.PathLike, force_heights: bool = False) -> str:
 
 
 def resolve_heights(pre: Path, post: Path, model, force_heights: bool,
-                    workdir: Path, stack: ExitStack, **predict_kw) -> tuple[Path, Path, str]:
+                    workdir: Path, stack: ExitStack, before_predict=None,
+                    **predict_kw) -> tuple[Path, Path, str]:
     """Return height rasters for PRE and POST, predicting them from images with ``model``
-    (a path, or a list of paths: an ensemble)."""
+    (a path, or a list of paths: an ensemble). ``before_predict``: called (no arguments)
+    once PRE and POST turned out to be images, before the first prediction -- the place
+    for checks of other inputs that would otherwise fail only after minutes of it."""
     kinds = (kind_of(pre, force_heights), kind_of(post, force_heights))
     if kinds[0] != kinds[1]:
         img = pre if kinds[0] == "image" else post
@@ -44,6 +47,8 @@ def resolve_heights(pre: Path, post: Path, model, force_heights: bool,
         raise InputError("is an image (multi-band or integer): heights must be predicted; "
                          "pass -m MODEL (or set RSGEO_MODEL), or --heights if it holds heights",
                          pre)
+    if before_predict is not None:
+        before_predict()
     out = []
     for p in (pre, post):
         dst = workdir / f"{Path(p).stem}_height.tif"

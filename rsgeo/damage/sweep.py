@@ -108,7 +108,7 @@ def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, thresh
         if bld is None:
             sweep.find_regions(math.ceil(min_area / px_area) if min_area > 0 else 0)
         meta = dict(co=co, overwrite=overwrite, tags={"threshold_m": threshold})
-        with open_output(out, grid, dtype="uint8", nodata=255,
+        with open_output(out, grid, dtype="uint8", nodata=255, units="class",
                          band_descriptions=["damage class"], **meta) as cls_dst, \
                 open_output(loss_path(out), grid, dtype="float32", nodata=HEIGHT_NODATA,
                             units="metre", band_descriptions=["height loss (pre - post)"],

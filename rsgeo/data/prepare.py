@@ -34,7 +34,7 @@ from rsgeo.io.atomic import atomic_path, claim_folder
 from rsgeo.io.bands import choose_bands, open_image, parse_bands
 from rsgeo.io.buildings import footprints_outside, report_outside
 from rsgeo.io.heights import require_valid, sample, sample_plan
-from rsgeo.io.labels import class_ids, parse_label_map, recode
+from rsgeo.io.labels import IGNORE, check_label_raster, parse_label_map, recode
 from rsgeo.io.limits import check_pixels
 from rsgeo.io.polygons import require_polygons
 from rsgeo.io.raster import (Grid, align_to, check_overlap, ground_gsd, open_raster, valid_mask,
@@ -96,6 +96,8 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
         by_source.setdefault(check_source_name(s.source), []).append(s)
     # every input checked before the output folder is made
     chosen = {src: _validate(group, bands) for src, group in by_source.items()}
+    for group in by_source.values():
+        _check_labels(group, gsd, label_map, classes)
     with _removed_on_input_error(out):
         return _prepare_sources(by_source, chosen, out, size, stride, max_nodata, dedup_distance,
                                 split, gsd, bands, ndsm_from_dsm, classes, workers, overwrite,
@@ -134,8 +136,8 @@ def _prepare_sources(by_source, chosen, out, size, stride, max_nodata, dedup_dis
             manifest = _drop_source(out, manifest, src)
         with progress(None, f"prepare {src}", unit="chips") as bar:
             rows, stats, mods = _run_source(group, out, size, stride, max_nodata, dedup_distance,
-                                            split, gsd, bands, ndsm_from_dsm, classes, workers,
-                                            seed, bar, scale, label_map, dtypes)
+                                            split, gsd, bands, ndsm_from_dsm, workers, seed, bar,
+                                            scale, label_map, dtypes)
         manifest = _append_rows(out, manifest, rows)
         _update_stats(out, src, stats)
         info = _update_info(out, info, src, mods, classes, size, group, gsd, dtypes)
@@ -202,6 +204,24 @@ def _validate(group: list[SceneInput], bands) -> dict[str, str]:
                     _, ok = sample(ds, ds.nodata, sample_plan(ds), path)  # all nodata: an error
                     require_valid(ds, ds.nodata, path, ok)
     return chosen
+
+
+def _check_labels(group: list[SceneInput], gsd, label_map, classes) -> None:
+    """Refuse label and change rasters whose values are not class ids (or not in
+    ``classes``) before the dataset folder is touched: a whole pass over each, in strips,
+    on the chip grid (nearest, as chips read it), so a stray value anywhere is found
+    before a chip is cut -- not after minutes of chips, nor after ``--overwrite`` dropped
+    the source's old chips."""
+    for s in group:
+        keys = [k for k in LABELS if k in s.files()]
+        if not keys:
+            continue
+        grid = _scene_grid(s, gsd)
+        for key in keys:
+            path = s.files()[key]
+            with open_raster(path) as raw, align_to(raw, grid, "nearest") as ds:
+                check_label_raster(ds, path, key, label_map,
+                                   classes if key == "labels" else None)
 
 
 def _check_footprints(gdf, path, reference) -> None:
@@ -307,7 +327,7 @@ def _scene_grid(scene: SceneInput, gsd: float | None) -> Grid:
 
 
 def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd, bands,
-                ndsm_from_dsm, classes, workers, seed, bar, scale="percentile", label_map=None,
+                ndsm_from_dsm, workers, seed, bar, scale="percentile", label_map=None,
                 dtypes=None):
     src = group[0].source
     tmp_dir = out / "shards" / f".{src}.tmp"
@@ -337,7 +357,7 @@ def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd
                     if small:  # the scene is smaller than one chip: nothing to read
                         return [{"nodata_fraction": 1.0, "hash": 0} for _ in batch]
                     return _add_hog(reader.read(batch, lambda ds, rc: _read_chip(
-                        reader, ds, rc, size, fp, grid, classes)))
+                        reader, ds, rc, size, fp, grid)))
 
                 for (r, c), chip in zip(wins, _ordered_map(read_batch, wins, workers)):
                     row = _row(scene, grid, r, c, size, split, seed)
@@ -394,7 +414,7 @@ def _footprints(path, grid: Grid):
     return geoms, STRtree(geoms)
 
 
-def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> dict:
+def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid) -> dict:
     from rasterio import features
     from rasterio.windows import Window, transform
 
@@ -412,14 +432,9 @@ def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid, classes) -> 
         elif key in ("dsm", "dtm", "ndsm"):
             out[key] = np.where(ok, a[0], np.nan).astype(np.float32)[None]
         else:
+            # values checked up front (_check_labels): here only nodata -> ignore
             raw, named = recode(a[0], reader.label_map)
-            lab = class_ids(raw, ok | named, reader.files[key], key)
-            if key == "labels" and classes is not None:
-                bad = np.setdiff1d(np.unique(lab), list(classes) + [255])
-                if bad.size:
-                    raise InputError(f"label values {bad.tolist()} are not in the class list",
-                                     reader.files[key])
-            out[key] = lab[None]
+            out[key] = np.where(ok | named, raw, IGNORE).astype(np.uint8)[None]
     if "dtm" in out:
         base = out.pop("dtm")
         if "ndsm" not in out and "dsm" in out:

@@ -246,14 +246,14 @@ class SegmentationWriter:
                 **{f"class_{i}": n for i, n in enumerate(names)}}
         cls = stack.enter_context(open_output(
             path, grid, dtype="uint8", nodata=CLASS_NODATA, co=ctx.co, overwrite=ctx.overwrite,
-            cog=ctx.cog, tags=tags, band_descriptions=["class"]))
+            cog=ctx.cog, tags=tags, units="class", band_descriptions=["class"]))
         cls.write_colormap(1, class_palette(k))
         prob = None
         if self.probabilities:
             prob = stack.enter_context(open_output(
                 sibling(path, "_probabilities.tif"), grid, count=k, nodata=HEIGHT_NODATA,
                 co=ctx.float_co, overwrite=ctx.overwrite, cog=ctx.cog,
-                tags={**ctx.tags, "units": "probability"},
+                tags={**ctx.tags, "units": "probability"}, units="probability",
                 band_descriptions=[f"probability of {n}" for n in names]))
         return ClassSink(cls, prob, names)
 
@@ -292,12 +292,12 @@ class ChangeWriter:
             path, grid, dtype="uint8", nodata=CLASS_NODATA, co=ctx.co, overwrite=ctx.overwrite,
             cog=ctx.cog, tags={**ctx.tags, "units": "class", "class_0": "no change",
                                "class_1": "change", "threshold": repr(self.threshold)},
-            band_descriptions=["change (1) or not (0)"]))
+            units="class", band_descriptions=["change (1) or not (0)"]))
         mask.write_colormap(1, CHANGE_COLORS)
         prob = stack.enter_context(open_output(
             sibling(path, "_probability.tif"), grid, nodata=HEIGHT_NODATA, co=ctx.float_co,
             overwrite=ctx.overwrite, cog=ctx.cog, tags={**ctx.tags, "units": "probability"},
-            band_descriptions=["change probability"]))
+            units="probability", band_descriptions=["change probability"]))
         return ClassSink(mask, prob, ["change probability"], threshold=self.threshold)
 
     def summary(self, path, sink) -> dict:

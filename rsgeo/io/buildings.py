@@ -16,7 +16,7 @@ from rasterio.windows import Window
 
 from rsgeo.errors import InputError
 from rsgeo.io.polygons import require_polygons
-from rsgeo.io.raster import Grid
+from rsgeo.io.raster import Grid, crs_label, open_raster
 from rsgeo.io.vector import read_vector
 
 log = logging.getLogger("rsgeo.io")
@@ -99,13 +99,11 @@ class Footprints:
                 "no_valid_pixel": int(c.get("no valid pixel", 0))}
 
 
-def load_buildings(path, grid: Grid, skipped: str = "they get no statistics") -> Footprints:
-    """Footprints (polygons with a CRS) reprojected onto ``grid``'s CRS; a warning names
-    those outside the raster (``skipped`` says what that means for them).
+def read_footprints(path):
+    """The non-empty footprints of ``path`` (any OGR format, GeoParquet) in their own CRS.
 
     Raises:
-        InputError: no CRS, an empty layer, a geometry that is not a (multi)polygon, or no
-            footprint overlapping the raster (a wrong CRS or zone: nothing to measure).
+        InputError: no CRS, an empty layer, a geometry that is not a (multi)polygon.
     """
     gdf = read_vector(path, "footprints file")
     if gdf.crs is None:
@@ -119,9 +117,21 @@ def load_buildings(path, grid: Grid, skipped: str = "they get no statistics") ->
     gdf = gdf[~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)]
     if len(gdf) == 0:
         raise InputError("footprints layer holds only empty geometries", path)
+    return gdf
+
+
+def load_buildings(path, grid: Grid, skipped: str = "they get no statistics") -> Footprints:
+    """Footprints (polygons with a CRS) reprojected onto ``grid``'s CRS; a warning names
+    those outside the raster (``skipped`` says what that means for them).
+
+    Raises:
+        InputError: no CRS, an empty layer, a geometry that is not a (multi)polygon, or no
+            footprint overlapping the raster (a wrong CRS or zone: nothing to measure).
+    """
+    gdf = read_footprints(path)
     source_crs = gdf.crs
     if grid.crs is not None and gdf.crs != grid.crs:
-        log.info("%s: footprints reprojected from %s", path, gdf.crs)
+        log.info("%s: footprints reprojected from %s", path, crs_label(gdf.crs))
         gdf = gdf.to_crs(grid.crs)
     if not gdf.geometry.is_valid.all():
         gdf = gdf.copy()
@@ -129,6 +139,20 @@ def load_buildings(path, grid: Grid, skipped: str = "they get no statistics") ->
     fp = Footprints(gdf, grid, source_crs)
     report_outside(fp.coverage == "outside", path, source_crs, grid.crs, skipped)
     return fp
+
+
+def require_overlap(path, raster) -> None:
+    """Refuse the footprints ``path`` before costly work on ``raster`` (a prediction that
+    turns an image into heights): what :func:`load_buildings` refuses -- no CRS, an empty
+    layer, non-polygons, and footprints none of which overlaps ``raster`` (a wrong CRS,
+    zone or file) -- checked on ``raster``'s own extent. Warns about nothing: the later
+    :func:`load_buildings` does."""
+    gdf = read_footprints(path)
+    with open_raster(raster) as ds:
+        grid = Grid.of(ds)
+    outside = footprints_outside(gdf, grid)
+    if outside.all():
+        report_outside(outside, path, gdf.crs, grid.crs, "")
 
 
 def footprints_outside(gdf, grid: Grid) -> np.ndarray:
@@ -147,16 +171,9 @@ def report_outside(outside: np.ndarray, path, source_crs, raster_crs, skipped: s
     that means for them)."""
     n, k = len(outside), int(np.count_nonzero(outside))
     if n and k == n:
-        raise InputError(f"none of the {n} footprints overlaps the raster ({crs_name(source_crs)}"
-                         f" footprints, {crs_name(raster_crs)} raster): wrong CRS, zone or file?",
+        raise InputError(f"none of the {n} footprints overlaps the raster ({crs_label(source_crs)}"
+                         f" footprints, {crs_label(raster_crs)} raster): wrong CRS, zone or file?",
                          path)
     if k:
         log.warning("%s: %d of %d footprints lie outside the raster; %s", path, k, n, skipped)
 
-
-def crs_name(crs) -> str:
-    """``EPSG:32633`` when the CRS has an authority code, else its name (for messages)."""
-    if crs is None:
-        return "no CRS"
-    auth = crs.to_authority()
-    return ":".join(auth) if auth else getattr(crs, "name", None) or str(crs)[:40]

@@ -14,10 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from rsgeo.errors import InputError
+from rsgeo.io.raster import valid_mask
+from rsgeo.io.reader import block_shape, read_strips
 
 IGNORE = 255
 #: the values a change mask may hold (after ``--label-map``): no change, change, ignore
 CHANGE_VALUES = (0, 1, IGNORE)
+#: pixels per strip of :func:`check_label_raster` (a 40 000 px wide raster: ~100 rows)
+LABEL_STRIP_PIXELS = 1 << 22
 
 
 def parse_label_map(items) -> dict[int, int] | None:
@@ -167,3 +171,45 @@ def class_ids(a: np.ndarray, keep: np.ndarray, path, key: str = "labels") -> np.
             raise InputError(f"label values {_listed(bad)} are not class ids in 0..255 "
                              "(255 = ignore); recode with --label-map or set the nodata", path)
     return np.where(keep, a, IGNORE).astype(np.uint8)
+
+
+def _distinct(v: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of a 1-D array; a histogram for small integer types (one
+    pass, no sort: what label rasters mostly are)."""
+    if v.size and v.dtype.kind in "iu" and v.dtype.itemsize <= 2:
+        lo = int(v.min())
+        counts = np.bincount((v.astype(np.int32) - lo).ravel())
+        return (np.flatnonzero(counts) + lo).astype(v.dtype)
+    return np.unique(v)
+
+
+def check_label_raster(ds, path, key: str = "labels", label_map=None,
+                       classes=None) -> None:
+    """Refuse a label (``key="labels"``) or change mask (``key="change"``) raster whose
+    valid pixels, recoded by ``label_map``, are not class ids -- the checks of
+    :func:`class_ids` -- or (``classes``: the ``--classes`` ids) not in the class list.
+
+    Streams band 1 of ``ds`` (a file, or a WarpedVRT onto the chip grid) in full-width
+    strips of about :data:`LABEL_STRIP_PIXELS` pixels, memory bounded whatever its size,
+    and names every stray value in one line. Stops early once more than 256 distinct
+    values turned up (then some are not class ids 0..255).
+    """
+    rows = max(1, LABEL_STRIP_PIXELS // max(1, ds.width))
+    bh = block_shape(ds)[0]
+    rows = rows // bh * bh if rows > bh else rows
+    seen = None
+    for _, (a,) in read_strips([ds], rows):
+        raw, named = recode(a, label_map)
+        vals = _distinct(raw[valid_mask(a, ds.nodata) | named])
+        seen = vals if seen is None else np.union1d(seen, vals)
+        if seen.size > IGNORE + 1:
+            break
+    if seen is None or not seen.size:
+        return
+    class_ids(seen, np.ones(seen.shape, bool), path, key)
+    if key == "labels" and classes is not None:
+        bad = stray_values(seen, [*classes, IGNORE])
+        if bad.size:
+            raise InputError(f"label values {_listed(bad)} are not in the --classes list "
+                             f"({_listed(np.asarray(sorted(classes)), 12)}); add them or "
+                             "recode with --label-map", path)

@@ -51,17 +51,36 @@ RESAMPLING = {
 }
 
 
+# names a WKT gives a CRS that say nothing of it (GDAL writes "unknown" for a PROJ string)
+_VAGUE_CRS_NAMES = {"", "unknown", "unnamed", "undefined", "custom", "user-defined"}
+
+
 def crs_label(crs) -> str:
-    """A CRS as one short phrase for messages: its authority code (``EPSG:32631``), or for a
-    CRS without one the name its WKT gives, e.g. ``WKT "EPSG:2154" (no authority code)``
-    (a whole WKT string would run over several hundred characters)."""
+    """A CRS as one short phrase for messages, the one every message uses: its authority
+    code (``EPSG:32631``; a compound CRS its compound code, ``EPSG:5698``), else the name
+    its WKT gives, e.g. ``WKT "EPSG:2154" (no authority code)``, else (a nameless CRS from
+    a PROJ string) that string cut to 60 characters. Never the whole WKT: it runs over
+    several hundred characters. Takes a rasterio or a pyproj CRS (a GeoDataFrame's)."""
     if not crs:
         return "no CRS"
-    text = crs.to_string()
-    if len(text) <= 40:
-        return text
-    m = re.match(r'\s*[A-Z_]+\["([^"]*)"', text)
-    return f'WKT "{m.group(1) if m else "unnamed"}" (no authority code)'
+    try:
+        auth = crs.to_authority()
+    except Exception:  # a CRS PROJ cannot match against its database
+        auth = None
+    if auth:
+        return ":".join(auth)
+    m = re.match(r'\s*[A-Z_0-9]+\["([^"]*)"', crs.to_wkt() or "")
+    name = " ".join(m.group(1).split()) if m else ""
+    if name.lower() not in _VAGUE_CRS_NAMES:
+        return f'WKT "{name[:80]}" (no authority code)'
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyproj: PROJ strings lose information
+        try:
+            proj = " ".join((crs.to_proj4() or "").split())
+        except Exception:
+            proj = ""
+    proj = proj if len(proj) <= 60 else proj[:57] + "..."
+    return f'custom CRS "{proj or "unnamed"}" (no authority code)'
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,10 @@ def open_output(path: str | os.PathLike, grid: Grid, *, count: int = 1, dtype: s
         nodata: declared nodata (heights use -9999, never 0).
         co: GDAL creation options overriding the defaults (see :func:`gtiff_profile`).
         cog: copy the finished GeoTIFF to a Cloud Optimized GeoTIFF with overviews.
-        tags, band_descriptions, units: metadata written into the file.
+        tags, band_descriptions, units: metadata written into the file. Give every output
+            a user sees its ``units`` (``metre``, ``class``, ``probability``): GDAL reports
+            a band without one in the vertical unit of a compound CRS (EPSG:2154+5720:
+            ``metre``), which would make a class raster read as heights.
     """
     check_raster_output(path)
     work_co = co
