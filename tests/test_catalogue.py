@@ -263,8 +263,12 @@ C = [
     ("export-output-is-input", ["export", "model.ckpt", "-o", "model.ckpt", "--overwrite"], 2,
      ["model.ckpt"], "."),
     ("export-into-user-folder", ["export", "model.ckpt", "-o", "mine", "--overwrite"], 2, ["mine"], "."),
-    ("export-output-exists", ["export", "model.ckpt", "-o", "notes.txt"], 2,
-     ["notes.txt", "--overwrite"], "."),
+    ("export-output-exists", ["export", "model.ckpt", "-o", "corrupt.onnx"], 2,
+     ["corrupt.onnx", "--overwrite"], "."),
+    # export writes ONNX only: another name is refused before the checkpoint is loaded
+    ("export-output-not-onnx", ["export", "model.ckpt", "-o", "m.txt"], 2, ["m.txt", ".onnx"], "."),
+    ("export-output-no-extension", ["export", "model.ckpt", "-o", "model"], 2,
+     ["model", ".onnx"], "."),
     ("export-negative-atol", ["export", "model.ckpt", "-o", "m.onnx", "--atol", "-1"], 2, ["--atol"], "."),
     # predict-height
     ("predict-missing-input", ["predict-height", "none.tif", "-m", "model.ckpt", "-o", "h.tif"], 2,

@@ -12,7 +12,7 @@ from rsgeo.data.folder import require_chip_dataset
 from rsgeo.io.atomic import check_output
 from rsgeo.methods import registry
 from rsgeo.tasks import get_task
-from rsgeo.tasks.files import check_encoder_arg, resolve_model_path
+from rsgeo.tasks.files import check_encoder_arg, check_onnx_output, resolve_model_path
 from rsgeo.train.runs import check_run
 
 
@@ -41,4 +41,5 @@ def pretrain(dataset, method: str, out, *, resume: bool = False,
 def export(checkpoint, out, *, overwrite: bool = False) -> None:
     """``rsgeo export``'s arguments, before :func:`rsgeo.infer.export.export_onnx` loads."""
     resolve_model_path(checkpoint)
+    check_onnx_output(out)
     check_output(out, overwrite, inputs=(checkpoint,))
