@@ -135,6 +135,24 @@ def test_bad_inputs(chips, tmp_path):
         finetune(chips, "height", tmp_path / "d", backbone="vit-tiny-2", device="cuda")
 
 
+def test_class_counts_are_checked_before_the_run_folder(chips, tmp_path):
+    """Class weights of another length than the classes, and --num-classes below the
+    dataset's class ids (9 classes here), ended in torch errors after the run folder was
+    claimed; now one InputError first and no folder."""
+    bad = [({"class_weights": [1.0, 2.0]}, "segmentation", "--class-weights has 2 value.*9 classes"),
+           ({"num_classes": 3}, "segmentation", "--num-classes 3 .*up to 8.*9 or more"),
+           ({"num_classes": 4, "aux_landcover": True}, "height", "--num-classes 4"),
+           ({"class_weights": [-1.0] + [1.0] * 8}, "classification", "non-negative")]
+    for kw, task, match in bad:
+        with pytest.raises(InputError, match=match):
+            finetune(chips, task, tmp_path / "r", backbone="vit-tiny-2", steps=1,
+                     batch_size=2, head_features=16, **kw)
+        assert not (tmp_path / "r").exists(), kw
+    s = finetune(chips, "segmentation", tmp_path / "ok", backbone="vit-tiny-2", steps=1,
+                 batch_size=2, head_features=16, num_classes=10, class_weights=[1.0] * 10)
+    assert s["config"]["num_classes"] == 10           # more classes than labels: fine
+
+
 @pytest.mark.slow
 def test_cli_end_to_end_on_a_prepared_dataset(tmp_path, cli):
     """synth -> prepare -> finetune -> export -> predict-height, through the CLI."""

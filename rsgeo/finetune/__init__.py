@@ -33,6 +33,7 @@ import timm
 import torch
 
 from rsgeo.data.dataset import open_chips, pooled_stats
+from rsgeo.data.folder import declared_classes
 from rsgeo.errors import InputError
 from rsgeo.finetune.adapt import AdaptModule, AdaptView, split_style, structure_classes
 from rsgeo.finetune.data import TaskView, needed_modalities, subset_indices
@@ -102,6 +103,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
     check_layer_decay(layer_decay, freeze_encoder)
     check_head_steps(head_steps, freeze_encoder, train.get("steps"))
     aux = _check_aux(spec, aux_landcover, adapt_to, adapt)
+    num_classes = spec.check_classes(num_classes, class_weights,
+                                     _declared_classes(dataset, val_dataset), aux)
     data = _open_data(dataset, val_dataset, spec, inputs, aux, val_split, train_size, seed)
     model = _build_model(spec, data, encoder=encoder, backbone=backbone, head=head, inputs=inputs,
                          crop=crop, num_classes=num_classes, head_features=head_features,
@@ -197,8 +200,6 @@ def _build_model(spec: TaskSpec, data: _Data, *, encoder, backbone, head, inputs
     in_chans, chip = int(first.shape[0]), int(min(first.shape[-2:]))
     encoders, enc_meta, backbone = _encoders(encoder, backbone, inputs, int(crop or chip))
     crop = int(crop or chip)
-    if spec.needs_classes or aux:
-        num_classes = num_classes or _num_classes(data.dataset)
     config = {"task": spec.name, "backbone": backbone, "in_chans": in_chans, "img_size": crop,
               "head": head, "head_features": head_features, "num_classes": num_classes,
               "split": 3 if len(INPUTS[inputs]) > 1 and not (encoders and len(encoders) == 1)
@@ -351,16 +352,12 @@ def _encoders(encoder: str, backbone: str | None, inputs: str, chip: int):
     return [enc], meta, meta["backbone"]
 
 
-def _num_classes(dataset) -> int:
-    if isinstance(dataset, (str, os.PathLike)):
-        info = json.loads((Path(dataset) / "dataset.json").read_text())
-        classes = info.get("classes") or {}
-        if classes:
-            return max(int(k) for k in classes) + 1
-    n = getattr(dataset, "num_classes", None)
-    if n:
-        return int(n)
-    raise InputError("the dataset does not list its classes; pass --num-classes")
+def _declared_classes(*datasets) -> int | None:
+    """The most classes the datasets declare (a folder's dataset.json class ids, a Dataset's
+    ``num_classes``); None when none lists any (:meth:`TaskSpec.check_classes`)."""
+    found = [declared_classes(d) if isinstance(d, (str, os.PathLike))
+             else getattr(d, "num_classes", None) for d in datasets if d is not None]
+    return max((int(n) for n in found if n), default=None)
 
 
 def recommended_tile(crop: int) -> tuple[int, int]:
