@@ -96,12 +96,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
             workers, val_every: steps between validations, default about ten a run, ...).
     """
     spec = get_task(task)
-    head = spec.check_head(head)
-    spec.check_inputs(inputs)
-    seed = int(train.get("seed", 0))
-    resolve_device(train.get("device", "auto"))
-    check_layer_decay(layer_decay, freeze_encoder)
-    check_head_steps(head_steps, freeze_encoder, train.get("steps"))
+    head, seed = _check_options(spec, head, inputs, train, layer_decay, freeze_encoder,
+                                head_steps)
     aux = _check_aux(spec, aux_landcover, adapt_to, adapt)
     num_classes = spec.check_classes(num_classes, class_weights,
                                      _declared_classes(dataset, val_dataset), aux)
@@ -136,6 +132,18 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
             "checkpoint": str(out / "best.ckpt"), "train_chips": int(len(data.train_idx)),
             "val_chips": int(len(data.val_idx)), "config": model.config,
             "encoder_report": model.report}
+
+
+def _check_options(spec: TaskSpec, head: str | None, inputs: str, train: dict,
+                   layer_decay: float, freeze_encoder: bool, head_steps: int) -> tuple[str, int]:
+    """``(head, seed)``; InputError for a head, input set, device, layer decay or LP-FT
+    phase the run cannot take (all before any data or weights are read)."""
+    head = spec.check_head(head)
+    spec.check_inputs(inputs)
+    resolve_device(train.get("device", "auto"))
+    check_layer_decay(layer_decay, freeze_encoder)
+    check_head_steps(head_steps, freeze_encoder, train.get("steps"))
+    return head, int(train.get("seed", 0))
 
 
 def _check_aux(spec: TaskSpec, aux_landcover: bool, adapt_to, adapt: dict | None) -> bool:
