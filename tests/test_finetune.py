@@ -153,6 +153,34 @@ def test_class_counts_are_checked_before_the_run_folder(chips, tmp_path):
     assert s["config"]["num_classes"] == 10           # more classes than labels: fine
 
 
+def test_resume_refuses_other_class_weights_or_validation_chips(tmp_path, cli):
+    """--class-weights and --val-dataset shape the run: config.yaml records them and
+    --resume refuses a change, as it does for --photometric (both were accepted)."""
+    from tests.test_registry_tasks import write_chips
+
+    import pandas as pd
+
+    chips, other = write_chips(tmp_path / "chips"), write_chips(tmp_path / "other")
+    pd.read_parquet(other / "manifest.parquet").assign(split="val").to_parquet(
+        other / "manifest.parquet")                           # --val-dataset reads its val split
+    run = ["finetune", chips, "--task", "segmentation", "--backbone", "vit-tiny-2", "--steps", 1,
+           "--batch-size", 2, "-o", tmp_path / "run", "--class-weights", "1,1,1,2"]
+    code, _, err = cli(*run)
+    assert code == 0, err
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "class_weights:\n  - 1.0\n" in saved and "val_dataset: null" in saved
+    for args, key in ((("--class-weights", "1,1,1,9"), "class_weights"),
+                      (("--val-dataset", other), "val_dataset"),
+                      (("--photometric", 0.5), "photometric")):
+        code, _, err = cli(*run, *args, "--resume")
+        assert code == 2 and f"extra.{key}" in err and len(err.strip().splitlines()) == 1, err
+    assert (tmp_path / "run" / "config.yaml").read_text() == saved
+    code, _, err = cli(*run[:-2], "--resume")                 # weights left out: a change too
+    assert code == 2 and "extra.class_weights" in err, err
+    code, _, err = cli(*run, "--resume")                      # the same run: accepted
+    assert code == 0, err
+
+
 @pytest.mark.slow
 def test_cli_end_to_end_on_a_prepared_dataset(tmp_path, cli):
     """synth -> prepare -> finetune -> export -> predict-height, through the CLI."""

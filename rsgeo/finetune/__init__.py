@@ -118,7 +118,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
              "crop": model.crop, "dataset": data.label, "num_classes": model.num_classes,
              "head": head, "aux_landcover": aux, "encoder_lr_scale": encoder_lr_scale,
              "layer_decay": layer_decay, "head_steps": head_steps, "photometric": photometric,
-             "adapt": adapt or None,
+             "adapt": adapt or None, "val_dataset": _dataset_label(val_dataset),
+             "class_weights": class_weights and [float(w) for w in class_weights],
              "adapt_to": None if adapt_to is None else str(adapt_to), "encoder_report": model.report}
     view = TaskView(data.ds, task, inputs, data.train_idx, crop=model.crop, seed=seed,
                     train=True, aux=aux)
@@ -312,6 +313,16 @@ def _split(ds, dataset, val_dataset, mods, val_split, seed):
     order = np.random.default_rng(seed + 1).permutation(n)
     k = max(1, n // 10)
     return np.sort(order[k:]), ds, np.sort(order[:k])
+
+
+def _dataset_label(dataset) -> str | None:
+    """How a run's config records a dataset: a folder's resolved path (as ``open_chips``
+    labels it), an in-memory Dataset's class name, None for none."""
+    if dataset is None:
+        return None
+    if isinstance(dataset, (str, os.PathLike)):
+        return str(Path(dataset).resolve())
+    return type(dataset).__name__
 
 
 def _target_chips(target):
