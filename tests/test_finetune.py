@@ -124,6 +124,37 @@ def test_elevation_only_and_dual_encoder_from_a_fusedmim_run(chips, tmp_path):
                  inputs="rgb+dsm")
 
 
+def test_a_fusedmim_run_feeds_one_input_with_its_branch(chips, tmp_path):
+    """A fusedmim run folder as --encoder for RGB (or DSM) input loads that branch's
+    encoder (was refused as a malformed Hugging Face folder); inputs it has no branch for
+    are refused naming the run and the inputs it can feed."""
+    from rsgeo.models.backbones import build_encoder, load_encoder, save_encoder
+    from rsgeo.tasks.bundle import load_task_model
+
+    run = tmp_path / "fused"
+    run.mkdir()
+    for seed, (stem, modality, bands) in enumerate((("encoder_rgb", "rgb", 3),
+                                                    ("encoder_dsm", "dsm", 1))):
+        torch.manual_seed(seed)
+        save_encoder(build_encoder("vit-tiny-2", bands, 64), run / f"{stem}.safetensors",
+                     {"backbone": "vit-tiny-2", "in_chans": bands, "img_size": 64,
+                      "method": "fusedmim", "modality": modality})
+    for inputs, task, stem in (("rgb", "height", "encoder_rgb"),
+                               ("dsm", "segmentation", "encoder_dsm")):
+        s = finetune(chips, task, tmp_path / inputs, encoder=str(run), inputs=inputs, steps=1,
+                     batch_size=2, head_features=16, freeze_encoder=True)
+        assert s["config"]["backbone"] == "vit-tiny-2" and s["config"]["split"] is None
+        net, _, meta = load_task_model(tmp_path / inputs / "best.ckpt")
+        enc, _ = load_encoder(run / f"{stem}.safetensors")
+        got = net.encoder.encoders[0].state_dict()
+        for k, v in enc.state_dict().items():             # frozen: still the fusedmim branch
+            torch.testing.assert_close(got[k], v)
+        assert meta["encoder"]["method"] == "fusedmim"
+    with pytest.raises(InputError, match=r"fusedmim run .*--inputs ndsm.*rgb\+dsm"):
+        finetune(chips, "segmentation", tmp_path / "x", encoder=str(run), inputs="ndsm")
+    assert not (tmp_path / "x").exists()
+
+
 def test_bad_inputs(chips, tmp_path):
     with pytest.raises(InputError, match="--backbone"):
         finetune(chips, "height", tmp_path / "a")

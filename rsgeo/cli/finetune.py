@@ -43,7 +43,7 @@ def finetune_cmd(
     dataset: Annotated[Path, typer.Argument(help="Chip dataset folder (rsgeo prepare).")],
     task: Annotated[str, typer.Option("--task", help="What to learn (a registered task).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Run folder (best.ckpt, metrics).")],
-    encoder: Annotated[str, typer.Option("--encoder", help="RUN/encoder.safetensors, a timm/HF/DINOv2/MAE checkpoint file or HF folder, timm:NAME or random.")] = "random",
+    encoder: Annotated[str, typer.Option("--encoder", help="A pretraining RUN folder (fusedmim: the branch for --inputs, both for rgb+dsm) or RUN/encoder.safetensors, a timm/HF/DINOv2/MAE checkpoint file or HF folder, timm:NAME or random.")] = "random",
     backbone: Annotated[Optional[str], typer.Option("--backbone", help="Architecture (needed with random).")] = None,
     head: Annotated[Optional[str], typer.Option("--head", help="Head (default: the task's first).")] = None,
     modalities: Annotated[str, typer.Option("--modalities", "--inputs", help="Input bands.")] = "rgb",
