@@ -95,7 +95,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from export' -l help -d 'Show this 
 complete -c rsgeo -n '__fish_seen_subcommand_from export' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l task -xa 'height segmentation change classification' -d 'What to learn: height, segmentation, change, classification.'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -s o -l output -rF -d 'Run folder (best.ckpt, metrics).'
-complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l encoder -d 'RUN/encoder.safetensors, a timm/HF/DINOv2/MAE checkpoint file or HF fo'
+complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l encoder -d 'A pretraining RUN folder (fusedmim: the branch for --inputs, both for '
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l backbone -d 'Architecture (needed with random).'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l head -xa 'dpt upernet linear' -d 'Head per task (default: the first): height: dpt; segmentation: upernet'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l modalities -l inputs -xa 'rgb dsm ndsm rgb+dsm rgb+ndsm' -d 'Input bands per task: height: rgb, dsm, rgb+dsm; segmentation: rgb, ds'

@@ -125,13 +125,17 @@ def _models(root: Path) -> None:
 
 
 def _chips(root: Path) -> None:
-    """A chip dataset with RGB, DSM and nDSM (pretrain and finetune --task height accept it)."""
+    """A chip dataset with RGB, DSM, nDSM and land-cover labels with classes 0-5 (pretrain,
+    finetune --task height and segmentation accept it)."""
     write_chips(root, n=4, size=32)
     shutil.copy(root / "shards" / "city" / "dsm.npy", root / "shards" / "city" / "ndsm.npy")
+    np.save(root / "shards" / "city" / "labels.npy",
+            (np.arange(4 * 32 * 32) % 6).astype(np.uint8).reshape(4, 32, 32))
     for name, key in (("dataset.json", None), ("stats.json", "sources")):
         info = json.loads((root / name).read_text())
         if key is None:
-            info["modalities"].append("ndsm")
+            info["modalities"] += ["ndsm", "labels"]
+            info["classes"] = {str(i): f"class {i}" for i in range(6)}
         else:
             info[key]["city"]["ndsm"] = info[key]["city"]["dsm"]
         (root / name).write_text(json.dumps(info))
@@ -246,6 +250,12 @@ C = [
                                   "encoder.safetensors"], 2, ["encoder.safetensors"], "."),
     ("finetune-bad-class-weights", ["finetune", "chips", "--task", "segmentation", "-o", "f", *FT,
                                     "--class-weights", "a,b"], 2, ["--class-weights"], "."),
+    # class counts are checked against dataset.json's classes (0-5) before a run folder exists
+    ("finetune-class-weights-count", ["finetune", "chips", "--task", "segmentation", "-o", "f", *FT,
+                                      "--class-weights", "1,2"], 2, ["--class-weights", "6 classes"], "."),
+    ("finetune-num-classes-below-labels", ["finetune", "chips", "--task", "segmentation", "-o", "f",
+                                           *FT, "--num-classes", "3"], 2,
+     ["--num-classes 3", "up to 5", "6 or more"], "."),
     ("finetune-train-size-zero", ["finetune", "chips", "--task", "height", "-o", "f", *FT,
                                   "--train-size", "0"], 2, ["--train-size"], "."),
     ("finetune-output-is-input", ["finetune", "chips", "--task", "height", "-o", "chips", *FT,
@@ -271,8 +281,12 @@ C = [
     ("export-output-is-input", ["export", "model.ckpt", "-o", "model.ckpt", "--overwrite"], 2,
      ["model.ckpt"], "."),
     ("export-into-user-folder", ["export", "model.ckpt", "-o", "mine", "--overwrite"], 2, ["mine"], "."),
-    ("export-output-exists", ["export", "model.ckpt", "-o", "notes.txt"], 2,
-     ["notes.txt", "--overwrite"], "."),
+    ("export-output-exists", ["export", "model.ckpt", "-o", "corrupt.onnx"], 2,
+     ["corrupt.onnx", "--overwrite"], "."),
+    # export writes ONNX only: another name is refused before the checkpoint is loaded
+    ("export-output-not-onnx", ["export", "model.ckpt", "-o", "m.txt"], 2, ["m.txt", ".onnx"], "."),
+    ("export-output-no-extension", ["export", "model.ckpt", "-o", "model"], 2,
+     ["model", ".onnx"], "."),
     ("export-negative-atol", ["export", "model.ckpt", "-o", "m.onnx", "--atol", "-1"], 2, ["--atol"], "."),
     # predict-height
     ("predict-missing-input", ["predict-height", "none.tif", "-m", "model.ckpt", "-o", "h.tif"], 2,

@@ -210,3 +210,19 @@ def test_auto_falls_back_to_dynamo_and_both_give_the_same_heights(tmp_path, monk
     assert heights[0].shape == (150, 230)
     np.testing.assert_allclose(heights[0], heights[1], atol=1e-4)
     np.testing.assert_allclose(heights[0], heights[2], atol=1e-4)
+
+
+def test_output_must_be_an_onnx_name(tmp_path, cli):
+    """export writes ONNX only: ``-o m.txt`` (which predict-height would then read as a
+    model) or a name without an extension is refused before the checkpoint is read."""
+    ckpt = checkpoint(tmp_path / "h.ckpt")
+    for name in ("m.txt", "model", "m.onnx.bak"):
+        code, _, err = cli("export", ckpt, "-o", tmp_path / name)
+        assert code == 2 and name in err and ".onnx" in err, err
+        assert len(err.strip().splitlines()) == 1, err
+        with pytest.raises(InputError, match=r"ending in \.onnx"):  # the library checks too,
+            export_onnx(tmp_path / "none.ckpt", tmp_path / name)    # before reading anything
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.ckpt"]
+    from rsgeo.tasks.files import check_onnx_output
+
+    assert check_onnx_output(tmp_path / "M.ONNX") == tmp_path / "M.ONNX"

@@ -124,6 +124,37 @@ def test_elevation_only_and_dual_encoder_from_a_fusedmim_run(chips, tmp_path):
                  inputs="rgb+dsm")
 
 
+def test_a_fusedmim_run_feeds_one_input_with_its_branch(chips, tmp_path):
+    """A fusedmim run folder as --encoder for RGB (or DSM) input loads that branch's
+    encoder (was refused as a malformed Hugging Face folder); inputs it has no branch for
+    are refused naming the run and the inputs it can feed."""
+    from rsgeo.models.backbones import build_encoder, load_encoder, save_encoder
+    from rsgeo.tasks.bundle import load_task_model
+
+    run = tmp_path / "fused"
+    run.mkdir()
+    for seed, (stem, modality, bands) in enumerate((("encoder_rgb", "rgb", 3),
+                                                    ("encoder_dsm", "dsm", 1))):
+        torch.manual_seed(seed)
+        save_encoder(build_encoder("vit-tiny-2", bands, 64), run / f"{stem}.safetensors",
+                     {"backbone": "vit-tiny-2", "in_chans": bands, "img_size": 64,
+                      "method": "fusedmim", "modality": modality})
+    for inputs, task, stem in (("rgb", "height", "encoder_rgb"),
+                               ("dsm", "segmentation", "encoder_dsm")):
+        s = finetune(chips, task, tmp_path / inputs, encoder=str(run), inputs=inputs, steps=1,
+                     batch_size=2, head_features=16, freeze_encoder=True)
+        assert s["config"]["backbone"] == "vit-tiny-2" and s["config"]["split"] is None
+        net, _, meta = load_task_model(tmp_path / inputs / "best.ckpt")
+        enc, _ = load_encoder(run / f"{stem}.safetensors")
+        got = net.encoder.encoders[0].state_dict()
+        for k, v in enc.state_dict().items():             # frozen: still the fusedmim branch
+            torch.testing.assert_close(got[k], v)
+        assert meta["encoder"]["method"] == "fusedmim"
+    with pytest.raises(InputError, match=r"fusedmim run .*--inputs ndsm.*rgb\+dsm"):
+        finetune(chips, "segmentation", tmp_path / "x", encoder=str(run), inputs="ndsm")
+    assert not (tmp_path / "x").exists()
+
+
 def test_bad_inputs(chips, tmp_path):
     with pytest.raises(InputError, match="--backbone"):
         finetune(chips, "height", tmp_path / "a")
@@ -133,6 +164,52 @@ def test_bad_inputs(chips, tmp_path):
         finetune(chips, "height", tmp_path / "c", backbone="vit-tiny-2", train_size=10_000)
     with pytest.raises(InputError, match="CUDA"):
         finetune(chips, "height", tmp_path / "d", backbone="vit-tiny-2", device="cuda")
+
+
+def test_class_counts_are_checked_before_the_run_folder(chips, tmp_path):
+    """Class weights of another length than the classes, and --num-classes below the
+    dataset's class ids (9 classes here), ended in torch errors after the run folder was
+    claimed; now one InputError first and no folder."""
+    bad = [({"class_weights": [1.0, 2.0]}, "segmentation", "--class-weights has 2 value.*9 classes"),
+           ({"num_classes": 3}, "segmentation", "--num-classes 3 .*up to 8.*9 or more"),
+           ({"num_classes": 4, "aux_landcover": True}, "height", "--num-classes 4"),
+           ({"class_weights": [-1.0] + [1.0] * 8}, "classification", "non-negative")]
+    for kw, task, match in bad:
+        with pytest.raises(InputError, match=match):
+            finetune(chips, task, tmp_path / "r", backbone="vit-tiny-2", steps=1,
+                     batch_size=2, head_features=16, **kw)
+        assert not (tmp_path / "r").exists(), kw
+    s = finetune(chips, "segmentation", tmp_path / "ok", backbone="vit-tiny-2", steps=1,
+                 batch_size=2, head_features=16, num_classes=10, class_weights=[1.0] * 10)
+    assert s["config"]["num_classes"] == 10           # more classes than labels: fine
+
+
+def test_resume_refuses_other_class_weights_or_validation_chips(tmp_path, cli):
+    """--class-weights and --val-dataset shape the run: config.yaml records them and
+    --resume refuses a change, as it does for --photometric (both were accepted)."""
+    from tests.test_registry_tasks import write_chips
+
+    import pandas as pd
+
+    chips, other = write_chips(tmp_path / "chips"), write_chips(tmp_path / "other")
+    pd.read_parquet(other / "manifest.parquet").assign(split="val").to_parquet(
+        other / "manifest.parquet")                           # --val-dataset reads its val split
+    run = ["finetune", chips, "--task", "segmentation", "--backbone", "vit-tiny-2", "--steps", 1,
+           "--batch-size", 2, "-o", tmp_path / "run", "--class-weights", "1,1,1,2"]
+    code, _, err = cli(*run)
+    assert code == 0, err
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "class_weights:\n  - 1.0\n" in saved and "val_dataset: null" in saved
+    for args, key in ((("--class-weights", "1,1,1,9"), "class_weights"),
+                      (("--val-dataset", other), "val_dataset"),
+                      (("--photometric", 0.5), "photometric")):
+        code, _, err = cli(*run, *args, "--resume")
+        assert code == 2 and f"extra.{key}" in err and len(err.strip().splitlines()) == 1, err
+    assert (tmp_path / "run" / "config.yaml").read_text() == saved
+    code, _, err = cli(*run[:-2], "--resume")                 # weights left out: a change too
+    assert code == 2 and "extra.class_weights" in err, err
+    code, _, err = cli(*run, "--resume")                      # the same run: accepted
+    assert code == 0, err
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ def finetune_cmd(
     dataset: Annotated[Path, typer.Argument(help="Chip dataset folder (rsgeo prepare).")],
     task: Annotated[str, typer.Option("--task", help="What to learn (a registered task).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Run folder (best.ckpt, metrics).")],
-    encoder: Annotated[str, typer.Option("--encoder", help="RUN/encoder.safetensors, a timm/HF/DINOv2/MAE checkpoint file or HF folder, timm:NAME or random.")] = "random",
+    encoder: Annotated[str, typer.Option("--encoder", help="A pretraining RUN folder (fusedmim: the branch for --inputs, both for rgb+dsm) or RUN/encoder.safetensors, a timm/HF/DINOv2/MAE checkpoint file or HF folder, timm:NAME or random.")] = "random",
     backbone: Annotated[Optional[str], typer.Option("--backbone", help="Architecture (needed with random).")] = None,
     head: Annotated[Optional[str], typer.Option("--head", help="Head (default: the task's first).")] = None,
     modalities: Annotated[str, typer.Option("--modalities", "--inputs", help="Input bands.")] = "rgb",
@@ -80,8 +80,16 @@ def finetune_cmd(
     OUTPUT/best.ckpt."""
     from rsgeo.cli import preflight  # lazy: task and method registries; --help stays fast
 
+    weights = None
+    if class_weights:
+        try:
+            weights = [float(w) for w in class_weights.split(",")]
+        except ValueError:
+            raise InputError(f"--class-weights {class_weights!r} is not a list of numbers") from None
     preflight.finetune(dataset, task, output, encoder=encoder, backbone=backbone, head=head,
                        inputs=modalities, val_dataset=val_dataset, adapt_to=adapt_to,
+                       num_classes=num_classes, class_weights=weights,
+                       aux=aux_landcover or adapt_to is not None,
                        resume=resume, overwrite=overwrite)  # answered before torch loads
     # lazy: torch + timm; `rsgeo --help` stays fast
     from rsgeo.finetune import finetune
@@ -90,12 +98,6 @@ def finetune_cmd(
     if adapt_to is None and style != "both":
         raise InputError(f"--style {style} needs --adapt-to (source style transfer toward "
                          "unlabelled target chips)")
-    weights = None
-    if class_weights:
-        try:
-            weights = [float(w) for w in class_weights.split(",")]
-        except ValueError:
-            raise InputError(f"--class-weights {class_weights!r} is not a list of numbers") from None
     with removed_if_refused(output):
         s = finetune(dataset, task, output, encoder=encoder, backbone=backbone,
                      head=head, inputs=modalities,

@@ -8,16 +8,17 @@ first. Nothing here imports torch.
 
 from __future__ import annotations
 
-from rsgeo.data.folder import require_chip_dataset
+from rsgeo.data.folder import declared_classes, require_chip_dataset
 from rsgeo.io.atomic import check_output
 from rsgeo.methods import registry
 from rsgeo.tasks import get_task
-from rsgeo.tasks.files import check_encoder_arg, resolve_model_path
+from rsgeo.tasks.files import check_encoder_arg, check_onnx_output, resolve_model_path
 from rsgeo.train.runs import check_run
 
 
 def finetune(dataset, task: str, out, *, encoder: str = "random", backbone: str | None = None,
              head: str | None = None, inputs: str = "rgb", val_dataset=None, adapt_to=None,
+             num_classes: int | None = None, class_weights=None, aux: bool = False,
              resume: bool = False, overwrite: bool = False) -> None:
     """``rsgeo finetune``'s arguments, before :func:`rsgeo.finetune.finetune` loads."""
     spec = get_task(task)
@@ -26,6 +27,8 @@ def finetune(dataset, task: str, out, *, encoder: str = "random", backbone: str 
     for folder in (dataset, val_dataset, adapt_to):
         if folder is not None:
             require_chip_dataset(folder)
+    declared = [n for n in (declared_classes(d) for d in (dataset, val_dataset) if d) if n]
+    spec.check_classes(num_classes, class_weights, max(declared, default=None), aux)
     check_encoder_arg(encoder, backbone)
     check_run(out, "finetune", resume=resume, overwrite=overwrite, inputs=(dataset,))
 
@@ -41,4 +44,5 @@ def pretrain(dataset, method: str, out, *, resume: bool = False,
 def export(checkpoint, out, *, overwrite: bool = False) -> None:
     """``rsgeo export``'s arguments, before :func:`rsgeo.infer.export.export_onnx` loads."""
     resolve_model_path(checkpoint)
+    check_onnx_output(out)
     check_output(out, overwrite, inputs=(checkpoint,))

@@ -7,6 +7,7 @@ preview reads chips without it.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -19,6 +20,19 @@ def require_chip_dataset(path: str | os.PathLike) -> Path:
     if not (root / "dataset.json").is_file():
         raise InputError("not a chip dataset (no dataset.json; make one with rsgeo prepare)", root)
     return root
+
+
+def declared_classes(path: str | os.PathLike) -> int | None:
+    """The classes a chip dataset declares: its largest class id in ``dataset.json`` + 1,
+    None when it lists none. ``prepare`` refuses labels outside the class list, so no
+    label chip holds a larger id (255, ignore, aside)."""
+    root = require_chip_dataset(path)
+    try:
+        classes = json.loads((root / "dataset.json").read_text()).get("classes") or {}
+        return max(int(k) for k in classes) + 1 if classes else None
+    except (ValueError, TypeError, AttributeError):
+        raise InputError("dataset.json is damaged (not JSON, or its classes are not a "
+                         "table of class id: name)", root) from None
 
 
 def kept_rows(root: Path, modalities, split: str | None = None,

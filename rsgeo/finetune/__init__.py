@@ -33,6 +33,7 @@ import timm
 import torch
 
 from rsgeo.data.dataset import open_chips, pooled_stats
+from rsgeo.data.folder import declared_classes
 from rsgeo.errors import InputError
 from rsgeo.finetune.adapt import AdaptModule, AdaptView, split_style, structure_classes
 from rsgeo.finetune.data import TaskView, needed_modalities, subset_indices
@@ -95,13 +96,11 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
             workers, val_every: steps between validations, default about ten a run, ...).
     """
     spec = get_task(task)
-    head = spec.check_head(head)
-    spec.check_inputs(inputs)
-    seed = int(train.get("seed", 0))
-    resolve_device(train.get("device", "auto"))
-    check_layer_decay(layer_decay, freeze_encoder)
-    check_head_steps(head_steps, freeze_encoder, train.get("steps"))
+    head, seed = _check_options(spec, head, inputs, train, layer_decay, freeze_encoder,
+                                head_steps)
     aux = _check_aux(spec, aux_landcover, adapt_to, adapt)
+    num_classes = spec.check_classes(num_classes, class_weights,
+                                     _declared_classes(dataset, val_dataset), aux)
     data = _open_data(dataset, val_dataset, spec, inputs, aux, val_split, train_size, seed)
     model = _build_model(spec, data, encoder=encoder, backbone=backbone, head=head, inputs=inputs,
                          crop=crop, num_classes=num_classes, head_features=head_features,
@@ -119,7 +118,8 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
              "crop": model.crop, "dataset": data.label, "num_classes": model.num_classes,
              "head": head, "aux_landcover": aux, "encoder_lr_scale": encoder_lr_scale,
              "layer_decay": layer_decay, "head_steps": head_steps, "photometric": photometric,
-             "adapt": adapt or None,
+             "adapt": adapt or None, "val_dataset": _dataset_label(val_dataset),
+             "class_weights": class_weights and [float(w) for w in class_weights],
              "adapt_to": None if adapt_to is None else str(adapt_to), "encoder_report": model.report}
     view = TaskView(data.ds, task, inputs, data.train_idx, crop=model.crop, seed=seed,
                     train=True, aux=aux)
@@ -133,6 +133,18 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
             "checkpoint": str(out / "best.ckpt"), "train_chips": int(len(data.train_idx)),
             "val_chips": int(len(data.val_idx)), "config": model.config,
             "encoder_report": model.report}
+
+
+def _check_options(spec: TaskSpec, head: str | None, inputs: str, train: dict,
+                   layer_decay: float, freeze_encoder: bool, head_steps: int) -> tuple[str, int]:
+    """``(head, seed)``; InputError for a head, input set, device, layer decay or LP-FT
+    phase the run cannot take (all before any data or weights are read)."""
+    head = spec.check_head(head)
+    spec.check_inputs(inputs)
+    resolve_device(train.get("device", "auto"))
+    check_layer_decay(layer_decay, freeze_encoder)
+    check_head_steps(head_steps, freeze_encoder, train.get("steps"))
+    return head, int(train.get("seed", 0))
 
 
 def _check_aux(spec: TaskSpec, aux_landcover: bool, adapt_to, adapt: dict | None) -> bool:
@@ -197,8 +209,6 @@ def _build_model(spec: TaskSpec, data: _Data, *, encoder, backbone, head, inputs
     in_chans, chip = int(first.shape[0]), int(min(first.shape[-2:]))
     encoders, enc_meta, backbone = _encoders(encoder, backbone, inputs, int(crop or chip))
     crop = int(crop or chip)
-    if spec.needs_classes or aux:
-        num_classes = num_classes or _num_classes(data.dataset)
     config = {"task": spec.name, "backbone": backbone, "in_chans": in_chans, "img_size": crop,
               "head": head, "head_features": head_features, "num_classes": num_classes,
               "split": 3 if len(INPUTS[inputs]) > 1 and not (encoders and len(encoders) == 1)
@@ -305,6 +315,16 @@ def _split(ds, dataset, val_dataset, mods, val_split, seed):
     return np.sort(order[k:]), ds, np.sort(order[:k])
 
 
+def _dataset_label(dataset) -> str | None:
+    """How a run's config records a dataset: a folder's resolved path (as ``open_chips``
+    labels it), an in-memory Dataset's class name, None for none."""
+    if dataset is None:
+        return None
+    if isinstance(dataset, (str, os.PathLike)):
+        return str(Path(dataset).resolve())
+    return type(dataset).__name__
+
+
 def _target_chips(target):
     """Unlabelled target chips for --adapt-to: the train split, else every kept chip."""
     if not isinstance(target, (str, os.PathLike)):
@@ -351,16 +371,12 @@ def _encoders(encoder: str, backbone: str | None, inputs: str, chip: int):
     return [enc], meta, meta["backbone"]
 
 
-def _num_classes(dataset) -> int:
-    if isinstance(dataset, (str, os.PathLike)):
-        info = json.loads((Path(dataset) / "dataset.json").read_text())
-        classes = info.get("classes") or {}
-        if classes:
-            return max(int(k) for k in classes) + 1
-    n = getattr(dataset, "num_classes", None)
-    if n:
-        return int(n)
-    raise InputError("the dataset does not list its classes; pass --num-classes")
+def _declared_classes(*datasets) -> int | None:
+    """The most classes the datasets declare (a folder's dataset.json class ids, a Dataset's
+    ``num_classes``); None when none lists any (:meth:`TaskSpec.check_classes`)."""
+    found = [declared_classes(d) if isinstance(d, (str, os.PathLike))
+             else getattr(d, "num_classes", None) for d in datasets if d is not None]
+    return max((int(n) for n in found if n), default=None)
 
 
 def recommended_tile(crop: int) -> tuple[int, int]:

@@ -32,6 +32,7 @@ from rsgeo.infer.onnx_trace import export_traced, trace_size
 from rsgeo.io.atomic import atomic_path, check_output
 from rsgeo.progress import progress
 from rsgeo.tasks import get_task
+from rsgeo.tasks.files import check_onnx_output
 
 log = logging.getLogger("rsgeo.infer")
 
@@ -64,6 +65,7 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, overwr
 
     if exporter not in EXPORTERS:
         raise InputError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    check_onnx_output(out)
     check_output(out, overwrite, inputs=(checkpoint,))  # before the slow load and export
     model, config, meta = load_task_model(checkpoint)
     model.eval()

@@ -2,7 +2,9 @@
 
 :func:`open_encoder` is the one entry point fine-tuning uses for ``--encoder PATH``:
 
-- rsgeo's own ``encoder.safetensors`` + ``encoder.json`` (:func:`~rsgeo.models.backbones.load_encoder`);
+- rsgeo's own ``encoder.safetensors`` + ``encoder.json`` (:func:`~rsgeo.models.backbones.load_encoder`),
+  or the pretraining run folder holding them (a fusedmim run: the branch, ``encoder_rgb``
+  or ``encoder_dsm``, that learnt from the input, :func:`run_folder_encoder`);
 - a timm ViT state dict (``.pth``/``.pt``/``.bin``/``.ckpt`` or ``.safetensors``), bare or
   wrapped in ``{"model": ...}``, ``{"state_dict": ...}``, ``{"teacher": ...}``, with any
   key prefix (``module.``, ``backbone.``, ...);
@@ -88,8 +90,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict | None]:
     config = None
     if p.is_dir():
         if not (p / "config.json").is_file():
-            raise InputError("an encoder folder must be a Hugging Face model folder "
-                             "(config.json + model.safetensors or pytorch_model.bin)", p)
+            raise InputError("an encoder folder must be a pretraining run (encoder.safetensors, "
+                             "or fusedmim's encoder_rgb/encoder_dsm) or a Hugging Face model "
+                             "folder (config.json + model.safetensors or pytorch_model.bin)", p)
         config = json.loads((p / "config.json").read_text())
         files = [p / n for n in ("model.safetensors", "pytorch_model.bin") if (p / n).is_file()]
         if not files:
@@ -284,6 +287,41 @@ def report_lines(r: dict) -> list[str]:
     return lines
 
 
+FUSED_BRANCHES = ("encoder_rgb", "encoder_dsm")  # a fusedmim run's two encoders
+
+
+def _branch_modality(path: Path) -> str | None:
+    """The modality an rsgeo encoder file learnt from (its sidecar's ``modality``)."""
+    try:
+        return json.loads(path.with_suffix(".json").read_text()).get("modality")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def run_folder_encoder(folder, inputs: str) -> Path:
+    """The encoder file a pretraining run folder holds for ``inputs``: its
+    ``encoder.safetensors``, or the branch of a fusedmim run (``encoder_rgb``,
+    ``encoder_dsm``) that learnt from exactly that modality (the RGB branch for ``rgb``);
+    the folder itself when it holds neither (a Hugging Face model folder). InputError for
+    a fusedmim run without a branch for ``inputs``, naming the inputs it can feed."""
+    folder = Path(folder)
+    if is_rsgeo_encoder(folder / "encoder.safetensors"):
+        return folder / "encoder.safetensors"
+    branches = {}
+    for stem in FUSED_BRANCHES:
+        f = folder / f"{stem}.safetensors"
+        if is_rsgeo_encoder(f):
+            branches.setdefault(_branch_modality(f) or stem.split("_")[1], f)
+    if not branches:
+        return folder
+    if inputs in branches:
+        return branches[inputs]
+    other = next((m for m in branches if m != "rgb"), "dsm")
+    raise InputError(f"a fusedmim run (RGB + {other.upper()} encoders) has no encoder for "
+                     f"--inputs {inputs}: use --inputs {' or '.join(branches)} (one branch) "
+                     f"or rgb+{other} (both)", folder)
+
+
 def open_encoder(path, backbone: str | None, inputs: str, img_size: int) -> tuple[nn.Module, dict]:
     """The encoder for ``--encoder PATH`` with ``--modalities inputs``: ``(encoder, meta)``.
 
@@ -293,8 +331,8 @@ def open_encoder(path, backbone: str | None, inputs: str, img_size: int) -> tupl
     stderr (unless progress output is off, ``-q``).
     """
     want = BANDS[inputs]
-    if Path(path).is_dir() and is_rsgeo_encoder(Path(path) / "encoder.safetensors"):
-        path = Path(path) / "encoder.safetensors"  # a pretraining run folder
+    if Path(path).is_dir():
+        path = run_folder_encoder(path, inputs)
     if is_rsgeo_encoder(path):
         enc, meta = load_encoder(path)
         if int(meta["in_chans"]) != want:

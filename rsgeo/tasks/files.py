@@ -25,6 +25,20 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     return p
 
 
+ONNX_SUFFIX = ".onnx"
+
+
+def check_onnx_output(path: str | os.PathLike) -> Path:
+    """``path`` if it names an ONNX file, else InputError: ``rsgeo export`` writes ONNX only,
+    and a model written as ``m.txt`` (or without an extension) is misread by whatever goes
+    by the name. Checked before any work (the CLI before torch loads)."""
+    p = Path(path)
+    if p.suffix.lower() != ONNX_SUFFIX:
+        raise InputError(f"rsgeo export writes ONNX models: give a name ending in {ONNX_SUFFIX}",
+                         p)
+    return p
+
+
 def model_label(path: str | os.PathLike) -> str:
     """A short name for a model file in tags and tables: ``RUN/best.ckpt`` keeps its run
     folder's name (every run's checkpoint is called best.ckpt), any other file its name."""

@@ -127,6 +127,33 @@ class TaskSpec:
                              f"allowed: {', '.join(self.inputs)}")
         return INPUTS[inputs]
 
+    def check_classes(self, num_classes: int | None, class_weights=None,
+                      declared: int | None = None, aux: bool = False) -> int | None:
+        """The class count to train with: ``num_classes``, else ``declared`` (the dataset's
+        largest class id + 1, None when it lists no classes); ``num_classes`` unchanged for
+        a task without classes (and no land-cover ``aux`` head). InputError, before any
+        run folder exists, for a count below the dataset's class ids (labels above it
+        would end training with an index error) and for ``class_weights`` that are not one
+        finite, non-negative weight per class (``--class-weights``)."""
+        if not (self.needs_classes or aux):
+            return num_classes
+        if num_classes is not None and declared is not None and num_classes < declared:
+            raise InputError(f"--num-classes {num_classes} is below the dataset's classes "
+                             f"(class ids up to {declared - 1} in its dataset.json): give "
+                             f"--num-classes {declared} or more, or leave it out")
+        n = num_classes or declared
+        if n is None:
+            raise InputError("the dataset does not list its classes; pass --num-classes")
+        if class_weights is not None and self.needs_classes:
+            w = [float(v) for v in class_weights]
+            if len(w) != n:
+                raise InputError(f"--class-weights has {len(w)} value(s); --task {self.name} "
+                                 f"here has {n} classes (ids 0-{n - 1}): give one weight each")
+            if not all(0 <= v < float("inf") for v in w) or not sum(w) > 0:
+                raise InputError(f"--class-weights {','.join(f'{v:g}' for v in w)}: weights "
+                                 "must be finite, non-negative and not all 0")
+        return n
+
     def model_args(self, batch: dict) -> tuple:
         """The network's positional inputs from a prepared batch."""
         return tuple(batch[k] for k in self.model_inputs)
