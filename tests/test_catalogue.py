@@ -111,6 +111,9 @@ def _rasters(root: Path) -> None:
 def _models(root: Path) -> None:
     torch.manual_seed(0)
     save_task_model(build_task_model(CFG), CFG, META, root / "model.ckpt")
+    rgbn = {**CFG, "in_chans": 4}                              # an rgb+ndsm height model
+    save_task_model(build_task_model(rgbn), rgbn, {**META, "bands": META["bands"] + ["ndsm"],
+                    "mean": META["mean"] + [0.0], "std": META["std"] + [1.0]}, root / "rgbn.ckpt")
     # a protobuf field longer than the file: what a download cut short looks like to ONNX
     (root / "corrupt.onnx").write_bytes(b"\x0a\xff\xff\xff\x0f" + b"cut short" * 20)
     (root / "trunc.ckpt").write_bytes((root / "model.ckpt").read_bytes()[:5000])
@@ -289,6 +292,19 @@ C = [
      ["model", ".onnx"], "."),
     ("export-negative-atol", ["export", "model.ckpt", "-o", "m.onnx", "--atol", "-1"], 2, ["--atol"], "."),
     # predict-height
+    # models trained on heights: --dsm goes with RGB + DSM / nDSM models only
+    ("predict-rgbn-without-dsm", ["predict-height", "rgb.tif", "-m", "rgbn.ckpt", "-o", "h.tif"], 2,
+     ["rgbn.ckpt", "nDSM", "--dsm"], "."),
+    ("predict-dsm-for-rgb-model", ["predict-height", "rgb.tif", "-m", "model.ckpt", "--dsm", "pre.tif",
+                                   "-o", "h.tif"], 2, ["model.ckpt", "--dsm"], "."),
+    ("predict-dsm-missing", ["predict-height", "rgb.tif", "-m", "rgbn.ckpt", "--dsm", "none.tif",
+                             "-o", "h.tif"], 2, ["none.tif", "no such file"], "."),
+    ("predict-dsm-two-bands", ["predict-height", "rgb.tif", "-m", "rgbn.ckpt", "--dsm", "two.tif",
+                               "-o", "h.tif"], 2, ["two.tif"], "."),
+    ("predict-dsm-elsewhere", ["predict-height", "rgb.tif", "-m", "rgbn.ckpt", "--dsm", "wgs.tif",
+                               "-o", "h.tif"], 2, ["wgs.tif", "overlap"], "."),
+    ("predict-dsm-folder-without-it", ["predict-height", "rgb.tif", "-m", "rgbn.ckpt", "--dsm", "mine",
+                                       "-o", "h.tif"], 2, ["mine", "holds no rgb.tif"], "."),
     ("predict-missing-input", ["predict-height", "none.tif", "-m", "model.ckpt", "-o", "h.tif"], 2,
      ["none.tif"], "."),
     ("predict-no-crs", ["predict-height", "nocrs_rgb.tif", "-m", "model.ckpt", "-o", "h.tif"], 2,

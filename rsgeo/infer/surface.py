@@ -68,7 +68,7 @@ def surfaces_for(images: list, dsm, kinds: tuple[bool, ...], meta: dict,
                          "holding a raster of each image's file name", dsm)
     out = {str(i): dsm / Path(i).name if dsm.is_dir() else dsm for i in images}
     for image, path in out.items():
-        if not path.is_file():
+        if dsm.is_dir() and not path.exists():
             raise InputError(f"holds no {Path(image).name} for {image}", dsm)
     for path in dict.fromkeys(out.values()):  # refused now, not after the first files
         with open_raster(path, bands=1, purpose=f"{surface_name(meta)} for this model"):
