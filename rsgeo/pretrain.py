@@ -119,6 +119,7 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
     options = {o.name: given[o.name] for o in spec.fields() if o.name in given}
     resolve_device(cfg["device"])  # fail early on --device cuda without CUDA
     check_backbone(backbone)
+    registry.check_modalities(cfg["modality"], cfg["dsm_modality"])
     mods = registry.required_modalities(method, cfg["modality"], cfg["dsm_modality"])
     ds, stats, have, label = open_chips(dataset, mods, cfg["split"])
     missing = [m for m in mods if m not in have]

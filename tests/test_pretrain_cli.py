@@ -23,6 +23,9 @@ def write_chips(root, n=8, size=64, modalities=("rgb", "dsm")):
     if "dsm" in modalities:
         arrays["dsm"] = (rgb.mean(1, keepdims=True) / 10).astype(np.float32)
         arrays["dsm"][0, 0, :4, :4] = np.nan
+    for m in ("labels", "change"):   # class ids / changed-or-not, as rsgeo prepare stores them
+        if m in modalities:
+            arrays[m] = (rgb[:, :1] > 120).astype(np.uint8) + (m == "labels")
     return write_chip_dataset(root, arrays)
 
 
@@ -153,3 +156,33 @@ def test_cli_batch_and_resume_errors(cli, chips, tmp_path, reader):
     assert cli(*args, "4")[0] == 0
     code, _, err = cli(*args, "4", "--resume", "--mask-ratio", "0.4")
     assert code == 2 and "different config" in err
+
+
+RUN = ("--steps", "1", "--batch-size", "4")   # runs that would start (without a check)
+ONE = dict(steps=1, batch_size=4)
+
+
+@pytest.mark.parametrize("flag,value,method", [
+    ("--modality", "labels", "mae"), ("--modality", "change", "simmim"),
+    ("--dsm-modality", "rgb", "fusedmim"), ("--dsm-modality", "labels", "fusedmim")])
+def test_label_and_image_modalities_are_refused_up_front(cli, tmp_path, flag, value, method):
+    """Label/change chips are targets, not images to pretrain on; fusedmim's second encoder
+    reads heights: refused by the option (exit 2, one line), no run folder left. (The
+    dataset holds them all: the runs crashed, exit 1, on a patch embedding of 3 bands.)"""
+    chips = write_chips(tmp_path / "chips", modalities=("rgb", "dsm", "labels", "change"))
+    backbone = "vit-tiny-2" if method == "mae" else "swin-tiny-2"
+    code, _, err = cli("pretrain", chips, "--method", method, "--backbone", backbone,
+                       "-o", tmp_path / "run", flag, value, *RUN)
+    assert code == 2 and flag in err and repr(value) in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_modalities_from_yaml_and_the_library_are_checked(cli, tmp_path):
+    chips = write_chips(tmp_path / "chips", modalities=("rgb", "dsm", "labels", "change"))
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("method: mae\nbackbone: vit-tiny-2\nmodality: labels\nsteps: 1\nbatch_size: 4\n")
+    code, _, err = cli("pretrain", chips, "--config", cfg, "-o", tmp_path / "run")
+    assert code == 2 and "--modality 'labels'" in err and "rgb, dsm or ndsm" in err
+    with pytest.raises(InputError, match="--dsm-modality 'rgb'.*dsm or ndsm"):
+        pretrain(chips, "fusedmim", "swin-tiny-2", tmp_path / "lib", dsm_modality="rgb", **ONE)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "lib").exists()
