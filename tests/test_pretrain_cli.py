@@ -186,3 +186,44 @@ def test_modalities_from_yaml_and_the_library_are_checked(cli, tmp_path):
     with pytest.raises(InputError, match="--dsm-modality 'rgb'.*dsm or ndsm"):
         pretrain(chips, "fusedmim", "swin-tiny-2", tmp_path / "lib", dsm_modality="rgb", **ONE)
     assert not (tmp_path / "run").exists() and not (tmp_path / "lib").exists()
+
+
+@pytest.mark.parametrize("method", ["mae", "simmim", "ctxmim", "selectivemae", "fusedmim"])
+def test_mask_ratio_zero_is_refused(cli, chips, tmp_path, method):
+    """0 masks nothing: MAE's loss was 0/0 (NaN), SimMIM's 0 ("trained", exit 0)."""
+    code, _, err = cli("pretrain", chips, "--method", method, "--backbone", "vit-tiny-2",
+                       "-o", tmp_path / "run", "--mask-ratio", "0", *RUN)
+    assert code == 2 and "--mask-ratio" in err and "0.01" in err, err
+    with pytest.raises(InputError, match=rf"--method {method}: --mask-ratio 0.*\[0.01, 0.99\]"):
+        pretrain(Tiny(), method, "vit-tiny-2", tmp_path / "lib", mask_ratio=0, **ONE)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "lib").exists()
+
+
+@pytest.mark.parametrize("method,ratio,most", [("mae", 0.95, "0.93"), ("simmim", 0.8, "0.75"),
+                                               ("fusedmim", 0.99, "0.75")])
+def test_mask_ratio_that_leaves_nothing_visible_is_refused(cli, chips, tmp_path, method, ratio,
+                                                          most):
+    """64-px crops: 16 patches of 16 px (mae keeps int(16 x 0.05) = 0), 4 mask units of
+    32 px (simmim masks ceil(4 x 0.8) = 4): an encoder that sees no patch learns nothing."""
+    backbone = "swin-tiny-2" if method == "fusedmim" else "vit-tiny-2"
+    code, _, err = cli("pretrain", chips, "--method", method, "--backbone", backbone,
+                       "-o", tmp_path / "run", "--mask-ratio", ratio, *RUN)
+    assert code == 2 and f"--method {method} --mask-ratio {ratio}" in err, err
+    assert "leaving none visible" in err and f"use at most {most}" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    with pytest.raises(InputError, match="leaving none visible"):
+        pretrain(Tiny(), method if method != "fusedmim" else "simmim", backbone,
+                 tmp_path / "lib", mask_ratio=ratio, **ONE)
+    assert not (tmp_path / "lib").exists()      # refused before the run folder is claimed
+
+
+def test_selectivemae_rec_ratio_zero_names_rec_ratio(cli, chips, tmp_path):
+    """--rec-ratio 0 made the lr 0 (lr x rec / mask ratio), blamed on --lr."""
+    code, _, err = cli("pretrain", chips, "--method", "selectivemae", "--backbone", "vit-tiny-2",
+                       "-o", tmp_path / "run", "--rec-ratio", "0", *RUN)
+    assert code == 2 and "--rec-ratio" in err and "--lr" not in err, err
+    with pytest.raises(InputError, match=r"--method selectivemae: --rec-ratio 0"):
+        pretrain(Tiny(), "selectivemae", "vit-tiny-2", tmp_path / "lib", rec_ratio=0, **ONE)
+    with pytest.raises(InputError, match="blr 0"):
+        pretrain(Tiny(), "mae", "vit-tiny-2", tmp_path / "lib", blr=0, **ONE)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "lib").exists()

@@ -172,7 +172,10 @@ class Method:
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise InputError(f"--method {self.name} does not take {', '.join(unknown)}")
-        return self.options(**{k: known[k].coerce(v) for k, v in values.items()})
+        try:
+            return self.options(**{k: known[k].coerce(v) for k, v in values.items()})
+        except InputError as e:   # name the method: the option's range may be its own
+            raise InputError(f"--method {self.name}: {e.message}") from None
 
     def scale(self, options: Any) -> float:
         return 1.0 if self.lr_scale is None else float(self.lr_scale(options))
