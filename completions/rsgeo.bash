@@ -29,6 +29,8 @@ _rsgeo() {
     predict-height:--compress) COMPREPLY=($(compgen -W "zstd deflate lerc_zstd" -- "$cur")); return;;
     pretrain:--method) COMPREPLY=($(compgen -W "mae simmim selectivemae ctxmim fusedmim" -- "$cur")); return;;
     pretrain:--selection) COMPREPLY=($(compgen -W "hog random" -- "$cur")); return;;
+    pretrain:--modality) COMPREPLY=($(compgen -W "rgb dsm ndsm" -- "$cur")); return;;
+    pretrain:--dsm-modality) COMPREPLY=($(compgen -W "dsm ndsm" -- "$cur")); return;;
     pretrain:--device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return;;
     pretrain:--precision) COMPREPLY=($(compgen -W "fp32 bf16 fp16" -- "$cur")); return;;
     synth:--style) COMPREPLY=($(compgen -W "low mid high informal industrial courtyard terraced" -- "$cur")); return;;

@@ -95,7 +95,10 @@ def learning_rate(cfg: dict, method: registry.Method, options: dict) -> tuple[fl
     """
     if cfg["lr"] is not None:
         return cfg["lr"], "--lr"
-    lr, rule = batch_scaled_lr(cfg["blr"] or method.blr, int(cfg["batch_size"]))
+    blr = method.blr if cfg["blr"] is None else cfg["blr"]
+    if not (isinstance(blr, (int, float)) and 0 < blr < math.inf):
+        raise InputError(f"blr {blr!r}: the base learning rate must be a number above 0")
+    lr, rule = batch_scaled_lr(blr, int(cfg["batch_size"]))
     scale = method.scale(method.parse(options))
     if scale != 1:
         rule += f" x {method.name} {scale:.3g}"
@@ -119,6 +122,7 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
     options = {o.name: given[o.name] for o in spec.fields() if o.name in given}
     resolve_device(cfg["device"])  # fail early on --device cuda without CUDA
     check_backbone(backbone)
+    registry.check_modalities(cfg["modality"], cfg["dsm_modality"])
     mods = registry.required_modalities(method, cfg["modality"], cfg["dsm_modality"])
     ds, stats, have, label = open_chips(dataset, mods, cfg["split"])
     missing = [m for m in mods if m not in have]
@@ -128,7 +132,6 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
     first = ds[0][mods[0]]
     chip = min(first.shape[-2:])
     out = Path(out)
-    claim_run(out, "pretrain", resume=resume, overwrite=overwrite, inputs=(dataset,))
 
     random.seed(cfg["seed"]), np.random.seed(cfg["seed"]), torch.manual_seed(cfg["seed"])
     in_chans = 3 if mods[0] == "rgb" else int(first.shape[0])
@@ -139,7 +142,10 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
     if crop > chip or crop % unit:
         raise InputError(f"crop {crop} px must be a multiple of {unit} and at most the chip "
                          f"size {chip} (use --crop)", label)
+    model.check_crop(crop)
     lr, lr_rule = learning_rate(cfg, spec, options)
+    # claimed once every setting is known to be usable: a refused run writes nothing
+    claim_run(out, "pretrain", resume=resume, overwrite=overwrite, inputs=(dataset,))
     extra = {"method": method, "backbone": backbone, "dataset": label, "crop": crop,
              "modality": cfg["modality"], "dsm_modality": cfg["dsm_modality"],
              "split": cfg["split"], **options}

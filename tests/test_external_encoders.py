@@ -311,3 +311,84 @@ def test_cli_finetune_with_an_external_encoder(tmp_path, cli):
                        tmp_path / "dino.pth", "--backbone", "vit-tiny-2", "-o", tmp_path / "bad")
     assert code == 2 and "does not fit backbone vit-tiny-2" in err
     assert len([l for l in err.splitlines() if l.strip()]) == 1
+
+
+def refuse_network(monkeypatch) -> list:
+    """Every connection attempt is recorded and refused (the list of attempts is returned)."""
+    import socket
+
+    tried = []
+
+    def refuse(*args, **kw):
+        tried.append(args[:2])
+        raise OSError("no network in tests")
+
+    for obj, name in ((socket, "create_connection"), (socket, "getaddrinfo"),
+                      (socket.socket, "connect")):
+        monkeypatch.setattr(obj, name, refuse)
+    return tried
+
+
+def test_uncached_timm_weights_fail_at_once_offline(cli, tmp_path, monkeypatch):
+    """`--encoder timm:NAME` with weights not cached: huggingface_hub retried huggingface.co
+    for ~52 s on a machine without internet, then a vague error. Now the lookup runs in
+    offline mode (nothing is downloaded at run time): exit 2 at once, one line saying
+    where the weights must be; no connection is even tried."""
+    import os
+
+    import huggingface_hub.constants as hub
+    import timm
+
+    from tests.test_catalogue import _chips
+
+    _chips(tmp_path / "chips")
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # surely uncached
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    tried = refuse_network(monkeypatch)
+    seen, create = [], timm.create_model
+
+    def spy(name, pretrained=False, **kw):
+        if pretrained:
+            seen.append((os.environ.get("HF_HUB_OFFLINE"), hub.is_offline_mode()))
+        return create(name, pretrained=pretrained, **kw)
+
+    monkeypatch.setattr(timm, "create_model", spy)
+    code, _, err = cli("finetune", tmp_path / "chips", "--task", "height", "--encoder",
+                       "timm:vit_tiny_patch16_224", "-o", tmp_path / "run", "--steps", 1,
+                       "--batch-size", 2)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "timm:vit_tiny_patch16_224: pretrained weights not in the local cache" in err
+    assert "--encoder PATH" in err
+    assert seen == [("1", True)] and tried == []
+    assert not hub.is_offline_mode() and "HF_HUB_OFFLINE" not in os.environ   # restored
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(InputError, match="timm has no pretrained weights"):   # never random
+        from rsgeo.models.backbones import timm_pretrained
+
+        timm_pretrained("timm:vit_small_patch16_18x2_224", num_classes=0)
+
+
+def test_cached_timm_weights_still_load_offline(tmp_path, monkeypatch):
+    """Weights in the Hugging Face cache (the layout a download leaves) load offline."""
+    import huggingface_hub.constants as hub
+    import timm
+    from safetensors.torch import save_file
+
+    from rsgeo.models.backbones import timm_pretrained
+
+    src = timm.create_model("vit_tiny_patch16_224", pretrained=False)
+    repo_id = timm.models.get_pretrained_cfg("vit_tiny_patch16_224").hf_hub_id
+    repo = tmp_path / "hub" / ("models--" + repo_id.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    save_file(src.state_dict(), repo / "snapshots" / commit / "model.safetensors")
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    tried = refuse_network(monkeypatch)
+    enc = timm_pretrained("timm:vit_tiny_patch16_224", num_classes=0, img_size=64,
+                          dynamic_img_size=True)
+    key = "blocks.0.attn.qkv.weight"
+    torch.testing.assert_close(enc.state_dict()[key], src.state_dict()[key])
+    assert tried == []

@@ -241,3 +241,24 @@ def test_default_decoder_is_sized_to_the_encoder():
         enc = sum(p.numel() for p in model.encoder.parameters())
         dec = sum(p.numel() for p in model.decoder.parameters())
         assert dec < enc, (method, dec, enc)
+
+
+def test_check_crop_refuses_masks_with_nothing_masked_or_nothing_visible():
+    """Counts come from ratio x tokens: the crop decides which ratios leave >= 1 patch on
+    each side (the option bounds alone cannot: 0.99 of 64 patches keeps none)."""
+    from rsgeo.errors import InputError
+    from rsgeo.methods.mae import MAE
+    from rsgeo.models.backbones import build_encoder
+
+    build_method("mae", "vit-tiny-2", 128, mask_ratio=0.98, **SMALL).check_crop(128)  # 1 of 64 kept
+    with pytest.raises(InputError, match=r"mae --mask-ratio 0.99 masks all 64 patches \(16 px\) "
+                                         r"of a 128-px crop, leaving none visible; use at most 0.98"):
+        build_method("mae", "vit-tiny-2", 128, mask_ratio=0.99, **SMALL).check_crop(128)
+    zero = MAE(build_encoder("vit-tiny-2", 3, 64), 3, mask_ratio=0.0, norm_pix_loss=True, **SMALL)
+    with pytest.raises(InputError, match=r"masks none of the 16 patches \(16 px\).*at least 0.01"):
+        zero.check_crop(64)
+    with pytest.raises(InputError, match=r"masks the only mask unit \(32 px\) of a 32-px crop; use a larger --crop"):  # one 32-px unit
+        build_method("simmim", "vit-tiny-2", 32).check_crop(32)
+    sel = build_method("selectivemae", "vit-tiny-2", 64, mask_ratio=0.99, **SMALL)
+    sel.check_crop(64)                           # keeps at least one patch visible by design
+    assert sel.counts(16)[1] == 1

@@ -23,6 +23,9 @@ def write_chips(root, n=8, size=64, modalities=("rgb", "dsm")):
     if "dsm" in modalities:
         arrays["dsm"] = (rgb.mean(1, keepdims=True) / 10).astype(np.float32)
         arrays["dsm"][0, 0, :4, :4] = np.nan
+    for m in ("labels", "change"):   # class ids / changed-or-not, as rsgeo prepare stores them
+        if m in modalities:
+            arrays[m] = (rgb[:, :1] > 120).astype(np.uint8) + (m == "labels")
     return write_chip_dataset(root, arrays)
 
 
@@ -153,3 +156,74 @@ def test_cli_batch_and_resume_errors(cli, chips, tmp_path, reader):
     assert cli(*args, "4")[0] == 0
     code, _, err = cli(*args, "4", "--resume", "--mask-ratio", "0.4")
     assert code == 2 and "different config" in err
+
+
+RUN = ("--steps", "1", "--batch-size", "4")   # runs that would start (without a check)
+ONE = dict(steps=1, batch_size=4)
+
+
+@pytest.mark.parametrize("flag,value,method", [
+    ("--modality", "labels", "mae"), ("--modality", "change", "simmim"),
+    ("--dsm-modality", "rgb", "fusedmim"), ("--dsm-modality", "labels", "fusedmim")])
+def test_label_and_image_modalities_are_refused_up_front(cli, tmp_path, flag, value, method):
+    """Label/change chips are targets, not images to pretrain on; fusedmim's second encoder
+    reads heights: refused by the option (exit 2, one line), no run folder left. (The
+    dataset holds them all: the runs crashed, exit 1, on a patch embedding of 3 bands.)"""
+    chips = write_chips(tmp_path / "chips", modalities=("rgb", "dsm", "labels", "change"))
+    backbone = "vit-tiny-2" if method == "mae" else "swin-tiny-2"
+    code, _, err = cli("pretrain", chips, "--method", method, "--backbone", backbone,
+                       "-o", tmp_path / "run", flag, value, *RUN)
+    assert code == 2 and flag in err and repr(value) in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_modalities_from_yaml_and_the_library_are_checked(cli, tmp_path):
+    chips = write_chips(tmp_path / "chips", modalities=("rgb", "dsm", "labels", "change"))
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("method: mae\nbackbone: vit-tiny-2\nmodality: labels\nsteps: 1\nbatch_size: 4\n")
+    code, _, err = cli("pretrain", chips, "--config", cfg, "-o", tmp_path / "run")
+    assert code == 2 and "--modality 'labels'" in err and "rgb, dsm or ndsm" in err
+    with pytest.raises(InputError, match="--dsm-modality 'rgb'.*dsm or ndsm"):
+        pretrain(chips, "fusedmim", "swin-tiny-2", tmp_path / "lib", dsm_modality="rgb", **ONE)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "lib").exists()
+
+
+@pytest.mark.parametrize("method", ["mae", "simmim", "ctxmim", "selectivemae", "fusedmim"])
+def test_mask_ratio_zero_is_refused(cli, chips, tmp_path, method):
+    """0 masks nothing: MAE's loss was 0/0 (NaN), SimMIM's 0 ("trained", exit 0)."""
+    code, _, err = cli("pretrain", chips, "--method", method, "--backbone", "vit-tiny-2",
+                       "-o", tmp_path / "run", "--mask-ratio", "0", *RUN)
+    assert code == 2 and "--mask-ratio" in err and "0.01" in err, err
+    with pytest.raises(InputError, match=rf"--method {method}: --mask-ratio 0.*\[0.01, 0.99\]"):
+        pretrain(Tiny(), method, "vit-tiny-2", tmp_path / "lib", mask_ratio=0, **ONE)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "lib").exists()
+
+
+@pytest.mark.parametrize("method,ratio,most", [("mae", 0.95, "0.93"), ("simmim", 0.8, "0.75"),
+                                               ("fusedmim", 0.99, "0.75")])
+def test_mask_ratio_that_leaves_nothing_visible_is_refused(cli, chips, tmp_path, method, ratio,
+                                                          most):
+    """64-px crops: 16 patches of 16 px (mae keeps int(16 x 0.05) = 0), 4 mask units of
+    32 px (simmim masks ceil(4 x 0.8) = 4): an encoder that sees no patch learns nothing."""
+    backbone = "swin-tiny-2" if method == "fusedmim" else "vit-tiny-2"
+    code, _, err = cli("pretrain", chips, "--method", method, "--backbone", backbone,
+                       "-o", tmp_path / "run", "--mask-ratio", ratio, *RUN)
+    assert code == 2 and f"--method {method} --mask-ratio {ratio}" in err, err
+    assert "leaving none visible" in err and f"use at most {most}" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    with pytest.raises(InputError, match="leaving none visible"):
+        pretrain(Tiny(), method if method != "fusedmim" else "simmim", backbone,
+                 tmp_path / "lib", mask_ratio=ratio, **ONE)
+    assert not (tmp_path / "lib").exists()      # refused before the run folder is claimed
+
+
+def test_selectivemae_rec_ratio_zero_names_rec_ratio(cli, chips, tmp_path):
+    """--rec-ratio 0 made the lr 0 (lr x rec / mask ratio), blamed on --lr."""
+    code, _, err = cli("pretrain", chips, "--method", "selectivemae", "--backbone", "vit-tiny-2",
+                       "-o", tmp_path / "run", "--rec-ratio", "0", *RUN)
+    assert code == 2 and "--rec-ratio" in err and "--lr" not in err, err
+    with pytest.raises(InputError, match=r"--method selectivemae: --rec-ratio 0"):
+        pretrain(Tiny(), "selectivemae", "vit-tiny-2", tmp_path / "lib", rec_ratio=0, **ONE)
+    with pytest.raises(InputError, match="blr 0"):
+        pretrain(Tiny(), "mae", "vit-tiny-2", tmp_path / "lib", blr=0, **ONE)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "lib").exists()

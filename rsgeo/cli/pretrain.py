@@ -26,6 +26,10 @@ from rsgeo.methods import registry
 from rsgeo.train.config import read_yaml
 
 
+Modality = choice_enum("Modality", registry.MODALITIES)
+HeightModality = choice_enum("HeightModality", registry.HEIGHT_MODALITIES)
+
+
 def _opt(*names, help: str, **kw):
     return typer.Option(*names, help=help, **kw)
 
@@ -43,10 +47,10 @@ def pretrain_command(
     batch_size: Annotated[Optional[int], _opt("--batch-size", min=1, help="Global batch (all "
                                               "processes) per optimiser step (default 64).")] = None,
     lr: Annotated[Optional[float], _opt("--lr", help="Peak learning rate (default: the method's base lr x batch/256 from batch 256 up, x sqrt(batch/256) below).")] = None,
-    modality: Annotated[Optional[str], _opt("--modality", help="Bands a single-encoder method "
-                                            "trains on: rgb, dsm or ndsm (default rgb).")] = None,
-    dsm_modality: Annotated[Optional[str], _opt("--dsm-modality", help="fusedmim: height "
-                                                "modality, dsm or ndsm (default dsm).")] = None,
+    modality: Annotated[Optional[Modality], _opt("--modality", help="Bands a single-encoder "
+                                                 "method trains on (default rgb).")] = None,
+    dsm_modality: Annotated[Optional[HeightModality], _opt("--dsm-modality", help="fusedmim: "
+                                                           "height modality (default dsm).")] = None,
     crop: Annotated[Optional[int], _opt("--crop", min=16, help="Random-crop size in px "
                                         "(default the chip size).")] = None,
     accum_steps: Annotated[Optional[int], _opt("--accum-steps", min=1,
@@ -76,8 +80,9 @@ def pretrain_command(
     """Pretrain an encoder on chips (the methods are listed below)."""
     if state.get("verbose", 1) <= 0:
         progress.ENABLED = False
-    settings = dict(epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, modality=modality,
-                    dsm_modality=dsm_modality, crop=crop, accum_steps=accum_steps,
+    settings = dict(epochs=epochs, steps=steps, batch_size=batch_size, lr=lr,
+                    modality=plain(modality), dsm_modality=plain(dsm_modality), crop=crop,
+                    accum_steps=accum_steps,
                     device=plain(device), precision=plain(precision), compile=compile,
                     seed=seed, workers=workers, ckpt_every=ckpt_every, log_every=log_every,
                     preview_every=preview_every)

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 
 from rsgeo.data.dataset import open_chips, pooled_stats
@@ -41,7 +40,8 @@ from rsgeo.finetune.lr_decay import (check_head_steps, check_layer_decay, finetu
                                      lr_rule)
 from rsgeo.finetune.tasks import TaskModule
 from rsgeo.finetune.validate import ValSet, evaluate_view, save_val_preview
-from rsgeo.models.backbones import check_backbone, load_encoder, resize_encoder
+from rsgeo.models.backbones import (check_backbone, load_encoder, resize_encoder,
+                                    timm_pretrained)
 from rsgeo.models.external import BANDS, is_rsgeo_encoder, open_encoder
 from rsgeo.tasks.bundle import build_task_model, save_task_model
 from rsgeo.tasks.files import check_encoder_arg
@@ -351,13 +351,8 @@ def _encoders(encoder: str, backbone: str | None, inputs: str, chip: int):
         return None, {}, backbone
     if encoder.startswith("timm:"):
         name = encoder[5:]
-        check_backbone(name)
-        try:
-            enc = timm.create_model(name, pretrained=True, num_classes=0, img_size=chip,
-                                    dynamic_img_size=True, in_chans=BANDS[inputs])
-        except Exception as e:
-            raise InputError(f"could not load timm's pretrained weights for {name} "
-                             f"({type(e).__name__}); they must be in the local cache") from None
+        enc = timm_pretrained(name, num_classes=0, img_size=chip, dynamic_img_size=True,
+                              in_chans=BANDS[inputs])
         return [enc], {"source": encoder}, name
     p = Path(encoder)
     if len(INPUTS[inputs]) > 1 and (is_rsgeo_encoder(p) or (p / "encoder_rgb.safetensors").is_file()):

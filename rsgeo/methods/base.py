@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from rsgeo.errors import InputError
 from rsgeo.models.backbones import encoder_stride
 
 
@@ -39,6 +40,33 @@ class PretrainMethod(nn.Module):
         for mod in self.modules():
             m = math.lcm(m, getattr(mod, "mask_unit", 1))
         return m
+
+
+    def check_crop(self, crop: int) -> None:
+        """InputError when ``crop``-px training crops at the mask ratio would leave no patch
+        masked (no loss) or none visible (nothing to encode), naming the ratios that work.
+
+        Asks every submodule with ``mask_counts(crop, ratio) -> (masked, total, noun)``
+        (the modules that draw masks, each with its ``mask_ratio``; ``noun``: what is
+        counted, e.g. ``"patch (16 px)"``).
+        """
+        for mod in self.modules():
+            counts = getattr(mod, "mask_counts", None)
+            if counts is None:
+                continue
+            ratio = mod.mask_ratio
+            masked, total, noun = counts(crop, ratio)
+            if 0 < masked < total:
+                continue
+            ok = [k / 100 for k in range(1, 100) if 0 < counts(crop, k / 100)[0] < total]
+            hint = ("use a larger --crop" if not ok else f"use at most {max(ok):g}" if masked
+                    else f"use at least {min(ok):g}")
+            word, _, size = noun.partition(" (")
+            nouns = f"{word}{'es' if word.endswith('ch') else 's'} ({size}"
+            state = (f"masks the only {noun} of a {crop}-px crop" if total == 1 else
+                     f"masks all {total} {nouns} of a {crop}-px crop, leaving none visible"
+                     if masked else f"masks none of the {total} {nouns} of a {crop}-px crop")
+            raise InputError(f"--method {self.name} --mask-ratio {ratio:g} {state}; {hint}")
 
 
 def valid_weight(batch: dict, modality: str, like: torch.Tensor) -> torch.Tensor:

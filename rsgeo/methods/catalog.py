@@ -14,6 +14,10 @@ from typing import Literal, Optional
 from rsgeo.methods.registry import Method, option, register, single_encoder
 
 PSTS_BOUNDS = (0.35, 0.375, 0.725, 0.75)   # rsgeo.methods.psts: SelectiveMAE's stage bounds
+# Smallest --mask-ratio / --rec-ratio: 0 would mask (rebuild) nothing, a run without a loss
+# (and selectivemae's lr, scaled by rec / mask ratio, would be 0). The largest mask ratio a
+# crop allows depends on its patch count: PretrainMethod.check_crop.
+MIN_RATIO = 0.01
 # None: sized to the encoder (rsgeo.methods.decoders.decoder_size)
 DECODER_DIM = "Decoder width (default 512 for ViTs of 12+ blocks, else the encoder's width)."
 DECODER_DEPTH = "Decoder blocks (default 8 for ViTs of 12+ blocks, else half the encoder's)."
@@ -26,7 +30,7 @@ def rgb_and_height(modality: str, dsm_modality: str) -> tuple[str, ...]:
 
 @dataclass
 class MAEOptions:
-    mask_ratio: float = option(0.75, "Share of patches masked.", min=0.0, max=0.99)
+    mask_ratio: float = option(0.75, "Share of patches masked.", min=MIN_RATIO, max=0.99)
     decoder_dim: Optional[int] = option(None, DECODER_DIM, min=1)
     decoder_depth: Optional[int] = option(None, DECODER_DEPTH, min=1)
     decoder_heads: Optional[int] = option(None, "Decoder attention heads (default width / 32).", min=1)
@@ -35,14 +39,15 @@ class MAEOptions:
 
 @dataclass
 class SimMIMOptions:
-    mask_ratio: float = option(0.6, "Share of patches masked.", min=0.0, max=0.99)
+    mask_ratio: float = option(0.6, "Share of patches masked.", min=MIN_RATIO, max=0.99)
     mask_unit: int = option(32, "Mask unit in px (a multiple of the patch size).", min=1)
 
 
 @dataclass
 class SelectiveMAEOptions:   # MAE's decoder options, defaults taken from MAEOptions
-    mask_ratio: float = option(0.85, "Share of patches masked.", min=0.0, max=0.99)
-    rec_ratio: float = option(0.25, "Share of patches reconstructed.", min=0.0, max=1.0)
+    mask_ratio: float = option(0.85, "Share of patches masked.", min=MIN_RATIO, max=0.99)
+    rec_ratio: float = option(0.25, "Share of patches reconstructed.", min=MIN_RATIO,
+                              max=1.0)
     selection: Literal["hog", "random"] = option(
         "hog", "Rank patches by HOG energy or at random.")
     psts_bounds: tuple[float, ...] = option(

@@ -13,7 +13,7 @@ import torch
 from rsgeo.errors import InputError
 from rsgeo.methods.base import PretrainMethod, denormalise_patches, normalised_patch_mse
 from rsgeo.methods.decoders import MAEDecoder, decoder_size
-from rsgeo.methods.masking import gather_tokens, random_masking, uniform
+from rsgeo.methods.masking import gather_tokens, random_masking, uniform, visible_count
 from rsgeo.methods.tokens import (freeze_sincos_pos, grid_of, patchify, unpatchify, vit_embed,
                                   vit_encode)
 from rsgeo.models.backbones import encoder_kind, patch_size
@@ -37,12 +37,17 @@ class MAE(PretrainMethod):
         self.decoder = MAEDecoder(encoder.embed_dim, self.patch, in_chans,
                                   *decoder_size(encoder, decoder_dim, decoder_depth, decoder_heads))
 
+    def mask_counts(self, crop: int, ratio: float) -> tuple[int, int, str]:
+        """``(masked, total, noun)`` patches of a ``crop``-px crop (:meth:`check_crop`)."""
+        L = (crop // self.patch) ** 2
+        return L - visible_count(L, ratio), L, f"patch ({self.patch} px)"
+
     def run(self, batch: dict):
         """Returns ``pred [B, L, p*p*C]``, ``mask [B, L]`` (1 = masked), target patches."""
         x = batch[self.modalities[0]]
         tokens, prefix = vit_embed(self.encoder, x)                 # [B, L, D], [B, P, D]
         L = tokens.shape[1]
-        keep = int(L * (1 - self.mask_ratio))
+        keep = visible_count(L, self.mask_ratio)
         ids_keep, mask, ids_restore = random_masking(uniform(batch, L, 0, x), keep)
         latent = vit_encode(self.encoder, prefix, gather_tokens(tokens, ids_keep))
         pred = self.decoder(latent, ids_restore, prefix.shape[1], grid_of(self.encoder, x))

@@ -30,6 +30,11 @@ def uniform(batch: dict, n: int, stream: int, like: torch.Tensor) -> torch.Tenso
     return uniform_from_seeds(seeds.to(like.device, non_blocking=True), n, stream)
 
 
+def visible_count(L: int, ratio: float) -> int:
+    """Tokens MAE keeps visible of ``L`` at mask ``ratio``: ``int(L * (1 - ratio))``."""
+    return int(L * (1 - ratio))
+
+
 def random_masking(noise: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MAE per-sample random masking from ``noise [B, L]``.
 
@@ -47,6 +52,11 @@ def random_masking(noise: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.
     return ids_keep, mask, ids_restore
 
 
+def masked_units(U: int, ratio: float) -> int:
+    """Units SimMIM masks of ``U`` at ``ratio``: ``ceil(U * ratio)``."""
+    return math.ceil(U * ratio)
+
+
 def block_mask(noise: torch.Tensor, units: tuple[int, int], ratio: float, scale: int) -> torch.Tensor:
     """SimMIM mask: ``ceil(U * ratio)`` of the ``U`` coarse units masked per sample.
 
@@ -59,7 +69,7 @@ def block_mask(noise: torch.Tensor, units: tuple[int, int], ratio: float, scale:
         ``[B, units[0]*scale, units[1]*scale]`` bool on the patch-token grid (True = masked).
     """
     B, U = noise.shape
-    count = math.ceil(U * ratio)
+    count = masked_units(U, ratio)
     rank = torch.argsort(torch.argsort(noise, dim=1, stable=True), dim=1)  # unit ranks
     mask = (rank < count).view(B, *units)
     return mask.repeat_interleave(scale, 1).repeat_interleave(scale, 2)

@@ -22,6 +22,11 @@ from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type
 from rsgeo.errors import InputError
 
 KINDS = {"vit": "ViT", "swin": "Swin"}   # backbone kinds (rsgeo.models.backbones)
+# Chip modalities a method can pretrain on (``--modality``) and the height modalities of
+# fusedmim's second encoder (``--dsm-modality``). Label and change chips are targets, not
+# images; ``post_rgb`` is the second date of a change pair.
+MODALITIES = ("rgb", "dsm", "ndsm")
+HEIGHT_MODALITIES = ("dsm", "ndsm")
 
 
 def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -86,6 +91,17 @@ class Option:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_modalities(modality: str, dsm_modality: str) -> None:
+    """InputError unless ``modality`` is in :data:`MODALITIES` and ``dsm_modality`` in
+    :data:`HEIGHT_MODALITIES`."""
+    if modality not in MODALITIES:
+        raise InputError(f"--modality {modality!r}: pretraining reads images, use "
+                         f"{', '.join(MODALITIES[:-1])} or {MODALITIES[-1]}")
+    if dsm_modality not in HEIGHT_MODALITIES:
+        raise InputError(f"--dsm-modality {dsm_modality!r}: fusedmim's second encoder reads "
+                         f"heights, use {' or '.join(HEIGHT_MODALITIES)}")
 
 
 def one_modality(modality: str, dsm_modality: str) -> tuple[str, ...]:
@@ -156,7 +172,10 @@ class Method:
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise InputError(f"--method {self.name} does not take {', '.join(unknown)}")
-        return self.options(**{k: known[k].coerce(v) for k, v in values.items()})
+        try:
+            return self.options(**{k: known[k].coerce(v) for k, v in values.items()})
+        except InputError as e:   # name the method: the option's range may be its own
+            raise InputError(f"--method {self.name}: {e.message}") from None
 
     def scale(self, options: Any) -> float:
         return 1.0 if self.lr_scale is None else float(self.lr_scale(options))

@@ -25,7 +25,7 @@ from rsgeo.errors import InputError
 from rsgeo.methods import psts
 from rsgeo.methods.base import PretrainMethod, denormalise_patches, normalised_patch_mse
 from rsgeo.methods.decoders import CrossDecoder, decoder_size
-from rsgeo.methods.masking import gather_tokens, index_mask, top_k, uniform
+from rsgeo.methods.masking import gather_tokens, index_mask, top_k, uniform, visible_count
 from rsgeo.methods.tokens import (freeze_sincos_pos, grid_of, patchify, unpatchify, vit_embed,
                                   vit_encode)
 from rsgeo.models.backbones import encoder_kind, patch_size
@@ -55,8 +55,13 @@ class SelectiveMAE(PretrainMethod):
 
     def counts(self, L: int) -> tuple[int, int, int]:
         """``(initial, visible, reconstructed)`` token counts for ``L`` patches."""
-        keep = max(int(L * (1 - self.mask_ratio)), 1)
+        keep = max(visible_count(L, self.mask_ratio), 1)
         return max(keep // 2, 1), keep, max(int(L * self.rec_ratio), 1)
+
+    def mask_counts(self, crop: int, ratio: float) -> tuple[int, int, str]:
+        """``(masked, total, noun)`` patches of a ``crop``-px crop (:meth:`check_crop`)."""
+        L = (crop // self.patch) ** 2
+        return L - max(visible_count(L, ratio), 1), L, f"patch ({self.patch} px)"
 
     def scores(self, batch: dict, x: torch.Tensor, L: int) -> torch.Tensor:
         """``[B, L]`` patch richness used for the initial set and the targets."""

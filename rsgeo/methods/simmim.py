@@ -15,7 +15,7 @@ from torch import nn
 from rsgeo.errors import InputError
 from rsgeo.methods.base import PretrainMethod, masked_l1, valid_weight
 from rsgeo.methods.decoders import PixelShuffleDecoder
-from rsgeo.methods.masking import block_mask, uniform, upsample_mask
+from rsgeo.methods.masking import block_mask, masked_units, uniform, upsample_mask
 from rsgeo.methods.tokens import encode_masked
 from rsgeo.models.backbones import encoder_stride, out_channels, patch_size
 
@@ -36,6 +36,11 @@ class MaskedBranch(nn.Module):
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         self.feat_dim = out_channels(encoder)[-1]
         self.decoder = PixelShuffleDecoder(decoder_in or self.feat_dim, self.stride, in_chans)
+
+    def mask_counts(self, crop: int, ratio: float) -> tuple[int, int, str]:
+        """``(masked, total, noun)`` mask units of a ``crop``-px crop (``check_crop``)."""
+        units = (crop // self.mask_unit) ** 2
+        return masked_units(units, ratio), units, f"mask unit ({self.mask_unit} px)"
 
     def draw_mask(self, batch: dict, x: torch.Tensor, stream: int) -> torch.Tensor:
         """``[B, h, w]`` bool patch-grid mask, ``ceil(U * ratio)`` units of ``mask_unit`` px."""

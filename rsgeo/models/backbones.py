@@ -18,7 +18,10 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import urllib.parse
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import timm
 import torch
@@ -90,6 +93,65 @@ def build_encoder(name: str, in_chans: int = 3, img_size: int = 224) -> nn.Modul
         raise InputError(f"is a timm {type(encoder).__name__}; rsgeo adapts VisionTransformer "
                          "and SwinTransformer (v1) models", name)
     return encoder
+
+
+@contextmanager
+def hub_offline() -> Iterator[None]:
+    """Hugging Face hub offline mode (``HF_HUB_OFFLINE=1``) for the block, then as it was.
+
+    huggingface_hub reads ``HF_HUB_OFFLINE`` once, when it is imported (timm imports it), so
+    the variable alone comes too late: its constant is set too. Offline, a file missing
+    from the cache fails at once instead of after ~50 s of retries on a machine without
+    internet.
+    """
+    import huggingface_hub.constants as hub
+
+    env, flag = os.environ.get("HF_HUB_OFFLINE"), hub.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"], hub.HF_HUB_OFFLINE = "1", True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = flag
+        if env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = env
+
+
+def _url_cached(url: str) -> bool:
+    """Whether torch.hub (timm's loader for weights not on the HF hub) has ``url`` cached."""
+    name = os.path.basename(urllib.parse.urlparse(url).path)
+    return (Path(torch.hub.get_dir()) / "checkpoints" / name).is_file()
+
+
+def timm_pretrained(name: str, **kwargs) -> nn.Module:
+    """timm's model ``name`` (``timm:NAME`` accepted) with its pretrained weights, from the
+    local caches only: rsgeo downloads nothing at run time.
+
+    Raises:
+        InputError: unknown name, no pretrained weights in timm, or weights not cached.
+    """
+    name = name.removeprefix("timm:")
+    check_backbone(name)
+    where = f"timm:{name}"
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        raise InputError("timm has no pretrained weights for this model (for a random "
+                         "start: --encoder random --backbone NAME)", where)
+    missing = (f"pretrained weights not in the local cache (rsgeo downloads nothing at run "
+               f"time): cache them where there is internet, e.g. timm.create_model('{name}', "
+               "pretrained=True), and copy the cache (HF_HOME), or give a checkpoint file "
+               "with --encoder PATH")
+    if not cfg.hf_hub_id and not cfg.file and not _url_cached(cfg.url):
+        raise InputError(missing, where)
+    with hub_offline():
+        try:
+            return timm.create_model(name, pretrained=True, **kwargs)
+        except FileNotFoundError:   # huggingface_hub's LocalEntryNotFoundError among them
+            raise InputError(missing, where) from None
+        except Exception as e:
+            raise InputError(f"could not load timm's pretrained weights from the local cache "
+                             f"({type(e).__name__}: {first_line(e, 100)})", where) from None
 
 
 def backbone_kind(name: str) -> str | None:
