@@ -3,7 +3,7 @@ import json
 import geopandas as gpd
 import numpy as np
 import pytest
-from shapely.geometry import box
+from shapely.geometry import Polygon, box
 
 import rasterio
 
@@ -112,6 +112,24 @@ def test_confidence_order_decides_who_matches():
     low, high = box(0, 0, 10, 9), box(0, 0, 10, 8)
     r = match([low, high], ref, confidence=[0.1, 0.9])
     assert (r["tp"], r["fp"], r["fn"]) == (1, 1, 0)
+
+
+def test_footprints_follow_solaris_on_invalid_and_degenerate_polygons():
+    """solaris' calculate_iou: an invalid reference has IoU 0 (an FN, never a crash); FN
+    counts references of area > 0 only; a prediction's area test comes before buffer(0)
+    (a bowtie of signed area 0 is dropped, not an FP); equal IoUs go to the first reference."""
+    bowtie = Polygon([(0, 0), (2, 2), (2, 0), (0, 2)])            # invalid, signed area 0
+    loop = Polygon([(0, 0), (4, 0), (4, 4), (2, 2), (0, 4), (2, 2)])  # invalid, area > 0
+    r = match([box(0, 0, 4, 4), box(10, 10, 12, 12)], [loop, box(10, 10, 12, 12)])
+    assert (r["tp"], r["fp"], r["fn"]) == (1, 1, 1)
+    flat = Polygon([(0, 0), (1, 0), (2, 0)])                       # not empty, area 0
+    r = match([box(5, 5, 6, 6)], [flat, box(5, 5, 6, 6)])
+    assert (r["tp"], r["fp"], r["fn"]) == (1, 0, 0)
+    r = match([bowtie], [box(0, 0, 2, 2)])
+    assert (r["tp"], r["fp"], r["fn"]) == (0, 0, 1)
+    a, b = box(-1, 0, 3, 1), box(1, 0, 5, 1)                       # IoU 0.6 with the first
+    r = match([box(0, 0, 4, 1), box(-1, 0, 3, 1)], [a, b])           # prediction: a tie, a wins
+    assert (r["tp"], r["fp"], r["fn"]) == (1, 1, 1)
 
 
 def test_spacenet_reference_numbers(realdata):
