@@ -7,6 +7,7 @@ from shapely.geometry import Polygon, box
 
 import rasterio
 
+from rsgeo.errors import InputError
 from rsgeo.evaluate import evaluate
 from rsgeo.metrics.footprints import match
 from rsgeo.metrics.height import HeightAccumulator
@@ -130,6 +131,28 @@ def test_footprints_follow_solaris_on_invalid_and_degenerate_polygons():
     a, b = box(-1, 0, 3, 1), box(1, 0, 5, 1)                       # IoU 0.6 with the first
     r = match([box(0, 0, 4, 1), box(-1, 0, 3, 1)], [a, b])           # prediction: a tie, a wins
     assert (r["tp"], r["fp"], r["fn"]) == (1, 1, 1)
+
+
+def test_segmentation_ids_missing_from_the_classes_file_are_refused(tmp_path):
+    """Classes 1-3 named: a prediction of 0 was counted, then dropped with class 0's row and
+    column, so a map 30 % wrong scored mIoU 1.0."""
+    rng = np.random.default_rng(0)
+    ref = rng.integers(1, 4, (30, 40)).astype(np.uint8)
+    pred = np.where(rng.random(ref.shape) < 0.3, 0, ref).astype(np.uint8)
+    (tmp_path / "c.json").write_text(json.dumps({"1": "road", "2": "tree", "3": "roof"}))
+    p, r = make_raster(tmp_path / "p.tif", pred), make_raster(tmp_path / "r.tif", ref)
+    with pytest.raises(InputError, match=r"p\.tif.*class ids \[0\]"):
+        evaluate(p, r, task="segmentation", classes=tmp_path / "c.json")
+    with pytest.raises(InputError, match=r"p\.tif.*class ids \[0\].*--ignore-index"):
+        evaluate(r, p, task="segmentation", classes=tmp_path / "c.json")   # p.tif as REF
+    (tmp_path / "c4.json").write_text(json.dumps({"0": "other", "1": "road", "2": "tree",
+                                                  "3": "roof"}))
+    s = evaluate(p, r, task="segmentation", classes=tmp_path / "c4.json")["summary"]
+    iou = {c: ((pred == c) & (ref == c)).sum() / ((pred == c) | (ref == c)).sum()
+           for c in (0, 1, 2, 3)}
+    assert iou[0] == 0 and s["iou_road"] == pytest.approx(iou[1]) and iou[1] < 0.75
+    assert s["miou"] == pytest.approx(np.mean(list(iou.values())))
+    assert s["oa"] == pytest.approx((pred == ref).mean())
 
 
 def test_spacenet_reference_numbers(realdata):
