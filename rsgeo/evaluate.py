@@ -74,6 +74,8 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
     if task == "height" and protocol == "synrs3d":
         return _synrs3d(pairs, align)
     names, lmap = read_classes(classes, label_map)
+    if task == "segmentation":
+        _check_unique_names(names, classes)
     if task == "height":  # --label-map and a classes file's values recode masks only
         lmap = None
     images, total = [], _accumulator(task, names, ignore_index)
@@ -101,6 +103,18 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
         images.append({"image": p.name, **_result(acc, task, names)})
     return {"summary": {"n_images": len(pairs), **_result(total, task, names)},
             "images": images}
+
+
+def _check_unique_names(names: dict | None, path) -> None:
+    """Per-class keys are ``iou_<name>``: two ids of one name would write one key twice,
+    the second hiding the first while mIoU still averages both."""
+    seen: dict[str, int] = {}
+    for i in sorted(names or {}):
+        if names[i] in seen:
+            raise InputError(f"class name {names[i]!r} is given to ids {seen[names[i]]} and {i}: "
+                             "per-class scores are keyed by name; give each class its own",
+                             path)
+        seen[names[i]] = i
 
 
 def render(result: dict, fmt: str) -> str:
@@ -317,7 +331,7 @@ def _score_group(pieces: list, prep: Prep, spec: _Spec) -> _Part:
         ok = okp & okr
         samples.append(spec.checks.sample(pv, rv, okp, okr, offset))
         n_valid += int(np.count_nonzero(ok))
-        _update(stats, spec.task, pv, rv, ok, spec.ignore_index, spec.checks.paths)
+        _update(stats, spec.task, pv, rv, ok, spec.ignore_index, spec.checks.paths, spec.names)
     return _Part(stats, n_valid, samples)
 
 
@@ -409,8 +423,13 @@ def _accumulator(task, names, ignore_index):
     return ConfusionMatrix(k, ignore_index=None)
 
 
-def _update(acc, task, pv, rv, ok, ignore_index, paths=(None, None)) -> None:
-    """Add one piece to ``acc``; ``paths`` (PRED, REF) name the file in the errors."""
+def _update(acc, task, pv, rv, ok, ignore_index, paths=(None, None), names=None) -> None:
+    """Add one piece to ``acc``; ``paths`` (PRED, REF) name the file in the errors.
+
+    With ``names`` (the classes file), an id that is not listed is refused like one beyond
+    the largest: ids in a gap of the list (0 when the list starts at 1) would be counted in
+    the matrix, then dropped with their rows and columns, and a wrong prediction of them
+    would be no error at all."""
     if task == "height":
         acc.update_window(pv, rv, ok)
         return
@@ -428,12 +447,16 @@ def _update(acc, task, pv, rv, ok, ignore_index, paths=(None, None)) -> None:
                                  f"{frac[0].item():g}); is this a class map?", path)
     p, r = pv[ok].astype(np.int64), rv[ok].astype(np.int64)
     k = acc.k
+    listed = np.zeros(k, bool)
+    listed[list(names) if names else slice(None)] = True
     for v, path in ((p, paths[0]), (r, paths[1])):
         bad = (v < 0) | (v >= k)
+        bad[~bad] = ~listed[v[~bad]]
         if bad.any():
             vals = np.unique(v[bad])[:10].tolist()
-            raise InputError(f"class ids {vals} are not in the class list (pass --classes or "
-                             "--ignore-index)", path)
+            hint = ("list them in the classes file" if names else "pass --classes") + (
+                ", or --ignore-index" if path == paths[1] or not names else "")
+            raise InputError(f"class ids {vals} are not in the class list ({hint})", path)
     acc.update(p, r)
 
 

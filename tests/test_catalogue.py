@@ -161,6 +161,8 @@ def world(tmp_path_factory):
     (root / "bad.csv").write_text("ImageId,BuildingId,PolygonWKT_Pix,Confidence\nimg,1,POLYGON ((0 0,,\n")
     (root / "bad.yaml").write_text("- just\n- a list\n")
     (root / "classes.json").write_text("{not json")
+    (root / "classes_from1.json").write_text('{"1": "building"}')     # labels.tif holds 0 too
+    (root / "classes_twice.json").write_text('{"0": "other", "1": "other"}')
     return root
 
 
@@ -434,6 +436,12 @@ C = [
      ["bad.csv"], "."),
     ("evaluate-bad-classes-file", ["evaluate", "labels.tif", "labels.tif", "--task", "segmentation",
                                    "--classes", "classes.json"], 2, ["classes.json"], "."),
+    ("evaluate-class-id-not-listed", ["evaluate", "labels.tif", "labels.tif", "--task",
+                                      "segmentation", "--classes", "classes_from1.json"], 2,
+     ["labels.tif", "[0]", "class list"], "."),
+    ("evaluate-class-name-twice", ["evaluate", "labels.tif", "labels.tif", "--task", "segmentation",
+                                   "--classes", "classes_twice.json"], 2,
+     ["classes_twice.json", "'other'"], "."),
     ("evaluate-bad-format", ["evaluate", "pre.tif", "post.tif", "--format", "xml"], 2, ["--format"], "."),
     ("evaluate-iou-above-1", ["evaluate", "buildings.gpkg", "buildings.gpkg", "--task", "footprints",
                               "--iou", "1.5"], 2, ["--iou"], "."),

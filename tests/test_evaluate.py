@@ -3,10 +3,11 @@ import json
 import geopandas as gpd
 import numpy as np
 import pytest
-from shapely.geometry import box
+from shapely.geometry import Polygon, box
 
 import rasterio
 
+from rsgeo.errors import InputError
 from rsgeo.evaluate import evaluate
 from rsgeo.metrics.footprints import match
 from rsgeo.metrics.height import HeightAccumulator
@@ -112,6 +113,46 @@ def test_confidence_order_decides_who_matches():
     low, high = box(0, 0, 10, 9), box(0, 0, 10, 8)
     r = match([low, high], ref, confidence=[0.1, 0.9])
     assert (r["tp"], r["fp"], r["fn"]) == (1, 1, 0)
+
+
+def test_footprints_follow_solaris_on_invalid_and_degenerate_polygons():
+    """solaris' calculate_iou: an invalid reference has IoU 0 (an FN, never a crash); FN
+    counts references of area > 0 only; a prediction's area test comes before buffer(0)
+    (a bowtie of signed area 0 is dropped, not an FP); equal IoUs go to the first reference."""
+    bowtie = Polygon([(0, 0), (2, 2), (2, 0), (0, 2)])            # invalid, signed area 0
+    loop = Polygon([(0, 0), (4, 0), (4, 4), (2, 2), (0, 4), (2, 2)])  # invalid, area > 0
+    r = match([box(0, 0, 4, 4), box(10, 10, 12, 12)], [loop, box(10, 10, 12, 12)])
+    assert (r["tp"], r["fp"], r["fn"]) == (1, 1, 1)
+    flat = Polygon([(0, 0), (1, 0), (2, 0)])                       # not empty, area 0
+    r = match([box(5, 5, 6, 6)], [flat, box(5, 5, 6, 6)])
+    assert (r["tp"], r["fp"], r["fn"]) == (1, 0, 0)
+    r = match([bowtie], [box(0, 0, 2, 2)])
+    assert (r["tp"], r["fp"], r["fn"]) == (0, 0, 1)
+    a, b = box(-1, 0, 3, 1), box(1, 0, 5, 1)                       # IoU 0.6 with the first
+    r = match([box(0, 0, 4, 1), box(-1, 0, 3, 1)], [a, b])           # prediction: a tie, a wins
+    assert (r["tp"], r["fp"], r["fn"]) == (1, 1, 1)
+
+
+def test_segmentation_ids_missing_from_the_classes_file_are_refused(tmp_path):
+    """Classes 1-3 named: a prediction of 0 was counted, then dropped with class 0's row and
+    column, so a map 30 % wrong scored mIoU 1.0."""
+    rng = np.random.default_rng(0)
+    ref = rng.integers(1, 4, (30, 40)).astype(np.uint8)
+    pred = np.where(rng.random(ref.shape) < 0.3, 0, ref).astype(np.uint8)
+    (tmp_path / "c.json").write_text(json.dumps({"1": "road", "2": "tree", "3": "roof"}))
+    p, r = make_raster(tmp_path / "p.tif", pred), make_raster(tmp_path / "r.tif", ref)
+    with pytest.raises(InputError, match=r"p\.tif.*class ids \[0\]"):
+        evaluate(p, r, task="segmentation", classes=tmp_path / "c.json")
+    with pytest.raises(InputError, match=r"p\.tif.*class ids \[0\].*--ignore-index"):
+        evaluate(r, p, task="segmentation", classes=tmp_path / "c.json")   # p.tif as REF
+    (tmp_path / "c4.json").write_text(json.dumps({"0": "other", "1": "road", "2": "tree",
+                                                  "3": "roof"}))
+    s = evaluate(p, r, task="segmentation", classes=tmp_path / "c4.json")["summary"]
+    iou = {c: ((pred == c) & (ref == c)).sum() / ((pred == c) | (ref == c)).sum()
+           for c in (0, 1, 2, 3)}
+    assert iou[0] == 0 and s["iou_road"] == pytest.approx(iou[1]) and iou[1] < 0.75
+    assert s["miou"] == pytest.approx(np.mean(list(iou.values())))
+    assert s["oa"] == pytest.approx((pred == ref).mean())
 
 
 def test_spacenet_reference_numbers(realdata):
@@ -271,3 +312,82 @@ def test_height_pieces_with_and_without_nodata(tmp_path, dtype, nodata):
     assert got["n_pixels"] == int(ok.sum()) == want["n_pixels"]
     for k, v in want.items():
         assert got[k] == pytest.approx(v, rel=1e-9), k
+
+
+def _solaris_counts(preds, refs, conf=None, miniou=0.5, min_area=0.0):
+    """solaris' eval_iou_spacenet_csv + calculate_iou as plain loops: (tp, fp, fn)."""
+    order = sorted(range(len(preds)), key=lambda i: -conf[i]) if conf is not None else \
+        range(len(preds))
+    gt = [j for j, r in enumerate(refs) if r.area >= min_area]
+    props = [i for i in order if preds[i].area > min_area]
+    tp = 0
+    for i in props:
+        g = preds[i] if preds[i].is_valid else preds[i].buffer(0.0)
+        best, best_j = None, None
+        for j in gt:                                   # idxmax: the first of equal IoUs
+            if refs[j].intersects(g):
+                s = (g.intersection(refs[j]).area / g.union(refs[j]).area
+                     if g.is_valid and refs[j].is_valid else 0.0)
+                if best is None or s > best:
+                    best, best_j = s, j
+        if best is not None and best > miniou:
+            tp += 1
+            gt.remove(best_j)
+    return tp, len(props) - tp, sum(1 for j in gt if refs[j].area > 0)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_footprints_equal_plain_solaris_loops(seed):
+    import shapely
+
+    rng = np.random.default_rng(seed)
+
+    def poly():
+        x, y, w, h = *rng.uniform(0, 20, 2), *rng.uniform(0.5, 4, 2)
+        kind = rng.random()
+        if kind < 0.1:
+            return Polygon([(x, y), (x + w, y + h), (x + w, y), (x, y + h)])      # bowtie
+        if kind < 0.15:
+            return Polygon([(x, y), (x + w, y), (x + 2 * w, y)])                  # area 0
+        return box(x, y, x + w, y + h)
+
+    refs = [poly() for _ in range(rng.integers(0, 12))]
+    preds = [shapely.affinity.translate(r, *rng.normal(0, 0.4, 2)) for r in refs
+             if rng.random() < 0.8] + [poly() for _ in range(rng.integers(0, 5))]
+    conf = rng.integers(0, 3, len(preds)).astype(float) if seed % 2 else None
+    min_area = 2.0 if seed % 3 == 0 else 0.0
+    r = match(preds, refs, min_area=min_area, confidence=conf)
+    assert (r["tp"], r["fp"], r["fn"]) == _solaris_counts(preds, refs, conf, 0.5, min_area)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_segmentation_and_change_equal_plain_counts(tmp_path, seed):
+    """Per-class IoU, mIoU, OA and change F1 from per-pixel loops, with nodata in PRED,
+    255 ignored in REF, named and unnamed classes and any strip height."""
+    rng = np.random.default_rng(seed)
+    k, (h, w) = int(rng.integers(2, 6)), (int(x) for x in rng.integers(1, 60, 2))
+    ref = rng.integers(0, k, (h, w)).astype(np.uint8)
+    pred = np.where(rng.random((h, w)) < 0.6, ref, rng.integers(0, k, (h, w))).astype(np.uint8)
+    ref[rng.random((h, w)) < 0.1] = 255
+    pred[rng.random((h, w)) < 0.05] = 200                       # PRED's nodata
+    keep = (ref != 255) & (pred != 200)
+    pairs = list(zip(pred[keep].tolist(), ref[keep].tolist()))
+    named = seed % 2 == 0
+    (tmp_path / "c.json").write_text(json.dumps({str(i): f"c{i}" for i in range(k)}))
+    classes = range(k) if named else sorted({c for pair in pairs for c in pair})
+    p, r = make_raster(tmp_path / "p.tif", pred, nodata=200), make_raster(tmp_path / "r.tif", ref)
+    s = evaluate(p, r, task="segmentation", classes=tmp_path / "c.json" if named else None,
+                 ignore_index=255, strip_rows=int(rng.integers(1, 20)))["summary"]
+    ious = []
+    for c in classes:
+        tp = sum(a == c and b == c for a, b in pairs)
+        union = sum(a == c or b == c for a, b in pairs)
+        ious.append(tp / union if union else 0.0)
+        assert s[f"iou_{f'c{c}' if named else c}"] == pytest.approx(ious[-1])
+    assert s["miou"] == pytest.approx(np.mean(ious))
+    assert s["oa"] == pytest.approx(sum(a == b for a, b in pairs) / len(pairs))
+    c = evaluate(p, r, task="change", ignore_index=255)["summary"]
+    tp = sum(a != 0 and b != 0 for a, b in pairs)
+    fp, fn = sum(a != 0 and b == 0 for a, b in pairs), sum(a == 0 and b != 0 for a, b in pairs)
+    assert c["change_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    assert c["change_iou"] == pytest.approx(tp / (tp + fp + fn) if tp else 0.0)

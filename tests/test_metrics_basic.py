@@ -89,3 +89,64 @@ def test_symmetry_where_it_holds(seed):
     if (a > 1).any() and (b > 1).any():
         assert rx["precision_1"] == pytest.approx(ry["recall_1"])
         assert rx["f1he_1"] == pytest.approx(ry["f1he_1"])
+
+
+def _plain_height_metrics(images, t=1.0, floor=0.1):
+    """The module docstring's definitions as plain loops over pixels (ratio: float32 quotient)."""
+    etas = (1.25, 1.25 ** 2, 1.25 ** 3)
+    n, s_abs, s_sq, delta, counts = 0, 0.0, 0.0, [0, 0, 0], np.zeros((3, 3), int)
+    for pred, ref in images:
+        img, has_ref = np.zeros((3, 3), int), False
+        for p, g in zip(np.ravel(pred).tolist(), np.ravel(ref).tolist()):
+            if not (np.isfinite(p) and np.isfinite(g)):
+                continue
+            n, s_abs, s_sq = n + 1, s_abs + abs(p - g), s_sq + (p - g) ** 2
+            pc, gc = (np.float32(max(v, np.float32(floor))) for v in (p, g))
+            ratio = max(pc / gc, gc / pc)
+            has_ref |= g > t
+            for k, eta in enumerate(etas):
+                delta[k] += bool(ratio < eta)
+                img[k] += (p > t and g > t and ratio < eta, p > t >= g, g > t >= p)
+        counts += img if has_ref else 0
+    out = {"n_pixels": n, "mae": s_abs / n, "rmse": (s_sq / n) ** 0.5}
+    for k in range(3):
+        tp, fp, fn = counts[k].tolist()
+        prec, rec = (tp / (tp + fp) if tp + fp else 0.0), (tp / (tp + fn) if tp + fn else 0.0)
+        out.update({f"delta{k + 1}": delta[k] / n, f"precision_{k + 1}": prec,
+                    f"recall_{k + 1}": rec,
+                    f"f1he_{k + 1}": 2 * prec * rec / (prec + rec) if prec + rec else 0.0})
+    return out
+
+
+@given(st.integers(0, 10 ** 6))
+@settings(max_examples=25, deadline=None)
+def test_height_metrics_equal_plain_definitions_on_adversarial_values(seed):
+    """Negative and zero heights, exactly T, exact ratio bounds (x1.25, x0.8), NaN/inf
+    nodata, an all-ground and an all-invalid image, any window split, and the torch path."""
+    import torch
+
+    from rsgeo.tasks.scores import height_update
+
+    rng = np.random.default_rng(seed)
+    h, w = (int(x) for x in rng.integers(1, 14, 2))
+    ref = np.where(rng.random((3, h, w)) < 0.4, rng.choice([0, -0.5, 1.0, 0.05]),
+                   rng.uniform(-2, 30, (3, h, w))).astype(np.float32)
+    pred = (ref * rng.choice([1, 1.25, 0.8, 1.5625], ref.shape)
+            + rng.normal(0, rng.choice([0, 0.5, 3]), ref.shape)).astype(np.float32)
+    pred[rng.random(ref.shape) < 0.1] = rng.choice([1.0, 0.0, np.nan])
+    ref[rng.random(ref.shape) < 0.05] = np.inf
+    ref[1] = np.minimum(ref[1], 0.5)          # all ground: in MAE, not in F1^HE
+    pred[2] = np.nan                          # no valid pixel: an image of nothing
+    pred[0, 0, 0], ref[0, 0, 0] = 2.0, np.float32(1.6)   # exact ratio 1.25 - 1.5e-8 -> 1.25
+    want = _plain_height_metrics(zip(pred, ref))
+    rows = int(rng.integers(1, h + 1))
+    streamed, batched = HeightAccumulator(), HeightAccumulator()
+    for p, g in zip(pred, ref):
+        for r0 in range(0, h, rows):
+            streamed.update_window(p[r0:r0 + rows], g[r0:r0 + rows])
+        streamed.end_image()
+    height_update(batched, torch.from_numpy(pred), torch.from_numpy(ref))
+    for got in (streamed.result(), batched.result()):
+        assert got["n_images"] == 3
+        for k, v in want.items():   # |d| and d² are float32 (summed in float64): 1e-7
+            assert got[k] == pytest.approx(v, rel=1e-7 if k in ("mae", "rmse") else 1e-12), k

@@ -2,13 +2,18 @@
 
 Rules (as ``eval_iou_spacenet_csv``):
 
-- reference polygons with area < ``min_area`` are dropped, predictions with area <=
-  ``min_area`` too (SpaceNet: 20 px² on pixel coordinates);
+- reference polygons with area < ``min_area`` are dropped, and those of area 0 (empty or
+  degenerate: never matched, and not counted as FN); predictions with area <= ``min_area``
+  are dropped too, their area taken as given (SpaceNet: 20 px² on pixel coordinates);
 - predictions are visited in descending order of ``confidence`` when given (stable for
-  ties), else in file order; an invalid prediction is repaired with ``buffer(0)``;
+  ties), else in file order; an invalid prediction is repaired with ``buffer(0)`` (after
+  the area test: a self-crossing "bowtie" of signed area 0 is dropped, as by solaris);
 - each visited prediction is paired with the *remaining* reference polygon of highest
-  IoU; it is a match only if that IoU > ``iou`` (strict), and the reference is then
-  removed; TP = matches, FP = other predictions, FN = references left;
+  IoU (the first in file order on ties); it is a match only if that IoU > ``iou``
+  (strict), and the reference is then removed; an invalid reference polygon (or a
+  prediction still invalid after repair) has IoU 0, so it is never matched: the
+  reference counts as FN (solaris' ``calculate_iou``); TP = matches, FP = other
+  predictions, FN = references left;
 - precision, recall and F1 are 0 when undefined.
 
 Candidates come from an STRtree query (only intersecting references are scored).
@@ -35,26 +40,30 @@ def match(pred_geoms, ref_geoms, iou: float = 0.5, min_area: float = 0.0,
     ref = np.asarray(ref_geoms, dtype=object)
     if len(ref):
         ref = ref[~shapely.is_empty(ref)]
-        ref = ref[shapely.area(ref) >= min_area] if min_area else ref
+        area = shapely.area(ref)
+        ref = ref[(area > 0) & (area >= min_area)]
     if len(pred):
         keep = ~shapely.is_empty(pred)
         conf = None if confidence is None else np.asarray(confidence, float)[keep]
         pred = pred[keep]
+        big = shapely.area(pred) > min_area
+        pred = pred[big]
         bad = ~shapely.is_valid(pred)
         if bad.any():
             pred[bad] = shapely.buffer(pred[bad], 0)
-        big = shapely.area(pred) > min_area
-        pred = pred[big]
         if conf is not None:
             conf = conf[big]
             pred = pred[np.argsort(-conf, kind="stable")]
     tree = shapely.STRtree(ref) if len(ref) else None
-    free = np.ones(len(ref), bool)
+    free = shapely.is_valid(ref)      # an invalid reference is never matched (IoU 0)
+    unmatched = np.ones(len(ref), bool)
     tp = 0
     for g in pred:
         if tree is None:
             break
-        cand = tree.query(g)
+        if not shapely.is_valid(g):  # still invalid after buffer(0): IoU 0
+            continue
+        cand = np.sort(tree.query(g))  # file order: the first of equal IoUs wins
         cand = cand[free[cand]]
         if not len(cand):
             continue
@@ -63,9 +72,9 @@ def match(pred_geoms, ref_geoms, iou: float = 0.5, min_area: float = 0.0,
         ious = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
         best = int(np.argmax(ious))
         if ious[best] > iou:
-            free[cand[best]] = False
+            free[cand[best]] = unmatched[cand[best]] = False
             tp += 1
-    return _prf(tp, len(pred) - tp, int(free.sum()))
+    return _prf(tp, len(pred) - tp, int(unmatched.sum()))
 
 
 def score_footprints(pred_gdf, ref_gdf, iou: float = 0.5, min_area: float = 0.0,

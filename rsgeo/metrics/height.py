@@ -14,7 +14,12 @@ The rsgeo protocol, for real-world rasters of any size:
   call, or the windows between :meth:`update_window` calls and :meth:`end_image`;
 - delta accuracies use heights clamped to a floor of ``FLOOR`` = 0.1 m, so ground-on-ground
   pixels count as accurate (ratio 1) and 30 cm of noise on bare ground does not (ratio 3);
-- precision, recall and F1 are 0 when their denominators are 0.
+- precision, recall and F1 are 0 when their denominators are 0;
+- heights are float32 and ``ratio`` is their float32 quotient (correctly rounded, as in the
+  published float32 code; the torch path of :mod:`rsgeo.tasks.scores` gives the same
+  counts): an exact ratio less than half a float32 step (6e-8 relative) below ``eta``
+  rounds to ``eta`` and is not accurate. Decimal heights (centimetres) whose true ratio is
+  exactly 1.25 are not exact in binary, so no float type puts all of them on one side.
 """
 
 from __future__ import annotations
