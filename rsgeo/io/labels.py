@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from rsgeo.errors import InputError
-from rsgeo.io.raster import valid_mask
-from rsgeo.io.reader import block_shape, read_strips
 
 IGNORE = 255
 #: the values a change mask may hold (after ``--label-map``): no change, change, ignore
@@ -194,6 +192,10 @@ def check_label_raster(ds, path, key: str = "labels", label_map=None,
     and names every stray value in one line. Stops early once more than 256 distinct
     values turned up (then some are not class ids 0..255).
     """
+    # lazy: rasterio; prepare's CLI module imports this module for `rsgeo --help`
+    from rsgeo.io.raster import valid_mask
+    from rsgeo.io.reader import block_shape, read_strips
+
     rows = max(1, LABEL_STRIP_PIXELS // max(1, ds.width))
     bh = block_shape(ds)[0]
     rows = rows // bh * bh if rows > bh else rows
