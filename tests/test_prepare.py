@@ -262,14 +262,16 @@ def test_label_rasters_are_read_through_in_strips_before_the_dataset_is_touched(
     before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns)
                     for p in (tmp_path / "ds").rglob("*"))
     strips = []
-    real = labels.read_strips
+    from rsgeo.io import reader
+
+    real = reader.read_strips  # check_label_raster imports it when called (rasterio: lazy)
     monkeypatch.setattr(labels, "LABEL_STRIP_PIXELS", 64 * 16)
 
     def counted(ds, rows, **kw):
         strips.append(rows)
         yield from real(ds, rows, **kw)
 
-    monkeypatch.setattr(labels, "read_strips", counted)
+    monkeypatch.setattr(reader, "read_strips", counted)
 
     def no_dataset(*a, **k):
         raise AssertionError("the dataset folder was opened before the labels were checked")
