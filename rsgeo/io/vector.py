@@ -45,8 +45,13 @@ def driver_for(path: str | os.PathLike) -> str | None:
 
 
 def write_vector(gdf, path: str | os.PathLike, *, overwrite: bool = False,
-                 layer: str | None = None) -> Path:
-    """Write a GeoDataFrame atomically; refuses a frame without CRS."""
+                 layer: str | None = None, empty_type: str = "Polygon") -> Path:
+    """Write a GeoDataFrame atomically; refuses a frame without CRS.
+
+    A frame without a geometry (no building found) is written as a layer of ``empty_type``
+    (every rsgeo layer holds polygons), not of OGR's "Unknown", so GIS software styles it as
+    it styles the non-empty layers; otherwise the type is the geometries' own.
+    """
     if gdf.crs is None:
         raise ValueError("refusing to write vectors without a CRS")
     driver = driver_for(path)
@@ -54,13 +59,33 @@ def write_vector(gdf, path: str | os.PathLike, *, overwrite: bool = False,
         log.warning("%s: GeoJSON names a CRS only by its code, and this one has none; written "
                     "in EPSG:4326 (write .gpkg to keep the CRS)", path)
         gdf = gdf.to_crs(4326)
+    empty = not gdf.geometry.notna().any()
     with atomic_path(path, overwrite) as tmp:
         if driver is None:
             gdf.to_parquet(tmp)
+            if empty:
+                _declare_parquet_type(tmp, empty_type)
         else:  # the layer named after the file, not the temporary name it is written under
+            typed = {"geometry_type": empty_type} if empty else {}
             with _fixed_gpkg_date():
-                gdf.to_file(tmp, driver=driver, engine="pyogrio", layer=layer or Path(path).stem)
+                gdf.to_file(tmp, driver=driver, engine="pyogrio", layer=layer or Path(path).stem,
+                            **typed)
     return Path(path)
+
+
+def _declare_parquet_type(path: Path, geometry_type: str) -> None:
+    """Rewrite an empty GeoParquet file's ``geometry_types`` (``[]``, "unknown", as
+    geopandas writes it) as ``[geometry_type]``."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    meta = dict(table.schema.metadata)
+    geo = json.loads(meta[b"geo"])
+    geo["columns"][geo["primary_column"]]["geometry_types"] = [geometry_type]
+    meta[b"geo"] = json.dumps(geo).encode()
+    pq.write_table(table.replace_schema_metadata(meta), path)
 
 
 @contextmanager

@@ -1,0 +1,87 @@
+"""What a GIS user sees when opening rsgeo's outputs in QGIS, geopandas or GDAL: field
+types, layer geometry types, ring orientation, raster band metadata and colour tables."""
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+from shapely.geometry import box
+
+from rsgeo.damage import damage_map
+from tests.conftest import make_raster
+
+X0, Y0 = 500000.0, 4100000.0   # make_raster's origin (UTM 33N, 0.5 m pixels)
+
+
+def _pair(tmp_path, damaged=True):
+    """PRE with two buildings (12 m, 8 m); POST with the first one collapsed to 1 m."""
+    pre = np.zeros((120, 100), np.float32)
+    pre[20:60, 20:60] = 12.0
+    pre[70:100, 50:90] = 8.0
+    post = pre.copy()
+    if damaged:
+        post[20:60, 20:60] = 1.0
+    return (make_raster(tmp_path / "pre.tif", pre, nodata=-9999),
+            make_raster(tmp_path / "post.tif", post, nodata=-9999))
+
+
+def _buildings(tmp_path):
+    g = gpd.GeoDataFrame({"name": ["big", "small", "far"]},
+                         geometry=[box(X0 + 10, Y0 - 30, X0 + 30, Y0 - 10),
+                                   box(X0 + 25, Y0 - 50, X0 + 45, Y0 - 35),
+                                   box(X0 + 1000, Y0 - 1000, X0 + 1010, Y0 - 990)], crs=32633)
+    g.to_file(tmp_path / "buildings.gpkg")
+    return tmp_path / "buildings.gpkg"
+
+
+def _field_types(path) -> dict:
+    info = pyogrio.read_info(path)
+    return dict(zip(info["fields"], info["ogr_types"]))
+
+
+@pytest.mark.parametrize("ext", ["gpkg", "fgb"])
+def test_damage_pixel_counts_are_integer_fields_with_buildings(tmp_path, ext):
+    # a building outside the raster has no statistics: its NaN once made every count a float
+    a, b = _pair(tmp_path)
+    damage_map(a, b, tmp_path / "d.tif", tmp_path / f"d.{ext}", buildings=_buildings(tmp_path))
+    assert _field_types(tmp_path / f"d.{ext}")["pixels"] == "OFTInteger64"
+    g = gpd.read_file(tmp_path / f"d.{ext}").set_index("name")
+    assert g.loc["big", "pixels"] == 40 * 40 and g.loc["far", "pixels"] == 0
+    assert g.loc["far", "coverage"] == "outside" and np.isnan(g.loc["far", "area_m2"])
+
+
+def test_damage_pixel_counts_are_integer_in_geoparquet(tmp_path):
+    a, b = _pair(tmp_path)
+    damage_map(a, b, tmp_path / "d.tif", tmp_path / "d.parquet", buildings=_buildings(tmp_path))
+    assert gpd.read_parquet(tmp_path / "d.parquet")["pixels"].dtype == np.int64
+
+
+@pytest.mark.parametrize("ext", ["gpkg", "fgb"])
+def test_empty_damage_layer_is_typed_as_the_non_empty_one(tmp_path, ext):
+    a, b = _pair(tmp_path)
+    damage_map(a, b, tmp_path / "full.tif", tmp_path / f"full.{ext}")
+    (tmp_path / "intact").mkdir()
+    _, same = _pair(tmp_path / "intact", damaged=False)
+    s = damage_map(a, same, tmp_path / "empty.tif", tmp_path / f"empty.{ext}")
+    assert s["features"] == 0
+    full, empty = (pyogrio.read_info(tmp_path / f"{n}.{ext}") for n in ("full", "empty"))
+    assert full["geometry_type"] == "Polygon"
+    assert empty["geometry_type"] == full["geometry_type"]
+    assert _field_types(tmp_path / f"empty.{ext}") == _field_types(tmp_path / f"full.{ext}")
+
+
+def test_empty_footprints_layer_is_polygon_typed_also_in_geoparquet(tmp_path):
+    from rsgeo.footprints import footprints
+
+    prob = make_raster(tmp_path / "p.tif", np.zeros((64, 64), np.float32))
+    for ext in ("gpkg", "fgb"):
+        assert footprints(prob, tmp_path / f"f.{ext}")["features"] == 0
+        assert pyogrio.read_info(tmp_path / f"f.{ext}")["geometry_type"] == "Polygon"
+    footprints(prob, tmp_path / "f.parquet")
+    import pyarrow.parquet as pq
+
+    geo = json.loads(pq.read_schema(tmp_path / "f.parquet").metadata[b"geo"])
+    assert geo["columns"][geo["primary_column"]]["geometry_types"] == ["Polygon"]
+    assert len(gpd.read_parquet(tmp_path / "f.parquet")) == 0
