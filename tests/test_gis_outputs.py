@@ -85,3 +85,48 @@ def test_empty_footprints_layer_is_polygon_typed_also_in_geoparquet(tmp_path):
     geo = json.loads(pq.read_schema(tmp_path / "f.parquet").metadata[b"geo"])
     assert geo["columns"][geo["primary_column"]]["geometry_types"] == ["Polygon"]
     assert len(gpd.read_parquet(tmp_path / "f.parquet")) == 0
+
+
+def _ring_orientation(geojson_path) -> set:
+    """{(ring index 0 = exterior, is counter-clockwise)} over every polygon of the file."""
+    import shapely
+
+    out = set()
+    for f in json.loads(geojson_path.read_text())["features"]:
+        g = f["geometry"]
+        polys = [g["coordinates"]] if g["type"] == "Polygon" else g["coordinates"]
+        for rings in polys:
+            out |= {(min(i, 1), bool(shapely.is_ccw(shapely.LinearRing(r))))
+                    for i, r in enumerate(rings)}
+    return out
+
+
+def test_geojson_follows_the_right_hand_rule_for_clockwise_input_footprints(tmp_path):
+    # footprints drawn clockwise with counter-clockwise holes (ESRI's order), kept as given
+    # by the GeoPackage, pass through damage-map --buildings and building-heights
+    from shapely.geometry import Polygon
+
+    from rsgeo.footprints.heights import building_heights
+
+    a, b = _pair(tmp_path)
+    cw = Polygon([(X0 + 10, Y0 - 30), (X0 + 10, Y0 - 10), (X0 + 30, Y0 - 10), (X0 + 30, Y0 - 30)],
+                 [[(X0 + 15, Y0 - 25), (X0 + 20, Y0 - 25), (X0 + 20, Y0 - 20), (X0 + 15, Y0 - 20)]])
+    assert not cw.exterior.is_ccw and cw.interiors[0].is_ccw
+    gpd.GeoDataFrame({"name": ["big"]}, geometry=[cw], crs=32633).to_file(tmp_path / "cw.gpkg")
+    damage_map(a, b, tmp_path / "d.tif", tmp_path / "d.geojson", buildings=tmp_path / "cw.gpkg")
+    building_heights(a, tmp_path / "cw.gpkg", tmp_path / "h.geojson")
+    for out in ("d.geojson", "h.geojson"):
+        assert _ring_orientation(tmp_path / out) == {(0, True), (1, False)}, out
+        # the CRS rules stay: a CRS with an EPSG code is kept, coordinates in metres
+        g = gpd.read_file(tmp_path / out)
+        assert g.crs.to_epsg() == 32633 and g.total_bounds[0] == pytest.approx(X0 + 10)
+
+
+def test_geojson_of_rsgeo_traced_polygons_follows_the_right_hand_rule(tmp_path):
+    from rsgeo.footprints import footprints
+
+    m = np.zeros((64, 64), np.uint8)
+    m[10:50, 10:50] = 1
+    m[20:30, 20:30] = 0    # a courtyard
+    footprints(make_raster(tmp_path / "m.tif", m), tmp_path / "f.geojson", regularise=False)
+    assert _ring_orientation(tmp_path / "f.geojson") == {(0, True), (1, False)}

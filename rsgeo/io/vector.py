@@ -4,7 +4,8 @@
 sequence), ``.parquet`` (GeoParquet), ``.fgb`` (FlatGeobuf). GeoJSON is written as a
 FeatureCollection, so QGIS shows it; it can only name a CRS by its authority code, so
 frames in a CRS without one are written in EPSG:4326 (RFC 7946's CRS; GeoJSON sequences
-always are). Shapefiles are refused: they cut field names to 10 characters
+always are). Polygons in GeoJSON follow RFC 7946's right-hand rule (exterior rings
+counter-clockwise, holes clockwise), whatever the frame's ring order. Shapefiles are refused: they cut field names to 10 characters
 (``height_median_m`` and ``height_max_m`` would collide) and are several files, which one
 atomic rename cannot publish.
 """
@@ -59,6 +60,8 @@ def write_vector(gdf, path: str | os.PathLike, *, overwrite: bool = False,
         log.warning("%s: GeoJSON names a CRS only by its code, and this one has none; written "
                     "in EPSG:4326 (write .gpkg to keep the CRS)", path)
         gdf = gdf.to_crs(4326)
+    if driver in ("GeoJSON", "GeoJSONSeq"):
+        gdf = right_hand(gdf)
     empty = not gdf.geometry.notna().any()
     with atomic_path(path, overwrite) as tmp:
         if driver is None:
@@ -71,6 +74,28 @@ def write_vector(gdf, path: str | os.PathLike, *, overwrite: bool = False,
                 gdf.to_file(tmp, driver=driver, engine="pyogrio", layer=layer or Path(path).stem,
                             **typed)
     return Path(path)
+
+
+def right_hand(gdf):
+    """``gdf`` with its polygons' rings in RFC 7946's order (section 3.1.6): exterior rings
+    counter-clockwise, holes clockwise. GDAL's GeoJSON driver writes rings as given (only
+    its RFC7946=YES mode, which also forces EPSG:4326, orients them), and footprints a user
+    gives (ESRI's convention is clockwise) pass through damage-map and building-heights."""
+    import shapely
+
+    geoms = gdf.geometry.to_numpy()
+    if hasattr(shapely, "orient_polygons"):  # shapely >= 2.1
+        fixed = shapely.orient_polygons(geoms)
+    else:
+        from shapely.geometry import MultiPolygon
+        from shapely.geometry.polygon import orient
+
+        fixed = [orient(g) if g is not None and g.geom_type == "Polygon" else
+                 MultiPolygon([orient(p) for p in g.geoms])
+                 if g is not None and g.geom_type == "MultiPolygon" else g for g in geoms]
+    out = gdf.copy()
+    out[gdf.geometry.name] = gdf.geometry.__class__(fixed, index=gdf.index, crs=gdf.crs)
+    return out
 
 
 def _declare_parquet_type(path: Path, geometry_type: str) -> None:
