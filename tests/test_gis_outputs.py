@@ -130,3 +130,27 @@ def test_geojson_of_rsgeo_traced_polygons_follows_the_right_hand_rule(tmp_path):
     m[20:30, 20:30] = 0    # a courtyard
     footprints(make_raster(tmp_path / "m.tif", m), tmp_path / "f.geojson", regularise=False)
     assert _ring_orientation(tmp_path / "f.geojson") == {(0, True), (1, False)}
+
+
+def test_damage_rasters_carry_class_names_units_and_a_transparent_background(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    import rasterio
+
+    a, b = _pair(tmp_path)
+    damage_map(a, b, tmp_path / "d.tif")
+    names = ["no structure", "intact", "minor", "major", "destroyed"]
+    with rasterio.open(tmp_path / "d.tif") as ds:
+        # a GeoTIFF palette is RGB only: class 0 came back opaque black, hiding the imagery
+        cmap = ds.colormap(1)
+        assert cmap[0][3] == 0 and cmap[255][3] == 0 and cmap[4] == (200, 0, 0, 255)
+        tags = ds.tags()
+        assert [tags[f"class_{i}"] for i in range(5)] == names
+        assert json.loads(tags["classes"])["4"] == "destroyed" and tags["units"] == "class"
+        assert ds.descriptions == ("damage class",) and ds.units == ("class",)
+    # GDAL keeps category names (gdalinfo's "Categories") only in its .aux.xml side file
+    side = ET.parse(tmp_path / "d.tif.aux.xml").getroot()
+    assert [c.text for c in side.iter("Category")] == names
+    with rasterio.open(tmp_path / "d_loss.tif") as ds:
+        assert ds.units == ("metre",) and ds.tags()["units"] == "metre"
+        assert ds.descriptions == ("height loss (pre - post)",) and ds.nodata == -9999

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from contextlib import ExitStack
@@ -23,11 +24,22 @@ from rsgeo.io.raster import (Grid, align_to, check_overlap, open_raster, pixel_a
 from rsgeo.io.reader import read_strips
 from rsgeo.io.vector import write_vector
 from rsgeo.io.windows import strips
-from rsgeo.io.writer import HEIGHT_NODATA, open_output
+from rsgeo.io.writer import HEIGHT_NODATA, open_output, write_categories
 from rsgeo.progress import progress
 from rsgeo.viz import DAMAGE_COLORS
 
 log = logging.getLogger("rsgeo.damage")
+#: the classes of OUT.tif (255: nodata); its colour table is rsgeo.viz.DAMAGE_COLORS
+CLASS_NAMES = {0: "no structure", 1: "intact", 2: "minor", 3: "major", 4: "destroyed",
+               255: "nodata"}
+
+
+def class_tags(threshold: float) -> dict:
+    """The class raster's tags: ``class_<i>`` names and ``classes`` (JSON), as ``predict``
+    writes them, ``units`` and the threshold."""
+    return {"threshold_m": threshold, "units": "class",
+            "classes": json.dumps({str(k): v for k, v in CLASS_NAMES.items()}),
+            **{f"class_{k}": v for k, v in CLASS_NAMES.items()}}
 
 
 def loss_path(out: Path) -> Path:
@@ -107,14 +119,17 @@ def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, thresh
         sweep = Sweep(hin, bld, strip_rows, threshold, min_height, grades, px_area)
         if bld is None:
             sweep.find_regions(math.ceil(min_area / px_area) if min_area > 0 else 0)
-        meta = dict(co=co, overwrite=overwrite, tags={"threshold_m": threshold})
+        meta = dict(co=co, overwrite=overwrite)
         with open_output(out, grid, dtype="uint8", nodata=255, units="class",
-                         band_descriptions=["damage class"], **meta) as cls_dst, \
+                         band_descriptions=["damage class"], tags=class_tags(threshold),
+                         **meta) as cls_dst, \
                 open_output(loss_path(out), grid, dtype="float32", nodata=HEIGHT_NODATA,
                             units="metre", band_descriptions=["height loss (pre - post)"],
+                            tags={"threshold_m": threshold, "units": "metre"},
                             **{**meta, "co": loss_co or co}) as loss_dst:
             cls_dst.write_colormap(1, DAMAGE_COLORS)
             sweep.write_maps(cls_dst, loss_dst)
+    write_categories(out, {k: v for k, v in CLASS_NAMES.items() if k != 255}, DAMAGE_COLORS)
     table = sweep.stats.finish()
     gdf = (graded_buildings(bld, table) if bld is not None
            else regions_frame(sweep.pieces, table, grid.crs))
