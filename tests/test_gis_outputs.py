@@ -154,3 +154,36 @@ def test_damage_rasters_carry_class_names_units_and_a_transparent_background(tmp
     with rasterio.open(tmp_path / "d_loss.tif") as ds:
         assert ds.units == ("metre",) and ds.tags()["units"] == "metre"
         assert ds.descriptions == ("height loss (pre - post)",) and ds.nodata == -9999
+
+
+def _failing_vector_write(monkeypatch):
+    def full_disk(self, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gpd.GeoDataFrame, "to_file", full_disk)
+
+
+def test_damage_map_publishes_all_outputs_or_none(tmp_path, cli, monkeypatch):
+    # the rasters were published before the vectors were written: a failed vector write
+    # left a class and a loss raster that looked like a finished run
+    a, b = _pair(tmp_path)
+    inputs = sorted(p.name for p in tmp_path.iterdir())
+    _failing_vector_write(monkeypatch)
+    code, _, err = cli("damage-map", a, b, "-o", tmp_path / "out" / "d.tif")
+    assert code == 1 and "No space left" in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == inputs   # nor the folder it made
+
+
+def test_failed_overwrite_leaves_the_earlier_outputs_as_they_were(tmp_path, monkeypatch):
+    import hashlib
+
+    a, b = _pair(tmp_path)
+    damage_map(a, b, tmp_path / "d.tif")
+    outputs = ("d.tif", "d_loss.tif", "d.gpkg", "d.tif.aux.xml")
+    before = {n: hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in outputs}
+    _failing_vector_write(monkeypatch)
+    with pytest.raises(OSError, match="No space left"):
+        damage_map(a, b, tmp_path / "d.tif", threshold=5.0, overwrite=True)
+    after = {n: hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in outputs}
+    assert after == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
