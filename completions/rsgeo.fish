@@ -71,6 +71,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from doctor' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l task -xa 'height segmentation change footprints' -d 'What PRED and REF hold: height rasters, class rasters, change masks, o'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l protocol -xa 'rsgeo synrs3d' -d 'rsgeo (nodata-aware, pooled) or synrs3d (the published codes numbers)'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l format -xa 'table json csv' -d 'table, json (flat keys) or csv (one row per image + ALL).'
+complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l json -d 'Same as --format json, the flag every other command takes.'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -s o -l output -rF -d 'Output path.'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l align -xa 'nearest bilinear' -d 'Resample PRED onto REFs grid.'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l nodata -d 'Override the input nodata value (number or nan).'

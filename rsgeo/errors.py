@@ -35,6 +35,17 @@ class OutputExistsError(InputError):
         super().__init__("output exists (use --overwrite to replace it)", path)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside training (``rsgeo.cli.app`` raises it from its signal handler).
+
+    A ``KeyboardInterrupt``, so it unwinds like Ctrl-C: no ``except Exception`` swallows
+    it and every atomic output removes its temporary file on the way out. Exit code 143
+    (128 + SIGTERM), as a shell reports a process killed by it.
+    """
+
+    exit_code = 143
+
+
 class GridMismatchError(InputError):
     """Two rasters that must share a pixel grid do not."""
 

@@ -227,6 +227,21 @@ def test_bad_inputs_exit_2(tmp_path, cli):
     assert code == 0 and json.loads(out)["mae"] == 0
 
 
+def test_json_flag_is_an_alias_of_format_json(tmp_path, cli):
+    # every other command prints its machine-readable report with --json; evaluate refused it
+    rng = np.random.default_rng(0)
+    a = make_raster(tmp_path / "a.tif", rng.uniform(0, 20, (16, 16)).astype(np.float32))
+    b = make_raster(tmp_path / "b.tif", rng.uniform(0, 20, (16, 16)).astype(np.float32))
+    code, flag, err = cli("evaluate", a, b, "--json")
+    assert code == 0, err
+    code, old, _ = cli("evaluate", a, b, "--format", "json")
+    assert code == 0 and json.loads(flag) == json.loads(old) and "mae" in json.loads(flag)
+    code, _, _ = cli("evaluate", a, b, "--json", "-o", tmp_path / "m.json")
+    assert code == 0 and json.loads((tmp_path / "m.json").read_text()) == json.loads(old)
+    code, _, err = cli("evaluate", a, b, "--json", "--format", "csv")
+    assert code == 2 and "--json and --format csv" in err
+
+
 def test_a_raster_without_crs_is_never_aligned(tmp_path, cli):
     """PRED without a CRS was resampled with --align as if it were in REF's CRS and scored;
     rasters without CRS on one grid (benchmark tiles) are still scored pixel for pixel."""

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from rsgeo.errors import InputError, OutputExistsError
-from rsgeo.io.atomic import MARKER, atomic_path, check_output, claim_folder, write_marker
+from rsgeo.io.atomic import (MARKER, all_or_nothing, atomic_path, check_output, claim_folder,
+                             write_marker)
 from tests.conftest import make_raster
 
 
@@ -52,6 +53,26 @@ def test_overwrite_never_replaces_a_pipe_or_device(tmp_path, cli):
     code, _, err = cli("damage-map", pre, post, "-o", fifo, "--overwrite")
     assert code == 2 and "not a regular file" in err and len(err.strip().splitlines()) == 1
     assert fifo.is_fifo()
+
+
+def test_outputs_of_one_group_are_published_together_or_not_at_all(tmp_path):
+    a, b = tmp_path / "new" / "a.txt", tmp_path / "new" / "b.txt"
+    with pytest.raises(RuntimeError):
+        with all_or_nothing():
+            with atomic_path(a) as t:
+                t.write_text("a")
+            assert not a.exists()            # finished, but not published yet
+            raise RuntimeError("the last output failed")
+    assert not (tmp_path / "new").exists()
+    # publishing: another run published b meanwhile -> a is taken back, b is theirs
+    with pytest.raises(InputError, match="appeared"):
+        with all_or_nothing():
+            for p in (a, b):
+                with atomic_path(p) as t:
+                    t.write_text("ours")
+            b.write_text("theirs")
+    assert not a.exists() and b.read_text() == "theirs"
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["b.txt"]   # no temporary
 
 
 def test_output_equal_to_or_inside_an_input_is_refused(tmp_path):

@@ -1,9 +1,9 @@
 """The ``rsgeo`` Typer app: global options, command registration, errors -> exit codes.
 
-Exit codes: 0 ok, 1 runtime failure, 2 bad input or usage, 130 / 143 training stopped by
-SIGINT / SIGTERM after saving its checkpoint (``--resume`` continues it; 130 also for any
-other interruption). Errors print one line on stderr (``rsgeo: error: path: problem``);
-``-vv`` adds the traceback. Command modules import typer and light rsgeo modules
+Exit codes: 0 ok, 1 runtime failure, 2 bad input or usage, 130 / 143 stopped by SIGINT /
+SIGTERM: training after saving its checkpoint (``--resume`` continues it), any other command
+at once, its unfinished outputs removed (130 also for any other interruption). Errors
+print one line on stderr (``rsgeo: error: path: problem``); ``-vv`` adds the traceback. Command modules import typer and light rsgeo modules
 (``cli.options``, ``errors``, ``jsonout``, ``progress``, ``data.sources``) at module level;
 library modules that pull in torch, rasterio, geopandas or onnxruntime are imported inside
 the commands under a ``# lazy: keep rsgeo --help fast`` comment, so ``rsgeo --help`` and
@@ -17,6 +17,7 @@ import logging
 import re
 import signal
 import sys
+import threading
 import traceback
 from typing import Annotated, Optional
 
@@ -25,7 +26,7 @@ import typer
 from rsgeo import __version__, progress
 from rsgeo.cli.helptext import reflow
 from rsgeo.cli.options import finite_floats
-from rsgeo.errors import RsgeoError
+from rsgeo.errors import RsgeoError, Terminated
 
 app = typer.Typer(
     name="rsgeo",
@@ -85,7 +86,20 @@ def _register() -> None:
 _register()
 
 
-def _sigterm(signum, frame):  # turn SIGTERM into KeyboardInterrupt so atomic outputs clean up
+def _sigterm(signum, frame):
+    """SIGTERM -> :class:`~rsgeo.errors.Terminated` (a KeyboardInterrupt), so atomic outputs
+    remove their temporary files as for Ctrl-C; a second SIGTERM while unwinding is ignored
+    (it would cut the clean-up short). Training installs its own handler while it runs."""
+    if state.get("stopped_by"):
+        return
+    state["stopped_by"] = "SIGTERM"
+    raise Terminated
+
+
+def _sigint(signum, frame):
+    """Ctrl-C: Python's own KeyboardInterrupt, noted so that ``main`` can say so (Typer turns
+    a KeyboardInterrupt into a silent exit 130)."""
+    state["stopped_by"] = state.get("stopped_by") or "SIGINT"
     raise KeyboardInterrupt
 
 
@@ -150,7 +164,30 @@ def tidy_help(command) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (tests call this; ``run`` exits with it)."""
     argv = hoist_global_flags(sys.argv[1:] if argv is None else list(argv))
+    command = typer.main.get_command(app)
+    tidy_help(command)
+    finite_floats(command)
+    state["stopped_by"] = None
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signals: main thread only
+        for sig, handler in ((signal.SIGTERM, _sigterm), (signal.SIGINT, _sigint)):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        code = _run(command, argv)
+    finally:  # a test calling main() in-process gets its own handlers back
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    if state["stopped_by"] and code in (130, Terminated.exit_code):
+        if state["stopped_by"] == "SIGTERM":
+            print("rsgeo: stopped by SIGTERM; unfinished outputs removed", file=sys.stderr)
+            return Terminated.exit_code
+        print("rsgeo: interrupted; unfinished outputs removed", file=sys.stderr)
+        return 130
+    return code
 
+
+def _run(command, argv: list[str]) -> int:
+    """The command's exit code; errors as one line on stderr (see the module docstring)."""
     try:  # recent typer vendors click as typer._click; older releases use click itself
         from typer._click.exceptions import ClickException
         exits, aborts = (typer.Exit,), (typer.Abort, KeyboardInterrupt)
@@ -158,13 +195,6 @@ def main(argv: list[str] | None = None) -> int:
         from click.exceptions import Abort, ClickException, Exit
         exits, aborts = (Exit,), (Abort, KeyboardInterrupt)
 
-    command = typer.main.get_command(app)
-    tidy_help(command)
-    finite_floats(command)
-    try:
-        signal.signal(signal.SIGTERM, _sigterm)
-    except ValueError:  # not in the main thread
-        pass
     try:
         rv = command.main(args=argv, prog_name="rsgeo", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
@@ -178,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         where = ctx.command_path if ctx is not None else "rsgeo"
         print(f"{where}: error: {e.format_message()} (see {where} -h)", file=sys.stderr)
         return e.exit_code
-    except aborts:
-        print("rsgeo: interrupted", file=sys.stderr)
+    except aborts:  # main() names the signal (Typer turns a KeyboardInterrupt into Exit 130)
+        if not state["stopped_by"]:
+            print("rsgeo: interrupted", file=sys.stderr)
         return 130
     except RsgeoError as e:
         if state["verbose"] >= 3:

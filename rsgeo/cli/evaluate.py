@@ -11,6 +11,7 @@ import typer
 from rsgeo.cli.app import app
 from rsgeo.cli.options import (LabelMap, MaxPixels, Nodata, OptionalOutput, Overwrite,
                                print_table)
+from rsgeo.errors import InputError
 from rsgeo.jsonout import dumps
 
 
@@ -44,6 +45,7 @@ def evaluate_cmd(
     task: Annotated[Task, typer.Option("--task", help="What PRED and REF hold: height rasters, class rasters, change masks, or building polygons (footprints).")] = Task.height,
     protocol: Annotated[Protocol, typer.Option("--protocol", help="rsgeo (nodata-aware, pooled) or synrs3d (the published code's numbers).")] = Protocol.rsgeo,
     fmt: Annotated[Format, typer.Option("--format", help="table, json (flat keys) or csv (one row per image + ALL).")] = Format.table,
+    json_out: Annotated[bool, typer.Option("--json", help="Same as --format json, the flag every other command takes.")] = False,
     output: OptionalOutput = None,
     align: Annotated[Optional[Align], typer.Option("--align", help="Resample PRED onto REF's grid.")] = None,
     nodata: Nodata = None,
@@ -73,6 +75,10 @@ def evaluate_cmd(
     from rsgeo.evaluate import evaluate, render
     from rsgeo.io.atomic import atomic_path, check_output
 
+    if json_out:
+        if fmt is Format.csv:
+            raise InputError("--json and --format csv exclude each other")
+        fmt = Format.json
     if output is not None:  # refuse a bad output before the work, not after
         check_output(output, overwrite, inputs=(pred, ref))
     r = evaluate(pred, ref, task=task.value, protocol=protocol.value,

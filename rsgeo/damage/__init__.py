@@ -24,9 +24,12 @@ stood. Here, in one strip-wise sweep (memory bounded by the raster width):
 Outputs:
 
 - ``OUT.tif``: uint8 classes 0 no structure, 1 intact, 2 minor, 3 major, 4 destroyed, 255
-  nodata, with a colour table. GeoTIFF bands share one data type, so the float32 height
-  loss (m, nodata -9999) goes to a sibling ``OUT_loss.tif`` instead of a second band:
-  classes stay compact and exact, the loss stays float.
+  nodata, with a colour table and the class names as tags (``class_<i>``, ``classes``, as
+  ``predict`` writes them); GDAL's side file ``OUT.tif.aux.xml`` adds what a GeoTIFF
+  cannot hold: the category names and the colour table's alpha (no structure and nodata
+  transparent, so the imagery beneath shows). GeoTIFF bands share one data type, so the
+  float32 height loss (m, nodata -9999) goes to a sibling ``OUT_loss.tif`` instead of a
+  second band: classes stay compact and exact, the loss stays float.
 - Vectors (format by extension): with ``buildings``, one record per input building (its
   attributes kept) with pre/post median heights, height loss, lost volume, damaged
   fraction, ``grade`` and ``coverage`` (``inside``, ``partly outside`` -- graded on the
@@ -48,6 +51,7 @@ from pathlib import Path
 from rsgeo.damage.buildings import predicted_footprints
 from rsgeo.damage.inputs import kind_of, resolve_heights
 from rsgeo.damage.stats import parse_grades
+from rsgeo.damage.sweep import CLASS_NAMES as CLASS_NAMES  # the classes of OUT.tif
 from rsgeo.damage.sweep import loss_path, run
 from rsgeo.errors import InputError
 from rsgeo.io.atomic import check_output
@@ -59,7 +63,6 @@ from rsgeo.viz import DAMAGE_COLORS
 
 EVENTS = {"earthquake": 3.0, "wildfire": 1.0}
 DEFAULT_GRADES = "minor:10%,major:35%,destroyed:70%"
-CLASS_NAMES = {0: "no structure", 1: "intact", 2: "minor", 3: "major", 4: "destroyed", 255: "nodata"}
 CLASS_COLORS = DAMAGE_COLORS  # the colour table of OUT.tif (rsgeo.viz)
 log = logging.getLogger("rsgeo.damage")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from contextlib import ExitStack
@@ -21,13 +22,25 @@ from rsgeo.io.heights import (MAX_HEIGHT_M, check_heights, predicted_by_rsgeo, r
 from rsgeo.io.raster import (Grid, align_to, check_overlap, open_raster, pixel_area_m2,
                              valid_mask)
 from rsgeo.io.reader import read_strips
+from rsgeo.io.atomic import all_or_nothing
 from rsgeo.io.vector import write_vector
 from rsgeo.io.windows import strips
-from rsgeo.io.writer import HEIGHT_NODATA, open_output
+from rsgeo.io.writer import HEIGHT_NODATA, open_output, write_categories
 from rsgeo.progress import progress
 from rsgeo.viz import DAMAGE_COLORS
 
 log = logging.getLogger("rsgeo.damage")
+#: the classes of OUT.tif (255: nodata); its colour table is rsgeo.viz.DAMAGE_COLORS
+CLASS_NAMES = {0: "no structure", 1: "intact", 2: "minor", 3: "major", 4: "destroyed",
+               255: "nodata"}
+
+
+def class_tags(threshold: float) -> dict:
+    """The class raster's tags: ``class_<i>`` names and ``classes`` (JSON), as ``predict``
+    writes them, ``units`` and the threshold."""
+    return {"threshold_m": threshold, "units": "class",
+            "classes": json.dumps({str(k): v for k, v in CLASS_NAMES.items()}),
+            **{f"class_{k}": v for k, v in CLASS_NAMES.items()}}
 
 
 def loss_path(out: Path) -> Path:
@@ -93,9 +106,11 @@ def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, thresh
     """Sweep PRE/POST height rasters (DSMs when ``dtm`` is given) into the damage outputs.
 
     Heights are read in metres (:func:`rsgeo.io.heights.units_of`) and checked first
-    (:func:`check_inputs`); ``predicted`` heights skip the absolute-elevation test.
+    (:func:`check_inputs`); ``predicted`` heights skip the absolute-elevation test. The
+    outputs are published together once the last is written, or none of them
+    (:func:`rsgeo.io.atomic.all_or_nothing`): a failed vector write leaves no rasters.
     """
-    with ExitStack() as es:
+    with all_or_nothing(), ExitStack() as es:
         hin = open_inputs(es, pre_h, post_h, dtm, names)
         checks = check_inputs(hin.raws, hin.aligned, hin.units, hin.names,
                               absolute=absolute or predicted, max_height=max_height,
@@ -107,18 +122,12 @@ def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, thresh
         sweep = Sweep(hin, bld, strip_rows, threshold, min_height, grades, px_area)
         if bld is None:
             sweep.find_regions(math.ceil(min_area / px_area) if min_area > 0 else 0)
-        meta = dict(co=co, overwrite=overwrite, tags={"threshold_m": threshold})
-        with open_output(out, grid, dtype="uint8", nodata=255, units="class",
-                         band_descriptions=["damage class"], **meta) as cls_dst, \
-                open_output(loss_path(out), grid, dtype="float32", nodata=HEIGHT_NODATA,
-                            units="metre", band_descriptions=["height loss (pre - post)"],
-                            **{**meta, "co": loss_co or co}) as loss_dst:
-            cls_dst.write_colormap(1, DAMAGE_COLORS)
-            sweep.write_maps(cls_dst, loss_dst)
-    table = sweep.stats.finish()
-    gdf = (graded_buildings(bld, table) if bld is not None
-           else regions_frame(sweep.pieces, table, grid.crs))
-    write_vector(gdf, fp_out, overwrite=overwrite)
+        write_rasters(sweep, out, threshold, co=co, loss_co=loss_co, overwrite=overwrite)
+        es.close()   # the inputs are read: close them before the vectors are built
+        table = sweep.stats.finish()
+        gdf = (graded_buildings(bld, table) if bld is not None
+               else regions_frame(sweep.pieces, table, grid.crs))
+        write_vector(gdf, fp_out, overwrite=overwrite)
     graded = gdf["grade"].value_counts().to_dict()   # ungraded buildings hold no grade
     coverage = bld.coverage_counts(gdf) if bld is not None else {}
     return {
@@ -133,6 +142,23 @@ def run(pre_h: Path, post_h: Path, out: Path, fp_out: Path, *, buildings, thresh
         "lost_volume_m3": round(sweep.lost_volume, 1),
         "pixel_area_m2": px_area,
     }
+
+
+def write_rasters(sweep: "Sweep", out: Path, threshold: float, *, co: dict | None,
+                  loss_co: dict | None, overwrite: bool) -> None:
+    """The class raster ``out`` (with its colour table and GDAL side file of class names)
+    and the height loss ``OUT_loss.tif``, from the second pass of ``sweep``."""
+    grid = sweep.hin.grid
+    with open_output(out, grid, dtype="uint8", nodata=255, units="class", co=co,
+                     overwrite=overwrite, band_descriptions=["damage class"],
+                     tags=class_tags(threshold)) as cls_dst, \
+            open_output(loss_path(out), grid, dtype="float32", nodata=HEIGHT_NODATA,
+                        units="metre", co=loss_co or co, overwrite=overwrite,
+                        band_descriptions=["height loss (pre - post)"],
+                        tags={"threshold_m": threshold, "units": "metre"}) as loss_dst:
+        cls_dst.write_colormap(1, DAMAGE_COLORS)
+        sweep.write_maps(cls_dst, loss_dst)
+    write_categories(out, {k: v for k, v in CLASS_NAMES.items() if k != 255}, DAMAGE_COLORS)
 
 
 class Sweep:

@@ -106,14 +106,15 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
 
 @contextmanager
 def _removed_on_input_error(out: Path):
-    """A dataset folder this run created is removed again when the input turns out bad.
+    """A dataset folder this run created is removed again when the input turns out bad or
+    the run is stopped (Ctrl-C, SIGTERM: no half dataset is left to look finished).
 
-    Other failures (a crash, Ctrl-C) leave it with its marker, so the rerun accepts it.
+    Other failures (a crash) leave it with its marker, so the rerun accepts it.
     """
     created = not out.exists()
     try:
         yield
-    except InputError:
+    except (InputError, KeyboardInterrupt):
         if created:
             shutil.rmtree(out, ignore_errors=True)
         raise

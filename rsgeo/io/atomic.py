@@ -12,6 +12,9 @@
   kind of output (:func:`claim_folder`), and nothing else: a file output never replaces
   a folder, and an output equal to (or inside) one of the command's inputs is refused.
 - Missing parent folders of an output are created (and removed again if the write fails).
+- Several outputs of one run (damage-map's rasters and vectors) are published together:
+  inside :func:`all_or_nothing` every :func:`atomic_path` keeps its finished temporary
+  file, and all are published when the block succeeds; when it fails none is.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ import os
 import shutil
 import uuid
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from rsgeo import __version__
 from rsgeo.errors import InputError, OutputExistsError, RsgeoError, first_line
 
+_GROUP: ContextVar[list | None] = ContextVar("rsgeo_output_group", default=None)
 MARKER = ".rsgeo.json"   # {"kind": ...} in every folder rsgeo creates as an output
 LEGACY = {"pretrain": ("config.yaml",), "finetune": ("config.yaml",),
           "chips": ("dataset.json",), "demo": ("summary.json",)}
@@ -177,19 +182,70 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False, *,
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"{final}: writer produced no output")
+        group = _GROUP.get()
+        if group is not None:   # all_or_nothing publishes it with the others
+            group.append((tmp, final, overwrite, created))
+            return
         publish(tmp, final, overwrite)
     except BaseException as e:
         remove(tmp)
-        for d in reversed(created):
-            try:
-                d.rmdir()
-            except OSError:
-                break
+        _remove_created(created)
         if isinstance(e, Exception) and not isinstance(e, RsgeoError) and tmp.name in str(e):
             # the user never typed the hidden temporary name: report the output they asked for
             msg = first_line(e).replace(str(tmp), str(final)).replace(tmp.name, final.name)
             raise RsgeoError(f"writing failed ({msg})", final) from e
         raise
+
+
+def _remove_created(created: list[Path]) -> None:
+    """Remove the folders an output created (innermost first) while they are empty."""
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:
+            break
+
+
+@contextmanager
+def all_or_nothing() -> Iterator[None]:
+    """Publish the outputs written inside the block (through :func:`atomic_path`, in this
+    thread) together when it succeeds; when it fails or is interrupted none is published,
+    and an existing output it would have replaced stays as it was.
+
+    Publishing is a rename per file. Should one of them fail (another run published the
+    same new name meanwhile), the outputs this block had already published are removed
+    again. Inside an outer block the outputs join the outer one.
+    """
+    if _GROUP.get() is not None:
+        yield
+        return
+    pending: list = []
+    token = _GROUP.set(pending)
+    try:
+        yield
+    except BaseException:
+        _drop(pending)
+        raise
+    finally:
+        _GROUP.reset(token)
+    published = []
+    try:
+        for tmp, final, overwrite, _ in pending:
+            publish(tmp, final, overwrite)
+            published.append(final)
+    except BaseException:
+        for final in published:
+            remove(final)
+        _drop(pending)
+        raise
+
+
+def _drop(pending: list) -> None:
+    """Remove the temporary files of ``pending``, then the folders their outputs created."""
+    for tmp, *_ in pending:
+        remove(tmp)
+    for *_, created in reversed(pending):
+        _remove_created(created)
 
 
 def probe_writable(tmp: Path, final: Path) -> None:

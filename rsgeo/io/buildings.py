@@ -68,13 +68,16 @@ class Footprints:
     def with_stats(self, table: dict, coverage_column: str = "coverage"):
         """The input frame with ``table``'s columns (statistics per ``table["id"]``, sorted;
         NaN for buildings without) and the coverage column; ``table`` keys starting with
-        ``_`` are for the caller, not columns."""
+        ``_`` are for the caller, not columns. Integer columns (pixel counts) stay integer
+        fields, 0 for buildings without statistics: no NaN turns them into floats."""
         out = self.gdf.copy()
         pos, found = self.rows_of(table["id"])
         for k, v in table.items():
             if k == "id" or k.startswith("_"):
                 continue
-            col = np.full(len(self.ids), np.nan)
+            v = np.asarray(v)
+            col = np.zeros(len(self.ids), v.dtype) if v.dtype.kind in "iu" \
+                else np.full(len(self.ids), np.nan)
             col[found] = v[pos[found]]
             out[k] = col
         coverage = self.coverage.copy()

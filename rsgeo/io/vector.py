@@ -4,7 +4,8 @@
 sequence), ``.parquet`` (GeoParquet), ``.fgb`` (FlatGeobuf). GeoJSON is written as a
 FeatureCollection, so QGIS shows it; it can only name a CRS by its authority code, so
 frames in a CRS without one are written in EPSG:4326 (RFC 7946's CRS; GeoJSON sequences
-always are). Shapefiles are refused: they cut field names to 10 characters
+always are). Polygons in GeoJSON follow RFC 7946's right-hand rule (exterior rings
+counter-clockwise, holes clockwise), whatever the frame's ring order. Shapefiles are refused: they cut field names to 10 characters
 (``height_median_m`` and ``height_max_m`` would collide) and are several files, which one
 atomic rename cannot publish.
 """
@@ -45,8 +46,13 @@ def driver_for(path: str | os.PathLike) -> str | None:
 
 
 def write_vector(gdf, path: str | os.PathLike, *, overwrite: bool = False,
-                 layer: str | None = None) -> Path:
-    """Write a GeoDataFrame atomically; refuses a frame without CRS."""
+                 layer: str | None = None, empty_type: str = "Polygon") -> Path:
+    """Write a GeoDataFrame atomically; refuses a frame without CRS.
+
+    A frame without a geometry (no building found) is written as a layer of ``empty_type``
+    (every rsgeo layer holds polygons), not of OGR's "Unknown", so GIS software styles it as
+    it styles the non-empty layers; otherwise the type is the geometries' own.
+    """
     if gdf.crs is None:
         raise ValueError("refusing to write vectors without a CRS")
     driver = driver_for(path)
@@ -54,13 +60,57 @@ def write_vector(gdf, path: str | os.PathLike, *, overwrite: bool = False,
         log.warning("%s: GeoJSON names a CRS only by its code, and this one has none; written "
                     "in EPSG:4326 (write .gpkg to keep the CRS)", path)
         gdf = gdf.to_crs(4326)
+    if driver in ("GeoJSON", "GeoJSONSeq"):
+        gdf = right_hand(gdf)
+    empty = not gdf.geometry.notna().any()
     with atomic_path(path, overwrite) as tmp:
         if driver is None:
             gdf.to_parquet(tmp)
+            if empty:
+                _declare_parquet_type(tmp, empty_type)
         else:  # the layer named after the file, not the temporary name it is written under
+            typed = {"geometry_type": empty_type} if empty else {}
             with _fixed_gpkg_date():
-                gdf.to_file(tmp, driver=driver, engine="pyogrio", layer=layer or Path(path).stem)
+                gdf.to_file(tmp, driver=driver, engine="pyogrio", layer=layer or Path(path).stem,
+                            **typed)
     return Path(path)
+
+
+def right_hand(gdf):
+    """``gdf`` with its polygons' rings in RFC 7946's order (section 3.1.6): exterior rings
+    counter-clockwise, holes clockwise. GDAL's GeoJSON driver writes rings as given (only
+    its RFC7946=YES mode, which also forces EPSG:4326, orients them), and footprints a user
+    gives (ESRI's convention is clockwise) pass through damage-map and building-heights."""
+    import shapely
+
+    geoms = gdf.geometry.to_numpy()
+    if hasattr(shapely, "orient_polygons"):  # shapely >= 2.1
+        fixed = shapely.orient_polygons(geoms)
+    else:
+        from shapely.geometry import MultiPolygon
+        from shapely.geometry.polygon import orient
+
+        fixed = [orient(g) if g is not None and g.geom_type == "Polygon" else
+                 MultiPolygon([orient(p) for p in g.geoms])
+                 if g is not None and g.geom_type == "MultiPolygon" else g for g in geoms]
+    out = gdf.copy()
+    out[gdf.geometry.name] = gdf.geometry.__class__(fixed, index=gdf.index, crs=gdf.crs)
+    return out
+
+
+def _declare_parquet_type(path: Path, geometry_type: str) -> None:
+    """Rewrite an empty GeoParquet file's ``geometry_types`` (``[]``, "unknown", as
+    geopandas writes it) as ``[geometry_type]``."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    meta = dict(table.schema.metadata)
+    geo = json.loads(meta[b"geo"])
+    geo["columns"][geo["primary_column"]]["geometry_types"] = [geometry_type]
+    meta[b"geo"] = json.dumps(geo).encode()
+    pq.write_table(table.replace_schema_metadata(meta), path)
 
 
 @contextmanager

@@ -255,6 +255,34 @@ def write_array(path: str | os.PathLike, array: np.ndarray, grid: Grid, *,
     return Path(path)
 
 
+def write_categories(path: str | os.PathLike, names: dict[int, str],
+                     colors: dict[int, tuple[int, ...]]) -> Path:
+    """GDAL's side file ``PATH.aux.xml`` (PAM) for the class raster ``path``: band 1's
+    category names and its colour table with alpha. Returns the side file's path.
+
+    A GeoTIFF keeps neither: its palette is RGB only (a transparent background class comes
+    back opaque) and GDAL stores category names in this side file alone. GDAL (gdalinfo,
+    QGIS, rasterio) reads it with the raster and prefers its colour table; without it the
+    raster still carries its RGB palette and the names as tags.
+    """
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("PAMDataset")
+    band = ET.SubElement(root, "PAMRasterBand", band="1")
+    cats = ET.SubElement(band, "CategoryNames")
+    for i in range(max(names) + 1):
+        ET.SubElement(cats, "Category").text = names.get(i, "")
+    table = ET.SubElement(band, "ColorTable")
+    for i in range(256):
+        rgba = (*colors.get(i, (0, 0, 0, 0)), 255)[:4]
+        ET.SubElement(table, "Entry", {f"c{k + 1}": str(int(v)) for k, v in enumerate(rgba)})
+    ET.indent(root)
+    side = Path(f"{os.fspath(path)}.aux.xml")
+    with atomic_path(side, overwrite=True) as tmp:   # it belongs to path: always replaced
+        tmp.write_text(ET.tostring(root, encoding="unicode") + "\n")
+    return side
+
+
 @lru_cache(maxsize=64)
 def ramp(size: int, overlap: int, taper_start: bool, taper_end: bool) -> np.ndarray:
     """1-D blend weights: 1 inside, a raised-cosine rise over ``overlap`` px at tapered sides.

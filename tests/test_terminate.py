@@ -1,0 +1,105 @@
+"""SIGTERM (a scheduler, ``timeout``, ``kill``) during a command other than training: exit
+143 with one line on stderr, no traceback, and no partial output left behind.
+
+(Training's own stop at a step boundary is tested in ``test_preemption.py``.)
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rsgeo.errors import Terminated
+from tests.conftest import make_raster
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sigterm_self(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)             # the handler raises at the next bytecode, long before this ends
+    raise AssertionError("SIGTERM was not turned into an interruption")
+
+
+def test_sigterm_exits_143_with_one_line_and_restores_the_handlers(tmp_path, cli, monkeypatch):
+    import rsgeo.damage
+
+    a = make_raster(tmp_path / "pre.tif", np.full((8, 8), 5.0, np.float32))
+    monkeypatch.setattr(rsgeo.damage, "damage_map", _sigterm_self)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    code, _, err = cli("damage-map", a, a, "-o", tmp_path / "d.tif")
+    assert code == 143
+    assert err == "rsgeo: stopped by SIGTERM; unfinished outputs removed\n"
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+@pytest.mark.slow
+def test_sigterm_during_damage_map_leaves_nothing(tmp_path):
+    # a real process, signalled once it is writing (its hidden temporary output exists)
+    pre = np.zeros((3000, 3000), np.float32)
+    pre[(np.arange(3000) // 20 % 2 == 0)] = 10.0
+    post = pre.copy()
+    post[:1500] = 0.5
+    make_raster(tmp_path / "pre.tif", pre, nodata=-9999)
+    make_raster(tmp_path / "post.tif", post, nodata=-9999)
+    inputs = {"pre.tif", "post.tif"}
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "rsgeo", "damage-map", "pre.tif", "post.tif",
+                             "-o", "d.tif"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        while proc.poll() is None and not any(p.name.startswith(".d.tmp-")
+                                              for p in tmp_path.iterdir()):
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert err == "rsgeo: stopped by SIGTERM; unfinished outputs removed\n"
+    assert {p.name for p in tmp_path.iterdir()} == inputs
+
+
+def test_stopped_synth_removes_the_scenes_it_wrote_and_keeps_the_rest(tmp_path, monkeypatch):
+    import rsgeo.synth.write as write
+
+    real, calls = write.generate_scene, []
+
+    def second_is_stopped(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Terminated
+        return real(*a, **k)
+
+    monkeypatch.setattr(write, "generate_scene", second_is_stopped)
+    with pytest.raises(Terminated):
+        write.write_scenes(tmp_path / "new" / "city", size=64, scenes=2)
+    assert not (tmp_path / "new").exists()      # the folders it made are gone too
+    keep = tmp_path / "old" / "city_001_dsm.tif"
+    keep.parent.mkdir()
+    keep.write_bytes(b"a file of an earlier run")
+    calls.clear()
+    with pytest.raises(Terminated):
+        write.write_scenes(tmp_path / "old", size=64, scenes=2, overwrite=True)
+    assert [p.name for p in (tmp_path / "old").iterdir()] == ["city_001_dsm.tif"]
+    assert keep.read_bytes() == b"a file of an earlier run"
+
+
+def test_stopped_prepare_removes_the_dataset_it_created(tmp_path, synth_city, monkeypatch):
+    import rsgeo.data.prepare as prep
+    from rsgeo.data.sources import from_synth_dir
+
+    def stopped(group, out, *a, **k):
+        (out / "shards" / "city").mkdir(parents=True)
+        raise Terminated
+
+    monkeypatch.setattr(prep, "_run_source", stopped)
+    with pytest.raises(Terminated):
+        prep.prepare(from_synth_dir(synth_city.folder), tmp_path / "chips", size=64)
+    assert list(tmp_path.iterdir()) == []
