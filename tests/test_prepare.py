@@ -248,6 +248,7 @@ def test_label_rasters_are_read_through_in_strips_before_the_dataset_is_touched(
     # the source's old chips were dropped first, leaving a manifest without its shards
     import rsgeo.data.prepare as prep
     import rsgeo.io.labels as labels
+    import rsgeo.io.reader as reader   # check_label_raster imports read_strips from here
 
     rgb = make_raster(tmp_path / "rgb.tif", _rgb(128, 64))
     good = np.zeros((128, 64), np.uint8)
@@ -262,14 +263,14 @@ def test_label_rasters_are_read_through_in_strips_before_the_dataset_is_touched(
     before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns)
                     for p in (tmp_path / "ds").rglob("*"))
     strips = []
-    real = labels.read_strips
+    real = reader.read_strips
     monkeypatch.setattr(labels, "LABEL_STRIP_PIXELS", 64 * 16)
 
     def counted(ds, rows, **kw):
         strips.append(rows)
         yield from real(ds, rows, **kw)
 
-    monkeypatch.setattr(labels, "read_strips", counted)
+    monkeypatch.setattr(reader, "read_strips", counted)
 
     def no_dataset(*a, **k):
         raise AssertionError("the dataset folder was opened before the labels were checked")
