@@ -238,7 +238,11 @@ def test_label_and_change_rasters_that_are_not_class_ids_are_refused(tmp_path, c
     code, _, err = cli("prepare", "--rgb", rgb, "--labels", whole, "-o", tmp_path / "w",
                        "--size", 64)
     assert code == 0, err
-    assert set(np.unique(np.load(tmp_path / "w" / "shards" / "rgb" / "labels.npy"))) == {0, 1, 2, 3}
+    stored = np.load(tmp_path / "w" / "shards" / "rgb" / "labels.npy")
+    assert set(np.unique(stored)) == {0, 1, 2, 3}
+    # the ids and their pixels are recorded (finetune checks --num-classes against them)
+    rec = json.loads((tmp_path / "w" / "stats.json").read_text())["sources"]["rgb"]["labels"]
+    assert rec == {"ids": [0, 1, 2, 3], "pixels": np.bincount(stored.ravel()).tolist()}
 
 
 
