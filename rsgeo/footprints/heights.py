@@ -190,9 +190,10 @@ def _sweep(datasets, units, bld, strip_rows: int) -> dict:
             if len(arrs) == 2:
                 ok &= valid_mask(arrs[1], datasets[1].nodata)
                 h = h - units[1].to_metres(arrs[1]).astype(np.float32, copy=False)
-            ids = bld.rasterize(win, window_transform(win, grid.transform))
+            ids = bld.rasterize(win, window_transform(win, grid.transform))  # [layers, h, w]
             sel = ok & (ids > 0)
-            stats.add(ids[sel], int(win.row_off + win.height), h=h[sel])
+            stats.add(ids[sel], int(win.row_off + win.height),
+                      h=np.broadcast_to(h, ids.shape)[sel])
             bar.advance()
     return stats.finish()
 
