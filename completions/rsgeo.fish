@@ -103,7 +103,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l modalities -l inp
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l freeze-encoder -d 'Train the head only, the encoder stays as loaded (a probe of its featu'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l train-size -d 'A fixed, seeded subset of N labelled chips.'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l num-classes -d 'Classes (default: from dataset.json).'
-complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l class-weights -d 'Comma-separated weight per class.'
+complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l class-weights -d 'Comma-separated weight per class, for the tasks whose loss takes them:'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l epochs -d ''
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l steps -d 'Wins over --epochs.'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l batch-size -d 'Global batch.'

@@ -228,6 +228,76 @@ def test_alexandria_heights_agree_with_the_footprints_independent_height(realdat
     assert c["r"] > 0.95 and c["within_2m"] > 0.9
 
 
+def _per_polygon(gdf, raster):
+    """Each polygon's valid pixel values, rasterised on its own (pixel centres inside)."""
+    with rasterio.open(raster) as ds:
+        h, t, nodata = ds.read(1), ds.transform, ds.nodata
+    return [h[features.geometry_mask([g], h.shape, t, invert=True) & (h != nodata)]
+            for g in gdf.to_crs(ds.crs).geometry]
+
+
+def _check_each_polygon(g, values):
+    for i, px in enumerate(values):
+        row = g.iloc[i]
+        assert row["measured_px"] == px.size, (i, row["measured_px"], px.size)
+        if px.size:
+            assert row["height_m"] == pytest.approx(np.percentile(px, 95), abs=0.006), i
+            assert row["height_median_m"] == pytest.approx(np.median(px), abs=0.006), i
+            assert row["height_mean_m"] == pytest.approx(px.mean(), abs=0.006), i
+
+
+def test_overlapping_footprints_each_get_every_pixel_inside_them(scene, tmp_path, cli):
+    """Footprints were burnt into one id raster, so where two overlap (a building and its
+    part, a duplicate from a second source, a block around its houses) the later took the
+    shared pixels: the others came out smaller or "no valid pixel" (NaN). Each polygon is
+    now measured on every pixel centre inside it, in building-heights and damage-map."""
+    path, _, h, ref = scene
+    a, b = ref.geometry[0], ref.geometry[1]
+    geoms = [a, b, a, shapely.union(a, b).envelope, _box(10, 10, 20, 20),   # dup, block, part
+             _box(100, 100, 110, 110)]                                         # outside
+    gdf = gpd.GeoDataFrame({"name": list("abABpo")}, geometry=geoms, crs=UTM)
+    gdf.to_file(tmp_path / "overlap.gpkg")
+    for strip_rows in (1024, 7):
+        s = building_heights(path, tmp_path / "overlap.gpkg", tmp_path / f"o{strip_rows}.gpkg",
+                             strip_rows=strip_rows)
+        g = gpd.read_file(tmp_path / f"o{strip_rows}.gpkg")
+        assert s["measured"] == 5 and s["no_valid_pixel"] == 0, s
+        _check_each_polygon(g, _per_polygon(gdf, path))
+    # damage-map grades each overlapping footprint on all of its pixels too
+    post = make_raster(tmp_path / "post.tif", np.where(h == -9999, -9999, h * 0.2)[None],
+                       nodata=-9999)
+    code, out, err = cli("damage-map", path, post, "--buildings", tmp_path / "overlap.gpkg",
+                         "-o", tmp_path / "d.tif", "--footprints", tmp_path / "d.gpkg", "--json")
+    assert code == 0, err
+    d = gpd.read_file(tmp_path / "d.gpkg")
+    assert list(d["coverage"]) == ["inside"] * 5 + ["outside"]
+    assert (d["grade"][:5] == "destroyed").all() and not isinstance(d["grade"][5], str)
+    px = _per_polygon(gdf, path)
+    np.testing.assert_allclose(d["pre_median_m"][:5], [np.median(v) for v in px[:5]],
+                               atol=0.006)
+
+
+@pytest.mark.realdata
+def test_delft_overlapping_blocks_and_duplicates_match_per_polygon_numpy(realdata, tmp_path):
+    """Delft's 160 BGT footprints (touching terraced houses, no overlaps) plus a block
+    polygon over five of them, one of them twice and a part inside another: every polygon's
+    pixel count and statistics equal a per-polygon numpy computation (before, the five
+    houses under the block and the duplicated one came out "no valid pixel")."""
+    d = realdata / "delft-ahn3-bgt"
+    ndsm = d / "derived_from_lidar" / "delft_ndsm.tif"
+    bgt = gpd.read_file(d / "bgt_pand_buildings_epsg28992.geojson")[["gml_id", "geometry"]]
+    big = int(bgt.area.argmax())
+    extra = gpd.GeoDataFrame(
+        {"gml_id": ["block", "dup", "part"]},
+        geometry=[shapely.unary_union(bgt.geometry[:5]), bgt.geometry[0],
+                  bgt.geometry[big].buffer(-2)], crs=bgt.crs)
+    gdf = gpd.GeoDataFrame(gpd.pd.concat([bgt, extra], ignore_index=True), crs=bgt.crs)
+    gdf.to_file(tmp_path / "fp.gpkg")
+    s = building_heights(ndsm, tmp_path / "fp.gpkg", tmp_path / "h.gpkg")
+    assert s["measured"] == 163 and s["no_valid_pixel"] == 0, s
+    _check_each_polygon(gpd.read_file(tmp_path / "h.gpkg"), _per_polygon(gdf, ndsm))
+
+
 def test_from_an_image_with_a_model_is_predict_height_then_building_heights(tmp_path, cli):
     """-m MODEL: the same polygons and numbers as predict-height followed by
     building-heights on its output, nothing left beside the output; an ensemble too."""

@@ -184,6 +184,60 @@ def test_class_counts_are_checked_before_the_run_folder(chips, tmp_path):
     assert s["config"]["num_classes"] == 10           # more classes than labels: fine
 
 
+def test_num_classes_is_checked_against_the_label_chips_when_no_classes_are_listed(
+        tmp_path, cli):
+    """A dataset.json without classes (``prepare --labels`` without ``--classes``) let a
+    --num-classes below the label ids through: torch's "Target 3 is out of bounds" (exit 1)
+    after the run folder was made, also for the height task's land-cover head. Now the ids
+    come from prepare's stats.json record, else a scan of the label shards, and the run is
+    refused first (exit 2, one line, no folder)."""
+    from tests.test_registry_tasks import write_chips
+
+    chips = write_chips(tmp_path / "chips")               # labels 0..3
+    info = json.loads((chips / "dataset.json").read_text())
+    (chips / "dataset.json").write_text(json.dumps({**info, "classes": None}))
+    run = tmp_path / "run"
+    base = ("finetune", chips, "--backbone", "vit-tiny-2", "--steps", 1, "--batch-size", 2,
+            "-o", run)
+    for args, msg in (
+            (("--task", "segmentation", "--num-classes", 2),
+             "--num-classes 2 is below the class ids in the dataset's label chips (up to 3"),
+            (("--task", "classification", "--num-classes", 3), "give --num-classes 4 or more"),
+            (("--task", "height", "--aux-landcover", "--num-classes", 2), "--num-classes 2"),
+            (("--task", "segmentation"), "pass --num-classes (4 or more")):
+        code, _, err = cli(*base, *args)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and msg in err, (args, err)
+        assert not run.exists(), args
+    with pytest.raises(InputError, match="up to 3"):      # the library checks it too
+        finetune(chips, "segmentation", run, backbone="vit-tiny-2", num_classes=2, steps=1)
+    assert not run.exists()
+    stats = json.loads((chips / "stats.json").read_text())  # prepare's record is read
+    stats["sources"]["city"]["labels"] = {"ids": [0, 6], "pixels": [10, 1]}
+    (chips / "stats.json").write_text(json.dumps(stats))
+    code, _, err = cli(*base, "--task", "segmentation", "--num-classes", 4)
+    assert code == 2 and "(up to 6;" in err, err
+
+
+def test_class_weights_are_refused_where_the_loss_takes_none(tmp_path, cli):
+    """--class-weights was silently ignored by the height and change losses (SmoothL1,
+    binary cross-entropy); the task registry now says which losses take them
+    (``TaskSpec.weighted_loss``) and any other task refuses them before a run folder."""
+    from rsgeo.tasks import get_task, task_names
+    from tests.test_registry_tasks import write_chips
+
+    chips = write_chips(tmp_path / "chips")
+    assert [t for t in task_names() if get_task(t).weighted_loss] == [
+        "segmentation", "classification"]
+    for task in ("height", "change"):
+        code, _, err = cli("finetune", chips, "--task", task, "--backbone", "vit-tiny-2",
+                           "--class-weights", "1,2", "-o", tmp_path / "r")
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"--class-weights has no effect on --task {task}" in err, err
+        with pytest.raises(InputError, match=f"no effect on --task {task}"):
+            finetune(chips, task, tmp_path / "r", backbone="vit-tiny-2", class_weights=[1.0, 2.0])
+        assert not (tmp_path / "r").exists()
+
+
 def test_resume_refuses_other_class_weights_or_validation_chips(tmp_path, cli):
     """--class-weights and --val-dataset shape the run: config.yaml records them and
     --resume refuses a change, as it does for --photometric (both were accepted)."""

@@ -298,3 +298,93 @@ def test_evaluate_checks_while_streaming_with_a_thinned_sample(tmp_path, cli, mo
     _one_line_error(cli, "evaluate", p, d, must=("dsm.tif", "absolute elevations"))
     code, out, err = cli("evaluate", p, r, "--max-height", 2000, "--format", "json")
     assert code == 0 and json.loads(out)["n_pixels"] == 10_000, err
+
+
+COMPD_WKT = (
+    'COMPD_CS["RGF93 / Lambert-93 + NGF-IGN69 height",PROJCS["RGF93 / Lambert-93",GEOGCS['
+    '"RGF93",DATUM["Reseau_Geodesique_Francais_1993",SPHEROID["GRS 1980",6378137,'
+    '298.257222101]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],PROJECTION['
+    '"Lambert_Conformal_Conic_2SP"],PARAMETER["latitude_of_origin",46.5],PARAMETER['
+    '"central_meridian",3],PARAMETER["standard_parallel_1",49],PARAMETER['
+    '"standard_parallel_2",44],PARAMETER["false_easting",700000],PARAMETER['
+    '"false_northing",6600000],UNIT["metre",1]],VERT_CS["NGF-IGN69 height",VERT_DATUM['
+    '"Nivellement General de la France - IGN69",2005],UNIT["metre",1]]]')
+
+
+def _compound(path, a, crs="EPSG:2154+5720", units=None):
+    """``a`` [H, W] as a one-band GeoTIFF in a compound (horizontal + vertical) CRS."""
+    from rasterio.crs import CRS
+
+    with rasterio.open(path, "w", driver="GTiff", width=a.shape[1], height=a.shape[0],
+                       count=1, dtype=a.dtype, crs=CRS.from_user_input(crs),
+                       transform=rasterio.Affine(0.5, 0, 700000.0, 0, -0.5, 6600000.0)) as ds:
+        ds.write(a[None])
+        if units:
+            ds.units = (units,)
+    return path
+
+
+@pytest.mark.parametrize("crs", ["EPSG:2154+5720", COMPD_WKT])
+def test_integer_rasters_in_a_compound_crs_are_not_taken_for_heights(tmp_path, cli, crs):
+    """GDAL reports a band without a unit of its own in the vertical axis's unit of a
+    compound CRS (``metre``), so a uint8 class raster counted as heights in damage-map
+    (8 m "buildings" that "lost" 5 m). Only the band's own unit or scale, or a float
+    raster, makes heights now; the class raster is refused with a way through."""
+    pre, post = _scene()
+    classes = np.where(pre > 0, 8, 2).astype(np.uint8)
+    after = np.where(post > 2, 8, 3).astype(np.uint8)
+    a, b = _compound(tmp_path / "pre.tif", classes, crs), _compound(tmp_path / "post.tif", after, crs)
+    with rasterio.open(a) as ds:
+        assert ds.units == ("metre",)                 # what GDAL lends the band
+    _one_line_error(cli, "damage-map", a, b, "-o", tmp_path / "o.tif",
+                    must=("pre.tif", "single-band integer raster without a length unit",
+                          "--heights"))
+    assert not list(tmp_path.glob("o*"))
+    s = damage_map(a, b, tmp_path / "forced.tif", heights=True)   # --heights: as asked
+    assert s["heights"]["pre"]["units"] == "uint8 (unit metre of the vertical CRS)"
+    # heights of their own stay heights: float, or an integer band's own unit (cm, m)
+    fa, fb = _compound(tmp_path / "fa.tif", pre, crs), _compound(tmp_path / "fb.tif", post, crs)
+    assert damage_map(fa, fb, tmp_path / "f.tif")["heights"]["pre"]["max_m"] == 12.0
+    for unit, scale in (("cm", 100), ("m", 1)):
+        ia = _compound(tmp_path / f"{unit}a.tif", (pre * scale).astype(np.int16), crs, unit)
+        ib = _compound(tmp_path / f"{unit}b.tif", (post * scale).astype(np.int16), crs, unit)
+        s = damage_map(ia, ib, tmp_path / f"{unit}.tif")
+        assert s["heights"]["pre"] == {"units": f"int16 (unit {unit})", "p2_m": 0.0,
+                                       "max_m": 12.0}, unit
+
+
+def test_a_float_surface_in_a_compound_crs_in_feet_is_read_in_feet(tmp_path):
+    # the vertical axis's unit still converts heights of a band without one (elevations
+    # in NAD83 / UTM 18N + NAVD88 height (ftUS) are in US survey feet)
+    pre, post = _scene()
+    crs = "EPSG:26918+6360"
+    a = _compound(tmp_path / "pre.tif", pre / 0.3048006096, crs)
+    b = _compound(tmp_path / "post.tif", post / 0.3048006096, crs)
+    s = damage_map(a, b, tmp_path / "o.tif")
+    assert s["heights"]["pre"]["units"] == "float32 (unit us survey foot of the vertical CRS)"
+    assert s["heights"]["pre"]["max_m"] == pytest.approx(12.0, abs=1e-4)
+
+
+def test_building_heights_warns_about_integer_heights_without_units(tmp_path, caplog):
+    """building-heights and footprints --heights take any one-band raster as metres: a class
+    raster (here in a compound CRS, whose ``metre`` GDAL lends the band) was measured as
+    heights without a word. Now a warning says so; float heights and declared units pass
+    quietly."""
+    from rsgeo.footprints import footprints
+    from rsgeo.footprints.heights import building_heights
+
+    pre, _ = _scene()
+    classes = _compound(tmp_path / "classes.tif", np.where(pre > 0, 8, 2).astype(np.uint8))
+    cm = _compound(tmp_path / "cm.tif", (pre * 100).astype(np.int16), units="cm")
+    metres = _compound(tmp_path / "m.tif", pre)
+    gpd.GeoDataFrame({"id": [1]}, geometry=[box(700012, 6599972, 700028, 6599988)],
+                     crs="EPSG:2154").to_file(tmp_path / "b.gpkg")
+    for raster, warned in ((classes, True), (cm, False), (metres, False)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="rsgeo"):
+            s = building_heights(raster, tmp_path / "b.gpkg", tmp_path / f"{raster.stem}.gpkg")
+            footprints(classes, tmp_path / f"fp_{raster.stem}.gpkg", classes=(8,),
+                       heights=raster)
+        hits = [r for r in caplog.records if "integer heights without a length unit" in r.message]
+        assert len(hits) == (2 if warned else 0), (raster, caplog.text)
+        assert s["measured"] == 1

@@ -238,7 +238,11 @@ def test_label_and_change_rasters_that_are_not_class_ids_are_refused(tmp_path, c
     code, _, err = cli("prepare", "--rgb", rgb, "--labels", whole, "-o", tmp_path / "w",
                        "--size", 64)
     assert code == 0, err
-    assert set(np.unique(np.load(tmp_path / "w" / "shards" / "rgb" / "labels.npy"))) == {0, 1, 2, 3}
+    stored = np.load(tmp_path / "w" / "shards" / "rgb" / "labels.npy")
+    assert set(np.unique(stored)) == {0, 1, 2, 3}
+    # the ids and their pixels are recorded (finetune checks --num-classes against them)
+    rec = json.loads((tmp_path / "w" / "stats.json").read_text())["sources"]["rgb"]["labels"]
+    assert rec == {"ids": [0, 1, 2, 3], "pixels": np.bincount(stored.ravel()).tolist()}
 
 
 
@@ -248,6 +252,7 @@ def test_label_rasters_are_read_through_in_strips_before_the_dataset_is_touched(
     # the source's old chips were dropped first, leaving a manifest without its shards
     import rsgeo.data.prepare as prep
     import rsgeo.io.labels as labels
+    import rsgeo.io.reader as reader   # check_label_raster imports read_strips from here
 
     rgb = make_raster(tmp_path / "rgb.tif", _rgb(128, 64))
     good = np.zeros((128, 64), np.uint8)
@@ -262,8 +267,6 @@ def test_label_rasters_are_read_through_in_strips_before_the_dataset_is_touched(
     before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns)
                     for p in (tmp_path / "ds").rglob("*"))
     strips = []
-    from rsgeo.io import reader
-
     real = reader.read_strips  # check_label_raster imports it when called (rasterio: lazy)
     monkeypatch.setattr(labels, "LABEL_STRIP_PIXELS", 64 * 16)
 

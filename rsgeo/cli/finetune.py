@@ -15,9 +15,10 @@ from rsgeo.errors import InputError
 
 
 class FinetuneCommand(TyperCommand):
-    """``rsgeo finetune`` whose --task/--head/--modalities help and choices are read from the
-    task registry (:mod:`rsgeo.tasks`) when the command is used, so tasks registered at run
-    time appear too; the values are checked by the library (exit 2, one line)."""
+    """``rsgeo finetune`` whose --task/--head/--modalities help and choices (and the tasks
+    --class-weights serves) are read from the task registry (:mod:`rsgeo.tasks`) when the
+    command is used, so tasks registered at run time appear too; the values are checked by
+    the library (exit 2, one line)."""
 
     def get_params(self, ctx):
         params = super().get_params(ctx)
@@ -30,11 +31,15 @@ class FinetuneCommand(TyperCommand):
                 f"{s.name}: {', '.join(s.heads)}" for s in specs) + ".", list(all_heads())),
             "modalities": ("Input bands per task: " + "; ".join(
                 f"{s.name}: {', '.join(s.inputs)}" for s in specs) + ".", list(INPUTS))}
+        weighted = [s.name for s in specs if s.weighted_loss]
         for p in params:
             if p.name in text:
                 p.help, choices = text[p.name]
                 p.metavar = "<name>"
                 p.completion_choices = choices  # read by rsgeo.cli.completion
+            elif p.name == "class_weights":
+                p.help = ("Comma-separated weight per class, for the tasks whose loss takes "
+                          f"them: {', '.join(weighted)}.")
         return params
 
 

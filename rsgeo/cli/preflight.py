@@ -8,7 +8,7 @@ first. Nothing here imports torch.
 
 from __future__ import annotations
 
-from rsgeo.data.folder import declared_classes, require_chip_dataset
+from rsgeo.data.folder import dataset_classes, require_chip_dataset
 from rsgeo.io.atomic import check_output
 from rsgeo.methods import registry
 from rsgeo.tasks import get_task
@@ -27,8 +27,9 @@ def finetune(dataset, task: str, out, *, encoder: str = "random", backbone: str 
     for folder in (dataset, val_dataset, adapt_to):
         if folder is not None:
             require_chip_dataset(folder)
-    declared = [n for n in (declared_classes(d) for d in (dataset, val_dataset) if d) if n]
-    spec.check_classes(num_classes, class_weights, max(declared, default=None), aux)
+    declared, found = dataset_classes([d for d in (dataset, val_dataset) if d],
+                                      spec.class_modality(aux))
+    spec.check_classes(num_classes, class_weights, declared, aux, found)
     check_encoder_arg(encoder, backbone)
     check_run(out, "finetune", resume=resume, overwrite=overwrite, inputs=(dataset,))
 

@@ -15,8 +15,10 @@ from rsgeo.io.raster import open_raster
 
 
 def kind_of(path: str | os.PathLike, force_heights: bool = False) -> str:
-    """``"heights"`` (single-band float, single-band with a length unit or a scale/offset,
-    or forced) or ``"image"`` (anything else)."""
+    """``"heights"`` (single-band float, single-band with a length unit or a scale/offset
+    of its own, or forced) or ``"image"`` (anything else: a single-band integer raster in a
+    compound CRS, which GDAL reports in the vertical axis's ``metre``, stays an image,
+    :func:`rsgeo.io.heights.declares_heights`)."""
     with open_raster(path, purpose="pre/post raster") as ds:
         if force_heights:
             if ds.count != 1:
@@ -44,8 +46,13 @@ def resolve_heights(pre: Path, post: Path, model, force_heights: bool,
         return pre, post, "heights"
     model = model or os.environ.get("RSGEO_MODEL")
     if not model:
-        raise InputError("is an image (multi-band or integer): heights must be predicted; "
-                         "pass -m MODEL (or set RSGEO_MODEL), or --heights if it holds heights",
+        with open_raster(pre) as ds:
+            single = ds.count == 1
+        what = ("a single-band integer raster without a length unit or scale of its own "
+                "(class ids or counts?)" if single else "an image (multi-band)")
+        raise InputError(f"is {what}: heights must be predicted; pass -m MODEL (or set "
+                         "RSGEO_MODEL), or --heights if it holds heights" + (
+                             " (or set its unit: gdal_edit.py -units m)" if single else ""),
                          pre)
     if before_predict is not None:
         before_predict()

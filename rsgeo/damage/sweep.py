@@ -182,7 +182,7 @@ class Sweep:
         if self.bld is None:
             return None, ok & (pre > self.min_height)
         ids = self.bld.rasterize(win, window_transform(win, self.hin.grid.transform))
-        return ids, ok & (ids > 0)
+        return ids, ok & (ids > 0).any(0)     # ids: [layers, h, w] (overlapping footprints)
 
     def find_regions(self, min_px: int) -> None:
         """Pass 1: connected damaged regions across strips (regions below ``min_px`` pixels
@@ -224,8 +224,9 @@ class Sweep:
             _polygonise(regions, win, self.hin.grid, self.pieces)
         else:
             self.damaged_px += np.count_nonzero(damaged)
-            sel = (ids > 0) & ok
-            self.stats.add(ids[sel].astype(np.int64), pre[sel], post[sel], end)
+            sel = (ids > 0) & ok                  # every layer: each footprint all its pixels
+            self.stats.add(ids[sel].astype(np.int64), np.broadcast_to(pre, ids.shape)[sel],
+                           np.broadcast_to(post, ids.shape)[sel], end)
 
 
 def check_inputs(raws, aligned, units, names, *, absolute: bool, max_height: float,

@@ -28,7 +28,7 @@ from rsgeo.data.hog import hog_energy_numpy
 from rsgeo.data.preview import save_mosaic
 from rsgeo.data.shards import ShardWriter
 from rsgeo.data.sources import SceneInput, check_source_name
-from rsgeo.data.stats import BandStats
+from rsgeo.data.stats import BandStats, LabelCounts
 from rsgeo.errors import InputError, first_line
 from rsgeo.io.atomic import atomic_path, claim_folder
 from rsgeo.io.bands import choose_bands, open_image, parse_bands
@@ -336,7 +336,7 @@ def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
     writers: dict[str, ShardWriter] = {}
-    stats: dict[str, BandStats] = {}
+    stats: dict[str, BandStats | LabelCounts] = {}
     index = HashIndex(dedup_distance)
     rows, mods = [], set()
     grids = [_scene_grid(scene, gsd) for scene in group]
@@ -506,7 +506,8 @@ def stored_heights(a: np.ndarray, dtype) -> np.ndarray:
 
 def _append(writers, stats, tmp_dir: Path, chip, dtypes: dict) -> int:
     """Append one kept chip to its source's shards (heights in ``dtypes[key]``, default
-    float32) and to the statistics (of the stored values); returns its shard index."""
+    float32) and to the statistics (of the stored values; label and change chips: pixels
+    per id); returns its shard index."""
     idx = None
     for key, a in chip["arrays"].items():
         if key in dtypes:
@@ -517,6 +518,8 @@ def _append(writers, stats, tmp_dir: Path, chip, dtypes: dict) -> int:
         if key in IMAGES or key in HEIGHTS:
             stats.setdefault(key, BandStats(a.shape[0])).add(
                 a, chip["valid"] if key in IMAGES else None)
+        elif key in LABELS:  # the ids present: finetune checks --num-classes against them
+            stats.setdefault(key, LabelCounts()).add(a)
     return idx
 
 

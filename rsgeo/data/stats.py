@@ -46,3 +46,20 @@ class BandStats:
         """``{"mean": [...], "std": [...], "count": N}`` (population std)."""
         std = np.sqrt(np.divide(self.m2, self.n, out=np.zeros_like(self.m2), where=self.n > 0))
         return {"mean": self.mean.tolist(), "std": std.tolist(), "count": int(self.n.min())}
+
+
+class LabelCounts:
+    """Pixels per class id of label chips (uint8, 255 = ignore, left out), for
+    ``stats.json``: ``finetune`` reads the ids present to check ``--num-classes`` when the
+    dataset lists no classes."""
+
+    def __init__(self):
+        self.counts = np.zeros(256, np.int64)
+
+    def add(self, data: np.ndarray) -> None:
+        self.counts += np.bincount(np.asarray(data, np.uint8).ravel(), minlength=256)
+
+    def result(self) -> dict:
+        """``{"ids": [...], "pixels": [...]}``: the ids present (255 aside), ascending."""
+        ids = np.flatnonzero(self.counts[:255])
+        return {"ids": ids.tolist(), "pixels": self.counts[ids].tolist()}

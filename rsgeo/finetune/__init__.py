@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from rsgeo.data.dataset import open_chips, pooled_stats
-from rsgeo.data.folder import declared_classes
+from rsgeo.data.folder import dataset_classes
 from rsgeo.errors import InputError
 from rsgeo.finetune.adapt import AdaptModule, AdaptView, split_style, structure_classes
 from rsgeo.finetune.data import TaskView, needed_modalities, subset_indices
@@ -100,7 +100,7 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
                                 head_steps)
     aux = _check_aux(spec, aux_landcover, adapt_to, adapt)
     num_classes = spec.check_classes(num_classes, class_weights,
-                                     _declared_classes(dataset, val_dataset), aux)
+                                     *_dataset_classes(spec, aux, dataset, val_dataset))
     data = _open_data(dataset, val_dataset, spec, inputs, aux, val_split, train_size, seed)
     model = _build_model(spec, data, encoder=encoder, backbone=backbone, head=head, inputs=inputs,
                          crop=crop, num_classes=num_classes, head_features=head_features,
@@ -366,12 +366,17 @@ def _encoders(encoder: str, backbone: str | None, inputs: str, chip: int):
     return [enc], meta, meta["backbone"]
 
 
-def _declared_classes(*datasets) -> int | None:
-    """The most classes the datasets declare (a folder's dataset.json class ids, a Dataset's
-    ``num_classes``); None when none lists any (:meth:`TaskSpec.check_classes`)."""
-    found = [declared_classes(d) if isinstance(d, (str, os.PathLike))
-             else getattr(d, "num_classes", None) for d in datasets if d is not None]
-    return max((int(n) for n in found if n), default=None)
+def _dataset_classes(spec: TaskSpec, aux: bool, *datasets) -> tuple:
+    """``(declared, aux, found)`` for :meth:`TaskSpec.check_classes`: the most classes the
+    datasets declare (a folder's dataset.json class ids, a Dataset's ``num_classes``; None
+    when none lists any) and, for folders that list none, the largest class id in their
+    label chips + 1 (:func:`rsgeo.data.folder.dataset_classes`)."""
+    folders = [d for d in datasets if isinstance(d, (str, os.PathLike))]
+    declared, found = dataset_classes(folders, spec.class_modality(aux))
+    objects = [getattr(d, "num_classes", None) for d in datasets
+               if d is not None and not isinstance(d, (str, os.PathLike))]
+    declared = max((int(n) for n in [declared, *objects] if n), default=None)
+    return declared, aux, found
 
 
 def recommended_tile(crop: int) -> tuple[int, int]:

@@ -27,7 +27,7 @@ from rsgeo.footprints.regularise import orthogonalise_all
 from rsgeo.footprints.rules import rule_for
 from rsgeo.footprints.trace import Component, trace
 from rsgeo.io.atomic import check_output
-from rsgeo.io.heights import units_of
+from rsgeo.io.heights import units_of, warn_integer_heights
 from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster
 from rsgeo.io.vector import driver_for, write_vector
 from rsgeo.progress import progress
@@ -85,6 +85,7 @@ def footprints(raster: str | os.PathLike, out: str | os.PathLike, *, threshold: 
             hds = es.enter_context(open_raster(heights, bands=1, purpose="height raster"))
             check_overlap(grid, Grid.of(hds), str(shown), str(heights))
             units = units_of(hds, heights)
+            warn_integer_heights(hds, heights)
             if not Grid.of(hds).same_as(grid):
                 log.warning("%s: resampled (bilinear) onto the grid of %s", heights, shown)
             datasets.append(es.enter_context(align_to(hds, grid, "bilinear")))

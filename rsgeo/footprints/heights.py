@@ -30,7 +30,8 @@ from rsgeo.errors import InputError
 from rsgeo.io.atomic import check_output
 from rsgeo.io.buildings import COVERAGE, load_buildings
 from rsgeo.io.heights import (MAX_HEIGHT_M, check_heights, check_max_height, predicted_by_rsgeo,
-                              require_valid, sample, sample_plan, units_of)
+                              require_valid, sample, sample_plan, units_of,
+                              warn_integer_heights)
 from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster, pixel_area_m2, valid_mask
 from rsgeo.io.reader import read_strips
 from rsgeo.io.vector import driver_for, write_vector
@@ -161,6 +162,8 @@ def _open_heights(es: ExitStack, heights, dtm, max_height: float):
         datasets.append(es.enter_context(align_to(dds, grid, "bilinear")))
         names.append(str(dtm))
     units = [units_of(ds, name) for ds, name in zip(datasets, names)]
+    if dtm is None:  # a DSM minus its DTM: elevations, whole metres are plausible there
+        warn_integer_heights(hds, heights)
     plan = sample_plan(hds)
     metres, ok = [], None
     for ds, u, name in zip(datasets, units, names):
@@ -187,9 +190,10 @@ def _sweep(datasets, units, bld, strip_rows: int) -> dict:
             if len(arrs) == 2:
                 ok &= valid_mask(arrs[1], datasets[1].nodata)
                 h = h - units[1].to_metres(arrs[1]).astype(np.float32, copy=False)
-            ids = bld.rasterize(win, window_transform(win, grid.transform))
+            ids = bld.rasterize(win, window_transform(win, grid.transform))  # [layers, h, w]
             sel = ok & (ids > 0)
-            stats.add(ids[sel], int(win.row_off + win.height), h=h[sel])
+            stats.add(ids[sel], int(win.row_off + win.height),
+                      h=np.broadcast_to(h, ids.shape)[sel])
             bar.advance()
     return stats.finish()
 

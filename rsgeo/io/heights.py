@@ -26,6 +26,7 @@ pixel" is confirmed by a full scan when the sample has none.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ from rsgeo.errors import InputError
 from rsgeo.io.raster import valid_mask
 from rsgeo.io.reader import read_strips
 
+log = logging.getLogger("rsgeo.io")
 ABSOLUTE_P2_M = 5.0
 MAX_HEIGHT_M = 1000.0
 SAMPLE_PIXELS = 4_000_000      # pixels read for the checks (damage-map) at most
@@ -81,6 +83,36 @@ class HeightUnits:
                                                                              copy=False)
 
 
+def vertical_unit(crs) -> str | None:
+    """The unit of ``crs``'s vertical axis (lower case), None without one: a compound CRS
+    (horizontal + vertical, ``EPSG:2154+5720``, a WKT ``COMPD_CS``) or a vertical one."""
+    wkt = crs.to_wkt() if crs is not None else ""
+    if "VERT" not in wkt.upper():  # VERT_CS (WKT1), VERTCRS (WKT2): most rasters stop here
+        return None
+    import pyproj  # lazy: only compound CRSs need it (installed with geopandas)
+
+    try:
+        c = pyproj.CRS.from_wkt(wkt)
+    except pyproj.exceptions.CRSError:
+        return None
+    for sub in c.sub_crs_list or [c]:
+        if sub.is_vertical and sub.axis_info:
+            return sub.axis_info[0].unit_name.strip().lower()
+    return None
+
+
+def band_unit(ds, band: int = 1) -> tuple[str, bool]:
+    """``(unit, own)``: band ``band``'s unit as GDAL reports it (lower case, "" for none) and
+    whether it is the band's own. GDAL reports a band without a unit in the unit of a
+    compound CRS's vertical axis (a uint8 class raster in EPSG:2154+5720 reads as
+    ``metre``), so a unit equal to that one counts as the CRS's, not the band's: it may
+    convert heights (elevations in that vertical CRS are in its unit) but never makes a
+    raster a height raster (:func:`declares_heights`). A band whose own unit is spelt
+    exactly as the vertical axis's (``metre``) is taken for the CRS's too; ``m`` is not."""
+    unit = ((ds.units[band - 1] if ds.units else None) or "").strip().lower()
+    return unit, not unit or unit != vertical_unit(ds.crs)
+
+
 def units_of(ds, path: str | os.PathLike | None = None, band: int = 1) -> HeightUnits:
     """The metre conversion of band ``band`` of an open rasterio dataset.
 
@@ -91,7 +123,7 @@ def units_of(ds, path: str | os.PathLike | None = None, band: int = 1) -> Height
     i = band - 1
     scale = float(ds.scales[i]) if ds.scales and ds.scales[i] is not None else 1.0
     offset = float(ds.offsets[i]) if ds.offsets and ds.offsets[i] is not None else 0.0
-    unit = ((ds.units[i] if ds.units else None) or "").strip().lower()
+    unit, own = band_unit(ds, band)
     if not np.isfinite(scale) or scale == 0 or not np.isfinite(offset):
         raise InputError(f"band scale {scale:g} / offset {offset:g} cannot give heights", path)
     if unit and unit not in UNIT_FACTORS:
@@ -104,16 +136,30 @@ def units_of(ds, path: str | os.PathLike | None = None, band: int = 1) -> Height
     if offset != 0.0:
         parts.append(f"+ {offset:g}")
     if unit:
-        parts.append(f"(unit {unit})")
+        parts.append(f"(unit {unit})" if own else f"(unit {unit} of the vertical CRS)")
     return HeightUnits(scale * factor, offset * factor, " ".join(parts))
 
 
 def declares_heights(ds) -> bool:
-    """Whether band 1 carries height metadata: a length unit, or a scale/offset."""
-    unit = ((ds.units[0] if ds.units else None) or "").strip().lower()
+    """Whether band 1 carries height metadata: a length unit of its own (not the one GDAL
+    lends it from a compound CRS's vertical axis, :func:`band_unit`), or a scale/offset."""
+    unit, own = band_unit(ds)
     scaled = bool(ds.scales and ds.scales[0] not in (None, 1.0)) or \
         bool(ds.offsets and ds.offsets[0] not in (None, 0.0))
-    return unit in UNIT_FACTORS or scaled
+    return (own and unit in UNIT_FACTORS) or scaled
+
+
+def warn_integer_heights(ds, path) -> bool:
+    """Log a warning (and return True) when band 1 of ``ds``, given as heights, is integer
+    without a length unit or scale of its own (:func:`declares_heights`): class ids, counts
+    or centimetres without metadata would be measured as metres. ``damage-map`` refuses
+    such rasters unless ``--heights``; commands whose input can only be heights warn."""
+    if np.dtype(ds.dtypes[0]).kind == "f" or declares_heights(ds):
+        return False
+    log.warning("%s: integer heights without a length unit or scale of their own are read "
+                "as whole metres (class ids or counts would be measured as heights); declare "
+                "them with gdal_edit.py -units m (or -units cm, or -scale 0.01)", path)
+    return True
 
 
 def predicted_by_rsgeo(ds) -> bool:

@@ -49,7 +49,7 @@ SPEC = TaskSpec(
     inputs=("rgb", "dsm", "ndsm", "rgb+dsm", "rgb+ndsm"), heads=("linear",),
     legacy_heads=("dpt",), out_channels=out_channels, build=build, loss=loss,
     predict=predict, accumulator=accumulator, score="accuracy", make_target=make_target,
-    needs_classes=True, preview=None,
+    needs_classes=True, weighted_loss=True, preview=None,
     writer=Writer("rows", "softmax", (
         Layer("class", "int64", "class", "predicted class id"),
         Layer("score", "float32", "1", "probability of that class"),

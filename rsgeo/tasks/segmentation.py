@@ -49,6 +49,7 @@ SPEC = TaskSpec(
     inputs=("rgb", "dsm", "ndsm", "rgb+dsm", "rgb+ndsm"), heads=("upernet", "dpt"),
     out_channels=out_channels, build=build, loss=loss, predict=predict,
     accumulator=accumulator, score="miou", make_target=make_target, needs_classes=True,
+    weighted_loss=True,
     writer=Writer("raster", "softmax-argmax", (
         Layer("class", "uint8", "class", "class id (argmax of the blended class scores)",
               nodata=255),

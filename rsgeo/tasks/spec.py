@@ -96,6 +96,7 @@ class TaskSpec:
     higher_is_better: bool = True
     target_float: bool = False          # float targets (metres) vs int64 labels
     needs_classes: bool = False         # num_classes and the class table matter
+    weighted_loss: bool = False         # loss() applies --class-weights (one per class)
     units: str = "class"                # checkpoint meta "units"
     model_inputs: tuple[str, ...] = ("x",)          # batch keys fed to the network
     export_inputs: tuple[str, ...] = ("image",)     # ONNX graph input names (same order)
@@ -127,24 +128,45 @@ class TaskSpec:
                              f"allowed: {', '.join(self.inputs)}")
         return INPUTS[inputs]
 
+    def class_modality(self, aux: bool = False) -> str | None:
+        """The chip modality whose values are the class ids (the target of a task with
+        classes, ``labels`` for the land-cover ``aux`` head); None when classes do not
+        matter."""
+        return self.target if self.needs_classes else ("labels" if aux else None)
+
     def check_classes(self, num_classes: int | None, class_weights=None,
-                      declared: int | None = None, aux: bool = False) -> int | None:
+                      declared: int | None = None, aux: bool = False,
+                      found: int | None = None) -> int | None:
         """The class count to train with: ``num_classes``, else ``declared`` (the dataset's
         largest class id + 1, None when it lists no classes); ``num_classes`` unchanged for
-        a task without classes (and no land-cover ``aux`` head). InputError, before any
-        run folder exists, for a count below the dataset's class ids (labels above it
-        would end training with an index error) and for ``class_weights`` that are not one
-        finite, non-negative weight per class (``--class-weights``)."""
+        a task without classes (and no land-cover ``aux`` head). ``found``: the largest id
+        in the label chips + 1 (:func:`rsgeo.data.folder.label_classes`), for datasets
+        that list no classes. InputError, before any run folder exists, for
+        ``class_weights`` given to a task whose loss takes none (they were ignored), for a
+        count below the dataset's class ids (labels above it would end training with an
+        index error) and for ``class_weights`` that are not one finite, non-negative
+        weight per class (``--class-weights``)."""
+        if class_weights is not None and not self.weighted_loss:
+            takes = [s.name for s in _REGISTRY.values() if s.weighted_loss]
+            raise InputError(f"--class-weights has no effect on --task {self.name}: its loss "
+                             "takes no class weights" + (
+                                 f" (tasks that do: {', '.join(takes)})" if takes else ""))
         if not (self.needs_classes or aux):
             return num_classes
         if num_classes is not None and declared is not None and num_classes < declared:
             raise InputError(f"--num-classes {num_classes} is below the dataset's classes "
                              f"(class ids up to {declared - 1} in its dataset.json): give "
                              f"--num-classes {declared} or more, or leave it out")
+        if num_classes is not None and found is not None and num_classes < found:
+            raise InputError(f"--num-classes {num_classes} is below the class ids in the "
+                             f"dataset's label chips (up to {found - 1}; its dataset.json "
+                             f"lists no classes): give --num-classes {found} or more")
         n = num_classes or declared
         if n is None:
-            raise InputError("the dataset does not list its classes; pass --num-classes")
-        if class_weights is not None and self.needs_classes:
+            raise InputError("the dataset does not list its classes; pass --num-classes" + (
+                f" ({found} or more: its label chips hold class ids up to {found - 1})"
+                if found else ""))
+        if class_weights is not None:
             w = [float(v) for v in class_weights]
             if len(w) != n:
                 raise InputError(f"--class-weights has {len(w)} value(s); --task {self.name} "
