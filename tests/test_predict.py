@@ -1,6 +1,7 @@
 """``rsgeo predict`` for every task: segmentation, change, classification (tiny models)."""
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,9 @@ def test_cli_segmentation_names_colour_table_and_folder(tmp_path, cli, models):
         assert ds.colormap(1)[2] == class_palette(3)[2] == (*LANDCOVER_COLORS[2], 255)
         assert ds.tags()["class_0"] == "ground" and ds.tags()["task"] == "segmentation"
         assert set(np.unique(ds.read(1))) <= {0, 1, 2}
+    # class names for QGIS's legend: GDAL keeps them only in its .aux.xml side file
+    side = ET.parse(tmp_path / "o" / "a_classes.tif.aux.xml").getroot()
+    assert [c.text for c in side.iter("Category")] == ["ground", "tree", "building"]
     with rasterio.open(tmp_path / "o" / "b_classes_probabilities.tif") as pr:
         np.testing.assert_allclose(pr.read().sum(0), 1.0, atol=1e-5)
     assert '"class_fractions"' in out
@@ -208,6 +212,12 @@ def test_cli_change_aligns_post_onto_pre(tmp_path, cli, models, caplog):
     assert ((prob[v] >= 0) & (prob[v] <= 1)).all()
     np.testing.assert_array_equal(mask[v], (prob[v] >= 0.5).astype(np.uint8))
     assert '"changed_fraction"' in out
+    # GDAL's side file keeps "no change" transparent (the GeoTIFF palette has no alpha: it
+    # read back opaque black, hiding the imagery in QGIS) and names both classes
+    with rasterio.open(tmp_path / "c.tif") as m:
+        assert m.colormap(1)[0][3] == 0 and m.colormap(1)[1] == (220, 30, 30, 255)
+    side = ET.parse(tmp_path / "c.tif.aux.xml").getroot()
+    assert [c.text for c in side.iter("Category")] == ["no change", "change"]
 
 
 def test_change_pairs_refused_in_one_line(tmp_path, cli, models):

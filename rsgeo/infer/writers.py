@@ -41,7 +41,7 @@ from rsgeo.errors import InputError
 from rsgeo.io.atomic import atomic_path
 from rsgeo.io.raster import Grid
 from rsgeo.io.vector import write_vector
-from rsgeo.io.writer import HEIGHT_NODATA, check_raster_output, open_output
+from rsgeo.io.writer import HEIGHT_NODATA, check_raster_output, open_output, write_categories
 from rsgeo.metrics.grouped import median_inplace
 from rsgeo.viz import LANDCOVER_COLORS
 
@@ -258,6 +258,9 @@ class SegmentationWriter:
         return ClassSink(cls, prob, names)
 
     def summary(self, path, sink) -> dict:
+        # class names for QGIS's legend (a GeoTIFF keeps them only as tags); the raster is
+        # published by now, its side file follows it (a rerun replaces both)
+        write_categories(path, dict(enumerate(sink.names)), class_palette(len(sink.names)))
         out = {"class_fractions": {n: round(float(f), 4)
                                    for n, f in zip(sink.names, sink.fractions())}}
         if self.probabilities:
@@ -301,6 +304,9 @@ class ChangeWriter:
         return ClassSink(mask, prob, ["change probability"], threshold=self.threshold)
 
     def summary(self, path, sink) -> dict:
+        # the side file's colour table keeps "no change" transparent (a GeoTIFF palette has
+        # no alpha: it came back opaque black over the imagery) and names both classes
+        write_categories(path, {0: "no change", 1: "change"}, CHANGE_COLORS)
         return {"changed_fraction": round(float(sink.fractions()[1]), 4),
                 "probability": str(sibling(path, "_probability.tif"))}
 
