@@ -1,8 +1,9 @@
 """The ``rsgeo`` Typer app: global options, command registration, errors -> exit codes.
 
-Exit codes: 0 ok, 1 runtime failure, 2 bad input or usage, 130 / 143 training stopped by
-SIGINT / SIGTERM after saving its checkpoint (``--resume`` continues it; 130 also for any
-other interruption). Errors print one line on stderr (``rsgeo: error: path: problem``);
+Exit codes: 0 ok, 1 runtime failure, 2 bad input or usage, 130 / 143 stopped by SIGINT /
+SIGTERM: training after saving its checkpoint (``--resume`` continues it), any other work
+after removing the file it was writing (one line naming the signal). Errors print one line
+on stderr (``rsgeo: error: path: problem``);
 ``-vv`` adds the traceback. Command modules import typer and light rsgeo modules
 (``cli.options``, ``errors``, ``jsonout``, ``progress``, ``data.sources``) at module level;
 library modules that pull in torch, rasterio, geopandas or onnxruntime are imported inside
@@ -85,8 +86,36 @@ def _register() -> None:
 _register()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside a training loop: unwinds as Ctrl-C does (atomic outputs clean up)."""
+
+
 def _sigterm(signum, frame):  # turn SIGTERM into KeyboardInterrupt so atomic outputs clean up
-    raise KeyboardInterrupt
+    raise Terminated
+
+
+class Stopped(Exception):
+    """A command stopped by SIGINT/SIGTERM, carried past typer: it turns a KeyboardInterrupt
+    into a silent ``Exit(130)`` (for SIGTERM too) and click into ``Abort``."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+def catch_interrupts(command) -> None:
+    """Make ``command``'s KeyboardInterrupt (Ctrl-C, or SIGTERM via :func:`_sigterm`) a
+    :class:`Stopped` once the command has unwound (its atomic outputs cleaned up)."""
+    invoke = command.invoke
+
+    def guarded(ctx):
+        try:
+            return invoke(ctx)
+        except KeyboardInterrupt as e:
+            signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+            raise Stopped(signum) from e
+
+    command.invoke = guarded
 
 
 GLOBAL_FLAGS = re.compile(r"^(-v+|-q+|--verbose|--quiet)$")
@@ -161,15 +190,28 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     tidy_help(command)
     finite_floats(command)
+    catch_interrupts(command)
     try:
-        signal.signal(signal.SIGTERM, _sigterm)
+        previous = signal.signal(signal.SIGTERM, _sigterm)
     except ValueError:  # not in the main thread
-        pass
+        previous = None
+    try:
+        return _invoke(command, argv, exits, aborts, ClickException)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _invoke(command, argv: list[str], exits, aborts, ClickException) -> int:
+    """Run ``command`` on ``argv``; every way it ends becomes an exit code (and one line)."""
     try:
         rv = command.main(args=argv, prog_name="rsgeo", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except exits as e:
         return e.exit_code
+    except Stopped as e:  # outside a training loop (training: TrainingInterrupted, below)
+        print(f"rsgeo: {e}: interrupted (unfinished files removed)", file=sys.stderr)
+        return 128 + e.signum
     except ClickException as e:
         if type(e).__name__ == "NoArgsIsHelpError":
             e.show()
