@@ -146,6 +146,37 @@ def test_sigterm_to_finetune_with_workers_stops_cleanly_and_resumes(tmp_path, cl
     assert again["step"] == total and again["loss"] == pytest.approx(s["loss"])
 
 
+def test_resume_names_the_wrong_kind_of_folder_before_torch_loads(tmp_path, cli):
+    """A pretrain run given to finetune --resume (and the reverse), a chip dataset, an empty
+    or a missing folder: one line saying what the folder is, exit 2, nothing loaded or
+    written. (A pretrain run given to finetune was refused only after the data and model
+    were built, as "--resume with a different config (extra.aux_landcover: ...)".)"""
+    from rsgeo.io.atomic import write_marker
+
+    chips = write_chips(tmp_path / "chips")
+    write_marker(chips, "chips")
+    runs = {}
+    for kind in ("pretrain", "finetune"):
+        runs[kind] = tmp_path / kind
+        (runs[kind] / "checkpoints").mkdir(parents=True)
+        (runs[kind] / "checkpoints" / "last.pt").write_bytes(b"not loaded")
+        write_marker(runs[kind], kind)
+    (tmp_path / "empty").mkdir()
+    ft = ["finetune", chips, "--task", "height", "--backbone", "vit-tiny-4", "--resume", "-o"]
+    pt = ["pretrain", chips, "--method", "mae", "--backbone", "vit-tiny-4", "--resume", "-o"]
+    cases = [(ft, runs["pretrain"], "this is a pretrain run, not a finetune run"),
+             (pt, runs["finetune"], "this is a finetune run, not a pretrain run"),
+             (ft, chips, "this is a chip dataset (rsgeo prepare), not a finetune run"),
+             (pt, tmp_path / "empty", "no checkpoint in this run folder"),
+             (ft, tmp_path / "missing", "no such run folder")]
+    for args, out, says in cases:
+        before = sorted(p.name for p in out.rglob("*")) if out.exists() else None
+        code, _, err = cli(*args, out)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{out}: --resume: {says}" in err, err
+        assert (sorted(p.name for p in out.rglob("*")) if out.exists() else None) == before
+
+
 # ---------------------------------------------------------------- engine, in process
 class Pairs(torch.utils.data.Dataset):
     def __init__(self, n=32):
