@@ -404,3 +404,17 @@ def test_best_json_survives_a_kill_while_written_and_a_damaged_one_is_named(tmp_
         with pytest.raises(InputError, match=r"best.json: damaged \(not the JSON record of "
                                              r"best.ckpt's miou\)"):
             keeper()
+
+
+def test_resume_removes_the_temporary_files_a_kill_while_saving_left(tmp_path):
+    """SIGKILL while a checkpoint is written (a preemption's grace period running out) left
+    the temporary file, as large as the checkpoint, beside last.pt; every such kill added
+    one and no resume removed them (measured: 43 MB each for vit-tiny-4 + UperNet)."""
+    run = tmp_path / "run"
+    Trainer(Regressor(), Pairs(), cfg(steps=4, ckpt_every=2), run).fit()
+    left = [run / "checkpoints" / ".last.tmp-0123abcd.pt", run / ".best.tmp-89abcdef.json"]
+    keep = [run / "checkpoints" / "notes.tmp-01234567.txt", run / ".keep.tmp-x.pt"]
+    for p in left + keep:
+        p.write_bytes(b"partial")
+    Trainer(Regressor(), Pairs(), cfg(steps=4, ckpt_every=2), run, resume=True).fit()
+    assert not any(p.exists() for p in left) and all(p.exists() for p in keep)
