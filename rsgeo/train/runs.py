@@ -54,7 +54,8 @@ def check_resumable(out: Path, kind: str) -> None:
     empty folder, or another kind of rsgeo folder (a pretrain run given to finetune, a chip
     dataset), is named as such before anything is loaded."""
     if not out.is_dir():
-        raise InputError("--resume: no such run folder", out)
+        raise InputError("is a file, not a folder" if out.exists() else
+                         "--resume: no such run folder", out)
     found = marker_kind(out)
     if found is not None and found != kind:
         raise InputError(f"--resume: this is {WHAT.get(found, f'an rsgeo {found} folder')}, "
