@@ -561,6 +561,8 @@ def test_sources_without_a_modality_are_left_out(tmp_path, caplog):
     m = pd.read_parquet(root / "manifest.parquet")
     extra = m.assign(source="plain", chip_id=m["chip_id"].str.replace("city", "plain"))
     pd.concat([m, extra]).to_parquet(root / "manifest.parquet")
+    info = json.loads((root / "dataset.json").read_text())   # prepare lists the source last
+    (root / "dataset.json").write_text(json.dumps({**info, "sources": ["city", "plain"]}))
     assert len(ChipDataset(root, modalities=("rgb",))) == 8
     with caplog.at_level(logging.WARNING, logger="rsgeo"):
         ds = ChipDataset(root, modalities=("rgb", "dsm"))

@@ -178,6 +178,40 @@ def test_errors_are_one_line_with_exit_codes(cli, monkeypatch):
             if c.name not in ("_fail_input", "_fail_runtime")]
 
 
+def test_a_signal_outside_training_gives_one_line_and_128_plus_the_signal(cli, tmp_path):
+    """SIGTERM (a scheduler, ``timeout``) or Ctrl-C while a command works outside a training
+    loop (prepare, predict-height, a training run's start-up): the file being written is
+    removed, one line names the signal, exit 143 / 130. (Typer turns the KeyboardInterrupt
+    into a silent exit 130, for SIGTERM too: no line was printed before.)"""
+    import os
+    import signal
+    import time
+
+    from rsgeo.cli import app as app_module
+    from rsgeo.io.atomic import atomic_path
+
+    @app_module.app.command("_signalled", hidden=True)
+    def _signalled(name: str):
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text("half")
+            os.kill(os.getpid(), getattr(signal, name))
+            time.sleep(5)  # the handler runs before this returns
+            tmp.write_text("whole")
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        for name, want in (("SIGTERM", 143), ("SIGINT", 130)):
+            code, out, err = cli("_signalled", name)
+            assert code == want, err
+            assert err.strip() == {"SIGTERM": "rsgeo: stopped by SIGTERM; unfinished outputs removed",
+                                   "SIGINT": "rsgeo: interrupted; unfinished outputs removed"}[name]
+            assert list(tmp_path.iterdir()) == []
+        assert signal.getsignal(signal.SIGTERM) is before  # main() puts the handler back
+    finally:
+        app_module.app.registered_commands[:] = [
+            c for c in app_module.app.registered_commands if c.name != "_signalled"]
+
+
 def test_verbosity_flags_work_after_the_subcommand(cli, tmp_path):
     from rsgeo.cli.app import hoist_global_flags
 

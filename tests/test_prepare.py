@@ -121,6 +121,46 @@ def test_manifest_round_trip_and_append_source(tmp_path):
     assert set(ChipDataset(tmp_path / "ds", split=None)[0]) >= {"rgb", "source", "chip_id"}
 
 
+@pytest.mark.parametrize("stop_in", ["_run_source", "_update_info"])
+def test_a_stopped_prepare_leaves_nothing_a_rerun_or_a_reader_trusts(tmp_path, monkeypatch,
+                                                                     stop_in):
+    """``--overwrite`` redoes source A beside B and is stopped (SIGTERM and Ctrl-C unwind as
+    KeyboardInterrupt) while A's chips are cut, or just before A is committed. Before, the
+    first left the manifest listing A's chips with A's shards already deleted: the plain
+    rerun skipped A as 'already in the dataset' and training used B alone (A 'left out'
+    with a warning); the second left A's new rows trusted under the old dataset.json."""
+    import rsgeo.data.prepare as P
+    from rsgeo.errors import InputError
+
+    a = make_raster(tmp_path / "a.tif", _rgb(128, 192, 3))
+    b = make_raster(tmp_path / "b.tif", _rgb(64, 128, 4))
+    ds = tmp_path / "ds"
+    prepare([SceneInput(rgb=a, source="A"), SceneInput(rgb=b, source="B")], ds, size=64)
+    n = len(ChipDataset(ds, split=None))
+
+    def stopped(*args, **kw):
+        raise KeyboardInterrupt
+
+    real = getattr(P, stop_in)
+    monkeypatch.setattr(P, stop_in, stopped)
+    with pytest.raises(KeyboardInterrupt):
+        prepare([SceneInput(rgb=a, source="A")], ds, size=64, overwrite=True)
+    monkeypatch.setattr(P, stop_in, real)
+    if stop_in == "_run_source":  # A was removed whole before its chips were redone
+        assert ChipDataset(ds, split=None).sources == ["B"]
+        assert set(json.loads((ds / "stats.json").read_text())["sources"]) == {"B"}
+    else:                         # A's rows are written, not committed: readers refuse them
+        with pytest.raises(InputError, match=r"source\(s\) A unfinished: rsgeo prepare "
+                                             "stopped while writing them"):
+            ChipDataset(ds, split=None)
+    s = prepare([SceneInput(rgb=a, source="A")], ds, size=64)  # the plain rerun redoes A
+    assert s["A"]["scenes"] == 1 and "skipped" not in s["A"]
+    again = ChipDataset(ds, split=None)
+    assert again.sources == ["A", "B"] and len(again) == n
+    assert json.loads((ds / "dataset.json").read_text())["sources"] == ["A", "B"]
+    assert sorted(p.name for p in (ds / "shards").iterdir()) == ["A", "B"]
+
+
 def test_stored_hog_is_each_chips_own(tmp_path, monkeypatch):
     """HOG is computed for a batch of chips at once: every stored row must be its own chip's
     (RGB, and the height image of DSM-only chips), more chips than one batch, and the same

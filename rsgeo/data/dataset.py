@@ -100,6 +100,7 @@ class ChipDataset(Dataset):
                 ", ".join(lacking), "/".join(self.modalities))
         # index arrays, built once: no pandas per sample
         names = m["source"].astype(str).to_numpy()
+        check_finished(self.root, self.info, names)
         self.sources: list[str] = sorted(set(names))
         self.source_ids = np.searchsorted(np.array(self.sources, dtype=object), names) \
             .astype(np.int64) if len(names) else np.zeros(0, np.int64)
@@ -195,6 +196,18 @@ class ChipDataset(Dataset):
             else:
                 out[mod] = torch.from_numpy(a.astype(np.int64))
         return out
+
+
+def check_finished(root: os.PathLike, info: dict, sources) -> None:
+    """InputError when chips of a source ``dataset.json`` does not list are used: ``prepare``
+    lists a source last, once its shards, rows and statistics are written, so such rows
+    are what a stopped ``prepare`` left (rerunning it redoes them)."""
+    if "sources" not in info:  # written before the list existed
+        return
+    left = sorted(set(sources) - set(info["sources"]))
+    if left:
+        raise InputError(f"source(s) {', '.join(left)} unfinished: rsgeo prepare stopped while "
+                         "writing them; run that prepare command again to finish them", root)
 
 
 def open_chips(dataset, modalities: tuple[str, ...], split: str):

@@ -130,11 +130,14 @@ def _prepare_sources(by_source, chosen, out, size, stride, max_nodata, dedup_dis
     summary = {}
     for src, group in by_source.items():
         if manifest is not None and src in set(manifest["source"]):
-            if not overwrite:
+            if not overwrite and finished(info, src):
                 log.warning("%s: source already in %s, skipped (--overwrite redoes it)", src, out)
                 summary[src] = {"skipped": True}
                 continue
-            manifest = _drop_source(out, manifest, src)
+            if not finished(info, src):
+                log.warning("%s: left unfinished in %s by an interrupted prepare: redone",
+                            src, out)
+            info, manifest = _drop_source(out, info, manifest, src)
         with progress(None, f"prepare {src}", unit="chips") as bar:
             rows, stats, mods = _run_source(group, out, size, stride, max_nodata, dedup_distance,
                                             split, gsd, bands, ndsm_from_dsm, workers, seed, bar,
@@ -555,17 +558,43 @@ def _append_rows(out: Path, manifest, rows):
     return m
 
 
-def _drop_source(out: Path, manifest, src: str):
+def finished(info: dict | None, src: str) -> bool:
+    """Whether ``src`` was committed: ``dataset.json`` lists it (written last for a source,
+    after its shards, manifest rows and statistics; a dataset without the list predates it)."""
+    return info is not None and ("sources" not in info or src in info["sources"])
+
+
+def _drop_source(out: Path, info: dict, manifest, src: str):
+    """Remove ``src`` from the dataset, in the order that leaves no reader trusting a part
+    of it when killed: uncommitted in ``dataset.json``, then its manifest rows, its
+    statistics, and last its shards. Returns the new ``(info, manifest)``."""
+    if src in info.get("sources", ()):
+        info = {**info, "sources": [s for s in info["sources"] if s != src]}
+        _write_json(out / "dataset.json", info)
+    manifest = manifest[manifest["source"] != src].reset_index(drop=True)
+    with atomic_path(out / "manifest.parquet", overwrite=True) as tmp:
+        manifest.to_parquet(tmp, index=False)
+    _update_stats(out, src, None)
     shutil.rmtree(out / "shards" / src, ignore_errors=True)
-    return manifest[manifest["source"] != src].reset_index(drop=True)
+    return info, manifest
 
 
-def _update_stats(out: Path, src: str, stats: dict) -> None:
-    path = out / "stats.json"
-    data = json.loads(path.read_text()) if path.is_file() else {"sources": {}}
-    data["sources"][src] = stats
+def _write_json(path: Path, data: dict) -> None:
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(data, indent=2))
+
+
+def _update_stats(out: Path, src: str, stats: dict | None) -> None:
+    """Set (None: remove) ``src``'s statistics in ``stats.json``."""
+    path = out / "stats.json"
+    data = json.loads(path.read_text()) if path.is_file() else {"sources": {}}
+    if stats is None and src not in data["sources"]:
+        return
+    if stats is None:
+        del data["sources"][src]
+    else:
+        data["sources"][src] = stats
+    _write_json(path, data)
 
 
 def _update_info(out: Path, info, src, mods, classes, size, group, gsd, dtypes=None) -> dict:
@@ -582,6 +611,5 @@ def _update_info(out: Path, info, src, mods, classes, size, group, gsd, dtypes=N
     if "gsd" not in info:
         with open_raster(group[0].reference) as ds:
             info["gsd"] = round(gsd or ground_gsd(Grid.of(ds)), 4)
-    with atomic_path(out / "dataset.json", overwrite=True) as tmp:
-        tmp.write_text(json.dumps(info, indent=2))
+    _write_json(out / "dataset.json", info)  # last: commits the source (see finished)
     return info

@@ -40,6 +40,7 @@ from rsgeo.finetune.lr_decay import (check_head_steps, check_layer_decay, finetu
                                      lr_rule)
 from rsgeo.finetune.tasks import TaskModule
 from rsgeo.finetune.validate import ValSet, evaluate_view, save_val_preview
+from rsgeo.io.atomic import atomic_path
 from rsgeo.models.backbones import (check_backbone, load_encoder, resize_encoder,
                                     timm_pretrained)
 from rsgeo.models.external import BANDS, is_rsgeo_encoder, open_encoder
@@ -271,10 +272,21 @@ class BestKeeper:
         self.sign = 1.0 if spec.higher_is_better else -1.0
         self.score = -np.inf
         if resume and (self.out / "best.json").is_file():
-            prev = json.loads((self.out / "best.json").read_text())
+            prev = self._previous(self.out / "best.json")
             self.step = prev.pop("step", None)
             self.metrics = prev
             self.score = self.sign * prev.get(spec.score, self.sign * -np.inf)
+
+    def _previous(self, path: Path) -> dict:
+        """The best so far from ``best.json`` (InputError naming it when damaged)."""
+        try:
+            prev = json.loads(path.read_text())
+        except ValueError:
+            prev = None
+        if not isinstance(prev, dict) or not isinstance(prev.get(self.spec.score), (int, float)):
+            raise InputError(f"damaged (not the JSON record of best.ckpt's {self.spec.score}); "
+                             "--resume needs it to know the best so far", path)
+        return prev
 
     def __call__(self, trainer):
         if not trainer.info.is_main:
@@ -285,14 +297,15 @@ class BestKeeper:
                                 num_classes=self.model.num_classes)
         score = self.sign * metrics[self.spec.score]
         if score > self.score or self.metrics is None:
-            self.score, self.metrics, self.step = score, metrics, trainer.step
             save_task_model(trainer.model.net, self.model.config,
                             {**self.model.meta, "val": metrics, "step": trainer.step},
                             self.out / "best.ckpt")
             save_val_preview(trainer.model, self.cache, self.spec.name, trainer.device,
                              self.out / "val_preview.png")
-            (self.out / "best.json").write_text(json.dumps({"step": trainer.step, **metrics},
-                                                           indent=2, default=float))
+            with atomic_path(self.out / "best.json", overwrite=True) as tmp:
+                tmp.write_text(json.dumps({"step": trainer.step, **metrics}, indent=2,
+                                          default=float))
+            self.score, self.metrics, self.step = score, metrics, trainer.step  # once saved
         return metrics
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import uuid
 from contextlib import contextmanager
@@ -105,6 +106,21 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, *,
 def temp_name(path: Path) -> Path:
     """A hidden temporary sibling of ``path`` keeping its suffix (drivers read it)."""
     return path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+TEMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{8}(\.[^.]*)?$")
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files (:func:`temp_name`) a killed writer left in ``folder``
+    (SIGKILL skips the cleanup); returns them. Only for a folder no other process is
+    writing, e.g. a run folder being resumed."""
+    gone = []
+    for p in Path(folder).glob(".*.tmp-*") if Path(folder).is_dir() else ():
+        if TEMP_NAME.match(p.name) and (p.is_file() or p.is_symlink()):
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
 
 
 def make_parents(path: Path) -> list[Path]:

@@ -3,7 +3,8 @@
 ``RUN/checkpoints/last.pt`` holds the model, optimiser, schedule and gradient-scaler
 states, the RNG states (python, numpy, torch CPU and CUDA), the step, the epoch, the
 number of samples this rank already drew in that epoch, and the resolved config. Written
-atomically (temporary name, then rename), so a kill while saving leaves the previous one.
+atomically (temporary name, then rename), so a kill while saving leaves the previous one;
+the temporary file a SIGKILL leaves behind is removed when the run is resumed.
 """
 
 from __future__ import annotations

@@ -82,6 +82,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from rsgeo.device import resolve_device
 from rsgeo.errors import InputError, RsgeoError
+from rsgeo.io.atomic import remove_stale_temps
 from rsgeo.progress import progress
 from rsgeo.train import distributed as D
 from rsgeo.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -229,6 +230,9 @@ class Trainer:
 
     def _start(self) -> None:
         if self.resume:
+            if self.info.is_main:  # a run killed while saving left its temporary file
+                for folder in (self.out_dir, self.ckpt_path.parent):
+                    remove_stale_temps(folder)
             self._restore()
         elif self.info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from rsgeo.errors import InputError
-from rsgeo.io.atomic import check_folder_claim, claim_folder
+from rsgeo.io.atomic import check_folder_claim, claim_folder, marker_kind
 from rsgeo.train.launch import env_info
 
 
@@ -40,9 +40,28 @@ def check_run(out: Path, kind: str, *, resume: bool = False, overwrite: bool = F
     out = Path(out)
     if env_info().rank != 0:
         return
-    if resume and not (out / "checkpoints" / "last.pt").is_file():
-        raise InputError("--resume: no checkpoint in this run folder", out)
+    if resume:
+        check_resumable(out, kind)
     check_folder_claim(out, kind, overwrite=overwrite, resume=resume, inputs=inputs)
+
+
+WHAT = {"pretrain": "a pretrain run", "finetune": "a finetune run",
+        "chips": "a chip dataset (rsgeo prepare)", "demo": "an rsgeo demo folder"}
+
+
+def check_resumable(out: Path, kind: str) -> None:
+    """InputError unless ``out`` is a ``kind`` run folder with a checkpoint: a missing or
+    empty folder, or another kind of rsgeo folder (a pretrain run given to finetune, a chip
+    dataset), is named as such before anything is loaded."""
+    if not out.is_dir():
+        raise InputError("is a file, not a folder" if out.exists() else
+                         "--resume: no such run folder", out)
+    found = marker_kind(out)
+    if found is not None and found != kind:
+        raise InputError(f"--resume: this is {WHAT.get(found, f'an rsgeo {found} folder')}, "
+                         f"not {WHAT[kind]}; give the folder the {kind} run wrote", out)
+    if not (out / "checkpoints" / "last.pt").is_file():
+        raise InputError("--resume: no checkpoint in this run folder", out)
 
 
 @contextmanager
