@@ -124,24 +124,47 @@ class Grid:
                 f"origin ({left:.3f}, {top:.3f})")
 
     def same_as(self, other: "Grid", tol: float = 1e-3) -> bool:
-        """True when both grids have equal CRS and shape and every pixel corner of one lies
+        """True when both grids have the same shape and every pixel corner of one lies
         within ``tol`` of a pixel of the other's (checked at the raster's corners: the
         transforms are affine). Absolute, in pixels: two rasters a few pixels apart differ
         however large their coordinates (a UTM northing of 5e6 m is not a tolerance of 5 m),
-        while rounding in the transforms different writers store is not a difference."""
+        while rounding in the transforms different writers store is not a difference.
+
+        CRSs that differ in their definition but not on the ground are the same: the
+        corners of ``other`` are carried into this grid's CRS (as a resampling would carry
+        its pixels) before they are compared. A WKT named "EPSG:2154" on an unnamed datum
+        (as IGN's orthophotos carry it) and EPSG:2154 place a pixel within microns of each
+        other, so their rasters on one grid are read pixel for pixel, not refused or
+        resampled."""
         if (self.width, self.height) != (other.width, other.height):
             return False
         if (self.crs is None) != (other.crs is None):
             return False
-        if self.crs is not None and self.crs != other.crs:
-            return False
-        limit = tol * min(self.res)
         W, H = self.width, self.height
-        for corner in ((0, 0), (W, 0), (0, H), (W, H)):
-            (xa, ya), (xb, yb) = self.transform * corner, other.transform * corner
-            if abs(xa - xb) > limit or abs(ya - yb) > limit:
+        corners = ((0, 0), (W, 0), (0, H), (W, H))
+        theirs = [other.transform * c for c in corners]
+        if self.crs is not None and self.crs != other.crs:
+            theirs = _carried(theirs, other.crs, self.crs)
+            if theirs is None:
+                return False
+        limit = tol * min(self.res)
+        for corner, (xb, yb) in zip(corners, theirs):
+            xa, ya = self.transform * corner
+            if not (abs(xa - xb) <= limit and abs(ya - yb) <= limit):  # NaN: not the same
                 return False
         return True
+
+
+def _carried(points, src: CRS, dst: CRS) -> list | None:
+    """``points`` (x, y in ``src``) in ``dst``'s coordinates, or None when PROJ cannot
+    carry them (CRSs with nothing in common, points outside a projection's domain)."""
+    from rasterio.warp import transform
+
+    try:
+        xs, ys = transform(src, dst, [p[0] for p in points], [p[1] for p in points])
+    except Exception:  # noqa: BLE001 - any failure means "not the same grid"
+        return None
+    return list(zip(xs, ys))
 
 
 def _bounds(transform: Affine, width: int, height: int) -> tuple[float, float, float, float]:

