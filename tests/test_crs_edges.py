@@ -7,10 +7,12 @@ alone, and what a geographic input's warnings say. The real files they come from
 import json
 
 import numpy as np
+import pytest
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
+from rsgeo.errors import GridMismatchError
 from rsgeo.io.raster import Grid, check_same_grid
 from tests.conftest import make_raster
 from tests.test_io_raster import LCC_WKT
@@ -55,6 +57,20 @@ def test_evaluate_and_damage_map_read_an_equivalent_crs_pixel_for_pixel(tmp_path
     assert s["n_pixels"] == int((h != -9999).sum()) and s["mae"] == 0.0
     r = damage_map(pred, ref, tmp_path / "d.tif")
     assert r["post_resampled"] is False
+
+
+def test_a_grid_mismatch_in_degrees_shows_where_the_grids_differ(tmp_path):
+    """Two 4.5e-6° grids 3 columns and 2 rows apart were described with the same origin
+    (three decimals of a degree are 100 m), so the message contradicted itself."""
+    t = Affine(5.07e-6, 8.0e-8, -94.50925, 6.4e-8, -4.07e-6, 37.06565)  # xBD-like, skewed
+    a = Grid(CRS.from_epsg(4326), t, 1024, 1024)
+    b = Grid(CRS.from_epsg(4326), t * Affine.translation(3, 2), 1024, 1024)
+    with pytest.raises(GridMismatchError) as e:
+        check_same_grid(a, b, "pre.png", "post.png")
+    msg = str(e.value)
+    first, second = msg.split(" vs ")
+    assert first.split("origin")[1][:30] != second.split("origin")[1][:30], msg
+    assert "shifted by 3.00 columns, 2.00 rows" in msg and len(msg.splitlines()) == 1, msg
 
 
 # ---- the real files (skipped without ../shared/realdata) ----------------------------------

@@ -117,11 +117,16 @@ class Grid:
         return Polygon([self.transform * c for c in ((0, 0), (W, 0), (W, H), (0, H))])
 
     def describe(self) -> str:
+        """Shape, pixel size, CRS and origin (the transform's corner) in one phrase, the
+        origin to a hundredth of a pixel: two grids a few pixels apart read differently
+        (in degrees, three decimals are 100 m: a 5 cm pixel grid shifted by 3 px would
+        read the same as the grid it differs from)."""
         crs = crs_label(self.crs)
         rx, ry = self.res
-        left, bottom, right, top = self.bounds
+        step = min(rx, ry) / 100
+        places = max(3, math.ceil(-math.log10(step))) if step > 0 else 3
         return (f"{self.width}x{self.height} px of {rx:g}x{ry:g}, {crs}, "
-                f"origin ({left:.3f}, {top:.3f})")
+                f"origin ({self.transform.c:.{places}f}, {self.transform.f:.{places}f})")
 
     def same_as(self, other: "Grid", tol: float = 1e-3) -> bool:
         """True when both grids have the same shape and every pixel corner of one lies
@@ -274,11 +279,23 @@ def check_same_grid(a, b, a_path=None, b_path=None) -> None:
     an = a_path or getattr(a, "name", "first raster")
     bn = b_path or getattr(b, "name", "second raster")
     raise GridMismatchError(
-        f"grid differs from {an} ({gb.describe()} vs {ga.describe()}); "
+        f"grid differs from {an} ({gb.describe()} vs {ga.describe()}{_shift(ga, gb)}); "
         "pass --align bilinear (heights) or --align nearest (classes, masks) to resample it "
         "onto that grid",
         bn,
     )
+
+
+def _shift(ga: Grid, gb: Grid) -> str:
+    """``"; shifted by 3.00 columns, -2.00 rows"``: where ``gb``'s origin falls on ``ga``'s
+    pixels, when the two grids differ only by a shift (same CRS, shape and pixels), as
+    co-registered tiles of two dates or sensors do; else ``""``."""
+    ta, tb = ga.transform, gb.transform
+    if ga.crs != gb.crs or (ga.width, ga.height) != (gb.width, gb.height) or \
+            max(abs(getattr(ta, k) - getattr(tb, k)) for k in "abde") > 1e-6 * min(ga.res):
+        return ""
+    col, row = ~ta * (tb.c, tb.f)
+    return f"; shifted by {col:.2f} columns, {row:.2f} rows"
 
 
 def check_overlap(a: Grid, b: Grid, a_path=None, b_path=None) -> None:
