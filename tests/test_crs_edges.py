@@ -12,8 +12,8 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from rsgeo.errors import GridMismatchError
-from rsgeo.io.raster import Grid, check_same_grid
+from rsgeo.errors import GridMismatchError, InputError
+from rsgeo.io.raster import Grid, check_same_grid, open_raster
 from tests.conftest import make_raster
 from tests.test_io_raster import LCC_WKT
 
@@ -73,6 +73,23 @@ def test_a_grid_mismatch_in_degrees_shows_where_the_grids_differ(tmp_path):
     assert "shifted by 3.00 columns, 2.00 rows" in msg and len(msg.splitlines()) == 1, msg
 
 
+def test_an_image_georeferenced_by_a_world_file_alone_is_refused_naming_it(tmp_path):
+    png = tmp_path / "tile.png"
+    img = np.full((3, 16, 16), 100, np.uint8)
+    with rasterio.open(png, "w", driver="PNG", width=16, height=16, count=3, dtype="uint8",
+                       transform=Affine(5e-6, 0, -94.5, 0, -4e-6, 37.06),
+                       WORLDFILE="YES") as dst:
+        dst.write(img)
+    (tmp_path / "tile.png.aux.xml").unlink(missing_ok=True)
+    (tmp_path / "tile.prj").write_text(CRS.from_epsg(4326).to_wkt())  # GDAL does not read it
+    assert (tmp_path / "tile.wld").exists() or (tmp_path / "tile.pgw").exists()
+    with pytest.raises(InputError) as e:
+        open_raster(png, purpose="image")
+    msg = str(e.value)
+    assert msg.startswith(str(png)) and "has no CRS" in msg and "world file tile." in msg, msg
+    assert "gdal_edit -a_srs" in msg and "tile.png.aux.xml" in msg and "\n" not in msg, msg
+
+
 # ---- the real files (skipped without ../shared/realdata) ----------------------------------
 
 def test_montpellier_ortho_crs_and_ign_ndsm_crs_are_one_grid(realdata, tmp_path, cli):
@@ -90,3 +107,11 @@ def test_montpellier_ortho_crs_and_ign_ndsm_crs_are_one_grid(realdata, tmp_path,
     assert json.loads(out)["mae"] == 0.0 and json.loads(out)["n_pixels"] > 9900
 
 
+def test_xbd_tile_without_its_aux_xml_is_refused_naming_its_world_file(realdata, tmp_path):
+    import shutil
+
+    src = realdata / "xbd-joplin-tornado" / "images"
+    for suffix in (".png", ".pgw"):
+        shutil.copy(src / f"joplin-tornado_00000000_pre_disaster{suffix}", tmp_path)
+    with pytest.raises(InputError, match="world file joplin-tornado_00000000_pre_disaster.pgw"):
+        open_raster(tmp_path / "joplin-tornado_00000000_pre_disaster.png")

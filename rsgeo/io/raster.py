@@ -232,8 +232,7 @@ def validate_raster(ds, path, *, bands=None, purpose="raster", require_crs=True,
         raise InputError(f"empty {purpose} ({ds.width}x{ds.height} px)", path)
     check_pixels(ds.width, ds.height, path, purpose)
     if require_crs and ds.crs is None:
-        raise InputError(f"{purpose} has no CRS (assign one, e.g. `gdal_edit -a_srs EPSG:32633`)",
-                         path)
+        raise InputError(_no_crs(ds, path, purpose), path)
     t = ds.transform
     if t.is_identity or t.determinant == 0 or not all(map(math.isfinite, t[:6])):
         raise InputError(f"{purpose} has no valid geotransform", path)
@@ -246,6 +245,20 @@ def validate_raster(ds, path, *, bands=None, purpose="raster", require_crs=True,
         if ds.count not in allowed:
             want = " or ".join(map(str, allowed))
             raise InputError(f"{purpose} has {ds.count} band(s), expected {want}", path)
+
+
+def _no_crs(ds, path, purpose: str) -> str:
+    """Why a raster has no CRS and how to give it one. An image georeferenced by a world
+    file (``.pgw``, ``.jgw``, ``.tfw``, ``.wld``, as xBD's tiles come) has its position but
+    no CRS: GDAL reads the CRS from the ``.aux.xml`` beside it, never from a ``.prj``."""
+    world = [Path(f).name for f in (ds.files or [])[1:]
+             if re.fullmatch(r"\.(wld|\w{2,3}w)", Path(f).suffix.lower())]
+    if not world:
+        return f"{purpose} has no CRS (assign one, e.g. `gdal_edit -a_srs EPSG:32633`)"
+    name = Path(path).name
+    return (f"{purpose} has no CRS: its world file {world[0]} places it but names no CRS (a "
+            f".prj beside it is not read); assign one, e.g. `gdal_edit -a_srs EPSG:4326 {name}` "
+            f"(writes {name}.aux.xml)")
 
 
 def nodata_of(ds, override: float | None = None) -> float | None:
