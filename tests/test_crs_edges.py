@@ -5,6 +5,7 @@ alone, and what a geographic input's warnings say. The real files they come from
 (../shared/realdata) are checked at the end, skipped when absent."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -13,9 +14,11 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from rsgeo.errors import GridMismatchError, InputError
+from rsgeo.infer.predict import predict_height_file
 from rsgeo.io.raster import Grid, check_same_grid, open_raster
 from tests.conftest import make_raster
 from tests.test_io_raster import LCC_WKT
+from tests.test_predict_height import mean_runner
 
 L93 = CRS.from_epsg(2154)
 CUSTOM = CRS.from_wkt(LCC_WKT)                     # the same projection, no authority code
@@ -88,6 +91,50 @@ def test_an_image_georeferenced_by_a_world_file_alone_is_refused_naming_it(tmp_p
     msg = str(e.value)
     assert msg.startswith(str(png)) and "has no CRS" in msg and "world file tile." in msg, msg
     assert "gdal_edit -a_srs" in msg and "tile.png.aux.xml" in msg and "\n" not in msg, msg
+
+
+def test_a_geographic_input_is_warned_once_naming_the_file(tmp_path, caplog):
+    """Three lines per file (the GSD estimate twice, without the file's name, and telling
+    damage-map users to pass a --gsd it does not have) -> one naming the file."""
+    img = np.full((3, 70, 90), 100, np.uint8)
+    src = make_raster(tmp_path / "g.tif", img, crs=CRS.from_epsg(4326),
+                      transform=Affine(4.5e-6, 0, 3.87, 0, -4.5e-6, 43.6))
+    with caplog.at_level(logging.WARNING, logger="rsgeo"):
+        predict_height_file(src, "x", tmp_path / "h.tif", runner=mean_runner(), tile=64,
+                            overlap=16)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1, lines
+    # 4.5e-6° at 43.6°N: 0.362 m x 0.500 m, geometric mean 0.426 m
+    assert lines[0] == (f"{src}: resampled from 0.426 m (estimated: geographic CRS, latitude "
+                        "43.60) to the model's 0.500 m GSD and back"), lines
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rsgeo"):
+        predict_height_file(src, "x", tmp_path / "h2.tif", runner=mean_runner(), tile=64,
+                            overlap=16, gsd=0.8)
+    assert "to the requested 0.800 m GSD" in caplog.text, caplog.text  # not "the model's"
+
+
+def test_a_change_pair_is_named_by_its_two_files(tmp_path, caplog):
+    """The resampling warning of a PRE/POST pair printed the tuple's repr:
+    "(PosixPath('pre.tif'), PosixPath('post.tif')): resampled ..."."""
+    from rsgeo.infer.predict import predict_files
+    from tests.test_predict import META, _rgb
+
+    pre, _ = _rgb(tmp_path / "pre.tif", 64, 64, gsd=0.25)
+    post, _ = _rgb(tmp_path / "post.tif", 64, 64, seed=1, gsd=0.25)
+
+    class Diff:
+        device = "cpu"
+
+        def __call__(self, batch):
+            return batch[:, :1] - batch[:, 3:4]
+
+    cfg = {"task": "change", "backbone": "vit-tiny-2", "in_chans": 3, "img_size": 64}
+    with caplog.at_level(logging.WARNING, logger="rsgeo"):
+        predict_files([(pre, post)], "x", [tmp_path / "c.tif"],
+                      runner=(Diff(), {**META, "task": "change"}, cfg), tile=64, overlap=16)
+    assert f"{pre} + {post}: resampled from 0.250 m" in caplog.text, caplog.text
+    assert "PosixPath" not in caplog.text
 
 
 # ---- the real files (skipped without ../shared/realdata) ----------------------------------

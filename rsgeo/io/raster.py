@@ -364,15 +364,24 @@ def ground_res(grid: Grid) -> tuple[float, float]:
     return rx * factor, ry * factor
 
 
-def ground_gsd(grid: Grid) -> float:
+def ground_gsd(grid: Grid, hint: str | None = "; pass --gsd to override") -> float:
     """Pixel size in metres: the geometric mean of :func:`ground_res` (with a warning for a
-    geographic CRS, where it is an estimate)."""
+    geographic CRS, where it is an estimate; ``hint`` ends it: the default names prepare's
+    ``--gsd``; None: no warning, the caller says it with :func:`estimate_note`)."""
     gx, gy = ground_res(grid)
     gsd = math.sqrt(gx * gy)
-    if grid.crs is not None and grid.crs.is_geographic:
-        log.warning("geographic CRS: GSD estimated as %.3f m at latitude %.2f; pass --gsd to "
-                    "override", gsd, math.degrees(_centre_latitude(grid)))
+    if hint is not None and grid.crs is not None and grid.crs.is_geographic:
+        log.warning("geographic CRS: GSD estimated as %.3f m at latitude %.2f%s", gsd,
+                    math.degrees(_centre_latitude(grid)), hint)
     return gsd
+
+
+def estimate_note(grid: Grid) -> str:
+    """``" (estimated: geographic CRS, latitude 37.06)"``, or ``""`` for a projected grid,
+    whose ground sizes are exact."""
+    if grid.crs is None or not grid.crs.is_geographic:
+        return ""
+    return f" (estimated: geographic CRS, latitude {math.degrees(_centre_latitude(grid)):.2f})"
 
 
 def pixel_area_m2(grid: Grid) -> float:
