@@ -162,3 +162,30 @@ def test_xbd_tile_without_its_aux_xml_is_refused_naming_its_world_file(realdata,
         shutil.copy(src / f"joplin-tornado_00000000_pre_disaster{suffix}", tmp_path)
     with pytest.raises(InputError, match="world file joplin-tornado_00000000_pre_disaster.pgw"):
         open_raster(tmp_path / "joplin-tornado_00000000_pre_disaster.png")
+
+
+@pytest.mark.parametrize("crs, transform, ground", [
+    # Autzen's ortho: 1 ft pixels in an Oregon Lambert CRS in feet = 0.3048 m
+    (CRS.from_epsg(2994), Affine(1.0, 0, 635615.4, 0, -1.0, 853362.6), (0.3048, 0.3048)),
+    # an xBD tile: 5.07e-6 x 4.07e-6 degree pixels at 37.06 N (pyproj.Geod: 0.4513 m x 0.4513 m)
+    (CRS.from_epsg(4326), Affine(5.0744e-6, 0, -94.50925, 0, -4.0666e-6, 37.06565),
+     (0.4513, 0.4513)),
+])
+def test_a_model_runs_at_its_gsd_in_metres_on_grids_in_feet_and_degrees(tmp_path, crs,
+                                                                         transform, ground):
+    """The work grid the model sees has the model's 0.5 m pixels on the ground (within a
+    pixel: degrees are measured on a sphere): its tile count is that of the input's ground
+    size / 0.5 m (feet read as metres: 800 x 600 px; degrees: 1 px); heights come back on
+    the input's own grid and CRS, in metres."""
+    from rsgeo.io.windows import TileGrid
+
+    img = np.full((3, 300, 400), 100, np.uint8)
+    src = make_raster(tmp_path / "in.tif", img, crs=crs, transform=transform)
+    r = predict_height_file(src, "x", tmp_path / "h.tif", runner=mean_runner(), tile=64,
+                            overlap=16)
+    w, h = (round(400 * ground[0] / 0.5), round(300 * ground[1] / 0.5))
+    near = {len(TileGrid(h + i, w + j, 64, 16)) for i in (-1, 0, 1) for j in (-1, 0, 1)}
+    assert r["resampled"] and r["tiles"] in near, (r["tiles"], w, h, near)
+    with rasterio.open(tmp_path / "h.tif") as o:
+        assert o.crs == crs and o.transform == transform and o.shape == (300, 400)
+        assert o.units[0] == "metre" and o.nodata == -9999
