@@ -189,3 +189,32 @@ def test_a_model_runs_at_its_gsd_in_metres_on_grids_in_feet_and_degrees(tmp_path
     with rasterio.open(tmp_path / "h.tif") as o:
         assert o.crs == crs and o.transform == transform and o.shape == (300, 400)
         assert o.units[0] == "metre" and o.nodata == -9999
+
+
+def test_unitless_heights_in_a_crs_in_feet_are_warned_about(tmp_path, cli, caplog):
+    """A US nDSM in a State Plane CRS in feet often stores feet with no band unit: it was
+    read as metres without a word (a 30 ft house as 30 m, every damage threshold 3.3x too
+    small). Now each such raster is named in a warning with the way to say it is feet; a
+    band that declares its unit, or rsgeo's own metres, is not."""
+    h = np.random.default_rng(0).uniform(0, 30, (1, 32, 32)).astype(np.float32)
+    t = Affine(1.0, 0, 635615.0, 0, -1.0, 853362.0)
+    ft = make_raster(tmp_path / "ft.tif", h, crs=CRS.from_epsg(2994), transform=t)
+    usft = make_raster(tmp_path / "usft.tif", h, crs=CRS.from_epsg(2236), transform=t)
+    with caplog.at_level(logging.WARNING, logger="rsgeo"):
+        code, _, err = cli("evaluate", ft, ft, "--json")
+        assert code == 0, err
+        code, _, err = cli("evaluate", usft, usft, "--json")
+    assert caplog.text.count(f"{ft}: band 1 has no unit and its CRS is in feet") == 2
+    assert "-units ft FILE" in caplog.text and "-units us-ft FILE" in caplog.text
+    assert f"{usft}: band 1 has no unit and its CRS is in US survey feet" in caplog.text
+    caplog.clear()
+    with rasterio.open(ft, "r+") as ds:          # declared: read in metres, no warning
+        ds.units = ("ft",)
+    m = make_raster(tmp_path / "m.tif", h * np.float32(0.3048), crs=CRS.from_epsg(2994),
+                    transform=t)
+    with rasterio.open(m, "r+") as ds:
+        ds.update_tags(task="height", model="height.onnx")  # written by predict-height
+    with caplog.at_level(logging.WARNING, logger="rsgeo"):
+        code, out, err = cli("evaluate", ft, m, "--json")
+    assert code == 0 and json.loads(out)["mae"] < 1e-5, (err, out)
+    assert "has no unit" not in caplog.text, caplog.text
