@@ -218,3 +218,33 @@ def test_unitless_heights_in_a_crs_in_feet_are_warned_about(tmp_path, cli, caplo
         code, out, err = cli("evaluate", ft, m, "--json")
     assert code == 0 and json.loads(out)["mae"] < 1e-5, (err, out)
     assert "has no unit" not in caplog.text, caplog.text
+
+
+def test_a_folder_of_world_file_pngs_is_a_folder_of_rasters(tmp_path):
+    """xBD comes as PNG + .pgw (+ .aux.xml for the CRS): predict-height on its folder said
+    "folder holds no rasters (.tif, .tiff, .vrt, .jp2, .img)" (evaluate took .png folders).
+    Georeferenced PNG/JPEG files are inputs now; a quicklook PNG beside them is not."""
+    from rsgeo.infer.predict import expand_inputs, predict_height_paths
+
+    d = tmp_path / "tiles"
+    d.mkdir()
+    img = np.full((3, 40, 40), 100, np.uint8)
+    t = Affine(4.5e-6, 0, -94.5, 0, -4.5e-6, 37.06)
+    for name, crs, extra in (("a.png", CRS.from_epsg(4326), {"WORLDFILE": "YES"}),
+                             ("quicklook.png", None, {})):
+        with rasterio.open(d / name, "w", driver="PNG", width=40, height=40, count=3,
+                           dtype="uint8", crs=crs, transform=t if crs else None,
+                           **extra) as dst:
+            dst.write(img)
+    make_raster(d / "b.tif", img, crs=CRS.from_epsg(4326), transform=t)
+    assert expand_inputs([d]) == [d / "a.png", d / "b.tif"]
+    r = predict_height_paths([d], "x", tmp_path / "out", runner=mean_runner(), tile=64,
+                             overlap=16)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_height.tif",
+                                                                     "b_height.tif"]
+    with rasterio.open(tmp_path / "out" / "a_height.tif") as o, rasterio.open(d / "a.png") as s:
+        assert o.crs == s.crs and o.transform == s.transform and r["total"]["files"] == 2
+    (d / "b.tif").unlink()
+    (d / "a.png").rename(d / "a.jpg.bak")
+    with pytest.raises(InputError, match="PNG/JPEG with a world file"):
+        expand_inputs([d])

@@ -153,17 +153,32 @@ def input_scale(ds) -> float:
 
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+#: image files a folder's rasters include when georeferenced beside them (a world file or an
+#: .aux.xml): xBD's tiles are PNG + .pgw; a quicklook PNG without either is left out
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _georeferenced_image(f: Path) -> bool:
+    """Whether the PNG/JPEG ``f`` has a world file (``.pgw``, ``.pngw``, ``.jgw``, ``.wld``,
+    ...) or an ``.aux.xml`` beside it."""
+    ext = f.suffix.lower()[1:]
+    sidecars = (f"{ext[0]}{ext[-1]}w", f"{ext}w", "wld")
+    return any(f.with_suffix(f".{w}").is_file() or f.with_suffix(f".{w.upper()}").is_file()
+               for w in sidecars) or Path(f"{f}.aux.xml").is_file()
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
-    """Files as given; folders replaced by their raster files (sorted by name)."""
+    """Files as given; folders replaced by their raster files (sorted by name): every
+    ``RASTER_SUFFIXES`` file, and the PNG/JPEG files georeferenced beside them."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.iterdir()
-                           if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
+            found = sorted(f for f in p.iterdir() if f.is_file() and (
+                f.suffix.lower() in RASTER_SUFFIXES or
+                (f.suffix.lower() in IMAGE_SUFFIXES and _georeferenced_image(f))))
             if not found:
-                raise InputError(f"folder holds no rasters ({', '.join(RASTER_SUFFIXES)})", p)
+                raise InputError(f"folder holds no rasters ({', '.join(RASTER_SUFFIXES)}, or "
+                                 "PNG/JPEG with a world file or .aux.xml)", p)
             out.extend(found)
         else:
             out.append(p)
