@@ -177,7 +177,7 @@ def test_geographic_crs_works_with_a_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="rsgeo"):
         predict_height_file(src, "x", tmp_path / "h.tif", runner=mean_runner(), tile=64,
                             overlap=16)
-    assert "GSD estimated" in caplog.text
+    assert "estimated: geographic CRS" in caplog.text
     assert rasterio.open(tmp_path / "h.tif").crs.to_epsg() == 4326
 
 

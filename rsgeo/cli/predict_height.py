@@ -37,9 +37,9 @@ def predict_height_cmd(
 ):
     """Predict heights above ground (metres, float32 GeoTIFF, nodata -9999) on the input grid.
 
-    Several inputs (or folders of .tif/.tiff/.vrt/.jp2/.img) share one model load and one
-    pipeline, into the OUTPUT folder as <stem>_height.tif; under torchrun each rank takes
-    its share. --precision: fp32 or bf16 (torch backend). --json prints one line per file
+    Several inputs (or folders of .tif/.tiff/.vrt/.jp2/.img, and PNG/JPEG with a world file
+    or .aux.xml) share one model load and one pipeline, into the OUTPUT folder as
+    <stem>_height.tif; under torchrun each rank takes its share. --precision: fp32 or bf16 (torch backend). --json prints one line per file
     and a last line with the totals ("total": true). Several --model (e.g. seeds of one
     recipe) run as one ensemble: each model sees every tile, the heights are averaged.
     """

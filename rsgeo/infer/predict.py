@@ -51,7 +51,8 @@ from rsgeo.io.atomic import InputSet, check_output, make_parents
 from rsgeo.io.bands import open_image, parse_bands
 from rsgeo.io.heights import require_valid, sample, sample_plan
 from rsgeo.io.limits import check_pixels
-from rsgeo.io.raster import Grid, align_to, ground_gsd, open_raster, valid_mask, work_grid
+from rsgeo.io.raster import (Grid, align_to, estimate_note, ground_gsd, open_raster, valid_mask,
+                             work_grid)
 from rsgeo.io.reader import block_shape
 from rsgeo.io.stretch import image_sample, image_stretch, needs_sample, parse_scale
 from rsgeo.io.windows import TileGrid, plan_panels, strips
@@ -152,17 +153,32 @@ def input_scale(ds) -> float:
 
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+#: image files a folder's rasters include when georeferenced beside them (a world file or an
+#: .aux.xml): xBD's tiles are PNG + .pgw; a quicklook PNG without either is left out
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _georeferenced_image(f: Path) -> bool:
+    """Whether the PNG/JPEG ``f`` has a world file (``.pgw``, ``.pngw``, ``.jgw``, ``.wld``,
+    ...) or an ``.aux.xml`` beside it."""
+    ext = f.suffix.lower()[1:]
+    sidecars = (f"{ext[0]}{ext[-1]}w", f"{ext}w", "wld")
+    return any(f.with_suffix(f".{w}").is_file() or f.with_suffix(f".{w.upper()}").is_file()
+               for w in sidecars) or Path(f"{f}.aux.xml").is_file()
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
-    """Files as given; folders replaced by their raster files (sorted by name)."""
+    """Files as given; folders replaced by their raster files (sorted by name): every
+    ``RASTER_SUFFIXES`` file, and the PNG/JPEG files georeferenced beside them."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.iterdir()
-                           if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
+            found = sorted(f for f in p.iterdir() if f.is_file() and (
+                f.suffix.lower() in RASTER_SUFFIXES or
+                (f.suffix.lower() in IMAGE_SUFFIXES and _georeferenced_image(f))))
             if not found:
-                raise InputError(f"folder holds no rasters ({', '.join(RASTER_SUFFIXES)})", p)
+                raise InputError(f"folder holds no rasters ({', '.join(RASTER_SUFFIXES)}, or "
+                                 "PNG/JPEG with a world file or .aux.xml)", p)
             out.extend(found)
         else:
             out.append(p)
@@ -671,14 +687,14 @@ def _prepare(item, out_path, spec: dict):
     surface = spec.get("surface", {}).get(str(item))
     try:
         src, grid, norm, stretch, in_nodata, choice = _open_input(item, spec, stack, out_path)
-        target = _target_gsd(spec["gsd"], spec["meta"].get("gsd"), grid)
+        in_gsd, target = _target_gsd(spec["gsd"], spec["meta"].get("gsd"), grid)
         wgrid, work_out = grid, Path(out_path)
         if target is not None:  # model-GSD scores go to a temporary file, then onto the input grid
-            in_gsd = ground_gsd(grid)
             wgrid = work_grid(grid, in_gsd, target)
             check_pixels(wgrid.width, wgrid.height, item, f"grid at {target:g} m/px")
-            log.warning("%s: resampled from %.3f m to the model's %.3f m GSD and back",
-                        item, in_gsd, target)
+            log.warning("%s: resampled from %.3f m%s to %s %.3f m GSD and back",
+                        _input_name(item), in_gsd, estimate_note(grid),
+                        "the model's" if spec["gsd"] == "auto" else "the requested", target)
             work_out = Path(stack.enter_context(tempfile.TemporaryDirectory(
                 prefix=".rsgeo-", dir=Path(out_path).parent))) / "work.tif"
         tags = {"model": ",".join(model_label(m) for m in spec["models"]), "task": spec["task"],
@@ -750,16 +766,22 @@ def _warp_back(work: Path, out, grid: Grid, src, in_nodata, spec: dict, ctx):
     return sink
 
 
-def _target_gsd(gsd, model_gsd, grid: Grid) -> float | None:
-    if gsd in (None, "native"):
-        return None
+def _target_gsd(gsd, model_gsd, grid: Grid) -> tuple[float | None, float | None]:
+    """``(the input's GSD in metres, the GSD to run the model at)``: None for either when
+    not needed (``--gsd native``, a model without GSD) or when the input is run as it is.
+    A geographic CRS's estimate is said in the resampling warning, with the file's name."""
+    if gsd in (None, "native") or (gsd == "auto" and not model_gsd):
+        return None, None
+    here = ground_gsd(grid, hint=None)
     if gsd == "auto":
-        if not model_gsd:
-            return None
-        here = ground_gsd(grid)
-        return float(model_gsd) if abs(here / float(model_gsd) - 1) > 0.05 else None
+        return here, (float(model_gsd) if abs(here / float(model_gsd) - 1) > 0.05 else None)
     value = _gsd_value(gsd)
-    return value if abs(ground_gsd(grid) / value - 1) > 1e-6 else None
+    return here, (value if abs(here / value - 1) > 1e-6 else None)
+
+
+def _input_name(item) -> str:
+    """An input as messages name it: its path, or a PRE/POST pair's two paths."""
+    return " + ".join(map(str, item)) if isinstance(item, tuple) else str(item)
 
 
 def _gsd_value(gsd):

@@ -38,6 +38,7 @@ from rsgeo.io.raster import valid_mask
 from rsgeo.io.reader import read_strips
 
 log = logging.getLogger("rsgeo.io")
+
 ABSOLUTE_P2_M = 5.0
 MAX_HEIGHT_M = 1000.0
 SAMPLE_PIXELS = 4_000_000      # pixels read for the checks (damage-map) at most
@@ -129,6 +130,11 @@ def units_of(ds, path: str | os.PathLike | None = None, band: int = 1) -> Height
     if unit and unit not in UNIT_FACTORS:
         raise InputError(f"band unit {unit!r} is not a length unit rsgeo knows (m, dm, cm, mm, "
                          "ft, us-ft); fix it, e.g. gdal_edit.py -units m FILE", path)
+    feet = "" if unit else _feet_crs(ds)
+    if feet and not predicted_by_rsgeo(ds):
+        log.warning("%s: band %d has no unit and its CRS is in %s: its heights are read as "
+                    "metres; if they are feet, say so (gdal_edit.py -units %s FILE)",
+                    path or ds.name, band, *feet)
     factor = UNIT_FACTORS.get(unit, 1.0)
     parts = [np.dtype(ds.dtypes[i]).name]
     if scale != 1.0:
@@ -138,6 +144,23 @@ def units_of(ds, path: str | os.PathLike | None = None, band: int = 1) -> Height
     if unit:
         parts.append(f"(unit {unit})" if own else f"(unit {unit} of the vertical CRS)")
     return HeightUnits(scale * factor, offset * factor, " ".join(parts))
+
+
+def _feet_crs(ds) -> tuple[str, str] | tuple[()]:
+    """``("feet", "ft")`` or ``("US survey feet", "us-ft")`` when ``ds``'s projected CRS
+    measures in feet, else ``()``. US elevation rasters in a State Plane CRS in feet often
+    store feet with no band unit, which nothing in the file tells from metres: a 30 ft
+    house would read as a 30 m one."""
+    crs = ds.crs
+    if crs is None or not crs.is_projected:
+        return ()
+    try:
+        factor = crs.linear_units_factor[1]
+    except Exception:  # noqa: BLE001 - a CRS without one linear unit: not feet
+        return ()
+    if abs(factor - FOOT) < 1e-9:
+        return ("feet", "ft")
+    return ("US survey feet", "us-ft") if abs(factor - 1200 / 3937) < 1e-9 else ()
 
 
 def declares_heights(ds) -> bool:

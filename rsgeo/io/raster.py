@@ -117,31 +117,59 @@ class Grid:
         return Polygon([self.transform * c for c in ((0, 0), (W, 0), (W, H), (0, H))])
 
     def describe(self) -> str:
+        """Shape, pixel size, CRS and origin (the transform's corner) in one phrase, the
+        origin to a hundredth of a pixel: two grids a few pixels apart read differently
+        (in degrees, three decimals are 100 m: a 5 cm pixel grid shifted by 3 px would
+        read the same as the grid it differs from)."""
         crs = crs_label(self.crs)
         rx, ry = self.res
-        left, bottom, right, top = self.bounds
+        step = min(rx, ry) / 100
+        places = max(3, math.ceil(-math.log10(step))) if step > 0 else 3
         return (f"{self.width}x{self.height} px of {rx:g}x{ry:g}, {crs}, "
-                f"origin ({left:.3f}, {top:.3f})")
+                f"origin ({self.transform.c:.{places}f}, {self.transform.f:.{places}f})")
 
     def same_as(self, other: "Grid", tol: float = 1e-3) -> bool:
-        """True when both grids have equal CRS and shape and every pixel corner of one lies
+        """True when both grids have the same shape and every pixel corner of one lies
         within ``tol`` of a pixel of the other's (checked at the raster's corners: the
         transforms are affine). Absolute, in pixels: two rasters a few pixels apart differ
         however large their coordinates (a UTM northing of 5e6 m is not a tolerance of 5 m),
-        while rounding in the transforms different writers store is not a difference."""
+        while rounding in the transforms different writers store is not a difference.
+
+        CRSs that differ in their definition but not on the ground are the same: the
+        corners of ``other`` are carried into this grid's CRS (as a resampling would carry
+        its pixels) before they are compared. A WKT named "EPSG:2154" on an unnamed datum
+        (as IGN's orthophotos carry it) and EPSG:2154 place a pixel within microns of each
+        other, so their rasters on one grid are read pixel for pixel, not refused or
+        resampled."""
         if (self.width, self.height) != (other.width, other.height):
             return False
         if (self.crs is None) != (other.crs is None):
             return False
-        if self.crs is not None and self.crs != other.crs:
-            return False
-        limit = tol * min(self.res)
         W, H = self.width, self.height
-        for corner in ((0, 0), (W, 0), (0, H), (W, H)):
-            (xa, ya), (xb, yb) = self.transform * corner, other.transform * corner
-            if abs(xa - xb) > limit or abs(ya - yb) > limit:
+        corners = ((0, 0), (W, 0), (0, H), (W, H))
+        theirs = [other.transform * c for c in corners]
+        if self.crs is not None and self.crs != other.crs:
+            theirs = _carried(theirs, other.crs, self.crs)
+            if theirs is None:
+                return False
+        limit = tol * min(self.res)
+        for corner, (xb, yb) in zip(corners, theirs):
+            xa, ya = self.transform * corner
+            if not (abs(xa - xb) <= limit and abs(ya - yb) <= limit):  # NaN: not the same
                 return False
         return True
+
+
+def _carried(points, src: CRS, dst: CRS) -> list | None:
+    """``points`` (x, y in ``src``) in ``dst``'s coordinates, or None when PROJ cannot
+    carry them (CRSs with nothing in common, points outside a projection's domain)."""
+    from rasterio.warp import transform
+
+    try:
+        xs, ys = transform(src, dst, [p[0] for p in points], [p[1] for p in points])
+    except Exception:  # noqa: BLE001 - any failure means "not the same grid"
+        return None
+    return list(zip(xs, ys))
 
 
 def _bounds(transform: Affine, width: int, height: int) -> tuple[float, float, float, float]:
@@ -204,8 +232,7 @@ def validate_raster(ds, path, *, bands=None, purpose="raster", require_crs=True,
         raise InputError(f"empty {purpose} ({ds.width}x{ds.height} px)", path)
     check_pixels(ds.width, ds.height, path, purpose)
     if require_crs and ds.crs is None:
-        raise InputError(f"{purpose} has no CRS (assign one, e.g. `gdal_edit -a_srs EPSG:32633`)",
-                         path)
+        raise InputError(_no_crs(ds, path, purpose), path)
     t = ds.transform
     if t.is_identity or t.determinant == 0 or not all(map(math.isfinite, t[:6])):
         raise InputError(f"{purpose} has no valid geotransform", path)
@@ -218,6 +245,20 @@ def validate_raster(ds, path, *, bands=None, purpose="raster", require_crs=True,
         if ds.count not in allowed:
             want = " or ".join(map(str, allowed))
             raise InputError(f"{purpose} has {ds.count} band(s), expected {want}", path)
+
+
+def _no_crs(ds, path, purpose: str) -> str:
+    """Why a raster has no CRS and how to give it one. An image georeferenced by a world
+    file (``.pgw``, ``.jgw``, ``.tfw``, ``.wld``, as xBD's tiles come) has its position but
+    no CRS: GDAL reads the CRS from the ``.aux.xml`` beside it, never from a ``.prj``."""
+    world = [Path(f).name for f in (ds.files or [])[1:]
+             if re.fullmatch(r"\.(wld|\w{2,3}w)", Path(f).suffix.lower())]
+    if not world:
+        return f"{purpose} has no CRS (assign one, e.g. `gdal_edit -a_srs EPSG:32633`)"
+    name = Path(path).name
+    return (f"{purpose} has no CRS: its world file {world[0]} places it but names no CRS (a "
+            f".prj beside it is not read); assign one, e.g. `gdal_edit -a_srs EPSG:4326 {name}` "
+            f"(writes {name}.aux.xml)")
 
 
 def nodata_of(ds, override: float | None = None) -> float | None:
@@ -251,11 +292,23 @@ def check_same_grid(a, b, a_path=None, b_path=None) -> None:
     an = a_path or getattr(a, "name", "first raster")
     bn = b_path or getattr(b, "name", "second raster")
     raise GridMismatchError(
-        f"grid differs from {an} ({gb.describe()} vs {ga.describe()}); "
+        f"grid differs from {an} ({gb.describe()} vs {ga.describe()}{_shift(ga, gb)}); "
         "pass --align bilinear (heights) or --align nearest (classes, masks) to resample it "
         "onto that grid",
         bn,
     )
+
+
+def _shift(ga: Grid, gb: Grid) -> str:
+    """``"; shifted by 3.00 columns, -2.00 rows"``: where ``gb``'s origin falls on ``ga``'s
+    pixels, when the two grids differ only by a shift (same CRS, shape and pixels), as
+    co-registered tiles of two dates or sensors do; else ``""``."""
+    ta, tb = ga.transform, gb.transform
+    if ga.crs != gb.crs or (ga.width, ga.height) != (gb.width, gb.height) or \
+            max(abs(getattr(ta, k) - getattr(tb, k)) for k in "abde") > 1e-6 * min(ga.res):
+        return ""
+    col, row = ~ta * (tb.c, tb.f)
+    return f"; shifted by {col:.2f} columns, {row:.2f} rows"
 
 
 def check_overlap(a: Grid, b: Grid, a_path=None, b_path=None) -> None:
@@ -311,15 +364,24 @@ def ground_res(grid: Grid) -> tuple[float, float]:
     return rx * factor, ry * factor
 
 
-def ground_gsd(grid: Grid) -> float:
+def ground_gsd(grid: Grid, hint: str | None = "; pass --gsd to override") -> float:
     """Pixel size in metres: the geometric mean of :func:`ground_res` (with a warning for a
-    geographic CRS, where it is an estimate)."""
+    geographic CRS, where it is an estimate; ``hint`` ends it: the default names prepare's
+    ``--gsd``; None: no warning, the caller says it with :func:`estimate_note`)."""
     gx, gy = ground_res(grid)
     gsd = math.sqrt(gx * gy)
-    if grid.crs is not None and grid.crs.is_geographic:
-        log.warning("geographic CRS: GSD estimated as %.3f m at latitude %.2f; pass --gsd to "
-                    "override", gsd, math.degrees(_centre_latitude(grid)))
+    if hint is not None and grid.crs is not None and grid.crs.is_geographic:
+        log.warning("geographic CRS: GSD estimated as %.3f m at latitude %.2f%s", gsd,
+                    math.degrees(_centre_latitude(grid)), hint)
     return gsd
+
+
+def estimate_note(grid: Grid) -> str:
+    """``" (estimated: geographic CRS, latitude 37.06)"``, or ``""`` for a projected grid,
+    whose ground sizes are exact."""
+    if grid.crs is None or not grid.crs.is_geographic:
+        return ""
+    return f" (estimated: geographic CRS, latitude {math.degrees(_centre_latitude(grid)):.2f})"
 
 
 def pixel_area_m2(grid: Grid) -> float:
