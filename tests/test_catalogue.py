@@ -184,6 +184,9 @@ C = [
     ("synth-destroyed-above-1", ["synth", "-o", "s", "--destroyed", "1.5"], 2, ["--destroyed"], "."),
     ("synth-bad-style", ["synth", "-o", "s", "--style", "huge"], 2, ["--style"], "."),
     ("synth-no-output", ["synth"], 2, ["--output"], "."),
+    # an empty value (an unset shell variable) is refused, never read as "." or "not given":
+    # `-o ""` wrote the scenes into the current folder, exit 0
+    ("synth-empty-output", ["synth", "-o", "", "--size", "64"], 2, ["--output", "empty"], "."),
     ("synth-into-a-file", ["synth", "-o", "notes.txt", "--size", "64", "--overwrite"], 2,
      ["notes.txt"], "."),
     # prepare
@@ -198,6 +201,13 @@ C = [
     ("prepare-four-bands", ["prepare", "--rgb", "four.tif", "-o", "c", "--size", "32"], 2,
      ["four.tif", "band"], "."),
     ("prepare-size-17", ["prepare", "--rgb", "rgb.tif", "-o", "c", "--size", "17"], 2, ["--size"], "."),
+    ("prepare-empty-source", ["prepare", "--rgb", "rgb.tif", "-o", "c", "--source", ""], 2,
+     ["--source", "empty"], "."),
+    # one scene's options next to a folder or --pairs were silently ignored
+    ("prepare-source-with-folder", ["prepare", "mine", "-o", "c", "--source", "x"], 2,
+     ["--source", "--pairs"], "."),
+    ("prepare-dtm-with-pairs", ["prepare", "--pairs", "bad.csv", "-o", "c", "--dtm", "pre.tif"], 2,
+     ["--dtm", "--pairs"], "."),
     ("prepare-bad-split", ["prepare", "--rgb", "rgb.tif", "-o", "c", "--split", "a,b"], 2,
      ["--split"], "."),
     ("prepare-gsd-tiny", ["prepare", "--rgb", "rgb.tif", "-o", "c", "--gsd", "0.0001"], 2,
@@ -366,6 +376,8 @@ C = [
                                 "--scale", "200,10"], 2, ["--scale"], "."),
     ("predict-batch-zero", ["predict-height", "rgb.tif", "-m", "model.ckpt", "-o", "h.tif",
                             "--batch-size", "0"], 2, ["--batch-size"], "."),
+    ("predict-empty-model", ["predict-height", "rgb.tif", "-m", "", "-o", "h.tif"], 2,
+     ["--model", "empty"], "."),
     ("predict-output-is-input", ["predict-height", "rgb.tif", "-m", "model.ckpt", "-o", "rgb.tif",
                                  "--overwrite"], 2, ["rgb.tif"], "."),
     ("predict-output-is-model", ["predict-height", "rgb.tif", "-m", "model.ckpt", "-o", "model.ckpt",
@@ -415,6 +427,9 @@ C = [
      ["--grades"], "."),
     ("damage-bad-co", ["damage-map", "pre.tif", "post.tif", "-o", "d.tif", "--co", "NOSUCHOPTION=1"],
      2, ["NOSUCHOPTION"], "."),
+    # `-o .` crashed (exit 1, ValueError: PosixPath('.') has an empty name)
+    ("damage-output-current-folder", ["damage-map", "pre.tif", "post.tif", "-o", "."], 2,
+     [".tif"], "."),
     ("damage-output-is-input", ["damage-map", "pre.tif", "post.tif", "-o", "pre.tif", "--overwrite"],
      2, ["pre.tif"], "."),
     ("damage-output-named-like-a-folder", ["damage-map", "pre.tif", "post.tif", "-o", "mine",

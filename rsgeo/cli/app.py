@@ -25,7 +25,7 @@ import typer
 
 from rsgeo import __version__, progress
 from rsgeo.cli.helptext import reflow
-from rsgeo.cli.options import finite_floats
+from rsgeo.cli.options import finite_floats, no_empty_values
 from rsgeo.errors import RsgeoError, Terminated
 
 app = typer.Typer(
@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     tidy_help(command)
     finite_floats(command)
+    no_empty_values(command)
     state["stopped_by"] = None
     previous = {}
     if threading.current_thread() is threading.main_thread():  # signals: main thread only

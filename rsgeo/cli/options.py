@@ -410,3 +410,28 @@ def finite_floats(command) -> None:
 def plural(n: int, word: str) -> str:
     """``"1 tile"``, ``"3 tiles"``: a count and its noun, for human-readable lines."""
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+# --- empty values: refused ----------------------------------------------------------------
+
+def _refuse_empty(param, process_value):
+    """``process_value`` behind a check that no value given on the command line is ``""``."""
+    def process(ctx, value):
+        source = ctx.get_parameter_source(param.name)
+        given = value if isinstance(value, (list, tuple)) else (value,)
+        if getattr(source, "name", "") == "COMMANDLINE" and any(v == "" for v in given):
+            raise typer.BadParameter("must not be empty (an unset shell variable?)", ctx, param)
+        return process_value(ctx, value)
+
+    return process
+
+
+def no_empty_values(command) -> None:
+    """Make every option and argument of ``command`` and its subcommands refuse an empty
+    string given on the command line, exit 2 naming it: typer turns ``-o ""`` into the path
+    ``.`` (``synth -o "$OUT"`` with OUT unset wrote into the current folder) and most text
+    options took ``""`` as "not given". Options whose default is ``""`` keep it."""
+    for cmd in (command, *getattr(command, "commands", {}).values()):
+        for p in cmd.params:
+            if p.default != "":
+                p.process_value = _refuse_empty(p, p.process_value)

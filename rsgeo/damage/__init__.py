@@ -68,10 +68,11 @@ log = logging.getLogger("rsgeo.damage")
 
 
 def default_outputs(pre: str | os.PathLike, out=None, footprints_out=None) -> tuple[Path, Path]:
-    """``<PRE stem>_damage.tif`` and ``<PRE stem>_damage.gpkg`` in the current folder by default."""
+    """``<PRE stem>_damage.tif`` and ``<PRE stem>_damage.gpkg`` in the current folder by default
+    (an ``out`` not named .tif/.tiff, a folder such as ``.`` included, is an InputError)."""
     stem = Path(pre).stem
-    out = Path(out) if out else Path(f"{stem}_damage.tif")
-    fp = Path(footprints_out) if footprints_out else out.with_suffix(".gpkg")
+    out = check_raster_output(out if out else f"{stem}_damage.tif")  # `-o .`: no name to
+    fp = Path(footprints_out) if footprints_out else out.with_suffix(".gpkg")  # suffix
     return out, fp
 
 
