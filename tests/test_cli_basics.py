@@ -251,3 +251,20 @@ def test_doctor_reports_versions_devices_and_threads(cli):
     assert r["threads"]["cpus"] >= 1 and r["threads"]["io"] >= 1
     assert isinstance(r["torch"]["cuda_available"], bool)
     assert _version("a_package_that_is_not_installed") is None
+
+
+def test_every_option_and_argument_has_help(cli):
+    """`rsgeo CMD --help` explains every option (finetune's --epochs, --device, --precision,
+    --seed and --workers had none: a bare `[default: 0]` for --workers)."""
+    import typer
+
+    from rsgeo.cli.app import app
+
+    command = typer.main.get_command(app)
+    missing = []
+    for name, cmd in command.commands.items():
+        ctx = cmd.make_context(name, ["--help"], resilient_parsing=True)
+        for p in cmd.get_params(ctx):
+            if not (getattr(p, "help", None) or "").strip():
+                missing.append(f"{name} {p.opts[0]}")
+    assert not missing, missing
