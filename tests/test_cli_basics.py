@@ -268,3 +268,17 @@ def test_every_option_and_argument_has_help(cli):
             if not (getattr(p, "help", None) or "").strip():
                 missing.append(f"{name} {p.opts[0]}")
     assert not missing, missing
+
+
+def test_help_keeps_declared_metavars(cli, monkeypatch):
+    """An option's own metavar says what to type (`--co KEY=VALUE`, `--bands B,G,R`,
+    `--min-area M2`); the help showed `<str>...`, `<str>`, `<float>` instead."""
+    import re
+
+    monkeypatch.setenv("COLUMNS", "200")
+    _, out, _ = cli("predict-height", "--help")
+    for opt, shown in (("--co", "KEY=VALUE"), ("--bands", "B,G,R"), ("--nodata", "V"),
+                       ("--max-pixels", "N"), ("--tile", "<int>")):
+        assert re.search(rf"{opt}\s+{re.escape(shown)}\s", out), (opt, shown)
+    _, out, _ = cli("footprints", "--help")
+    assert re.search(r"--min-area\s+M2\s", out)

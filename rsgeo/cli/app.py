@@ -124,6 +124,7 @@ def tidy_help(command) -> None:
     """Help without type noise: no ``<bool>`` on flags, ``<path>...`` not ``<list[Path]>``.
 
     Typer labels every parameter with its Python annotation; a user wants the value's kind.
+    An option that declares its own metavar (``--co KEY=VALUE``, ``--min-area M2``) keeps it.
     """
     from typing import get_args
 
@@ -157,7 +158,7 @@ def tidy_help(command) -> None:
                 text = label(p)
                 if text:
                     p.display_type_rich = lambda ctx, text=text: text
-            elif label(p):
+            elif label(p) and not p.metavar:  # a declared metavar (KEY=VALUE, M2) says more
                 p.metavar = label(p)
 
 
