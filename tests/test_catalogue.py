@@ -423,6 +423,9 @@ C = [
      ["far.gpkg", "none of the 2 footprints"], "."),
     ("damage-negative-threshold", ["damage-map", "pre.tif", "post.tif", "-o", "d.tif", "--threshold",
                                    "-1"], 2, ["--threshold"], "."),
+    # a negative --min-height made every ground pixel a structure, exit 0
+    ("damage-negative-min-height", ["damage-map", "pre.tif", "post.tif", "-o", "d.tif",
+                                    "--min-height", "-3"], 2, ["--min-height", "-3"], "."),
     ("damage-bad-grades", ["damage-map", "pre.tif", "post.tif", "-o", "d.tif", "--grades", "lots"], 2,
      ["--grades"], "."),
     ("damage-bad-co", ["damage-map", "pre.tif", "post.tif", "-o", "d.tif", "--co", "NOSUCHOPTION=1"],
@@ -463,6 +466,8 @@ C = [
     ("evaluate-bad-format", ["evaluate", "pre.tif", "post.tif", "--format", "xml"], 2, ["--format"], "."),
     ("evaluate-iou-above-1", ["evaluate", "buildings.gpkg", "buildings.gpkg", "--task", "footprints",
                               "--iou", "1.5"], 2, ["--iou"], "."),
+    ("evaluate-negative-min-area", ["evaluate", "buildings.gpkg", "buildings.gpkg", "--task",
+                                    "footprints", "--min-area", "-5"], 2, ["--min-area", "-5"], "."),
     ("evaluate-output-is-input", ["evaluate", "pre.tif", "post.tif", "-o", "pre.tif", "--overwrite"], 2,
      ["pre.tif"], "."),
     ("evaluate-dotdot-overwrite", ["evaluate", "../../pre.tif", "../../post.tif", "-o", "..",
@@ -471,6 +476,11 @@ C = [
      2, ["mine", "folder"], "."),
     ("evaluate-unwritable-output", ["evaluate", "pre.tif", "post.tif", "-o", "/proc/rsgeo-e.json"], 2,
      ["/proc/rsgeo-e.json"], "."),
+    # footprints: the error named both options whichever was wrong, and neither value
+    ("footprints-negative-tolerance", ["footprints", "labels.tif", "-o", "f.gpkg", "--tolerance",
+                                       "-1"], 2, ["--tolerance", "-1"], "."),
+    ("footprints-negative-min-area", ["footprints", "labels.tif", "-o", "f.gpkg", "--min-area",
+                                      "-2"], 2, ["--min-area", "-2"], "."),
     # building-heights
     ("heights-missing-buildings", ["building-heights", "pre.tif", "--buildings", "none.gpkg", "-o",
                                    "h.gpkg"], 2, ["none.gpkg"], "."),
@@ -558,7 +568,7 @@ def test_catalogue(world, tmp_path, monkeypatch, capsys, args, code, words, wher
 def test_catalogue_is_large_and_covers_every_command():
     commands = {c[1][0] for c in C}
     assert commands == {"synth", "prepare", "pretrain", "finetune", "predict-height", "damage-map",
-                        "evaluate", "export", "demo", "building-heights"}
+                        "evaluate", "export", "demo", "building-heights", "footprints"}
     assert len(C) >= 60 and len({c[0] for c in C}) == len(C)
 
 
