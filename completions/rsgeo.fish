@@ -170,7 +170,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l compress -xa 'zstd
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l max-z-error -d 'lerc_zstd: largest height error in metres (default 0.01).'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l co -d 'GDAL creation option for raster outputs (repeatable), e.g. --co ZLEVEL'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l overwrite -d 'Replace existing outputs.'
-complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l json -d 'Print a JSON summary on stdout.'
+complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l json -d 'Print JSON Lines on stdout: one object per output file, then one with '
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -s m -l model -rF -d 'model.onnx, a task checkpoint (.ckpt) or a finetune run folder; severa'
@@ -193,7 +193,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l compress -x
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l max-z-error -d 'lerc_zstd: largest height error in metres (default 0.01).'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l co -d 'GDAL creation option for raster outputs (repeatable), e.g. --co ZLEVEL'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l overwrite -d 'Replace existing outputs.'
-complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l json -d 'Print a JSON summary on stdout.'
+complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l json -d 'Print JSON Lines on stdout: one object per output file, then one with '
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -s o -l output -rF -d 'Output path.'
@@ -209,7 +209,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l source -d 'Source 
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l pairs -rF -d 'CSV/YAML, one row per scene.'
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l size -d 'Chip size px (multiple of 32).'
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l stride -d 'Chip stride px (default: size).'
-complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l max-nodata -d 'Drop chips with more nodata.'
+complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l max-nodata -d 'Drop chips whose share of nodata pixels (0-1) is above this.'
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l dedup-distance -d 'Hamming bits of dHash (0 disables).'
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l split -d 'train,val,test shares.'
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l gsd -d 'Ground sampling distance of the chips in metres per pixel: every raste'

@@ -282,3 +282,14 @@ def test_help_keeps_declared_metavars(cli, monkeypatch):
         assert re.search(rf"{opt}\s+{re.escape(shown)}\s", out), (opt, shown)
     _, out, _ = cli("footprints", "--help")
     assert re.search(r"--min-area\s+M2\s", out)
+
+
+def test_json_help_of_the_prediction_commands_says_json_lines(cli, monkeypatch):
+    """predict and predict-height print one JSON object per file and one of totals, which
+    `python -m json.tool` refuses as one document; their --json help said 'a JSON summary'."""
+    monkeypatch.setenv("COLUMNS", "200")
+    for name in ("predict", "predict-height"):
+        _, out, _ = cli(name, "--help")
+        assert "JSON Lines" in out, name
+    _, out, _ = cli("prepare", "--help")
+    assert "JSON Lines" not in out and "JSON summary" in out

@@ -9,6 +9,7 @@ Options (``Annotated`` aliases to use as parameter types):
 - ``Nodata``       ``--nodata V``             override the input's nodata value (``nan`` ok)
 - ``Device``       ``--device cpu|cuda|auto`` where models run
 - ``Json``         ``--json``                 machine-readable summary on stdout
+- ``JsonLines``    ``--json``                 predict/predict-height: one JSON line per file + totals
 - ``Seed``         ``--seed N``               random seed (runs are deterministic for a seed)
 - ``Workers``      ``--workers N``            parallel workers (0 = in the main process)
 - ``Cog``          ``--cog``                  copy raster outputs to Cloud Optimized GeoTIFF
@@ -130,6 +131,9 @@ Device = Annotated[
     typer.Option("--device", help="Where models run: auto picks CUDA when available."),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+JsonLines = Annotated[bool, typer.Option(
+    "--json", help="Print JSON Lines on stdout: one object per output file, then one with "
+                   "the totals (\"total\": true); read with e.g. `jq` or `json.tool --json-lines`.")]
 SEED_MAX = 2**32 - 1  # numpy's np.random.seed (pretrain) takes [0, 2**32)
 Seed = Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="Random seed.")]
 Workers = Annotated[int, typer.Option("--workers", min=0, help="Parallel workers.")]
