@@ -495,6 +495,8 @@ def _synrs3d(pairs, align) -> dict:
 def _footprints(pred: Path, ref: Path, iou, min_area, confidence, by) -> dict:
     if not 0 < iou < 1:
         raise InputError(f"--iou must be in (0, 1), got {iou}")
+    if min_area is not None and not min_area >= 0:
+        raise InputError(f"--min-area must be an area >= 0, got {min_area:g}")
     csv = [p.suffix.lower() == ".csv" for p in (pred, ref)]
     if all(csv):
         for p in (pred, ref):

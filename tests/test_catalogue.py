@@ -184,6 +184,9 @@ C = [
     ("synth-destroyed-above-1", ["synth", "-o", "s", "--destroyed", "1.5"], 2, ["--destroyed"], "."),
     ("synth-bad-style", ["synth", "-o", "s", "--style", "huge"], 2, ["--style"], "."),
     ("synth-no-output", ["synth"], 2, ["--output"], "."),
+    # an empty value (an unset shell variable) is refused, never read as "." or "not given":
+    # `-o ""` wrote the scenes into the current folder, exit 0
+    ("synth-empty-output", ["synth", "-o", "", "--size", "64"], 2, ["--output", "empty"], "."),
     ("synth-into-a-file", ["synth", "-o", "notes.txt", "--size", "64", "--overwrite"], 2,
      ["notes.txt"], "."),
     # prepare
@@ -198,6 +201,13 @@ C = [
     ("prepare-four-bands", ["prepare", "--rgb", "four.tif", "-o", "c", "--size", "32"], 2,
      ["four.tif", "band"], "."),
     ("prepare-size-17", ["prepare", "--rgb", "rgb.tif", "-o", "c", "--size", "17"], 2, ["--size"], "."),
+    ("prepare-empty-source", ["prepare", "--rgb", "rgb.tif", "-o", "c", "--source", ""], 2,
+     ["--source", "empty"], "."),
+    # one scene's options next to a folder or --pairs were silently ignored
+    ("prepare-source-with-folder", ["prepare", "mine", "-o", "c", "--source", "x"], 2,
+     ["--source", "--pairs"], "."),
+    ("prepare-dtm-with-pairs", ["prepare", "--pairs", "bad.csv", "-o", "c", "--dtm", "pre.tif"], 2,
+     ["--dtm", "--pairs"], "."),
     ("prepare-bad-split", ["prepare", "--rgb", "rgb.tif", "-o", "c", "--split", "a,b"], 2,
      ["--split"], "."),
     ("prepare-gsd-tiny", ["prepare", "--rgb", "rgb.tif", "-o", "c", "--gsd", "0.0001"], 2,
@@ -366,6 +376,8 @@ C = [
                                 "--scale", "200,10"], 2, ["--scale"], "."),
     ("predict-batch-zero", ["predict-height", "rgb.tif", "-m", "model.ckpt", "-o", "h.tif",
                             "--batch-size", "0"], 2, ["--batch-size"], "."),
+    ("predict-empty-model", ["predict-height", "rgb.tif", "-m", "", "-o", "h.tif"], 2,
+     ["--model", "empty"], "."),
     ("predict-output-is-input", ["predict-height", "rgb.tif", "-m", "model.ckpt", "-o", "rgb.tif",
                                  "--overwrite"], 2, ["rgb.tif"], "."),
     ("predict-output-is-model", ["predict-height", "rgb.tif", "-m", "model.ckpt", "-o", "model.ckpt",
@@ -411,10 +423,16 @@ C = [
      ["far.gpkg", "none of the 2 footprints"], "."),
     ("damage-negative-threshold", ["damage-map", "pre.tif", "post.tif", "-o", "d.tif", "--threshold",
                                    "-1"], 2, ["--threshold"], "."),
+    # a negative --min-height made every ground pixel a structure, exit 0
+    ("damage-negative-min-height", ["damage-map", "pre.tif", "post.tif", "-o", "d.tif",
+                                    "--min-height", "-3"], 2, ["--min-height", "-3"], "."),
     ("damage-bad-grades", ["damage-map", "pre.tif", "post.tif", "-o", "d.tif", "--grades", "lots"], 2,
      ["--grades"], "."),
     ("damage-bad-co", ["damage-map", "pre.tif", "post.tif", "-o", "d.tif", "--co", "NOSUCHOPTION=1"],
      2, ["NOSUCHOPTION"], "."),
+    # `-o .` crashed (exit 1, ValueError: PosixPath('.') has an empty name)
+    ("damage-output-current-folder", ["damage-map", "pre.tif", "post.tif", "-o", "."], 2,
+     [".tif"], "."),
     ("damage-output-is-input", ["damage-map", "pre.tif", "post.tif", "-o", "pre.tif", "--overwrite"],
      2, ["pre.tif"], "."),
     ("damage-output-named-like-a-folder", ["damage-map", "pre.tif", "post.tif", "-o", "mine",
@@ -448,6 +466,8 @@ C = [
     ("evaluate-bad-format", ["evaluate", "pre.tif", "post.tif", "--format", "xml"], 2, ["--format"], "."),
     ("evaluate-iou-above-1", ["evaluate", "buildings.gpkg", "buildings.gpkg", "--task", "footprints",
                               "--iou", "1.5"], 2, ["--iou"], "."),
+    ("evaluate-negative-min-area", ["evaluate", "buildings.gpkg", "buildings.gpkg", "--task",
+                                    "footprints", "--min-area", "-5"], 2, ["--min-area", "-5"], "."),
     ("evaluate-output-is-input", ["evaluate", "pre.tif", "post.tif", "-o", "pre.tif", "--overwrite"], 2,
      ["pre.tif"], "."),
     ("evaluate-dotdot-overwrite", ["evaluate", "../../pre.tif", "../../post.tif", "-o", "..",
@@ -456,6 +476,11 @@ C = [
      2, ["mine", "folder"], "."),
     ("evaluate-unwritable-output", ["evaluate", "pre.tif", "post.tif", "-o", "/proc/rsgeo-e.json"], 2,
      ["/proc/rsgeo-e.json"], "."),
+    # footprints: the error named both options whichever was wrong, and neither value
+    ("footprints-negative-tolerance", ["footprints", "labels.tif", "-o", "f.gpkg", "--tolerance",
+                                       "-1"], 2, ["--tolerance", "-1"], "."),
+    ("footprints-negative-min-area", ["footprints", "labels.tif", "-o", "f.gpkg", "--min-area",
+                                      "-2"], 2, ["--min-area", "-2"], "."),
     # building-heights
     ("heights-missing-buildings", ["building-heights", "pre.tif", "--buildings", "none.gpkg", "-o",
                                    "h.gpkg"], 2, ["none.gpkg"], "."),
@@ -543,7 +568,7 @@ def test_catalogue(world, tmp_path, monkeypatch, capsys, args, code, words, wher
 def test_catalogue_is_large_and_covers_every_command():
     commands = {c[1][0] for c in C}
     assert commands == {"synth", "prepare", "pretrain", "finetune", "predict-height", "damage-map",
-                        "evaluate", "export", "demo", "building-heights"}
+                        "evaluate", "export", "demo", "building-heights", "footprints"}
     assert len(C) >= 60 and len({c[0] for c in C}) == len(C)
 
 

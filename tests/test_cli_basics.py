@@ -251,3 +251,45 @@ def test_doctor_reports_versions_devices_and_threads(cli):
     assert r["threads"]["cpus"] >= 1 and r["threads"]["io"] >= 1
     assert isinstance(r["torch"]["cuda_available"], bool)
     assert _version("a_package_that_is_not_installed") is None
+
+
+def test_every_option_and_argument_has_help(cli):
+    """`rsgeo CMD --help` explains every option (finetune's --epochs, --device, --precision,
+    --seed and --workers had none: a bare `[default: 0]` for --workers)."""
+    import typer
+
+    from rsgeo.cli.app import app
+
+    command = typer.main.get_command(app)
+    missing = []
+    for name, cmd in command.commands.items():
+        ctx = cmd.make_context(name, ["--help"], resilient_parsing=True)
+        for p in cmd.get_params(ctx):
+            if not (getattr(p, "help", None) or "").strip():
+                missing.append(f"{name} {p.opts[0]}")
+    assert not missing, missing
+
+
+def test_help_keeps_declared_metavars(cli, monkeypatch):
+    """An option's own metavar says what to type (`--co KEY=VALUE`, `--bands B,G,R`,
+    `--min-area M2`); the help showed `<str>...`, `<str>`, `<float>` instead."""
+    import re
+
+    monkeypatch.setenv("COLUMNS", "200")
+    _, out, _ = cli("predict-height", "--help")
+    for opt, shown in (("--co", "KEY=VALUE"), ("--bands", "B,G,R"), ("--nodata", "V"),
+                       ("--max-pixels", "N"), ("--tile", "<int>")):
+        assert re.search(rf"{opt}\s+{re.escape(shown)}\s", out), (opt, shown)
+    _, out, _ = cli("footprints", "--help")
+    assert re.search(r"--min-area\s+M2\s", out)
+
+
+def test_json_help_of_the_prediction_commands_says_json_lines(cli, monkeypatch):
+    """predict and predict-height print one JSON object per file and one of totals, which
+    `python -m json.tool` refuses as one document; their --json help said 'a JSON summary'."""
+    monkeypatch.setenv("COLUMNS", "200")
+    for name in ("predict", "predict-height"):
+        _, out, _ = cli(name, "--help")
+        assert "JSON Lines" in out, name
+    _, out, _ = cli("prepare", "--help")
+    assert "JSON Lines" not in out and "JSON summary" in out

@@ -25,7 +25,7 @@ import typer
 
 from rsgeo import __version__, progress
 from rsgeo.cli.helptext import reflow
-from rsgeo.cli.options import finite_floats
+from rsgeo.cli.options import finite_floats, no_empty_values
 from rsgeo.errors import RsgeoError, Terminated
 
 app = typer.Typer(
@@ -124,6 +124,7 @@ def tidy_help(command) -> None:
     """Help without type noise: no ``<bool>`` on flags, ``<path>...`` not ``<list[Path]>``.
 
     Typer labels every parameter with its Python annotation; a user wants the value's kind.
+    An option that declares its own metavar (``--co KEY=VALUE``, ``--min-area M2``) keeps it.
     """
     from typing import get_args
 
@@ -157,7 +158,7 @@ def tidy_help(command) -> None:
                 text = label(p)
                 if text:
                     p.display_type_rich = lambda ctx, text=text: text
-            elif label(p):
+            elif label(p) and not p.metavar:  # a declared metavar (KEY=VALUE, M2) says more
                 p.metavar = label(p)
 
 
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     tidy_help(command)
     finite_floats(command)
+    no_empty_values(command)
     state["stopped_by"] = None
     previous = {}
     if threading.current_thread() is threading.main_thread():  # signals: main thread only

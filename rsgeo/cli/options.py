@@ -9,6 +9,7 @@ Options (``Annotated`` aliases to use as parameter types):
 - ``Nodata``       ``--nodata V``             override the input's nodata value (``nan`` ok)
 - ``Device``       ``--device cpu|cuda|auto`` where models run
 - ``Json``         ``--json``                 machine-readable summary on stdout
+- ``JsonLines``    ``--json``                 predict/predict-height: one JSON line per file + totals
 - ``Seed``         ``--seed N``               random seed (runs are deterministic for a seed)
 - ``Workers``      ``--workers N``            parallel workers (0 = in the main process)
 - ``Cog``          ``--cog``                  copy raster outputs to Cloud Optimized GeoTIFF
@@ -130,6 +131,9 @@ Device = Annotated[
     typer.Option("--device", help="Where models run: auto picks CUDA when available."),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+JsonLines = Annotated[bool, typer.Option(
+    "--json", help="Print JSON Lines on stdout: one object per output file, then one with "
+                   "the totals (\"total\": true); read with e.g. `jq` or `json.tool --json-lines`.")]
 SEED_MAX = 2**32 - 1  # numpy's np.random.seed (pretrain) takes [0, 2**32)
 Seed = Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="Random seed.")]
 Workers = Annotated[int, typer.Option("--workers", min=0, help="Parallel workers.")]
@@ -410,3 +414,28 @@ def finite_floats(command) -> None:
 def plural(n: int, word: str) -> str:
     """``"1 tile"``, ``"3 tiles"``: a count and its noun, for human-readable lines."""
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+# --- empty values: refused ----------------------------------------------------------------
+
+def _refuse_empty(param, process_value):
+    """``process_value`` behind a check that no value given on the command line is ``""``."""
+    def process(ctx, value):
+        source = ctx.get_parameter_source(param.name)
+        given = value if isinstance(value, (list, tuple)) else (value,)
+        if getattr(source, "name", "") == "COMMANDLINE" and any(v == "" for v in given):
+            raise typer.BadParameter("must not be empty (an unset shell variable?)", ctx, param)
+        return process_value(ctx, value)
+
+    return process
+
+
+def no_empty_values(command) -> None:
+    """Make every option and argument of ``command`` and its subcommands refuse an empty
+    string given on the command line, exit 2 naming it: typer turns ``-o ""`` into the path
+    ``.`` (``synth -o "$OUT"`` with OUT unset wrote into the current folder) and most text
+    options took ``""`` as "not given". Options whose default is ``""`` keep it."""
+    for cmd in (command, *getattr(command, "commands", {}).values()):
+        for p in cmd.params:
+            if p.default != "":
+                p.process_value = _refuse_empty(p, p.process_value)

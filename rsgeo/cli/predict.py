@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale,
+from rsgeo.cli.options import (Bands, Cog, Compute, JsonLines, MaxPixels, Nodata, RasterOutput, Scale,
                                SkipExisting, Surface, Tiling, in_panel, output_option, plural,
                                with_groups)
 
@@ -33,7 +33,7 @@ def predict_cmd(
     cog: in_panel("Raster output", Cog) = False,
     skip_existing: in_panel("Raster output", SkipExisting) = False,
     out: RasterOutput = RasterOutput(),
-    json_out: Json = False,
+    json_out: JsonLines = False,
 ):
     """Apply a fine-tuned model of any task; what is written follows the model's task.
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import (Bands, Cog, Compute, Json, MaxPixels, Nodata, RasterOutput, Scale,
+from rsgeo.cli.options import (Bands, Cog, Compute, JsonLines, MaxPixels, Nodata, RasterOutput, Scale,
                                SkipExisting, Surface, Tiling, in_panel, output_option, plural,
                                with_groups)
 from rsgeo.cli.predict import echo_total
@@ -33,7 +33,7 @@ def predict_height_cmd(
     cog: in_panel("Raster output", Cog) = False,
     skip_existing: in_panel("Raster output", SkipExisting) = False,
     out: RasterOutput = RasterOutput(),
-    json_out: Json = False,
+    json_out: JsonLines = False,
 ):
     """Predict heights above ground (metres, float32 GeoTIFF, nodata -9999) on the input grid.
 

@@ -45,7 +45,7 @@ def prepare_cmd(
     pairs: Annotated[Optional[Path], typer.Option("--pairs", help="CSV/YAML, one row per scene.")] = None,
     size: Annotated[int, typer.Option("--size", help="Chip size px (multiple of 32).")] = 224,
     stride: Annotated[Optional[int], typer.Option("--stride", help="Chip stride px (default: size).")] = None,
-    max_nodata: Annotated[float, typer.Option("--max-nodata", help="Drop chips with more nodata.")] = 0.1,
+    max_nodata: Annotated[float, typer.Option("--max-nodata", help="Drop chips whose share of nodata pixels (0-1) is above this.")] = 0.1,
     dedup_distance: Annotated[int, typer.Option("--dedup-distance", min=0, help="Hamming bits of dHash (0 disables).")] = 4,
     split: Annotated[str, typer.Option("--split", callback=_numbers(float), help="train,val,test shares.")] = "0.9,0.1,0",
     gsd: Annotated[Optional[float], typer.Option("--gsd", help="Ground sampling distance of the chips in metres per pixel: every raster is resampled to it in the CRS of the RGB (else the nDSM or DSM) (default: its own).")] = None,

@@ -68,10 +68,11 @@ log = logging.getLogger("rsgeo.damage")
 
 
 def default_outputs(pre: str | os.PathLike, out=None, footprints_out=None) -> tuple[Path, Path]:
-    """``<PRE stem>_damage.tif`` and ``<PRE stem>_damage.gpkg`` in the current folder by default."""
+    """``<PRE stem>_damage.tif`` and ``<PRE stem>_damage.gpkg`` in the current folder by default
+    (an ``out`` not named .tif/.tiff, a folder such as ``.`` included, is an InputError)."""
     stem = Path(pre).stem
-    out = Path(out) if out else Path(f"{stem}_damage.tif")
-    fp = Path(footprints_out) if footprints_out else out.with_suffix(".gpkg")
+    out = check_raster_output(out if out else f"{stem}_damage.tif")  # `-o .`: no name to
+    fp = Path(footprints_out) if footprints_out else out.with_suffix(".gpkg")  # suffix
     return out, fp
 
 
@@ -110,8 +111,8 @@ def damage_map(pre, post, out=None, footprints_out=None, *, buildings=None,
     grade_table = parse_grades(grades)
     if not (min_area >= 0 and math.isfinite(min_area)):
         raise InputError(f"--min-area must be a number >= 0, got {min_area}")
-    if not math.isfinite(min_height):
-        raise InputError(f"--min-height must be a number of metres, got {min_height}")
+    if not (min_height >= 0 and math.isfinite(min_height)):  # < 0: the ground a building
+        raise InputError(f"--min-height must be a number of metres >= 0, got {min_height:g}")
     max_height = check_max_height(max_height)
     if absolute and dtm is not None:
         raise InputError("--absolute and --dtm exclude each other: --dtm turns surface models "

@@ -89,6 +89,13 @@ def gather_scenes(synth_dir: Path | None = None, rgb: Path | None = None,
     if len(given) != 1:
         raise InputError("give exactly one of: a synth folder, --rgb or --dsm/--ndsm (one "
                          "scene) or --pairs")
+    extra = ([f"--{k.replace('_', '-')}" for k, v in files.items() if v is not None]
+             + (["--source"] if source is not None else []))
+    if single is None and extra:  # a synth folder or --pairs names each scene's files
+        raise InputError(f"{', '.join(extra)} describe{'s' if len(extra) == 1 else ''} one "
+                         "scene given by --rgb (or --dsm/--ndsm); with a synth folder or "
+                         "--pairs each scene's files and source come from it (pairs columns: "
+                         f"{', '.join(COLUMNS)})")
     if synth_dir is not None:
         if not Path(synth_dir).is_dir():
             raise InputError("not a folder", synth_dir)

@@ -71,9 +71,12 @@ def footprints(raster: str | os.PathLike, out: str | os.PathLike, *, threshold: 
     t0 = time.perf_counter()
     driver_for(out)
     check_output(out, overwrite, inputs=[raster] + ([heights] if heights else []))
-    if not 0 <= min_area < math.inf or strip_rows < 1 or (
-            tolerance is not None and not 0 < tolerance < math.inf):
-        raise InputError("--min-area must be a number >= 0 and --tolerance one > 0")
+    if not 0 <= min_area < math.inf:
+        raise InputError(f"--min-area must be a number of m² >= 0, got {min_area:g}")
+    if tolerance is not None and not 0 < tolerance < math.inf:
+        raise InputError(f"--tolerance must be a number of metres > 0, got {tolerance:g}")
+    if strip_rows < 1:
+        raise InputError(f"strip_rows must be at least 1, got {strip_rows}")
     shown = raster if source is None else source
     with ExitStack() as es:
         ds = es.enter_context(open_raster(raster, purpose=PURPOSE))
