@@ -48,7 +48,7 @@ def check_raster_output(path: str | os.PathLike) -> Path:
     checks again."""
     p = Path(path)
     if p.suffix.lower() not in GEOTIFF_SUFFIXES:
-        raise InputError("raster outputs are GeoTIFF (COG with --cog): give a name ending in "
+        raise InputError("raster outputs are GeoTIFF: give a name ending in "
                          + " or ".join(GEOTIFF_SUFFIXES), p)
     return p
 
