@@ -193,8 +193,9 @@ def test_bad_inputs_exit_2_with_one_line(cli, tmp_path):
         assert code == 2, (src, err)
         assert words in err and len(err.strip().splitlines()) == 1, err
         assert not any(p.suffix in (".gpkg",) for p in tmp_path.iterdir()), err
-    for kw in ({"tolerance": math.nan}, {"min_area": math.inf}):  # the library checks too
-        with pytest.raises(InputError, match="--min-area"):
+    for kw, name in (({"tolerance": math.nan}, "--tolerance"),  # the library checks too
+                     ({"min_area": math.inf}, "--min-area")):
+        with pytest.raises(InputError, match=name):
             footprints(good, tmp_path / "j.gpkg", **kw)
     code, out, _ = cli("footprints", two, "-o", tmp_path / "ok.fgb", "--band", "2", "--json")
     assert code == 0 and '"features": 1' in out
@@ -240,3 +241,17 @@ def test_real_drone_mask_in_degrees(realdata, tmp_path):
     # the traced roof area agrees with its pixel count at ~2 cm x 2 cm per pixel
     px_m2 = s["pixel_size_m"][0] * s["pixel_size_m"][1]
     assert gdf["area_m2"].sum() == pytest.approx(gdf["pixels"].sum() * px_m2, rel=0.05)
+
+
+def test_pixel_size_of_a_geographic_grid_is_the_one_prediction_resamples_by():
+    # footprints had its own sphere constant (111,320 m/degree): pixels 0.1 % larger than
+    # the GSD predict-height resamples by for the same raster
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from rsgeo.footprints.ground import pixel_size_m
+    from rsgeo.io.raster import Grid, ground_res
+
+    grid = Grid(CRS.from_epsg(4326), Affine(1.8e-7, 0, -0.2, 0, -1.8e-7, 5.6), 400, 300)
+    assert pixel_size_m(grid) == ground_res(grid)
+    assert pixel_size_m(grid)[1] == pytest.approx(1.8e-7 * 6371008.8 * math.pi / 180)

@@ -10,24 +10,17 @@ geodesic on the CRS's ellipsoid in geographic ones.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import shapely
 
-from rsgeo.io.raster import Grid
-
-EARTH_M_PER_DEG = 111320.0
-
+from rsgeo.io.raster import Grid, ground_res
 
 def pixel_size_m(grid: Grid) -> tuple[float, float]:
-    """Ground size (x, y) of one pixel in metres."""
-    rx, ry = grid.res
-    if grid.crs is not None and grid.crs.is_geographic:
-        lat = math.radians((grid.bounds[1] + grid.bounds[3]) / 2)
-        return rx * EARTH_M_PER_DEG * math.cos(lat), ry * EARTH_M_PER_DEG
-    factor = grid.crs.linear_units_factor[1] if grid.crs is not None else 1.0
-    return rx * factor, ry * factor
+    """Ground size (x, y) of one pixel in metres: :func:`rsgeo.io.raster.ground_res`, the
+    size every other command resamples by (its own sphere constant here gave geographic
+    rasters pixels 0.1 % larger than prediction does)."""
+    return ground_res(grid)
 
 
 def scale(geoms, sx: float, sy: float):
