@@ -1,5 +1,8 @@
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from rsgeo import __version__
 
@@ -293,3 +296,16 @@ def test_json_help_of_the_prediction_commands_says_json_lines(cli, monkeypatch):
         assert "JSON Lines" in out, name
     _, out, _ = cli("prepare", "--help")
     assert "JSON Lines" not in out and "JSON summary" in out
+
+
+def test_the_installed_console_script_runs_and_passes_exit_codes(tmp_path):
+    """The ``rsgeo`` script pip installs (``rsgeo.cli.app:run``): tests/test_readme.py runs its
+    commands in a warm process (tests/forkserver.py), so the script itself is checked here."""
+    exe = Path(sys.executable).parent / "rsgeo"
+    if not exe.exists():
+        pytest.skip("rsgeo is not installed in this environment")
+    r = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True)
+    assert r.stdout.startswith("rsgeo ")
+    r = subprocess.run([str(exe), "evaluate", str(tmp_path / "a.tif"), str(tmp_path / "b.tif")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().endswith("a.tif: no such file or folder")

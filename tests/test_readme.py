@@ -1,7 +1,9 @@
 """Every command in README.md's code blocks runs as written (slow: a few minutes on 2 cores).
 
-The commands run in order, in one temporary folder, through the installed ``rsgeo`` with
-this checkout first on ``PYTHONPATH``. Commands that name the reader's own files
+The commands run in order, in one temporary folder, through ``bash`` with this checkout
+first on ``PYTHONPATH``; each ``rsgeo`` they call runs ``rsgeo.cli.app.main`` in a fork of one
+process that imported torch & co. once (``tests/forkserver.py``; the console script itself
+is run by ``tests/test_cli_basics.py``). Commands that name the reader's own files
 (``big_ortho.tif``, ``scenes.csv``, ``proposal.csv`` ...) get those files made from the
 city the README's first ``rsgeo synth`` line writes (see :func:`stage`); models and all
 other inputs come from the README's own earlier commands, and outputs do not collide. The
@@ -17,10 +19,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+
+from tests import forkserver
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = re.compile(r"^(rsgeo|torchrun|make|bash|jq)\b")
@@ -133,17 +138,22 @@ def test_readme_commands_run_as_written(tmp_path):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     ran, skipped = [], []
-    for cmd in readme_commands((ROOT / "README.md").read_text()):
-        why = skip_reason(cmd)
-        if why:
-            skipped.append(f"{cmd}  [{why}]")
-            continue
-        t0 = time.perf_counter()
-        r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=900)
-        assert r.returncode == 0, f"{cmd}\n{r.stderr[-2000:]}"
-        ran.append(f"{time.perf_counter() - t0:6.1f} s  {cmd}")
-        if cmd.startswith("rsgeo synth -o data/synth"):  # the README's first synth line
-            stage(tmp_path)
+    # each `rsgeo` the commands call is a fork of one process that imported torch & co.
+    # (tests/forkserver.py): about 25 of them would each spend 4-8 s importing
+    with tempfile.TemporaryDirectory(prefix="rsgeo-fs-", dir="/tmp") as sock_dir, \
+            forkserver.server(Path(sock_dir), env) as shims:
+        env["PATH"] = f"{shims}:{env['PATH']}"
+        for cmd in readme_commands((ROOT / "README.md").read_text()):
+            why = skip_reason(cmd)
+            if why:
+                skipped.append(f"{cmd}  [{why}]")
+                continue
+            t0 = time.perf_counter()
+            r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=900)
+            assert r.returncode == 0, f"{cmd}\n{r.stderr[-2000:]}"
+            ran.append(f"{time.perf_counter() - t0:6.1f} s  {cmd}")
+            if cmd.startswith("rsgeo synth -o data/synth"):  # the README's first synth line
+                stage(tmp_path)
     print("ran:\n  " + "\n  ".join(ran) + "\nskipped:\n  " + "\n  ".join(skipped))
     assert len(ran) >= 20, ran
