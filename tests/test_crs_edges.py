@@ -107,6 +107,9 @@ def test_a_geographic_input_is_warned_once_naming_the_file(tmp_path, caplog):
     # 4.5e-6° at 43.6°N: 0.362 m x 0.500 m, geometric mean 0.426 m
     assert lines[0] == (f"{src}: resampled from 0.426 m (estimated: geographic CRS, latitude "
                         "43.60) to the model's 0.500 m GSD and back"), lines
+    with rasterio.open(tmp_path / "h.tif") as ds:
+        assert ds.crs.to_epsg() == 4326 and ds.transform == Affine(4.5e-6, 0, 3.87, 0, -4.5e-6,
+                                                                   43.6)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="rsgeo"):
         predict_height_file(src, "x", tmp_path / "h2.tif", runner=mean_runner(), tile=64,

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from rasterio.crs import CRS
 
 from rsgeo.infer.predict import input_scale, predict_height_file
 from rsgeo.tasks.bundle import build_task_model, load_task_model, save_task_model
@@ -166,19 +165,6 @@ def test_other_gsd_is_resampled_and_written_on_the_input_grid(tmp_path):
     r = predict_height_file(src, "x", tmp_path / "n.tif", runner=mean_runner(), gsd="native",
                             tile=64, overlap=16)
     assert not r["resampled"]
-
-
-def test_geographic_crs_works_with_a_warning(tmp_path, caplog):
-    from affine import Affine
-
-    img = np.full((3, 70, 90), 100, np.uint8)
-    src = make_raster(tmp_path / "g.tif", img, crs=CRS.from_epsg(4326),
-                      transform=Affine(4.5e-6, 0, 3.87, 0, -4.5e-6, 43.6))
-    with caplog.at_level(logging.WARNING, logger="rsgeo"):
-        predict_height_file(src, "x", tmp_path / "h.tif", runner=mean_runner(), tile=64,
-                            overlap=16)
-    assert "estimated: geographic CRS" in caplog.text
-    assert rasterio.open(tmp_path / "h.tif").crs.to_epsg() == 4326
 
 
 def test_an_output_not_named_tif_is_refused_before_the_model_loads(tmp_path, cli):
