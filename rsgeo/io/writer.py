@@ -244,14 +244,17 @@ def copy_to_cog(src: str | os.PathLike, dst: str | os.PathLike, co: dict | None 
 
 def write_array(path: str | os.PathLike, array: np.ndarray, grid: Grid, *,
                 nodata: float | None = None, overwrite: bool = False, cog: bool = False,
-                co: dict | None = None, **meta) -> Path:
-    """Write a whole (bands, h, w) or (h, w) array atomically (small rasters only)."""
+                co: dict | None = None, colormap: dict | None = None, **meta) -> Path:
+    """Write a whole (bands, h, w) or (h, w) array atomically (small rasters only);
+    ``colormap`` (``{id: RGB(A)}``) becomes band 1's colour table before it is published."""
     arr = array if array.ndim == 3 else array[None]
     if arr.shape[1:] != (grid.height, grid.width):
         raise ValueError(f"array shape {arr.shape} does not match grid {grid.height}x{grid.width}")
     with open_output(path, grid, count=arr.shape[0], dtype=str(arr.dtype), nodata=nodata,
                      overwrite=overwrite, cog=cog, co=co, **meta) as dst:
         dst.write(arr)
+        if colormap:
+            dst.write_colormap(1, colormap)
     return Path(path)
 
 

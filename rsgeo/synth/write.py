@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from rsgeo.errors import InputError
-from rsgeo.io.atomic import atomic_path, check_output, make_parents, remove
+from rsgeo.io.atomic import all_or_nothing, atomic_path, check_output
 from rsgeo.io.vector import write_vector
 from rsgeo.io.writer import write_array
 from rsgeo.synth.preview import save_preview
@@ -45,44 +45,15 @@ def write_scenes(out_dir: str | os.PathLike, size: int = 1024, gsd: float | None
         for suf in SUFFIXES + (("preview.png",) if preview else ()):
             if footprints or suf != "footprints.gpkg":
                 check_output(out / f"{stem}_{suf}", overwrite)
-    created = make_parents(out / "scene")   # the folders this run makes, outermost first
-    targets = [out / f"{stem}_{suf}" for stem in stems for suf in SUFFIXES + ("preview.png",)]
-    before = {p: _identity(p) for p in targets}
     written = []
-    try:
+    with all_or_nothing():  # a failure or Ctrl-C/SIGTERM publishes no scene, replaces nothing
         for i, stem in enumerate(stems):
             scene = generate_scene(size, gsd, style, destroyed, seed + i, randomize=randomize)
             written.append(write_scene(scene, out, stem, overwrite=overwrite, preview=preview,
                                        footprints=footprints))
             if progress:
                 progress(1)
-    except BaseException:  # a failure or Ctrl-C/SIGTERM: never part of a scene set
-        _remove_published(before, created)
-        raise
     return written
-
-
-def _identity(path: Path):
-    """What tells a file this run published from one that was there before (None: absent)."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
-
-
-def _remove_published(before: dict, created: list[Path]) -> None:
-    """Remove the files this run published (new or replaced since ``before``; unfinished
-    ones are gone already: every file is written atomically), then the folders it
-    ``created`` if they are empty. Files it did not reach stay as they were."""
-    for path, was in before.items():
-        if _identity(path) != was:
-            remove(path)
-    for d in reversed(created):
-        try:
-            d.rmdir()
-        except OSError:
-            break
 
 
 def write_scene(scene: Scene, out: Path, stem: str, overwrite: bool = False,
@@ -101,8 +72,8 @@ def write_scene(scene: Scene, out: Path, stem: str, overwrite: bool = False,
         write_array(paths[key], arr.astype(np.float32), g, nodata=-9999.0, units="metre",
                     band_descriptions=[desc], **m)
     write_array(paths["landcover"], scene.landcover, g, nodata=0,
-                band_descriptions=["land cover (SynRS3D ids 1-8)"], **m)
-    _set_colormap(paths["landcover"])
+                band_descriptions=["land cover (SynRS3D ids 1-8)"],
+                colormap={k: (*v, 255) for k, v in LANDCOVER_COLORS.items()}, **m)
     write_array(paths["change"], scene.change, g, band_descriptions=["building change (0/1)"], **m)
     if footprints:
         write_vector(scene.footprints, paths["footprints"], overwrite=overwrite,
@@ -113,10 +84,3 @@ def write_scene(scene: Scene, out: Path, stem: str, overwrite: bool = False,
     if preview:
         paths["preview"] = save_preview(scene, out / f"{stem}_preview.png", overwrite)
     return paths
-
-
-def _set_colormap(path: Path) -> None:
-    import rasterio
-
-    with rasterio.open(path, "r+") as ds:
-        ds.write_colormap(1, {k: (*v, 255) for k, v in LANDCOVER_COLORS.items()})
