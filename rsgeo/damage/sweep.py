@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from contextlib import ExitStack
@@ -25,7 +24,7 @@ from rsgeo.io.reader import read_strips
 from rsgeo.io.atomic import all_or_nothing
 from rsgeo.io.vector import write_vector
 from rsgeo.io.windows import strips
-from rsgeo.io.writer import HEIGHT_NODATA, open_output, write_categories
+from rsgeo.io.writer import HEIGHT_NODATA, class_tags, open_output, write_categories
 from rsgeo.progress import progress
 from rsgeo.viz import DAMAGE_COLORS
 
@@ -35,12 +34,10 @@ CLASS_NAMES = {0: "no structure", 1: "intact", 2: "minor", 3: "major", 4: "destr
                255: "nodata"}
 
 
-def class_tags(threshold: float) -> dict:
+def damage_tags(threshold: float) -> dict:
     """The class raster's tags: ``class_<i>`` names and ``classes`` (JSON), as ``predict``
     writes them, ``units`` and the threshold."""
-    return {"threshold_m": threshold, "units": "class",
-            "classes": json.dumps({str(k): v for k, v in CLASS_NAMES.items()}),
-            **{f"class_{k}": v for k, v in CLASS_NAMES.items()}}
+    return {"threshold_m": threshold, **class_tags(CLASS_NAMES)}
 
 
 def loss_path(out: Path) -> Path:
@@ -151,7 +148,7 @@ def write_rasters(sweep: "Sweep", out: Path, threshold: float, *, co: dict | Non
     grid = sweep.hin.grid
     with open_output(out, grid, dtype="uint8", nodata=255, units="class", co=co,
                      overwrite=overwrite, band_descriptions=["damage class"],
-                     tags=class_tags(threshold)) as cls_dst, \
+                     tags=damage_tags(threshold)) as cls_dst, \
             open_output(loss_path(out), grid, dtype="float32", nodata=HEIGHT_NODATA,
                         units="metre", co=loss_co or co, overwrite=overwrite,
                         band_descriptions=["height loss (pre - post)"],

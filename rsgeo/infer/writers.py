@@ -28,7 +28,6 @@ A writer says:
 from __future__ import annotations
 
 import colorsys
-import json
 import math
 import threading
 from dataclasses import dataclass, field
@@ -41,7 +40,8 @@ from rsgeo.errors import InputError
 from rsgeo.io.atomic import atomic_path
 from rsgeo.io.raster import Grid
 from rsgeo.io.vector import write_vector
-from rsgeo.io.writer import HEIGHT_NODATA, check_raster_output, open_output, write_categories
+from rsgeo.io.writer import (HEIGHT_NODATA, check_raster_output, class_tags, open_output,
+                             write_categories)
 from rsgeo.metrics.grouped import median_inplace
 from rsgeo.viz import LANDCOVER_COLORS
 
@@ -242,8 +242,7 @@ class SegmentationWriter:
     def open(self, path, grid, meta: dict, ctx: OutputContext, stack):
         k = num_classes(meta, meta)
         names = class_names(meta, k)
-        tags = {**ctx.tags, "units": "class", "classes": json.dumps(dict(enumerate(names))),
-                **{f"class_{i}": n for i, n in enumerate(names)}}
+        tags = {**ctx.tags, **class_tags(dict(enumerate(names)))}
         cls = stack.enter_context(open_output(
             path, grid, dtype="uint8", nodata=CLASS_NODATA, co=ctx.co, overwrite=ctx.overwrite,
             cog=ctx.cog, tags=tags, units="class", band_descriptions=["class"]))

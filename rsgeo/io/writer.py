@@ -14,6 +14,7 @@ with vertical panels its memory is bounded by the panel width, not the raster's 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import queue
@@ -256,6 +257,14 @@ def write_array(path: str | os.PathLike, array: np.ndarray, grid: Grid, *,
         if colormap:
             dst.write_colormap(1, colormap)
     return Path(path)
+
+
+def class_tags(names: dict[int, str]) -> dict[str, str]:
+    """A class raster's tags naming its classes: ``class_<id>`` each and ``classes`` (JSON
+    ``{"id": name}``), with ``units=class`` (GDAL keeps category names only in the side
+    file of :func:`write_categories`; tags travel with the .tif)."""
+    return {"units": "class", "classes": json.dumps({str(k): v for k, v in names.items()}),
+            **{f"class_{k}": v for k, v in names.items()}}
 
 
 def write_categories(path: str | os.PathLike, names: dict[int, str],
