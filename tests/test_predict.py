@@ -489,3 +489,31 @@ def test_cuda_matches_cpu_for_every_task(tmp_path, models, task):
     prob = "t_probability.tif" if task == "change" else "t_probabilities.tif"
     with rasterio.open(tmp_path / "cpu" / prob) as c, rasterio.open(tmp_path / "cuda" / prob) as g:
         np.testing.assert_allclose(g.read(), c.read(), atol=2e-2)  # cuDNN TF32 convs
+
+
+@pytest.mark.parametrize("gsd", [0.5, 0.7])   # 0.7: resampled to the model's GSD and back
+def test_class_raster_and_its_side_file_are_published_together(tmp_path, monkeypatch, gsd):
+    """The .aux.xml side file (class names, RGBA table) was written after the class raster
+    had been published: a stop in between left a valid .tif without it. Both now belong
+    to one all-or-nothing publication."""
+    import rsgeo.io.atomic as atomic
+
+    src, _ = _rgb(tmp_path / "img.tif", 70, 80, gsd=gsd)
+    real = atomic.publish
+
+    def stop_at_side_file(tmp, final, overwrite):
+        if str(final).endswith(".aux.xml"):
+            raise KeyboardInterrupt   # the run stopped after the raster was complete
+        real(tmp, final, overwrite)
+
+    monkeypatch.setattr(atomic, "publish", stop_at_side_file)
+    out = tmp_path / "cls.tif"
+    with pytest.raises(KeyboardInterrupt):
+        predict_files([src], "seg.ckpt", [out], runner=_seg_runner(), tile=64, overlap=16,
+                      options={"probabilities": True})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.tif"]   # neither file
+    monkeypatch.setattr(atomic, "publish", real)
+    predict_files([src], "seg.ckpt", [out], runner=_seg_runner(), tile=64, overlap=16,
+                  options={"probabilities": True})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cls.tif", "cls.tif.aux.xml", "cls_probabilities.tif", "img.tif"]

@@ -56,7 +56,7 @@ from rsgeo.io.raster import (Grid, align_to, estimate_note, ground_gsd, open_ras
 from rsgeo.io.reader import block_shape
 from rsgeo.io.stretch import image_sample, image_stretch, needs_sample, parse_scale
 from rsgeo.io.windows import TileGrid, plan_panels, strips
-from rsgeo.io.writer import GEOTIFF_SUFFIXES, HEIGHT_NODATA, open_output
+from rsgeo.io.writer import GEOTIFF_SUFFIXES, HEIGHT_NODATA, create_gtiff, gtiff_profile
 from rsgeo.progress import progress
 from rsgeo.tasks.files import model_label, resolve_model_path
 
@@ -744,9 +744,10 @@ def _open_work(writer, out_path, work_out, wgrid, spec, ctx, out_stack, item):
         rows = writer.open(out_path, wgrid, spec["meta"], ctx, out_stack, input_name=name,
                            tile=spec["tile"])
         return None, lambda: rows
-    if work_out != Path(out_path):
-        return out_stack.enter_context(open_output(
-            work_out, wgrid, count=spec["channels"], nodata=HEIGHT_NODATA)), None
+    if work_out != Path(out_path):   # in a temporary folder: written in place, never published
+        # (the finisher publishes a file's outputs together after the warp back reads it)
+        profile = gtiff_profile(wgrid, spec["channels"], "float32", HEIGHT_NODATA)
+        return out_stack.enter_context(create_gtiff(work_out, profile, None)), None
     return writer.open(out_path, wgrid, spec["meta"], ctx, out_stack), None
 
 

@@ -18,8 +18,10 @@ module adds what a model on an accelerator needs around them, so it never waits 
   writer thread); the buffer is released right after, and a reader batch's arrays go back
   to its reader's pool once every slice of it is blended (:class:`_Hold`).
 - **finisher threads** (``FINISHERS``): once a file's last tile is handed over, wait for
-  its last rows, close (rename) the output and run the job's ``finish`` (warp back,
-  statistics) while the next files go on.
+  its last rows, close the output and run the job's ``finish`` (warp back, statistics,
+  side files) while the next files go on. A file's outputs (raster, sibling rasters, the
+  side files ``finish`` writes) are published together once ``finish`` returns, or none
+  of them (:func:`rsgeo.io.atomic.all_or_nothing`).
 
 Failure anywhere stops every stage: files not finished are discarded (outputs are atomic),
 files already finished stay, and the first error is raised.
@@ -36,6 +38,7 @@ from typing import Callable, Iterable
 
 from rsgeo.infer.batching import auto_batch_size
 from rsgeo.infer.session import Norm, as_runner
+from rsgeo.io.atomic import all_or_nothing
 from rsgeo.io.pipeline import TiledRun, iter_batches
 from rsgeo.io.reader import gdal_env
 from rsgeo.io.windows import TileGrid
@@ -53,7 +56,9 @@ class Job:
         tiles, panels: the windows and their sweep order (:func:`rsgeo.io.windows.plan_panels`).
         norm: how raw tiles become model input.
         dst: the open output (same shape as ``ds``), closed with ``out_stack``.
-        finish: ``finish() -> dict`` after the output is closed (finisher thread).
+        finish: ``finish() -> dict`` after the output is closed (finisher thread); what
+            it writes through :func:`rsgeo.io.atomic.atomic_path` is published together
+            with the outputs, once it returns.
         stack: what else the job holds open (inputs, a temporary folder); closed last.
         nodata: input nodata for the valid masks (None: the dataset's own).
         scores: ``scores(out) -> array`` applied to each batch's model output before it is
@@ -383,8 +388,9 @@ class Pipeline:
 def _complete(job: Job) -> dict:
     try:
         job.run.join()
-        job.out_stack.close()
-        result = job.finish()
+        with all_or_nothing():   # the file's outputs and side files: all of them or none
+            job.out_stack.close()
+            result = job.finish()
     except BaseException as e:
         _abort(job.out_stack, e)
         _abort(job.stack, e)

@@ -257,8 +257,8 @@ class SegmentationWriter:
         return ClassSink(cls, prob, names)
 
     def summary(self, path, sink) -> dict:
-        # class names for QGIS's legend (a GeoTIFF keeps them only as tags); the raster is
-        # published by now, its side file follows it (a rerun replaces both)
+        # class names for QGIS's legend (a GeoTIFF keeps them only as tags); the side file
+        # is published together with the raster (rsgeo.infer.stream: all or nothing)
         write_categories(path, dict(enumerate(sink.names)), class_palette(len(sink.names)))
         out = {"class_fractions": {n: round(float(f), 4)
                                    for n, f in zip(sink.names, sink.fractions())}}
