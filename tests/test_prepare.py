@@ -1,5 +1,6 @@
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -337,6 +338,57 @@ def test_label_rasters_are_read_through_in_strips_before_the_dataset_is_touched(
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "lc.tif: label values 3 are not in the --classes list (0, 1)" in err, err
     assert not (tmp_path / "lc").exists()
+
+@pytest.mark.parametrize("crs", ["EPSG:32633", "EPSG:3857"])   # resampled, then reprojected
+def test_label_rasters_are_read_once_and_the_dataset_is_the_same(tmp_path, monkeypatch, crs):
+    """prepare read each label and change raster twice: whole for the up-front check, then
+    again for every batch of chips. The chips are now cut from the class ids the check
+    read (within LABEL_KEEP_BYTES); the dataset recorded is that of the second read."""
+    import rsgeo.data.prepare as prep
+    from rasterio.warp import calculate_default_transform, reproject
+
+    rgb = make_raster(tmp_path / "rgb.tif", _rgb(160, 224), gsd=0.5)
+    rng = np.random.default_rng(3)
+    lab = np.kron(rng.integers(0, 5, (40, 56)), np.ones((2, 2), int)).astype(np.uint8)
+    lab[:6, :9] = 9                                   # nodata
+    lab[50:60, 100:140] = 200                         # recoded by --label-map 200:4
+    src_t = Affine(1.0, 0, 500000.0, 0, -1.0, 4100000.0)     # 1 m: resampled onto 0.5 m
+    t, w, h = calculate_default_transform("EPSG:32633", crs, 112, 80,
+                                          *rasterio.transform.array_bounds(80, 112, src_t)[::-1][::-1])
+    moved = np.full((h, w), 9, np.uint8)
+    reproject(lab, moved, src_transform=src_t, src_crs="EPSG:32633", dst_transform=t,
+              dst_crs=crs, resampling=rasterio.enums.Resampling.nearest, src_nodata=9,
+              dst_nodata=9)
+    labels = make_raster(tmp_path / "lab.tif", moved, crs=CRS.from_user_input(crs),
+                         transform=t, nodata=9)
+    change = make_raster(tmp_path / "chg.tif", (_rgb(160, 224, 5)[0] > 140).astype(np.uint8))
+    reads = []
+    real = prep.align_to
+
+    def counted(ds, grid, *a, **k):
+        reads.append(Path(ds.name).name)
+        return real(ds, grid, *a, **k)
+
+    monkeypatch.setattr(prep, "align_to", counted)
+    scene = [SceneInput(rgb=rgb, labels=labels, change=change, source="s")]
+    kw = dict(size=64, stride=32, label_map={200: 4}, max_nodata=0.5)   # overlapping chips
+    prepare(scene, tmp_path / "once", **kw)
+    assert reads.count("lab.tif") == 1 and reads.count("chg.tif") == 1, reads
+    monkeypatch.setattr(prep, "LABEL_KEEP_BYTES", 0)  # nothing kept: read again per batch
+    prepare(scene, tmp_path / "twice", **kw)
+    assert reads.count("lab.tif") > 2
+    for name in ("dataset.json", "stats.json"):
+        assert (tmp_path / "once" / name).read_text() == (tmp_path / "twice" / name).read_text()
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "once" / "manifest.parquet"),
+                                  pd.read_parquet(tmp_path / "twice" / "manifest.parquet"))
+    for key in ("labels", "change"):
+        once = np.load(tmp_path / "once" / "shards" / "s" / f"{key}.npy")
+        np.testing.assert_array_equal(once, np.load(tmp_path / "twice" / "shards" / "s"
+                                                    / f"{key}.npy"))
+        assert set(np.unique(once)) == ({0, 1, 2, 3, 4, 255} if key == "labels" else {0, 1})
+    rec = json.loads((tmp_path / "once" / "stats.json").read_text())["sources"]["s"]["labels"]
+    assert rec["ids"] == [0, 1, 2, 3, 4]    # of the kept chips, 200 recoded, 9 ignored
+
 
 def test_ndsm_stored_as_float16_by_default_float32_datasets_keep_theirs(tmp_path):
     from rsgeo.data.prepare import stored_heights

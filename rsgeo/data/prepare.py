@@ -3,7 +3,9 @@
 Per scene, every raster is aligned onto the RGB grid (or the RGB's CRS at ``gsd``) with
 explicit resampling (bilinear for heights and images, nearest for labels); footprints are
 rasterised onto it; nDSM comes from the scene's nDSM, or DSM - DTM, or DSM minus a DTM
-from the dsm2dtm ground filter (``ndsm_from_dsm``). Windows are read one chip at a time
+from the dsm2dtm ground filter (``ndsm_from_dsm``). Label and change rasters are read once,
+up front (:func:`_plan_scenes`: checked, and their class ids kept for the chips within
+:data:`LABEL_KEEP_BYTES`). Windows are read one chip at a time
 (memory bounded whatever the raster size), in parallel threads (``workers``), and judged
 in order: too much nodata -> ``nodata``; a dHash within ``dedup_distance`` bits of a kept
 chip -> ``duplicate``; else ``kept`` and appended to the source's shards with its
@@ -50,6 +52,9 @@ HEIGHTS = ("dsm", "ndsm")
 LABELS = ("labels", "change")
 HEIGHT_DTYPES = ("float16", "float32")
 STORED = {"dsm": "float32", "ndsm": "float32", "hog": "float32"}  # others: uint8
+#: bytes of checked label and change rasters (uint8 class ids on the chip grid) kept in
+#: memory for their chips, in all; a raster beyond it is read again while chipping
+LABEL_KEEP_BYTES = 1 << 28
 
 
 def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | None = None,
@@ -96,12 +101,12 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
         by_source.setdefault(check_source_name(s.source), []).append(s)
     # every input checked before the output folder is made
     chosen = {src: _validate(group, bands) for src, group in by_source.items()}
-    for group in by_source.values():
-        _check_labels(group, gsd, label_map, classes)
+    plans = _plan_scenes(by_source, gsd, label_map, classes)
     with _removed_on_input_error(out):
-        return _prepare_sources(by_source, chosen, out, size, stride, max_nodata, dedup_distance,
-                                split, gsd, bands, ndsm_from_dsm, classes, workers, overwrite,
-                                preview, seed, scale, label_map, ndsm_dtype)
+        return _prepare_sources(by_source, chosen, plans, out, size, stride, max_nodata,
+                                dedup_distance, split, gsd, bands, ndsm_from_dsm, classes,
+                                workers, overwrite, preview, seed, scale, label_map,
+                                ndsm_dtype)
 
 
 @contextmanager
@@ -120,15 +125,17 @@ def _removed_on_input_error(out: Path):
         raise
 
 
-def _prepare_sources(by_source, chosen, out, size, stride, max_nodata, dedup_distance, split,
-                     gsd, bands, ndsm_from_dsm, classes, workers, overwrite, preview, seed,
-                     scale, label_map, ndsm_dtype=None) -> dict:
+def _prepare_sources(by_source, chosen, plans, out, size, stride, max_nodata, dedup_distance,
+                     split, gsd, bands, ndsm_from_dsm, classes, workers, overwrite, preview,
+                     seed, scale, label_map, ndsm_dtype=None) -> dict:
     """The chips of every source into ``out`` (created or extended); ``chosen``: each
-    source's band choice from :func:`_validate`."""
+    source's band choice from :func:`_validate`; ``plans``: its scenes' from
+    :func:`_plan_scenes`."""
     info, manifest = _open_dataset(out, size, overwrite)
     dtypes = {"ndsm": _ndsm_dtype(out, info, ndsm_dtype)}
     summary = {}
     for src, group in by_source.items():
+        plan = plans.pop(src)   # its kept class ids are let go once the source is done
         if manifest is not None and src in set(manifest["source"]):
             if not overwrite and finished(info, src):
                 log.warning("%s: source already in %s, skipped (--overwrite redoes it)", src, out)
@@ -139,9 +146,9 @@ def _prepare_sources(by_source, chosen, out, size, stride, max_nodata, dedup_dis
                             src, out)
             info, manifest = _drop_source(out, info, manifest, src)
         with progress(None, f"prepare {src}", unit="chips") as bar:
-            rows, stats, mods = _run_source(group, out, size, stride, max_nodata, dedup_distance,
-                                            split, gsd, bands, ndsm_from_dsm, workers, seed, bar,
-                                            scale, label_map, dtypes)
+            rows, stats, mods = _run_source(group, out, size, stride, max_nodata,
+                                            dedup_distance, split, plan, bands, ndsm_from_dsm,
+                                            workers, seed, bar, scale, label_map, dtypes)
         manifest = _append_rows(out, manifest, rows)
         _update_stats(out, src, stats)
         info = _update_info(out, info, src, mods, classes, size, group, gsd, dtypes)
@@ -210,22 +217,45 @@ def _validate(group: list[SceneInput], bands) -> dict[str, str]:
     return chosen
 
 
-def _check_labels(group: list[SceneInput], gsd, label_map, classes) -> None:
+def _plan_scenes(by_source: dict, gsd, label_map, classes) -> dict[str, list[tuple]]:
+    """Each source's scenes as ``(chip grid, {key: class ids})``, before the dataset folder
+    is touched: every scene's grid worked out (its rasters' overlap checked) and its label
+    and change rasters checked (:func:`_check_labels`), the class ids read kept for the
+    chips within :data:`LABEL_KEEP_BYTES` in all."""
+    budget = LABEL_KEEP_BYTES
+    plans: dict[str, list[tuple]] = {}
+    for src, group in by_source.items():
+        plans[src] = []
+        for s in group:
+            grid = _scene_grid(s, gsd)
+            kept = _check_labels(s, grid, label_map, classes, budget)
+            budget -= sum(a.nbytes for a in kept.values())
+            plans[src].append((grid, kept))
+    return plans
+
+
+def _check_labels(s: SceneInput, grid: Grid, label_map, classes,
+                  budget: int = 0) -> dict[str, np.ndarray]:
     """Refuse label and change rasters whose values are not class ids (or not in
     ``classes``) before the dataset folder is touched: a whole pass over each, in strips,
     on the chip grid (nearest, as chips read it), so a stray value anywhere is found
     before a chip is cut -- not after minutes of chips, nor after ``--overwrite`` dropped
-    the source's old chips."""
-    for s in group:
-        keys = [k for k in LABELS if k in s.files()]
-        if not keys:
-            continue
-        grid = _scene_grid(s, gsd)
-        for key in keys:
-            path = s.files()[key]
-            with open_raster(path) as raw, align_to(raw, grid, "nearest") as ds:
-                check_label_raster(ds, path, key, label_map,
-                                   classes if key == "labels" else None)
+    the source's old chips.
+
+    Returns the class ids that pass read of each raster (uint8 on ``grid``, as chips store
+    them) while they fit in ``budget`` bytes: the chips are cut from them, so such a raster
+    is read once."""
+    kept = {}
+    for key in (k for k in LABELS if k in s.files()):
+        path = s.files()[key]
+        with open_raster(path) as raw, align_to(raw, grid, "nearest") as ds:
+            ids = check_label_raster(ds, path, key, label_map,
+                                     classes if key == "labels" else None,
+                                     keep=grid.width * grid.height <= budget)
+        if ids is not None:
+            kept[key] = ids
+            budget -= ids.nbytes
+    return kept
 
 
 def _check_footprints(gdf, path, reference) -> None:
@@ -255,9 +285,10 @@ class _Reader:
     """
 
     def __init__(self, scene: SceneInput, grid: Grid, files: dict, bands, scale="percentile",
-                 label_map=None):
+                 label_map=None, kept: dict | None = None):
         self.scene, self.grid, self.files, self.bands = scene, grid, files, bands
         self.label_map = label_map
+        self.kept = kept or {}   # {key: class ids} of label rasters read by their check
         self.stretches: dict = {}
         from rasterio.errors import RasterioIOError
 
@@ -277,6 +308,9 @@ class _Reader:
             with ExitStack() as stack:
                 ds = {}
                 for key, path in self.files.items():
+                    if key in self.kept:   # sliced from the ids its check read
+                        ds[key] = self.kept[key]
+                        continue
                     raw = stack.enter_context(open_image(path, bands=self.bands, warn=False))[0] \
                         if key in IMAGES else stack.enter_context(open_raster(path))
                     rs = "nearest" if key in LABELS else "bilinear"
@@ -330,7 +364,7 @@ def _scene_grid(scene: SceneInput, gsd: float | None) -> Grid:
     return grid
 
 
-def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd, bands,
+def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, plan, bands,
                 ndsm_from_dsm, workers, seed, bar, scale="percentile", label_map=None,
                 dtypes=None):
     src = group[0].source
@@ -342,16 +376,16 @@ def _run_source(group, out, size, stride, max_nodata, dedup_distance, split, gsd
     stats: dict[str, BandStats | LabelCounts] = {}
     index = HashIndex(dedup_distance)
     rows, mods = [], set()
-    grids = [_scene_grid(scene, gsd) for scene in group]
+    grids = [grid for grid, _ in plan]
     bar.update(total=sum(len(offsets(g.height, size, stride)) * len(offsets(g.width, size, stride))
                          for g in grids))
     try:
         with tempfile.TemporaryDirectory(prefix=".rsgeo-dtm-", dir=out) as work:
-            for scene, grid in zip(group, grids):
+            for scene, (grid, kept) in zip(group, plan):
                 files = _scene_files(scene, ndsm_from_dsm, Path(work))
                 mods |= set(files) | ({"buildings"} if scene.footprints else set())
                 mods |= {"ndsm"} if "dtm" in files else set()
-                reader = _Reader(scene, grid, files, bands, scale, label_map)
+                reader = _Reader(scene, grid, files, bands, scale, label_map, kept)
                 fp = _footprints(scene.footprints, grid) if scene.footprints else None
                 wins = [(r, c) for r in offsets(grid.height, size, stride)
                         for c in offsets(grid.width, size, stride)]
@@ -427,6 +461,9 @@ def _read_chip(reader: _Reader, ds: dict, rc, size, fp, grid: Grid) -> dict:
     out = {}
     valid = np.ones((size, size), bool)
     for key, d in ds.items():
+        if isinstance(d, np.ndarray):   # a label raster's class ids, read by its check
+            out[key] = d[None, r:r + size, c:c + size].copy()
+            continue
         a = d.read(window=win)
         ok = valid_mask(a, d.nodata)
         if key in IMAGES:

@@ -182,7 +182,7 @@ def _distinct(v: np.ndarray) -> np.ndarray:
 
 
 def check_label_raster(ds, path, key: str = "labels", label_map=None,
-                       classes=None) -> None:
+                       classes=None, keep: bool = False) -> np.ndarray | None:
     """Refuse a label (``key="labels"``) or change mask (``key="change"``) raster whose
     valid pixels, recoded by ``label_map``, are not class ids -- the checks of
     :func:`class_ids` -- or (``classes``: the ``--classes`` ids) not in the class list.
@@ -191,6 +191,10 @@ def check_label_raster(ds, path, key: str = "labels", label_map=None,
     strips of about :data:`LABEL_STRIP_PIXELS` pixels, memory bounded whatever its size,
     and names every stray value in one line. Stops early once more than 256 distinct
     values turned up (then some are not class ids 0..255).
+
+    ``keep``: also return what the check read as chips store it, so that they need not
+    read the raster again: ``(height, width)`` uint8 class ids, recoded, 255 (ignore)
+    where not valid (``ds.height * ds.width`` bytes); else None.
     """
     # lazy: rasterio; prepare's CLI module imports this module for `rsgeo --help`
     from rsgeo.io.raster import valid_mask
@@ -200,14 +204,20 @@ def check_label_raster(ds, path, key: str = "labels", label_map=None,
     bh = block_shape(ds)[0]
     rows = rows // bh * bh if rows > bh else rows
     seen = None
-    for _, (a,) in read_strips([ds], rows):
+    ids = np.empty((ds.height, ds.width), np.uint8) if keep else None
+    for win, (a,) in read_strips([ds], rows):
         raw, named = recode(a, label_map)
-        vals = _distinct(raw[valid_mask(a, ds.nodata) | named])
+        ok = valid_mask(a, ds.nodata) | named
+        vals = _distinct(raw[ok])
         seen = vals if seen is None else np.union1d(seen, vals)
         if seen.size > IGNORE + 1:
             break
+        if ids is not None:   # the cast is checked below (a stray value refuses the raster)
+            r = int(win.row_off)
+            with np.errstate(invalid="ignore", over="ignore"):
+                ids[r:r + a.shape[0]] = np.where(ok, raw, IGNORE).astype(np.uint8)
     if seen is None or not seen.size:
-        return
+        return ids
     class_ids(seen, np.ones(seen.shape, bool), path, key)
     if key == "labels" and classes is not None:
         bad = stray_values(seen, [*classes, IGNORE])
@@ -215,3 +225,4 @@ def check_label_raster(ds, path, key: str = "labels", label_map=None,
             raise InputError(f"label values {_listed(bad)} are not in the --classes list "
                              f"({_listed(np.asarray(sorted(classes)), 12)}); add them or "
                              "recode with --label-map", path)
+    return ids
