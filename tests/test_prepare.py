@@ -390,6 +390,31 @@ def test_label_rasters_are_read_once_and_the_dataset_is_the_same(tmp_path, monke
     assert rec["ids"] == [0, 1, 2, 3, 4]    # of the kept chips, 200 recoded, 9 ignored
 
 
+def test_a_stride_above_the_size_warns_of_the_pixels_in_no_chip(tmp_path, cli, caplog):
+    """--stride S > --size Z left gaps between chips without a word."""
+    rgb = make_raster(tmp_path / "rgb.tif", _rgb(192, 288))
+    with caplog.at_level(logging.WARNING, logger="rsgeo"):
+        code, _, err = cli("prepare", "--rgb", rgb, "-o", tmp_path / "gaps", "--size", 64,
+                           "--stride", 96, "--max-nodata", 1)
+    assert code == 0, err
+    m = pd.read_parquet(tmp_path / "gaps" / "manifest.parquet")
+    inside = np.zeros((192, 288), bool)                       # what the chips cover
+    for r, c in zip(m["row_off"], m["col_off"]):
+        inside[r:r + 64, c:c + 64] = True
+    assert round(100 * (1 - inside.mean())) == 35
+    said = [r.getMessage() for r in caplog.records if "--stride" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(
+        "--stride 96 > --size 64: 35% of the input pixels are in no chip"), said
+    for i, (h, w, stride) in enumerate([(192, 288, 64), (192, 288, 32), (100, 100, 96)]):
+        # no gap: stride <= size, or a stride the last chip (snapped to the edge) closes
+        img = make_raster(tmp_path / f"img{i}.tif", _rgb(h, w))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="rsgeo"):
+            code, _, err = cli("prepare", "--rgb", img, "-o", tmp_path / f"ok{i}", "--size",
+                               64, "--stride", stride, "--max-nodata", 1)
+        assert code == 0 and "--stride" not in caplog.text, caplog.text
+
+
 def test_ndsm_stored_as_float16_by_default_float32_datasets_keep_theirs(tmp_path):
     from rsgeo.data.prepare import stored_heights
     from rsgeo.errors import InputError

@@ -102,11 +102,37 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
     # every input checked before the output folder is made
     chosen = {src: _validate(group, bands) for src, group in by_source.items()}
     plans = _plan_scenes(by_source, gsd, label_map, classes)
+    if stride > size:
+        _warn_gaps([grid for plan in plans.values() for grid, _ in plan], size, stride)
     with _removed_on_input_error(out):
         return _prepare_sources(by_source, chosen, plans, out, size, stride, max_nodata,
                                 dedup_distance, split, gsd, bands, ndsm_from_dsm, classes,
                                 workers, overwrite, preview, seed, scale, label_map,
                                 ndsm_dtype)
+
+
+def _covered(n: int, size: int, stride: int) -> int:
+    """Pixels of an axis of ``n`` px inside at least one chip (starts: :func:`offsets`)."""
+    covered = end = 0
+    for o in offsets(n, size, stride):
+        stop = min(o + size, n)
+        covered += max(0, stop - max(o, end))
+        end = max(end, stop)
+    return covered
+
+
+def _warn_gaps(grids: list[Grid], size: int, stride: int) -> None:
+    """One warning giving the share of the scenes' pixels that no chip covers (a stride
+    above the chip size leaves gaps between chips); none when there is no gap."""
+    total = sum(g.width * g.height for g in grids)
+    inside = sum(_covered(g.height, size, stride) * _covered(g.width, size, stride)
+                 for g in grids)
+    if not total or inside >= total:
+        return
+    share = 1 - inside / total
+    pct = f"{100 * share:.0f}%" if share >= 0.005 else "under 1%"
+    log.warning("--stride %d > --size %d: %s of the input pixels are in no chip (gaps "
+                "between chips; a stride of at most the size covers them)", stride, size, pct)
 
 
 @contextmanager
