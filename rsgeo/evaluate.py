@@ -10,7 +10,8 @@ or two SpaceNet CSVs, scored with :mod:`rsgeo.metrics.footprints`.
 
 Checks before scoring (``InputError``, exit 2, naming the file): a raster without a valid
 pixel (all nodata or NaN); for heights (rsgeo protocol) values are read in metres (band
-scale/offset and units, :mod:`rsgeo.io.heights`), and absolute elevations (unless
+scale/offset and units, :mod:`rsgeo.io.heights`; integer heights without a unit or scale
+are warned about, once per file), and absolute elevations (unless
 ``absolute``) and heights above ``max_height`` are refused; footprints that are not
 polygons (points, lines) are refused, never dropped.
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from rsgeo.errors import InputError
 from rsgeo.io.heights import (HeightUnits, STREAM_SAMPLE, check_heights, check_max_height,
-                              predicted_by_rsgeo, units_of)
+                              predicted_by_rsgeo, units_of, warn_integer_heights)
 from rsgeo.io.labels import read_classes, recode
 from rsgeo.io.polygons import require_polygons
 from rsgeo.io.raster import Grid, align_to, check_same_grid, open_raster, valid_mask
@@ -79,10 +80,12 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
     if task == "height":  # --label-map and a classes file's values recode masks only
         lmap = None
     images, total = [], _accumulator(task, names, ignore_index)
+    warned: set = set()   # integer heights without a unit: one warning per file
     for p, r in pairs:
         acc = _accumulator(task, names, ignore_index)
         n_valid = 0
-        checks = PairCheck(p, r, heights=task == "height", aligned=align is not None)
+        checks = PairCheck(p, r, heights=task == "height", aligned=align is not None,
+                           warned=warned)
         spec = _Spec(task, names, ignore_index, lmap, checks)
         for part in _scored(p, r, align, nodata, strip_rows, spec):  # in stream order
             checks.merge(part.samples)
@@ -163,10 +166,13 @@ class PairCheck:
 
     Whether each raster has a valid pixel is exact; for heights, the statistics come from
     every k-th pixel of REF's grid (every pixel up to ``STREAM_SAMPLE``, 1 Mpx): no second
-    read of either raster.
+    read of either raster. Heights: integer rasters without a length unit or scale get
+    the warning of :func:`rsgeo.io.heights.warn_integer_heights`, once per file of the run
+    (``warned``: the files already told of, shared by the run's pairs).
     """
 
-    def __init__(self, pred: Path, ref: Path, *, heights: bool, aligned: bool):
+    def __init__(self, pred: Path, ref: Path, *, heights: bool, aligned: bool,
+                 warned: set | None = None):
         self.paths, self.heights, self.aligned = (pred, ref), heights, aligned
         self.any = [False, False]
         self.kept: list[list[np.ndarray]] = [[], []]
@@ -177,6 +183,10 @@ class PairCheck:
             for i, path in enumerate(self.paths):
                 with open_raster(path, require_crs=False) as ds:
                     self.predicted[i] = predicted_by_rsgeo(ds)
+                    if warned is None or Path(path).resolve() not in warned:
+                        warn_integer_heights(ds, path)
+                        if warned is not None:
+                            warned.add(Path(path).resolve())
 
     def sample(self, pv, rv, okp, okr, offset: int) -> list[tuple]:
         """What :meth:`merge` needs of one streamed piece (2-D values, metres for heights,

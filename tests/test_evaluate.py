@@ -329,6 +329,36 @@ def test_height_pieces_with_and_without_nodata(tmp_path, dtype, nodata):
         assert got[k] == pytest.approx(v, rel=1e-9), k
 
 
+def test_integer_heights_without_a_unit_are_warned_about_once_per_file(tmp_path, caplog):
+    """evaluate scored uint16 / int16 heights without a unit as whole metres without a word,
+    where building-heights, footprints and damage-map speak up. Now each such file gets the
+    same warning, once, however many pairs it is in; float heights and integer heights
+    with a unit pass quietly."""
+    rng = np.random.default_rng(3)
+    h = rng.integers(0, 20, (40, 50))
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    make_raster(tmp_path / "pred" / "a.tif", h.astype(np.uint16))
+    make_raster(tmp_path / "pred" / "b.tif", h.astype(np.int16))
+    make_raster(tmp_path / "ref" / "a.tif", h.astype(np.float32))
+    cm = make_raster(tmp_path / "ref" / "b.tif", (h * 100).astype(np.uint16))
+    with rasterio.open(cm, "r+") as ds:
+        ds.units = ("cm",)
+
+    def warned(*args) -> list[str]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="rsgeo"):
+            evaluate(*args)
+        return sorted(r.getMessage().split(":")[0] for r in caplog.records
+                      if "integer heights without a length unit" in r.getMessage())
+
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    assert warned(pred, ref) == [str(pred / "a.tif"), str(pred / "b.tif")]
+    assert warned(pred, pred) == [str(pred / "a.tif"), str(pred / "b.tif")]  # each once
+    assert warned(pred / "a.tif", pred / "a.tif") == [str(pred / "a.tif")]
+    assert warned(ref / "a.tif", ref / "b.tif") == []
+
+
 def _solaris_counts(preds, refs, conf=None, miniou=0.5, min_area=0.0):
     """solaris' eval_iou_spacenet_csv + calculate_iou as plain loops: (tp, fp, fn)."""
     order = sorted(range(len(preds)), key=lambda i: -conf[i]) if conf is not None else \
