@@ -84,9 +84,8 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
     for p, r in pairs:
         acc = _accumulator(task, names, ignore_index)
         n_valid = 0
-        checks = PairCheck(p, r, heights=task == "height", aligned=align is not None,
-                           warned=warned)
-        spec = _Spec(task, names, ignore_index, lmap, checks)
+        checks = PairCheck(p, r, heights=task == "height", aligned=align is not None)
+        spec = _Spec(task, names, ignore_index, lmap, checks, warned)
         for part in _scored(p, r, align, nodata, strip_rows, spec):  # in stream order
             checks.merge(part.samples)
             n_valid += part.n_valid
@@ -166,13 +165,10 @@ class PairCheck:
 
     Whether each raster has a valid pixel is exact; for heights, the statistics come from
     every k-th pixel of REF's grid (every pixel up to ``STREAM_SAMPLE``, 1 Mpx): no second
-    read of either raster. Heights: integer rasters without a length unit or scale get
-    the warning of :func:`rsgeo.io.heights.warn_integer_heights`, once per file of the run
-    (``warned``: the files already told of, shared by the run's pairs).
+    read of either raster.
     """
 
-    def __init__(self, pred: Path, ref: Path, *, heights: bool, aligned: bool,
-                 warned: set | None = None):
+    def __init__(self, pred: Path, ref: Path, *, heights: bool, aligned: bool):
         self.paths, self.heights, self.aligned = (pred, ref), heights, aligned
         self.any = [False, False]
         self.kept: list[list[np.ndarray]] = [[], []]
@@ -183,10 +179,6 @@ class PairCheck:
             for i, path in enumerate(self.paths):
                 with open_raster(path, require_crs=False) as ds:
                     self.predicted[i] = predicted_by_rsgeo(ds)
-                    if warned is None or Path(path).resolve() not in warned:
-                        warn_integer_heights(ds, path)
-                        if warned is not None:
-                            warned.add(Path(path).resolve())
 
     def sample(self, pv, rv, okp, okr, offset: int) -> list[tuple]:
         """What :meth:`merge` needs of one streamed piece (2-D values, metres for heights,
@@ -281,8 +273,13 @@ def check_pair_grids(pds, rds, pred: Path, ref: Path, align: str | None) -> None
 
 
 def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, rows: int,
-                finite: bool = True, metres: bool = False, pool: ArrayPool | None = None):
+                finite: bool = True, metres: bool = False, pool: ArrayPool | None = None,
+                warned: set | None = None):
     """Yield ``(offset, pred strip, ref strip, prep)``: full-width raw strips on REF's grid.
+
+    ``metres``: heights, in metres; an integer raster without a length unit or scale gets
+    the warning of :func:`rsgeo.io.heights.warn_integer_heights`, once per file in
+    ``warned`` (the files already told of, shared by a run's pairs; None: every time).
 
     ``offset`` is the index of the strip's first pixel; ``prep`` (a :class:`Prep`) turns
     pieces of the strips into values and valid masks. Both rasters are decoded in parallel
@@ -296,6 +293,11 @@ def stream_pair(pred: Path, ref: Path, align: str | None, nodata: float | None, 
         check_pair_grids(pds, rds, pred, ref, align)
         pu, ru = ((units_of(pds, pred), units_of(rds, ref)) if metres
                   else (HeightUnits(), HeightUnits()))
+        for ds, path in ((pds, pred), (rds, ref)) if metres else ():
+            if warned is None or Path(path).resolve() not in warned:
+                warn_integer_heights(ds, path)
+                if warned is not None:
+                    warned.add(Path(path).resolve())
         with align_to(pds, grid, align or "nearest") as src:
             prep = Prep(nodata if nodata is not None else src.nodata,
                         nodata if nodata is not None else rds.nodata, pu, ru, finite, metres)
@@ -312,6 +314,7 @@ class _Spec:
     ignore_index: int | None
     lmap: dict | None
     checks: PairCheck
+    warned: set | None = None   # files told of integer heights without a unit
 
 
 @dataclass
@@ -397,7 +400,8 @@ def _scored(pred: Path, ref: Path, align, nodata, rows: int, spec: _Spec):
         try:
             for offset, pv, rv, prep in stream_pair(pred, ref, align, nodata, rows,
                                                     finite=spec.task != "height",
-                                                    metres=spec.task == "height", pool=strips):
+                                                    metres=spec.task == "height", pool=strips,
+                                                    warned=spec.warned):
                 width = pv.shape[1]
                 sub = max(1, CHUNK // width)
                 pieces = [(offset + a * width, pv[a:a + sub], rv[a:a + sub])
