@@ -2,6 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rsgeo import __version__
@@ -179,6 +180,56 @@ def test_errors_are_one_line_with_exit_codes(cli, monkeypatch):
         app_module.app.registered_commands[:] = [
             c for c in app_module.app.registered_commands
             if c.name not in ("_fail_input", "_fail_runtime")]
+
+
+def _closed_stdout(*args, stderr_closed=False):
+    """``rsgeo ARGS`` writing into a pipe whose reader is gone (``rsgeo ... | head -1`` once
+    head has exited): (exit code, stderr)."""
+    import os
+
+    r, w = os.pipe()
+    os.close(r)
+    err_r, err_w = os.pipe()
+    if stderr_closed:
+        os.close(err_r)
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "rsgeo", *map(str, args)], stdout=w,
+                             stderr=w if stderr_closed else err_w)
+    finally:
+        os.close(w)
+        os.close(err_w)
+    if stderr_closed:
+        return p.wait(timeout=120), ""
+    with os.fdopen(err_r) as f:
+        err = f.read()
+    return p.wait(timeout=120), err
+
+
+def test_a_closed_stdout_ends_quietly_with_141(tmp_path, cli, monkeypatch):
+    """`rsgeo ... | head -1`: the reader leaves early; rsgeo stops without a traceback or an
+    "Exception ignored" line and exits 141 (128 + SIGPIPE, as a shell reports it). It exited
+    1, a runtime failure by rsgeo's exit codes, from typer.echo (click) and rich tables
+    alike; a scripted `set -o pipefail` could not tell it from a crash."""
+    from rsgeo.cli import app as app_module
+    from tests.conftest import make_raster
+
+    a = make_raster(tmp_path / "a.tif", np.ones((8, 8), np.float32), nodata=-9999)
+    for args in (["--version"], ["completion", "bash"], ["evaluate", a, a]):  # echo, rich
+        code, err = _closed_stdout(*args)
+        assert (code, err) == (141, ""), args
+    code, _ = _closed_stdout("evaluate", tmp_path / "missing.tif", a, stderr_closed=True)
+    assert code == 141  # the error line itself met the closed pipe: no traceback either
+
+    @app_module.app.command("_pipe", hidden=True)
+    def _pipe():  # a pipe of rsgeo's own broke, stdout is fine: a failure, said in one line
+        raise BrokenPipeError(32, "Broken pipe")
+
+    try:
+        code, out, err = cli("_pipe")
+        assert code == 1 and err.strip() == "rsgeo: error: BrokenPipeError: [Errno 32] Broken pipe"
+    finally:
+        app_module.app.registered_commands[:] = [
+            c for c in app_module.app.registered_commands if c.name != "_pipe"]
 
 
 def test_a_signal_outside_training_gives_one_line_and_128_plus_the_signal(cli, tmp_path):

@@ -1,6 +1,7 @@
 """The ``rsgeo`` Typer app: global options, command registration, errors -> exit codes.
 
-Exit codes: 0 ok, 1 runtime failure, 2 bad input or usage, 130 / 143 stopped by SIGINT /
+Exit codes: 0 ok, 1 runtime failure, 2 bad input or usage, 141 (quietly) when the reader of
+stdout is gone (``rsgeo ... | head -1``), 130 / 143 stopped by SIGINT /
 SIGTERM: training after saving its checkpoint (``--resume`` continues it), any other command
 at once, its unfinished outputs removed (130 also for any other interruption). Errors
 print one line on stderr (``rsgeo: error: path: problem``); ``-vv`` adds the traceback. Command modules import typer and light rsgeo modules
@@ -12,8 +13,10 @@ the commands under a ``# lazy: keep rsgeo --help fast`` comment, so ``rsgeo --he
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
+import os
 import re
 import signal
 import sys
@@ -202,6 +205,14 @@ def _run(command, argv: list[str]) -> int:
         return rv if isinstance(rv, int) else 0
     except exits as e:
         return e.exit_code
+    except (BrokenPipeError, SystemExit) as e:  # click and rich: EPIPE -> a silent exit 1
+        pipe = _broken_pipe(e)
+        if pipe is None:
+            raise
+        if _stdout_gone():
+            return stdout_closed()
+        print(f"rsgeo: error: {type(pipe).__name__}: {pipe}", file=sys.stderr)  # not stdout's
+        return 1
     except ClickException as e:
         if type(e).__name__ == "NoArgsIsHelpError":
             e.show()
@@ -228,6 +239,61 @@ def _run(command, argv: list[str]) -> int:
         return 1
 
 
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE (13), as a shell reports `yes | head -1`'s yes
+
+
+def _broken_pipe(e: BaseException | None) -> OSError | None:
+    """The EPIPE error ``e`` is, or was raised while handling (None if there is none)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.EPIPE:
+            return e
+        e = e.__context__
+    return None
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe or socket without a reader, or /dev/null put there by rich's
+    own broken-pipe handler (an EPIPE on another pipe is a runtime failure, not this)."""
+    import select
+    import stat
+
+    try:
+        fd = sys.stdout.fileno()
+        st = os.fstat(fd)
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: in-process
+        return False
+    if stat.S_ISCHR(st.st_mode):
+        return st.st_rdev == os.stat(os.devnull).st_rdev
+    if not (stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)):
+        return False
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
+
+
+def stdout_closed(streams=("stdout",)) -> int:
+    """The reader of stdout went away (``rsgeo ... | head -1``): stop quietly, exit 141.
+
+    Later writes to ``streams`` (and the flush at exit) go to /dev/null, so Python prints no
+    "Exception ignored ... BrokenPipeError" either. Exit 1 (click's and rich's answer) would
+    read as a runtime failure."""
+    for name in streams:
+        try:
+            fd = getattr(sys, name).fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: in-process
+            continue
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    return SIGPIPE_EXIT
+
+
 def run() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    try:
+        code = main()
+    except BrokenPipeError:  # stderr closed too while an error line was printed
+        code = stdout_closed(("stdout", "stderr"))
+    sys.exit(code)
