@@ -232,6 +232,33 @@ def test_a_closed_stdout_ends_quietly_with_141(tmp_path, cli, monkeypatch):
             c for c in app_module.app.registered_commands if c.name != "_pipe"]
 
 
+def test_names_that_are_not_utf8_are_bad_input(tmp_path, cli):
+    """A Latin-1 file name (``caf\\xe9.tif``, as unzipped from an old archive) reaches Python
+    as surrogate escapes, which rasterio and pyogrio cannot encode: every command failed with
+    `UnicodeEncodeError`, exit 1. Given on the command line it is refused naming the
+    option, found in a folder naming the file; exit 2 both, the bytes shown as \\xNN."""
+    import os
+
+    from tests.conftest import make_raster
+
+    name = os.fsdecode(b"caf\xe9.tif")
+    for folder in ("pred", "ref"):
+        (tmp_path / folder).mkdir()
+        tif = make_raster(tmp_path / folder / "a.tif", np.ones((8, 8), np.float32), nodata=-9999)
+        try:  # (GDAL cannot write the name either)
+            tif.rename(tif.with_name(name))
+        except (OSError, UnicodeError):
+            pytest.skip("this file system takes UTF-8 names only")
+    code, _, err = cli("evaluate", tmp_path / "pred" / name, tmp_path / "ref" / name)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "'pred'" in err and "caf\\xe9.tif' is not valid UTF-8" in err, err
+    code, _, err = cli("footprints", tmp_path / "ref" / name, "-o", tmp_path / "x\udce9.gpkg")
+    assert code == 2 and "'--output'" in err and "x\\xe9.gpkg' is not valid UTF-8" in err, err
+    code, _, err = cli("evaluate", tmp_path / "pred", tmp_path / "ref")  # found in the folders
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("rsgeo: error: ") and "caf\\xe9.tif: the name is not valid UTF-8" in err
+
+
 def test_a_signal_outside_training_gives_one_line_and_128_plus_the_signal(cli, tmp_path):
     """SIGTERM (a scheduler, ``timeout``) or Ctrl-C while a command works outside a training
     loop (prepare, predict-height, a training run's start-up): the file being written is

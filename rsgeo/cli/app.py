@@ -28,8 +28,8 @@ import typer
 
 from rsgeo import __version__, progress
 from rsgeo.cli.helptext import reflow
-from rsgeo.cli.options import finite_floats, no_empty_values
-from rsgeo.errors import RsgeoError, Terminated
+from rsgeo.cli.options import NOT_UTF8, finite_floats, no_empty_values, shown, utf8_values
+from rsgeo.errors import RsgeoError, Terminated, first_line
 
 app = typer.Typer(
     name="rsgeo",
@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     tidy_help(command)
     finite_floats(command)
     no_empty_values(command)
+    utf8_values(command)
     state["stopped_by"] = None
     previous = {}
     if threading.current_thread() is threading.main_thread():  # signals: main thread only
@@ -234,6 +235,11 @@ def _run(command, argv: list[str]) -> int:
     except Exception as e:  # runtime failure: one line, traceback with -vv
         if state["verbose"] >= 3:
             traceback.print_exc()
+        if isinstance(e, UnicodeEncodeError) and e.reason == "surrogates not allowed":
+            # a file name that is not UTF-8, met in a folder or a list (bad input, exit 2)
+            where = first_line(ValueError(shown(e.object)))
+            print(f"rsgeo: error: {where}: the name is {NOT_UTF8}", file=sys.stderr)
+            return 2
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"rsgeo: error: {type(e).__name__}: {msg}", file=sys.stderr)
         return 1
