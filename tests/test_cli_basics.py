@@ -351,6 +351,33 @@ def test_every_option_and_argument_has_help(cli):
     assert not missing, missing
 
 
+def test_every_command_help_ends_with_examples_that_parse(cli, monkeypatch):
+    """`rsgeo CMD --help` ends with examples (it had none: the README was the only place to
+    see a whole command line). Each example parses as its command (options, choices, types
+    and required values as they are) and fits an 80-column terminal unwrapped."""
+    import shlex
+
+    import typer
+
+    from rsgeo.cli.app import app
+
+    monkeypatch.setenv("COLUMNS", "80")
+    command = typer.main.get_command(app)
+    for name, cmd in command.commands.items():
+        if cmd.hidden:
+            continue
+        lines = (cmd.epilog or "").splitlines()
+        assert lines[:1] == ["Examples:"] and any(x.startswith("rsgeo ") for x in lines), name
+        code, out, _ = cli(name, "--help")
+        assert code == 0 and "Examples:" in out, name
+        for line in lines[2:]:
+            assert len(line) <= 78 and f" {line.rstrip()}" in out, (name, line)
+            words = shlex.split(line, comments=True)
+            words = words[:next((i for i, w in enumerate(words) if w in "|>"), len(words))]
+            assert words[:2] == ["rsgeo", name], line
+            cmd.make_context(name, words[2:])  # an unknown option or a bad value raises
+
+
 def test_help_keeps_declared_metavars(cli, monkeypatch):
     """An option's own metavar says what to type (`--co KEY=VALUE`, `--bands B,G,R`,
     `--min-area M2`); the help showed `<str>...`, `<str>`, `<float>` instead."""

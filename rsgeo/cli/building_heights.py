@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
+from rsgeo.cli.helptext import examples
 from rsgeo.cli.options import Bands, Json, Output, Overwrite, Scale, emit
 from rsgeo.errors import InputError
 
@@ -18,7 +19,10 @@ class OutCrs(str, Enum):
     raster = "raster"
 
 
-@app.command("building-heights")
+@app.command("building-heights", epilog=examples(
+    'rsgeo building-heights ndsm.tif --buildings fp.gpkg -o heights.gpkg',
+    'rsgeo building-heights dsm.tif --dtm dtm.tif --buildings fp.gpkg -o h.gpkg',
+    'rsgeo building-heights ortho.tif -m height.onnx --buildings fp.gpkg -o h.gpkg'))
 def building_heights_cmd(
     heights: Annotated[Path, typer.Argument(help="Heights above ground (m): an nDSM or predict-height's output; with --dtm a DSM; with -m an image.")],
     buildings: Annotated[Path, typer.Option(

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
+from rsgeo.cli.helptext import examples
 from rsgeo.cli.options import (Bands, Json, MaxPixels, OptionalOutput, RasterOutput, emit,
                                print_table, with_groups)
 
@@ -19,7 +20,10 @@ class Event(str, Enum):
     custom = "custom"
 
 
-@app.command("damage-map")
+@app.command("damage-map", epilog=examples(
+    'rsgeo damage-map pre_ndsm.tif post_ndsm.tif  # -> pre_ndsm_damage.tif/.gpkg',
+    'rsgeo damage-map pre.tif post.tif --buildings fp.gpkg -o out/damage.tif',
+    'rsgeo damage-map pre_rgb.tif post_rgb.tif -m height.onnx --json | jq .by_grade'))
 @with_groups
 def damage_map_cmd(
     pre: Annotated[Path, typer.Argument(help="Pre-event nDSM (m) or image.")],

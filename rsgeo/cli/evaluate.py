@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
+from rsgeo.cli.helptext import examples
 from rsgeo.cli.options import (LabelMap, MaxPixels, Nodata, OptionalOutput, Overwrite,
                                print_table)
 from rsgeo.errors import InputError
@@ -38,7 +39,10 @@ class Align(str, Enum):
     bilinear = "bilinear"
 
 
-@app.command("evaluate")
+@app.command("evaluate", epilog=examples(
+    'rsgeo evaluate heights.tif lidar_ndsm.tif',
+    'rsgeo evaluate preds/ refs/ --format csv -o scores.csv  # paired by file name',
+    'rsgeo evaluate buildings.gpkg reference.gpkg --task footprints --json | jq .f1'))
 def evaluate_cmd(
     pred: Annotated[Path, typer.Argument(help="Prediction: raster, folder of rasters, or vectors.")],
     ref: Annotated[Path, typer.Argument(help="Reference, same kind as PRED.")],

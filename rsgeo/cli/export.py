@@ -8,10 +8,13 @@ from typing import Annotated
 import typer
 
 from rsgeo.cli.app import app
+from rsgeo.cli.helptext import examples
 from rsgeo.cli.options import Json, Output, Overwrite, emit
 
 
-@app.command("export")
+@app.command("export", epilog=examples(
+    'rsgeo export runs/height/best.ckpt -o height.onnx',
+    'rsgeo export runs/seg -o seg.onnx --json'))
 def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Task checkpoint (RUN/best.ckpt) or run folder from rsgeo finetune.")],
     output: Output,

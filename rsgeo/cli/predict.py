@@ -9,12 +9,16 @@ from typing import Annotated
 import typer
 
 from rsgeo.cli.app import app
+from rsgeo.cli.helptext import examples
 from rsgeo.cli.options import (Bands, Cog, Compute, JsonLines, MaxPixels, Nodata, RasterOutput, Scale,
                                SkipExisting, Surface, Tiling, in_panel, output_option, plural,
                                with_groups)
 
 
-@app.command("predict")
+@app.command("predict", epilog=examples(
+    'rsgeo predict ortho.tif -m seg.onnx -o classes.tif --probabilities',
+    'rsgeo predict pre.tif post.tif -m runs/change -o change.tif',
+    'rsgeo predict tiles/ -m seg.onnx -o classes/ --json | jq -r .output'))
 @with_groups
 def predict_cmd(
     images: Annotated[list[Path], typer.Argument(help="Input image(s) or folder(s); change models: PRE POST.")],

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
+from rsgeo.cli.helptext import examples
 from rsgeo.cli.options import (Bands, Json, LabelMap, MaxPixels, Output, Overwrite, Scale, Seed,
                                Workers, emit, print_table)
 from rsgeo.data.sources import gather_scenes, synth_classes
@@ -29,7 +30,10 @@ def _numbers(kind, count: int | None = None):
     return parse
 
 
-@app.command("prepare")
+@app.command("prepare", epilog=examples(
+    'rsgeo prepare data/synth -o chips/ --size 64',
+    'rsgeo prepare --rgb ortho.tif --dsm dsm.tif --ndsm-from-dsm -o chips/',
+    'rsgeo prepare --pairs scenes.csv -o chips/ --size 64 --json'))
 def prepare_cmd(
     synth_dir: Annotated[Optional[Path], typer.Argument(help="A folder written by rsgeo synth.")] = None,
     output: Output = Path("chips"),

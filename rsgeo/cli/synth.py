@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
+from rsgeo.cli.helptext import examples
 from rsgeo.cli.options import Output, Overwrite, Seed
 from rsgeo.progress import progress
 
@@ -22,7 +23,9 @@ class Style(str, Enum):
     terraced = "terraced"
 
 
-@app.command("synth")
+@app.command("synth", epilog=examples(
+    'rsgeo synth -o data/synth --size 1024 --scenes 2 --preview',
+    'rsgeo synth -o city --size 512 --style terraced --randomize --seed 7'))
 def synth(
     output: Output,
     size: Annotated[int, typer.Option("--size", help="Scene width and height in pixels.")] = 1024,
