@@ -19,7 +19,7 @@ complete -c rsgeo -n '__fish_use_subcommand' -s q -l quiet -d 'Less output (no p
 complete -c rsgeo -n '__fish_use_subcommand' -l version -d 'Show the version.'
 complete -c rsgeo -n '__fish_use_subcommand' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l buildings -rF -d 'Building polygons (any OGR format or GeoParquet, with a CRS).'
-complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -s o -l output -rF -d 'Output path.'
+complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -s o -l output -rF -d 'The polygons with their heights, to write: .gpkg, .geojson, .parquet o'
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l dtm -rF -d 'Terrain model (m): HEIGHTS is a DSM; the DTM is subtracted.'
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -s m -l model -rF -d 'Height model: HEIGHTS is an image whose heights are predicted first (s'
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l bands -d 'Image bands to use, 1-based in order (GDAL style): 1,2,3 takes RGB fro'
@@ -34,7 +34,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -l help -d '
 complete -c rsgeo -n '__fish_seen_subcommand_from building-heights' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from completion' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from completion' -F
-complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -s o -l output -rF -d 'Output path.'
+complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -s o -l output -rF -d 'Damage class raster (.tif), OUTPUT_loss.tif beside it (default: <PRE s'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l footprints -rF -d 'Output vectors of the damaged buildings or regions (.gpkg, .geojson, .'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -s m -l model -d 'Height model for image inputs (or env RSGEO_MODEL); several -m: an ens'
 complete -c rsgeo -n '__fish_seen_subcommand_from damage-map' -l heights -d 'Treat single-band inputs as heights.'
@@ -72,7 +72,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l task -xa 'height 
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l protocol -xa 'rsgeo synrs3d' -d 'rsgeo (nodata-aware, pooled) or synrs3d (the published codes numbers)'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l format -xa 'table json csv' -d 'table, json (flat keys) or csv (one row per image + ALL).'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l json -d 'Same as --format json, the flag every other command takes.'
-complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -s o -l output -rF -d 'Output path.'
+complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -s o -l output -rF -d 'Write the metrics to this file instead of printing them: JSON (CSV wit'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l align -xa 'nearest bilinear' -d 'Resample PRED onto REFs grid.'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l nodata -d 'Override the input nodata value (number or nan).'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l classes -rF -d 'Segmentation: names of REFs class ids, JSON {id: name} or {id: {name,'
@@ -88,7 +88,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l max-pixels -d 'Re
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l overwrite -d 'Replace existing outputs.'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -F
-complete -c rsgeo -n '__fish_seen_subcommand_from export' -s o -l output -rF -d 'Output path.'
+complete -c rsgeo -n '__fish_seen_subcommand_from export' -s o -l output -rF -d 'ONNX model file to write (.onnx).'
 complete -c rsgeo -n '__fish_seen_subcommand_from export' -l atol -d 'Allowed ORT vs torch difference.'
 complete -c rsgeo -n '__fish_seen_subcommand_from export' -l overwrite -d 'Replace existing outputs.'
 complete -c rsgeo -n '__fish_seen_subcommand_from export' -l json -d 'Print a JSON summary on stdout.'
@@ -129,7 +129,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l overwrite -d 'Rep
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l json -d 'Print a JSON summary on stdout.'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from finetune' -F
-complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -s o -l output -rF -d 'Output path.'
+complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -s o -l output -rF -d 'Building polygons to write: .gpkg, .geojson, .parquet or .fgb.'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -s m -l model -rF -d 'Segmentation model (.onnx, .ckpt or finetune run folder): RASTER is an'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l threshold -d 'Probability rasters: building where >= this.'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l class -l value -d 'Class rasters: the value(s) that are building (repeatable), e.g. --cla'
@@ -148,7 +148,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l overwrite -d 'R
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from footprints' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -s m -l model -rF -d 'model.onnx, a task checkpoint (.ckpt) or a finetune run folder, of any'
-complete -c rsgeo -n '__fish_seen_subcommand_from predict' -s o -l output -rF -d 'Output .tif (one input; change), folder (several inputs), or table .cs'
+complete -c rsgeo -n '__fish_seen_subcommand_from predict' -s o -l output -rF -d 'Output .tif (one input; change), a folder (several inputs, a folder of'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l probabilities -d 'Segmentation: also OUTPUT_probabilities.tif (<stem>_classes_probabilit'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l threshold -d 'Change: change where the blended probability >= this.'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l per-input -d 'Classification: one row per input (tile probabilities averaged) instea'
@@ -174,7 +174,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l json -d 'Print JSO
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -s m -l model -rF -d 'model.onnx, a task checkpoint (.ckpt) or a finetune run folder; severa'
-complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -s o -l output -rF -d 'Output .tif (one input) or folder.'
+complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -s o -l output -rF -d 'Output .tif (one input), or a folder of <stem>_height.tif (several inp'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l tile -d 'Tile size px (default: the models).'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l overlap -d 'Tile overlap px (default: the models; classification 0).'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l batch-size -d 'Tiles per model call (default: from the tile and free GPU memory).'
@@ -196,7 +196,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l overwrite -
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l json -d 'Print JSON Lines on stdout: one object per output file, then one with '
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -F
-complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -s o -l output -rF -d 'Output path.'
+complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -s o -l output -rF -d 'Chip dataset folder (created if missing; a new --source is appended to'
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l rgb -rF -d 'RGB image (one scene).'
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l post-rgb -rF -d 'Post-event image.'
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -l dsm -rF -d 'Surface model (m).'
@@ -264,7 +264,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -l overwrite -d 'Rep
 complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -l json -d 'Print a JSON summary on stdout.'
 complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from pretrain' -F
-complete -c rsgeo -n '__fish_seen_subcommand_from synth' -s o -l output -rF -d 'Output path.'
+complete -c rsgeo -n '__fish_seen_subcommand_from synth' -s o -l output -rF -d 'Folder for the scenes (created if missing).'
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l size -d 'Scene width and height in pixels.'
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l gsd -d 'Ground sampling distance, m/px (default 0.5; with --randomize drawn pe'
 complete -c rsgeo -n '__fish_seen_subcommand_from synth' -l style -xa 'low mid high informal industrial courtyard terraced' -d 'Building style (default mid; with --randomize drawn per scene).'

@@ -378,6 +378,26 @@ def test_every_command_help_ends_with_examples_that_parse(cli, monkeypatch):
             cmd.make_context(name, words[2:])  # an unknown option or a bad value raises
 
 
+def test_every_output_option_says_what_it_writes():
+    """-o's help said "Output path." on synth, prepare, export, footprints, building-heights,
+    damage-map and evaluate: not whether a file or a folder, which formats, or what happens
+    without it (damage-map writes into the current folder, evaluate prints)."""
+    import typer
+
+    from rsgeo.cli.app import app
+
+    command = typer.main.get_command(app)
+    for name, cmd in command.commands.items():
+        ctx = cmd.make_context(name, ["--help"], resilient_parsing=True)
+        for p in cmd.get_params(ctx):
+            if "--output" in getattr(p, "opts", ()):
+                assert p.help != "Output path." and len(p.help) > 20, (name, p.help)
+    helps = {n: next(p.help for p in c.params if "--output" in getattr(p, "opts", ()))
+             for n, c in command.commands.items() if n in ("damage-map", "evaluate", "synth")}
+    assert "current folder" in helps["damage-map"] and "instead of printing" in helps["evaluate"]
+    assert "Folder" in helps["synth"]
+
+
 def test_help_keeps_declared_metavars(cli, monkeypatch):
     """An option's own metavar says what to type (`--co KEY=VALUE`, `--bands B,G,R`,
     `--min-area M2`); the help showed `<str>...`, `<str>`, `<float>` instead."""

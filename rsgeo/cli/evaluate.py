@@ -10,7 +10,7 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.helptext import examples
-from rsgeo.cli.options import (LabelMap, MaxPixels, Nodata, OptionalOutput, Overwrite,
+from rsgeo.cli.options import (LabelMap, MaxPixels, Nodata, Overwrite, output_option,
                                print_table)
 from rsgeo.errors import InputError
 from rsgeo.jsonout import dumps
@@ -50,7 +50,8 @@ def evaluate_cmd(
     protocol: Annotated[Protocol, typer.Option("--protocol", help="rsgeo (nodata-aware, pooled) or synrs3d (the published code's numbers).")] = Protocol.rsgeo,
     fmt: Annotated[Format, typer.Option("--format", help="table, json (flat keys) or csv (one row per image + ALL).")] = Format.table,
     json_out: Annotated[bool, typer.Option("--json", help="Same as --format json, the flag every other command takes.")] = False,
-    output: OptionalOutput = None,
+    output: output_option("Write the metrics to this file instead of printing them: JSON "
+                          "(CSV with --format csv).", optional=True) = None,
     align: Annotated[Optional[Align], typer.Option("--align", help="Resample PRED onto REF's grid.")] = None,
     nodata: Nodata = None,
     classes: Annotated[Optional[Path], typer.Option("--classes", help="Segmentation: names of REF's class ids, JSON {id: name} or {id: {name, values: [mask values]}}, or id,name lines (the file prepare --classes reads).")] = None,

@@ -26,7 +26,8 @@ def predict_height_cmd(
     model: Annotated[list[Path], typer.Option(
         "-m", "--model", help="model.onnx, a task checkpoint (.ckpt) or a finetune run folder; several -m: an "
         "ensemble, their heights averaged (same GSD and bands).")],
-    output: output_option("Output .tif (one input) or folder."),
+    output: output_option("Output .tif (one input), or a folder of <stem>_height.tif (several "
+                          "inputs, a folder of inputs, or an existing folder)."),
     tiling: Tiling = Tiling(),
     nodata: Nodata = None,
     scale: Scale = "percentile",
