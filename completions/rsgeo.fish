@@ -76,7 +76,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -s o -l output -rF -
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l align -xa 'nearest bilinear' -d 'Resample PRED onto REFs grid.'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l nodata -d 'Override the input nodata value (number or nan).'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l classes -rF -d 'Segmentation: names of REFs class ids, JSON {id: name} or {id: {name,'
-complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l ignore-index -d 'Reference value to skip.'
+complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l ignore-index -d 'Segmentation, change: reference value to skip (e.g. 255).'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l iou -d 'Footprints: a match needs IoU > this.'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l min-area -d 'Footprints: drop polygons smaller than this area, in CRS units² (m² in'
 complete -c rsgeo -n '__fish_seen_subcommand_from evaluate' -l confidence -d 'Footprints: visit predictions by this field, descending.'

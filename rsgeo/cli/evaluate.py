@@ -55,7 +55,7 @@ def evaluate_cmd(
     align: Annotated[Optional[Align], typer.Option("--align", help="Resample PRED onto REF's grid.")] = None,
     nodata: Nodata = None,
     classes: Annotated[Optional[Path], typer.Option("--classes", help="Segmentation: names of REF's class ids, JSON {id: name} or {id: {name, values: [mask values]}}, or id,name lines (the file prepare --classes reads).")] = None,
-    ignore_index: Annotated[Optional[int], typer.Option("--ignore-index", help="Reference value to skip.")] = None,
+    ignore_index: Annotated[Optional[int], typer.Option("--ignore-index", help="Segmentation, change: reference value to skip (e.g. 255).")] = None,
     iou: Annotated[float, typer.Option("--iou", help="Footprints: a match needs IoU > this.")] = 0.5,
     min_area: Annotated[Optional[float], typer.Option("--min-area", help="Footprints: drop polygons smaller than this area, in CRS units² (m² in a metric CRS; default 0) or, for SpaceNet CSVs, pixels² (default 20).")] = None,
     confidence: Annotated[Optional[str], typer.Option("--confidence", help="Footprints: visit predictions by this field, descending.")] = None,
