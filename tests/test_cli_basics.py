@@ -352,8 +352,8 @@ def test_every_option_and_argument_has_help(cli):
 
 
 def test_every_command_help_ends_with_examples_that_parse(cli, monkeypatch):
-    """`rsgeo CMD --help` ends with examples (it had none: the README was the only place to
-    see a whole command line). Each example parses as its command (options, choices, types
+    """`rsgeo --help` and `rsgeo CMD --help` end with examples (they had none: the README was
+    the only place to see a whole command line). Each example parses as its command (options, choices, types
     and required values as they are) and fits an 80-column terminal unwrapped."""
     import shlex
 
@@ -363,19 +363,22 @@ def test_every_command_help_ends_with_examples_that_parse(cli, monkeypatch):
 
     monkeypatch.setenv("COLUMNS", "80")
     command = typer.main.get_command(app)
-    for name, cmd in command.commands.items():
+    for name, cmd in {"": command, **command.commands}.items():
         if cmd.hidden:
             continue
         lines = (cmd.epilog or "").splitlines()
         assert lines[:1] == ["Examples:"] and any(x.startswith("rsgeo ") for x in lines), name
-        code, out, _ = cli(name, "--help")
+        code, out, _ = cli(*[name] * bool(name), "--help")
         assert code == 0 and "Examples:" in out, name
         for line in lines[2:]:
             assert len(line) <= 78 and f" {line.rstrip()}" in out, (name, line)
             words = shlex.split(line, comments=True)
             words = words[:next((i for i, w in enumerate(words) if w in "|>"), len(words))]
-            assert words[:2] == ["rsgeo", name], line
-            cmd.make_context(name, words[2:])  # an unknown option or a bad value raises
+            if words[1:2] == ["CMD"]:
+                continue
+            assert words[0] == "rsgeo" and words[1] == (name or words[1]), line
+            sub = command.commands[words[1]]
+            sub.make_context(words[1], words[2:])  # an unknown option or a bad value raises
 
 
 def test_every_output_option_says_what_it_writes():

@@ -27,7 +27,7 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo import __version__, progress
-from rsgeo.cli.helptext import reflow
+from rsgeo.cli.helptext import examples, reflow
 from rsgeo.cli.options import NOT_UTF8, finite_floats, no_empty_values, shown, utf8_values
 from rsgeo.errors import RsgeoError, Terminated, first_line
 
@@ -38,6 +38,11 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=False,
+    epilog=examples(
+        "rsgeo synth -o city --size 512",
+        "rsgeo footprints city/city_000_landcover.tif --class 8 -o buildings.gpkg",
+        "rsgeo damage-map city/city_000_pre_ndsm.tif city/city_000_post_ndsm.tif --json",
+        "rsgeo CMD --help  # every command's options and examples"),
 )
 
 state = {"verbose": 0}
