@@ -69,6 +69,10 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
         raise InputError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
     if protocol not in ("rsgeo", "synrs3d"):
         raise InputError(f"--protocol must be rsgeo or synrs3d, got {protocol!r}")
+    if ignore_index is not None and task not in ("segmentation", "change"):
+        raise InputError(f"--ignore-index skips reference values of class maps (--task "
+                         f"segmentation or change), not {task}"
+                         + ("; heights skip their nodata (--nodata)" if task == "height" else ""))
     if task == "footprints":
         return _footprints(Path(pred), Path(ref), iou, min_area, confidence, by)
     pairs = pair_rasters(Path(pred), Path(ref))

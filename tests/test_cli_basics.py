@@ -2,6 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rsgeo import __version__
@@ -181,6 +182,83 @@ def test_errors_are_one_line_with_exit_codes(cli, monkeypatch):
             if c.name not in ("_fail_input", "_fail_runtime")]
 
 
+def _closed_stdout(*args, stderr_closed=False):
+    """``rsgeo ARGS`` writing into a pipe whose reader is gone (``rsgeo ... | head -1`` once
+    head has exited): (exit code, stderr)."""
+    import os
+
+    r, w = os.pipe()
+    os.close(r)
+    err_r, err_w = os.pipe()
+    if stderr_closed:
+        os.close(err_r)
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "rsgeo", *map(str, args)], stdout=w,
+                             stderr=w if stderr_closed else err_w)
+    finally:
+        os.close(w)
+        os.close(err_w)
+    if stderr_closed:
+        return p.wait(timeout=120), ""
+    with os.fdopen(err_r) as f:
+        err = f.read()
+    return p.wait(timeout=120), err
+
+
+def test_a_closed_stdout_ends_quietly_with_141(tmp_path, cli, monkeypatch):
+    """`rsgeo ... | head -1`: the reader leaves early; rsgeo stops without a traceback or an
+    "Exception ignored" line and exits 141 (128 + SIGPIPE, as a shell reports it). It exited
+    1, a runtime failure by rsgeo's exit codes, from typer.echo (click) and rich tables
+    alike; a scripted `set -o pipefail` could not tell it from a crash."""
+    from rsgeo.cli import app as app_module
+    from tests.conftest import make_raster
+
+    a = make_raster(tmp_path / "a.tif", np.ones((8, 8), np.float32), nodata=-9999)
+    for args in (["--version"], ["completion", "bash"], ["evaluate", a, a]):  # echo, rich
+        code, err = _closed_stdout(*args)
+        assert (code, err) == (141, ""), args
+    code, _ = _closed_stdout("evaluate", tmp_path / "missing.tif", a, stderr_closed=True)
+    assert code == 141  # the error line itself met the closed pipe: no traceback either
+
+    @app_module.app.command("_pipe", hidden=True)
+    def _pipe():  # a pipe of rsgeo's own broke, stdout is fine: a failure, said in one line
+        raise BrokenPipeError(32, "Broken pipe")
+
+    try:
+        code, out, err = cli("_pipe")
+        assert code == 1 and err.strip() == "rsgeo: error: BrokenPipeError: [Errno 32] Broken pipe"
+    finally:
+        app_module.app.registered_commands[:] = [
+            c for c in app_module.app.registered_commands if c.name != "_pipe"]
+
+
+def test_names_that_are_not_utf8_are_bad_input(tmp_path, cli):
+    """A Latin-1 file name (``caf\\xe9.tif``, as unzipped from an old archive) reaches Python
+    as surrogate escapes, which rasterio and pyogrio cannot encode: every command failed with
+    `UnicodeEncodeError`, exit 1. Given on the command line it is refused naming the
+    option, found in a folder naming the file; exit 2 both, the bytes shown as \\xNN."""
+    import os
+
+    from tests.conftest import make_raster
+
+    name = os.fsdecode(b"caf\xe9.tif")
+    for folder in ("pred", "ref"):
+        (tmp_path / folder).mkdir()
+        tif = make_raster(tmp_path / folder / "a.tif", np.ones((8, 8), np.float32), nodata=-9999)
+        try:  # (GDAL cannot write the name either)
+            tif.rename(tif.with_name(name))
+        except (OSError, UnicodeError):
+            pytest.skip("this file system takes UTF-8 names only")
+    code, _, err = cli("evaluate", tmp_path / "pred" / name, tmp_path / "ref" / name)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "'pred'" in err and "caf\\xe9.tif' is not valid UTF-8" in err, err
+    code, _, err = cli("footprints", tmp_path / "ref" / name, "-o", tmp_path / "x\udce9.gpkg")
+    assert code == 2 and "'--output'" in err and "x\\xe9.gpkg' is not valid UTF-8" in err, err
+    code, _, err = cli("evaluate", tmp_path / "pred", tmp_path / "ref")  # found in the folders
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("rsgeo: error: ") and "caf\\xe9.tif: the name is not valid UTF-8" in err
+
+
 def test_a_signal_outside_training_gives_one_line_and_128_plus_the_signal(cli, tmp_path):
     """SIGTERM (a scheduler, ``timeout``) or Ctrl-C while a command works outside a training
     loop (prepare, predict-height, a training run's start-up): the file being written is
@@ -271,6 +349,56 @@ def test_every_option_and_argument_has_help(cli):
             if not (getattr(p, "help", None) or "").strip():
                 missing.append(f"{name} {p.opts[0]}")
     assert not missing, missing
+
+
+def test_every_command_help_ends_with_examples_that_parse(cli, monkeypatch):
+    """`rsgeo --help` and `rsgeo CMD --help` end with examples (they had none: the README was
+    the only place to see a whole command line). Each example parses as its command (options, choices, types
+    and required values as they are) and fits an 80-column terminal unwrapped."""
+    import shlex
+
+    import typer
+
+    from rsgeo.cli.app import app
+
+    monkeypatch.setenv("COLUMNS", "80")
+    command = typer.main.get_command(app)
+    for name, cmd in {"": command, **command.commands}.items():
+        if cmd.hidden:
+            continue
+        lines = (cmd.epilog or "").splitlines()
+        assert lines[:1] == ["Examples:"] and any(x.startswith("rsgeo ") for x in lines), name
+        code, out, _ = cli(*[name] * bool(name), "--help")
+        assert code == 0 and "Examples:" in out, name
+        for line in lines[2:]:
+            assert len(line) <= 78 and f" {line.rstrip()}" in out, (name, line)
+            words = shlex.split(line, comments=True)
+            words = words[:next((i for i, w in enumerate(words) if w in "|>"), len(words))]
+            if words[1:2] == ["CMD"]:
+                continue
+            assert words[0] == "rsgeo" and words[1] == (name or words[1]), line
+            sub = command.commands[words[1]]
+            sub.make_context(words[1], words[2:])  # an unknown option or a bad value raises
+
+
+def test_every_output_option_says_what_it_writes():
+    """-o's help said "Output path." on synth, prepare, export, footprints, building-heights,
+    damage-map and evaluate: not whether a file or a folder, which formats, or what happens
+    without it (damage-map writes into the current folder, evaluate prints)."""
+    import typer
+
+    from rsgeo.cli.app import app
+
+    command = typer.main.get_command(app)
+    for name, cmd in command.commands.items():
+        ctx = cmd.make_context(name, ["--help"], resilient_parsing=True)
+        for p in cmd.get_params(ctx):
+            if "--output" in getattr(p, "opts", ()):
+                assert p.help != "Output path." and len(p.help) > 20, (name, p.help)
+    helps = {n: next(p.help for p in c.params if "--output" in getattr(p, "opts", ()))
+             for n, c in command.commands.items() if n in ("damage-map", "evaluate", "synth")}
+    assert "current folder" in helps["damage-map"] and "instead of printing" in helps["evaluate"]
+    assert "Folder" in helps["synth"]
 
 
 def test_help_keeps_declared_metavars(cli, monkeypatch):

@@ -100,6 +100,18 @@ def test_segmentation_and_change(tmp_path):
     assert c["change_f1"] == 1.0 and set(c) >= {"change_iou", "change_precision", "change_recall"}
 
 
+def test_ignore_index_is_refused_where_nothing_would_skip_it(tmp_path, cli):
+    """--ignore-index applies to class maps; `evaluate --ignore-index 0` on heights (say, to
+    skip the ground) scored every pixel anyway, silently, and its help did not say which
+    tasks read it."""
+    h = np.array([[0, 0, 5, 9]], np.float32)
+    p, r = make_raster(tmp_path / "p.tif", h, nodata=-9999), make_raster(tmp_path / "r.tif", h)
+    code, out, err = cli("evaluate", p, r, "--ignore-index", "0")
+    assert code == 2 and out == "" and "--ignore-index" in err and "--nodata" in err, err
+    with pytest.raises(InputError, match="--ignore-index skips reference values of class maps"):
+        evaluate(p, r, task="height", ignore_index=0)
+
+
 # ---------------------------------------------------------------- footprints
 def test_iou_exactly_half_is_not_a_match():
     ref = [box(0, 0, 2, 1)]

@@ -14,7 +14,7 @@ import pytest
 from rsgeo.errors import InputError, OutputExistsError
 from rsgeo.io.atomic import (MARKER, all_or_nothing, atomic_path, check_output, claim_folder,
                              write_marker)
-from tests.conftest import make_raster
+from tests.conftest import make_raster, write_chip_dataset
 
 
 def snapshot(root: Path) -> dict:
@@ -163,6 +163,34 @@ def test_claim_folder_refuses_the_current_folder(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="current folder"):
         claim_folder(run, "demo", overwrite=True)
     assert (run / "sub").is_dir()
+
+
+def test_a_folder_output_that_cannot_be_created_is_bad_input(tmp_path, cli, monkeypatch):
+    """Folder outputs (chip dataset, run, demo) under a file, or where the folder cannot be
+    made, are refused like file outputs: one line naming the path, exit 2. prepare, pretrain,
+    finetune and demo gave `rsgeo: error: NotADirectoryError: ...` (or FileNotFoundError,
+    PermissionError), exit 1 as for an internal failure."""
+    (tmp_path / "notes.txt").write_text("mine")
+    chips = write_chip_dataset(tmp_path / "chips", {"rgb": np.zeros((2, 3, 32, 32), np.uint8),
+                                                    "ndsm": np.ones((2, 1, 32, 32), np.float32)})
+    ndsm = make_raster(tmp_path / "ndsm.tif", np.ones((64, 64), np.float32), nodata=-9999)
+    under_file = tmp_path / "notes.txt" / "out"
+    tiny = ("--backbone", "vit-tiny-2", "-o", under_file)
+    for args in (("prepare", "--ndsm", ndsm, "--size", "32", "-o", under_file),
+                 ("pretrain", chips, "--method", "mae", *tiny),
+                 ("finetune", chips, "--task", "height", *tiny),
+                 ("demo", "--quick", "-o", under_file)):
+        code, _, err = cli(*args)
+        assert code == 2, (args, err)
+        assert err.strip() == f"rsgeo: error: {tmp_path / 'notes.txt'}: is a file, not a folder"
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+    def refuse(self, *a, **kw):  # a folder the system will not create (read-only, /proc)
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(InputError, match="cannot create the output folder .Permission denied"):
+        claim_folder(tmp_path / "run", "pretrain")
 
 
 def _pair(tmp_path):

@@ -1,6 +1,7 @@
 """The ``rsgeo`` Typer app: global options, command registration, errors -> exit codes.
 
-Exit codes: 0 ok, 1 runtime failure, 2 bad input or usage, 130 / 143 stopped by SIGINT /
+Exit codes: 0 ok, 1 runtime failure, 2 bad input or usage, 141 (quietly) when the reader of
+stdout is gone (``rsgeo ... | head -1``), 130 / 143 stopped by SIGINT /
 SIGTERM: training after saving its checkpoint (``--resume`` continues it), any other command
 at once, its unfinished outputs removed (130 also for any other interruption). Errors
 print one line on stderr (``rsgeo: error: path: problem``); ``-vv`` adds the traceback. Command modules import typer and light rsgeo modules
@@ -12,8 +13,10 @@ the commands under a ``# lazy: keep rsgeo --help fast`` comment, so ``rsgeo --he
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
+import os
 import re
 import signal
 import sys
@@ -24,9 +27,9 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo import __version__, progress
-from rsgeo.cli.helptext import reflow
-from rsgeo.cli.options import finite_floats, no_empty_values
-from rsgeo.errors import RsgeoError, Terminated
+from rsgeo.cli.helptext import examples, reflow
+from rsgeo.cli.options import NOT_UTF8, finite_floats, no_empty_values, shown, utf8_values
+from rsgeo.errors import RsgeoError, Terminated, first_line
 
 app = typer.Typer(
     name="rsgeo",
@@ -35,6 +38,11 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=False,
+    epilog=examples(
+        "rsgeo synth -o city --size 512",
+        "rsgeo footprints city/city_000_landcover.tif --class 8 -o buildings.gpkg",
+        "rsgeo damage-map city/city_000_pre_ndsm.tif city/city_000_post_ndsm.tif --json",
+        "rsgeo CMD --help  # every command's options and examples"),
 )
 
 state = {"verbose": 0}
@@ -169,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     tidy_help(command)
     finite_floats(command)
     no_empty_values(command)
+    utf8_values(command)
     state["stopped_by"] = None
     previous = {}
     if threading.current_thread() is threading.main_thread():  # signals: main thread only
@@ -202,6 +211,14 @@ def _run(command, argv: list[str]) -> int:
         return rv if isinstance(rv, int) else 0
     except exits as e:
         return e.exit_code
+    except (BrokenPipeError, SystemExit) as e:  # click and rich: EPIPE -> a silent exit 1
+        pipe = _broken_pipe(e)
+        if pipe is None:
+            raise
+        if _stdout_gone():
+            return stdout_closed()
+        print(f"rsgeo: error: {type(pipe).__name__}: {pipe}", file=sys.stderr)  # not stdout's
+        return 1
     except ClickException as e:
         if type(e).__name__ == "NoArgsIsHelpError":
             e.show()
@@ -223,11 +240,71 @@ def _run(command, argv: list[str]) -> int:
     except Exception as e:  # runtime failure: one line, traceback with -vv
         if state["verbose"] >= 3:
             traceback.print_exc()
+        if isinstance(e, UnicodeEncodeError) and e.reason == "surrogates not allowed":
+            # a file name that is not UTF-8, met in a folder or a list (bad input, exit 2)
+            where = first_line(ValueError(shown(e.object)))
+            print(f"rsgeo: error: {where}: the name is {NOT_UTF8}", file=sys.stderr)
+            return 2
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"rsgeo: error: {type(e).__name__}: {msg}", file=sys.stderr)
         return 1
 
 
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE (13), as a shell reports `yes | head -1`'s yes
+
+
+def _broken_pipe(e: BaseException | None) -> OSError | None:
+    """The EPIPE error ``e`` is, or was raised while handling (None if there is none)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.EPIPE:
+            return e
+        e = e.__context__
+    return None
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe or socket without a reader, or /dev/null put there by rich's
+    own broken-pipe handler (an EPIPE on another pipe is a runtime failure, not this)."""
+    import select
+    import stat
+
+    try:
+        fd = sys.stdout.fileno()
+        st = os.fstat(fd)
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: in-process
+        return False
+    if stat.S_ISCHR(st.st_mode):
+        return st.st_rdev == os.stat(os.devnull).st_rdev
+    if not (stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)):
+        return False
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
+
+
+def stdout_closed(streams=("stdout",)) -> int:
+    """The reader of stdout went away (``rsgeo ... | head -1``): stop quietly, exit 141.
+
+    Later writes to ``streams`` (and the flush at exit) go to /dev/null, so Python prints no
+    "Exception ignored ... BrokenPipeError" either. Exit 1 (click's and rich's answer) would
+    read as a runtime failure."""
+    for name in streams:
+        try:
+            fd = getattr(sys, name).fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: in-process
+            continue
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    return SIGPIPE_EXIT
+
+
 def run() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    try:
+        code = main()
+    except BrokenPipeError:  # stderr closed too while an error line was printed
+        code = stdout_closed(("stdout", "stderr"))
+    sys.exit(code)

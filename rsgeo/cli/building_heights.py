@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import Bands, Json, Output, Overwrite, Scale, emit
+from rsgeo.cli.helptext import examples
+from rsgeo.cli.options import Bands, Json, Overwrite, Scale, emit, output_option
 from rsgeo.errors import InputError
 
 
@@ -18,12 +19,16 @@ class OutCrs(str, Enum):
     raster = "raster"
 
 
-@app.command("building-heights")
+@app.command("building-heights", epilog=examples(
+    'rsgeo building-heights ndsm.tif --buildings fp.gpkg -o heights.gpkg',
+    'rsgeo building-heights dsm.tif --dtm dtm.tif --buildings fp.gpkg -o h.gpkg',
+    'rsgeo building-heights ortho.tif -m height.onnx --buildings fp.gpkg -o h.gpkg'))
 def building_heights_cmd(
     heights: Annotated[Path, typer.Argument(help="Heights above ground (m): an nDSM or predict-height's output; with --dtm a DSM; with -m an image.")],
     buildings: Annotated[Path, typer.Option(
         "--buildings", help="Building polygons (any OGR format or GeoParquet, with a CRS).")],
-    output: Output,
+    output: output_option("The polygons with their heights, to write: .gpkg, .geojson, "
+                          ".parquet or .fgb."),
     dtm: Annotated[Optional[Path], typer.Option(
         "--dtm", help="Terrain model (m): HEIGHTS is a DSM; the DTM is subtracted.")] = None,
     model: Annotated[Optional[list[Path]], typer.Option(

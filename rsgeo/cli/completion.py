@@ -15,6 +15,7 @@ from typing import Annotated, get_args, get_origin
 import typer
 
 from rsgeo.cli.app import app
+from rsgeo.cli.helptext import examples
 
 
 class Shell(str, Enum):
@@ -156,7 +157,9 @@ def _zsh_spec(item) -> str:
 SCRIPTS = {"bash": bash_script, "zsh": zsh_script, "fish": fish_script}
 
 
-@app.command("completion")
+@app.command("completion", epilog=examples(
+    'rsgeo completion bash > ~/.local/share/bash-completion/completions/rsgeo',
+    'rsgeo completion fish > ~/.config/fish/completions/rsgeo.fish'))
 def completion(shell: Annotated[Shell, typer.Argument(help="Shell to generate for.")]):
     """Print a shell completion script (bash, zsh or fish; named explicitly).
 

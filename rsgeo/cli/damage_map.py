@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import (Bands, Json, MaxPixels, OptionalOutput, RasterOutput, emit,
+from rsgeo.cli.helptext import examples
+from rsgeo.cli.options import (Bands, Json, MaxPixels, RasterOutput, emit, output_option,
                                print_table, with_groups)
 
 
@@ -19,12 +20,16 @@ class Event(str, Enum):
     custom = "custom"
 
 
-@app.command("damage-map")
+@app.command("damage-map", epilog=examples(
+    'rsgeo damage-map pre_ndsm.tif post_ndsm.tif  # -> pre_ndsm_damage.tif/.gpkg',
+    'rsgeo damage-map pre.tif post.tif --buildings fp.gpkg -o out/damage.tif',
+    'rsgeo damage-map pre_rgb.tif post_rgb.tif -m height.onnx --json | jq .by_grade'))
 @with_groups
 def damage_map_cmd(
     pre: Annotated[Path, typer.Argument(help="Pre-event nDSM (m) or image.")],
     post: Annotated[Path, typer.Argument(help="Post-event nDSM (m) or image.")],
-    output: OptionalOutput = None,
+    output: output_option("Damage class raster (.tif), OUTPUT_loss.tif beside it (default: "
+                          "<PRE stem>_damage.tif in the current folder).", optional=True) = None,
     footprints: Annotated[Optional[Path], typer.Option(
         "--footprints", help="Output vectors of the damaged buildings or regions (.gpkg, "
                              ".geojson, .parquet, .fgb); default: OUTPUT with .gpkg. (Input "

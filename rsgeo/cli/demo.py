@@ -8,11 +8,14 @@ from typing import Annotated
 import typer
 
 from rsgeo.cli.app import app
+from rsgeo.cli.helptext import examples
 from rsgeo.cli.options import (Device, DeviceChoice, Json, Overwrite, Seed, emit, output_option,
                                print_table)
 
 
-@app.command("demo")
+@app.command("demo", epilog=examples(
+    'rsgeo demo -o demo/ --quick',
+    'rsgeo demo -o demo/ --json | jq .metrics'))
 def demo_cmd(
     output: output_option("Folder for every output.") = Path("rsgeo-demo"),
     quick: Annotated[bool, typer.Option("--quick", help="Small and fast (about 40 s on 2 idle CPU cores).")] = False,

@@ -5,10 +5,13 @@ from __future__ import annotations
 import typer
 
 from rsgeo.cli.app import app
+from rsgeo.cli.helptext import examples
 from rsgeo.cli.options import Json, emit
 
 
-@app.command("doctor")
+@app.command("doctor", epilog=examples(
+    'rsgeo doctor',
+    'rsgeo doctor --json | jq .torch.cuda_available'))
 def doctor_cmd(json_out: Json = False):
     """Show what rsgeo runs on: its version and Python's, torch (CUDA build, the GPUs it
     sees, bf16 on the CPU), ONNX Runtime (providers; an NVIDIA driver for CUDA), rasterio

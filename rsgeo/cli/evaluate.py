@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import (LabelMap, MaxPixels, Nodata, OptionalOutput, Overwrite,
+from rsgeo.cli.helptext import examples
+from rsgeo.cli.options import (LabelMap, MaxPixels, Nodata, Overwrite, output_option,
                                print_table)
 from rsgeo.errors import InputError
 from rsgeo.jsonout import dumps
@@ -38,7 +39,10 @@ class Align(str, Enum):
     bilinear = "bilinear"
 
 
-@app.command("evaluate")
+@app.command("evaluate", epilog=examples(
+    'rsgeo evaluate heights.tif lidar_ndsm.tif',
+    'rsgeo evaluate preds/ refs/ --format csv -o scores.csv  # paired by file name',
+    'rsgeo evaluate buildings.gpkg reference.gpkg --task footprints --json | jq .f1'))
 def evaluate_cmd(
     pred: Annotated[Path, typer.Argument(help="Prediction: raster, folder of rasters, or vectors.")],
     ref: Annotated[Path, typer.Argument(help="Reference, same kind as PRED.")],
@@ -46,11 +50,12 @@ def evaluate_cmd(
     protocol: Annotated[Protocol, typer.Option("--protocol", help="rsgeo (nodata-aware, pooled) or synrs3d (the published code's numbers).")] = Protocol.rsgeo,
     fmt: Annotated[Format, typer.Option("--format", help="table, json (flat keys) or csv (one row per image + ALL).")] = Format.table,
     json_out: Annotated[bool, typer.Option("--json", help="Same as --format json, the flag every other command takes.")] = False,
-    output: OptionalOutput = None,
+    output: output_option("Write the metrics to this file instead of printing them: JSON "
+                          "(CSV with --format csv).", optional=True) = None,
     align: Annotated[Optional[Align], typer.Option("--align", help="Resample PRED onto REF's grid.")] = None,
     nodata: Nodata = None,
     classes: Annotated[Optional[Path], typer.Option("--classes", help="Segmentation: names of REF's class ids, JSON {id: name} or {id: {name, values: [mask values]}}, or id,name lines (the file prepare --classes reads).")] = None,
-    ignore_index: Annotated[Optional[int], typer.Option("--ignore-index", help="Reference value to skip.")] = None,
+    ignore_index: Annotated[Optional[int], typer.Option("--ignore-index", help="Segmentation, change: reference value to skip (e.g. 255).")] = None,
     iou: Annotated[float, typer.Option("--iou", help="Footprints: a match needs IoU > this.")] = 0.5,
     min_area: Annotated[Optional[float], typer.Option("--min-area", help="Footprints: drop polygons smaller than this area, in CRS units² (m² in a metric CRS; default 0) or, for SpaceNet CSVs, pixels² (default 20).")] = None,
     confidence: Annotated[Optional[str], typer.Option("--confidence", help="Footprints: visit predictions by this field, descending.")] = None,

@@ -8,13 +8,16 @@ from typing import Annotated
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import Json, Output, Overwrite, emit
+from rsgeo.cli.helptext import examples
+from rsgeo.cli.options import Json, Overwrite, emit, output_option
 
 
-@app.command("export")
+@app.command("export", epilog=examples(
+    'rsgeo export runs/height/best.ckpt -o height.onnx',
+    'rsgeo export runs/seg -o seg.onnx --json'))
 def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Task checkpoint (RUN/best.ckpt) or run folder from rsgeo finetune.")],
-    output: Output,
+    output: output_option("ONNX model file to write (.onnx)."),
     atol: Annotated[float, typer.Option("--atol", min=0.0, help="Allowed ORT vs torch difference.")] = 1e-3,
     overwrite: Overwrite = False,
     json_out: Json = False,

@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperCommand
 
 from rsgeo.cli.app import app
+from rsgeo.cli.helptext import examples
 from rsgeo.cli.options import SEED_MAX, DeviceChoice, Json, Overwrite, Precision
 from rsgeo.errors import InputError
 
@@ -43,7 +44,9 @@ class FinetuneCommand(TyperCommand):
         return params
 
 
-@app.command("finetune", cls=FinetuneCommand)
+@app.command("finetune", cls=FinetuneCommand, epilog=examples(
+    'rsgeo finetune chips/ --task height --encoder runs/mae -o runs/height',
+    'rsgeo finetune chips/ --task segmentation --backbone vit-tiny-4 -o runs/seg'))
 def finetune_cmd(
     dataset: Annotated[Path, typer.Argument(help="Chip dataset folder (rsgeo prepare).")],
     task: Annotated[str, typer.Option("--task", help="What to learn (a registered task).")],

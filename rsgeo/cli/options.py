@@ -439,3 +439,46 @@ def no_empty_values(command) -> None:
         for p in cmd.params:
             if p.default != "":
                 p.process_value = _refuse_empty(p, p.process_value)
+
+
+# --- names that are not UTF-8: refused ------------------------------------------------------
+
+def shown(text: str) -> str:
+    """``text`` printable: bytes that are not UTF-8 (surrogate escapes) as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def not_utf8(text: str) -> bool:
+    """Whether ``text`` (an argument, a file name) holds bytes that are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+NOT_UTF8 = ("not valid UTF-8 (text in another encoding, e.g. a Latin-1 file name), which GDAL "
+            "and the vector drivers cannot handle; use UTF-8 (rename files with e.g. "
+            "convmv -f latin1 -t utf8)")
+
+
+def _refuse_not_utf8(param, process_value):
+    """``process_value`` behind a check that every value given is valid UTF-8."""
+    def process(ctx, value):
+        given = value if isinstance(value, (list, tuple)) else (value,)
+        bad = next((v for v in given if isinstance(v, str) and not_utf8(v)), None)
+        if bad is not None:
+            raise typer.BadParameter(f"'{shown(bad)}' is {NOT_UTF8}", ctx, param)
+        return process_value(ctx, value)
+
+    return process
+
+
+def utf8_values(command) -> None:
+    """Make every option and argument of ``command`` and its subcommands refuse a value that
+    is not valid UTF-8, exit 2 naming it: a Latin-1 file name (``caf\\xe9.tif`` from an old
+    archive) reaches Python as surrogate escapes, and rasterio, pyogrio and the writers
+    failed on it with a UnicodeEncodeError (exit 1, as an internal failure)."""
+    for cmd in (command, *getattr(command, "commands", {}).values()):
+        for p in cmd.params:
+            p.process_value = _refuse_not_utf8(p, p.process_value)

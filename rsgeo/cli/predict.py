@@ -9,17 +9,23 @@ from typing import Annotated
 import typer
 
 from rsgeo.cli.app import app
+from rsgeo.cli.helptext import examples
 from rsgeo.cli.options import (Bands, Cog, Compute, JsonLines, MaxPixels, Nodata, RasterOutput, Scale,
                                SkipExisting, Surface, Tiling, in_panel, output_option, plural,
                                with_groups)
 
 
-@app.command("predict")
+@app.command("predict", epilog=examples(
+    'rsgeo predict ortho.tif -m seg.onnx -o classes.tif --probabilities',
+    'rsgeo predict pre.tif post.tif -m runs/change -o change.tif',
+    'rsgeo predict tiles/ -m seg.onnx -o classes/ --json | jq -r .output'))
 @with_groups
 def predict_cmd(
     images: Annotated[list[Path], typer.Argument(help="Input image(s) or folder(s); change models: PRE POST.")],
     model: Annotated[list[Path], typer.Option("-m", "--model", help="model.onnx, a task checkpoint (.ckpt) or a finetune run folder, of any task; several height models: an ensemble, as predict-height.")],
-    output: output_option("Output .tif (one input; change), folder (several inputs), or table .csv/.parquet (classification)."),
+    output: output_option("Output .tif (one input; change), a folder (several inputs, a folder "
+                          "of inputs, or an existing folder), or a table .csv, .parquet, .gpkg, "
+                          ".geojson or .fgb (classification)."),
     probabilities: Annotated[bool, typer.Option("--probabilities", help="Segmentation: also OUTPUT_probabilities.tif (<stem>_classes_probabilities.tif in folders), one float band per class.")] = False,
     threshold: Annotated[float, typer.Option("--threshold", help="Change: change where the blended probability >= this.")] = 0.5,
     per_input: Annotated[bool, typer.Option("--per-input", help="Classification: one row per input (tile probabilities averaged) instead of one per tile.")] = False,

@@ -9,20 +9,25 @@ from typing import Annotated
 import typer
 
 from rsgeo.cli.app import app
+from rsgeo.cli.helptext import examples
 from rsgeo.cli.options import (Bands, Cog, Compute, JsonLines, MaxPixels, Nodata, RasterOutput, Scale,
                                SkipExisting, Surface, Tiling, in_panel, output_option, plural,
                                with_groups)
 from rsgeo.cli.predict import echo_total
 
 
-@app.command("predict-height")
+@app.command("predict-height", epilog=examples(
+    'rsgeo predict-height ortho.tif -m height.onnx -o heights.tif --cog',
+    'rsgeo predict-height tiles/ -m height.onnx -o heights/ --json | jq .mpx_per_s',
+    'rsgeo predict-height ortho.tif -m runs/h1 -m runs/h2 -o mean.tif  # ensemble'))
 @with_groups
 def predict_height_cmd(
     images: Annotated[list[Path], typer.Argument(help="Input image(s) or folder(s) of images.")],
     model: Annotated[list[Path], typer.Option(
         "-m", "--model", help="model.onnx, a task checkpoint (.ckpt) or a finetune run folder; several -m: an "
         "ensemble, their heights averaged (same GSD and bands).")],
-    output: output_option("Output .tif (one input) or folder."),
+    output: output_option("Output .tif (one input), or a folder of <stem>_height.tif (several "
+                          "inputs, a folder of inputs, or an existing folder)."),
     tiling: Tiling = Tiling(),
     nodata: Nodata = None,
     scale: Scale = "percentile",

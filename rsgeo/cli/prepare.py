@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import (Bands, Json, LabelMap, MaxPixels, Output, Overwrite, Scale, Seed,
-                               Workers, emit, print_table)
+from rsgeo.cli.helptext import examples
+from rsgeo.cli.options import (Bands, Json, LabelMap, MaxPixels, Overwrite, Scale, Seed,
+                               Workers, emit, output_option, print_table)
 from rsgeo.data.sources import gather_scenes, synth_classes
 from rsgeo.io.labels import read_classes
 
@@ -29,10 +30,14 @@ def _numbers(kind, count: int | None = None):
     return parse
 
 
-@app.command("prepare")
+@app.command("prepare", epilog=examples(
+    'rsgeo prepare data/synth -o chips/ --size 64',
+    'rsgeo prepare --rgb ortho.tif --dsm dsm.tif --ndsm-from-dsm -o chips/',
+    'rsgeo prepare --pairs scenes.csv -o chips/ --size 64 --json'))
 def prepare_cmd(
     synth_dir: Annotated[Optional[Path], typer.Argument(help="A folder written by rsgeo synth.")] = None,
-    output: Output = Path("chips"),
+    output: output_option("Chip dataset folder (created if missing; a new --source is appended "
+                          "to an existing dataset).") = Path("chips"),
     rgb: Annotated[Optional[Path], typer.Option("--rgb", help="RGB image (one scene).")] = None,
     post_rgb: Annotated[Optional[Path], typer.Option("--post-rgb", help="Post-event image.")] = None,
     dsm: Annotated[Optional[Path], typer.Option("--dsm", help="Surface model (m).")] = None,

@@ -18,6 +18,7 @@ import typer
 
 from rsgeo import progress
 from rsgeo.cli.app import app, state
+from rsgeo.cli.helptext import examples
 from rsgeo.cli.generated import DynamicCommand, choice_enum, keyword_params, option_param, plain
 from rsgeo.cli.options import SEED_MAX, DeviceChoice, Json, Overwrite, Precision
 from rsgeo.errors import InputError
@@ -169,4 +170,7 @@ def doc() -> str:
             "--method mae ...[/bold]")
 
 
-app.command("pretrain")(DynamicCommand(pretrain_command, signature, doc))
+app.command("pretrain", epilog=examples(
+    'rsgeo pretrain chips/ --method mae --backbone vit-tiny-4 -o runs/mae',
+    'rsgeo pretrain chips/ --method mae --backbone vit-tiny-4 -o runs/mae --resume',
+    'rsgeo pretrain chips/ --method fusedmim --backbone swin-tiny-2 -o runs/fused'))(DynamicCommand(pretrain_command, signature, doc))

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from rsgeo.cli.app import app
-from rsgeo.cli.options import Output, Overwrite, Seed
+from rsgeo.cli.helptext import examples
+from rsgeo.cli.options import Overwrite, Seed, output_option
 from rsgeo.progress import progress
 
 
@@ -22,9 +23,11 @@ class Style(str, Enum):
     terraced = "terraced"
 
 
-@app.command("synth")
+@app.command("synth", epilog=examples(
+    'rsgeo synth -o data/synth --size 1024 --scenes 2 --preview',
+    'rsgeo synth -o city --size 512 --style terraced --randomize --seed 7'))
 def synth(
-    output: Output,
+    output: output_option("Folder for the scenes (created if missing)."),
     size: Annotated[int, typer.Option("--size", help="Scene width and height in pixels.")] = 1024,
     gsd: Annotated[Optional[float], typer.Option(
         "--gsd", help="Ground sampling distance, m/px (default 0.5; with --randomize drawn "

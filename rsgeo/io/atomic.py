@@ -95,12 +95,18 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, *,
                          "replaces only files", p)
     if (p.exists() or p.is_symlink()) and not overwrite:
         raise OutputExistsError(p)
-    for parent in p.parents:
+    check_parents(p)
+    return p
+
+
+def check_parents(path: Path) -> None:
+    """InputError naming the nearest existing parent of ``path`` when it is not a folder
+    (``-o notes.txt/out.tif``): the output could not be created under it."""
+    for parent in Path(path).parents:
         if parent.exists():
             if not parent.is_dir():
                 raise InputError("is a file, not a folder", parent)
             break
-    return p
 
 
 def temp_name(path: Path) -> Path:
@@ -325,6 +331,7 @@ def check_folder_claim(out: str | os.PathLike, kind: str, *, overwrite: bool = F
     refuse_inputs(out, inputs)
     if out.exists() and not out.is_dir():
         raise InputError("is a file, not a folder", out)
+    check_parents(out)
     if resume:
         if not out.is_dir():
             raise InputError("--resume: no such run folder", out)
@@ -353,6 +360,9 @@ def claim_folder(out: str | os.PathLike, kind: str, *, overwrite: bool = False,
     if _occupied(out, kind):
         shutil.rmtree(out)
     make_parents(out)
-    out.mkdir(exist_ok=True)
+    try:  # one line and exit 2, as for file outputs (a raw OSError was an exit-1 failure)
+        out.mkdir(exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create the output folder ({e.strerror})", out) from None
     write_marker(out, kind)
     return out
