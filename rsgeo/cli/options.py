@@ -293,12 +293,12 @@ def with_groups(func: Callable) -> Callable:
 
 # ---- the --json / table epilogue ------------------------------------------------------
 
-def emit(summary, as_json: bool, human: Callable[[], None] | str | None = None, *,
-         indent: int | None = None) -> None:
-    """Print ``summary`` as one JSON document (``--json``), else ``human``: a line of text
-    or a function that prints tables (see :func:`print_table`)."""
+def emit(summary, as_json: bool, human: Callable[[], None] | str | None = None) -> None:
+    """Print ``summary`` as one JSON document on one line (``--json``: JSON Lines friendly,
+    as every command prints it), else ``human``: a line of text or a function that prints
+    tables (see :func:`print_table`)."""
     if as_json:
-        typer.echo(dumps(summary, indent=indent))
+        typer.echo(dumps(summary))
     elif callable(human):
         human()
     elif human is not None:

@@ -107,7 +107,7 @@ def pretrain_command(
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
         return
     if json_out:
-        typer.echo(dumps(summary, indent=2))
+        typer.echo(dumps(summary))
     else:
         files = ", ".join(summary["encoders"].values())
         loss = "n/a" if summary["loss"] is None else f"{summary['loss']:.4f}"
