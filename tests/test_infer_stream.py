@@ -593,3 +593,18 @@ def test_predict_height_on_cuda_matches_cpu(tmp_path):
     a = rasterio.open(tmp_path / "c.tif").read(1)
     b = rasterio.open(tmp_path / "g.tif").read(1)
     np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-2)  # cuDNN TF32 convolutions
+
+
+def test_cli_output_with_a_trailing_slash_is_a_folder_for_one_input(tmp_path, cli,
+                                                                    monkeypatch):
+    """`-o out/` for one input: the user typed a folder; it was refused (not a .tif name),
+    or, named out.tif/, written as the FILE out.tif."""
+    import rsgeo.infer.predict as predict
+
+    monkeypatch.setattr(predict, "start_loading", _fake_loading)
+    src = rgb(tmp_path / "t0.tif", 60, 70)
+    for out in ("out", "out.tif"):
+        code, _, err = cli("predict-height", src, "-m", tmp_path / "m.ckpt", "-o",
+                           f"{tmp_path / out}/")
+        assert code == 0, err
+        assert (tmp_path / out / "t0_height.tif").is_file()

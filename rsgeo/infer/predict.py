@@ -186,21 +186,22 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 
 
 def plan_outputs(images: list[Path], output: Path, suffix: str = "_height.tif", *,
-                 opened: bool = False) -> list[tuple[Path, Path]]:
+                 opened: bool = False, folder: bool = False) -> list[tuple[Path, Path]]:
     """``(input, output)`` pairs for ``predict IMAGE... -o OUTPUT``, this process's share
     under torchrun (every ``WORLD_SIZE``-th pair from ``RANK``).
 
-    One input file and an OUTPUT that is not a folder: OUTPUT itself. Otherwise OUTPUT is
-    a folder of ``<stem><suffix>`` (made by :func:`predict_files`); colliding names are an
-    InputError. Every input is opened here (unless the caller has: ``opened``), before the
-    model starts loading, so a missing or unreadable one is refused at once (not after
-    torch's import) and leaves nothing.
+    One input file and an OUTPUT that is not a folder (nor meant as one: ``folder``, e.g.
+    ``-o out/``): OUTPUT itself. Otherwise OUTPUT is a folder of ``<stem><suffix>`` (made
+    by :func:`predict_files`); colliding names are an InputError. Every input is opened
+    here (unless the caller has: ``opened``), before the model starts loading, so a missing
+    or unreadable one is refused at once (not after torch's import) and leaves nothing.
     """
     images, output = [Path(p) for p in images], Path(output)
     inputs = expand_inputs(images)
-    if len(inputs) > 1 or output.is_dir() or any(p.is_dir() for p in images):
+    if folder or len(inputs) > 1 or output.is_dir() or any(p.is_dir() for p in images):
         if output.exists() and not output.is_dir():
-            raise InputError("several inputs need an output folder", output)
+            raise InputError("is a file, not a folder" if folder else
+                             "several inputs need an output folder", output)
         targets = [output / f"{p.stem}{suffix}" for p in inputs]
         if len(set(targets)) < len(targets):
             raise InputError("inputs share a file name, so their outputs would collide", output)
@@ -286,13 +287,13 @@ def predict_height_files(images, model_path, outputs, **kw) -> dict:
 
 
 def predict_height_paths(images, model_path, output, *, skip_existing: bool = False,
-                         **kw) -> dict:
-    """``rsgeo predict-height IMAGE... -m MODEL -o OUTPUT``: :func:`plan_outputs`, then
-    :func:`predict_height_files` on what is left to do; with ``skip_existing`` the finished
-    outputs of the same model(s) are left as they are (:func:`split_finished`; listed as
-    ``skipped`` in the total)."""
+                         folder: bool = False, **kw) -> dict:
+    """``rsgeo predict-height IMAGE... -m MODEL -o OUTPUT``: :func:`plan_outputs` (``folder``:
+    OUTPUT is a folder even for one input), then :func:`predict_height_files` on what is
+    left to do; with ``skip_existing`` the finished outputs of the same model(s) are left as
+    they are (:func:`split_finished`; listed as ``skipped`` in the total)."""
     _check_skip(skip_existing, kw.get("overwrite", False))
-    planned, done = plan_outputs(images, output), []
+    planned, done = plan_outputs(images, output, folder=folder), []
     if skip_existing:
         planned, done = split_finished(planned, model_path)
     r = predict_height_files([i for i, _ in planned], model_path, [o for _, o in planned],
@@ -413,7 +414,8 @@ def _describe_run(files: list[dict], spec: dict, pipe) -> None:
 
 def predict_paths(images, model_path, output, *, backend: str | None = None,
                   device: str = "auto", precision: str = "fp32", tile: int | None = None,
-                  batch_size: int | None = None, skip_existing: bool = False, **kw) -> dict:
+                  batch_size: int | None = None, skip_existing: bool = False,
+                  folder: bool = False, **kw) -> dict:
     """``rsgeo predict IMAGE... -m MODEL -o OUTPUT``: plan the outputs from the model's task,
     then :func:`predict_files`.
 
@@ -424,6 +426,7 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
 
     ``skip_existing``: leave finished outputs of the same model (:func:`split_finished`)
     and predict the rest (height and segmentation; the summary's total lists ``skipped``).
+    ``folder``: OUTPUT is a folder even for one input (``-o out/``; height, segmentation).
 
     Under torchrun, height and segmentation inputs are shared among the ranks; change and
     classification (one output file) run on rank 0 only. Several height models (a list):
@@ -433,13 +436,14 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
     models = _model_list(model_path, None)
     if len(models) > 1:  # an ensemble of height models
         return predict_height_paths(images, models, output, skip_existing=skip_existing,
-                                    backend=backend, device=device, precision=precision,
-                                    tile=tile, batch_size=batch_size, label="predict", **kw)
+                                    folder=folder, backend=backend, device=device,
+                                    precision=precision, tile=tile, batch_size=batch_size,
+                                    label="predict", **kw)
     model_path = models[0]
     inputs = expand_inputs([Path(p) for p in images])
     open_each(inputs)  # before torch's import, not after it
     if len(images) == 1 and not Path(images[0]).is_dir() and not Path(output).is_dir() and \
-            Path(output).suffix.lower() not in GEOTIFF_SUFFIXES + TABLE_SUFFIXES:
+            not folder and Path(output).suffix.lower() not in GEOTIFF_SUFFIXES + TABLE_SUFFIXES:
         raise InputError("an output file of predict is a GeoTIFF raster (" + ", ".join(
             GEOTIFF_SUFFIXES) + ") or a classification table (" + ", ".join(TABLE_SUFFIXES)
             + ")", output)  # refused before the model loads
@@ -454,6 +458,9 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
         raise InputError(f"--skip-existing resumes folders of per-file outputs; a {task} model "
                          "writes one output", model_path)
     done = []
+    if folder and (task == "change" or writer.table):
+        raise InputError(f"names a folder (a trailing /), but a {task} model writes one file: "
+                         "give its name", output)
     if task == "change":
         if len(images) != 2 or any(p.is_dir() for p in images):
             raise InputError(f"holds a change model: give two image files, PRE POST (got "
@@ -463,7 +470,7 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
         items = expand_inputs(images) if first else []
         outs = [Path(output)] * len(items)
     else:
-        planned = plan_outputs(images, output, writer.suffix, opened=True)
+        planned = plan_outputs(images, output, writer.suffix, opened=True, folder=folder)
         if skip_existing:
             planned, done = split_finished(planned, model_path, task, writer.outputs)
         items, outs = [i for i, _ in planned], [o for _, o in planned]
