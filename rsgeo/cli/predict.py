@@ -59,18 +59,19 @@ def predict_cmd(
     from rsgeo.infer.predict import predict_paths
     from rsgeo.io.writer import height_co
 
+    def echo_file(f: dict) -> None:  # as soon as the file is published (pipelines read on)
+        typer.echo(json.dumps(f) if json_out else f"{f['output']}: {_human(f)} "
+                   f"({f['mpx_per_s']:.1f} Mpx/s, {plural(f['tiles'], 'tile')}, {f['backend']} "
+                   f"on {f['device']})")
+
     r = predict_paths(
         images, model, output, options={"probabilities": probabilities, "threshold": threshold,
                                         "per_input": per_input},
         **tiling.kwargs(), device=compute.device.value, precision=compute.precision.value,
         cog=cog, overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands, dsm=dsm,
         co=height_co(out.codec, out.max_z_error, out.creation_options),
-        class_co=out.creation_options, skip_existing=skip_existing,
+        class_co=out.creation_options, skip_existing=skip_existing, on_file=echo_file,
         folder=as_folder(ctx, "output"))
-    for f in r["files"]:
-        typer.echo(json.dumps(f) if json_out else f"{f['output']}: {_human(f)} "
-                   f"({f['mpx_per_s']:.1f} Mpx/s, {plural(f['tiles'], 'tile')}, {f['backend']} "
-                   f"on {f['device']})")
     echo_total(r["total"], json_out)
 
 

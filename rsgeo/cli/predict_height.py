@@ -54,15 +54,16 @@ def predict_height_cmd(
     from rsgeo.infer.predict import predict_height_paths
     from rsgeo.io.writer import height_co
 
-    r = predict_height_paths(
-        images, model, output, skip_existing=skip_existing, **tiling.kwargs(),
-        device=compute.device.value, precision=compute.precision.value, cog=cog,
-        overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands, dsm=dsm,
-        co=height_co(out.codec, out.max_z_error, out.creation_options),
-        folder=as_folder(ctx, "output"))
-    for f in r["files"]:
+    def echo_file(f: dict) -> None:  # as soon as the file is published (pipelines read on)
         typer.echo(json.dumps(f) if json_out else
                    f"{f['output']}: {f['mpx_per_s']:.1f} Mpx/s, heights min "
                    f"{f['height_min']} / median {f['height_median']} / max {f['height_max']} m"
                    f" ({plural(f['tiles'], 'tile')}, {f['backend']} on {f['device']})")
+
+    r = predict_height_paths(
+        images, model, output, skip_existing=skip_existing, **tiling.kwargs(),
+        device=compute.device.value, precision=compute.precision.value, cog=cog,
+        overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands, dsm=dsm,
+        co=height_co(out.codec, out.max_z_error, out.creation_options), on_file=echo_file,
+        folder=as_folder(ctx, "output"))
     echo_total(r["total"], json_out)

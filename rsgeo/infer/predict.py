@@ -35,6 +35,7 @@ from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -314,7 +315,8 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
                   gsd="auto", cog: bool = False, co: dict | None = None,
                   class_co: dict | None = None, overwrite: bool = False,
                   nodata: float | None = None, runner=None, workers: int | None = None,
-                  scale="percentile", bands=None, dsm=None, label: str = "predict") -> dict:
+                  scale="percentile", bands=None, dsm=None, label: str = "predict",
+                  on_file: Callable[[dict], None] | None = None) -> dict:
     """Apply a task model to every input, writing what its task writes
     (:mod:`rsgeo.infer.writers`), in one pipeline.
 
@@ -346,6 +348,9 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
         dsm: an RGB + DSM (or nDSM) model's height raster: a file, or a folder of one per
             input's file name (:mod:`rsgeo.infer.surface`: heights are never stretched).
         workers: reader threads per file (default: ``RSGEO_IO_THREADS``, else up to 8).
+        on_file: called with each file's summary (as in the result) once its outputs are
+            published, in input order, while the run goes on (a table: once it is written);
+            an error it raises stops the run (files not finished are discarded).
 
     Returns:
         ``{"files": [per-file summary], "total": {files, mpx, seconds, mpx_per_s, outputs}}``;
@@ -375,18 +380,29 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
     _check_inputs(images, spec, dsm, model_path)
     _check_outputs(writer, outputs, overwrite, (*flat, *models))
     spec["ctx"] = OutputContext(float_co=co, co=class_co, cog=cog, overwrite=overwrite)
-    files, pipe = _run(run_future, spec, images, outputs, batch_size, workers, label)
+    files, pipe = _run(run_future, spec, images, outputs, batch_size, workers, label,
+                       None if writer.table else on_file)
     if writer.table:
-        names = [str(i[0] if isinstance(i, tuple) else i) for i in images]
-        for out in dict.fromkeys(outputs):
-            writer.write_table(out, names, overwrite)
+        _write_tables(writer, images, outputs, overwrite)
     _describe_run(files, spec, pipe)
-    seconds = time.perf_counter() - t0
+    for f in files if writer.table and on_file else ():
+        on_file(f)
+    return {"files": files, "total": _total(files, time.perf_counter() - t0)}
+
+
+def _write_tables(writer, images, outputs, overwrite: bool) -> None:
+    """A table writer's rows of every input into its output file(s)."""
+    names = [str(i[0] if isinstance(i, tuple) else i) for i in images]
+    for out in dict.fromkeys(outputs):
+        writer.write_table(out, names, overwrite)
+
+
+def _total(files: list[dict], seconds: float) -> dict:
+    """The totals of a run's per-file summaries (``seconds``: the run's wall time)."""
     mpx = sum(f["mpx"] for f in files)
-    total = {"files": len(files), "mpx": round(mpx, 3), "seconds": round(seconds, 3),
-             "mpx_per_s": float(f"{mpx / max(seconds, 1e-9):.3g}"),
-             "outputs": list(dict.fromkeys(f["output"] for f in files))}
-    return {"files": files, "total": total}
+    return {"files": len(files), "mpx": round(mpx, 3), "seconds": round(seconds, 3),
+            "mpx_per_s": float(f"{mpx / max(seconds, 1e-9):.3g}"),
+            "outputs": list(dict.fromkeys(f["output"] for f in files))}
 
 
 def _model_list(model_path, runner) -> list:
@@ -562,12 +578,12 @@ def _check_inputs(images, spec: dict, dsm, model_path) -> None:
     spec["surface"] = surfaces_for(images, dsm, spec["kinds"], spec["meta"], model_path)
 
 
-def _run(run_future, spec: dict, images, outputs, batch_size, workers, label):
+def _run(run_future, spec: dict, images, outputs, batch_size, workers, label, on_file=None):
     """``(per-file summaries, pipeline)``; the output folders are made here, after every
     check, and removed again if the run fails before writing into them."""
     created = [d for out in dict.fromkeys(outputs) for d in make_parents(Path(out))]
     try:
-        return _sweep(run_future, spec, images, outputs, batch_size, workers, label)
+        return _sweep(run_future, spec, images, outputs, batch_size, workers, label, on_file)
     except BaseException:
         for d in reversed(created):  # folders this run made, if they stayed empty
             if d.is_dir() and not any(d.iterdir()):
@@ -575,15 +591,20 @@ def _run(run_future, spec: dict, images, outputs, batch_size, workers, label):
         raise
 
 
-def _sweep(run_future, spec: dict, images, outputs, batch_size, workers, label):
+def _sweep(run_future, spec: dict, images, outputs, batch_size, workers, label, on_file=None):
     total_tiles = [0]
     with progress(None, label) as bar:
         def on_job(job):
             total_tiles[0] += len(job.tiles)
             bar.update(total=total_tiles[0])
 
+        def on_result(f: dict) -> None:  # a published file, told at once (described first)
+            _describe_run([f], spec, pipe)
+            on_file(f)
+
         pipe = Pipeline(run_future, batch_size=batch_size, threads=workers,
-                        on_tiles=bar.advance, on_job=on_job)
+                        on_tiles=bar.advance, on_job=on_job,
+                        on_result=on_result if on_file else None)
         files = pipe.run(functools.partial(_prepare, img, out, spec)
                          for img, out in zip(images, outputs))
     return files, pipe
