@@ -437,3 +437,73 @@ def test_the_installed_console_script_runs_and_passes_exit_codes(tmp_path):
     r = subprocess.run([str(exe), "evaluate", str(tmp_path / "a.tif"), str(tmp_path / "b.tif")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().endswith("a.tif: no such file or folder")
+
+
+def _path_params(value):
+    """``(command, param, argv)`` for every path option and argument of every command, argv
+    giving it the text ``value`` (arguments before it get a placeholder; nothing else is
+    needed: the value is checked as it is read)."""
+    import typer
+
+    from rsgeo.cli.app import app
+
+    command = typer.main.get_command(app)
+    for name, cmd in sorted(command.commands.items()):
+        args = [p.name for p in cmd.params if p.param_type_name == "argument"]
+        for p in cmd.params:
+            if "Path" in str(getattr(p.type_descriptor, "annotation", "")):
+                yield name, p, ([name, p.opts[0], value] if p.param_type_name == "option"
+                                else [name, *["x"] * args.index(p.name), value])
+
+
+def test_dash_is_refused_for_every_path_but_evaluate_output(tmp_path, cli, monkeypatch):
+    """No command reads stdin or writes its data to stdout, but `-` was taken as a name:
+    `evaluate -o -` wrote a file named `-`, `synth -o -` made a folder `-`. Every path option
+    and argument refuses it (exit 2, one line naming it); `evaluate -o -` prints what the
+    file would hold, as --json prints it."""
+    monkeypatch.chdir(tmp_path)
+    checked = 0
+    for name, p, argv in _path_params("-"):
+        if (name, p.name) == ("evaluate", "output"):
+            continue
+        code, _, err = cli(*argv)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (name, p.name, err)
+        assert "'-' (stdin/stdout) is not supported" in err, (name, p.name, err)
+        assert (p.opts[-1] if p.param_type_name == "option" else f"'{p.name}'") in err, err
+        checked += 1
+    assert checked > 40 and not list(tmp_path.iterdir())
+    from tests.conftest import make_raster
+
+    a = make_raster(tmp_path / "a.tif", np.arange(64, dtype=np.float32).reshape(8, 8) / 8)
+    b = make_raster(tmp_path / "b.tif", np.ones((8, 8), np.float32))
+    code, out, err = cli("evaluate", a, b, "-o", "-")
+    _, as_json, _ = cli("evaluate", a, b, "--json")
+    assert code == 0 and out == as_json and len(out.splitlines()) == 1, err
+    code, out, _ = cli("evaluate", a, b, "-o", "-", "--format", "csv")
+    assert code == 0 and out.splitlines()[-1].startswith("ALL,")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a.tif", "b.tif"]
+
+
+def test_a_trailing_slash_means_a_folder(tmp_path, cli, monkeypatch):
+    """`evaluate -o dir/` wrote a FILE `dir` (the path type drops the slash). A path typed
+    with a trailing / is a folder: options that take a file (metavar FILE) refuse it, exit 2
+    naming the option; so does any path that is an existing file (`a.tif/`); options that
+    take a file or a folder (predict's -o) write into the folder (tests/test_infer_stream.py)."""
+    from tests.conftest import make_raster
+
+    monkeypatch.chdir(tmp_path)
+    files = [x for x in _path_params("out/") if x[1].metavar in ("FILE", "FILE|-")]
+    assert {n for n, _, _ in files} >= {"evaluate", "export", "footprints", "building-heights",
+                                        "damage-map", "prepare"}
+    for name, p, argv in files:
+        code, _, err = cli(*argv)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (name, p.name, err)
+        assert p.opts[-1] in err and "'out/' ends in '/', which names a folder" in err, err
+    a = make_raster(tmp_path / "a.tif", np.ones((8, 8), np.float32))
+    code, _, err = cli("evaluate", a, a, "-o", "dir/")
+    assert code == 2 and not (tmp_path / "dir").exists()
+    code, _, err = cli("evaluate", f"{a}/", a)
+    assert code == 2 and f"but {a} is a file" in err, err
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a.tif"]
+    code, _, err = cli("synth", "-o", "city/", "--size", "64")  # a folder option: as before
+    assert code == 0 and (tmp_path / "city").is_dir(), err

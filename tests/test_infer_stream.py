@@ -593,3 +593,100 @@ def test_predict_height_on_cuda_matches_cpu(tmp_path):
     a = rasterio.open(tmp_path / "c.tif").read(1)
     b = rasterio.open(tmp_path / "g.tif").read(1)
     np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-2)  # cuDNN TF32 convolutions
+
+
+def _last_waits_for(monkeypatch, name, told):
+    """Make the file whose output is named ``name`` wait (20 s at most) to be prepared until
+    ``told()``: a run that tells files only at its end gets there at the timeout, and
+    ``seen`` says False."""
+    import time
+
+    import rsgeo.infer.predict as predict
+
+    prepare, seen = predict._prepare, {}
+
+    def prepare_last(item, out, spec):
+        if Path_name(out) == name:
+            deadline = time.monotonic() + 20
+            while not told() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seen["told"] = told()
+        return prepare(item, out, spec)
+
+    monkeypatch.setattr(predict, "_prepare", prepare_last)
+    return seen
+
+
+def test_each_file_is_told_once_published_in_order_while_the_run_goes_on(tmp_path,
+                                                                          monkeypatch):
+    """`predict-height DIR --json | jq` got every file's line at the end of the run: the
+    library now hands each file's summary (described: task, device, backend) to ``on_file``
+    once its outputs are published, in input order, before the later files are done; the
+    returned summary is unchanged."""
+    srcs = [rgb(tmp_path / f"t{k}.tif", 60, 70, seed=k) for k in range(4)]
+    outs = [tmp_path / f"t{k}_h.tif" for k in range(4)]
+    told = []
+
+    def on_file(f):
+        assert Path_name(f["output"]) in {o.name for o in outs} and f["task"] == "height"
+        assert f["device"] == "cpu" and f["backend"] == "torch" and f["batch_size"] == 1
+        told.append((Path_name(f["output"]), (tmp_path / Path_name(f["output"])).exists()))
+
+    seen = _last_waits_for(monkeypatch, "t3_h.tif", lambda: bool(told))
+    r = predict_height_files(srcs, "m.ckpt", outs, runner=runner(), tile=64, overlap=16,
+                             batch_size=1, on_file=on_file)
+    assert seen["told"]  # the first file was told before the last one was even opened
+    assert told == [(o.name, True) for o in outs]  # in order, each once it was there
+    assert [Path_name(f["output"]) for f in r["files"]] == [o.name for o in outs]
+    assert r["total"]["files"] == 4 and all(f["device"] == "cpu" for f in r["files"])
+
+
+def test_an_error_in_on_file_stops_the_run(tmp_path):
+    """A reader that went away (`| head -1`: BrokenPipeError from the first line) stops the
+    run: the error is raised, not lost in a finisher thread."""
+    srcs = [rgb(tmp_path / f"t{k}.tif", 60, 70, seed=k) for k in range(3)]
+    outs = [tmp_path / f"t{k}_h.tif" for k in range(3)]
+
+    def on_file(f):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(BrokenPipeError):
+        predict_height_files(srcs, "m.ckpt", outs, runner=runner(), tile=64, overlap=16,
+                             batch_size=1, on_file=on_file)
+    assert outs[0].exists()  # published before it was told
+
+
+def test_cli_json_lines_reach_stdout_file_by_file(tmp_path, cli, monkeypatch):
+    """`rsgeo predict-height DIR -o OUT --json | jq ...`: the first file's line is on stdout
+    before the last file is opened; N + 1 lines, the totals last."""
+    import sys
+
+    import rsgeo.infer.predict as predict
+
+    monkeypatch.setattr(predict, "start_loading", _fake_loading)
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    for k in range(3):
+        rgb(folder / f"t{k}.tif", 60, 70, seed=k)
+    seen = _last_waits_for(monkeypatch, "t2_height.tif", lambda: bool(sys.stdout.getvalue()))
+    code, out, err = cli("predict-height", folder, "-m", tmp_path / "m.ckpt", "-o",
+                         tmp_path / "out", "--json", "--batch-size", "1")
+    assert code == 0, err
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert len(lines) == 4 and lines[-1]["total"] is True and seen["told"]
+    assert [Path_name(x["output"]) for x in lines[:3]] == [f"t{k}_height.tif" for k in range(3)]
+
+
+def test_cli_output_with_a_trailing_slash_is_a_folder_for_one_input(tmp_path, cli,
+                                                                    monkeypatch):
+    """`-o out/` for one input: the user typed a folder; it was refused (not a .tif name),
+    or, named out.tif/, written as the FILE out.tif."""
+    import rsgeo.infer.predict as predict
+
+    monkeypatch.setattr(predict, "start_loading", _fake_loading)
+    src = rgb(tmp_path / "t0.tif", 60, 70)
+    for out in ("out", "out.tif"):
+        code, _, err = cli("predict-height", src, "-m", tmp_path / "m.ckpt", "-o",
+                           f"{tmp_path / out}/")
+        assert code == 0, err
+        assert (tmp_path / out / "t0_height.tif").is_file()

@@ -137,6 +137,7 @@ def test_cli_end_to_end(cli, chips, tmp_path, reader, method, backbone):
                          "-o", tmp_path / "run", "--steps", "4", "--batch-size", "4",
                          "--lr", "1e-3", "--log-every", "1", "--json", *extra)
     assert code == 0, err
+    assert len(out.splitlines()) == 1  # one line, as every --json (it printed indented JSON)
     summary = json.loads(out)
     rec = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert len(rec) == 4 and all(np.isfinite(r["loss"]) for r in rec)

@@ -28,7 +28,8 @@ import typer
 
 from rsgeo import __version__, progress
 from rsgeo.cli.helptext import examples, reflow
-from rsgeo.cli.options import NOT_UTF8, finite_floats, no_empty_values, shown, utf8_values
+from rsgeo.cli.options import (NOT_UTF8, finite_floats, no_empty_values, path_values, shown,
+                               utf8_values)
 from rsgeo.errors import RsgeoError, Terminated, first_line
 
 app = typer.Typer(
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     finite_floats(command)
     no_empty_values(command)
     utf8_values(command)
+    path_values(command)
     state["stopped_by"] = None
     previous = {}
     if threading.current_thread() is threading.main_thread():  # signals: main thread only

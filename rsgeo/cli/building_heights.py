@@ -10,7 +10,7 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.helptext import examples
-from rsgeo.cli.options import Bands, Json, Overwrite, Scale, emit, output_option
+from rsgeo.cli.options import FILE, Bands, Json, Overwrite, Scale, emit, output_option
 from rsgeo.errors import InputError
 
 
@@ -28,7 +28,7 @@ def building_heights_cmd(
     buildings: Annotated[Path, typer.Option(
         "--buildings", help="Building polygons (any OGR format or GeoParquet, with a CRS).")],
     output: output_option("The polygons with their heights, to write: .gpkg, .geojson, "
-                          ".parquet or .fgb."),
+                          ".parquet or .fgb.", FILE),
     dtm: Annotated[Optional[Path], typer.Option(
         "--dtm", help="Terrain model (m): HEIGHTS is a DSM; the DTM is subtracted.")] = None,
     model: Annotated[Optional[list[Path]], typer.Option(

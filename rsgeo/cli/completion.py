@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, get_args, get_origin
+from typing import Annotated
 
 import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.helptext import examples
+from rsgeo.cli.options import base_type
 
 
 class Shell(str, Enum):
@@ -35,7 +36,7 @@ def _tree() -> tuple[list[str], dict[str, list[tuple[list[str], str, list[str], 
             if getattr(p, "param_type_name", "") != "option" or getattr(p, "hidden", False):
                 continue
             names = [n for n in list(p.opts) + list(p.secondary_opts)]
-            base = _base_type(p)
+            base = base_type(p)
             choices = [c.value for c in base] if isinstance(base, type) and issubclass(
                 base, Enum) else list(getattr(p, "completion_choices", ()))  # registry names
             is_path = base is Path
@@ -123,19 +124,6 @@ def _short_help(cmd, limit: int = 60) -> str:
     except ImportError:  # pragma: no cover
         from click.utils import make_default_short_help
     return make_default_short_help(cmd.short_help or cmd.help or "", limit)
-
-
-def _base_type(param):
-    """The Python type behind an option (Optional/list unwrapped); works across typer versions."""
-    desc = getattr(param, "type_descriptor", None)
-    ann = getattr(desc, "annotation", None)
-    if ann is None:  # older typer: click ParamType
-        t = getattr(param, "type", None)
-        return getattr(t, "enum", None) or (Path if type(t).__name__ == "Path" else None)
-    while get_args(ann) and get_origin(ann) is not Annotated:
-        args = [a for a in get_args(ann) if a is not type(None)]
-        ann = args[0] if args else None
-    return ann
 
 
 def _flat(items) -> list[str]:

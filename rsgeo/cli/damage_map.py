@@ -10,7 +10,7 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.helptext import examples
-from rsgeo.cli.options import (Bands, Json, MaxPixels, RasterOutput, emit, output_option,
+from rsgeo.cli.options import (FILE, Bands, Json, MaxPixels, RasterOutput, emit, output_option,
                                print_table, with_groups)
 
 
@@ -29,9 +29,9 @@ def damage_map_cmd(
     pre: Annotated[Path, typer.Argument(help="Pre-event nDSM (m) or image.")],
     post: Annotated[Path, typer.Argument(help="Post-event nDSM (m) or image.")],
     output: output_option("Damage class raster (.tif), OUTPUT_loss.tif beside it (default: "
-                          "<PRE stem>_damage.tif in the current folder).", optional=True) = None,
+                          "<PRE stem>_damage.tif in the current folder).", FILE, optional=True) = None,
     footprints: Annotated[Optional[Path], typer.Option(
-        "--footprints", help="Output vectors of the damaged buildings or regions (.gpkg, "
+        "--footprints", metavar=FILE, help="Output vectors of the damaged buildings or regions (.gpkg, "
                              ".geojson, .parquet, .fgb); default: OUTPUT with .gpkg. (Input "
                              "building polygons: --buildings.)")] = None,
     model: Annotated[Optional[list[str]], typer.Option(

@@ -9,7 +9,7 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.helptext import examples
-from rsgeo.cli.options import (Device, DeviceChoice, Json, Overwrite, Seed, emit, output_option,
+from rsgeo.cli.options import (DIR, Device, DeviceChoice, Json, Overwrite, Seed, emit, output_option,
                                print_table)
 
 
@@ -17,7 +17,7 @@ from rsgeo.cli.options import (Device, DeviceChoice, Json, Overwrite, Seed, emit
     'rsgeo demo -o demo/ --quick',
     'rsgeo demo -o demo/ --json | jq .metrics'))
 def demo_cmd(
-    output: output_option("Folder for every output.") = Path("rsgeo-demo"),
+    output: output_option("Folder for every output.", DIR) = Path("rsgeo-demo"),
     quick: Annotated[bool, typer.Option("--quick", help="Small and fast (about 40 s on 2 idle CPU cores).")] = False,
     device: Device = DeviceChoice.auto,
     seed: Seed = 0,

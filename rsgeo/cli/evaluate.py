@@ -10,8 +10,8 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.helptext import examples
-from rsgeo.cli.options import (LabelMap, MaxPixels, Nodata, Overwrite, output_option,
-                               print_table)
+from rsgeo.cli.options import (FILE_OR_STDOUT, LabelMap, MaxPixels, Nodata, Overwrite,
+                               output_option, print_table, to_stdout)
 from rsgeo.errors import InputError
 from rsgeo.jsonout import dumps
 
@@ -44,6 +44,7 @@ class Align(str, Enum):
     'rsgeo evaluate preds/ refs/ --format csv -o scores.csv  # paired by file name',
     'rsgeo evaluate buildings.gpkg reference.gpkg --task footprints --json | jq .f1'))
 def evaluate_cmd(
+    ctx: typer.Context,
     pred: Annotated[Path, typer.Argument(help="Prediction: raster, folder of rasters, or vectors.")],
     ref: Annotated[Path, typer.Argument(help="Reference, same kind as PRED.")],
     task: Annotated[Task, typer.Option("--task", help="What PRED and REF hold: height rasters, class rasters, change masks, or building polygons (footprints).")] = Task.height,
@@ -51,7 +52,8 @@ def evaluate_cmd(
     fmt: Annotated[Format, typer.Option("--format", help="table, json (flat keys) or csv (one row per image + ALL).")] = Format.table,
     json_out: Annotated[bool, typer.Option("--json", help="Same as --format json, the flag every other command takes.")] = False,
     output: output_option("Write the metrics to this file instead of printing them: JSON "
-                          "(CSV with --format csv).", optional=True) = None,
+                          "(CSV with --format csv); - prints them as --json does.",
+                          FILE_OR_STDOUT, optional=True) = None,
     align: Annotated[Optional[Align], typer.Option("--align", help="Resample PRED onto REF's grid.")] = None,
     nodata: Nodata = None,
     classes: Annotated[Optional[Path], typer.Option("--classes", help="Segmentation: names of REF's class ids, JSON {id: name} or {id: {name, values: [mask values]}}, or id,name lines (the file prepare --classes reads).")] = None,
@@ -84,6 +86,8 @@ def evaluate_cmd(
         if fmt is Format.csv:
             raise InputError("--json and --format csv exclude each other")
         fmt = Format.json
+    if to_stdout(ctx, "output"):  # -o -: what the file would hold, printed (as --json)
+        output, fmt = None, Format.csv if fmt is Format.csv else Format.json
     if output is not None:  # refuse a bad output before the work, not after
         check_output(output, overwrite, inputs=(pred, ref))
     r = evaluate(pred, ref, task=task.value, protocol=protocol.value,

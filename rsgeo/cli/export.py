@@ -9,7 +9,7 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.helptext import examples
-from rsgeo.cli.options import Json, Overwrite, emit, output_option
+from rsgeo.cli.options import FILE, Json, Overwrite, emit, output_option
 
 
 @app.command("export", epilog=examples(
@@ -17,7 +17,7 @@ from rsgeo.cli.options import Json, Overwrite, emit, output_option
     'rsgeo export runs/seg -o seg.onnx --json'))
 def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Task checkpoint (RUN/best.ckpt) or run folder from rsgeo finetune.")],
-    output: output_option("ONNX model file to write (.onnx)."),
+    output: output_option("ONNX model file to write (.onnx).", FILE),
     atol: Annotated[float, typer.Option("--atol", min=0.0, help="Allowed ORT vs torch difference.")] = 1e-3,
     overwrite: Overwrite = False,
     json_out: Json = False,

@@ -11,7 +11,7 @@ from typer.core import TyperCommand
 
 from rsgeo.cli.app import app
 from rsgeo.cli.helptext import examples
-from rsgeo.cli.options import SEED_MAX, DeviceChoice, Json, Overwrite, Precision
+from rsgeo.cli.options import DIR, SEED_MAX, DeviceChoice, Json, Overwrite, Precision
 from rsgeo.errors import InputError
 
 
@@ -50,7 +50,7 @@ class FinetuneCommand(TyperCommand):
 def finetune_cmd(
     dataset: Annotated[Path, typer.Argument(help="Chip dataset folder (rsgeo prepare).")],
     task: Annotated[str, typer.Option("--task", help="What to learn (a registered task).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Run folder (best.ckpt, metrics).")],
+    output: Annotated[Path, typer.Option("-o", "--output", metavar=DIR, help="Run folder (best.ckpt, metrics).")],
     encoder: Annotated[str, typer.Option("--encoder", help="A pretraining RUN folder (fusedmim: the branch for --inputs, both for rgb+dsm) or RUN/encoder.safetensors, a timm/HF/DINOv2/MAE checkpoint file or HF folder, timm:NAME or random.")] = "random",
     backbone: Annotated[Optional[str], typer.Option("--backbone", help="Architecture (needed with random).")] = None,
     head: Annotated[Optional[str], typer.Option("--head", help="Head (default: the task's first).")] = None,

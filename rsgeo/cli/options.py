@@ -2,8 +2,7 @@
 
 Options (``Annotated`` aliases to use as parameter types):
 
-- ``Output``       ``-o/--output PATH``       where to write (file or folder);
-  :func:`output_option` gives it a command's own help
+- :func:`output_option` ``-o/--output FILE|DIR`` where to write, with a command's own help
 - ``Overwrite``    ``--overwrite``            replace an existing output (refused otherwise)
 - ``CreationOpts`` ``--co KEY=VALUE``         GDAL creation options, repeatable
 - ``Nodata``       ``--nodata V``             override the input's nodata value (``nan`` ok)
@@ -19,6 +18,11 @@ Options (``Annotated`` aliases to use as parameter types):
 - ``Bands``        ``--bands B,G,R``          image bands to use, 1-based (rsgeo.io.bands)
 - ``LabelMap``     ``--label-map FROM:TO``    recode mask values to class ids, repeatable
 - ``MaxPixels``    ``--max-pixels N``         refuse larger rasters (rsgeo.io.limits)
+
+Path values (:func:`path_values`, also run by ``main``): ``-`` (stdin/stdout) is refused,
+but where an option's metavar is :data:`FILE_OR_STDOUT` (``evaluate -o -`` prints); a
+trailing ``/`` names a folder: refused where the metavar is :data:`FILE`, on a path that is
+a file, and noted (:func:`as_folder`) where it is :data:`FILE_OR_DIR`.
 
 Every float option of every command is finite: :func:`finite_floats` (run on the built
 command by ``rsgeo.cli.app.main``) refuses nan and +-inf with exit 2, naming the option.
@@ -47,9 +51,10 @@ import dataclasses
 import functools
 import inspect
 import math
+import os
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Callable, Optional, get_type_hints
+from typing import Annotated, Callable, Optional, get_args, get_origin, get_type_hints
 
 import typer
 
@@ -106,14 +111,14 @@ def _check_co(values: Optional[list[str]]) -> list[str]:
     return values or []
 
 
-def output_option(help: str = "Output path.", *, optional: bool = False):
-    """``-o/--output PATH`` with a command's own help (``optional``: may be omitted)."""
+def output_option(help: str, takes: str, *, optional: bool = False):
+    """``-o/--output PATH`` with a command's own help (``optional``: may be omitted);
+    ``takes`` (:data:`FILE`, :data:`DIR`, :data:`FILE_OR_DIR` or :data:`FILE_OR_STDOUT`) is
+    its metavar and what :func:`path_values` checks."""
     return Annotated[Optional[Path] if optional else Path,
-                     typer.Option("-o", "--output", help=help)]
+                     typer.Option("-o", "--output", metavar=takes, help=help)]
 
 
-Output = output_option()
-OptionalOutput = output_option(optional=True)
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 CreationOpts = Annotated[
     Optional[list[str]],
@@ -293,12 +298,12 @@ def with_groups(func: Callable) -> Callable:
 
 # ---- the --json / table epilogue ------------------------------------------------------
 
-def emit(summary, as_json: bool, human: Callable[[], None] | str | None = None, *,
-         indent: int | None = None) -> None:
-    """Print ``summary`` as one JSON document (``--json``), else ``human``: a line of text
-    or a function that prints tables (see :func:`print_table`)."""
+def emit(summary, as_json: bool, human: Callable[[], None] | str | None = None) -> None:
+    """Print ``summary`` as one JSON document on one line (``--json``: JSON Lines friendly,
+    as every command prints it), else ``human``: a line of text or a function that prints
+    tables (see :func:`print_table`)."""
     if as_json:
-        typer.echo(dumps(summary, indent=indent))
+        typer.echo(dumps(summary))
     elif callable(human):
         human()
     elif human is not None:
@@ -482,3 +487,88 @@ def utf8_values(command) -> None:
     for cmd in (command, *getattr(command, "commands", {}).values()):
         for p in cmd.params:
             p.process_value = _refuse_not_utf8(p, p.process_value)
+
+
+# --- path values: '-' and a trailing '/' ---------------------------------------------------
+
+FILE, DIR, FILE_OR_DIR = "FILE", "DIR", "FILE|DIR"  # what a path option takes (its metavar)
+FILE_OR_STDOUT = "FILE|-"  # a report file, or '-': stdout
+SEPARATORS = tuple(s for s in {"/", os.sep, os.altsep} if s)
+_GIVEN = "rsgeo.paths"  # ctx.meta key: {parameter name: "folder" | "stdout"}
+
+
+def base_type(param):
+    """The Python type behind a built click parameter (Optional/list unwrapped); works
+    across typer versions."""
+    desc = getattr(param, "type_descriptor", None)
+    ann = getattr(desc, "annotation", None)
+    if ann is None:  # older typer: click ParamType
+        t = getattr(param, "type", None)
+        return getattr(t, "enum", None) or (Path if type(t).__name__ == "Path" else None)
+    while get_args(ann) and get_origin(ann) is not Annotated:
+        args = [a for a in get_args(ann) if a is not type(None)]
+        ann = args[0] if args else None
+    return ann
+
+
+def _check_path(value: str, kind, ctx, param) -> None:
+    """One path as typed: ``-`` and a trailing separator (see :func:`path_values`)."""
+    noun = {FILE: "a file", FILE_OR_STDOUT: "a file", DIR: "a folder"}.get(kind,
+                                                                          "a file or folder")
+    if value == "-":
+        if kind != FILE_OR_STDOUT:
+            raise typer.BadParameter(f"'-' (stdin/stdout) is not supported; name {noun}",
+                                     ctx, param)
+        ctx.meta.setdefault(_GIVEN, {})[param.name] = "stdout"
+    bare = value.rstrip("".join(SEPARATORS))
+    if value == bare or not bare:  # no trailing separator, or the root folder itself
+        return
+    if kind in (FILE, FILE_OR_STDOUT):
+        raise typer.BadParameter(f"'{shown(value)}' ends in '{value[-1]}', which names a "
+                                 f"folder; this option takes a file (e.g. {shown(bare)}/"
+                                 "NAME, or drop the '/')", ctx, param)
+    if os.path.isfile(bare):
+        raise typer.BadParameter(f"'{shown(value)}' ends in '{value[-1]}', which names a "
+                                 f"folder, but {shown(bare)} is a file", ctx, param)
+    if kind == FILE_OR_DIR:
+        ctx.meta.setdefault(_GIVEN, {})[param.name] = "folder"
+
+
+def _path_checked(param, kind, process_value):
+    """``process_value`` behind :func:`_check_path` on every value typed (not defaults)."""
+    def process(ctx, value):
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(v, str):
+                _check_path(v, kind, ctx, param)
+        return process_value(ctx, value)
+
+    return process
+
+
+def path_values(command) -> None:
+    """Make every path option and argument of ``command`` and its subcommands check the
+    text typed, before typer turns it into a ``Path`` (which drops a trailing ``/``):
+
+    - ``-`` is refused, exit 2 naming the option: rsgeo reads no stdin and writes no data
+      to stdout (``evaluate -o -`` wrote a file named ``-``, ``synth -o -`` a folder); an
+      option whose metavar is :data:`FILE_OR_STDOUT` takes it (:func:`to_stdout`).
+    - a trailing separator names a folder (``evaluate -o dir/`` wrote a FILE ``dir``): on
+      an option that takes a file (metavar :data:`FILE`), or a path that is an existing
+      file, it is refused, exit 2; on an option that takes either (:data:`FILE_OR_DIR`:
+      predict's ``-o``) it means the folder (:func:`as_folder`).
+    """
+    for cmd in (command, *getattr(command, "commands", {}).values()):
+        for p in cmd.params:
+            if base_type(p) is Path:
+                p.process_value = _path_checked(p, getattr(p, "metavar", None),
+                                                p.process_value)
+
+
+def as_folder(ctx, name: str) -> bool:
+    """Whether the :data:`FILE_OR_DIR` parameter ``name`` was typed with a trailing ``/``."""
+    return ctx.meta.get(_GIVEN, {}).get(name) == "folder"
+
+
+def to_stdout(ctx, name: str) -> bool:
+    """Whether the :data:`FILE_OR_STDOUT` parameter ``name`` was typed as ``-``."""
+    return ctx.meta.get(_GIVEN, {}).get(name) == "stdout"

@@ -10,9 +10,9 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.helptext import examples
-from rsgeo.cli.options import (Bands, Cog, Compute, JsonLines, MaxPixels, Nodata, RasterOutput, Scale,
-                               SkipExisting, Surface, Tiling, in_panel, output_option, plural,
-                               with_groups)
+from rsgeo.cli.options import (FILE_OR_DIR, Bands, Cog, Compute, JsonLines, MaxPixels, Nodata,
+                               RasterOutput, Scale, SkipExisting, Surface, Tiling, as_folder,
+                               in_panel, output_option, plural, with_groups)
 
 
 @app.command("predict", epilog=examples(
@@ -21,11 +21,13 @@ from rsgeo.cli.options import (Bands, Cog, Compute, JsonLines, MaxPixels, Nodata
     'rsgeo predict tiles/ -m seg.onnx -o classes/ --json | jq -r .output'))
 @with_groups
 def predict_cmd(
+    ctx: typer.Context,
     images: Annotated[list[Path], typer.Argument(help="Input image(s) or folder(s); change models: PRE POST.")],
     model: Annotated[list[Path], typer.Option("-m", "--model", help="model.onnx, a task checkpoint (.ckpt) or a finetune run folder, of any task; several height models: an ensemble, as predict-height.")],
     output: output_option("Output .tif (one input; change), a folder (several inputs, a folder "
                           "of inputs, or an existing folder), or a table .csv, .parquet, .gpkg, "
-                          ".geojson or .fgb (classification)."),
+                          ".geojson or .fgb (classification); a trailing / makes it a "
+                          "folder.", FILE_OR_DIR),
     probabilities: Annotated[bool, typer.Option("--probabilities", help="Segmentation: also OUTPUT_probabilities.tif (<stem>_classes_probabilities.tif in folders), one float band per class.")] = False,
     threshold: Annotated[float, typer.Option("--threshold", help="Change: change where the blended probability >= this.")] = 0.5,
     per_input: Annotated[bool, typer.Option("--per-input", help="Classification: one row per input (tile probabilities averaged) instead of one per tile.")] = False,
@@ -57,17 +59,19 @@ def predict_cmd(
     from rsgeo.infer.predict import predict_paths
     from rsgeo.io.writer import height_co
 
+    def echo_file(f: dict) -> None:  # as soon as the file is published (pipelines read on)
+        typer.echo(json.dumps(f) if json_out else f"{f['output']}: {_human(f)} "
+                   f"({f['mpx_per_s']:.1f} Mpx/s, {plural(f['tiles'], 'tile')}, {f['backend']} "
+                   f"on {f['device']})")
+
     r = predict_paths(
         images, model, output, options={"probabilities": probabilities, "threshold": threshold,
                                         "per_input": per_input},
         **tiling.kwargs(), device=compute.device.value, precision=compute.precision.value,
         cog=cog, overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands, dsm=dsm,
         co=height_co(out.codec, out.max_z_error, out.creation_options),
-        class_co=out.creation_options, skip_existing=skip_existing)
-    for f in r["files"]:
-        typer.echo(json.dumps(f) if json_out else f"{f['output']}: {_human(f)} "
-                   f"({f['mpx_per_s']:.1f} Mpx/s, {plural(f['tiles'], 'tile')}, {f['backend']} "
-                   f"on {f['device']})")
+        class_co=out.creation_options, skip_existing=skip_existing, on_file=echo_file,
+        folder=as_folder(ctx, "output"))
     echo_total(r["total"], json_out)
 
 

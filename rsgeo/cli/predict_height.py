@@ -10,9 +10,9 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.helptext import examples
-from rsgeo.cli.options import (Bands, Cog, Compute, JsonLines, MaxPixels, Nodata, RasterOutput, Scale,
-                               SkipExisting, Surface, Tiling, in_panel, output_option, plural,
-                               with_groups)
+from rsgeo.cli.options import (FILE_OR_DIR, Bands, Cog, Compute, JsonLines, MaxPixels, Nodata,
+                               RasterOutput, Scale, SkipExisting, Surface, Tiling, as_folder,
+                               in_panel, output_option, plural, with_groups)
 from rsgeo.cli.predict import echo_total
 
 
@@ -22,12 +22,14 @@ from rsgeo.cli.predict import echo_total
     'rsgeo predict-height ortho.tif -m runs/h1 -m runs/h2 -o mean.tif  # ensemble'))
 @with_groups
 def predict_height_cmd(
+    ctx: typer.Context,
     images: Annotated[list[Path], typer.Argument(help="Input image(s) or folder(s) of images.")],
     model: Annotated[list[Path], typer.Option(
         "-m", "--model", help="model.onnx, a task checkpoint (.ckpt) or a finetune run folder; several -m: an "
         "ensemble, their heights averaged (same GSD and bands).")],
     output: output_option("Output .tif (one input), or a folder of <stem>_height.tif (several "
-                          "inputs, a folder of inputs, or an existing folder)."),
+                          "inputs, a folder of inputs, an existing folder, or a name ending "
+                          "in /).", FILE_OR_DIR),
     tiling: Tiling = Tiling(),
     nodata: Nodata = None,
     scale: Scale = "percentile",
@@ -52,14 +54,16 @@ def predict_height_cmd(
     from rsgeo.infer.predict import predict_height_paths
     from rsgeo.io.writer import height_co
 
-    r = predict_height_paths(
-        images, model, output, skip_existing=skip_existing, **tiling.kwargs(),
-        device=compute.device.value, precision=compute.precision.value, cog=cog,
-        overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands, dsm=dsm,
-        co=height_co(out.codec, out.max_z_error, out.creation_options))
-    for f in r["files"]:
+    def echo_file(f: dict) -> None:  # as soon as the file is published (pipelines read on)
         typer.echo(json.dumps(f) if json_out else
                    f"{f['output']}: {f['mpx_per_s']:.1f} Mpx/s, heights min "
                    f"{f['height_min']} / median {f['height_median']} / max {f['height_max']} m"
                    f" ({plural(f['tiles'], 'tile')}, {f['backend']} on {f['device']})")
+
+    r = predict_height_paths(
+        images, model, output, skip_existing=skip_existing, **tiling.kwargs(),
+        device=compute.device.value, precision=compute.precision.value, cog=cog,
+        overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands, dsm=dsm,
+        co=height_co(out.codec, out.max_z_error, out.creation_options), on_file=echo_file,
+        folder=as_folder(ctx, "output"))
     echo_total(r["total"], json_out)

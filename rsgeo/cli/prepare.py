@@ -9,7 +9,7 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.helptext import examples
-from rsgeo.cli.options import (Bands, Json, LabelMap, MaxPixels, Overwrite, Scale, Seed,
+from rsgeo.cli.options import (DIR, FILE, Bands, Json, LabelMap, MaxPixels, Overwrite, Scale, Seed,
                                Workers, emit, output_option, print_table)
 from rsgeo.data.sources import gather_scenes, synth_classes
 from rsgeo.io.labels import read_classes
@@ -37,7 +37,7 @@ def _numbers(kind, count: int | None = None):
 def prepare_cmd(
     synth_dir: Annotated[Optional[Path], typer.Argument(help="A folder written by rsgeo synth.")] = None,
     output: output_option("Chip dataset folder (created if missing; a new --source is appended "
-                          "to an existing dataset).") = Path("chips"),
+                          "to an existing dataset).", DIR) = Path("chips"),
     rgb: Annotated[Optional[Path], typer.Option("--rgb", help="RGB image (one scene).")] = None,
     post_rgb: Annotated[Optional[Path], typer.Option("--post-rgb", help="Post-event image.")] = None,
     dsm: Annotated[Optional[Path], typer.Option("--dsm", help="Surface model (m).")] = None,
@@ -61,7 +61,7 @@ def prepare_cmd(
     ndsm_from_dsm: Annotated[bool, typer.Option("--ndsm-from-dsm", help="Ground-filter the DSM (dsm2dtm) for the nDSM.")] = False,
     ndsm_dtype: Annotated[Optional[str], typer.Option("--ndsm-dtype", help="Storage of nDSM chips: float16 (half the bytes per training sample; under 1 cm rounding below 32 m) or float32 (default: float16 for a new dataset, the dataset's own when extending one).")] = None,
     classes: Annotated[Optional[Path], typer.Option("--classes", help="Land-cover class names of --labels: JSON {id: name} or {id: {name, values: [mask values]}}, or id,name lines; other label values are an error (default for a synth folder: its classes).")] = None,
-    preview: Annotated[Optional[Path], typer.Option("--preview", help="PNG mosaic of random chips.")] = None,
+    preview: Annotated[Optional[Path], typer.Option("--preview", metavar=FILE, help="PNG mosaic of random chips.")] = None,
     seed: Seed = 0,
     workers: Workers = 0,
     overwrite: Overwrite = False,

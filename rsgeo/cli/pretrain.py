@@ -20,7 +20,7 @@ from rsgeo import progress
 from rsgeo.cli.app import app, state
 from rsgeo.cli.helptext import examples
 from rsgeo.cli.generated import DynamicCommand, choice_enum, keyword_params, option_param, plain
-from rsgeo.cli.options import SEED_MAX, DeviceChoice, Json, Overwrite, Precision
+from rsgeo.cli.options import DIR, SEED_MAX, DeviceChoice, Json, Overwrite, Precision
 from rsgeo.errors import InputError
 from rsgeo.jsonout import dumps
 from rsgeo.methods import registry
@@ -37,7 +37,7 @@ def _opt(*names, help: str, **kw):
 
 def pretrain_command(
     dataset: Annotated[Path, typer.Argument(help="Chip dataset folder (from rsgeo prepare).")],
-    output: Annotated[Path, _opt("-o", "--output", help="Run folder (checkpoints, metrics, "
+    output: Annotated[Path, _opt("-o", "--output", metavar=DIR, help="Run folder (checkpoints, metrics, "
                                  "previews, encoder weights).")],
     method: Annotated[Optional[str], _opt("--method", help="Pretraining method.")] = None,
     backbone: Annotated[Optional[str], _opt("--backbone", help="Encoder: vit-tiny-4, swin-tiny-2 "
@@ -107,7 +107,7 @@ def pretrain_command(
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
         return
     if json_out:
-        typer.echo(dumps(summary, indent=2))
+        typer.echo(dumps(summary))
     else:
         files = ", ".join(summary["encoders"].values())
         loss = "n/a" if summary["loss"] is None else f"{summary['loss']:.4f}"

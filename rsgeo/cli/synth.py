@@ -9,7 +9,7 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.helptext import examples
-from rsgeo.cli.options import Overwrite, Seed, output_option
+from rsgeo.cli.options import DIR, Overwrite, Seed, output_option
 from rsgeo.progress import progress
 
 
@@ -27,7 +27,7 @@ class Style(str, Enum):
     'rsgeo synth -o data/synth --size 1024 --scenes 2 --preview',
     'rsgeo synth -o city --size 512 --style terraced --randomize --seed 7'))
 def synth(
-    output: output_option("Folder for the scenes (created if missing)."),
+    output: output_option("Folder for the scenes (created if missing).", DIR),
     size: Annotated[int, typer.Option("--size", help="Scene width and height in pixels.")] = 1024,
     gsd: Annotated[Optional[float], typer.Option(
         "--gsd", help="Ground sampling distance, m/px (default 0.5; with --randomize drawn "

@@ -35,6 +35,7 @@ from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -186,21 +187,22 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 
 
 def plan_outputs(images: list[Path], output: Path, suffix: str = "_height.tif", *,
-                 opened: bool = False) -> list[tuple[Path, Path]]:
+                 opened: bool = False, folder: bool = False) -> list[tuple[Path, Path]]:
     """``(input, output)`` pairs for ``predict IMAGE... -o OUTPUT``, this process's share
     under torchrun (every ``WORLD_SIZE``-th pair from ``RANK``).
 
-    One input file and an OUTPUT that is not a folder: OUTPUT itself. Otherwise OUTPUT is
-    a folder of ``<stem><suffix>`` (made by :func:`predict_files`); colliding names are an
-    InputError. Every input is opened here (unless the caller has: ``opened``), before the
-    model starts loading, so a missing or unreadable one is refused at once (not after
-    torch's import) and leaves nothing.
+    One input file and an OUTPUT that is not a folder (nor meant as one: ``folder``, e.g.
+    ``-o out/``): OUTPUT itself. Otherwise OUTPUT is a folder of ``<stem><suffix>`` (made
+    by :func:`predict_files`); colliding names are an InputError. Every input is opened
+    here (unless the caller has: ``opened``), before the model starts loading, so a missing
+    or unreadable one is refused at once (not after torch's import) and leaves nothing.
     """
     images, output = [Path(p) for p in images], Path(output)
     inputs = expand_inputs(images)
-    if len(inputs) > 1 or output.is_dir() or any(p.is_dir() for p in images):
+    if folder or len(inputs) > 1 or output.is_dir() or any(p.is_dir() for p in images):
         if output.exists() and not output.is_dir():
-            raise InputError("several inputs need an output folder", output)
+            raise InputError("is a file, not a folder" if folder else
+                             "several inputs need an output folder", output)
         targets = [output / f"{p.stem}{suffix}" for p in inputs]
         if len(set(targets)) < len(targets):
             raise InputError("inputs share a file name, so their outputs would collide", output)
@@ -286,13 +288,13 @@ def predict_height_files(images, model_path, outputs, **kw) -> dict:
 
 
 def predict_height_paths(images, model_path, output, *, skip_existing: bool = False,
-                         **kw) -> dict:
-    """``rsgeo predict-height IMAGE... -m MODEL -o OUTPUT``: :func:`plan_outputs`, then
-    :func:`predict_height_files` on what is left to do; with ``skip_existing`` the finished
-    outputs of the same model(s) are left as they are (:func:`split_finished`; listed as
-    ``skipped`` in the total)."""
+                         folder: bool = False, **kw) -> dict:
+    """``rsgeo predict-height IMAGE... -m MODEL -o OUTPUT``: :func:`plan_outputs` (``folder``:
+    OUTPUT is a folder even for one input), then :func:`predict_height_files` on what is
+    left to do; with ``skip_existing`` the finished outputs of the same model(s) are left as
+    they are (:func:`split_finished`; listed as ``skipped`` in the total)."""
     _check_skip(skip_existing, kw.get("overwrite", False))
-    planned, done = plan_outputs(images, output), []
+    planned, done = plan_outputs(images, output, folder=folder), []
     if skip_existing:
         planned, done = split_finished(planned, model_path)
     r = predict_height_files([i for i, _ in planned], model_path, [o for _, o in planned],
@@ -313,7 +315,8 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
                   gsd="auto", cog: bool = False, co: dict | None = None,
                   class_co: dict | None = None, overwrite: bool = False,
                   nodata: float | None = None, runner=None, workers: int | None = None,
-                  scale="percentile", bands=None, dsm=None, label: str = "predict") -> dict:
+                  scale="percentile", bands=None, dsm=None, label: str = "predict",
+                  on_file: Callable[[dict], None] | None = None) -> dict:
     """Apply a task model to every input, writing what its task writes
     (:mod:`rsgeo.infer.writers`), in one pipeline.
 
@@ -345,6 +348,9 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
         dsm: an RGB + DSM (or nDSM) model's height raster: a file, or a folder of one per
             input's file name (:mod:`rsgeo.infer.surface`: heights are never stretched).
         workers: reader threads per file (default: ``RSGEO_IO_THREADS``, else up to 8).
+        on_file: called with each file's summary (as in the result) once its outputs are
+            published, in input order, while the run goes on (a table: once it is written);
+            an error it raises stops the run (files not finished are discarded).
 
     Returns:
         ``{"files": [per-file summary], "total": {files, mpx, seconds, mpx_per_s, outputs}}``;
@@ -374,18 +380,29 @@ def predict_files(images, model_path, outputs, *, expect: str | None = None,
     _check_inputs(images, spec, dsm, model_path)
     _check_outputs(writer, outputs, overwrite, (*flat, *models))
     spec["ctx"] = OutputContext(float_co=co, co=class_co, cog=cog, overwrite=overwrite)
-    files, pipe = _run(run_future, spec, images, outputs, batch_size, workers, label)
+    files, pipe = _run(run_future, spec, images, outputs, batch_size, workers, label,
+                       None if writer.table else on_file)
     if writer.table:
-        names = [str(i[0] if isinstance(i, tuple) else i) for i in images]
-        for out in dict.fromkeys(outputs):
-            writer.write_table(out, names, overwrite)
+        _write_tables(writer, images, outputs, overwrite)
     _describe_run(files, spec, pipe)
-    seconds = time.perf_counter() - t0
+    for f in files if writer.table and on_file else ():
+        on_file(f)
+    return {"files": files, "total": _total(files, time.perf_counter() - t0)}
+
+
+def _write_tables(writer, images, outputs, overwrite: bool) -> None:
+    """A table writer's rows of every input into its output file(s)."""
+    names = [str(i[0] if isinstance(i, tuple) else i) for i in images]
+    for out in dict.fromkeys(outputs):
+        writer.write_table(out, names, overwrite)
+
+
+def _total(files: list[dict], seconds: float) -> dict:
+    """The totals of a run's per-file summaries (``seconds``: the run's wall time)."""
     mpx = sum(f["mpx"] for f in files)
-    total = {"files": len(files), "mpx": round(mpx, 3), "seconds": round(seconds, 3),
-             "mpx_per_s": float(f"{mpx / max(seconds, 1e-9):.3g}"),
-             "outputs": list(dict.fromkeys(f["output"] for f in files))}
-    return {"files": files, "total": total}
+    return {"files": len(files), "mpx": round(mpx, 3), "seconds": round(seconds, 3),
+            "mpx_per_s": float(f"{mpx / max(seconds, 1e-9):.3g}"),
+            "outputs": list(dict.fromkeys(f["output"] for f in files))}
 
 
 def _model_list(model_path, runner) -> list:
@@ -413,7 +430,8 @@ def _describe_run(files: list[dict], spec: dict, pipe) -> None:
 
 def predict_paths(images, model_path, output, *, backend: str | None = None,
                   device: str = "auto", precision: str = "fp32", tile: int | None = None,
-                  batch_size: int | None = None, skip_existing: bool = False, **kw) -> dict:
+                  batch_size: int | None = None, skip_existing: bool = False,
+                  folder: bool = False, **kw) -> dict:
     """``rsgeo predict IMAGE... -m MODEL -o OUTPUT``: plan the outputs from the model's task,
     then :func:`predict_files`.
 
@@ -424,6 +442,7 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
 
     ``skip_existing``: leave finished outputs of the same model (:func:`split_finished`)
     and predict the rest (height and segmentation; the summary's total lists ``skipped``).
+    ``folder``: OUTPUT is a folder even for one input (``-o out/``; height, segmentation).
 
     Under torchrun, height and segmentation inputs are shared among the ranks; change and
     classification (one output file) run on rank 0 only. Several height models (a list):
@@ -433,13 +452,14 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
     models = _model_list(model_path, None)
     if len(models) > 1:  # an ensemble of height models
         return predict_height_paths(images, models, output, skip_existing=skip_existing,
-                                    backend=backend, device=device, precision=precision,
-                                    tile=tile, batch_size=batch_size, label="predict", **kw)
+                                    folder=folder, backend=backend, device=device,
+                                    precision=precision, tile=tile, batch_size=batch_size,
+                                    label="predict", **kw)
     model_path = models[0]
     inputs = expand_inputs([Path(p) for p in images])
     open_each(inputs)  # before torch's import, not after it
     if len(images) == 1 and not Path(images[0]).is_dir() and not Path(output).is_dir() and \
-            Path(output).suffix.lower() not in GEOTIFF_SUFFIXES + TABLE_SUFFIXES:
+            not folder and Path(output).suffix.lower() not in GEOTIFF_SUFFIXES + TABLE_SUFFIXES:
         raise InputError("an output file of predict is a GeoTIFF raster (" + ", ".join(
             GEOTIFF_SUFFIXES) + ") or a classification table (" + ", ".join(TABLE_SUFFIXES)
             + ")", output)  # refused before the model loads
@@ -454,6 +474,9 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
         raise InputError(f"--skip-existing resumes folders of per-file outputs; a {task} model "
                          "writes one output", model_path)
     done = []
+    if folder and (task == "change" or writer.table):
+        raise InputError(f"names a folder (a trailing /), but a {task} model writes one file: "
+                         "give its name", output)
     if task == "change":
         if len(images) != 2 or any(p.is_dir() for p in images):
             raise InputError(f"holds a change model: give two image files, PRE POST (got "
@@ -463,7 +486,7 @@ def predict_paths(images, model_path, output, *, backend: str | None = None,
         items = expand_inputs(images) if first else []
         outs = [Path(output)] * len(items)
     else:
-        planned = plan_outputs(images, output, writer.suffix, opened=True)
+        planned = plan_outputs(images, output, writer.suffix, opened=True, folder=folder)
         if skip_existing:
             planned, done = split_finished(planned, model_path, task, writer.outputs)
         items, outs = [i for i, _ in planned], [o for _, o in planned]
@@ -555,12 +578,12 @@ def _check_inputs(images, spec: dict, dsm, model_path) -> None:
     spec["surface"] = surfaces_for(images, dsm, spec["kinds"], spec["meta"], model_path)
 
 
-def _run(run_future, spec: dict, images, outputs, batch_size, workers, label):
+def _run(run_future, spec: dict, images, outputs, batch_size, workers, label, on_file=None):
     """``(per-file summaries, pipeline)``; the output folders are made here, after every
     check, and removed again if the run fails before writing into them."""
     created = [d for out in dict.fromkeys(outputs) for d in make_parents(Path(out))]
     try:
-        return _sweep(run_future, spec, images, outputs, batch_size, workers, label)
+        return _sweep(run_future, spec, images, outputs, batch_size, workers, label, on_file)
     except BaseException:
         for d in reversed(created):  # folders this run made, if they stayed empty
             if d.is_dir() and not any(d.iterdir()):
@@ -568,15 +591,20 @@ def _run(run_future, spec: dict, images, outputs, batch_size, workers, label):
         raise
 
 
-def _sweep(run_future, spec: dict, images, outputs, batch_size, workers, label):
+def _sweep(run_future, spec: dict, images, outputs, batch_size, workers, label, on_file=None):
     total_tiles = [0]
     with progress(None, label) as bar:
         def on_job(job):
             total_tiles[0] += len(job.tiles)
             bar.update(total=total_tiles[0])
 
+        def on_result(f: dict) -> None:  # a published file, told at once (described first)
+            _describe_run([f], spec, pipe)
+            on_file(f)
+
         pipe = Pipeline(run_future, batch_size=batch_size, threads=workers,
-                        on_tiles=bar.advance, on_job=on_job)
+                        on_tiles=bar.advance, on_job=on_job,
+                        on_result=on_result if on_file else None)
         files = pipe.run(functools.partial(_prepare, img, out, spec)
                          for img, out in zip(images, outputs))
     return files, pipe

@@ -21,7 +21,9 @@ module adds what a model on an accelerator needs around them, so it never waits 
   its last rows, close the output and run the job's ``finish`` (warp back, statistics,
   side files) while the next files go on. A file's outputs (raster, sibling rasters, the
   side files ``finish`` writes) are published together once ``finish`` returns, or none
-  of them (:func:`rsgeo.io.atomic.all_or_nothing`).
+  of them (:func:`rsgeo.io.atomic.all_or_nothing`). ``on_result`` then gets the file's
+  result, in input order, as soon as it and every earlier file are published (a
+  ``--json`` line per file reaches a pipe while the run goes on).
 
 Failure anywhere stops every stage: files not finished are discarded (outputs are atomic),
 files already finished stay, and the first error is raised.
@@ -182,17 +184,21 @@ class Pipeline:
         depth: batches submitted ahead of the blending.
         on_tiles: called with a tile count as tiles are handed to the blending.
         on_job: called with each job once it is prepared (its tile count is known).
+        on_result: called with each file's ``finish()`` dict once its outputs are published,
+            in input order (a finisher thread, one call at a time); an error it raises stops
+            the run and is raised by :meth:`run`.
     """
 
     def __init__(self, runner, *, batch_size: int | None = None, threads: int | None = None,
                  depth: int = 2, on_tiles: Callable[[int], None] | None = None,
-                 on_job: Callable[[Job], None] | None = None):
+                 on_job: Callable[[Job], None] | None = None,
+                 on_result: Callable[[dict], None] | None = None):
         self._runner_src = runner
         self.runner = None
         self.batch_size = batch_size
         self.threads = threads
         self.depth = depth
-        self.on_tiles, self.on_job = on_tiles, on_job
+        self.on_tiles, self.on_job, self.on_result = on_tiles, on_job, on_result
         self._jobs: list[Job] = []
         self._readers: list[_Ahead] = []
 
@@ -264,6 +270,7 @@ class Pipeline:
         finisher = ThreadPoolExecutor(FINISHERS, thread_name_prefix="rsgeo-finish",
                                       initializer=gdal_env)
         state = {"error": None, "results": []}
+        state["emit"] = _InOrder(self.on_result, state) if self.on_result else None
         sink = threading.Thread(target=self._sink, args=(sinkq, finisher, state),
                                 name="rsgeo-sink", daemon=True)
         sink.start()
@@ -352,7 +359,8 @@ class Pipeline:
             k += len(wins)
             done[job.index] = done.get(job.index, 0) + len(wins)
             if done[job.index] == len(job.tiles):
-                state["results"].append(finisher.submit(_complete, job))
+                state["results"].append(finisher.submit(
+                    _complete, job, len(state["results"]), state["emit"]))
         return k
 
     # -- sink and finisher --------------------------------------------------------------
@@ -385,7 +393,30 @@ class Pipeline:
                 job.run.abort()
 
 
-def _complete(job: Job) -> dict:
+class _InOrder:
+    """``(position, result)`` of finished files -> ``callback(result)`` in position order,
+    each as soon as every earlier file's is in; one call at a time (finisher threads).
+    The callback's error goes to ``state["error"]`` (the run stops) and ends the calls."""
+
+    def __init__(self, callback: Callable[[dict], None], state: dict):
+        self._callback, self._state = callback, state
+        self._next, self._ready, self._failed = 0, {}, False
+        self._lock = threading.Lock()
+
+    def __call__(self, position: int, result: dict) -> None:
+        with self._lock:
+            self._ready[position] = result
+            while not self._failed and self._next in self._ready:
+                item = self._ready.pop(self._next)
+                self._next += 1
+                try:
+                    self._callback(item)
+                except BaseException as e:  # noqa: BLE001 - raised by Pipeline.run
+                    self._failed = True
+                    self._state["error"] = e
+
+
+def _complete(job: Job, position: int = 0, emit: _InOrder | None = None) -> dict:
     try:
         job.run.join()
         with all_or_nothing():   # the file's outputs and side files: all of them or none
@@ -396,6 +427,8 @@ def _complete(job: Job) -> dict:
         _abort(job.stack, e)
         raise
     job.stack.close()
+    if emit is not None:  # published: its result may be told
+        emit(position, result)
     return result
 
 
