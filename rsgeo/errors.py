@@ -46,6 +46,12 @@ class Terminated(KeyboardInterrupt):
     exit_code = 143
 
 
+# The one line a command stopped by a signal outside training prints, by its exit code
+# (rsgeo.cli.app.main, and the entry point for a signal during start-up: rsgeo.__main__).
+STOPPED = {143: "rsgeo: stopped by SIGTERM; unfinished outputs removed",
+           130: "rsgeo: interrupted; unfinished outputs removed"}
+
+
 class GridMismatchError(InputError):
     """Two rasters that must share a pixel grid do not."""
 

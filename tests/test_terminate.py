@@ -103,3 +103,62 @@ def test_stopped_prepare_removes_the_dataset_it_created(tmp_path, synth_city, mo
     with pytest.raises(Terminated):
         prep.prepare(from_synth_dir(synth_city.folder), tmp_path / "chips", size=64)
     assert list(tmp_path.iterdir()) == []
+
+
+# A sitecustomize that holds the start-up at its first `import typer` (the CLI's own imports,
+# before rsgeo.cli.app.main installs its handlers) until a signal comes, and says so.
+HOLD_IMPORT = '''
+import os, sys, time
+
+class Hold:
+    def find_spec(self, name, path=None, target=None):
+        if name == "typer":
+            sys.meta_path.remove(self)
+            open(os.environ["RSGEO_TEST_MARK"], "w").close()
+            time.sleep(60)             # a signal ends this, or the handler-less process
+        return None
+
+sys.meta_path.insert(0, Hold())
+'''
+
+
+def _entry(how: str) -> list[str]:
+    """``python -m rsgeo``, or what the installed ``rsgeo`` script runs ([project.scripts])."""
+    if how == "-m":
+        return ["-m", "rsgeo"]
+    import tomllib
+
+    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["rsgeo"]
+    module, func = target.split(":")
+    return ["-c", f"import sys; from {module} import {func}; sys.exit({func}())"]
+
+
+@pytest.mark.parametrize("how", ["-m", "script"])
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_start_up_exits_with_the_one_line(tmp_path, how, sig, code):
+    """A signal while the CLI is still importing (before main() installs its handlers): it
+    got Python's defaults (SIGTERM killed the process without a word, -15; Ctrl-C printed a
+    KeyboardInterrupt traceback). Now the entry point handles both from its first line."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOLD_IMPORT)
+    mark, work = tmp_path / "importing", tmp_path / "work"
+    work.mkdir()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hook), str(ROOT)]),
+               RSGEO_TEST_MARK=str(mark))
+    proc = subprocess.Popen([sys.executable, *_entry(how), "synth", "-o", "city", "--size", "96"],
+                            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        while proc.poll() is None and not mark.exists():
+            time.sleep(0.005)
+        assert mark.exists(), proc.communicate()[1]
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert err == {143: "rsgeo: stopped by SIGTERM; unfinished outputs removed\n",
+                   130: "rsgeo: interrupted; unfinished outputs removed\n"}[code]
+    assert out == "" and list(work.iterdir()) == []

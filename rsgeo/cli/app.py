@@ -29,7 +29,7 @@ import typer
 from rsgeo import __version__, progress
 from rsgeo.cli.helptext import examples, reflow
 from rsgeo.cli.options import NOT_UTF8, finite_floats, no_empty_values, shown, utf8_values
-from rsgeo.errors import RsgeoError, Terminated, first_line
+from rsgeo.errors import STOPPED, RsgeoError, Terminated, first_line
 
 app = typer.Typer(
     name="rsgeo",
@@ -189,11 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
     if state["stopped_by"] and code in (130, Terminated.exit_code):
-        if state["stopped_by"] == "SIGTERM":
-            print("rsgeo: stopped by SIGTERM; unfinished outputs removed", file=sys.stderr)
-            return Terminated.exit_code
-        print("rsgeo: interrupted; unfinished outputs removed", file=sys.stderr)
-        return 130
+        code = Terminated.exit_code if state["stopped_by"] == "SIGTERM" else 130
+        print(STOPPED[code], file=sys.stderr)
     return code
 
 
@@ -302,9 +299,15 @@ def stdout_closed(streams=("stdout",)) -> int:
 
 
 def run() -> None:
-    """Console-script entry point."""
+    """Run the CLI and exit with its code (:func:`run_code`)."""
+    sys.exit(run_code())
+
+
+def run_code() -> int:
+    """:func:`main`'s exit code, and 141 when stderr is closed too while an error line is
+    printed. The entry points (``python -m rsgeo``, the ``rsgeo`` script) are
+    :func:`rsgeo.__main__.run`, which installs the signal handlers first and calls this."""
     try:
-        code = main()
+        return main()
     except BrokenPipeError:  # stderr closed too while an error line was printed
-        code = stdout_closed(("stdout", "stderr"))
-    sys.exit(code)
+        return stdout_closed(("stdout", "stderr"))
