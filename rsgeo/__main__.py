@@ -11,7 +11,7 @@ exit 143 / 130, nothing written. Only light modules are imported before the hand
 import signal
 import sys
 
-from rsgeo.errors import STOPPED, Terminated
+from rsgeo.errors import STOPPED, Interrupted, Terminated
 
 _stopping = []  # the first signal's number: a second one while unwinding is ignored
 
@@ -20,7 +20,7 @@ def _startup_signal(signum, frame):
     if _stopping:
         return
     _stopping.append(signum)
-    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    raise Terminated if signum == signal.SIGTERM else Interrupted
 
 
 def run() -> None:

@@ -106,16 +106,18 @@ def test_stopped_prepare_removes_the_dataset_it_created(tmp_path, synth_city, mo
 
 
 # A sitecustomize that holds the start-up at its first `import typer` (the CLI's own imports,
-# before rsgeo.cli.app.main installs its handlers) until a signal comes, and says so.
+# before rsgeo.cli.app.main installs its handlers) until a signal comes, and says so. It
+# waits in code run by a string exec, as a dataclass being built during an import does:
+# a bare KeyboardInterrupt raised there made `python -m` exit by SIGINT (-2), not with 130.
 HOLD_IMPORT = '''
-import os, sys, time
+import os, sys
 
 class Hold:
     def find_spec(self, name, path=None, target=None):
         if name == "typer":
             sys.meta_path.remove(self)
             open(os.environ["RSGEO_TEST_MARK"], "w").close()
-            time.sleep(60)             # a signal ends this, or the handler-less process
+            exec("import time\\ntime.sleep(60)", {})  # a signal ends this, or the process
         return None
 
 sys.meta_path.insert(0, Hold())

@@ -29,7 +29,7 @@ import typer
 from rsgeo import __version__, progress
 from rsgeo.cli.helptext import examples, reflow
 from rsgeo.cli.options import NOT_UTF8, finite_floats, no_empty_values, shown, utf8_values
-from rsgeo.errors import STOPPED, RsgeoError, Terminated, first_line
+from rsgeo.errors import STOPPED, Interrupted, RsgeoError, Terminated, first_line
 
 app = typer.Typer(
     name="rsgeo",
@@ -105,10 +105,10 @@ def _sigterm(signum, frame):
 
 
 def _sigint(signum, frame):
-    """Ctrl-C: Python's own KeyboardInterrupt, noted so that ``main`` can say so (Typer turns
-    a KeyboardInterrupt into a silent exit 130)."""
+    """Ctrl-C -> :class:`~rsgeo.errors.Interrupted` (a KeyboardInterrupt), noted so that
+    ``main`` can say so (Typer turns a KeyboardInterrupt into a silent exit 130)."""
     state["stopped_by"] = state.get("stopped_by") or "SIGINT"
-    raise KeyboardInterrupt
+    raise Interrupted
 
 
 GLOBAL_FLAGS = re.compile(r"^(-v+|-q+|--verbose|--quiet)$")
