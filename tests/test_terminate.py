@@ -164,3 +164,42 @@ def test_a_signal_during_start_up_exits_with_the_one_line(tmp_path, how, sig, co
     assert err == {143: "rsgeo: stopped by SIGTERM; unfinished outputs removed\n",
                    130: "rsgeo: interrupted; unfinished outputs removed\n"}[code]
     assert out == "" and list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_stop_that_lands_in_a_finaliser_is_not_lost(tmp_path, cli, name, code):
+    """The signal's handler runs wherever the main thread is: inside a ``__del__`` (or a
+    weakref callback: thread pools and GDAL handles make many) its exception is printed as
+    "Exception ignored in ..." and dropped, and the command went on to publish its output
+    and exit 0. Now the dropped stop is raised again in the command's next steps."""
+    from rsgeo.cli import app as app_module
+    from rsgeo.io.atomic import atomic_path
+
+    class Finaliser:
+        def __del__(self):
+            os.kill(os.getpid(), getattr(signal, name))
+            for _ in range(100_000):  # the handler runs in here
+                pass
+
+    @app_module.app.command("_finalised", hidden=True)
+    def _finalised():
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text("half")
+            Finaliser()  # dropped at once: its __del__ runs here
+            for _ in range(200):
+                time.sleep(0.01)
+            tmp.write_text("whole")
+
+    before = signal.getsignal(signal.SIGALRM), sys.unraisablehook
+    try:
+        got, out, err = cli("_finalised")
+    finally:
+        app_module.app.registered_commands[:] = [
+            c for c in app_module.app.registered_commands if c.name != "_finalised"]
+    assert got == code, err
+    assert err.strip().splitlines() == [{143: "rsgeo: stopped by SIGTERM; unfinished outputs "
+                                               "removed",
+                                         130: "rsgeo: interrupted; unfinished outputs "
+                                              "removed"}[code]]
+    assert list(tmp_path.iterdir()) == []
+    assert (signal.getsignal(signal.SIGALRM), sys.unraisablehook) == before

@@ -13,6 +13,7 @@ the commands under a ``# lazy: keep rsgeo --help fast`` comment, so ``rsgeo --he
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import inspect
 import logging
@@ -111,6 +112,46 @@ def _sigint(signum, frame):
     raise Interrupted
 
 
+@contextlib.contextmanager
+def _lost_stops_raised_again():
+    """Raise again a stop that Python could not raise where the signal came.
+
+    A signal handler runs wherever the main thread is, a ``__del__`` or a weakref callback
+    included (the thread pools and GDAL handles of a command make plenty of them), and an
+    exception there is only printed ("Exception ignored in ...") and dropped: the command
+    carried on to its end as if never stopped (exit 0, a traceback on stderr). Here the
+    dropped stop is raised again 1 ms later (SIGALRM) in whatever runs then, as often as it
+    takes; any other such exception still goes to the usual hook. POSIX only (setitimer).
+    """
+    if not hasattr(signal, "setitimer"):
+        yield
+        return
+    hook = sys.unraisablehook
+
+    def dropped(unraisable) -> None:
+        kind = unraisable.exc_type
+        if state.get("stopped_by") and kind is not None and issubclass(kind, KeyboardInterrupt):
+            state["again"] = kind
+            signal.setitimer(signal.ITIMER_REAL, 0.001)
+        else:
+            hook(unraisable)
+
+    def again(signum, frame) -> None:
+        kind = state.pop("again", None)
+        if kind is not None:
+            raise kind
+
+    alarm = signal.signal(signal.SIGALRM, again)
+    sys.unraisablehook = dropped
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        state.pop("again", None)
+        sys.unraisablehook = hook
+        signal.signal(signal.SIGALRM, alarm if alarm is not None else signal.SIG_DFL)
+
+
 GLOBAL_FLAGS = re.compile(r"^(-v+|-q+|--verbose|--quiet)$")
 
 
@@ -179,12 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     no_empty_values(command)
     utf8_values(command)
     state["stopped_by"] = None
-    previous = {}
-    if threading.current_thread() is threading.main_thread():  # signals: main thread only
+    previous, main_thread = {}, threading.current_thread() is threading.main_thread()
+    if main_thread:  # signals: main thread only
         for sig, handler in ((signal.SIGTERM, _sigterm), (signal.SIGINT, _sigint)):
             previous[sig] = signal.signal(sig, handler)
     try:
-        code = _run(command, argv)
+        with _lost_stops_raised_again() if main_thread else contextlib.nullcontext():
+            code = _run(command, argv)
     finally:  # a test calling main() in-process gets its own handlers back
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
