@@ -203,3 +203,31 @@ def test_a_stop_that_lands_in_a_finaliser_is_not_lost(tmp_path, cli, name, code)
                                               "removed"}[code]]
     assert list(tmp_path.iterdir()) == []
     assert (signal.getsignal(signal.SIGALRM), sys.unraisablehook) == before
+
+
+@pytest.mark.parametrize("kind", ["footprints", "building-heights"])
+def test_a_stopped_model_run_removes_the_folders_it_made(tmp_path, monkeypatch, kind):
+    """footprints / building-heights with -m predict into a work folder beside the output;
+    the output's missing folders were made for it with mkdir and stayed behind, empty, when
+    the run was stopped (or failed) before the output was written."""
+    import rsgeo.damage.buildings as b
+
+    image = make_raster(tmp_path / "image.tif", np.zeros((3, 8, 8), np.uint8))
+    (tmp_path / "m.onnx").write_bytes(b"a model")
+    (tmp_path / "b.gpkg").write_bytes(b"buildings")
+
+    def predicting(image, model, dest, **kw):  # into the work folder, or a file in it
+        (Path(dest) / "half.tif" if Path(dest).is_dir() else Path(dest)).write_bytes(b"half")
+        raise Terminated
+
+    monkeypatch.setattr(b, "require_overlap", lambda *a: None)
+    monkeypatch.setattr(b, "model_buildings", predicting)
+    monkeypatch.setattr(b, "predict_height_file", predicting)
+    out = tmp_path / "new" / "deeper" / "out.gpkg"
+    with pytest.raises(Terminated):
+        if kind == "footprints":
+            b.predicted_footprints(image, tmp_path / "m.onnx", out)
+        else:
+            b.predicted_building_heights(image, tmp_path / "m.onnx", tmp_path / "b.gpkg", out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.gpkg", "image.tif", "m.onnx"]
+
