@@ -231,3 +231,51 @@ def test_a_stopped_model_run_removes_the_folders_it_made(tmp_path, monkeypatch, 
             b.predicted_building_heights(image, tmp_path / "m.onnx", tmp_path / "b.gpkg", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.gpkg", "image.tif", "m.onnx"]
 
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return kids
+
+
+@pytest.mark.slow
+def test_footprint_workers_leave_a_signal_to_the_group_to_the_main_process(tmp_path):
+    """footprints --workers regularises in spawned processes. A Ctrl-C or a scheduler's
+    SIGTERM goes to the whole process group: a worker killed by it broke the pool (a
+    traceback from the executor's thread, leaked semaphores). The workers now start with
+    both signals blocked; the main process stops and shuts them down."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("reads the workers' signal masks from /proc")
+    prob = np.zeros((2000, 2000), np.float32)
+    for r in range(0, 2000, 40):
+        prob[r + 8:r + 28] = np.where(np.arange(2000) % 40 >= 8, 0.9, 0.0)
+        prob[r + 8:r + 28, np.arange(2000) % 40 >= 28] = 0.0
+    make_raster(tmp_path / "p.tif", prob)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "rsgeo", "footprints", "p.tif", "-o", "b.gpkg",
+                             "--workers", "2"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        workers = []
+        while proc.poll() is None and not workers:
+            workers = [k for k in _children(proc.pid)
+                       if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+            time.sleep(0.005)
+        assert workers, proc.communicate()[1]
+        status = Path(f"/proc/{workers[0]}/status").read_text()
+        blocked = int(status.split("SigBlk:")[1].split()[0], 16)
+        assert blocked >> (signal.SIGINT - 1) & 1 and blocked >> (signal.SIGTERM - 1) & 1
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert err == "rsgeo: stopped by SIGTERM; unfinished outputs removed\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["p.tif"]
