@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -279,3 +280,96 @@ def test_footprint_workers_leave_a_signal_to_the_group_to_the_main_process(tmp_p
     assert proc.returncode == 143, err
     assert err == "rsgeo: stopped by SIGTERM; unfinished outputs removed\n"
     assert [p.name for p in tmp_path.iterdir()] == ["p.tif"]
+
+
+# ------------------------------------------ every output-writing command, stopped mid-run
+def _stop_in(monkeypatch, module, name: str, sig: int, at: int = 1) -> None:
+    """``module.name`` sends ``sig`` to this process on its ``at``-th call, then carries on
+    (called from a worker thread too: the main thread's handler raises where it waits)."""
+    real, calls = getattr(module, name), []
+
+    def stopping(*a, **k):
+        calls.append(1)
+        if len(calls) == at:
+            os.kill(os.getpid(), sig)
+            if threading.current_thread() is threading.main_thread():
+                time.sleep(5)  # the handler raises in here
+                raise AssertionError(f"{signal.Signals(sig).name} was not turned into a stop")
+        return real(*a, **k)
+
+    monkeypatch.setattr(module, name, stopping)
+
+
+def _heights(tmp_path, name, shift=0.0):
+    h = np.zeros((64, 64), np.float32)
+    h[8:24, 8:24], h[40:56, 30:60] = 9.0 + shift, 14.0 + shift
+    return make_raster(tmp_path / name, h, nodata=-9999)
+
+
+def _case(kind: str, tmp_path, cli) -> tuple[list, tuple]:
+    """(arguments, (module, function the stop is sent from, on which call)) for ``kind``."""
+    import rsgeo.evaluate as ev
+    import rsgeo.io.atomic as atomic
+
+    ref = _heights(tmp_path, "ref.tif")
+    if kind.startswith("evaluate"):
+        pred = _heights(tmp_path, "pred.tif", 0.5)
+        if kind == "evaluate-json":  # a stop while strips are scored on the metrics threads
+            return ["evaluate", pred, ref, "--json"], (ev, "_score_group", 1)
+        if kind == "evaluate-o":
+            return ["evaluate", pred, ref, "-o", tmp_path / "m.json"], (atomic, "publish", 1)
+        for d in ("preds", "refs"):
+            (tmp_path / d).mkdir()
+            for i in range(3):
+                _heights(tmp_path / d, f"t{i}.tif", 0.5 * (d == "preds"))
+        return (["evaluate", tmp_path / "preds", tmp_path / "refs", "--format", "csv", "-o",
+                 tmp_path / "m.csv"], (ev, "_score_group", 2))  # in the second pair
+    prob = make_raster(tmp_path / "prob.tif", (_read(ref) > 0).astype(np.float32))
+    if kind == "footprints":
+        return ["footprints", prob, "-o", tmp_path / "out" / "b.gpkg"], (atomic, "publish", 1)
+    assert cli("footprints", prob, "-o", tmp_path / "b.gpkg")[0] == 0
+    return (["building-heights", ref, "--buildings", tmp_path / "b.gpkg", "-o",
+             tmp_path / "out" / "h.gpkg"], (atomic, "publish", 1))
+
+
+def _read(path):
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("kind", ["evaluate-json", "evaluate-o", "evaluate-folder",
+                                  "footprints", "building-heights"])
+def test_a_stopped_command_exits_with_one_line_and_leaves_nothing(tmp_path, cli, monkeypatch,
+                                                                  kind, sig, code):
+    """SIGTERM / Ctrl-C while evaluate (its metrics threads scoring, or its report about to
+    be published), footprints or building-heights (the output written, about to be
+    published) works: exit 143 / 130, the one line, no output, no temporary file (none of
+    the hidden ``.NAME.tmp-*`` siblings, no ``.rsgeo-*`` work folder), no partial JSON."""
+    args, (module, name, at) = _case(kind, tmp_path, cli)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    _stop_in(monkeypatch, module, name, sig, at)
+    got, out, err = cli(*args)
+    assert got == code, err
+    assert err.strip().splitlines() == [
+        {143: "rsgeo: stopped by SIGTERM; unfinished outputs removed",
+         130: "rsgeo: interrupted; unfinished outputs removed"}[code]]
+    assert out == ""
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_export_leaves_no_model(tmp_path, cli, monkeypatch, height_bundle, sig, code):
+    """rsgeo export stopped once the ONNX file is written and checked, as it is published."""
+    import rsgeo.io.atomic as atomic
+
+    _stop_in(monkeypatch, atomic, "publish", sig)
+    got, out, err = cli("export", height_bundle, "-o", tmp_path / "models" / "h.onnx")
+    assert got == code, err
+    assert err.strip().splitlines() == [
+        {143: "rsgeo: stopped by SIGTERM; unfinished outputs removed",
+         130: "rsgeo: interrupted; unfinished outputs removed"}[code]]
+    assert out == "" and list(tmp_path.iterdir()) == []
