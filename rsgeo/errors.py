@@ -46,6 +46,25 @@ class Terminated(KeyboardInterrupt):
     exit_code = 143
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) outside training, as rsgeo's handlers raise it (exit code 130).
+
+    A subclass rather than ``KeyboardInterrupt`` itself: once a bare KeyboardInterrupt has
+    passed through code run by a string ``exec`` (a dataclass or named tuple being built
+    while a module imports), CPython ends ``python -m rsgeo`` by SIGINT (-2) instead of with
+    the 130 it returns, even though the interruption was caught; only the exact class
+    counts there.
+    """
+
+    exit_code = 130
+
+
+# The one line a command stopped by a signal outside training prints, by its exit code
+# (rsgeo.cli.app.main, and the entry point for a signal during start-up: rsgeo.__main__).
+STOPPED = {143: "rsgeo: stopped by SIGTERM; unfinished outputs removed",
+           130: "rsgeo: interrupted; unfinished outputs removed"}
+
+
 class GridMismatchError(InputError):
     """Two rasters that must share a pixel grid do not."""
 

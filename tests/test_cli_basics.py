@@ -427,7 +427,7 @@ def test_json_help_of_the_prediction_commands_says_json_lines(cli, monkeypatch):
 
 
 def test_the_installed_console_script_runs_and_passes_exit_codes(tmp_path):
-    """The ``rsgeo`` script pip installs (``rsgeo.cli.app:run``): tests/test_readme.py runs its
+    """The ``rsgeo`` script pip installs (``rsgeo.__main__:run``): tests/test_readme.py runs its
     commands in a warm process (tests/forkserver.py), so the script itself is checked here."""
     exe = Path(sys.executable).parent / "rsgeo"
     if not exe.exists():

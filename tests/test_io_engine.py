@@ -545,3 +545,53 @@ def test_default_threads_from_environment(monkeypatch):
         default_threads()
     monkeypatch.delenv("RSGEO_IO_THREADS")
     assert 1 <= default_threads() <= 8
+
+
+def test_close_never_closes_a_handle_under_a_read_it_was_not_told_of(tmp_path, monkeypatch):
+    """A stop raised in read_into between the pool's submit and the reader's bookkeeping left
+    a read that close() neither cancelled nor waited for: close() shut the handle the read
+    was decoding (evaluate over a folder, Ctrl-C: "CPLAcquireMutex: Error = 22", then a
+    segmentation fault). Now close() waits for every read under way and a read that starts
+    after it is refused without touching a handle."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import rsgeo.io.reader as reader
+    from rsgeo.errors import RsgeoError
+
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    class Handle:  # stands for a dataset handle: records a read made on a closed one
+        closed = False
+
+        def read(self, *a, **k):
+            calls.append(self.closed)
+            started.set()
+            release.wait(30)
+            calls.append(self.closed)
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(reader, "_reopen", lambda ds: (Handle(), None))
+    path = write_tiled(tmp_path / "a.tif", np.zeros((16, 16), np.float32))
+    pool = ThreadPoolExecutor(1)
+    try:
+        with rasterio.open(path) as ds:
+            rd = ParallelReader(ds, 1, pool=pool)
+            out = np.empty((1, 16, 16), np.float32)
+            running = pool.submit(rd._read, out, [1], 0, 16, 0, 16)  # not in rd._futures
+            queued = pool.submit(rd._read, out, [1], 0, 16, 0, 16)
+            started.wait(30)
+            closer = threading.Thread(target=rd.close)
+            closer.start()
+            closer.join(0.5)       # before the fix close() was done by now, the read still on
+            release.set()
+            closer.join(30)
+            assert running.result(30) is None and calls == [False, False]
+            with pytest.raises(RsgeoError, match="read after the reader was closed"):
+                queued.result(30)
+            assert calls == [False, False]  # the late read touched no handle
+    finally:
+        release.set()
+        pool.shutdown()

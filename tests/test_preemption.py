@@ -418,3 +418,52 @@ def test_resume_removes_the_temporary_files_a_kill_while_saving_left(tmp_path):
         p.write_bytes(b"partial")
     Trainer(Regressor(), Pairs(), cfg(steps=4, ckpt_every=2), run, resume=True).fit()
     assert not any(p.exists() for p in left) and all(p.exists() for p in keep)
+
+
+@pytest.mark.slow
+def test_a_signal_during_the_final_validation_of_a_resumed_run_stops_it(synth_chips, tmp_path,
+                                                                       cli, monkeypatch):
+    """A finished run resumed with its final validation still to do (a checkpoint that does
+    not record it, as those written before last_val_step was stored): a SIGTERM during that
+    validation was swallowed (StopSignals only set its flag, nobody looked again) and the
+    run exited 0. Now it exits 143 with the line, its checkpoint recording the validation
+    that finished, best.json agreeing with best.ckpt; --resume then has nothing to do."""
+    import rsgeo.finetune as ft
+    from rsgeo.tasks.bundle import load_task_model
+
+    run = tmp_path / "run"
+    args = ["finetune", synth_chips, "--task", "height", "--backbone", "vit-tiny-2", "--steps", 2,
+            "--batch-size", 2, "--crop", 32, "--val-every", 0, "-o", run]
+    code, _, err = cli(*args)
+    assert code == 0, err
+    last = run / "checkpoints" / "last.pt"
+    ckpt = torch.load(last, weights_only=False)
+    del ckpt["last_val_step"]
+    torch.save(ckpt, last)
+    vals = lambda: [r["step"] for r in read_metrics(run / "metrics.jsonl") if r.get("kind")]  # noqa: E731
+    assert vals() == [2]
+
+    real = ft.evaluate_view
+
+    def signalled(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+
+    monkeypatch.setattr(ft, "evaluate_view", signalled)
+    code, _, err = cli(*args, "--resume")
+    assert code == 143, err
+    assert err.strip().splitlines()[-1] == (
+        f"rsgeo: SIGTERM: stopped at step 2/2, saved {last} (run the same command with "
+        "--resume to continue)")
+    assert vals() == [2, 2]                          # the validation ran to its end ...
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["step"] == 2 and ckpt["last_val_step"] == 2  # ... and the checkpoint says so
+    best = json.loads((run / "best.json").read_text())
+    meta = load_task_model(run / "best.ckpt")[2]
+    assert best["step"] == meta["step"] and best["rmse"] == pytest.approx(meta["val"]["rmse"])
+    assert not [p for p in run.rglob(".*.tmp-*")]
+
+    monkeypatch.setattr(ft, "evaluate_view", real)
+    code, out, err = cli(*args, "--resume", "--json")
+    assert code == 0, err
+    assert json.loads(out)["step"] == 2 and vals() == [2, 2]  # nothing left to do

@@ -13,6 +13,7 @@ the commands under a ``# lazy: keep rsgeo --help fast`` comment, so ``rsgeo --he
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import inspect
 import logging
@@ -30,7 +31,7 @@ from rsgeo import __version__, progress
 from rsgeo.cli.helptext import examples, reflow
 from rsgeo.cli.options import (NOT_UTF8, finite_floats, no_empty_values, path_values, shown,
                                utf8_values)
-from rsgeo.errors import RsgeoError, Terminated, first_line
+from rsgeo.errors import STOPPED, Interrupted, RsgeoError, Terminated, first_line
 
 app = typer.Typer(
     name="rsgeo",
@@ -106,10 +107,50 @@ def _sigterm(signum, frame):
 
 
 def _sigint(signum, frame):
-    """Ctrl-C: Python's own KeyboardInterrupt, noted so that ``main`` can say so (Typer turns
-    a KeyboardInterrupt into a silent exit 130)."""
+    """Ctrl-C -> :class:`~rsgeo.errors.Interrupted` (a KeyboardInterrupt), noted so that
+    ``main`` can say so (Typer turns a KeyboardInterrupt into a silent exit 130)."""
     state["stopped_by"] = state.get("stopped_by") or "SIGINT"
-    raise KeyboardInterrupt
+    raise Interrupted
+
+
+@contextlib.contextmanager
+def _lost_stops_raised_again():
+    """Raise again a stop that Python could not raise where the signal came.
+
+    A signal handler runs wherever the main thread is, a ``__del__`` or a weakref callback
+    included (the thread pools and GDAL handles of a command make plenty of them), and an
+    exception there is only printed ("Exception ignored in ...") and dropped: the command
+    carried on to its end as if never stopped (exit 0, a traceback on stderr). Here the
+    dropped stop is raised again 1 ms later (SIGALRM) in whatever runs then, as often as it
+    takes; any other such exception still goes to the usual hook. POSIX only (setitimer).
+    """
+    if not hasattr(signal, "setitimer"):
+        yield
+        return
+    hook = sys.unraisablehook
+
+    def dropped(unraisable) -> None:
+        kind = unraisable.exc_type
+        if state.get("stopped_by") and kind is not None and issubclass(kind, KeyboardInterrupt):
+            state["again"] = kind
+            signal.setitimer(signal.ITIMER_REAL, 0.001)
+        else:
+            hook(unraisable)
+
+    def again(signum, frame) -> None:
+        kind = state.pop("again", None)
+        if kind is not None:
+            raise kind
+
+    alarm = signal.signal(signal.SIGALRM, again)
+    sys.unraisablehook = dropped
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        state.pop("again", None)
+        sys.unraisablehook = hook
+        signal.signal(signal.SIGALRM, alarm if alarm is not None else signal.SIG_DFL)
 
 
 GLOBAL_FLAGS = re.compile(r"^(-v+|-q+|--verbose|--quiet)$")
@@ -181,21 +222,19 @@ def main(argv: list[str] | None = None) -> int:
     utf8_values(command)
     path_values(command)
     state["stopped_by"] = None
-    previous = {}
-    if threading.current_thread() is threading.main_thread():  # signals: main thread only
+    previous, main_thread = {}, threading.current_thread() is threading.main_thread()
+    if main_thread:  # signals: main thread only
         for sig, handler in ((signal.SIGTERM, _sigterm), (signal.SIGINT, _sigint)):
             previous[sig] = signal.signal(sig, handler)
     try:
-        code = _run(command, argv)
+        with _lost_stops_raised_again() if main_thread else contextlib.nullcontext():
+            code = _run(command, argv)
     finally:  # a test calling main() in-process gets its own handlers back
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
     if state["stopped_by"] and code in (130, Terminated.exit_code):
-        if state["stopped_by"] == "SIGTERM":
-            print("rsgeo: stopped by SIGTERM; unfinished outputs removed", file=sys.stderr)
-            return Terminated.exit_code
-        print("rsgeo: interrupted; unfinished outputs removed", file=sys.stderr)
-        return 130
+        code = Terminated.exit_code if state["stopped_by"] == "SIGTERM" else 130
+        print(STOPPED[code], file=sys.stderr)
     return code
 
 
@@ -304,9 +343,15 @@ def stdout_closed(streams=("stdout",)) -> int:
 
 
 def run() -> None:
-    """Console-script entry point."""
+    """Run the CLI and exit with its code (:func:`run_code`)."""
+    sys.exit(run_code())
+
+
+def run_code() -> int:
+    """:func:`main`'s exit code, and 141 when stderr is closed too while an error line is
+    printed. The entry points (``python -m rsgeo``, the ``rsgeo`` script) are
+    :func:`rsgeo.__main__.run`, which installs the signal handlers first and calls this."""
     try:
-        code = main()
+        return main()
     except BrokenPipeError:  # stderr closed too while an error line was printed
-        code = stdout_closed(("stdout", "stderr"))
-    sys.exit(code)
+        return stdout_closed(("stdout", "stderr"))

@@ -19,7 +19,7 @@ from rsgeo.footprints import footprints
 from rsgeo.footprints.heights import building_heights
 from rsgeo.infer.predict import predict_files, predict_height_file, start_loading
 from rsgeo.infer.writers import class_names, num_classes, sibling
-from rsgeo.io.atomic import check_output
+from rsgeo.io.atomic import check_output, parents_made
 from rsgeo.io.buildings import require_overlap
 from rsgeo.io.vector import driver_for
 
@@ -73,9 +73,9 @@ def predicted_footprints(image, model, out, *, building: int | None = None,
     where the buildings came from (``buildings_from``)."""
     driver_for(out)  # refused before the model runs
     check_output(out, footprint_kw.get("overwrite", False), inputs=(image, model))
-    out_dir = Path(out).resolve().parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".rsgeo-", dir=out_dir) as work:
+    out = Path(out)  # a stop or failure removes the work folder and the folders made for out
+    with parents_made(out.resolve()), \
+            tempfile.TemporaryDirectory(prefix=".rsgeo-", dir=out.resolve().parent) as work:
         found = model_buildings(image, model, work, building=building, **(predict_kw or {}))
         summary = footprints(found["probabilities"], out, threshold=threshold, band=found["band"],
                              source=image, **footprint_kw)
@@ -93,9 +93,9 @@ def predicted_building_heights(image, model, buildings, out, *, overwrite: bool 
     driver_for(out)  # refused before the model runs
     check_output(out, overwrite, inputs=(image, buildings))
     require_overlap(buildings, image)  # so are footprints all off the image
-    out_dir = Path(out).resolve().parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".rsgeo-", dir=out_dir) as work:
+    out = Path(out)
+    with parents_made(out.resolve()), \
+            tempfile.TemporaryDirectory(prefix=".rsgeo-", dir=out.resolve().parent) as work:
         heights = Path(work) / f"{Path(image).stem}_height.tif"
         r = predict_height_file(image, model, heights, overwrite=True, **(predict_kw or {}))
         summary = building_heights(heights, buildings, out, overwrite=overwrite, **heights_kw)

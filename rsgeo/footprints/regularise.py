@@ -28,8 +28,10 @@ pixel coordinates by the ground size of a pixel first (:mod:`rsgeo.footprints.gr
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
@@ -276,6 +278,26 @@ def _fallback(poly: Polygon, simple: Polygon, min_iou: float) -> Polygon:
     return simple
 
 
+@contextlib.contextmanager
+def _signals_blocked():
+    """SIGINT and SIGTERM blocked in this thread, so in the processes it starts meanwhile.
+
+    A Ctrl-C or a scheduler's SIGTERM goes to the whole process group: a worker killed by
+    it broke the pool under the main process (a traceback from the executor's thread, then
+    leaked semaphores reported). Workers that never see the signals leave the stop to the
+    main process, which cancels what is queued and shuts them down. (A signal that comes
+    while they start is not lost: another thread takes it, or it waits until the unblock.)
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def orthogonalise_all(polys, tolerance: float, size: tuple[float, float] | None = None,
                       workers: int = 0) -> np.ndarray:
     """:func:`orthogonalise` over an array of polygons, in order (object array).
@@ -287,7 +309,9 @@ def orthogonalise_all(polys, tolerance: float, size: tuple[float, float] | None 
     if workers > 0 and len(polys) >= PARALLEL_MIN:
         chunk = max(16, len(polys) // (8 * workers))
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-            out = list(ex.map(fn, polys, chunksize=chunk))
+            with _signals_blocked():  # the workers start (in map) with the signals blocked
+                results = ex.map(fn, polys, chunksize=chunk)
+            out = list(results)
     else:
         out = [fn(p) for p in polys]
     return np.array(out + [None], dtype=object)[:-1]     # never a 2-D array of coordinates

@@ -219,6 +219,19 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False, *,
         raise
 
 
+@contextmanager
+def parents_made(path: str | os.PathLike) -> Iterator[None]:
+    """The missing parent folders of ``path`` made for the block (work files beside an
+    output, before :func:`atomic_path` writes it); when the block fails or is stopped, those
+    it made are removed again while empty."""
+    created = make_parents(Path(path))
+    try:
+        yield
+    except BaseException:
+        _remove_created(created)
+        raise
+
+
 def _remove_created(created: list[Path]) -> None:
     """Remove the folders an output created (innermost first) while they are empty."""
     for d in reversed(created):

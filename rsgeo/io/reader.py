@@ -21,7 +21,6 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -109,6 +108,9 @@ class ParallelReader:
         self._local = threading.local()
         self._handles: list = []
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when the last read ends
+        self._reading = 0                               # reads under way
+        self._closed = False
         self._pool = pool or read_pool(self.threads)
         self._futures: list[Future] = []  # this reader's reads not yet done
 
@@ -138,6 +140,10 @@ class ParallelReader:
         return list(zip(edges[:-1], edges[1:]))
 
     def _read(self, out: np.ndarray, indexes, r0: int, r1: int, c0: int, c1: int) -> None:
+        with self._lock:
+            if self._closed:  # a read close() did not know of: its handles are gone
+                raise RsgeoError("read after the reader was closed", self.path)
+            self._reading += 1
         try:
             self._handle().read(indexes, window=Window(c0, r0, c1 - c0, r1 - r0), out=out)
         except RsgeoError:
@@ -145,6 +151,10 @@ class ParallelReader:
         except Exception as e:  # noqa: BLE001 - GDAL/rasterio errors become one line
             raise InputError(f"read failed at rows {r0}-{r1}, columns {c0}-{c1} ({first_line(e)})",
                              self.path) from None
+        finally:
+            with self._lock:
+                self._reading -= 1
+                self._idle.notify_all()
 
     def read_into(self, out: np.ndarray, r0: int, r1: int, c0: int, c1: int,
                   indexes=None) -> list[Future]:
@@ -163,11 +173,18 @@ class ParallelReader:
 
     def close(self) -> None:
         # nothing of ours may run on a handle once it is closed: queued reads are cancelled
-        # (never to run), running ones waited for (a cancelled future is never "done" for
-        # futures.wait until a worker skips it: not waited on)
-        futures_wait([f for f in self._futures if not f.cancel()])
+        # or, should one have escaped self._futures (a stop raised in read_into between the
+        # pool's submit and the bookkeeping), refused when they start; running ones are
+        # waited for (counted by _read itself). Closing a handle that a read was decoding
+        # crashed the process ("CPLAcquireMutex: Error = 22", then a segmentation fault).
+        with self._lock:
+            self._closed = True
+        for f in self._futures:
+            f.cancel()
         self._futures = []
         with self._lock:
+            while self._reading:
+                self._idle.wait()
             for h in reversed(self._handles):
                 try:
                     h.close()

@@ -58,8 +58,10 @@ intra-op threads (at least 1; ``RSGEO_NUM_THREADS`` overrides), so a rank and it
 processes never ask for more cores than the process may use.
 
 Preemption (:mod:`rsgeo.train.stop`): during ``fit`` SIGTERM and SIGINT only ask the main
-process to stop; it finishes the step, saves ``checkpoints/last.pt`` and raises
-``TrainingInterrupted`` (exit 143 / 130). Under torchrun the ranks agree on the step.
+process to stop; it finishes the step (and a validation under way), saves
+``checkpoints/last.pt`` and raises ``TrainingInterrupted`` (exit 143 / 130), also when the
+signal comes during the final validation of a resumed run whose steps were all done (its
+checkpoint then records that validation). Under torchrun the ranks agree on the step.
 Resuming gives the loss curve of an uninterrupted run.
 
 ``batch_size`` is the global batch per optimiser step: each of W ranks draws
@@ -376,8 +378,13 @@ class Trainer:
                     it = None  # the stream itself ends in fit (close_loader)
                 if self.samples_done + self.micro * accum > self.sampler.per_rank:
                     self._end_epoch()
-            if self.last_val_step != self.step:  # a resumed finished run, or val_every 0
+            final = self.last_val_step != self.step  # a resumed run whose steps were all done
+            if final:
                 self.validate(t_start)
+            if stop.agreed():  # a signal after the last step's check (the validation above)
+                if final:      # the checkpoint records that it ran: --resume has nothing to do
+                    self.save()
+                self._interrupt(stop.signum)
         if last_batch is not None:
             self.write_preview(last_batch)
         wall = time.perf_counter() - t_start

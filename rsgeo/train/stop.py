@@ -31,7 +31,7 @@ import threading
 
 import torch
 
-from rsgeo.errors import RsgeoError
+from rsgeo.errors import Interrupted, RsgeoError
 from rsgeo.train import distributed as D
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -59,7 +59,7 @@ class StopSignals:
         if os.getpid() != self._pid:      # a forked DataLoader worker: ignore
             return
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt       # second Ctrl-C: stop now, without a checkpoint
+            raise Interrupted             # second Ctrl-C: stop now, without a checkpoint
         if not self.signum:
             self.signum = int(signum)
 
