@@ -130,9 +130,22 @@ def rng():
     return np.random.default_rng(0)
 
 
-# The longest files (minutes each on 2 cores) are collected first, so that under xdist's
-# --dist loadfile they run beside the many short files instead of alone at the end.
-LONGEST_FIRST = ("test_readme.py", "test_demo.py", "test_examples.py")
+# The longest files (a minute or more each on 2 cores), longest first, are collected first, so
+# that under xdist's --dist loadfile they run beside the many short files instead of alone at
+# the end (measured per file, one at a time: README commands 288 s on the slow CI machine,
+# the quick demo 179 s; then DDP, export, methods, low_label, preemption, examples, 50-115 s
+# each at load 4 on the development machine).
+LONGEST_FIRST = ("test_readme.py", "test_demo.py", "test_ddp.py", "test_export.py",
+                 "test_methods.py", "test_low_label.py", "test_preemption.py", "test_examples.py")
+
+
+def pytest_configure(config):
+    """Keep the collection order under ``--dist loadfile``: pytest-xdist (3.6 and later, by
+    default) hands out the files with the most tests first, which put the longest files,
+    all with 2-8 tests, last: ``test_readme.py`` started when the rest was done and ran
+    alone on one worker, the other idle (minutes of the run)."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects, so `-m "not realdata"` sees the marker

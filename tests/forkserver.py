@@ -2,7 +2,7 @@
 
 Importing torch, torchvision and timm takes 4-8 s on 2 cores, and ``tests/test_readme.py``
 runs about 25 commands that need them: most of its time went to imports. :func:`server`
-starts a process that imports rsgeo, torch, timm, rasterio, geopandas and onnxruntime
+starts a process that imports rsgeo, torch, timm, rasterio, geopandas, onnx and onnxruntime
 once, then forks a child for every command: the child takes the caller's stdin, stdout,
 stderr (passed over a Unix socket), working folder, environment and arguments, runs
 ``rsgeo.cli.app.main`` and reports its exit code. :func:`shim_dir` writes an ``rsgeo``
@@ -84,6 +84,7 @@ def serve(sock_path: str) -> None:
     import rsgeo  # noqa: F401 - first: it sets OpenMP's wait policy before torch loads
     import rsgeo.cli.app  # noqa: F401
     import geopandas  # noqa: F401
+    import onnx  # noqa: F401 - every command that exports or reads an .onnx model: 0.8 s each
     import onnxruntime  # noqa: F401
     import rasterio  # noqa: F401
     import timm  # noqa: F401

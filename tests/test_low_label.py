@@ -103,7 +103,9 @@ def test_pretrain_chip_and_head_steps(tmp_path):
     toy = [a for a in TOY]
     toy[toy.index("--seeds") + 1: toy.index("--seeds") + 3] = ["0"]
     toy[toy.index("--size") + 1] = "256"                         # 4 pretraining chips of 128 px
-    args = mod.parse(toy + ["--pretrain-chip", "128", "--head-steps", "1", "--work", str(tmp_path)])
+    # one job, in this process: the pool of worker processes is what the grid test runs
+    args = mod.parse(toy + ["--pretrain-chip", "128", "--head-steps", "1", "--work", str(tmp_path),
+                            "--jobs", "1"])
     rows, pre = mod.run_study(args)
     assert len(rows) == 2
     pool = json.loads((tmp_path / "pool_chips128" / "dataset.json").read_text())
