@@ -2,8 +2,11 @@
 
 ``InputError`` (exit 2) is for anything the user can fix by changing the command:
 missing or unreadable files, rasters without CRS, mismatched grids, bad options,
-existing outputs without ``--overwrite``. ``RsgeoError`` (exit 1) is for runtime
-failures. The message names the file first when there is one: ``path: problem``.
+existing outputs without ``--overwrite``, an output where the system refuses it (a
+read-only or foreign folder, an existing output that may not be replaced).
+``RsgeoError`` (exit 1) is for runtime failures, ``OutputWriteError`` among them (the disk
+filled up while writing). The message names the file first when there is one:
+``path: problem``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,13 @@ class InputError(RsgeoError):
     """Bad input or usage the user can fix (exit code 2)."""
 
     exit_code = 2
+
+
+class OutputWriteError(RsgeoError):
+    """An output could not be written: the disk is full, a file size limit or quota was
+    hit, the device failed (exit code 1: the command was right, its surroundings were not).
+    The message names the output and the OS's reason: ``out/h.tif: no space left on device
+    (write failed)``; the output was not published (an earlier one stays as it was)."""
 
 
 class OutputExistsError(InputError):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from rsgeo.data.dataset import open_chips, pooled_stats
-from rsgeo.errors import InputError
+from rsgeo.errors import InputError, OutputWriteError
 from rsgeo.methods import registry
 from rsgeo.models.backbones import check_backbone, save_encoder
 from rsgeo.train.augment import PretrainView
@@ -163,6 +163,9 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
                     "bands": bands, "modality": modality, "method": method,
                     "method_options": options, "steps": summary["step"], "dataset": label,
                     **pooled_stats(stats, modality)}
-            encoders[stem] = str(save_encoder(enc, out / f"{stem}.safetensors", meta)[0])
+            try:
+                encoders[stem] = str(save_encoder(enc, out / f"{stem}.safetensors", meta)[0])
+            except OutputWriteError as e:  # --resume of the finished run writes it again
+                raise OutputWriteError(f"{e.message}; {trainer.kept_note()}", e.path) from e
     return {**summary, "encoders": encoders, "config": train_cfg.extra, "lr": lr,
             "lr_rule": lr_rule}

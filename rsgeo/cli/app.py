@@ -286,9 +286,18 @@ def _run(command, argv: list[str]) -> int:
             where = first_line(ValueError(shown(e.object)))
             print(f"rsgeo: error: {where}: the name is {NOT_UTF8}", file=sys.stderr)
             return 2
+        if isinstance(e, OSError) and e.errno in NO_ROOM:  # a write outside the atomic outputs
+            where = f"{e.filename}: " if e.filename else ""
+            text = e.strerror or os.strerror(e.errno)
+            print(f"rsgeo: error: {where}{text[:1].lower() + text[1:]} (write failed)",
+                  file=sys.stderr)
+            return 1
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"rsgeo: error: {type(e).__name__}: {msg}", file=sys.stderr)
         return 1
+
+
+NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # as rsgeo.io.atomic (not imported here)
 
 
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE (13), as a shell reports `yes | head -1`'s yes

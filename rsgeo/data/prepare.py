@@ -31,7 +31,7 @@ from rsgeo.data.preview import save_mosaic
 from rsgeo.data.shards import ShardWriter
 from rsgeo.data.sources import SceneInput, check_source_name
 from rsgeo.data.stats import BandStats, LabelCounts
-from rsgeo.errors import InputError, first_line
+from rsgeo.errors import InputError, OutputWriteError, first_line
 from rsgeo.io.atomic import atomic_path, claim_folder
 from rsgeo.io.bands import choose_bands, open_image, parse_bands
 from rsgeo.io.buildings import footprints_outside, report_outside
@@ -137,15 +137,16 @@ def _warn_gaps(grids: list[Grid], size: int, stride: int) -> None:
 
 @contextmanager
 def _removed_on_input_error(out: Path):
-    """A dataset folder this run created is removed again when the input turns out bad or
-    the run is stopped (Ctrl-C, SIGTERM: no half dataset is left to look finished).
+    """A dataset folder this run created is removed again when the input turns out bad,
+    the run is stopped (Ctrl-C, SIGTERM: no half dataset is left to look finished) or its
+    writing failed (disk full: the space it took comes back).
 
     Other failures (a crash) leave it with its marker, so the rerun accepts it.
     """
     created = not out.exists()
     try:
         yield
-    except (InputError, KeyboardInterrupt):
+    except (InputError, OutputWriteError, KeyboardInterrupt):
         if created:
             shutil.rmtree(out, ignore_errors=True)
         raise
@@ -579,7 +580,9 @@ def _append(writers, stats, tmp_dir: Path, chip, dtypes: dict) -> int:
         if key in dtypes:
             a = stored_heights(a, dtypes[key])
         if key not in writers:
-            writers[key] = ShardWriter(tmp_dir / f"{key}.npy", a.shape, a.dtype)
+            final = tmp_dir.with_name(tmp_dir.name[1:-len(".tmp")])  # .SRC.tmp -> SRC
+            writers[key] = ShardWriter(tmp_dir / f"{key}.npy", a.shape, a.dtype,
+                                       shown=final / f"{key}.npy")
         idx = writers[key].append(a)
         if key in IMAGES or key in HEIGHTS:
             stats.setdefault(key, BandStats(a.shape[0])).add(

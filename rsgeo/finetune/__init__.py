@@ -40,7 +40,7 @@ from rsgeo.finetune.lr_decay import (check_head_steps, check_layer_decay, finetu
                                      lr_rule)
 from rsgeo.finetune.tasks import TaskModule
 from rsgeo.finetune.validate import ValSet, evaluate_view, save_val_preview
-from rsgeo.io.atomic import atomic_path
+from rsgeo.io.atomic import all_or_nothing, atomic_path
 from rsgeo.models.backbones import (check_backbone, load_encoder, resize_encoder,
                                     timm_pretrained)
 from rsgeo.models.external import BANDS, is_rsgeo_encoder, open_encoder
@@ -297,14 +297,15 @@ class BestKeeper:
                                 num_classes=self.model.num_classes)
         score = self.sign * metrics[self.spec.score]
         if score > self.score or self.metrics is None:
-            save_task_model(trainer.model.net, self.model.config,
-                            {**self.model.meta, "val": metrics, "step": trainer.step},
-                            self.out / "best.ckpt")
-            save_val_preview(trainer.model, self.cache, self.spec.name, trainer.device,
-                             self.out / "val_preview.png")
-            with atomic_path(self.out / "best.json", overwrite=True) as tmp:
-                tmp.write_text(json.dumps({"step": trainer.step, **metrics}, indent=2,
-                                          default=float))
+            with all_or_nothing():  # a failed write (disk full) keeps the previous best's three
+                save_task_model(trainer.model.net, self.model.config,
+                                {**self.model.meta, "val": metrics, "step": trainer.step},
+                                self.out / "best.ckpt")
+                save_val_preview(trainer.model, self.cache, self.spec.name, trainer.device,
+                                 self.out / "val_preview.png")
+                with atomic_path(self.out / "best.json", overwrite=True) as tmp:
+                    tmp.write_text(json.dumps({"step": trainer.step, **metrics}, indent=2,
+                                              default=float))
             self.score, self.metrics, self.step = score, metrics, trainer.step  # once saved
         return metrics
 

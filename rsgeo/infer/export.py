@@ -29,7 +29,7 @@ from rsgeo import __version__
 from rsgeo.errors import InputError, RsgeoError, first_line
 from rsgeo.infer import session
 from rsgeo.infer.onnx_trace import export_traced, trace_size
-from rsgeo.io.atomic import atomic_path, check_output
+from rsgeo.io.atomic import atomic_path, check_output, named_reason, write_problem
 from rsgeo.progress import progress
 from rsgeo.tasks import get_task
 from rsgeo.tasks.files import check_onnx_output
@@ -114,6 +114,13 @@ def export_checked(model, path: Path, inputs: list[str], shape: dict, exporter: 
     raise AssertionError("unreachable")
 
 
+def _out_of_room(e: Exception, path: Path) -> bool:
+    """The exporter failed because the output could not be written (disk full, file size
+    limit), not because of the model: no other exporter is tried, and the error names the
+    output and the OS's reason rather than the checkpoint."""
+    return bool(named_reason(e) or write_problem(path if path.exists() else path.parent))
+
+
 def _export_torchscript(model, path, inputs, shape, opset, checkpoint) -> None:
     import torch
 
@@ -122,6 +129,8 @@ def _export_torchscript(model, path, inputs, shape, opset, checkpoint) -> None:
     try:
         export_traced(model, example, inputs, path, opset)
     except Exception as e:
+        if _out_of_room(e, path):
+            raise   # the disk, not the model: atomic_path names the output and the reason
         raise RsgeoError(f"torch.onnx.export (TorchScript) failed ({type(e).__name__}: "
                          f"{first_line(e, 160)})", checkpoint) from None
 
@@ -144,6 +153,8 @@ def _export_dynamo(model, path, inputs, shape, opset, checkpoint) -> None:
                                         optimize=True, verbose=False, **kw)
         program.save(str(path))
     except Exception as e:
+        if _out_of_room(e, path):
+            raise   # the disk, not the model: atomic_path names the output and the reason
         raise RsgeoError(f"torch.onnx.export failed ({type(e).__name__}: "
                          f"{first_line(e, 160)})", checkpoint) from None
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from rsgeo.errors import InputError
+from rsgeo.io.atomic import write_work_text
 from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster
 from rsgeo.io.windows import strips
 from rsgeo.io.writer import open_output
@@ -60,8 +61,8 @@ def stack_pair(pre_path, post_path, bands: int, workdir: Path, nodata: float | N
                 for win in strips(grid.height, grid.width, 512):
                     dst.write(vrt.read(window=win), window=win)
     path = workdir / "pair.vrt"
-    path.write_text(_vrt(grid, dtype, nd, [(Path(pre_path), bands), (post_file, bands)]))
-    return path
+    return write_work_text(path, _vrt(grid, dtype, nd, [(Path(pre_path), bands),
+                                                        (post_file, bands)]))
 
 
 def _vrt(grid: Grid, dtype: str, nodata, sources: list[tuple[Path, int]]) -> str:

@@ -19,6 +19,7 @@ from xml.sax.saxutils import escape
 
 from rsgeo.errors import InputError
 from rsgeo.infer.pairs import vrt_number
+from rsgeo.io.atomic import write_work_text
 from rsgeo.io.raster import Grid, align_to, check_overlap, open_raster
 from rsgeo.io.windows import strips
 from rsgeo.io.writer import open_output
@@ -102,8 +103,7 @@ def stack_surface(image, image_nodata, dsm_path: Path, kinds: tuple[bool, ...],
             b += 1
             sources.append((image.name, b, image_nodata))
     path = workdir / "surface.vrt"
-    path.write_text(_vrt(grid, sources))
-    return path
+    return write_work_text(path, _vrt(grid, sources))
 
 
 def _vrt(grid: Grid, sources: list[tuple[str, int, float | None]]) -> str:

@@ -15,6 +15,13 @@
 - Several outputs of one run (damage-map's rasters and vectors) are published together:
   inside :func:`all_or_nothing` every :func:`atomic_path` keeps its finished temporary
   file, and all are published when the block succeeds; when it fails none is.
+- A write that failed for want of room (disk full, quota, file size limit) is reported as
+  :class:`~rsgeo.errors.OutputWriteError` naming the output and the OS's reason
+  (:func:`write_problem`), however the writer put it (GDAL, sqlite and torch say "write
+  error" or worse). A writer that swallowed such a failure (GDAL flushing at close, the
+  GeoJSON driver) is caught the same way before publishing: the finished temporary file
+  must still take one more file-system block, else it is not published. (On a disk left
+  with less than one free block by a complete write, that write is refused too.)
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from rsgeo import __version__
-from rsgeo.errors import InputError, OutputExistsError, RsgeoError, first_line
+from rsgeo.errors import (InputError, OutputExistsError, OutputWriteError, RsgeoError,
+                          first_line)
 
 _GROUP: ContextVar[list | None] = ContextVar("rsgeo_output_group", default=None)
 MARKER = ".rsgeo.json"   # {"kind": ...} in every folder rsgeo creates as an output
@@ -147,7 +155,27 @@ def make_parents(path: Path) -> list[Path]:
 
 
 def publish(tmp: Path, final: Path, overwrite: bool) -> None:
-    """Move the finished ``tmp`` onto ``final``; exclusive unless ``overwrite``."""
+    """Move the finished ``tmp`` onto ``final``; exclusive unless ``overwrite``. An OS
+    refusal is one line naming ``final`` (:func:`_publish_failed`)."""
+    try:
+        _publish(tmp, final, overwrite)
+    except OSError as e:
+        raise _publish_failed(e, final) from e
+
+
+REFUSED = {errno.EACCES, errno.EPERM, errno.EROFS}  # the system will not let us: bad input
+
+
+def _publish_failed(e: OSError, final: Path) -> RsgeoError:
+    """The one-line error for a failed rename onto ``final``: a refusal (permission, a
+    read-only or immutable file) is bad input (exit 2), anything else a write failure."""
+    if e.errno in REFUSED:
+        what = "replace the existing output" if final.exists() else "write the output here"
+        return InputError(f"cannot {what} ({e.strerror or os.strerror(e.errno)})", final)
+    return OutputWriteError(f"{reason(e)} (publishing the finished file failed)", final)
+
+
+def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
     if final.is_dir() and not final.is_symlink():
         if not tmp.is_dir():
             raise InputError("is a folder; rsgeo never replaces a folder with a file", final)
@@ -204,19 +232,103 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False, *,
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"{final}: writer produced no output")
+        problem = write_problem(tmp)   # a writer that swallowed a failed write (see above)
+        if problem:
+            raise OutputWriteError(f"{problem} (write failed)", final)
         group = _GROUP.get()
         if group is not None:   # all_or_nothing publishes it with the others
             group.append((tmp, final, overwrite, created))
             return
         publish(tmp, final, overwrite)
     except BaseException as e:
+        ours = isinstance(e, RsgeoError) or not isinstance(e, Exception)  # said, or a stop
+        problem = None if ours else write_problem(tmp if tmp.exists() else final.parent)
         remove(tmp)
         _remove_created(created)
+        if problem is None and not ours:
+            problem = named_reason(e)   # the writer removed its part-written file, and said why
+        if problem:
+            raise OutputWriteError(f"{problem} (write failed)", final) from e
         if isinstance(e, Exception) and not isinstance(e, RsgeoError) and tmp.name in str(e):
             # the user never typed the hidden temporary name: report the output they asked for
             msg = first_line(e).replace(str(tmp), str(final)).replace(tmp.name, final.name)
             raise RsgeoError(f"writing failed ({msg})", final) from e
         raise
+
+
+NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def named_reason(e: BaseException) -> str | None:
+    """The lack of room ``e`` (or an exception it was raised from) reports, in the OS's words
+    (``no space left on device``): an OSError with that errno, or a library's message quoting
+    the OS (safetensors: ``I/O error: No space left on device (os error 28)``; "file too
+    large" alone is too common a phrase to count, its errno is)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in NO_ROOM:
+            return reason(e)
+        text = str(e).lower()
+        for code in sorted(NO_ROOM):
+            said = {f"os error {code})", f"[errno {code}]"}
+            if code != errno.EFBIG:
+                said.add(os.strerror(code).lower())
+            if any(s in text for s in said):
+                return reason(OSError(code, os.strerror(code)))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def reason(e: OSError) -> str:
+    """The OS's words for ``e``, as in a sentence: ``no space left on device``."""
+    text = e.strerror or (os.strerror(e.errno) if e.errno else first_line(e))
+    return text[:1].lower() + text[1:]
+
+
+def write_problem(path: Path) -> str | None:
+    """Why writing at ``path`` fails now (``"no space left on device"``); None if it does not.
+
+    Writes one file-system block (4 KiB on most) and a byte past the end of the file
+    ``path`` (then cuts it back), or as much to a new file in the folder ``path`` (removed
+    again): enough to need a new block, so a disk that is full, a quota or a file size
+    limit that was hit fails it again and the OS names the reason, which GDAL, sqlite and
+    torch do not pass on ("write error", "unexpected pos"). Only ever called on rsgeo's own
+    temporary files and output folders.
+    """
+    try:
+        new = not path.is_file()
+        target = path / f".rsgeo-probe.tmp-{uuid.uuid4().hex[:8]}" if new else path
+        fd = os.open(target, os.O_WRONLY | (os.O_CREAT | os.O_EXCL if new else 0), 0o600)
+    except OSError:
+        return None   # no file to write (a folder gone or not ours): nothing to say
+    try:
+        end = at = os.fstat(fd).st_size
+        vfs = os.fstatvfs(fd)   # the unit space is allocated in (capped: 1 MiB)
+        data = memoryview(bytes(min(vfs.f_frsize or vfs.f_bsize or 4096, 1 << 20) + 1))
+        while data:   # a file size limit gives a short write first, then EFBIG
+            n = os.pwrite(fd, data, at)
+            if n <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            data, at = data[n:], at + n
+        os.ftruncate(fd, end)
+    except OSError as e:
+        return reason(e)
+    finally:
+        os.close(fd)
+        if new:
+            target.unlink(missing_ok=True)
+    return None
+
+
+def write_work_text(path: Path, text: str) -> Path:
+    """Write a work file (a VRT in a run's work folder) that nobody else reads while it is
+    written; a failed write (disk full) is one line naming it, not a bare OSError."""
+    try:
+        Path(path).write_text(text)
+    except OSError as e:
+        raise OutputWriteError(f"{reason(e)} (write failed)", path) from e
+    return Path(path)
 
 
 @contextmanager
@@ -248,8 +360,9 @@ def all_or_nothing() -> Iterator[None]:
     and an existing output it would have replaced stays as it was.
 
     Publishing is a rename per file. Should one of them fail (another run published the
-    same new name meanwhile), the outputs this block had already published are removed
-    again. Inside an outer block the outputs join the outer one.
+    same new name meanwhile, an existing output that may not be replaced), the outputs
+    this block had already published are removed again and those they replaced put back
+    (:func:`_keep_earlier`). Inside an outer block the outputs join the outer one.
     """
     if _GROUP.get() is not None:
         yield
@@ -263,16 +376,52 @@ def all_or_nothing() -> Iterator[None]:
         raise
     finally:
         _GROUP.reset(token)
-    published = []
+    published, kept = [], _keep_earlier(pending)
     try:
         for tmp, final, overwrite, _ in pending:
             publish(tmp, final, overwrite)
             published.append(final)
     except BaseException:
-        for final in published:
-            remove(final)
+        for final in published:   # not remove(): an earlier side file is not this run's
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final, ignore_errors=True)
+            else:
+                final.unlink(missing_ok=True)
+        for final, earlier in kept:   # --overwrite: the outputs it replaced come back
+            try:
+                if final in published:
+                    os.replace(earlier, final)
+                else:
+                    earlier.unlink()
+            except OSError:   # left under its hidden name rather than lost
+                pass
         _drop(pending)
         raise
+    for _, earlier in kept:
+        earlier.unlink(missing_ok=True)
+
+
+def _keep_earlier(pending: list) -> list[tuple[Path, Path]]:
+    """A hard link to each existing file that ``pending`` replaces (``--overwrite``), so a
+    publish failing half-way (a read-only or immutable file among them, a full disk) can
+    put every earlier output back; ``(final, link)`` pairs. A file that cannot be linked
+    (a file system without hard links, an immutable file) goes without: the rename onto it
+    is then the first to fail or succeeds like the others."""
+    kept = []
+    try:
+        for _, final, overwrite, _ in pending:
+            if overwrite and final.is_file() and not final.is_symlink():
+                link = temp_name(final)
+                try:
+                    os.link(final, link)
+                except OSError:
+                    continue
+                kept.append((final, link))
+    except BaseException:
+        for _, link in kept:
+            link.unlink(missing_ok=True)
+        raise
+    return kept
 
 
 def _drop(pending: list) -> None:
@@ -372,10 +521,16 @@ def claim_folder(out: str | os.PathLike, kind: str, *, overwrite: bool = False,
         return out
     if _occupied(out, kind):
         shutil.rmtree(out)
-    make_parents(out)
+    created = make_parents(out) + ([] if out.is_dir() else [out])
     try:  # one line and exit 2, as for file outputs (a raw OSError was an exit-1 failure)
         out.mkdir(exist_ok=True)
     except OSError as e:
+        _remove_created(created)
         raise InputError(f"cannot create the output folder ({e.strerror})", out) from None
-    write_marker(out, kind)
+    try:
+        write_marker(out, kind)
+    except OSError as e:  # a full disk: the folder this made goes again, nothing half-written
+        (out / MARKER).unlink(missing_ok=True)
+        _remove_created(created)
+        raise OutputWriteError(f"{reason(e)} (write failed)", out / MARKER) from e
     return out

@@ -115,16 +115,28 @@ def _declare_parquet_type(path: Path, geometry_type: str) -> None:
 
 @contextmanager
 def _fixed_gpkg_date():
-    """GDAL's OGR_CURRENT_DATE for the duration of one write (restored afterwards)."""
+    """GDAL options for the duration of one write (restored afterwards):
+
+    - ``OGR_CURRENT_DATE``: the GeoPackage's timestamps from ``SOURCE_DATE_EPOCH``
+      (deterministic bytes);
+    - ``OGR_SQLITE_JOURNAL=OFF``: no rollback journal beside the temporary GeoPackage, which
+      is thrown away if the write fails anyway. With one, the journal was the file that hit a
+      full disk or a file size limit, and GDAL reported the write failure as "no such table:
+      gpkg_contents" while the GeoPackage itself still took more data (so
+      :func:`~rsgeo.io.atomic.write_problem` could not name the reason); a killed run
+      left the journal behind too.
+    """
     import pyogrio
 
     stamp = datetime.fromtimestamp(int(os.environ.get("SOURCE_DATE_EPOCH", 0)), timezone.utc)
-    old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
-    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": stamp.strftime("%Y-%m-%dT%H:%M:%S.000Z")})
+    options = {"OGR_CURRENT_DATE": stamp.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+               "OGR_SQLITE_JOURNAL": "OFF"}
+    old = {k: pyogrio.get_gdal_config_option(k) for k in options}
+    pyogrio.set_gdal_config_options(options)
     try:
         yield
     finally:
-        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
+        pyogrio.set_gdal_config_options(old)
 
 
 def read_vector(path: str | os.PathLike, purpose: str = "vector file"):

@@ -15,6 +15,7 @@ with vertical panels its memory is bounded by the panel width, not the raster's 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import queue
@@ -30,8 +31,8 @@ import rasterio.shutil
 from rasterio.windows import Window
 
 from rsgeo import __version__
-from rsgeo.errors import InputError
-from rsgeo.io.atomic import atomic_path, remove, temp_name
+from rsgeo.errors import InputError, OutputWriteError, first_line
+from rsgeo.io.atomic import atomic_path, remove, temp_name, write_problem
 from rsgeo.io.buffers import ArrayPool
 from rsgeo.io.raster import Grid
 from rsgeo.io.windows import TileGrid, plan_panels
@@ -163,6 +164,7 @@ def open_output(path: str | os.PathLike, grid: Grid, *, count: int = 1, dtype: s
         work_co = {k: v for k, v in co.items() if k.upper() not in ("COMPRESS", "MAX_Z_ERROR")}
         work_co["COMPRESS"] = "ZSTD"
     profile = gtiff_profile(grid, count, dtype, nodata, work_co)
+    quiet_libtiff()
     with atomic_path(path, overwrite) as tmp:
         gtiff = temp_name(Path(path)) if cog else tmp
         try:
@@ -176,11 +178,74 @@ def open_output(path: str | os.PathLike, grid: Grid, *, count: int = 1, dtype: s
                 if units:
                     dst.units = (units,) * count
                 yield dst
+            sparse = str(profile.get("sparse_ok", "")).upper() in ("TRUE", "YES", "ON", "1")
+            check_complete(gtiff, path, sparse=sparse)
             if cog:
                 copy_to_cog(gtiff, tmp, co)
+                check_complete(tmp, path, sparse=sparse)
         finally:
             if cog:
                 remove(gtiff)
+
+
+def check_complete(written: str | os.PathLike, output: str | os.PathLike, *,
+                   sparse: bool = False) -> None:
+    """:class:`~rsgeo.errors.OutputWriteError` naming ``output`` unless the closed GeoTIFF
+    ``written`` opens and holds every block it lists, each inside the file (``sparse``:
+    ``--co SPARSE_OK=TRUE`` was given, blocks never written may be absent).
+
+    A write that fails while GDAL flushes its cache -- a tile compressed on a worker
+    thread (``NUM_THREADS``), the blocks still cached at close -- is only logged, never
+    raised: with the disk full, rasterio closed a truncated file without a word and it was
+    published as finished. Such a file lists blocks at offset 0 or past its end, or its
+    directory cannot be read. The block table costs about 20 us a block to read back.
+    """
+    size = os.path.getsize(written)
+    detail = None
+    try:
+        with rasterio.open(written) as ds:
+            for b in ds.indexes:
+                for (row, col), _ in ds.block_windows(b):
+                    at = ds.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=b)
+                    n = ds.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=b)
+                    at, n = int(at or 0), int(n or 0)
+                    if (not (at and n) and not sparse) or at + n > size:
+                        detail = f"block {row},{col} of band {b} missing"
+                        break
+                if detail:
+                    break
+    except Exception as e:  # noqa: BLE001 - a directory GDAL cannot read: the file is broken
+        detail = first_line(e, 100).replace(str(written), "").strip(": ")
+    if detail:
+        problem = write_problem(Path(written))
+        raise OutputWriteError(f"{problem} (write failed)" if problem else
+                               f"write failed: GDAL left the file incomplete ({detail})", output)
+
+
+_LIBTIFF = {"quiet": False}
+
+
+def quiet_libtiff() -> None:
+    """Stop libtiff printing its own lines on stderr (``_tiffWriteProc: No space left on
+    device.``) next to rsgeo's one-line error; kept with ``-vv`` (rsgeo at DEBUG).
+
+    GDAL takes libtiff's errors through per-file handlers, but its file I/O layer reports a
+    failed write or seek through libtiff's global handler, which prints by default. Linux
+    with a shared libtiff only (found among the process's mapped libraries); otherwise a
+    no-op. rsgeo names the OS's reason itself (:func:`~rsgeo.io.atomic.write_problem`).
+    """
+    if _LIBTIFF["quiet"] or logging.getLogger("rsgeo").isEnabledFor(logging.DEBUG):
+        return
+    _LIBTIFF["quiet"] = True
+    try:
+        import ctypes
+
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "/libtiff" in line}
+        for lib in libs:
+            ctypes.CDLL(lib).TIFFSetErrorHandler(None)
+    except (OSError, AttributeError, IndexError):
+        pass
 
 
 def create_gtiff(path, profile: dict, co: dict | None):
@@ -189,8 +254,6 @@ def create_gtiff(path, profile: dict, co: dict | None):
     GDAL only warns about an unknown value (``--co COMPRESS=NOPE``) and writes with its
     default; a user who asked for something should hear that it was not done (InputError).
     """
-    import logging
-
     class Catch(logging.Handler):
         def __init__(self):
             super().__init__(logging.DEBUG)

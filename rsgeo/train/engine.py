@@ -83,7 +83,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from rsgeo.device import resolve_device
-from rsgeo.errors import InputError, RsgeoError
+from rsgeo.errors import InputError, OutputWriteError, RsgeoError
 from rsgeo.io.atomic import remove_stale_temps
 from rsgeo.progress import progress
 from rsgeo.train import distributed as D
@@ -324,8 +324,18 @@ class Trainer:
         with torch_threads(self.threads):
             try:
                 return self._fit()
+            except OutputWriteError as e:  # a full disk mid-run: what a rerun starts from
+                raise OutputWriteError(f"{e.message}; {self.kept_note()}", e.path) from e
             finally:
                 self.close_loader()  # worker processes end with the run, also when it stops
+
+    def kept_note(self) -> str:
+        """What a run whose writing failed leaves to continue from (checkpoints are atomic:
+        a failed save leaves the previous one as it was)."""
+        if self.saved_step >= 0 and self.ckpt_path.is_file():
+            return (f"the checkpoint of step {self.saved_step} is kept as it was: with room "
+                    "again, the same command with --resume continues from it")
+        return "no checkpoint was saved yet: with room again, rerun with --overwrite"
 
     def _fit(self) -> dict:
         t_start = time.perf_counter()
