@@ -130,11 +130,10 @@ def rng():
     return np.random.default_rng(0)
 
 
-# The longest files (a minute or more each on 2 cores), longest first, are collected first, so
-# that under xdist's --dist loadfile they run beside the many short files instead of alone at
-# the end (measured per file, one at a time: README commands 288 s on the slow CI machine,
-# the quick demo 179 s; then DDP, export, methods, low_label, preemption, examples, 50-115 s
-# each at load 4 on the development machine).
+# The longest files, longest first, are collected first, so that under xdist's --dist loadfile
+# they run beside the many short files instead of alone at the end (README commands 288 s and
+# the quick demo 179 s on the slow CI machine; the others 20-100 s each, measured one file at
+# a time on the development machine at load 2-4).
 LONGEST_FIRST = ("test_readme.py", "test_demo.py", "test_ddp.py", "test_export.py",
                  "test_methods.py", "test_low_label.py", "test_preemption.py", "test_examples.py")
 
