@@ -309,3 +309,18 @@ def test_train_config_refuses_negative_learning_rate():
         with pytest.raises(InputError, match=flag):
             TrainConfig(**kw)
     TrainConfig(lr=1e-4, clip_grad=None)
+
+
+def test_published_files_get_the_umask_default_mode(tmp_path):
+    """safetensors writes its files owner-only (0600): a saved encoder came out unreadable to
+    the user's group, unlike every other output. Published files get 0666 less the umask."""
+    from rsgeo.io.atomic import _UMASK
+    from rsgeo.models.backbones import build_encoder, save_encoder
+
+    weights, sidecar = save_encoder(build_encoder("vit-tiny-2", 3, 64), tmp_path / "enc",
+                                    {"backbone": "vit-tiny-2", "in_chans": 3, "img_size": 64})
+    with atomic_path(tmp_path / "owner_only.txt") as tmp:
+        tmp.write_text("x")
+        os.chmod(tmp, 0o600)
+    for path in (weights, sidecar, tmp_path / "owner_only.txt"):
+        assert os.stat(path).st_mode & 0o777 == 0o666 & ~_UMASK, path

@@ -235,6 +235,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False, *,
         problem = write_problem(tmp)   # a writer that swallowed a failed write (see above)
         if problem:
             raise OutputWriteError(f"{problem} (write failed)", final)
+        plain_mode(tmp)
         group = _GROUP.get()
         if group is not None:   # all_or_nothing publishes it with the others
             group.append((tmp, final, overwrite, created))
@@ -254,6 +255,18 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False, *,
             msg = first_line(e).replace(str(tmp), str(final)).replace(tmp.name, final.name)
             raise RsgeoError(f"writing failed ({msg})", final) from e
         raise
+
+
+def plain_mode(tmp: Path) -> None:
+    """Give a finished file the permissions a plain ``open(path, "w")`` would (0666 less the
+    umask): some writers create theirs owner-only (safetensors: 0600), which left a
+    published encoder unreadable to the user's group, unlike every other output."""
+    if tmp.is_file() and not tmp.is_symlink():
+        os.chmod(tmp, 0o666 & ~_UMASK)
+
+
+_UMASK = os.umask(0o022)  # reading the umask means setting it: read once, at import, put back
+os.umask(_UMASK)
 
 
 NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
