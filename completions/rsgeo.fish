@@ -170,7 +170,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l compress -xa 'zstd
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l max-z-error -d 'lerc_zstd: largest height error in metres (default 0.01).'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l co -d 'GDAL creation option for raster outputs (repeatable), e.g. --co ZLEVEL'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l overwrite -d 'Replace existing outputs.'
-complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l json -d 'Print JSON Lines on stdout: one object per output file, then one with '
+complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l json -d 'Print JSON Lines on stdout: one object per input, in input order, as s'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -s m -l model -rF -d 'model.onnx, a task checkpoint (.ckpt) or a finetune run folder; severa'
@@ -193,7 +193,7 @@ complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l compress -x
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l max-z-error -d 'lerc_zstd: largest height error in metres (default 0.01).'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l co -d 'GDAL creation option for raster outputs (repeatable), e.g. --co ZLEVEL'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l overwrite -d 'Replace existing outputs.'
-complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l json -d 'Print JSON Lines on stdout: one object per output file, then one with '
+complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l json -d 'Print JSON Lines on stdout: one object per input, in input order, as s'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -l help -d 'Show this message and exit.'
 complete -c rsgeo -n '__fish_seen_subcommand_from predict-height' -F
 complete -c rsgeo -n '__fish_seen_subcommand_from prepare' -s o -l output -rF -d 'Chip dataset folder (created if missing; a new --source is appended to'

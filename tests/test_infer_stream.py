@@ -677,6 +677,54 @@ def test_cli_json_lines_reach_stdout_file_by_file(tmp_path, cli, monkeypatch):
     assert [Path_name(x["output"]) for x in lines[:3]] == [f"t{k}_height.tif" for k in range(3)]
 
 
+@pytest.mark.parametrize("command", ["predict-height", "predict"])
+def test_cli_json_lines_come_in_argument_order_each_naming_its_input(tmp_path, cli,
+                                                                      monkeypatch, command):
+    """`rsgeo predict A B C D -o out/ --json | jq`: files of different sizes overlap in the
+    pipeline and are finished by several threads, so a later, smaller file can be published
+    before an earlier one; its line still waits for the earlier ones (argument order, not
+    name or finish order), and every line names its ``input`` and its ``output``."""
+    import threading
+
+    import rsgeo.infer.predict as predict
+    from rsgeo.infer.writers import HeightWriter
+
+    monkeypatch.setattr(predict, "start_loading", _fake_loading)
+    sizes = {"c": (150, 170), "a": (40, 50), "d": (64, 64), "b": (130, 97)}  # argument order
+    srcs = [rgb(tmp_path / f"{n}.tif", *hw, seed=k) for k, (n, hw) in enumerate(sizes.items())]
+    summary, done, lock, seen = HeightWriter.summary, set(), threading.Lock(), {}
+
+    def first_finishes_last(self, path, sink):  # c's statistics wait for the 3 others'
+        name = Path_name(path)
+        if name == "c_height.tif":
+            seen["others_first"] = _wait_until(lambda: len(done) == 3)
+        r = summary(self, path, sink)
+        with lock:
+            done.add(name)
+        return r
+
+    monkeypatch.setattr(HeightWriter, "summary", first_finishes_last)
+    code, out, err = cli(command, *srcs, "-m", tmp_path / "m.ckpt", "-o", tmp_path / "out",
+                         "--json", "--batch-size", "2")
+    assert code == 0, err
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert seen["others_first"]  # published out of order ...
+    assert [x["input"] for x in lines[:-1]] == [str(s) for s in srcs]  # ... told in order
+    assert [x["output"] for x in lines[:-1]] == [str(tmp_path / "out" / f"{n}_height.tif")
+                                                 for n in sizes]
+    assert lines[-1]["total"] is True and lines[-1]["files"] == 4
+
+
+def _wait_until(cond, limit: float = 20.0) -> bool:
+    """Whether ``cond()`` came true within ``limit`` seconds (polled; no timing asserted)."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return cond()
+
+
 def test_cli_output_with_a_trailing_slash_is_a_folder_for_one_input(tmp_path, cli,
                                                                     monkeypatch):
     """`-o out/` for one input: the user typed a folder; it was refused (not a .tif name),

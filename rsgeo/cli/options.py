@@ -8,7 +8,7 @@ Options (``Annotated`` aliases to use as parameter types):
 - ``Nodata``       ``--nodata V``             override the input's nodata value (``nan`` ok)
 - ``Device``       ``--device cpu|cuda|auto`` where models run
 - ``Json``         ``--json``                 machine-readable summary on stdout
-- ``JsonLines``    ``--json``                 predict/predict-height: one JSON line per file + totals
+- ``JsonLines``    ``--json``                 predict/predict-height: one JSON line per input, in order, + totals
 - ``Seed``         ``--seed N``               random seed (runs are deterministic for a seed)
 - ``Workers``      ``--workers N``            parallel workers (0 = in the main process)
 - ``Cog``          ``--cog``                  copy raster outputs to Cloud Optimized GeoTIFF
@@ -137,8 +137,11 @@ Device = Annotated[
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
 JsonLines = Annotated[bool, typer.Option(
-    "--json", help="Print JSON Lines on stdout: one object per output file, then one with "
-                   "the totals (\"total\": true); read with e.g. `jq` or `json.tool --json-lines`.")]
+    "--json", help="Print JSON Lines on stdout: one object per input, in input order, as "
+                   "soon as its outputs are written, each naming its `input` (change: PRE, and "
+                   "POST as `post`) and `output`, with seconds, mpx, mpx_per_s, tiles, task, "
+                   "device, backend and the task's results; then one with the totals "
+                   "(\"total\": true); read with e.g. `jq` or `json.tool --json-lines`.")]
 SEED_MAX = 2**32 - 1  # numpy's np.random.seed (pretrain) takes [0, 2**32)
 Seed = Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="Random seed.")]
 Workers = Annotated[int, typer.Option("--workers", min=0, help="Parallel workers.")]
