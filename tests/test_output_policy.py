@@ -291,6 +291,28 @@ def test_vector_formats_keep_their_crs_and_layer_name_and_shapefiles_are_refused
     assert not list(tmp_path.glob("*b.*shp")) and not list(tmp_path.glob(".*"))
 
 
+def test_every_vector_extension_the_readme_lists_is_written_and_shapefiles_are_read(tmp_path):
+    """README: outputs .gpkg, .geojson or .json, .geojsonl or .geojsons (GeoJSON sequence,
+    always in EPSG:4326, to 7 decimals: about 1 cm), .parquet, .fgb (:data:`rsgeo.io.vector.DRIVERS`); inputs (--buildings,
+    footprints) in any OGR format, a Shapefile included, or GeoParquet named .parquet."""
+    import geopandas as gpd
+    import shapely
+
+    from rsgeo.io.vector import DRIVERS, read_vector, write_vector
+
+    g = gpd.GeoDataFrame({"height_median_m": [1.0]}, geometry=[shapely.box(500, 4800, 510, 4810)],
+                         crs=32631)
+    for ext, driver in DRIVERS.items():
+        back = read_vector(write_vector(g, tmp_path / f"b{ext}"))
+        seq = driver == "GeoJSONSeq"
+        assert back.crs.to_epsg() == (4326 if seq else 32631), ext
+        assert back.to_crs(32631).geometry[0].equals_exact(g.geometry[0], 0.02 if seq else 1e-6)
+    with pytest.raises(InputError, match="unknown vector format .gml; use one of .gpkg"):
+        write_vector(g, tmp_path / "b.gml")
+    g.to_file(tmp_path / "in.shp", engine="pyogrio")  # a user's Shapefile, as input
+    assert read_vector(tmp_path / "in.shp").crs.to_epsg() == 32631
+
+
 @pytest.mark.parametrize("args, flag", [
     (("synth", "-o", "{tmp}/s", "--size", "100000"), "--size"),
     (("synth", "-o", "{tmp}/s", "--gsd", "0.0001"), "--gsd"),

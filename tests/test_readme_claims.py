@@ -699,3 +699,43 @@ def test_contributing_fixtures_and_markers():
     declared = set(re.findall(r"^\s*\"(\w+):", toml.split("markers = [")[1].split("]")[0], re.MULTILINE))
     assert markers == declared
     assert {m for m in shared if m in markers} == markers
+
+
+# ---- vector formats ----------------------------------------------------------------------
+
+# a list of extensions: `.a`, `.b` or `.c` (a note in parentheses may follow an item)
+_EXT = r"`?(?<![\w.])\.[a-z]+\b`?"
+EXT_LIST = re.compile(rf"{_EXT}(?:\s*\([^()]*\))?(?:\s*(?:,|/|\bor\b|\band\b)\s*{_EXT}"
+                      rf"(?:\s*\([^()]*\))?)+")
+
+
+def extension_lists(text: str) -> list[tuple[str, set[str]]]:
+    """``(the list as written, its extensions)`` of every list of two or more extensions in
+    ``text`` that names ``.fgb`` or ``.gpkg`` (the vector formats)."""
+    out = []
+    for m in EXT_LIST.finditer(flat(text)):
+        exts = set(re.findall(r"(?<![\w.])(\.[a-z]+)\b", re.sub(r"\([^()]*\)", "", m.group())))
+        if exts & {".fgb", ".gpkg"}:
+            out.append((m.group(), exts))
+    return out
+
+
+def help_texts() -> list[str]:
+    """Every command's help and every option's help."""
+    return [t for c in commands().values()
+            for t in (c.help, *(getattr(p, "help", None) for p in c.params)) if t]
+
+
+def test_vector_format_lists_are_the_writers_tables():
+    """Every list of vector formats in README.md and in ``--help`` is the vector writer's
+    extension table (``rsgeo.io.vector.DRIVERS``: footprints, building-heights,
+    damage-map --footprints) or the classification table writer's (``TABLE_SUFFIXES``)."""
+    vector = set(constant("rsgeo/io/vector.py", "DRIVERS"))
+    tables = set(constant("rsgeo/infer/writers.py", "TABLE_SUFFIXES"))
+    lists = extension_lists(README) + [x for t in help_texts() for x in extension_lists(t)]
+    bad = [f"{said!r}: {sorted(exts)} is neither {sorted(vector)} (vector writer) nor "
+           f"{sorted(tables)} (classification tables)"
+           for said, exts in lists if exts not in (vector, tables)]
+    assert not bad, "\n".join(bad)
+    said = [exts for _, exts in extension_lists(README)]  # the extractor sees them
+    assert said.count(vector) >= 2 and said.count(tables) >= 1, said

@@ -26,9 +26,10 @@ class OutCrs(str, Enum):
 def building_heights_cmd(
     heights: Annotated[Path, typer.Argument(help="Heights above ground (m): an nDSM or predict-height's output; with --dtm a DSM; with -m an image.")],
     buildings: Annotated[Path, typer.Option(
-        "--buildings", help="Building polygons (any OGR format or GeoParquet, with a CRS).")],
-    output: output_option("The polygons with their heights, to write: .gpkg, .geojson, "
-                          ".parquet or .fgb.", FILE),
+        "--buildings", help="Building polygons (any OGR format, .shp included, or GeoParquet named .parquet; with a CRS).")],
+    output: output_option("The polygons with their heights, to write: .gpkg, .geojson or "
+                          ".json, .geojsonl or .geojsons (GeoJSON sequence), .parquet or "
+                          ".fgb.", FILE),
     dtm: Annotated[Optional[Path], typer.Option(
         "--dtm", help="Terrain model (m): HEIGHTS is a DSM; the DTM is subtracted.")] = None,
     model: Annotated[Optional[list[Path]], typer.Option(
@@ -49,7 +50,7 @@ def building_heights_cmd(
     """Measure every building of --buildings on a height raster and write the polygons with
     height_m (95th percentile of the pixels inside: a robust maximum), height_median_m,
     height_mean_m, volume_m3, measured_px and coverage (inside, partly outside, outside, no
-    valid pixel) into OUTPUT (.gpkg, .geojson, .parquet, .fgb), in the footprints' CRS
+    valid pixel) into OUTPUT (its format by its extension), in the footprints' CRS
     (--crs raster: the height raster's).
 
     With -m MODEL, HEIGHTS is an image: predict-height runs first (its heights go to a

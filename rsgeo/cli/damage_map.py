@@ -32,7 +32,8 @@ def damage_map_cmd(
                           "<PRE stem>_damage.tif in the current folder).", FILE, optional=True) = None,
     footprints: Annotated[Optional[Path], typer.Option(
         "--footprints", metavar=FILE, help="Output vectors of the damaged buildings or regions (.gpkg, "
-                             ".geojson, .parquet, .fgb); default: OUTPUT with .gpkg. (Input "
+                             ".geojson or .json, .geojsonl or .geojsons (GeoJSON sequence), "
+                             ".parquet or .fgb); default: OUTPUT with .gpkg. (Input "
                              "building polygons: --buildings.)")] = None,
     model: Annotated[Optional[list[str]], typer.Option(
         "-m", "--model", help="Height model for image inputs (or env RSGEO_MODEL); several "
@@ -45,7 +46,7 @@ def damage_map_cmd(
     max_height: Annotated[float, typer.Option(
         "--max-height", metavar="M", help="Refuse heights above this (m).")] = 1000.0,
     buildings: Annotated[Optional[Path], typer.Option(
-        "--buildings", help="Input pre-event building polygons: one output record per building.")] = None,
+        "--buildings", help="Input pre-event building polygons (any OGR format, .shp included, or GeoParquet named .parquet): one output record per building.")] = None,
     buildings_model: Annotated[Optional[Path], typer.Option(
         "--buildings-model", help="Segmentation model: grade the buildings it finds on the PRE image (instead of --buildings).")] = None,
     event: Annotated[Event, typer.Option("--event", help="Threshold preset: earthquake 3 m, wildfire 1 m.")] = Event.earthquake,

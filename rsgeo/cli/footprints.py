@@ -21,7 +21,8 @@ from rsgeo.jsonout import dumps
     'rsgeo footprints ortho.tif -m seg.onnx --min-area 10 -o buildings.gpkg'))
 def footprints_cmd(
     raster: Annotated[Path, typer.Argument(help="Building probability (float 0..1), class or 0/1 mask raster; with -m an image.")],
-    output: output_option("Building polygons to write: .gpkg, .geojson, .parquet or .fgb.", FILE),
+    output: output_option("Building polygons to write: .gpkg, .geojson or .json, "
+                          ".geojsonl or .geojsons (GeoJSON sequence), .parquet or .fgb.", FILE),
     model: Annotated[Optional[Path], typer.Option(
         "-m", "--model", help="Segmentation model (.onnx, .ckpt or finetune run folder): RASTER is an image, buildings are its building class (the class named building, or --class ID).")] = None,
     threshold: Annotated[float, typer.Option("--threshold", help="Probability rasters: building where >= this.")] = 0.5,
@@ -44,7 +45,7 @@ def footprints_cmd(
     overwrite: Overwrite = False,
 ):
     """Trace one polygon per building (id, area_m2, pixels, score = mean probability;
-    with --heights also height_m, height_median_m, height_mean_m, volume_m3) into OUTPUT (.gpkg, .geojson, .parquet, .fgb), in the
+    with --heights also height_m, height_median_m, height_mean_m, volume_m3) into OUTPUT (its format by its extension), in the
     raster's CRS.
 
     Float rasters are probabilities (building where >= --threshold); with --class, the

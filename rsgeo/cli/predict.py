@@ -51,7 +51,7 @@ def predict_cmd(
 
     change: two images PRE POST (POST resampled onto PRE's grid when they differ): a uint8 change mask (1 change, 0 none, 255 nodata) and <stem>_probability.tif.
 
-    classification: a table (.csv with WKT geometry, or .parquet/.gpkg/.geojson/.fgb) with one row per tile (per input with --per-input): footprint, class, class_name, probability, p_<class>.
+    classification: a table (.csv (geometry as WKT), .parquet, .gpkg, .geojson or .fgb) with one row per tile (per input with --per-input): footprint, class, class_name, probability, p_<class>.
 
     --compress/--max-z-error apply to float rasters, --co to every raster.
     """

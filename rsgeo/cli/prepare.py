@@ -45,7 +45,7 @@ def prepare_cmd(
     ndsm: Annotated[Optional[Path], typer.Option("--ndsm", help="Height above ground (m).")] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Land-cover class raster.")] = None,
     change: Annotated[Optional[Path], typer.Option("--change", help="Building change mask.")] = None,
-    footprints: Annotated[Optional[Path], typer.Option("--footprints", help="Input building polygons (any OGR format), rasterised into a buildings chip band.")] = None,
+    footprints: Annotated[Optional[Path], typer.Option("--footprints", help="Input building polygons (any OGR format, or GeoParquet named .parquet), rasterised into a buildings chip band.")] = None,
     source: Annotated[Optional[str], typer.Option("--source", help="Source name (city); default: the RGB stem.")] = None,
     pairs: Annotated[Optional[Path], typer.Option("--pairs", help="CSV/YAML, one row per scene.")] = None,
     size: Annotated[int, typer.Option("--size", help="Chip size px (multiple of 32).")] = 224,

@@ -55,7 +55,7 @@ def building_heights(heights: str | os.PathLike, buildings: str | os.PathLike,
             (resampled bilinear onto its grid when needed) is subtracted.
         buildings: polygons in any OGR format or GeoParquet, with a CRS (measured
             reprojected onto the raster's CRS).
-        out: vector file, format by extension (.gpkg, .geojson, .parquet, .fgb).
+        out: vector file, format by extension (:data:`rsgeo.io.vector.DRIVERS`).
         prefix: prepended to the new column names (for files that already hold a
             ``height_m``, e.g. reference heights to compare with).
         compare: a numeric column of ``buildings`` holding reference heights in metres
