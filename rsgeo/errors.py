@@ -11,7 +11,12 @@ filled up while writing). The message names the file first when there is one:
 
 from __future__ import annotations
 
+import errno
 import os
+
+#: the OS's errors for a write that found no room: disk full, file size limit, quota
+#: (rsgeo.io.atomic names them as OutputWriteError; rsgeo.cli.app as one line, exit 1)
+NO_ROOM = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 class RsgeoError(Exception):

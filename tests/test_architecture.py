@@ -229,3 +229,17 @@ def test_imports_follow_the_layers_in_contributing():
                 bad.append(f"{_where(m, line)} {m.name} (layer {level[src] + 1}: {src}) imports "
                            f"{target} (layer {level[dst] + 1}: {dst})")
     assert not bad, "imports against the layers in CONTRIBUTING.md:\n" + "\n".join(bad)
+
+
+def test_the_no_room_errnos_are_defined_once():
+    """Which OS errors mean "no room to write" (disk full, file size limit, quota): the CLI
+    kept a copy of rsgeo.io.atomic's set so as not to import it at start-up, and the two
+    could drift; both now take rsgeo.errors' (light: no rasterio, no torch)."""
+    def names(node) -> list:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) else [])
+        return [getattr(t, "id", None) for t in targets]
+
+    defined = [m.name for m in MODS.values() for node in m.tree.body if "NO_ROOM" in names(node)]
+    assert defined == ["rsgeo.errors"], defined
+    assert {"rsgeo.errors"} <= MODS["rsgeo.cli.app"].top & MODS["rsgeo.io.atomic"].top

@@ -31,7 +31,8 @@ from rsgeo import __version__, progress
 from rsgeo.cli.helptext import examples, reflow
 from rsgeo.cli.options import (NOT_UTF8, finite_floats, no_empty_values, path_values, shown,
                                utf8_values)
-from rsgeo.errors import STOPPED, Interrupted, RsgeoError, Terminated, first_line
+from rsgeo.errors import (NO_ROOM, STOPPED, Interrupted, RsgeoError, Terminated,
+                          first_line)
 
 app = typer.Typer(
     name="rsgeo",
@@ -295,9 +296,6 @@ def _run(command, argv: list[str]) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"rsgeo: error: {type(e).__name__}: {msg}", file=sys.stderr)
         return 1
-
-
-NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # as rsgeo.io.atomic (not imported here)
 
 
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE (13), as a shell reports `yes | head -1`'s yes

@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from rsgeo import __version__
-from rsgeo.errors import (InputError, OutputExistsError, OutputWriteError, RsgeoError,
-                          first_line)
+from rsgeo.errors import (NO_ROOM, InputError, OutputExistsError, OutputWriteError,
+                          RsgeoError, first_line)
 
 _GROUP: ContextVar[list | None] = ContextVar("rsgeo_output_group", default=None)
 MARKER = ".rsgeo.json"   # {"kind": ...} in every folder rsgeo creates as an output
@@ -268,8 +268,6 @@ def plain_mode(tmp: Path) -> None:
 _UMASK = os.umask(0o022)  # reading the umask means setting it: read once, at import, put back
 os.umask(_UMASK)
 
-
-NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def named_reason(e: BaseException) -> str | None:
