@@ -715,6 +715,28 @@ def test_cli_json_lines_come_in_argument_order_each_naming_its_input(tmp_path, c
     assert lines[-1]["total"] is True and lines[-1]["files"] == 4
 
 
+def test_predict_and_predict_height_print_a_height_model_s_files_alike(tmp_path, cli,
+                                                                      monkeypatch):
+    """`predict -m height.onnx` is `predict-height`: the same line per file in words (each
+    command had its own, in another order), the same totals; speeds and times aside."""
+    import re
+
+    import rsgeo.infer.predict as predict
+
+    monkeypatch.setattr(predict, "start_loading", _fake_loading)
+    srcs = [rgb(tmp_path / f"t{k}.tif", 60 + 40 * k, 70, seed=k) for k in range(2)]
+    said = {}
+    for command in ("predict", "predict-height"):
+        code, out, err = cli(command, *srcs, "-m", tmp_path / "m.ckpt", "-o",
+                             tmp_path / command)
+        assert code == 0, err
+        said[command] = re.sub(r"[\d.]+ (Mpx/s|s\b)", r"N \1",
+                               out.replace(str(tmp_path / command), "OUT")).splitlines()
+    assert said["predict"] == said["predict-height"]
+    assert said["predict"][0].startswith("OUT/t0_height.tif: heights min ")
+    assert said["predict"][0].endswith(" m (N Mpx/s, 2 tiles, torch on cpu)")
+
+
 def _wait_until(cond, limit: float = 20.0) -> bool:
     """Whether ``cond()`` came true within ``limit`` seconds (polled; no timing asserted)."""
     import time

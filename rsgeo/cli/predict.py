@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Callable
 
 import typer
 
@@ -55,23 +55,35 @@ def predict_cmd(
 
     --compress/--max-z-error apply to float rasters, --co to every raster.
     """
-    # lazy: keep rsgeo --help fast
-    from rsgeo.infer.predict import predict_paths
-    from rsgeo.io.writer import height_co
+    from rsgeo.infer.predict import predict_paths  # lazy: keep rsgeo --help fast
+
+    run_prediction(ctx, predict_paths, images, model, output, tiling=tiling, compute=compute,
+                   out=out, json_out=json_out, cog=cog, scale=scale, nodata=nodata,
+                   bands=bands, dsm=dsm, skip_existing=skip_existing,
+                   class_co=out.creation_options, options={
+                       "probabilities": probabilities, "threshold": threshold,
+                       "per_input": per_input})
+
+
+def run_prediction(ctx: typer.Context, paths: Callable[..., dict], images, model, output, *,
+                   tiling: Tiling, compute: Compute, out: RasterOutput, json_out: bool,
+                   **kw) -> None:
+    """What ``predict`` and ``predict-height`` do with their options: call ``paths``
+    (:func:`rsgeo.infer.predict.predict_paths` or ``predict_height_paths``) with the option
+    groups as the library's arguments (``kw``: the other options, as they are), print each
+    file's line as soon as it is published (JSON, or :func:`_human`'s words), then the
+    totals (:func:`echo_total`)."""
+    from rsgeo.io.writer import height_co  # lazy: keep rsgeo --help fast
 
     def echo_file(f: dict) -> None:  # as soon as the file is published (pipelines read on)
         typer.echo(json.dumps(f) if json_out else f"{f['output']}: {_human(f)} "
                    f"({f['mpx_per_s']:.1f} Mpx/s, {plural(f['tiles'], 'tile')}, {f['backend']} "
                    f"on {f['device']})")
 
-    r = predict_paths(
-        images, model, output, options={"probabilities": probabilities, "threshold": threshold,
-                                        "per_input": per_input},
-        **tiling.kwargs(), device=compute.device.value, precision=compute.precision.value,
-        cog=cog, overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands, dsm=dsm,
-        co=height_co(out.codec, out.max_z_error, out.creation_options),
-        class_co=out.creation_options, skip_existing=skip_existing, on_file=echo_file,
-        folder=as_folder(ctx, "output"))
+    r = paths(images, model, output, **tiling.kwargs(), device=compute.device.value,
+              precision=compute.precision.value, overwrite=out.overwrite,
+              co=height_co(out.codec, out.max_z_error, out.creation_options),
+              on_file=echo_file, folder=as_folder(ctx, "output"), **kw)
     echo_total(r["total"], json_out)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,9 +10,9 @@ import typer
 from rsgeo.cli.app import app
 from rsgeo.cli.helptext import examples
 from rsgeo.cli.options import (FILE_OR_DIR, Bands, Cog, Compute, JsonLines, MaxPixels, Nodata,
-                               RasterOutput, Scale, SkipExisting, Surface, Tiling, as_folder,
-                               in_panel, output_option, plural, with_groups)
-from rsgeo.cli.predict import echo_total
+                               RasterOutput, Scale, SkipExisting, Surface, Tiling, in_panel,
+                               output_option, with_groups)
+from rsgeo.cli.predict import run_prediction
 
 
 @app.command("predict-height", epilog=examples(
@@ -50,20 +49,8 @@ def predict_height_cmd(
     and a last line with the totals ("total": true). Several --model (e.g. seeds of one
     recipe) run as one ensemble: each model sees every tile, the heights are averaged.
     """
-    # lazy: keep rsgeo --help fast
-    from rsgeo.infer.predict import predict_height_paths
-    from rsgeo.io.writer import height_co
+    from rsgeo.infer.predict import predict_height_paths  # lazy: keep rsgeo --help fast
 
-    def echo_file(f: dict) -> None:  # as soon as the file is published (pipelines read on)
-        typer.echo(json.dumps(f) if json_out else
-                   f"{f['output']}: {f['mpx_per_s']:.1f} Mpx/s, heights min "
-                   f"{f['height_min']} / median {f['height_median']} / max {f['height_max']} m"
-                   f" ({plural(f['tiles'], 'tile')}, {f['backend']} on {f['device']})")
-
-    r = predict_height_paths(
-        images, model, output, skip_existing=skip_existing, **tiling.kwargs(),
-        device=compute.device.value, precision=compute.precision.value, cog=cog,
-        overwrite=out.overwrite, scale=scale, nodata=nodata, bands=bands, dsm=dsm,
-        co=height_co(out.codec, out.max_z_error, out.creation_options), on_file=echo_file,
-        folder=as_folder(ctx, "output"))
-    echo_total(r["total"], json_out)
+    run_prediction(ctx, predict_height_paths, images, model, output, tiling=tiling,
+                   compute=compute, out=out, json_out=json_out, cog=cog, scale=scale,
+                   nodata=nodata, bands=bands, dsm=dsm, skip_existing=skip_existing)
