@@ -30,7 +30,7 @@ from rsgeo.finetune import finetune
 from rsgeo.footprints.heights import building_heights
 from rsgeo.infer.export import export_onnx
 from rsgeo.infer.predict import load_model, predict_height_file
-from rsgeo.io.atomic import all_or_nothing, atomic_path, claim_folder
+from rsgeo.io.atomic import all_or_nothing, atomic_path, claim_folder, replacing
 from rsgeo.jsonout import dumps
 from rsgeo.metrics.counts import precision_recall_f1
 from rsgeo.metrics.height import HeightAccumulator
@@ -99,6 +99,13 @@ def run_demo(out, quick: bool = False, device: str = "auto", seed: int = 0,
     (steps, batch, labels, seed and the FINETUNE recipe) and scores it on the same held-out city."""
     p = demo_sizes(quick, device)  # --device cuda without CUDA: refused before anything is written
     out = claim_folder(out, "demo", overwrite=overwrite)
+    with replacing(out):  # --overwrite: the earlier demo folder comes back if this one fails
+        return demo_steps(out, p, quick, device, seed, log)
+
+
+def demo_steps(out: Path, p: dict, quick: bool, device: str, seed: int, log) -> dict:
+    """Every step of :func:`run_demo` into the claimed folder ``out`` with the sizes ``p``
+    (:func:`demo_sizes`); returns the summary."""
     step = Steps(log, total=11 if p["baseline"] else 9)
     test = step("synth city", lambda: synth_cities(out, p, seed))
     chips = out / "chips"

@@ -84,7 +84,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from rsgeo.device import resolve_device
 from rsgeo.errors import InputError, OutputWriteError, RsgeoError
-from rsgeo.io.atomic import remove_stale_temps
+from rsgeo.io.atomic import keep_new, remove_stale_temps
 from rsgeo.progress import progress
 from rsgeo.train import distributed as D
 from rsgeo.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -206,6 +206,7 @@ class Trainer:
     def save(self) -> None:
         if self.info.is_main:
             save_checkpoint(self.ckpt_path, **self.state_dict())
+            keep_new(self.out_dir)  # --overwrite: the earlier run goes once this one can resume
         self.saved_step = self.step
         D.barrier()
 
