@@ -30,7 +30,7 @@ from rsgeo.finetune import finetune
 from rsgeo.footprints.heights import building_heights
 from rsgeo.infer.export import export_onnx
 from rsgeo.infer.predict import load_model, predict_height_file
-from rsgeo.io.atomic import claim_folder
+from rsgeo.io.atomic import all_or_nothing, atomic_path, claim_folder, replacing
 from rsgeo.jsonout import dumps
 from rsgeo.metrics.counts import precision_recall_f1
 from rsgeo.metrics.height import HeightAccumulator
@@ -99,6 +99,13 @@ def run_demo(out, quick: bool = False, device: str = "auto", seed: int = 0,
     (steps, batch, labels, seed and the FINETUNE recipe) and scores it on the same held-out city."""
     p = demo_sizes(quick, device)  # --device cuda without CUDA: refused before anything is written
     out = claim_folder(out, "demo", overwrite=overwrite)
+    with replacing(out):  # --overwrite: the earlier demo folder comes back if this one fails
+        return demo_steps(out, p, quick, device, seed, log)
+
+
+def demo_steps(out: Path, p: dict, quick: bool, device: str, seed: int, log) -> dict:
+    """Every step of :func:`run_demo` into the claimed folder ``out`` with the sizes ``p``
+    (:func:`demo_sizes`); returns the summary."""
     step = Steps(log, total=11 if p["baseline"] else 9)
     test = step("synth city", lambda: synth_cities(out, p, seed))
     chips = out / "chips"
@@ -137,8 +144,16 @@ def run_demo(out, quick: bool = False, device: str = "auto", seed: int = 0,
     summary = {"steps": step.records,
                "total_seconds": round(sum(s["seconds"] for s in step.records), 1),
                "metrics": metrics, "files": files, "quick": quick}
-    (out / "summary.json").write_text(dumps(summary, indent=2))
+    write_summary(out, summary)
     return summary
+
+
+def write_summary(out: Path, summary: dict) -> Path:
+    """``out/summary.json``, published only once complete (:func:`atomic_path`): a failed
+    or stopped write leaves no torn file behind."""
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(dumps(summary, indent=2))
+    return out / "summary.json"
 
 
 def pretrain_step(step: Steps, out: Path, p: dict, device: str, seed: int, log) -> tuple[dict, dict]:
@@ -305,17 +320,26 @@ def write_report(out: Path, test: dict, pred_h: Path, metrics: dict, steps: list
         pts = [(3 * (w + 10) + (inv * xy)[0], 24 + (inv * xy)[1]) for xy in
                getattr(geom, "exterior", geom.convex_hull.exterior).coords]
         draw.line(pts, fill=(255, 255, 255), width=1)
-    sheet.save(out / "report.png")
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" if isinstance(v, float)
                    else f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in metrics.items())
     srows = "".join(f"<tr><td>{s['step']}</td><td>{s['seconds']:.1f} s</td></tr>" for s in steps)
-    (out / "report.html").write_text(
+    publish_report(out, sheet, (
         "<!doctype html><html><head><meta charset='utf-8'><title>rsgeo demo</title></head><body>"
         "<h1>rsgeo demo: heights and damage on a held-out synthetic city</h1>"
         "<img src='report.png' alt='pre RGB, true and predicted nDSM, damage map'>"
         f"<h2>Metrics</h2><table>{rows}</table>{init_section(metrics)}"
         f"<h2>Steps</h2><table>{srows}</table>"
-        "</body></html>\n")
+        "</body></html>\n"))
+
+
+def publish_report(out: Path, sheet, page: str) -> None:
+    """``out/report.png`` (the PIL image ``sheet``) and ``out/report.html`` (``page``),
+    published together once both are complete (:func:`all_or_nothing`), or neither."""
+    with all_or_nothing():
+        with atomic_path(out / "report.png") as tmp:
+            sheet.save(tmp, format="PNG")
+        with atomic_path(out / "report.html") as tmp:
+            tmp.write_text(page)
 
 
 def init_section(m: dict) -> str:

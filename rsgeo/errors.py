@@ -43,6 +43,16 @@ class OutputWriteError(RsgeoError):
     (write failed)``; the output was not published (an earlier one stays as it was)."""
 
 
+class PeerFailed(RsgeoError):
+    """Under torchrun, another process of the job failed (rank 0 could not save a
+    checkpoint: the disk is full): this one stops too, exit code 1, and the CLI prints
+    nothing more -- the failing rank says why in its own one line."""
+
+    def __init__(self, message: str = "stopped: another process of this torchrun job failed "
+                                      "(it says why)"):
+        super().__init__(message)
+
+
 class OutputExistsError(InputError):
     """The output exists and ``--overwrite`` was not given."""
 

@@ -26,6 +26,7 @@ import torch
 
 from rsgeo.data.dataset import open_chips, pooled_stats
 from rsgeo.errors import InputError, OutputWriteError
+from rsgeo.io.atomic import replacing
 from rsgeo.methods import registry
 from rsgeo.models.backbones import check_backbone, save_encoder
 from rsgeo.train.augment import PretrainView
@@ -151,9 +152,10 @@ def pretrain(dataset, method: str, backbone: str, out: str | os.PathLike, *,
              "split": cfg["split"], **options}
     train_cfg = TrainConfig(lr=lr, extra=extra, **{k: cfg[k] for k in TRAIN_KEYS})
     view = PretrainView(ds, mods, crop=crop, seed=cfg["seed"])
-    trainer = Trainer(model, view, train_cfg, out, resume=resume, on_step_end=on_step_end,
-                      job=f"pretrain {method}")
-    summary = trainer.fit()
+    with replacing(out):  # --overwrite: the earlier run comes back if this one fails first
+        trainer = Trainer(model, view, train_cfg, out, resume=resume, on_step_end=on_step_end,
+                          job=f"pretrain {method}")
+        summary = trainer.fit()
 
     encoders = {}
     if env_info().rank == 0:

@@ -122,3 +122,47 @@ def test_two_processes_see_the_same_chip_views_and_masks(tmp_path, monkeypatch):
     two = [s for r in (0, 1) for s in json.loads((tmp_path / "two" / f"seen{r}.json").read_text())]
     assert len(one) == 16 and len({s[0] for s in one}) == 16
     assert sorted(two) == sorted(one)
+
+
+NO_ROOM_SCRIPT = textwrap.dedent('''
+    import errno, os, sys, torch
+    from rsgeo.cli.app import main
+
+    if os.environ["RANK"] == "0":   # rank 0's disk is full when it saves the checkpoint
+        def no_room(*args, **kwargs):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        torch.save = no_room
+    sys.exit(main(sys.argv[1:]))
+''')
+
+
+@pytest.mark.slow
+def test_a_failed_checkpoint_save_on_rank_0_stops_every_rank(tmp_path):
+    """Rank 0 could not save (disk full) while rank 1 went on to the barrier after the save:
+    it waited there for a rank that had gone, until gloo noticed (or forever, on NCCL) and
+    then printed a second, misleading line ("Connection closed by peer"). Now every rank
+    stops at once, non-zero, and only rank 0's one line is printed."""
+    import numpy as np
+
+    from tests.conftest import write_chip_dataset
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not installed")
+    rgb = np.random.default_rng(0).integers(0, 255, (16, 3, 32, 32), dtype=np.uint8)
+    write_chip_dataset(tmp_path / "chips", {"rgb": rgb})
+    script = tmp_path / "train.py"
+    script.write_text(NO_ROOM_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    p = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script),
+                        "pretrain", "chips", "--method", "mae", "--backbone", "vit-tiny-2",
+                        "--decoder-dim", "32", "--decoder-depth", "1", "--decoder-heads", "2",
+                        "--steps", "4", "--ckpt-every", "2", "--batch-size", "8",
+                        "--device", "cpu", "-o", "run"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode != 0
+    said = [line for line in p.stderr.splitlines() if line.startswith("rsgeo:")]
+    assert len(said) == 1, p.stderr[-3000:]
+    assert said[0].startswith("rsgeo: error: ") and "no space left on device" in said[0]
+    assert "no checkpoint was saved yet" in said[0]
+    assert "Connection closed by peer" not in p.stderr and "[rank" not in p.stderr

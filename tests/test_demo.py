@@ -1,6 +1,8 @@
 """The quick demo end to end: every step, every output file, the report."""
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import geopandas as gpd
@@ -8,7 +10,7 @@ import pytest
 import rasterio
 
 from rsgeo import demo
-from rsgeo.errors import RsgeoError
+from rsgeo.errors import OutputWriteError, RsgeoError
 
 
 @pytest.mark.slow
@@ -103,3 +105,31 @@ def test_loss_note_only_for_normalised_pixel_losses(monkeypatch):
     assert demo.loss_note() == ""
     monkeypatch.setattr(demo, "PRETRAIN", {"method": "simmim"})
     assert demo.loss_note() == ""
+
+
+def _disk_fills_mid_write(monkeypatch):
+    """Every ``Path.write_text`` writes half its text, then fails as on a full disk."""
+    real = Path.write_text
+
+    def torn(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", torn)
+
+
+def test_summary_failing_mid_write_leaves_no_torn_file(tmp_path, monkeypatch):
+    _disk_fills_mid_write(monkeypatch)
+    with pytest.raises(OutputWriteError, match="summary.json: no space left on device"):
+        demo.write_summary(tmp_path, {"metrics": {"height_mae": 1.5}, "steps": []})
+    assert list(tmp_path.iterdir()) == []          # no summary.json, no temporary file
+
+
+def test_report_failing_mid_write_publishes_neither_file(tmp_path, monkeypatch):
+    """report.png was complete when report.html's write failed: neither is published."""
+    from PIL import Image
+
+    _disk_fills_mid_write(monkeypatch)
+    with pytest.raises(OutputWriteError, match="report.html: no space left on device"):
+        demo.publish_report(tmp_path, Image.new("RGB", (8, 8)), "<html>" + "x" * 100)
+    assert list(tmp_path.iterdir()) == []

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rsgeo.errors import InputError, OutputExistsError
+from rsgeo.io import atomic
 from rsgeo.io.atomic import (MARKER, all_or_nothing, atomic_path, check_output, claim_folder,
                              write_marker)
 from tests.conftest import make_raster, write_chip_dataset
@@ -346,3 +349,79 @@ def test_published_files_get_the_umask_default_mode(tmp_path):
         os.chmod(tmp, 0o600)
     for path in (weights, sidecar, tmp_path / "owner_only.txt"):
         assert os.stat(path).st_mode & 0o777 == 0o666 & ~_UMASK, path
+
+
+def _earlier_run(folder: Path, kind: str) -> dict:
+    """An earlier run folder of ``kind`` with results; returns its snapshot."""
+    folder.mkdir(parents=True)
+    write_marker(folder, kind)
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "last.pt").write_bytes(b"the earlier run's weights")
+    (folder / "summary.json").write_text('{"loss": 0.5}\n')
+    return snapshot(folder)
+
+
+def test_overwrite_keeps_the_earlier_folder_until_the_run_succeeds(tmp_path):
+    run = tmp_path / "run"
+    before = _earlier_run(run, "pretrain")
+    with pytest.raises(KeyboardInterrupt):   # a failure or a stop after the claim
+        claim_folder(run, "pretrain", overwrite=True)
+        with atomic.replacing(run):
+            (run / "metrics.jsonl").write_text("{}\n")
+            raise KeyboardInterrupt
+    assert snapshot(run) == before and os.listdir(tmp_path) == ["run"]   # nothing hidden left
+    claim_folder(run, "pretrain", overwrite=True)
+    with atomic.replacing(run):
+        (run / "metrics.jsonl").write_text("{}\n")
+    assert sorted(snapshot(run)) == [MARKER, "metrics.jsonl"] and os.listdir(tmp_path) == ["run"]
+
+
+def test_a_killed_overwrite_leaves_the_earlier_folder_beside_and_the_rerun_clears_it(tmp_path):
+    """SIGKILL skips every cleanup: the earlier folder stays under its hidden name (nothing
+    lost), the new one is a marked folder its rerun with --overwrite accepts, and the rerun
+    that succeeds removes both."""
+    run = tmp_path / "run"
+    before = _earlier_run(run, "demo")
+    claim_folder(run, "demo", overwrite=True)
+    atomic._EARLIER.clear()                         # the process is gone: no cleanup ran
+    (hidden,) = [p for p in tmp_path.iterdir() if p.name != "run"]
+    assert hidden.name.startswith(".run.rsgeo-earlier-") and snapshot(hidden) == before
+    claim_folder(run, "demo", overwrite=True)
+    with atomic.replacing(run):
+        (run / "summary.json").write_text("{}\n")
+    assert os.listdir(tmp_path) == ["run"]
+
+
+def test_a_training_run_refused_after_the_claim_keeps_the_earlier_run(tmp_path, cli):
+    """``--overwrite`` with a batch larger than the dataset (found once the folder was
+    claimed): the earlier run was deleted at the claim, so the user had neither."""
+    chips = write_chip_dataset(tmp_path / "chips", {"rgb": np.zeros((2, 3, 32, 32), np.uint8)})
+    run = tmp_path / "run"
+    before = _earlier_run(run, "pretrain")
+    code, _, err = cli("pretrain", chips, "--method", "mae", "--backbone", "vit-tiny-2",
+                       "--batch-size", "8", "--device", "cpu", "-o", run, "--overwrite")
+    assert code == 2 and "larger than the dataset" in err, err
+    assert snapshot(run) == before
+    assert sorted(os.listdir(tmp_path)) == ["chips", "run"]
+
+
+@pytest.mark.slow
+def test_sigterm_during_an_overwriting_demo_puts_the_earlier_one_back(tmp_path):
+    """A real process, stopped once it is writing its new folder (the new city exists)."""
+    out = tmp_path / "d"
+    before = _earlier_run(out, "demo")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "rsgeo", "demo", "--quick", "--device", "cpu",
+                             "-o", "d", "--overwrite"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while proc.poll() is None and not (out / "city").exists():
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert snapshot(out) == before and os.listdir(tmp_path) == ["d"]

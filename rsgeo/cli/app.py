@@ -31,7 +31,7 @@ from rsgeo import __version__, progress
 from rsgeo.cli.helptext import examples, reflow
 from rsgeo.cli.options import (NOT_UTF8, finite_floats, no_empty_values, path_values, shown,
                                utf8_values)
-from rsgeo.errors import (NO_ROOM, STOPPED, Interrupted, RsgeoError, Terminated,
+from rsgeo.errors import (NO_ROOM, STOPPED, Interrupted, PeerFailed, RsgeoError, Terminated,
                           first_line)
 
 app = typer.Typer(
@@ -273,6 +273,8 @@ def _run(command, argv: list[str]) -> int:
         if not state["stopped_by"]:
             print("rsgeo: interrupted", file=sys.stderr)
         return 130
+    except PeerFailed as e:   # under torchrun: the failing rank says why, once
+        return e.exit_code
     except RsgeoError as e:
         if state["verbose"] >= 3:
             traceback.print_exc()

@@ -32,7 +32,7 @@ from rsgeo.data.shards import ShardWriter
 from rsgeo.data.sources import SceneInput, check_source_name
 from rsgeo.data.stats import BandStats, LabelCounts
 from rsgeo.errors import InputError, OutputWriteError, first_line
-from rsgeo.io.atomic import atomic_path, claim_folder
+from rsgeo.io.atomic import atomic_path, claim_folder, replacing
 from rsgeo.io.bands import choose_bands, open_image, parse_bands
 from rsgeo.io.buildings import footprints_outside, report_outside
 from rsgeo.io.heights import require_valid, sample, sample_plan
@@ -104,7 +104,7 @@ def prepare(scenes: list[SceneInput], out, *, size: int = 224, stride: int | Non
     plans = _plan_scenes(by_source, gsd, label_map, classes)
     if stride > size:
         _warn_gaps([grid for plan in plans.values() for grid, _ in plan], size, stride)
-    with _removed_on_input_error(out):
+    with replacing(out), _removed_on_input_error(out):  # replacing: see claim_folder
         return _prepare_sources(by_source, chosen, plans, out, size, stride, max_nodata,
                                 dedup_distance, split, gsd, bands, ndsm_from_dsm, classes,
                                 workers, overwrite, preview, seed, scale, label_map,

@@ -40,7 +40,7 @@ from rsgeo.finetune.lr_decay import (check_head_steps, check_layer_decay, finetu
                                      lr_rule)
 from rsgeo.finetune.tasks import TaskModule
 from rsgeo.finetune.validate import ValSet, evaluate_view, save_val_preview
-from rsgeo.io.atomic import all_or_nothing, atomic_path
+from rsgeo.io.atomic import all_or_nothing, atomic_path, replacing
 from rsgeo.models.backbones import (check_backbone, load_encoder, resize_encoder,
                                     timm_pretrained)
 from rsgeo.models.external import BANDS, is_rsgeo_encoder, open_encoder
@@ -128,8 +128,9 @@ def finetune(dataset, task: str, out: str | os.PathLike, *, encoder: str = "rand
         view = AdaptView(view, _target_chips(adapt_to), model.crop, seed, style)
     val_view = TaskView(data.val_ds, task, inputs, data.val_idx, crop=model.crop, seed=seed,
                         train=False, aux=aux)
-    keeper = BestKeeper(spec, val_view, out, model, resume)
-    summary = _train(module, view, out, train, extra, keeper, resume, len(data.train_idx))
+    with replacing(out):  # --overwrite: the earlier run comes back if this one fails first
+        keeper = BestKeeper(spec, val_view, out, model, resume)
+        summary = _train(module, view, out, train, extra, keeper, resume, len(data.train_idx))
     return {**summary, "best": keeper.metrics, "best_step": keeper.step,
             "checkpoint": str(out / "best.ckpt"), "train_chips": int(len(data.train_idx)),
             "val_chips": int(len(data.val_idx)), "config": model.config,

@@ -11,6 +11,10 @@
 - ``--overwrite`` replaces a *file*, or a *folder* holding rsgeo's marker for the same
   kind of output (:func:`claim_folder`), and nothing else: a file output never replaces
   a folder, and an output equal to (or inside) one of the command's inputs is refused.
+- ``--overwrite`` on a folder output (:func:`claim_folder`) moves the earlier folder aside
+  to a hidden sibling; it is removed only once the new run has succeeded (a training run:
+  saved its first checkpoint, :func:`keep_new`) and put back when the run fails or is
+  stopped before that (:func:`put_back`, :func:`replacing`).
 - Missing parent folders of an output are created (and removed again if the write fails).
 - Several outputs of one run (damage-map's rasters and vectors) are published together:
   inside :func:`all_or_nothing` every :func:`atomic_path` keeps its finished temporary
@@ -27,6 +31,7 @@
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
 import re
@@ -523,15 +528,29 @@ def claim_folder(out: str | os.PathLike, kind: str, *, overwrite: bool = False,
     - ``resume``: ``out`` must exist (its own checks follow); nothing is removed.
     - a non-empty ``out`` is refused without ``overwrite``; with it, ``out`` is replaced
       only if its marker says it is an rsgeo ``kind`` output (older runs: the files in
-      :data:`LEGACY`) and it is not the current folder or one holding it.
+      :data:`LEGACY`) and it is not the current folder or one holding it. The earlier
+      folder is moved aside, not removed: the caller ends the claim with :func:`keep_new`
+      once its run has succeeded, or :func:`put_back` when it failed (:func:`replacing`
+      does both); until then it stays under a hidden name beside ``out``.
     - the marker is written first, so a failed or killed run leaves a folder that its own
       rerun with ``--overwrite`` (or ``--resume``) accepts.
     """
     out = check_folder_claim(out, kind, overwrite=overwrite, resume=resume, inputs=inputs)
     if resume:
         return out
-    if _occupied(out, kind):
-        shutil.rmtree(out)
+    # --overwrite: the earlier folder is kept aside until the new run has succeeded
+    _EARLIER[_key(out)] = _move_aside(out) if _occupied(out, kind) else None
+    try:
+        _make_marked(out, kind)
+    except BaseException:
+        put_back(out)
+        raise
+    return out
+
+
+def _make_marked(out: Path, kind: str) -> None:
+    """Create the folder ``out`` (and its missing parents) holding ``kind``'s marker; on
+    failure the folders it created go again."""
     created = make_parents(out) + ([] if out.is_dir() else [out])
     try:  # one line and exit 2, as for file outputs (a raw OSError was an exit-1 failure)
         out.mkdir(exist_ok=True)
@@ -544,4 +563,68 @@ def claim_folder(out: str | os.PathLike, kind: str, *, overwrite: bool = False,
         (out / MARKER).unlink(missing_ok=True)
         _remove_created(created)
         raise OutputWriteError(f"{reason(e)} (write failed)", out / MARKER) from e
-    return out
+
+
+EARLIER = ".rsgeo-earlier-"   # .NAME.rsgeo-earlier-XXXXXXXX: an earlier folder kept aside
+_EARLIER: dict[Path, Path | None] = {}   # claimed folder -> its earlier output, moved aside
+
+
+def _key(out: str | os.PathLike) -> Path:
+    """The claimed folder as :data:`_EARLIER` knows it (absolute, links not followed: the
+    name the earlier folder left and comes back to)."""
+    return Path(os.path.abspath(out))
+
+
+def _move_aside(out: Path) -> Path:
+    """Rename the folder ``out`` to a hidden sibling ``.NAME.rsgeo-earlier-XXXXXXXX`` (the
+    same file system: one rename, nothing copied); returns the new name."""
+    aside = out.with_name(f".{out.name}{EARLIER}{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(out, aside)
+    except OSError as e:
+        raise InputError(f"cannot replace the earlier output ({e.strerror})", out) from None
+    return aside
+
+
+def keep_new(out: str | os.PathLike) -> None:
+    """The run that claimed ``out`` has succeeded (a training run: saved a checkpoint):
+    remove the earlier folder :func:`claim_folder` moved aside, and any an earlier run into
+    ``out`` left there when it was killed outright (SIGKILL). Nothing without a claim."""
+    key = _key(out)
+    if key not in _EARLIER:
+        return
+    _EARLIER.pop(key)
+    for old in key.parent.glob(f".{glob.escape(key.name)}{EARLIER}*"):
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def put_back(out: str | os.PathLike) -> bool:
+    """The run that claimed ``out`` failed or was stopped before :func:`keep_new`: its own
+    folder goes and the earlier one comes back under its name. Returns whether one came
+    back (False without one, or when the system refused: then it stays under its hidden
+    name, never lost)."""
+    aside = _EARLIER.pop(_key(out), None)
+    if aside is None or not aside.is_dir():
+        return False
+    out = Path(out)
+    try:
+        if out.is_dir() and not out.is_symlink():
+            shutil.rmtree(out)
+        os.rename(aside, out)
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def replacing(out: str | os.PathLike) -> Iterator[None]:
+    """The block is the run writing into the claimed folder ``out``: when it fails or is
+    stopped, the earlier folder it replaces comes back (:func:`put_back`); when it succeeds,
+    the earlier folder is removed (:func:`keep_new`)."""
+    try:
+        yield
+    except BaseException:
+        put_back(out)
+        raise
+    keep_new(out)

@@ -50,6 +50,16 @@ def barrier() -> None:
         dist.barrier()
 
 
+def all_ok(ok: bool, group=None) -> bool:
+    """Whether ``ok`` holds on every rank (a MIN all-reduce of CPU ints over ``group``, a
+    gloo group; it is a barrier too). Without a process group: ``ok``."""
+    if not is_distributed():
+        return ok
+    flag = torch.tensor([int(bool(ok))], dtype=torch.int32)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=group)
+    return bool(flag.item())
+
+
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

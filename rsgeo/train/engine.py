@@ -83,8 +83,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from rsgeo.device import resolve_device
-from rsgeo.errors import InputError, OutputWriteError, RsgeoError
-from rsgeo.io.atomic import remove_stale_temps
+from rsgeo.errors import InputError, OutputWriteError, PeerFailed, RsgeoError
+from rsgeo.io.atomic import keep_new, remove_stale_temps
 from rsgeo.progress import progress
 from rsgeo.train import distributed as D
 from rsgeo.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -204,10 +204,26 @@ class Trainer:
                 "last_val_step": self.last_val_step}
 
     def save(self) -> None:
-        if self.info.is_main:
-            save_checkpoint(self.ckpt_path, **self.state_dict())
+        with self.together():
+            if self.info.is_main:
+                save_checkpoint(self.ckpt_path, **self.state_dict())
+                keep_new(self.out_dir)  # --overwrite: the earlier run goes once this can resume
         self.saved_step = self.step
-        D.barrier()
+
+    @contextlib.contextmanager
+    def together(self):
+        """Every rank runs the block (what rank 0 alone writes: a checkpoint, the run's
+        config, the best model); then all learn whether it failed anywhere (an all-reduce,
+        also the barrier). A failure (rank 0's disk full) stops every rank: the failing one
+        raises its error, the others :class:`~rsgeo.errors.PeerFailed` -- none is left
+        waiting at the next collective for a rank that has gone."""
+        failed = None
+        try:
+            yield
+        except Exception as e:
+            failed = e
+        if not D.all_ok(failed is None, self._stop_group):
+            raise failed if failed is not None else PeerFailed()
 
     def _restore(self) -> None:
         ckpt = load_checkpoint(self.ckpt_path)
@@ -239,9 +255,9 @@ class Trainer:
         elif self.info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
-        if self.info.is_main:
-            write_yaml(self.out_dir / "config.yaml", to_dict(self.cfg))
-        D.barrier()
+        with self.together():
+            if self.info.is_main:
+                write_yaml(self.out_dir / "config.yaml", to_dict(self.cfg))
 
     # ------------------------------------------------------------------ loop
     def _loader(self):
@@ -436,8 +452,8 @@ class Trainer:
         t = time.perf_counter()
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         self.model.eval()
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            result = self.on_validate(self)
+        with self.together(), torch.no_grad(), torch.random.fork_rng(devices=devices):
+            result = self.on_validate(self)  # finetune: rank 0 scores, saves the best model
         self.model.train()
         dt = time.perf_counter() - t
         self.val_seconds += dt
