@@ -105,6 +105,27 @@ def raster_factory(tmp_path):
     return factory
 
 
+def signal_when(cmd, ready, *, cwd, env, sig=None, timeout=120):
+    """Run ``cmd`` (a list) as a process and send it ``sig`` (default SIGTERM) as soon as
+    ``ready()`` holds or it has exited; returns (exit code, stdout, stderr). The process is
+    killed if it outlives the test."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        while proc.poll() is None and not ready():
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM if sig is None else sig)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out, err
+
+
 @pytest.fixture
 def cli(capsys):
     """Run ``rsgeo ARGS`` in-process; returns (exit_code, stdout, stderr)."""

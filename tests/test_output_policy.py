@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from rsgeo.errors import InputError, OutputExistsError
 from rsgeo.io import atomic
 from rsgeo.io.atomic import (MARKER, all_or_nothing, atomic_path, check_output, claim_folder,
                              write_marker)
-from tests.conftest import make_raster, write_chip_dataset
+from tests.conftest import make_raster, signal_when, write_chip_dataset
 
 
 def snapshot(root: Path) -> dict:
@@ -250,7 +249,6 @@ def test_marker_written_in_demo_style_folder(tmp_path):
 
 
 def test_geopackage_bytes_are_deterministic(tmp_path):
-    import time
 
     import geopandas as gpd
     import shapely
@@ -412,16 +410,8 @@ def test_sigterm_during_an_overwriting_demo_puts_the_earlier_one_back(tmp_path):
     before = _earlier_run(out, "demo")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]),
                OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "rsgeo", "demo", "--quick", "--device", "cpu",
-                             "-o", "d", "--overwrite"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        while proc.poll() is None and not (out / "city").exists():
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err
+    code, _, err = signal_when([sys.executable, "-m", "rsgeo", "demo", "--quick", "--device",
+                                "cpu", "-o", "d", "--overwrite"], (out / "city").exists,
+                               cwd=tmp_path, env=env)
+    assert code == 143, err
     assert snapshot(out) == before and os.listdir(tmp_path) == ["d"]

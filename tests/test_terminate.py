@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from rsgeo.errors import Terminated
-from tests.conftest import make_raster
+from tests.conftest import make_raster, signal_when
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,19 +50,11 @@ def test_sigterm_during_damage_map_leaves_nothing(tmp_path):
     make_raster(tmp_path / "post.tif", post, nodata=-9999)
     inputs = {"pre.tif", "post.tif"}
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "rsgeo", "damage-map", "pre.tif", "post.tif",
-                             "-o", "d.tif"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        while proc.poll() is None and not any(p.name.startswith(".d.tmp-")
-                                              for p in tmp_path.iterdir()):
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err
+    code, _, err = signal_when(
+        [sys.executable, "-m", "rsgeo", "damage-map", "pre.tif", "post.tif", "-o", "d.tif"],
+        lambda: any(p.name.startswith(".d.tmp-") for p in tmp_path.iterdir()),
+        cwd=tmp_path, env=env)
+    assert code == 143, err
     assert err == "rsgeo: stopped by SIGTERM; unfinished outputs removed\n"
     assert {p.name for p in tmp_path.iterdir()} == inputs
 
@@ -149,19 +141,10 @@ def test_a_signal_during_start_up_exits_with_the_one_line(tmp_path, how, sig, co
     work.mkdir()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hook), str(ROOT)]),
                RSGEO_TEST_MARK=str(mark))
-    proc = subprocess.Popen([sys.executable, *_entry(how), "synth", "-o", "city", "--size", "96"],
-                            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        while proc.poll() is None and not mark.exists():
-            time.sleep(0.005)
-        assert mark.exists(), proc.communicate()[1]
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == code, err
+    got, out, err = signal_when([sys.executable, *_entry(how), "synth", "-o", "city", "--size",
+                                 "96"], mark.exists, cwd=work, env=env, sig=sig, timeout=60)
+    assert mark.exists(), err  # the signal came while the CLI was importing
+    assert got == code, err
     assert err == {143: "rsgeo: stopped by SIGTERM; unfinished outputs removed\n",
                    130: "rsgeo: interrupted; unfinished outputs removed\n"}[code]
     assert out == "" and list(work.iterdir()) == []
