@@ -206,6 +206,9 @@ C = [
     # one scene's options next to a folder or --pairs were silently ignored
     ("prepare-source-with-folder", ["prepare", "mine", "-o", "c", "--source", "x"], 2,
      ["--source", "--pairs"], "."),
+    # a folder given to --pairs was "no such pairs file" though it exists
+    ("prepare-pairs-is-a-folder", ["prepare", "--pairs", "mine", "-o", "c"], 2,
+     ["mine", "is a folder", "rsgeo prepare FOLDER"], "."),
     ("prepare-dtm-with-pairs", ["prepare", "--pairs", "bad.csv", "-o", "c", "--dtm", "pre.tif"], 2,
      ["--dtm", "--pairs"], "."),
     ("prepare-bad-split", ["prepare", "--rgb", "rgb.tif", "-o", "c", "--split", "a,b"], 2,
