@@ -538,7 +538,7 @@ def _footprints(pred: Path, ref: Path, iou, min_area, confidence, by) -> dict:
     elif any(csv):
         raise InputError("both inputs must be SpaceNet CSVs, or both vector files", pred)
     else:
-        a, b = read_vector(pred, "prediction footprints"), read_vector(ref, "reference footprints")
+        a, b = read_vector(pred, "prediction footprints file"), read_vector(ref, "reference footprints file")
         for g, p in ((a, pred), (b, ref)):
             if len(g) == 0:
                 raise InputError("vector layer is empty", p)
