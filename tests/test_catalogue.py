@@ -93,6 +93,8 @@ def _rasters(root: Path) -> None:
         ds.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue,
                           ColorInterp.undefined]
     make_raster(root / "two.tif", np.stack([ndsm, ndsm]), nodata=-9999)
+    with rasterio.open(make_raster(root / "ndsm_m.tif", ndsm, nodata=-9999), "r+") as ds:
+        ds.units = ["metre"]                                 # an nDSM as rsgeo synth writes it
     make_raster(root / "labels.tif", (ndsm > 0).astype(np.uint8))
     make_raster(root / "change7.tif", (ndsm > 0).astype(np.uint8) * 7)      # not 0/1/255
     with warnings.catch_warnings():  # a plain picture: no CRS, no geotransform at all
@@ -351,6 +353,12 @@ C = [
      ["four.tif", "band"], "."),
     # a 1-band raster (e.g. a DSM) is now a panchromatic image, replicated with a warning
     # (--bands rules); a 2-band one is still refused
+    # ... but not one whose band declares a length unit: an nDSM given for the ortho was
+    # predicted on as grey levels, exit 0
+    ("predict-heights-as-image", ["predict-height", "ndsm_m.tif", "-m", "model.ckpt", "-o",
+                                  "h.tif"], 2, ["ndsm_m.tif", "holds heights", "--bands"], "."),
+    ("prepare-heights-as-rgb", ["prepare", "--rgb", "ndsm_m.tif", "--ndsm", "pre.tif", "-o", "c"],
+     2, ["ndsm_m.tif", "holds heights"], "."),
     ("predict-two-bands", ["predict-height", "two.tif", "-m", "model.ckpt", "-o", "h.tif"], 2,
      ["two.tif", "band"], "."),
     ("predict-all-nodata", ["predict-height", "nodata_rgb.tif", "-m", "model.ckpt", "-o", "h.tif"], 2,
