@@ -502,6 +502,12 @@ C = [
     ("footprints-negative-min-area", ["footprints", "labels.tif", "-o", "f.gpkg", "--min-area",
                                       "-2"], 2, ["--min-area", "-2"], "."),
     # building-heights
+    # a footprints file given for the raster (arguments swapped) gave GDAL's "'PATH' not
+    # recognized as being in a supported file format."
+    ("footprints-vector-as-raster", ["footprints", "buildings.gpkg", "-o", "f.gpkg"], 2,
+     ["buildings.gpkg", "is a vector file", "another order"], "."),
+    ("heights-arguments-swapped", ["building-heights", "buildings.gpkg", "--buildings", "pre.tif",
+                                   "-o", "h.gpkg"], 2, ["buildings.gpkg", "is a vector file"], "."),
     ("heights-missing-buildings", ["building-heights", "pre.tif", "--buildings", "none.gpkg", "-o",
                                    "h.gpkg"], 2, ["none.gpkg"], "."),
     ("heights-points", ["building-heights", "pre.tif", "--buildings", "points.gpkg", "-o", "h.gpkg"], 2,
