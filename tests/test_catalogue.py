@@ -124,6 +124,10 @@ def _models(root: Path) -> None:
     (run / "checkpoints").mkdir(parents=True)
     (run / ".rsgeo.json").write_text(json.dumps({"kind": "finetune"}))
     torch.save({"step": 3, "payload": Evil("pwned.txt")}, run / "checkpoints" / "last.pt")
+    for folder, kind in (("pretrun", "pretrain"), ("demofolder", "demo")):  # no best.ckpt
+        (root / folder).mkdir()
+        (root / folder / ".rsgeo.json").write_text(json.dumps({"kind": kind}))
+    (root / "demofolder" / "height.onnx").write_bytes((root / "corrupt.onnx").read_bytes())
     (root / "encoder.safetensors").write_bytes(b"\x00" * 40)           # damaged weights
     (root / "encoder.json").write_text(json.dumps({"backbone": "vit-tiny-4", "in_chans": 3, "img_size": 32,
                                                        "bands": ["red", "green", "blue"]}))
@@ -310,7 +314,15 @@ C = [
     # export
     ("export-missing", ["export", "none.ckpt", "-o", "m.onnx"], 2, ["none.ckpt"], "."),
     ("export-crafted-pickle", ["export", "evil.ckpt", "-o", "m.onnx"], 2, ["evil.ckpt", "refusing"], "."),
-    ("export-onnx-as-checkpoint", ["export", "corrupt.onnx", "-o", "m.onnx"], 2, ["corrupt.onnx"], "."),
+    # said "not a readable rsgeo checkpoint (not a torch checkpoint file)"
+    ("export-onnx-as-checkpoint", ["export", "corrupt.onnx", "-o", "m.onnx"], 2,
+     ["corrupt.onnx", "already an ONNX model", "best.ckpt"], "."),
+    # a pretraining run or a demo folder for a model said "give a model file (.onnx or
+    # .ckpt)", which export does not take, without naming what the folder is
+    ("export-pretraining-run", ["export", "pretrun", "-o", "m.onnx"], 2,
+     ["pretrun", "pretraining run", "finetune"], "."),
+    ("predict-demo-folder", ["predict-height", "rgb.tif", "-m", "demofolder", "-o", "h.tif"], 2,
+     ["demofolder", "demo folder", "height.onnx"], "."),
     ("export-truncated", ["export", "trunc.ckpt", "-o", "m.onnx"], 2, ["trunc.ckpt"], "."),
     ("export-text-file", ["export", "notes.txt", "-o", "m.onnx"], 2, ["notes.txt"], "."),
     ("export-output-is-input", ["export", "model.ckpt", "-o", "model.ckpt", "--overwrite"], 2,
