@@ -96,6 +96,8 @@ def _rasters(root: Path) -> None:
     with rasterio.open(make_raster(root / "ndsm_m.tif", ndsm, nodata=-9999), "r+") as ds:
         ds.units = ["metre"]                                 # an nDSM as rsgeo synth writes it
     make_raster(root / "labels.tif", (ndsm > 0).astype(np.uint8))
+    (root / "tiles").mkdir()
+    make_raster(root / "tiles" / "a.tif", rgb)                          # a folder of tiles
     make_raster(root / "change7.tif", (ndsm > 0).astype(np.uint8) * 7)      # not 0/1/255
     with warnings.catch_warnings():  # a plain picture: no CRS, no geotransform at all
         warnings.simplefilter("ignore")
@@ -361,6 +363,11 @@ C = [
      ["empty.tif"], "."),
     ("predict-text-as-tif", ["predict-height", "text.tif", "-m", "model.ckpt", "-o", "h.tif"], 2,
      ["text.tif"], "."),
+    # several inputs and -o NAME.tif made a folder called NAME.tif (exit 0)
+    ("predict-two-inputs-one-file", ["predict-height", "rgb.tif", "four.tif", "-m", "model.ckpt",
+                                     "-o", "h.tif"], 2, ["h.tif", "2 inputs", "-o h/"], "."),
+    ("predict-folder-into-a-tif", ["predict", "tiles", "-m", "model.ckpt", "-o", "h.tif"], 2,
+     ["h.tif", "of a folder", "-o h.tif/"], "."),
     ("predict-four-bands", ["predict-height", "four.tif", "-m", "model.ckpt", "-o", "h.tif"], 2,
      ["four.tif", "band"], "."),
     # a 1-band raster (e.g. a DSM) is now a panchromatic image, replicated with a warning
