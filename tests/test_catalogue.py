@@ -602,6 +602,7 @@ def test_catalogue(world, tmp_path, monkeypatch, capsys, args, code, words, wher
     for w in words:
         assert w in line, (w, line)
     assert "Traceback" not in err and not CLASS_NAME.search(line), line
+    assert "Value error," not in line, line   # the option parser's own prefix, for nobody
     assert not re.search(r"\.tmp-[0-9a-f]{8}", line), line
     assert not shown, shown
     assert snapshot(root) == before
