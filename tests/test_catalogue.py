@@ -613,7 +613,7 @@ def test_catalogue(world, tmp_path, monkeypatch, capsys, args, code, words, wher
 
 def test_catalogue_is_large_and_covers_every_command():
     commands = {c[1][0] for c in C}
-    assert commands == {"synth", "prepare", "pretrain", "finetune", "predict-height", "damage-map",
+    assert commands == {"synth", "prepare", "pretrain", "finetune", "predict", "predict-height", "damage-map",
                         "evaluate", "export", "demo", "building-heights", "footprints"}
     assert len(C) >= 60 and len({c[0] for c in C}) == len(C)
 

@@ -32,6 +32,7 @@ from rasterio.enums import ColorInterp
 from rasterio.io import MemoryFile
 
 from rsgeo.errors import InputError
+from rsgeo.io.heights import UNIT_FACTORS, band_unit
 from rsgeo.io.raster import open_raster
 
 log = logging.getLogger("rsgeo.io")
@@ -151,8 +152,6 @@ def _refuse_heights_as_image(ds, path, want: int) -> None:
     """Refuse a 1-band raster whose band declares a length unit (an nDSM or DSM, ``metre``)
     where an image of ``want`` bands is needed: replicated as "panchromatic", it gave a
     model heights in metres for grey levels and a plausible-looking output."""
-    from rsgeo.io.heights import UNIT_FACTORS, band_unit
-
     unit, own = band_unit(ds)     # not a unit GDAL lends from a compound CRS; a scale alone
     if own and unit in UNIT_FACTORS:  # (reflectance) does not make heights either
         raise InputError(f"holds heights (band unit {unit}), not an "

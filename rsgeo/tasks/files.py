@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from rsgeo.errors import InputError
+from rsgeo.io.atomic import marker_kind
 
 
 def resolve_model_path(path: str | os.PathLike) -> Path:
@@ -27,8 +28,6 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
 def _not_a_model_folder(p: Path) -> str:
     """Why folder ``p`` (without best.ckpt) is no model, naming what to give instead: the
     folders users mistake for one are a pretraining run and a demo folder."""
-    from rsgeo.io.atomic import marker_kind
-
     kind = marker_kind(p)
     if kind == "pretrain":
         return ("a pretraining run (an encoder for `rsgeo finetune --encoder`), not a task "
