@@ -489,6 +489,9 @@ C = [
     ("evaluate-empty-file", ["evaluate", "empty.tif", "pre.tif"], 2, ["empty.tif"], "."),
     ("evaluate-points-as-footprints", ["evaluate", "points.gpkg", "buildings.gpkg", "--task",
                                        "footprints"], 2, ["points.gpkg", "polygon"], "."),
+    # footprints with the default --task height said the file is not a readable raster
+    ("evaluate-footprints-without-task", ["evaluate", "buildings.gpkg", "surveyed.gpkg"], 2,
+     ["buildings.gpkg", "--task footprints"], "."),
     ("evaluate-raster-as-reference-footprints", ["evaluate", "buildings.gpkg", "labels.tif",
                                                  "--task", "footprints"], 2,
      ["labels.tif", "is a raster", "another order"], "."),
