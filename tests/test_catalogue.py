@@ -286,6 +286,13 @@ C = [
                                   "none.safetensors"], 2, ["none.safetensors"], "."),
     ("finetune-corrupt-encoder", ["finetune", "chips", "--task", "height", "-o", "f", "--encoder",
                                   "encoder.safetensors"], 2, ["encoder.safetensors"], "."),
+    # an image or a text file as --encoder gave PyTorch's "Weights only load failed. In
+    # PyTorch 2.6, we changed ..." or "cannot read the checkpoint (105)"
+    ("finetune-raster-as-encoder", ["finetune", "chips", "--task", "height", "-o", "f",
+                                    "--encoder", "rgb.tif"], 2,
+     ["rgb.tif", "not a checkpoint", ".safetensors"], "."),
+    ("finetune-text-as-encoder", ["finetune", "chips", "--task", "height", "-o", "f",
+                                  "--encoder", "notes.txt"], 2, ["notes.txt", "not a checkpoint"], "."),
     ("finetune-bad-class-weights", ["finetune", "chips", "--task", "segmentation", "-o", "f", *FT,
                                     "--class-weights", "a,b"], 2, ["--class-weights"], "."),
     # class counts are checked against dataset.json's classes (0-5) before a run folder exists
