@@ -38,7 +38,7 @@ from rsgeo.io.polygons import require_polygons
 from rsgeo.io.raster import Grid, align_to, check_same_grid, open_raster, valid_mask
 from rsgeo.io.buffers import ArrayPool
 from rsgeo.io.reader import default_threads, read_strips
-from rsgeo.io.vector import read_vector
+from rsgeo.io.vector import DRIVERS, read_vector
 from rsgeo.jsonout import dumps
 from rsgeo.metrics.footprints import read_spacenet_csv, score_footprints
 from rsgeo.metrics.height import HeightAccumulator
@@ -49,6 +49,18 @@ TASKS = ("height", "segmentation", "change", "footprints")
 CHUNK = 65536  # pixels per metric update (cache-sized)
 GROUP = 8      # pieces per metrics job (about 0.5 Mpx): several jobs per strip
 RASTER_EXT = {".tif", ".tiff", ".vrt", ".img", ".png", ".jpg", ".jp2"}
+
+
+VECTOR_SUFFIXES = (*DRIVERS, ".shp", ".csv")
+
+
+def _refuse_vectors(task: str, *paths) -> None:
+    """A polygon file or SpaceNet CSV given to a raster task (``--task`` left at height): say
+    which task scores it, rather than that GDAL cannot read it as a raster."""
+    for p in map(Path, paths):
+        if p.is_file() and p.suffix.lower() in VECTOR_SUFFIXES:
+            raise InputError(f"is a vector file, but --task {task} scores rasters; footprints "
+                             "are scored with --task footprints", p)
 
 
 def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
@@ -75,6 +87,7 @@ def evaluate(pred, ref, *, task: str = "height", protocol: str = "rsgeo",
                          + ("; heights skip their nodata (--nodata)" if task == "height" else ""))
     if task == "footprints":
         return _footprints(Path(pred), Path(ref), iou, min_area, confidence, by)
+    _refuse_vectors(task, pred, ref)
     pairs = pair_rasters(Path(pred), Path(ref))
     if task == "height" and protocol == "synrs3d":
         return _synrs3d(pairs, align)
@@ -538,7 +551,7 @@ def _footprints(pred: Path, ref: Path, iou, min_area, confidence, by) -> dict:
     elif any(csv):
         raise InputError("both inputs must be SpaceNet CSVs, or both vector files", pred)
     else:
-        a, b = read_vector(pred, "prediction footprints"), read_vector(ref, "reference footprints")
+        a, b = read_vector(pred, "prediction footprints file"), read_vector(ref, "reference footprints file")
         for g, p in ((a, pred), (b, ref)):
             if len(g) == 0:
                 raise InputError("vector layer is empty", p)

@@ -93,7 +93,11 @@ def _rasters(root: Path) -> None:
         ds.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue,
                           ColorInterp.undefined]
     make_raster(root / "two.tif", np.stack([ndsm, ndsm]), nodata=-9999)
+    with rasterio.open(make_raster(root / "ndsm_m.tif", ndsm, nodata=-9999), "r+") as ds:
+        ds.units = ["metre"]                                 # an nDSM as rsgeo synth writes it
     make_raster(root / "labels.tif", (ndsm > 0).astype(np.uint8))
+    (root / "tiles").mkdir()
+    make_raster(root / "tiles" / "a.tif", rgb)                          # a folder of tiles
     make_raster(root / "change7.tif", (ndsm > 0).astype(np.uint8) * 7)      # not 0/1/255
     with warnings.catch_warnings():  # a plain picture: no CRS, no geotransform at all
         warnings.simplefilter("ignore")
@@ -122,6 +126,10 @@ def _models(root: Path) -> None:
     (run / "checkpoints").mkdir(parents=True)
     (run / ".rsgeo.json").write_text(json.dumps({"kind": "finetune"}))
     torch.save({"step": 3, "payload": Evil("pwned.txt")}, run / "checkpoints" / "last.pt")
+    for folder, kind in (("pretrun", "pretrain"), ("demofolder", "demo")):  # no best.ckpt
+        (root / folder).mkdir()
+        (root / folder / ".rsgeo.json").write_text(json.dumps({"kind": kind}))
+    (root / "demofolder" / "height.onnx").write_bytes((root / "corrupt.onnx").read_bytes())
     (root / "encoder.safetensors").write_bytes(b"\x00" * 40)           # damaged weights
     (root / "encoder.json").write_text(json.dumps({"backbone": "vit-tiny-4", "in_chans": 3, "img_size": 32,
                                                        "bands": ["red", "green", "blue"]}))
@@ -206,6 +214,9 @@ C = [
     # one scene's options next to a folder or --pairs were silently ignored
     ("prepare-source-with-folder", ["prepare", "mine", "-o", "c", "--source", "x"], 2,
      ["--source", "--pairs"], "."),
+    # a folder given to --pairs was "no such pairs file" though it exists
+    ("prepare-pairs-is-a-folder", ["prepare", "--pairs", "mine", "-o", "c"], 2,
+     ["mine", "is a folder", "rsgeo prepare FOLDER"], "."),
     ("prepare-dtm-with-pairs", ["prepare", "--pairs", "bad.csv", "-o", "c", "--dtm", "pre.tif"], 2,
      ["--dtm", "--pairs"], "."),
     ("prepare-bad-split", ["prepare", "--rgb", "rgb.tif", "-o", "c", "--split", "a,b"], 2,
@@ -275,6 +286,13 @@ C = [
                                   "none.safetensors"], 2, ["none.safetensors"], "."),
     ("finetune-corrupt-encoder", ["finetune", "chips", "--task", "height", "-o", "f", "--encoder",
                                   "encoder.safetensors"], 2, ["encoder.safetensors"], "."),
+    # an image or a text file as --encoder gave PyTorch's "Weights only load failed. In
+    # PyTorch 2.6, we changed ..." or "cannot read the checkpoint (105)"
+    ("finetune-raster-as-encoder", ["finetune", "chips", "--task", "height", "-o", "f",
+                                    "--encoder", "rgb.tif"], 2,
+     ["rgb.tif", "not a checkpoint", ".safetensors"], "."),
+    ("finetune-text-as-encoder", ["finetune", "chips", "--task", "height", "-o", "f",
+                                  "--encoder", "notes.txt"], 2, ["notes.txt", "not a checkpoint"], "."),
     ("finetune-bad-class-weights", ["finetune", "chips", "--task", "segmentation", "-o", "f", *FT,
                                     "--class-weights", "a,b"], 2, ["--class-weights"], "."),
     # class counts are checked against dataset.json's classes (0-5) before a run folder exists
@@ -305,7 +323,15 @@ C = [
     # export
     ("export-missing", ["export", "none.ckpt", "-o", "m.onnx"], 2, ["none.ckpt"], "."),
     ("export-crafted-pickle", ["export", "evil.ckpt", "-o", "m.onnx"], 2, ["evil.ckpt", "refusing"], "."),
-    ("export-onnx-as-checkpoint", ["export", "corrupt.onnx", "-o", "m.onnx"], 2, ["corrupt.onnx"], "."),
+    # said "not a readable rsgeo checkpoint (not a torch checkpoint file)"
+    ("export-onnx-as-checkpoint", ["export", "corrupt.onnx", "-o", "m.onnx"], 2,
+     ["corrupt.onnx", "already an ONNX model", "best.ckpt"], "."),
+    # a pretraining run or a demo folder for a model said "give a model file (.onnx or
+    # .ckpt)", which export does not take, without naming what the folder is
+    ("export-pretraining-run", ["export", "pretrun", "-o", "m.onnx"], 2,
+     ["pretrun", "pretraining run", "finetune"], "."),
+    ("predict-demo-folder", ["predict-height", "rgb.tif", "-m", "demofolder", "-o", "h.tif"], 2,
+     ["demofolder", "demo folder", "height.onnx"], "."),
     ("export-truncated", ["export", "trunc.ckpt", "-o", "m.onnx"], 2, ["trunc.ckpt"], "."),
     ("export-text-file", ["export", "notes.txt", "-o", "m.onnx"], 2, ["notes.txt"], "."),
     ("export-output-is-input", ["export", "model.ckpt", "-o", "model.ckpt", "--overwrite"], 2,
@@ -344,10 +370,21 @@ C = [
      ["empty.tif"], "."),
     ("predict-text-as-tif", ["predict-height", "text.tif", "-m", "model.ckpt", "-o", "h.tif"], 2,
      ["text.tif"], "."),
+    # several inputs and -o NAME.tif made a folder called NAME.tif (exit 0)
+    ("predict-two-inputs-one-file", ["predict-height", "rgb.tif", "four.tif", "-m", "model.ckpt",
+                                     "-o", "h.tif"], 2, ["h.tif", "2 inputs", "-o h/"], "."),
+    ("predict-folder-into-a-tif", ["predict", "tiles", "-m", "model.ckpt", "-o", "h.tif"], 2,
+     ["h.tif", "of a folder", "-o h.tif/"], "."),
     ("predict-four-bands", ["predict-height", "four.tif", "-m", "model.ckpt", "-o", "h.tif"], 2,
      ["four.tif", "band"], "."),
     # a 1-band raster (e.g. a DSM) is now a panchromatic image, replicated with a warning
     # (--bands rules); a 2-band one is still refused
+    # ... but not one whose band declares a length unit: an nDSM given for the ortho was
+    # predicted on as grey levels, exit 0
+    ("predict-heights-as-image", ["predict-height", "ndsm_m.tif", "-m", "model.ckpt", "-o",
+                                  "h.tif"], 2, ["ndsm_m.tif", "holds heights", "--bands"], "."),
+    ("prepare-heights-as-rgb", ["prepare", "--rgb", "ndsm_m.tif", "--ndsm", "pre.tif", "-o", "c"],
+     2, ["ndsm_m.tif", "holds heights"], "."),
     ("predict-two-bands", ["predict-height", "two.tif", "-m", "model.ckpt", "-o", "h.tif"], 2,
      ["two.tif", "band"], "."),
     ("predict-all-nodata", ["predict-height", "nodata_rgb.tif", "-m", "model.ckpt", "-o", "h.tif"], 2,
@@ -412,8 +449,14 @@ C = [
                                    "-o", "d.tif"], 2, ["lines.gpkg", "polygons"], "."),
     ("damage-missing-buildings", ["damage-map", "pre.tif", "post.tif", "--buildings", "none.gpkg",
                                   "-o", "d.tif"], 2, ["none.gpkg"], "."),
+    # a raster or a folder as polygons gave GDAL's "'PATH' not recognized as being in a
+    # supported file format.; It might help to specify the correct driver..." cut mid-word
     ("damage-raster-as-buildings", ["damage-map", "pre.tif", "post.tif", "--buildings", "rgb.tif",
-                                    "-o", "d.tif"], 2, ["rgb.tif"], "."),
+                                    "-o", "d.tif"], 2, ["rgb.tif", "is a raster"], "."),
+    ("damage-folder-as-buildings", ["damage-map", "pre.tif", "post.tif", "--buildings", "mine",
+                                    "-o", "d.tif"], 2, ["mine", "is a folder"], "."),
+    ("damage-text-as-buildings", ["damage-map", "pre.tif", "post.tif", "--buildings", "notes.txt",
+                                  "-o", "d.tif"], 2, ["notes.txt", "no vector format"], "."),
     ("damage-images-without-model", ["damage-map", "rgb.tif", "rgb.tif", "-o", "d.tif"], 2,
      ["rgb.tif"], "."),
     ("damage-corrupt-model", ["damage-map", "rgb.tif", "rgb.tif", "-m", "corrupt.onnx", "-o", "d.tif"],
@@ -453,6 +496,12 @@ C = [
     ("evaluate-empty-file", ["evaluate", "empty.tif", "pre.tif"], 2, ["empty.tif"], "."),
     ("evaluate-points-as-footprints", ["evaluate", "points.gpkg", "buildings.gpkg", "--task",
                                        "footprints"], 2, ["points.gpkg", "polygon"], "."),
+    # footprints with the default --task height said the file is not a readable raster
+    ("evaluate-footprints-without-task", ["evaluate", "buildings.gpkg", "surveyed.gpkg"], 2,
+     ["buildings.gpkg", "--task footprints"], "."),
+    ("evaluate-raster-as-reference-footprints", ["evaluate", "buildings.gpkg", "labels.tif",
+                                                 "--task", "footprints"], 2,
+     ["labels.tif", "is a raster", "another order"], "."),
     ("evaluate-malformed-spacenet-csv", ["evaluate", "bad.csv", "bad.csv", "--task", "footprints"], 2,
      ["bad.csv"], "."),
     ("evaluate-bad-classes-file", ["evaluate", "labels.tif", "labels.tif", "--task", "segmentation",
@@ -482,6 +531,12 @@ C = [
     ("footprints-negative-min-area", ["footprints", "labels.tif", "-o", "f.gpkg", "--min-area",
                                       "-2"], 2, ["--min-area", "-2"], "."),
     # building-heights
+    # a footprints file given for the raster (arguments swapped) gave GDAL's "'PATH' not
+    # recognized as being in a supported file format."
+    ("footprints-vector-as-raster", ["footprints", "buildings.gpkg", "-o", "f.gpkg"], 2,
+     ["buildings.gpkg", "is a vector file", "another order"], "."),
+    ("heights-arguments-swapped", ["building-heights", "buildings.gpkg", "--buildings", "pre.tif",
+                                   "-o", "h.gpkg"], 2, ["buildings.gpkg", "is a vector file"], "."),
     ("heights-missing-buildings", ["building-heights", "pre.tif", "--buildings", "none.gpkg", "-o",
                                    "h.gpkg"], 2, ["none.gpkg"], "."),
     ("heights-points", ["building-heights", "pre.tif", "--buildings", "points.gpkg", "-o", "h.gpkg"], 2,
@@ -557,6 +612,7 @@ def test_catalogue(world, tmp_path, monkeypatch, capsys, args, code, words, wher
     for w in words:
         assert w in line, (w, line)
     assert "Traceback" not in err and not CLASS_NAME.search(line), line
+    assert "Value error," not in line, line   # the option parser's own prefix, for nobody
     assert not re.search(r"\.tmp-[0-9a-f]{8}", line), line
     assert not shown, shown
     assert snapshot(root) == before
@@ -567,7 +623,7 @@ def test_catalogue(world, tmp_path, monkeypatch, capsys, args, code, words, wher
 
 def test_catalogue_is_large_and_covers_every_command():
     commands = {c[1][0] for c in C}
-    assert commands == {"synth", "prepare", "pretrain", "finetune", "predict-height", "damage-map",
+    assert commands == {"synth", "prepare", "pretrain", "finetune", "predict", "predict-height", "damage-map",
                         "evaluate", "export", "demo", "building-heights", "footprints"}
     assert len(C) >= 60 and len({c[0] for c in C}) == len(C)
 

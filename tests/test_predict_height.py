@@ -242,7 +242,7 @@ def test_corrupt_files_and_tile_choices_give_one_line_exit_2(tmp_path, cli, onnx
     corrupt.write_bytes(Path(onnx_model).read_bytes()[:2000])
     for args, msg in (
         (["predict-height", src, "-m", corrupt, "-o", tmp_path / "a.tif"], "not a readable ONNX"),
-        (["export", onnx_model, "-o", tmp_path / "b.onnx"], "not a readable rsgeo checkpoint"),
+        (["export", onnx_model, "-o", tmp_path / "b.onnx"], "already an ONNX model"),
         (["predict-height", src, "-m", onnx_model, "-o", tmp_path / "c.tif", "--tile", "32",
           "--overlap", "40"], "--overlap must be in"),
     ):

@@ -267,7 +267,8 @@ def _run(command, argv: list[str]) -> int:
             return 0
         ctx = getattr(e, "ctx", None)  # one line, like every other error
         where = ctx.command_path if ctx is not None else "rsgeo"
-        print(f"{where}: error: {e.format_message()} (see {where} -h)", file=sys.stderr)
+        msg = e.format_message().replace("Value error, ", "")  # pydantic's, via Typer's choices
+        print(f"{where}: error: {msg} (see {where} -h)", file=sys.stderr)
         return e.exit_code
     except aborts:  # main() names the signal (Typer turns a KeyboardInterrupt into Exit 130)
         if not state["stopped_by"]:

@@ -8,7 +8,10 @@ first. Nothing here imports torch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rsgeo.data.folder import dataset_classes, require_chip_dataset
+from rsgeo.errors import InputError
 from rsgeo.io.atomic import check_output
 from rsgeo.methods import registry
 from rsgeo.tasks import get_task
@@ -44,6 +47,9 @@ def pretrain(dataset, method: str, out, *, resume: bool = False,
 
 def export(checkpoint, out, *, overwrite: bool = False) -> None:
     """``rsgeo export``'s arguments, before :func:`rsgeo.infer.export.export_onnx` loads."""
+    if Path(checkpoint).suffix.lower() == ".onnx" and Path(checkpoint).is_file():
+        raise InputError("is already an ONNX model; rsgeo export takes a fine-tuned "
+                         "checkpoint (RUN/best.ckpt or the run folder)", checkpoint)
     resolve_model_path(checkpoint)
     check_onnx_output(out)
     check_output(out, overwrite, inputs=(checkpoint,))

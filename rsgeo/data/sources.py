@@ -109,6 +109,9 @@ def gather_scenes(synth_dir: Path | None = None, rgb: Path | None = None,
 def from_pairs(path: Path) -> list[SceneInput]:
     """Scenes from a CSV or YAML list (columns: rgb, dsm, dtm, ndsm, labels, change,
     footprints, post_rgb, source, split); relative paths are relative to the file."""
+    if path.is_dir():
+        raise InputError("is a folder, expected a pairs CSV or YAML file (a folder written "
+                         "by rsgeo synth is given without --pairs: rsgeo prepare FOLDER)", path)
     if not path.is_file():
         raise InputError("no such pairs file", path)
     if path.suffix.lower() in (".yaml", ".yml"):

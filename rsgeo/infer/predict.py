@@ -203,6 +203,13 @@ def plan_outputs(images: list[Path], output: Path, suffix: str = "_height.tif", 
         if output.exists() and not output.is_dir():
             raise InputError("is a file, not a folder" if folder else
                              "several inputs need an output folder", output)
+        if not folder and not output.exists() and \
+                output.suffix.lower() in GEOTIFF_SUFFIXES + TABLE_SUFFIXES:
+            n = f"{len(inputs)} input{'s' * (len(inputs) != 1)}"  # it became a folder x.tif
+            raise InputError(
+                f"is a file name, but {n}{' of a folder' * any(p.is_dir() for p in images)} "
+                f"write{'s' * (len(inputs) == 1)} one <stem>{suffix} each: give a folder (-o {output.with_suffix('')}/, "
+                f"or -o {output}/ to keep this name)", output)
         targets = [output / f"{p.stem}{suffix}" for p in inputs]
         if len(set(targets)) < len(targets):
             raise InputError("inputs share a file name, so their outputs would collide", output)

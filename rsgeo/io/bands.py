@@ -6,7 +6,8 @@ BGR into RGB, ``4,3,2`` picks RGB from a Sentinel-2 stack. Without ``--bands``:
 - an image with exactly the wanted band count is used as it is;
 - an RGBA image (4 bands, the last one's colour interpretation alpha) gives its first
   three bands;
-- a 1-band (panchromatic) image is replicated to the wanted count, with a warning;
+- a 1-band (panchromatic) image is replicated to the wanted count, with a warning, unless
+  its band declares a length unit (an nDSM or DSM given for the image: refused);
 - anything else is refused with a hint to pass ``--bands``.
 
 An alpha band that is not picked becomes the valid mask: pixels whose alpha is 0 read as
@@ -31,6 +32,7 @@ from rasterio.enums import ColorInterp
 from rasterio.io import MemoryFile
 
 from rsgeo.errors import InputError
+from rsgeo.io.heights import UNIT_FACTORS, band_unit
 from rsgeo.io.raster import open_raster
 
 log = logging.getLogger("rsgeo.io")
@@ -137,12 +139,24 @@ def _choose(ds, path, want: int | None, bands: tuple[int, ...] | None,
     if alpha == ds.count and ds.count - 1 == want:
         return BandChoice(tuple(range(1, want + 1)), alpha)
     if ds.count == 1:
+        _refuse_heights_as_image(ds, path, want)
         if warn:
             log.warning("%s: 1-band (panchromatic) image replicated to %d bands", path,
                         want)
         return BandChoice((1,) * want, None, True)
     raise InputError(f"image has {ds.count} band(s), {want} needed: pass --bands to pick them "
                      f"(e.g. --bands 1,2,3 for RGB first, 3,2,1 for BGR)", path)
+
+
+def _refuse_heights_as_image(ds, path, want: int) -> None:
+    """Refuse a 1-band raster whose band declares a length unit (an nDSM or DSM, ``metre``)
+    where an image of ``want`` bands is needed: replicated as "panchromatic", it gave a
+    model heights in metres for grey levels and a plausible-looking output."""
+    unit, own = band_unit(ds)     # not a unit GDAL lends from a compound CRS; a scale alone
+    if own and unit in UNIT_FACTORS:  # (reflectance) does not make heights either
+        raise InputError(f"holds heights (band unit {unit}), not an "
+                         f"image: the model or chips need {want} image bands (an RGB ortho); "
+                         "--bands 1,1,1 uses it as a grey image anyway", path)
 
 
 def _mask_xml(ds, src_nodata, out_nodata) -> str:

@@ -185,6 +185,16 @@ def check_exists(path: str | os.PathLike, what: str = "file") -> Path:
     return p
 
 
+def _is_vector(p: Path) -> bool:
+    """Whether OGR opens ``p`` as a vector layer (a footprints file given for a raster)."""
+    try:
+        import pyogrio
+
+        return bool(len(pyogrio.list_layers(p)))
+    except Exception:
+        return False
+
+
 def open_raster(
     path: str | os.PathLike,
     *,
@@ -216,6 +226,9 @@ def open_raster(
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             ds = rasterio.open(p)
     except RasterioIOError as e:
+        if "not recognized as being in a supported file format" in str(e) and _is_vector(p):
+            raise InputError(f"is a vector file, expected a {purpose}; were the arguments "
+                             "given in another order?", p) from None
         raise InputError(f"not a readable {purpose} ({first_line(e)})", p) from None
     try:
         validate_raster(ds, p, bands=bands, purpose=purpose, require_crs=require_crs,

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rsgeo.errors import InputError
+from rsgeo.errors import InputError, first_line
 from rsgeo.io.atomic import atomic_path
 
 DRIVERS = {
@@ -152,10 +152,39 @@ def read_vector(path: str | os.PathLike, purpose: str = "vector file"):
         else:
             gdf = gpd.read_file(p, engine="pyogrio")
     except Exception as e:  # pyogrio raises DataSourceError, ValueError, ...
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"not a readable {purpose} ({msg[:160]})", p) from None
+        raise InputError(_unreadable(p, purpose, e), p) from None
     _check_geographic_range(gdf, p)
     return gdf
+
+
+def _unreadable(p: Path, purpose: str, e: BaseException) -> str:
+    """Why ``p`` could not be read, in words a user acts on: a folder or a raster given where
+    polygons were expected says so, rather than GDAL's "'PATH' not recognized as being in a
+    supported file format.; It might help to specify the correct driver..." cut mid-word."""
+    msg = first_line(e)
+    if "not recognized as being in a supported file format" not in msg:
+        return f"not a readable {purpose} ({msg})"
+    if p.is_dir():
+        return f"is a folder, expected a {purpose} (polygons: .gpkg, .shp, .geojson, ...)"
+    if _is_raster(p):
+        return (f"is a raster, expected a {purpose} (polygons: .gpkg, .shp, .geojson, ...); "
+                "were the arguments given in another order?")
+    return f"not a readable {purpose} (no vector format OGR reads)"
+
+
+def _is_raster(p: Path) -> bool:
+    """Whether GDAL opens ``p`` as a raster (quietly; False for anything it cannot open)."""
+    import warnings
+
+    import rasterio
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with rasterio.open(p):
+                return True
+    except Exception:
+        return False
 
 
 def _check_geographic_range(gdf, path: Path) -> None:

@@ -27,6 +27,7 @@ MAE checkpoints store, is allowed); other pickled objects are refused.
 from __future__ import annotations
 
 import argparse
+import pickle
 import json
 import math
 import os
@@ -70,7 +71,23 @@ def _torch_load(path: Path) -> dict:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling refused, truncated or not a torch file
-        raise InputError(f"cannot read the checkpoint ({first_line(e, 120)})", path) from None
+        if isinstance(e, pickle.UnpicklingError) and "global" in str(e).lower():
+            raise InputError(f"cannot read the checkpoint ({first_line(e, 120)})", path) \
+                from None  # a pickle asking for code: refused, as it says
+        if not _torch_file(path):  # was PyTorch's "Weights only load failed. In ..." or "(105)"
+            raise InputError("not a checkpoint (not a torch file): give weights (.pth, .pt, "
+                             ".bin, .safetensors), a Hugging Face model folder or a "
+                             "pretraining run", path) from None
+        raise InputError(f"cannot read the checkpoint, damaged or truncated? "
+                         f"({first_line(e, 120)})", path) from None
+
+
+def _torch_file(path: Path) -> bool:
+    """Whether ``path`` starts as torch.save writes: a zip archive (even one cut short), or a
+    pickle (the legacy format)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
 
 
 def _read_weights(path: Path) -> dict:

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from rsgeo.errors import InputError
+from rsgeo.io.atomic import marker_kind
 
 
 def resolve_model_path(path: str | os.PathLike) -> Path:
@@ -18,11 +19,23 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     if p.is_dir():
         if (p / "best.ckpt").is_file():
             return p / "best.ckpt"
-        raise InputError("a folder without best.ckpt: give a model file (.onnx or .ckpt) "
-                         "or a run folder of `rsgeo finetune`", p)
+        raise InputError(_not_a_model_folder(p), p)
     if not p.is_file():
         raise InputError("no such model file", p)
     return p
+
+
+def _not_a_model_folder(p: Path) -> str:
+    """Why folder ``p`` (without best.ckpt) is no model, naming what to give instead: the
+    folders users mistake for one are a pretraining run and a demo folder."""
+    kind = marker_kind(p)
+    if kind == "pretrain":
+        return ("a pretraining run (an encoder for `rsgeo finetune --encoder`), not a task "
+                "model: fine-tune it and give that run folder or its best.ckpt")
+    if kind == "demo" and (p / "height.onnx").is_file():
+        return f"a demo folder, not a model: its height model is {p / 'height.onnx'}"
+    return ("a folder without best.ckpt: give a model file (.onnx or .ckpt) or a run folder "
+            "of `rsgeo finetune`")
 
 
 ONNX_SUFFIX = ".onnx"
