@@ -301,7 +301,7 @@ def test_every_vector_extension_the_readme_lists_is_written_and_shapefiles_are_r
 
     from rsgeo.io.vector import DRIVERS, read_vector, write_vector
 
-    g = gpd.GeoDataFrame({"height_median_m": [1.0]}, geometry=[shapely.box(500, 4800, 510, 4810)],
+    g = gpd.GeoDataFrame({"height": [1.0]}, geometry=[shapely.box(500, 4800, 510, 4810)],
                          crs=32631)
     for ext, driver in DRIVERS.items():
         back = read_vector(write_vector(g, tmp_path / f"b{ext}"))
