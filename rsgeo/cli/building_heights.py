@@ -10,7 +10,8 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.helptext import examples
-from rsgeo.cli.options import FILE, Bands, Json, Overwrite, Scale, emit, output_option
+from rsgeo.cli.options import (FILE, VECTOR_IN, VECTOR_OUT, Bands, Json, Overwrite, Scale,
+                               emit, output_option)
 from rsgeo.errors import InputError
 
 
@@ -26,10 +27,8 @@ class OutCrs(str, Enum):
 def building_heights_cmd(
     heights: Annotated[Path, typer.Argument(help="Heights above ground (m): an nDSM or predict-height's output; with --dtm a DSM; with -m an image.")],
     buildings: Annotated[Path, typer.Option(
-        "--buildings", help="Building polygons (any OGR format, .shp included, or GeoParquet named .parquet; with a CRS).")],
-    output: output_option("The polygons with their heights, to write: .gpkg, .geojson or "
-                          ".json, .geojsonl or .geojsons (GeoJSON sequence), .parquet or "
-                          ".fgb.", FILE),
+        "--buildings", help=f"Building polygons ({VECTOR_IN}; with a CRS).")],
+    output: output_option(f"The polygons with their heights, to write: {VECTOR_OUT}.", FILE),
     dtm: Annotated[Optional[Path], typer.Option(
         "--dtm", help="Terrain model (m): HEIGHTS is a DSM; the DTM is subtracted.")] = None,
     model: Annotated[Optional[list[Path]], typer.Option(

@@ -10,7 +10,7 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.helptext import examples
-from rsgeo.cli.options import (FILE, Bands, Json, MaxPixels, RasterOutput, emit, output_option,
+from rsgeo.cli.options import (FILE, VECTOR_IN, VECTOR_OUT, Bands, Json, MaxPixels, RasterOutput, emit, output_option,
                                print_table, with_groups)
 
 
@@ -31,9 +31,8 @@ def damage_map_cmd(
     output: output_option("Damage class raster (.tif), OUTPUT_loss.tif beside it (default: "
                           "<PRE stem>_damage.tif in the current folder).", FILE, optional=True) = None,
     footprints: Annotated[Optional[Path], typer.Option(
-        "--footprints", metavar=FILE, help="Output vectors of the damaged buildings or regions (.gpkg, "
-                             ".geojson or .json, .geojsonl or .geojsons (GeoJSON sequence), "
-                             ".parquet or .fgb); default: OUTPUT with .gpkg. (Input "
+        "--footprints", metavar=FILE, help="Output vectors of the damaged buildings or regions "
+                             f"({VECTOR_OUT}); default: OUTPUT with .gpkg. (Input "
                              "building polygons: --buildings.)")] = None,
     model: Annotated[Optional[list[str]], typer.Option(
         "-m", "--model", help="Height model for image inputs (or env RSGEO_MODEL); several "
@@ -46,7 +45,7 @@ def damage_map_cmd(
     max_height: Annotated[float, typer.Option(
         "--max-height", metavar="M", help="Refuse heights above this (m).")] = 1000.0,
     buildings: Annotated[Optional[Path], typer.Option(
-        "--buildings", help="Input pre-event building polygons (any OGR format, .shp included, or GeoParquet named .parquet): one output record per building.")] = None,
+        "--buildings", help=f"Input pre-event building polygons ({VECTOR_IN}): one output record per building.")] = None,
     buildings_model: Annotated[Optional[Path], typer.Option(
         "--buildings-model", help="Segmentation model: grade the buildings it finds on the PRE image (instead of --buildings).")] = None,
     event: Annotated[Event, typer.Option("--event", help="Threshold preset: earthquake 3 m, wildfire 1 m.")] = Event.earthquake,

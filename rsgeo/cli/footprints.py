@@ -9,7 +9,7 @@ import typer
 
 from rsgeo.cli.app import app
 from rsgeo.cli.helptext import examples
-from rsgeo.cli.options import (FILE, Bands, Json, Overwrite, Scale, Surface, Workers,
+from rsgeo.cli.options import (FILE, VECTOR_OUT, Bands, Json, Overwrite, Scale, Surface, Workers,
                                output_option)
 from rsgeo.errors import InputError
 from rsgeo.jsonout import dumps
@@ -21,8 +21,7 @@ from rsgeo.jsonout import dumps
     'rsgeo footprints ortho.tif -m seg.onnx --min-area 10 -o buildings.gpkg'))
 def footprints_cmd(
     raster: Annotated[Path, typer.Argument(help="Building probability (float 0..1), class or 0/1 mask raster; with -m an image.")],
-    output: output_option("Building polygons to write: .gpkg, .geojson or .json, "
-                          ".geojsonl or .geojsons (GeoJSON sequence), .parquet or .fgb.", FILE),
+    output: output_option(f"Building polygons to write: {VECTOR_OUT}.", FILE),
     model: Annotated[Optional[Path], typer.Option(
         "-m", "--model", help="Segmentation model (.onnx, .ckpt or finetune run folder): RASTER is an image, buildings are its building class (the class named building, or --class ID).")] = None,
     threshold: Annotated[float, typer.Option("--threshold", help="Probability rasters: building where >= this.")] = 0.5,

@@ -495,6 +495,9 @@ def utf8_values(command) -> None:
 # --- path values: '-' and a trailing '/' ---------------------------------------------------
 
 FILE, DIR, FILE_OR_DIR = "FILE", "DIR", "FILE|DIR"  # what a path option takes (its metavar)
+# vector formats in help texts: what rsgeo.io.vector.DRIVERS writes (by extension) and reads
+VECTOR_OUT = ".gpkg, .geojson or .json, .geojsonl or .geojsons (GeoJSON sequence), .parquet or .fgb"
+VECTOR_IN = "any OGR format, .shp included, or GeoParquet named .parquet"
 FILE_OR_STDOUT = "FILE|-"  # a report file, or '-': stdout
 SEPARATORS = tuple(s for s in {"/", os.sep, os.altsep} if s)
 _GIVEN = "rsgeo.paths"  # ctx.meta key: {parameter name: "folder" | "stdout"}

@@ -27,10 +27,10 @@ MAE checkpoints store, is allowed); other pickled objects are refused.
 from __future__ import annotations
 
 import argparse
-import pickle
 import json
 import math
 import os
+import pickle
 import re
 import sys
 from pathlib import Path
